@@ -1,0 +1,3 @@
+from latentanon.cli import main
+
+raise SystemExit(main())

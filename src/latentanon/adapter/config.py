@@ -1,0 +1,41 @@
+"""Config of the Anonymizing Adapter Module and of the ``train`` stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    latent_consistency: float = 100.0   # w_LC
+    utility: float = 1.0                # w_T
+    privacy: float = 1.0                # w_B
+    temperature: float = 0.1            # NT-Xent tau
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    blocks: int = 3
+    heads: int = 8
+    mlp: bool = True
+    mlp_ratio: float = 2.0
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    ar: float = 1.0
+    tad: float = 1.0
+    ad: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+    tasks: TaskWeights = field(default_factory=TaskWeights)   # weight 0 holds a task out (unseen)
+    use_tuned_weights: bool = True      # take the weights chosen by the tune stage when present
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 512
+    epochs: int = 100
+    device: str = "auto"

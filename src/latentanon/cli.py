@@ -1,0 +1,106 @@
+"""Command line: one sub-command per pipeline stage, plus ``anonymize`` and ``run``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from latentanon import stages
+from latentanon.config import ConfigError, load_params
+from latentanon.errors import LatentanonError
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one param (repeatable), e.g. --set data.root=/tmp/bench",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentanon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in stages.PIPELINE:
+        p = sub.add_parser(name.replace("_", "-"), aliases=[name] if "_" in name else [],
+                           help=f"run the {name} stage")
+        _add_params_args(p)
+        if name == "extract":
+            p.add_argument("--worker", type=int, default=0, help="this worker's index (fan-out)")
+            p.add_argument("--num-workers", type=int, default=1, help="number of parallel workers")
+            p.add_argument("--no-finalize", action="store_true", help="leave the index to finalize-extract")
+        p.set_defaults(stage=name)
+    p = sub.add_parser("finalize-extract", help="join parallel extraction shards into the store index")
+    _add_params_args(p)
+    p.set_defaults(stage="finalize_extract")
+    p = sub.add_parser("run", help="run every stage in order (what dvc repro does, without caching)")
+    _add_params_args(p)
+    p.add_argument("--from", dest="start", default=None, help="first stage to run")
+    p.set_defaults(stage="run")
+    p = sub.add_parser("anonymize", help="apply the registered champion adapter to a feature store")
+    p.add_argument("--model", required=True, help="e.g. models:/latentanon-aam@champion")
+    p.add_argument("--features", required=True, help="source store (path or s3:// URI)")
+    p.add_argument("--out", required=True, help="destination store (path or s3:// URI)")
+    p.set_defaults(stage="anonymize")
+    return parser
+
+
+def _print_summary(stage: str, summary: dict, seconds: float) -> None:
+    print(f"[{stage}] done in {seconds:.1f}s", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.stage == "anonymize":
+            summary = stages.anonymize(args.model, args.features, args.out)
+            _print_summary("anonymize", summary, 0.0)
+            return 0
+        params = load_params(args.params, args.overrides)
+        if args.stage == "run":
+            names = list(stages.PIPELINE)
+            if args.start:
+                names = names[names.index(args.start.replace("-", "_")):]
+        else:
+            names = [args.stage]
+        for name in names:
+            t0 = time.perf_counter()
+            if name == "extract":
+                summary = stages.extract(
+                    params,
+                    worker=getattr(args, "worker", 0),
+                    num_workers=getattr(args, "num_workers", 1),
+                    finalize=not getattr(args, "no_finalize", False),
+                )
+            elif name == "finalize_extract":
+                summary = stages.finalize_extract(params)
+            else:
+                summary = stages.run_stage(name, params)
+            seconds = time.perf_counter() - t0
+            summary = {**(summary or {}), "seconds": round(seconds, 3)}
+            stages.write_summary(name, params, summary)
+            _print_summary(name, summary, seconds)
+    except (LatentanonError, ConfigError) as exc:
+        print(f"latentanon: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The typed, frozen parameters of every stage, read once from params.yaml at the entry point."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from latentanon._configtools import ConfigError, from_dict, to_dict
+from latentanon.adapter.config import TrainConfig
+from latentanon.data.config import DataConfig, ValidateConfig
+from latentanon.encoders.config import ExtractConfig, PretrainConfig
+from latentanon.evaluation.config import BiasConfig, EvaluateConfig
+from latentanon.tracking.config import GateConfig, TrackingConfig
+from latentanon.tuning.config import TuneConfig
+
+__all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    workdir: str = "."                  # every stage output lives under it (DVC outs are relative to it)
+    features_uri: str = ""              # empty: <workdir>/features; may be s3://bucket/prefix
+    anonymized_uri: str = ""            # empty: <workdir>/features_anon; may be s3://bucket/prefix
+
+
+@dataclass(frozen=True)
+class Params:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    pretrain_encoder: PretrainConfig = field(default_factory=PretrainConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    audit_bias: BiasConfig = field(default_factory=BiasConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of some sections, to tag outputs with the params that made them."""
+        blob = json.dumps({s: to_dict(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, all derived from the params."""
+
+    workdir: Path
+    data_root: Path
+    features_uri: str
+    anonymized_uri: str
+
+    @classmethod
+    def from_params(cls, params: Params) -> "Layout":
+        workdir = Path(params.paths.workdir)
+        data_root = Path(params.data.root)
+        if not data_root.is_absolute():
+            data_root = workdir / data_root
+        return cls(
+            workdir=workdir,
+            data_root=data_root,
+            features_uri=params.paths.features_uri or str(workdir / "features"),
+            anonymized_uri=params.paths.anonymized_uri or str(workdir / "features_anon"),
+        )
+
+    @property
+    def manifests(self) -> Path:
+        return self.workdir / "data" / "manifests"
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.workdir / "models" / "encoder"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.workdir / "models" / "aam"
+
+    @property
+    def reports(self) -> Path:
+        return self.workdir / "reports"
+
+    def report_dir(self, stage: str) -> Path:
+        return self.reports / stage
+
+
+def _set_override(tree: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(f"override {assignment!r} must name section.key")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {key} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def params_from_dict(tree: dict, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    tree = copy.deepcopy(tree or {})
+    for assignment in overrides:
+        _set_override(tree, assignment)
+    return from_dict(Params, tree)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read a params file (safe YAML), apply ``section.key=value`` overrides, type-check everything."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return params_from_dict(tree, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,33 @@
+"""Config of the synthetic benchmark (``data``) and of the ``validate`` stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/benchmark"        # where the benchmark is written and read
+    seed: int = 0
+    height: int = 32
+    width: int = 32
+    fps: int = 16
+    clip_frames: int = 16               # frames per clip fed to the encoder
+    trimmed_frames: int = 48            # length of a trimmed action video
+    untrimmed_frames: int = 256         # length of an untrimmed (THUMOS / UCF-Crime style) video
+    codec: str = "libx264"
+    n_identities_train: int = 24
+    n_identities_val: int = 8
+    n_identities_test: int = 8
+    pretrain_videos_per_class: int = 24
+    actions_videos_per_identity_class: int = 1
+    privacy_images_per_identity: int = 6
+    privacy_videos_per_identity: int = 6
+    untrimmed_videos_per_identity: int = 1
+    anomaly_videos_per_identity: int = 2
+    bias_videos_per_identity_class: int = 1
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    max_quarantined_fraction: float = 0.02   # the stage fails above this share of unreadable videos
+    check_decode: bool = True

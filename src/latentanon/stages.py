@@ -1,0 +1,156 @@
+"""One function per pipeline step. DVC (through the CLI) and the KFP components call these.
+
+Each stage reads the typed params, writes its files under the layout, and returns a small
+summary dict (also written as reports/<stage>/summary.json by the CLI).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentanon.adapter.config import LossWeights
+from latentanon.config import Layout, Params
+from latentanon._configtools import from_dict
+
+
+def generate(params: Params) -> dict:
+    from latentanon.data.synthetic import generate_benchmark
+
+    layout = Layout.from_params(params)
+    return generate_benchmark(params.data, layout.data_root, layout.report_dir("generate"))
+
+
+def validate(params: Params) -> dict:
+    from latentanon.data.validation import validate_benchmark
+
+    layout = Layout.from_params(params)
+    return validate_benchmark(
+        params.data, params.validate, layout.data_root, layout.manifests, layout.report_dir("validate")
+    )
+
+
+def pretrain_encoder(params: Params) -> dict:
+    from latentanon.encoders.pretrain import pretrain_encoder as run
+
+    layout = Layout.from_params(params)
+    return run(
+        params.pretrain_encoder,
+        params.data,
+        layout.manifests,
+        layout.data_root,
+        layout.encoder_dir,
+        layout.report_dir("pretrain_encoder"),
+    )
+
+
+def extract(params: Params, worker: int = 0, num_workers: int = 1, finalize: bool = True) -> dict:
+    """Extract features into the store; ``worker``/``num_workers`` split the shards (KFP fan-out)."""
+    from latentanon.encoders.extraction import extract_features, finalize_store
+
+    layout = Layout.from_params(params)
+    summary = extract_features(
+        params.extract,
+        params.data,
+        layout.manifests,
+        layout.data_root,
+        layout.encoder_dir,
+        layout.features_uri,
+        worker=worker,
+        num_workers=num_workers,
+    )
+    if finalize:
+        summary["index"] = finalize_store(layout.features_uri)
+    return summary
+
+
+def finalize_extract(params: Params) -> dict:
+    """Join the shards written by parallel extract workers into the store's index."""
+    from latentanon.encoders.extraction import finalize_store
+
+    return finalize_store(Layout.from_params(params).features_uri)
+
+
+def tune(params: Params) -> dict:
+    from latentanon.tuning.search import run_search
+
+    layout = Layout.from_params(params)
+    return run_search(params, layout)
+
+
+def chosen_weights(params: Params) -> LossWeights:
+    """The loss weights train uses: the tune stage's choice when asked for and present, else params."""
+    layout = Layout.from_params(params)
+    chosen = layout.report_dir("tune") / "chosen.json"
+    if params.train.use_tuned_weights and chosen.exists():
+        return from_dict(LossWeights, json.loads(chosen.read_text())["weights"], "tune/chosen.json:weights")
+    return params.train.weights
+
+
+def train(params: Params) -> dict:
+    from latentanon.adapter.apply import anonymize_store
+    from latentanon.adapter.training import train_adapter
+
+    layout = Layout.from_params(params)
+    summary = train_adapter(
+        params.train,
+        chosen_weights(params),
+        layout.features_uri,
+        layout.adapter_dir,
+        layout.report_dir("train"),
+    )
+    summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
+    return summary
+
+
+def evaluate(params: Params) -> dict:
+    from latentanon.evaluation.run import evaluate as run
+
+    layout = Layout.from_params(params)
+    return run(params, layout)
+
+
+def audit_bias(params: Params) -> dict:
+    from latentanon.evaluation.bias import audit_bias as run
+
+    layout = Layout.from_params(params)
+    return run(params, layout)
+
+
+def gate(params: Params) -> dict:
+    from latentanon.tracking.gate import run_gate
+
+    layout = Layout.from_params(params)
+    return run_gate(params, layout)
+
+
+def anonymize(model_uri: str, features: str, out: str) -> dict:
+    """Apply a registered (gate-approved) adapter to a stored feature set."""
+    from latentanon.tracking.registry import anonymize_with_registered_model
+
+    return anonymize_with_registered_model(model_uri, features, out)
+
+
+PIPELINE = (
+    "generate",
+    "validate",
+    "pretrain_encoder",
+    "extract",
+    "tune",
+    "train",
+    "evaluate",
+    "audit_bias",
+    "gate",
+)
+
+
+def run_stage(name: str, params: Params) -> dict:
+    if name not in PIPELINE:
+        raise KeyError(f"unknown stage {name!r}; stages: {', '.join(PIPELINE)}")
+    return globals()[name](params)
+
+
+def write_summary(stage: str, params: Params, summary: dict) -> Path:
+    out = Layout.from_params(params).report_dir(stage) / "summary.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return out

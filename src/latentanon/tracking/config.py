@@ -1,0 +1,19 @@
+"""Config of MLflow tracking and of the ``gate`` stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str = ""              # empty: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str = "latentanon"
+    model_name: str = "latentanon-aam"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_normalized_leakage: float = 0.4
+    min_relative_cmap_drop: float = 0.2
+    max_utility_relative_drop: float = 0.01
+    require_bias_gap_not_larger: bool = True

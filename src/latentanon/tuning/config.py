@@ -1,0 +1,17 @@
+"""Config of the ``tune`` stage (Optuna loss-weight search)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    n_trials: int = 12
+    seed: int = 0
+    storage: str = ""                   # SQLAlchemy URL; empty: sqlite file under reports/tune
+    study_name: str = "latentanon-aam"
+    epochs_per_trial: int = 20
+    w_lc_range: tuple[float, float] = (1.0, 300.0)
+    w_b_range: tuple[float, float] = (0.1, 10.0)
+    w_t_range: tuple[float, float] = (0.1, 10.0)
+    max_utility_drop: float = 0.01      # operating-point rule: least leakage with every drop below this
