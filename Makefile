@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# dvc runs each stage's `latentanon ...` command: put the venv first on PATH.
 run: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
