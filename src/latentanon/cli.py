@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from latentanon import stages
 from latentanon.config import ConfigError, load_params
@@ -30,6 +29,7 @@ def _add_params_args(p: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one param (repeatable), e.g. --set data.root=/tmp/bench",
     )
+    p.add_argument("--no-tracking", action="store_true", help="do not log this stage to MLflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,26 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "run":
             names = list(stages.PIPELINE)
             if args.start:
-                names = names[names.index(args.start.replace("-", "_")):]
+                start = args.start.replace("-", "_")
+                if start not in names:
+                    raise ConfigError(f"--from {args.start}: unknown stage; stages: {', '.join(names)}")
+                names = names[names.index(start):]
         else:
             names = [args.stage]
         for name in names:
-            t0 = time.perf_counter()
+            kwargs = {}
             if name == "extract":
-                summary = stages.extract(
-                    params,
-                    worker=getattr(args, "worker", 0),
-                    num_workers=getattr(args, "num_workers", 1),
-                    finalize=not getattr(args, "no_finalize", False),
-                )
-            elif name == "finalize_extract":
-                summary = stages.finalize_extract(params)
-            else:
-                summary = stages.run_stage(name, params)
-            seconds = time.perf_counter() - t0
-            summary = {**(summary or {}), "seconds": round(seconds, 3)}
-            stages.write_summary(name, params, summary)
-            _print_summary(name, summary, seconds)
+                kwargs = {
+                    "worker": getattr(args, "worker", 0),
+                    "num_workers": getattr(args, "num_workers", 1),
+                    "finalize": not getattr(args, "no_finalize", False),
+                }
+            summary = stages.execute(name, params, track=not args.no_tracking, **kwargs)
+            _print_summary(name, summary, summary["seconds"])
     except (LatentanonError, ConfigError) as exc:
         print(f"latentanon: error: {exc}", file=sys.stderr)
         return 2

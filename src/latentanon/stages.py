@@ -6,6 +6,7 @@ summary dict (also written as reports/<stage>/summary.json by the CLI).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from latentanon.adapter.config import LossWeights
@@ -143,10 +144,31 @@ PIPELINE = (
 )
 
 
-def run_stage(name: str, params: Params) -> dict:
-    if name not in PIPELINE:
+def stage_artifacts(stage: str, params: Params) -> list[Path]:
+    """The files a person looks at after a stage: logged to the pipeline's MLflow run."""
+    layout = Layout.from_params(params)
+    artifacts = [layout.report_dir(stage)]
+    if stage == "audit_bias":
+        artifacts += [layout.reports / "metrics.json", layout.reports / "report.md"]
+    return artifacts
+
+
+def execute(name: str, params: Params, track: bool = True, **kwargs) -> dict:
+    """Run one stage, record its summary and time, and log it to the pipeline's MLflow run.
+
+    The CLI (hence DVC) and the KFP components both go through here.
+    """
+    if name not in (*PIPELINE, "finalize_extract"):
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(PIPELINE)}")
-    return globals()[name](params)
+    t0 = time.perf_counter()
+    summary = globals()[name](params, **kwargs) or {}
+    summary = {**summary, "seconds": round(time.perf_counter() - t0, 3)}
+    write_summary(name, params, summary)
+    if track:
+        from latentanon.tracking.runs import log_stage
+
+        log_stage(params, name, summary, [p for p in stage_artifacts(name, params) if p.exists()])
+    return summary
 
 
 def write_summary(stage: str, params: Params, summary: dict) -> Path:
