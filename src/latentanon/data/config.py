@@ -15,9 +15,11 @@ class DataConfig:
     trimmed_frames: int = 48            # length of a trimmed action video
     untrimmed_frames: int = 256         # length of an untrimmed (THUMOS / UCF-Crime style) video
     codec: str = "libx264"
+    workers: int = 2                    # processes rendering the benchmark (1 = in this process)
     n_identities_train: int = 24
     n_identities_val: int = 8
     n_identities_test: int = 8
+    n_identities_pretrain: int = 32     # the pretraining corpus's own people (ids from 1001)
     pretrain_videos_per_class: int = 24
     actions_videos_per_identity_class: int = 1
     privacy_images_per_identity: int = 6

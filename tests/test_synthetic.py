@@ -1,0 +1,154 @@
+"""Generation of the synthetic benchmark on a tiny config: layouts, determinism, resumption."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from latentanon.data import layouts
+from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
+from latentanon.data.actors import make_identity
+from latentanon.data.config import DataConfig
+from latentanon.data.synthetic import generate_benchmark, make_cast, plan_benchmark, render_job
+from latentanon.data.video_io import read_image, read_video, write_image
+from latentanon.errors import DataError
+
+TINY = DataConfig(
+    n_identities_train=2, n_identities_val=1, n_identities_test=1, n_identities_pretrain=3,
+    pretrain_videos_per_class=1, trimmed_frames=16, untrimmed_frames=64, privacy_images_per_identity=1,
+    privacy_videos_per_identity=1, anomaly_videos_per_identity=2, height=32, width=32,
+)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bench")
+    summary = generate_benchmark(TINY, base / "data", base / "reports")
+    return base, summary
+
+
+def test_every_layout_is_written(generated):
+    base, summary = generated
+    root = base / "data"
+    expected = {
+        "pretrain/annotations/train.csv", "pretrain/annotations/validate.csv",
+        "actions/ucfTrainTestlist/classInd.txt", "actions/ucfTrainTestlist/trainlist01.txt",
+        "actions/ucfTrainTestlist/testlist01.txt",
+        f"privacy_videos/testTrainMulti_7030_splits/{ACTIONS[0]}_test_split1.txt",
+        f"privacy_videos/PrivacyAttributes/{ACTIONS[0]}.json",
+        f"untrimmed/annotation/validation/{ACTIONS[0]}_val.txt", f"untrimmed/annotation/test/{ACTIONS[0]}_test.txt",
+        "anomaly/Anomaly_Train.txt", "anomaly/Anomaly_Test.txt",
+        "anomaly/Temporal_Anomaly_Annotation_for_Testing_Videos.txt",
+        f"bias/{layouts.SUBJECTS_FILE}", layouts.CLASSES_FILE,
+    }
+    for rel in expected:
+        assert (root / rel).is_file(), rel
+    n_people = 4
+    assert summary["videos"] == {
+        "pretrain": len(ACTIONS), "actions": n_people * len(ACTIONS), "privacy_videos": n_people,
+        "privacy_images": n_people, "untrimmed": n_people, "anomaly": 2 * n_people, "bias": n_people * len(ACTIONS),
+    }
+    videos = [p for p in root.rglob("*.mp4")]
+    assert len(videos) == sum(summary["videos"].values()) - summary["videos"]["privacy_images"]
+    assert len(list((root / "privacy_images" / "images").rglob("*.png"))) == n_people
+    classes = json.loads((root / layouts.CLASSES_FILE).read_text())
+    assert classes["actions"] == list(ACTIONS) and len(ACTIONS) >= 10
+    assert [tuple(p) for p in classes["pairs"]] == list(PAIRS)
+
+
+def test_files_decode_with_configured_size(generated):
+    base, _ = generated
+    root = base / "data"
+    video = read_video(next((root / "actions" / "UCF101").rglob("*.mp4")))
+    assert video.shape == (TINY.trimmed_frames, TINY.height, TINY.width, 3)
+    long_video = read_video(next((root / "untrimmed" / "videos").rglob("*.mp4")))
+    assert long_video.shape[0] == TINY.untrimmed_frames
+    image = read_image(next((root / "privacy_images" / "images").rglob("*.png")))
+    assert image.shape == (TINY.height, TINY.width, 3)
+
+
+def test_contact_sheets_and_summary(generated):
+    base, summary = generated
+    reports = base / "reports"
+    for set_name in layouts.SETS:
+        sheet = reports / f"contact_{set_name}.png"
+        assert sheet.is_file() and read_image(sheet).shape[0] > 100
+    on_disk = json.loads((reports / "summary.json").read_text())
+    assert on_disk["videos"] == summary["videos"] and summary["seconds"] > 0 and summary["bytes"] > 0
+
+
+def test_rerun_resumes_without_rewriting(generated):
+    base, _ = generated
+    root = base / "data"
+    some = next((root / "bias").rglob("*.mp4"))
+    before = some.stat().st_mtime_ns
+    # an interrupted run: one video lost; the re-run renders only that one
+    lost = next((root / "actions").rglob("*.mp4"))
+    lost.unlink()
+    again = generate_benchmark(TINY, root, base / "reports")
+    assert again["rendered"] == 1 and again["skipped_existing"] == sum(again["videos"].values()) - 1
+    assert some.stat().st_mtime_ns == before and lost.exists()
+
+
+def test_other_settings_refuse_the_same_root(generated, tmp_path):
+    base, _ = generated
+    with pytest.raises(DataError, match="other data settings"):
+        generate_benchmark(replace(TINY, seed=5), base / "data", tmp_path)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="not empty"):
+        generate_benchmark(TINY, tmp_path / "foreign", tmp_path / "r")
+
+
+def test_generation_is_deterministic_in_the_seed():
+    jobs_a, files_a = plan_benchmark(TINY)
+    jobs_b, files_b = plan_benchmark(TINY)
+    assert files_a == files_b and [j.path for j in jobs_a] == [j.path for j in jobs_b]
+    assert np.array_equal(render_job(jobs_a[5], TINY), render_job(jobs_b[5], TINY))
+    jobs_c, files_c = plan_benchmark(replace(TINY, seed=1))
+    assert files_c != files_a
+    assert not np.array_equal(render_job(jobs_c[5], replace(TINY, seed=1)), render_job(jobs_a[5], TINY))
+
+
+def test_identities_are_disjoint_across_splits_and_pretraining():
+    cast = make_cast(TINY)
+    ids = {k: {p.identity for p in v} for k, v in cast.items()}
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    pretrain = ids["pretrain_train"] | ids["pretrain_val"]
+    assert not pretrain & (ids["train"] | ids["val"] | ids["test"])
+    jobs, _ = plan_benchmark(TINY)
+    for job in jobs:
+        pool = ids[f"pretrain_{job.split}"] if job.set_name == "pretrain" else ids[job.split]
+        assert job.person.identity in pool
+
+
+def test_reversed_pairs_are_exact_time_reversals():
+    person = make_identity(1, 0, 0, np.random.default_rng(0))
+    t = np.arange(48, dtype=np.float32) / 16
+    for reversed_name, forward_name in REVERSED.items():
+        back, _ = action_pose(reversed_name, t, person, np.random.default_rng(4))
+        fwd, _ = action_pose(forward_name, t, person, np.random.default_rng(4))
+        assert np.allclose(back, fwd[::-1])
+        assert not np.allclose(back, fwd)
+
+
+def test_bad_config_is_rejected(tmp_path):
+    with pytest.raises(DataError, match="identities"):
+        generate_benchmark(replace(TINY, n_identities_test=0), tmp_path / "d", tmp_path / "r")
+    with pytest.raises(DataError, match="even"):
+        plan_benchmark(replace(TINY, height=31))
+
+
+def test_image_round_trip_and_bad_image(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.png", image)
+    assert np.array_equal(read_image(tmp_path / "a.png"), image)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png"):
+        read_image(tmp_path / "bad.png")
+    with pytest.raises(DataError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(DataError, match="uint8"):
+        write_image(tmp_path / "c.png", image.astype(np.float32))
