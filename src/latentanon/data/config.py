@@ -33,3 +33,6 @@ class DataConfig:
 class ValidateConfig:
     max_quarantined_fraction: float = 0.02   # the stage fails above this share of unreadable videos
     check_decode: bool = True
+    # every video needs a known identity; false for real datasets without identity sidecars
+    # (split disjointness is then checked over the known identities only)
+    require_identity: bool = True
