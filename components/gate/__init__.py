@@ -1,0 +1,3 @@
+from components.gate.component import gate, promote
+
+__all__ = ["gate", "promote"]

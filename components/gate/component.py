@@ -1,0 +1,47 @@
+"""gate: the promotion decision (privacy and utility thresholds) and, when approved, promotion."""
+from typing import List
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.image import stage_component
+
+
+@stage_component
+def gate(
+    params_yaml: str,
+    overrides: List[str],
+    mlflow_run_id: str,
+    adapter: Input[Model],
+    train_report: Input[Dataset],
+    evaluate_report: Input[Dataset],
+    audit_bias_report: Input[Dataset],
+    metrics_json: Input[Dataset],
+    gate_report: Output[Dataset],
+) -> str:
+    """Register the adapter as @candidate and decide; returns ``approved`` or ``rejected``."""
+    import json
+
+    from latentanon import kfp_io
+
+    # The DVC gate stage (stages.gate) also promotes; here promotion is the pipeline's dsl.If branch.
+    summary = kfp_io.run_component(
+        "gate", kfp_io.execute_gate_decision, params_yaml, overrides, mlflow_run_id,
+        inputs={"adapter": adapter, "train_report": train_report, "evaluate_report": evaluate_report,
+                "audit_bias_report": audit_bias_report, "metrics_json": metrics_json},
+        outputs={"gate_report": gate_report},
+    )
+    return kfp_io.gate_decision(json.loads(summary))
+
+
+@stage_component
+def promote(
+    params_yaml: str,
+    overrides: List[str],
+    mlflow_run_id: str,
+    gate_report: Input[Dataset],
+    champion: Output[Model],
+) -> str:
+    """Move @champion to the approved version and hand the registered model on as an artifact."""
+    from latentanon import kfp_io
+
+    return kfp_io.promote_champion(params_yaml, overrides, mlflow_run_id, gate_report, champion)

@@ -1,0 +1,3 @@
+from components.generate.component import generate
+
+__all__ = ["generate"]

@@ -1,0 +1,28 @@
+"""pretrain_encoder: pretrain (or load) the frozen video encoder."""
+from typing import List
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import stage_component
+
+
+@stage_component
+def pretrain_encoder(
+    params_yaml: str,
+    overrides: List[str],
+    mlflow_run_id: str,
+    data: Input[Dataset],
+    manifests: Input[Dataset],
+    encoder: Output[Model],
+    pretrain_encoder_report: Output[Dataset],
+    metrics: Output[Metrics],
+) -> str:
+    """Pretrain the built-in encoder on the pretraining corpus (or wrap a local HF encoder)."""
+    from latentanon import kfp_io, stages
+
+    return kfp_io.run_component(
+        "pretrain_encoder", stages.execute, params_yaml, overrides, mlflow_run_id,
+        inputs={"data": data, "manifests": manifests},
+        outputs={"encoder": encoder, "pretrain_encoder_report": pretrain_encoder_report},
+        metrics=metrics,
+    )

@@ -1,0 +1,3 @@
+from components.tracking.component import close_run, open_run
+
+__all__ = ["open_run", "close_run"]

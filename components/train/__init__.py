@@ -1,0 +1,3 @@
+from components.train.component import train
+
+__all__ = ["train"]

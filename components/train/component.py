@@ -1,0 +1,29 @@
+"""train: fit the Anonymizing Adapter Module with the chosen loss weights, anonymize the store."""
+from typing import List
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import stage_component
+
+
+@stage_component
+def train(
+    params_yaml: str,
+    overrides: List[str],
+    mlflow_run_id: str,
+    features: Input[Dataset],
+    tune_report: Input[Dataset],
+    adapter: Output[Model],
+    anonymized: Output[Dataset],
+    train_report: Output[Dataset],
+    metrics: Output[Metrics],
+) -> str:
+    """Train the adapter (train split for gradients, val for checkpoint selection)."""
+    from latentanon import kfp_io, stages
+
+    return kfp_io.run_component(
+        "train", stages.execute, params_yaml, overrides, mlflow_run_id,
+        inputs={"features": features, "tune_report": tune_report},
+        outputs={"adapter": adapter, "anonymized": anonymized, "train_report": train_report},
+        metrics=metrics,
+    )

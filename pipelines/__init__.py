@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions of latentanon and the command that compiles them."""

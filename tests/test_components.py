@@ -1,0 +1,330 @@
+"""KFP components: image, artifact types, the stage each one calls, and the kfp_io glue."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo root, not in src/
+    sys.path.insert(0, str(REPO))
+
+from kfp.dsl import Dataset, Markdown, Metrics, Model  # noqa: E402
+
+from latentanon import kfp_io  # noqa: E402
+from latentanon.config import ConfigError  # noqa: E402
+
+STAGE_FOLDERS = (
+    "generate", "validate", "pretrain_encoder", "extract", "tune", "train", "evaluate", "audit_bias", "gate",
+)
+# component -> the stage its body runs through latentanon.stages.execute (what the CLI, hence DVC,
+# runs too); the gate decides through kfp_io so that promotion can be the pipeline's dsl.If branch.
+STAGE_CALLS = {
+    "generate": '"generate", stages.execute',
+    "validate": '"validate", stages.execute',
+    "pretrain_encoder": '"pretrain_encoder", stages.execute',
+    "extract_shards": '"extract", stages.execute',
+    "finalize_extract": '"finalize_extract", stages.execute',
+    "tune_trials": '"tune", stages.execute',
+    "tune_select": '"tune", stages.execute',
+    "train": '"train", stages.execute',
+    "evaluate": '"evaluate", stages.execute',
+    "audit_bias": '"audit_bias", stages.execute',
+    "gate": '"gate", kfp_io.execute_gate_decision',
+}
+
+
+def all_components() -> dict:
+    import components.audit_bias
+    import components.evaluate
+    import components.extract
+    import components.gate
+    import components.generate
+    import components.pretrain_encoder
+    import components.tracking
+    import components.train
+    import components.tune
+    import components.validate
+
+    found = {}
+    for module in (components.generate, components.validate, components.pretrain_encoder, components.extract,
+                   components.tune, components.train, components.evaluate, components.audit_bias,
+                   components.gate, components.tracking):
+        for name in module.__all__:
+            found[name] = getattr(module, name)
+    return found
+
+
+def io_types(component) -> tuple[dict, dict]:
+    spec = component.component_spec
+    inputs = {k: v.type.split("@")[0] for k, v in (spec.inputs or {}).items()}
+    outputs = {k: v.type.split("@")[0] for k, v in (spec.outputs or {}).items()}
+    return inputs, outputs
+
+
+def test_one_folder_per_stage_with_a_component_module():
+    for stage in STAGE_FOLDERS:
+        folder = REPO / "components" / stage
+        assert (folder / "component.py").is_file(), f"components/{stage}/component.py missing"
+        assert (folder / "__init__.py").is_file()
+
+
+def test_every_component_runs_in_the_project_image_without_installing_anything():
+    from components.image import PROJECT_IMAGE
+
+    assert ":" in PROJECT_IMAGE and not PROJECT_IMAGE.endswith(":latest")
+    for name, component in all_components().items():
+        container = component.component_spec.implementation.container
+        assert container.image == PROJECT_IMAGE, name
+        command = " ".join(container.command or []) + " ".join(container.args or [])
+        assert "pip install" not in command, f"{name} installs packages at run time"
+        assert "kfp.dsl.executor_main" in command, f"{name} is not a lightweight Python component"
+
+
+@pytest.mark.parametrize("name,call", sorted(STAGE_CALLS.items()))
+def test_component_body_calls_the_same_stage_function_as_dvc(name, call):
+    import inspect
+
+    component = all_components()[name]
+    source = inspect.getsource(component.python_func)
+    assert call in source, f"{name} does not call {call}"
+    assert "from latentanon import" in source
+
+
+def test_artifact_types_follow_what_they_hold():
+    comps = all_components()
+    dataset, model, metrics, markdown = (t.schema_title for t in (Dataset, Model, Metrics, Markdown))
+    _, out = io_types(comps["generate"])
+    assert out["data"] == dataset
+    inp, out = io_types(comps["pretrain_encoder"])
+    assert inp["data"] == dataset and inp["manifests"] == dataset
+    assert out["encoder"] == model and out["metrics"] == metrics
+    inp, out = io_types(comps["train"])
+    assert inp["features"] == dataset and out["adapter"] == model and out["anonymized"] == dataset
+    _, out = io_types(comps["audit_bias"])
+    assert out["report"] == markdown and out["metrics"] == metrics
+    inp, _ = io_types(comps["finalize_extract"])
+    assert inp["shards"] == dataset
+    assert comps["finalize_extract"].component_spec.inputs["shards"].is_artifact_list
+    assert comps["tune_select"].component_spec.inputs["trials"].is_artifact_list
+    _, out = io_types(comps["promote"])
+    assert out["champion"] == model
+    for name in ("generate", "validate", "pretrain_encoder", "extract_shards", "finalize_extract",
+                 "tune_trials", "tune_select", "train", "evaluate", "audit_bias", "gate", "promote"):
+        inp, _ = io_types(comps[name])
+        assert inp["params_yaml"] == "String" and inp["overrides"].startswith("typing.List"), name
+        assert inp["mlflow_run_id"] == "String", name
+
+
+# ---------------------------------------------------------------------------------------------
+# kfp_io
+
+
+def artifact(cls, path: Path):
+    return cls(uri=str(path), name=path.name)
+
+
+SMOKE_YAML = (REPO / "params.smoke.yaml").read_text()
+
+
+def test_parse_params_rejects_bad_yaml_unknown_keys_and_bad_overrides():
+    with pytest.raises(ConfigError, match="params_yaml"):
+        kfp_io.parse_params("paths: [unclosed")
+    with pytest.raises(ConfigError, match="mapping"):
+        kfp_io.parse_params("- a list")
+    with pytest.raises(ConfigError):
+        kfp_io.parse_params("nosuchsection:\n  x: 1\n")
+    with pytest.raises(ConfigError):
+        kfp_io.parse_params(SMOKE_YAML, ["train.epochs=many"])
+    tree, overrides = kfp_io.parse_params(SMOKE_YAML, ["train.epochs=5"])
+    assert tree["data"]["root"] == "data/benchmark-smoke" and overrides == ["train.epochs=5"]
+
+
+def test_workspace_links_inputs_and_copies_outputs_into_artifacts(tmp_path):
+    upstream = tmp_path / "upstream-manifests"
+    upstream.mkdir()
+    (upstream / "actions.csv").write_text("video_id\nv1\n")
+    manifests = artifact(Dataset, upstream)
+    encoder = artifact(Model, tmp_path / "out" / "encoder")
+    report = artifact(Dataset, tmp_path / "out" / "report")
+    with kfp_io.StageWorkspace(SMOKE_YAML, ["train.epochs=7"], inputs={"manifests": manifests},
+                               outputs={"encoder": encoder, "pretrain_encoder_report": report}) as ws:
+        layout = ws.layout
+        assert ws.params.train.epochs == 7
+        assert layout.workdir == ws.root
+        assert layout.data_root == ws.root / kfp_io.BENCHMARK_DIR  # absolute or not, data lives inside
+        assert (layout.manifests / "actions.csv").read_text() == "video_id\nv1\n"
+        assert layout.manifests.is_symlink()  # read-only input: linked, not copied
+        layout.encoder_dir.mkdir(parents=True)
+        (layout.encoder_dir / "config.json").write_text('{"dim": 8}')
+        layout.report_dir("pretrain_encoder").mkdir(parents=True)
+        (layout.report_dir("pretrain_encoder") / "probe.json").write_text("{}")
+        for role, out in ws.outputs.items():
+            ws._stage_out(role, out)
+        root = ws.root
+    assert not root.exists(), "the scratch workspace is removed afterwards"
+    assert json.loads((tmp_path / "out" / "encoder" / "config.json").read_text()) == {"dim": 8}
+    assert (tmp_path / "out" / "report" / "probe.json").exists()
+    assert encoder.metadata["role"] == "encoder"
+    assert sorted(p.name for p in upstream.iterdir()) == ["actions.csv"], "the upstream artifact is untouched"
+
+
+def test_missing_output_is_an_error_naming_the_role(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv(kfp_io.ENV_SCRATCH, str(scratch))
+    adapter = artifact(Model, tmp_path / "adapter")
+    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={}, outputs={"adapter": adapter}) as ws:
+        assert ws.root.parent == scratch
+        with pytest.raises(kfp_io.ArtifactError, match="adapter"):
+            ws._stage_out("adapter", adapter)
+    with pytest.raises(kfp_io.ArtifactError, match="missing"):
+        with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"data": artifact(Dataset, tmp_path / "nope")},
+                                   outputs={}):
+            pass
+    assert list(scratch.iterdir()) == [], "a failed set-up leaves no workspace behind"
+
+
+def test_fan_in_merges_worker_stores_into_a_private_copy(tmp_path):
+    shards = []
+    for worker in range(2):
+        path = tmp_path / f"worker{worker}"
+        (path / "actions").mkdir(parents=True)
+        (path / "actions" / f"shard-0000{worker}.safetensors").write_bytes(b"x" * (worker + 1))
+        shards.append(artifact(Dataset, path))
+    merged = artifact(Dataset, tmp_path / "merged")
+    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"features": shards}, outputs={"features": merged}) as ws:
+        store = Path(ws.layout.features_uri)
+        assert not store.is_symlink()
+        assert sorted(p.name for p in (store / "actions").iterdir()) == ["shard-00000.safetensors",
+                                                                           "shard-00001.safetensors"]
+        (store / "index.json").write_text("{}")
+        ws._stage_out("features", merged)
+    assert (tmp_path / "merged" / "index.json").exists()
+    assert not (tmp_path / "worker0" / "index.json").exists()
+
+
+def test_remote_store_travels_as_a_pointer(tmp_path):
+    uri = "s3://bucket/prefix/features"
+    out = artifact(Dataset, tmp_path / "store")
+    with kfp_io.StageWorkspace(SMOKE_YAML, [f"paths.features_uri={uri}"], inputs={},
+                               outputs={"features": out}) as ws:
+        assert ws.layout.features_uri == uri
+        ws._stage_out("features", out)
+    assert kfp_io.read_store_pointer(tmp_path / "store") == uri
+    assert out.metadata["store_uri"] == uri
+    # Downstream, the pointer wins even when the params do not name the store.
+    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"features": artifact(Dataset, tmp_path / "store")},
+                               outputs={}) as ws:
+        assert ws.layout.features_uri == uri
+    # A local features_uri in the params is replaced by the workspace's own store.
+    with kfp_io.StageWorkspace(SMOKE_YAML, [f"paths.features_uri={tmp_path / 'elsewhere'}"], inputs={},
+                               outputs={}) as ws:
+        assert ws.layout.features_uri == str(ws.root / "features")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / kfp_io.STORE_POINTER).write_text('{"uri": "/local/path"}')
+    with pytest.raises(kfp_io.ArtifactError, match="not a remote URI"):
+        kfp_io.read_store_pointer(tmp_path / "bad")
+
+
+def test_role_locations_and_unknown_roles(tmp_path):
+    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={}, outputs={}) as ws:
+        layout = ws.layout
+        assert kfp_io.role_location("tune_report", layout) == layout.report_dir("tune")
+        assert kfp_io.role_location("report_md", layout) == layout.reports / "report.md"
+        assert kfp_io.role_location("adapter", layout) == layout.adapter_dir
+        with pytest.raises(kfp_io.ArtifactError, match="unknown artifact role"):
+            kfp_io.role_location("weights", layout)
+
+
+def test_tune_fans_out_only_with_a_shared_server_storage(monkeypatch):
+    monkeypatch.delenv(kfp_io.ENV_TUNE_STORAGE, raising=False)
+    assert kfp_io.tune_worker_count(SMOKE_YAML, [], 4) == 1
+    assert kfp_io.tune_worker_count(SMOKE_YAML, ["tune.storage=sqlite:///x.db"], 4) == 1
+    shared = ["tune.storage=postgresql+psycopg://u@db/optuna"]
+    assert kfp_io.tune_worker_count(SMOKE_YAML, shared, 4) == 2  # smoke n_trials = 2: no idle worker
+    assert kfp_io.tune_worker_count(SMOKE_YAML, [*shared, "tune.n_trials=10"], 4) == 4
+    monkeypatch.setenv(kfp_io.ENV_TUNE_STORAGE, "postgresql+psycopg://u@db/optuna")
+    assert kfp_io.tune_worker_count(SMOKE_YAML, ["tune.n_trials=10"], 3) == 3
+    with pytest.raises(ConfigError, match="at least 1"):
+        kfp_io.tune_worker_count(SMOKE_YAML, [], 0)
+
+
+def test_worker_items_carry_what_a_loop_iteration_needs():
+    assert kfp_io.worker_items(2, "run-1") == [
+        {"worker": 0, "num_workers": 2, "mlflow_run_id": "run-1"},
+        {"worker": 1, "num_workers": 2, "mlflow_run_id": "run-1"},
+    ]
+    with pytest.raises(ConfigError, match="at least 1"):
+        kfp_io.worker_items(0, "run-1")
+    with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"):
+        with kfp_io.use_parent_run(1.0):
+            pass
+
+
+def test_scalar_metrics_and_gate_decision():
+    summary = {"a": 1, "b": {"c": 0.5, "d": "text", "e": float("nan"), "f": True}, "g": [1, 2]}
+    assert kfp_io.scalar_metrics(summary) == {"a": 1.0, "b.c": 0.5, "b.f": 1.0}
+    metrics = Metrics(uri="unused", name="metrics")
+    kfp_io.log_metrics(metrics, summary)
+    assert metrics.metadata == {"a": 1.0, "b.c": 0.5, "b.f": 1.0}
+    assert kfp_io.gate_decision({"decision": "approved"}) == "approved"
+    assert kfp_io.gate_decision({"decision": "rejected"}) == "rejected"
+    with pytest.raises(kfp_io.ArtifactError, match="decision"):
+        kfp_io.gate_decision({"decision": "maybe"})
+
+
+def test_decision_names_match_the_registry():
+    from latentanon.tracking import registry
+
+    assert (kfp_io.APPROVED, kfp_io.REJECTED) == (registry.APPROVED, registry.REJECTED)
+
+
+def test_read_gate_decision_errors_name_the_file(tmp_path):
+    with pytest.raises(kfp_io.ArtifactError, match="decision.json"):
+        kfp_io.read_gate_decision(tmp_path)
+    (tmp_path / "decision.json").write_text("not json")
+    with pytest.raises(kfp_io.ArtifactError, match="not valid JSON"):
+        kfp_io.read_gate_decision(tmp_path)
+    (tmp_path / "decision.json").write_text(json.dumps({"decision": "approved", "version": "3"}))
+    assert kfp_io.read_gate_decision(tmp_path)["version"] == "3"
+
+
+def test_run_component_runs_the_stage_under_the_parent_run_and_publishes(tmp_path, monkeypatch):
+    """The whole component path with a small stage: parent run in the env, outputs, metrics."""
+    import os
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params_yaml = yaml.safe_dump(yaml.safe_load(SMOKE_YAML))
+    run_id = kfp_io.open_pipeline_run(params_yaml, [])
+    report = artifact(Dataset, tmp_path / "report")
+    metrics = Metrics(uri=str(tmp_path / "metrics"), name="metrics")
+    seen = {}
+
+    def execute(stage, params, **kwargs):
+        seen.update(stage=stage, kwargs=kwargs, run_id=os.environ.get("MLFLOW_RUN_ID"))
+        out = Path(params.paths.workdir) / "reports" / "validate"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "validation.json").write_text('{"ok": true}')
+        return {"videos": 12, "quarantined": 0, "ratio": 0.25}
+
+    summary = json.loads(kfp_io.run_component("validate", execute, params_yaml, [], run_id,
+                                              outputs={"validate_report": report}, metrics=metrics,
+                                              stage_kwargs={"strict": True}))
+    assert summary == {"videos": 12, "quarantined": 0, "ratio": 0.25}
+    assert seen == {"stage": "validate", "kwargs": {"strict": True}, "run_id": run_id}
+    assert "MLFLOW_RUN_ID" not in os.environ, "the parent run id does not leak out of the component"
+    assert json.loads((tmp_path / "report" / "validation.json").read_text()) == {"ok": True}
+    assert metrics.metadata["ratio"] == 0.25
+    closed = json.loads(kfp_io.close_pipeline_run(params_yaml, [], run_id, "rejected"))
+    assert closed["closed"] is True
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["latentanon.gate_decision"] == "rejected"
+    # A run injected by Kubeflow's MLflow integration is left to Kubeflow.
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    assert json.loads(kfp_io.close_pipeline_run(params_yaml, [], run_id, "approved"))["closed"] is False

