@@ -1,0 +1,118 @@
+"""metrics.json and report.md from hand-made per-seed results with known summaries."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latentanon.config import params_from_dict
+from latentanon.evaluation import report, run
+
+ATTRS = ("gender", "face")
+TASKS = ("ar", "tad", "ad")
+
+
+def _privacy(cmap: float, chance: float = 0.5) -> dict:
+    attributes = {a: {"map": cmap, "chance": chance, "attacker": {"name": "linear"}} for a in ATTRS}
+    return {"cmap": cmap, "chance": chance, "attributes": attributes}
+
+
+def _run(static: float, utility: dict[str, float]) -> dict:
+    return {
+        "privacy": {"static": _privacy(static), "moving": _privacy(static), "reid": {"top1": static, "chance": 0.1},
+                    "gait": {"top1": static / 2, "chance": 0.1}},
+        "utility": {t: {"value": v, "metric": f"{t}-metric"} for t, v in utility.items()},
+    }
+
+
+def _per_seed(methods: dict[str, tuple[list[float], list[dict[str, float]]]]) -> dict:
+    return {m: {str(s): _run(c, u) for s, (c, u) in enumerate(zip(cmaps, utils))} for m, (cmaps, utils) in methods.items()}
+
+
+def _evaluation(per_seed: dict) -> dict:
+    summary = run.summarize(per_seed, [0, 1], 0.95)
+    methods = list(per_seed)
+    return {
+        "methods": methods,
+        "baselines": {"identity": {"needs_private_labels": False},
+                      **{m: {"needs_private_labels": m == "leace"} for m in methods if m not in ("raw", "aam")}},
+        "seeds": [0, 1],
+        "confidence": 0.95,
+        "attributes": list(ATTRS),
+        "tasks": {t: {"metric": f"{t}-metric", "seen_in_training": t != "ad"} for t in TASKS},
+        "privacy": summary["privacy"],
+        "utility": summary["utility"],
+        "privacy_utility": run.privacy_utility_points(summary),
+        "plots": {"attribute_leakage": "attribute_leakage.png", "privacy_utility": "privacy_utility.png"},
+    }
+
+
+def _bias() -> dict:
+    block = {"overall": {"mean": 0.8, "low": 0.7, "high": 0.9},
+             "gap": {"mean": 0.1, "low": 0.05, "high": 0.15},
+             "by_gender": {"feminine": {"mean": 0.85, "low": 0.8, "high": 0.9},
+                           "masculine": {"mean": 0.75, "low": 0.7, "high": 0.8}}}
+    return {"sources": ["raw", "aam"], "seeds": [0, 1], "pooled": {"raw": block, "aam": block},
+            "variants": {"F": {"raw": block, "aam": block}, "M": {"raw": block, "aam": block}},
+            "protocol": {"skew": 0.95, "shortcut_action": "wave", "shortcut_label_id": 0,
+                         "variants": {"F": "feminine", "M": "masculine"}},
+            "plot": "bias.png"}
+
+
+GOOD_UTILITY = {"ar": 0.9, "tad": 0.5, "ad": 0.8}
+
+
+def test_summaries_give_known_drops_and_leakage():
+    per_seed = _per_seed({
+        "raw": ([0.9, 0.7], [GOOD_UTILITY, GOOD_UTILITY]),
+        "aam": ([0.6, 0.6], [GOOD_UTILITY, {"ar": 0.81, "tad": 0.5, "ad": 0.8}]),
+    })
+    evaluation = _evaluation(per_seed)
+    aam = evaluation["privacy"]["aam"]["static"]
+    # seed 0: (0.6-0.5)/(0.9-0.5) = 0.25; seed 1: (0.6-0.5)/(0.7-0.5) = 0.5.
+    assert aam["normalized_leakage"]["values"] == pytest.approx([0.25, 0.5])
+    # relative drops: (0.9-0.6)/0.9 and (0.7-0.6)/0.7
+    assert aam["relative_cmap_drop"]["mean"] == pytest.approx(((0.3 / 0.9) + (0.1 / 0.7)) / 2)
+    assert evaluation["utility"]["ar"]["aam"]["relative_drop"]["values"] == pytest.approx([0.0, 0.1])
+
+
+def test_metrics_tree_targets_and_report(tmp_path):
+    per_seed = _per_seed({
+        "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
+        "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),                     # leakage 0.25, no utility drop
+        "leace": ([0.55, 0.55], [{"ar": 0.95, "tad": 0.5, "ad": 0.8}] * 2),  # dominates aam
+        "noise@1": ([0.8, 0.8], [{"ar": 0.5, "tad": 0.3, "ad": 0.6}] * 2),
+    })
+    evaluation = _evaluation(per_seed)
+    params = params_from_dict({})
+    tree = report.build_metrics(evaluation, _bias(), params)
+    assert tree["privacy"]["aam"]["normalized_leakage"] == pytest.approx(0.25)
+    assert tree["privacy"]["aam"]["relative_cmap_drop"] == pytest.approx(1 / 3)
+    assert tree["utility"]["ar"]["aam_relative_drop"] == pytest.approx(0.0)
+    assert tree["utility"]["ar"]["noise@1_relative_drop"] == pytest.approx(0.4 / 0.9)
+    assert tree["utility"]["ad"]["seen_in_training"] is False
+    assert tree["targets"]["normalized_leakage"]["passed"] is True
+    assert tree["targets"]["utility_within_1pct"]["passed"] is True
+    assert tree["targets"]["not_dominated"] == {**tree["targets"]["not_dominated"], "passed": False, "value": ["leace"]}
+    assert tree["bias"]["raw"]["gap"]["mean"] == 0.1
+    json.dumps(tree)  # plain JSON all the way down
+
+    path = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md")
+    text = path.read_text()
+    for method in evaluation["methods"]:
+        assert f"| {method} |" in text
+    assert "FAIL" in text and "PASS" in text
+    assert "(needs private labels)" in text and "NTU-Bias-F" in text
+    assert "](evaluate/privacy_utility.png)" in text and "](audit_bias/bias.png)" in text
+
+
+def test_failing_leakage_and_utility_targets():
+    per_seed = _per_seed({
+        "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
+        "aam": ([0.8, 0.8], [{"ar": 0.85, "tad": 0.5, "ad": 0.8}] * 2),
+    })
+    tree = report.build_metrics(_evaluation(per_seed), _bias(), params_from_dict({}))
+    assert tree["privacy"]["aam"]["normalized_leakage"] == pytest.approx(0.75)
+    assert tree["targets"]["normalized_leakage"]["passed"] is False
+    assert tree["targets"]["utility_within_1pct"]["passed"] is False
+    assert tree["targets"]["not_dominated"]["passed"] is True
