@@ -1,0 +1,266 @@
+"""The promotion gate: decide on the registered @candidate from reports/metrics.json, and promote
+it to @champion only when approved.
+
+``decide`` and ``promote`` are separate so a Kubeflow pipeline can branch on the decision
+(``dsl.If(decision == "approved")``); ``run_gate`` (the DVC stage) does register + decide +
+promote. Missing or broken metrics reject the candidate: a failed upstream stage can never let a
+model through by leaving the gate without figures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from latentanon._configtools import to_dict
+from latentanon.config import Layout, Params
+from latentanon.errors import ModelError
+from latentanon.tracking import runs
+from latentanon.tracking.registry import (
+    APPROVED,
+    CANDIDATE,
+    CHAMPION,
+    REJECTED,
+    TAG_DECISION,
+    register_candidate,
+)
+
+TAG_LEAKAGE = "gate.normalized_leakage"   # read back when a later candidate meets this champion
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float | None
+    threshold: float | None
+    rule: str            # e.g. "<=" or ">="
+    passed: bool
+    detail: str
+
+
+def read_metrics(path: Path) -> tuple[dict | None, str]:
+    """The metrics tree, or None and why it cannot be used."""
+    if not path.exists():
+        return None, f"{path}: metrics file missing (an upstream stage failed or did not run)"
+    try:
+        tree = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{path}: not valid JSON: {exc}"
+    if not isinstance(tree, dict):
+        return None, f"{path}: expected a JSON object at the top level"
+    return tree, ""
+
+
+def figure(tree: dict | None, dotted: str) -> float | None:
+    """A finite number at ``a.b.c`` in the metrics tree, else None."""
+    node = tree
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    if isinstance(node, dict) and "mean" in node:  # a figure given with its interval
+        node = node["mean"]
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        return None
+    return float(node)
+
+
+def _compare(name: str, value: float | None, threshold: float | None, rule: str, where: str) -> Check:
+    if value is None:
+        return Check(name, None, threshold, rule, False, f"{where} missing or not a finite number")
+    if threshold is None:
+        return Check(name, value, None, rule, False, f"no reference value for {name}")
+    passed = value <= threshold if rule == "<=" else value >= threshold
+    return Check(name, value, threshold, rule, passed, f"{value:.4g} {rule} {threshold:.4g}: {'pass' if passed else 'FAIL'}")
+
+
+def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None) -> list[Check]:
+    """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}."""
+    cfg = params.gate
+    checks = [
+        _compare("normalized_leakage", figure(metrics, "privacy.aam.normalized_leakage"),
+                 cfg.max_normalized_leakage, "<=", "privacy.aam.normalized_leakage"),
+        _compare("relative_cmap_drop", figure(metrics, "privacy.aam.relative_cmap_drop"),
+                 cfg.min_relative_cmap_drop, ">=", "privacy.aam.relative_cmap_drop"),
+    ]
+    for task in cfg.utility_tasks:
+        key = f"utility.{task}.aam_relative_drop"
+        checks.append(_compare(f"utility_drop_{task}", figure(metrics, key), cfg.max_utility_relative_drop, "<=", key))
+    if cfg.require_bias_gap_not_larger:
+        raw_gap, aam_gap = figure(metrics, cfg.bias_raw_gap_key), figure(metrics, cfg.bias_aam_gap_key)
+        if raw_gap is None:
+            checks.append(Check("bias_gap", aam_gap, None, "<=", False, f"{cfg.bias_raw_gap_key} missing or not a finite number"))
+        else:
+            checks.append(_compare("bias_gap", None if aam_gap is None else abs(aam_gap), abs(raw_gap), "<=", cfg.bias_aam_gap_key))
+    if champion is not None:
+        checks.append(_compare(
+            "leakage_vs_champion",
+            figure(metrics, "privacy.aam.normalized_leakage"),
+            None if champion.get("normalized_leakage") is None
+            else champion["normalized_leakage"] + cfg.champion_leakage_tolerance,
+            "<=",
+            "privacy.aam.normalized_leakage",
+        ))
+    return checks
+
+
+def current_champion(client, model_name: str, exclude_version: str | None) -> dict | None:
+    """The version holding @champion (other than the candidate itself) and its recorded leakage."""
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except Exception:  # no registered model or no champion yet
+        return None
+    if str(version.version) == str(exclude_version):
+        return None
+    raw = version.tags.get(TAG_LEAKAGE)
+    try:
+        leakage = float(raw) if raw is not None else None
+    except ValueError:
+        leakage = None
+    return {"version": str(version.version), "normalized_leakage": leakage}
+
+
+def _alias_version(client, model_name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except Exception:  # no such model or alias
+        return None
+
+
+def _candidate_version(client, model_name: str) -> str | None:
+    return _alias_version(client, model_name, CANDIDATE)
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _version_tags(decision: dict) -> dict[str, str]:
+    tags = {
+        TAG_DECISION: decision["decision"],
+        "gate.reasons": "; ".join(decision["reasons"])[:4000] or "all checks passed",
+        "gate.decided_at": decision["decided_at"],
+    }
+    for check in decision["checks"]:
+        if check["value"] is not None:
+            tags[f"gate.{check['name']}"] = f"{check['value']:.6g}"
+        tags[f"gate.{check['name']}.passed"] = str(check["passed"]).lower()
+    for key, value in decision["thresholds"].items():
+        tags[f"gate.threshold.{key}"] = json.dumps(value) if not isinstance(value, str) else value
+    return tags
+
+
+def decide(params: Params, layout: Layout | None = None, version: str | None = None, client=None,
+           blocking_problem: str = "") -> dict:
+    """Approve or reject a registered version (default: the one at @candidate).
+
+    ``blocking_problem`` (e.g. no trained adapter to register) rejects without judging any
+    version: a stale @candidate from an earlier run is never judged in place of a missing one.
+
+    Writes the decision, figures and thresholds as model-version tags and as
+    reports/gate/decision.json (also logged to the pipeline run). A rejected version keeps its
+    number and loses its aliases; an approved one keeps @candidate until ``promote``.
+    """
+    layout = layout or Layout.from_params(params)
+    client = client or runs.client_for(params, layout)
+    name = params.tracking.model_name
+    metrics_path = layout.reports / "metrics.json"
+    metrics, metrics_problem = read_metrics(metrics_path)
+    if blocking_problem:
+        version = None
+    elif version is None:
+        version = _candidate_version(client, name)
+    champion = current_champion(client, name, version)
+    checks = evaluate_checks(metrics, params, champion)
+    reasons = [p for p in (blocking_problem, metrics_problem) if p]
+    if version is None and not blocking_problem:
+        reasons.append(f"no version of {name!r} is registered as @{CANDIDATE}")
+    reasons += [f"{c.name}: {c.detail}" for c in checks if not c.passed]
+    decision = {
+        "decision": REJECTED if reasons else APPROVED,
+        "model_name": name,
+        "version": version,
+        "reasons": reasons,
+        "checks": [asdict(c) for c in checks],
+        "champion": champion,
+        "thresholds": to_dict(params.gate),
+        "metrics_path": str(metrics_path),
+        "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if version is not None:
+        for key, value in _version_tags(decision).items():
+            client.set_model_version_tag(name, version, key, value)
+        leakage = figure(metrics, "privacy.aam.normalized_leakage")
+        if leakage is not None:
+            client.set_model_version_tag(name, version, TAG_LEAKAGE, repr(leakage))
+        if decision["decision"] == REJECTED:
+            # A rejected version holds no alias; that includes a champion re-judged on new
+            # metrics, so @champion always names an approved version.
+            for alias in (CANDIDATE, CHAMPION):
+                if _alias_version(client, name, alias) == version:
+                    client.delete_registered_model_alias(name, alias)
+    out = layout.report_dir("gate") / "decision.json"
+    _write_json_atomic(out, decision)
+    client.log_artifact(runs.pipeline_run_id(params, layout, client), str(out), "gate")
+    return decision
+
+
+def promote(params: Params, version: str, layout: Layout | None = None, client=None) -> dict:
+    """Move @champion to ``version`` (it must carry an approved gate decision) and drop @candidate."""
+    layout = layout or Layout.from_params(params)
+    client = client or runs.client_for(params, layout)
+    name = params.tracking.model_name
+    model_version = client.get_model_version(name, str(version))
+    if model_version.tags.get(TAG_DECISION) != APPROVED:
+        raise ModelError(
+            f"{name} version {version}: gate decision is "
+            f"{model_version.tags.get(TAG_DECISION) or 'missing'}, not {APPROVED}; refusing to promote"
+        )
+    previous = current_champion(client, name, exclude_version=None)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if _candidate_version(client, name) == str(version):
+        client.delete_registered_model_alias(name, CANDIDATE)
+    client.set_model_version_tag(name, str(version), "gate.promoted_at",
+                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return {"promoted": True, "model_name": name, "version": str(version),
+            "previous_champion": previous["version"] if previous else None}
+
+
+def register_and_decide(params: Params, layout: Layout | None = None, client=None) -> dict:
+    """The gate less the promotion (a Kubeflow step before its ``dsl.If``): register the trained
+    adapter as @candidate and decide; a missing adapter is a rejection, never a skip."""
+    layout = layout or Layout.from_params(params)
+    client = client or runs.client_for(params, layout)
+    registration, registration_problem = None, ""
+    try:
+        registration = register_candidate(params, layout, client)
+    except ModelError as exc:
+        registration_problem = str(exc)
+    version = registration["version"] if registration else None
+    decision = decide(params, layout, version=version, client=client, blocking_problem=registration_problem)
+    return {
+        "decision": decision["decision"],
+        "model_name": decision["model_name"],
+        "version": version,
+        "reasons": decision["reasons"],
+        "registered": registration,
+        "promoted": False,
+        "previous_champion": None,
+        "figures": {c["name"]: c["value"] for c in decision["checks"]},
+    }
+
+
+def run_gate(params: Params, layout: Layout | None = None) -> dict:
+    """The gate stage: register the trained adapter as @candidate, decide, promote if approved."""
+    layout = layout or Layout.from_params(params)
+    client = runs.client_for(params, layout)
+    summary = register_and_decide(params, layout, client)
+    if summary["decision"] == APPROVED:
+        promotion = promote(params, summary["version"], layout, client)
+        summary.update(promoted=True, previous_champion=promotion["previous_champion"])
+    return summary

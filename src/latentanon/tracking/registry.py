@@ -1,0 +1,137 @@
+"""The MLflow model registry side: register the trained adapter as @candidate, and apply a
+registered, gate-approved version to a feature store (``latentanon anonymize``)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from latentanon.config import Layout, Params
+from latentanon.errors import ModelError
+from latentanon.tracking import runs
+from latentanon.tracking.pyfunc import ADAPTER_FILES, log_adapter_model
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+TAG_DECISION = "gate.decision"
+APPROVED = "approved"
+REJECTED = "rejected"
+PENDING = "pending"
+TAG_ADAPTER_SHA = "latentanon.adapter_sha256"
+TAG_SOURCE_RUN = "latentanon.source_run_id"
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w\-]+)$")
+_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+
+
+def adapter_digest(adapter_dir: Path) -> str:
+    """sha256 over the adapter's weights and config: one registry version per distinct adapter."""
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        path = Path(adapter_dir) / name
+        if not path.is_file():
+            raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def find_version_by_digest(client, model_name: str, digest: str):
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except Exception:  # no such registered model yet
+        return None
+    for version in versions:
+        if version.tags.get(TAG_ADAPTER_SHA) == digest:
+            return version
+    return None
+
+
+def register_candidate(params: Params, layout: Layout | None = None, client=None) -> dict:
+    """Log the adapter of ``layout.adapter_dir`` as a pyfunc model in a nested run of the pipeline
+    run, register it as a new version of ``params.tracking.model_name`` and point @candidate at it.
+    An adapter already registered (same file digest) is not registered twice: a re-run reuses it."""
+    layout = layout or Layout.from_params(params)
+    client = client or runs.client_for(params, layout)
+    name = params.tracking.model_name
+    digest = adapter_digest(layout.adapter_dir)
+    existing = find_version_by_digest(client, name, digest)
+    if existing is not None:
+        version, run_id, reused = str(existing.version), existing.tags.get(TAG_SOURCE_RUN, ""), True
+    else:
+        parent = runs.pipeline_run_id(params, layout, client)
+        run_id = runs.start_child_run(client, parent, "register-candidate", {runs.TAG_STAGE: "gate"})
+        info = log_adapter_model(layout.adapter_dir, run_id, client.tracking_uri, registered_model_name=name)
+        if info.registered_model_version is None:
+            raise ModelError(f"MLflow did not register {name!r} from {layout.adapter_dir}")
+        version, reused = str(info.registered_model_version), False
+        for key, value in {TAG_ADAPTER_SHA: digest, TAG_SOURCE_RUN: run_id, TAG_DECISION: PENDING}.items():
+            client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    return {"model_name": name, "version": version, "run_id": run_id, "adapter_sha256": digest,
+            "reused": reused, "model_uri": f"models:/{name}/{version}"}
+
+
+def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of ``models:/<name>@<alias>`` or ``models:/<name>/<version>``."""
+    match = _ALIAS_URI.match(model_uri)
+    if match:
+        return match["name"], match["alias"], None
+    match = _VERSION_URI.match(model_uri)
+    if match:
+        return match["name"], None, match["version"]
+    raise ModelError(
+        f"model URI {model_uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>"
+    )
+
+
+def resolve_version(client, model_uri: str):
+    name, alias, version = parse_model_uri(model_uri)
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version)
+    except Exception as exc:
+        raise ModelError(f"{model_uri}: not found in the registry at {client.tracking_uri}: {exc}") from exc
+
+
+def require_approved(model_version, model_uri: str) -> None:
+    decision = model_version.tags.get(TAG_DECISION)
+    if decision != APPROVED:
+        raise ModelError(
+            f"{model_uri} (version {model_version.version} of {model_version.name}) was not approved by "
+            f"the gate ({TAG_DECISION}={decision or 'missing'}); refusing to anonymize with it"
+        )
+
+
+def default_tracking_uri() -> str:
+    """The registry a bare ``latentanon anonymize`` uses: MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return os.environ.get(runs.TRACKING_URI_ENV) or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def anonymize_with_registered_model(model_uri: str, src: str, dst: str) -> dict:
+    """Load a registered adapter (``models:/<name>@champion`` or any alias/version), refuse it
+    unless the gate approved it, and write the anonymized store ``dst`` from ``src``."""
+    import mlflow
+
+    from latentanon.adapter.apply import anonymize_store
+
+    uri = default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise ModelError(f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI or run the pipeline)")
+    client = runs.connect(uri)
+    model_version = resolve_version(client, model_uri)
+    require_approved(model_version, model_uri)
+    # Load the exact version that was checked, not the alias again (it may move meanwhile).
+    pinned = f"models:/{model_version.name}/{model_version.version}"
+    with runs.fluent_uri(uri):
+        wrapper = mlflow.pyfunc.load_model(pinned).unwrap_python_model()
+        summary = anonymize_store(wrapper.adapter_dir, src, dst)
+    return {
+        "model_uri": model_uri,
+        "model_name": model_version.name,
+        "version": str(model_version.version),
+        "source": src,
+        "destination": dst,
+        "anonymized": summary,
+    }

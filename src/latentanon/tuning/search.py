@@ -1,0 +1,386 @@
+"""The ``tune`` stage: a multi-objective Optuna search over the adapter's loss weights.
+
+Objectives, on the validation split only: leakage (cMAP of one fixed attacker on the anonymized
+static clips of the privacy sets; minimised) and utility (mean over the seen tasks of the
+anonymized validation metric relative to raw; maximised). Each trial trains an adapter for
+``tune.epochs_per_trial`` epochs on the train split.
+
+Storage is an RDB (``LATENTANON_TUNE_STORAGE``, else ``tune.storage``, else
+``sqlite:///<reports>/tune/study.db``) so a killed study resumes and several workers can share
+one study: every worker runs trials until the study holds ``tune.n_trials`` completed trials.
+The study name carries a fingerprint of the features and of the params that change what a trial
+measures, so changing them starts a fresh study while raising ``n_trials`` continues the old one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from latentanon._configtools import ConfigError, to_dict
+from latentanon.adapter.config import LossWeights, TrainConfig
+from latentanon.config import Layout, Params
+from latentanon.errors import StoreError
+from latentanon.features.featureset import FeatureSet
+from latentanon.tracking import runs
+from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
+
+STORAGE_ENV = "LATENTANON_TUNE_STORAGE"
+PRIVACY_SETS = ("privacy_videos", "privacy_images")
+SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
+DIRECTIONS = ("minimize", "maximize")  # leakage, utility
+RAW_ATTR = "raw_reference"
+
+
+@dataclass
+class SearchData:
+    task_sets: dict[str, FeatureSet]   # training sets (actions, untrimmed, anomaly), train+val rows
+    privacy: list[FeatureSet]          # privacy sets, train+val rows
+    fingerprint: str                   # identity of the stored features
+
+
+def resolve_storage(params: Params, layout: Layout) -> str:
+    url = os.environ.get(STORAGE_ENV) or params.tune.storage
+    if url:
+        return url
+    path = (layout.report_dir("tune") / "study.db").resolve()
+    return f"sqlite:///{path}"
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a parseable URL: show only its scheme
+        return url.split(":", 1)[0] + "://..."
+
+
+def _search_rows(fs: FeatureSet) -> FeatureSet:
+    if "split" not in fs.records.columns:
+        raise StoreError(f"feature set {fs.name!r} has no 'split' column")
+    return fs.subset(fs.records["split"].isin(SEARCH_SPLITS).to_numpy())
+
+
+def load_search_data(features_uri: str) -> SearchData:
+    from latentanon.adapter.training import load_training_sets
+    from latentanon.features.store import list_feature_sets, load_feature_set
+
+    task_sets = {name: _search_rows(fs) for name, fs in load_training_sets(features_uri).items()}
+    available = set(list_feature_sets(features_uri))
+    privacy = [_search_rows(load_feature_set(features_uri, name)) for name in PRIVACY_SETS if name in available]
+    if not privacy:
+        raise StoreError(f"{features_uri}: no privacy feature set ({', '.join(PRIVACY_SETS)}) to measure leakage on")
+    identity = {fs.name: fs.meta for fs in [*task_sets.values(), *privacy]}
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return SearchData(task_sets, privacy, fingerprint)
+
+
+def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
+    """The seen tasks (task weight > 0) whose feature set is stored; all stored ones if none is seen."""
+    from latentanon.evaluation.tasks import TASK_SPECS, TASKS
+
+    present = [t for t in TASKS if TASK_SPECS[t].set_name in data.task_sets]
+    seen = [t for t in present if getattr(params.train.tasks, t) > 0]
+    return tuple(seen or present)
+
+
+def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int) -> dict:
+    """Validation leakage and per-task validation utility of (possibly anonymized) features."""
+    from latentanon.evaluation.privacy import validation_leakage
+    from latentanon.evaluation.tasks import TASK_SPECS, validation_utility
+
+    leakage = validation_leakage([fs.split("train") for fs in privacy], [fs.split("val") for fs in privacy], seed)
+    utility = {}
+    for task in tasks:
+        fs = task_sets[TASK_SPECS[task].set_name]
+        utility[task] = float(validation_utility(task, fs.split("train"), fs.split("val"), seed))
+    return {"leakage": float(leakage), "utility": utility}
+
+
+def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
+    """Mean relative utility and each task's relative drop (raw - anonymized) / raw."""
+    drops = {}
+    for task, raw_value in raw["utility"].items():
+        value = anonymized["utility"][task]
+        drops[task] = (raw_value - value) / raw_value if raw_value > 0 else (0.0 if value >= raw_value else 1.0)
+    mean_relative = float(np.mean([1.0 - d for d in drops.values()])) if drops else 1.0
+    return mean_relative, drops
+
+
+def _check_range(name: str, bounds: tuple[float, ...], optional: bool = False) -> None:
+    if optional and not bounds:
+        return
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+        raise ConfigError(f"tune.{name}: expected [low, high] with 0 < low <= high, got {list(bounds)}")
+
+
+def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
+    """The trial's weights (log-uniform in the configured ranges) and train config (lr)."""
+    cfg, base = params.tune, params.train.weights
+    for name in ("w_lc_range", "w_b_range", "w_t_range"):
+        _check_range(name, getattr(cfg, name))
+    _check_range("temperature_range", cfg.temperature_range, optional=True)
+    _check_range("lr_range", cfg.lr_range, optional=True)
+    weights = LossWeights(
+        latent_consistency=trial.suggest_float("w_lc", *cfg.w_lc_range, log=True),
+        utility=trial.suggest_float("w_t", *cfg.w_t_range, log=True),
+        privacy=trial.suggest_float("w_b", *cfg.w_b_range, log=True),
+        temperature=(trial.suggest_float("temperature", *cfg.temperature_range, log=True)
+                     if cfg.temperature_range else base.temperature),
+    )
+    train_cfg = params.train
+    if cfg.lr_range:
+        train_cfg = replace(train_cfg, lr=trial.suggest_float("lr", *cfg.lr_range, log=True))
+    return weights, train_cfg
+
+
+def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig,
+              tasks: tuple[str, ...], raw: dict) -> dict:
+    """Train an adapter with ``weights`` on the train split, anonymize, and measure on val."""
+    import torch
+
+    from latentanon.adapter.apply import anonymize_feature_set
+    from latentanon.adapter.training import fit_adapter
+
+    started = time.perf_counter()
+    model, history = fit_adapter(data.task_sets, train_cfg, weights, epochs=params.tune.epochs_per_trial,
+                                 seed=params.tune.seed)
+    with torch.no_grad():
+        task_sets = {name: anonymize_feature_set(model, fs) for name, fs in data.task_sets.items()}
+        privacy = [anonymize_feature_set(model, fs) for fs in data.privacy]
+    measured = measure(task_sets, privacy, tasks, params.tune.seed)
+    utility, drops = relative(raw, measured)
+    return {
+        "leakage": measured["leakage"],
+        "normalized_leakage": measured["leakage"] / raw["leakage"] if raw["leakage"] > 0 else math.nan,
+        "utility": utility,
+        "drops": drops,
+        "task_utility": measured["utility"],
+        "best_epoch": history.get("best_epoch"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> str:
+    """What a trial's numbers depend on; n_trials and the storage location are left out."""
+    tune = {k: v for k, v in to_dict(params.tune).items() if k not in ("n_trials", "storage", "study_name",
+                                                                      "max_utility_drop", "heartbeat_seconds")}
+    train = {k: v for k, v in to_dict(params.train).items() if k not in ("weights", "epochs", "use_tuned_weights")}
+    blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def open_study(params: Params, storage_url: str, study_name: str):
+    import optuna
+    from optuna.samplers import TPESampler
+
+    if storage_url.startswith("sqlite:///"):
+        Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"connect_args": {"timeout": 60}}  # workers sharing one sqlite file wait for the lock
+    else:
+        engine = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat is "experimental"
+        storage = optuna.storages.RDBStorage(
+            storage_url,
+            engine_kwargs=engine,
+            heartbeat_interval=params.tune.heartbeat_seconds,
+            grace_period=2 * params.tune.heartbeat_seconds,
+        )
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=list(DIRECTIONS),
+                                load_if_exists=True)
+    # Seeded, but offset by the trials already there: a resumed run or a second worker must not
+    # replay the first worker's random start-up draws.
+    study.sampler = TPESampler(
+        seed=params.tune.seed + len(study.get_trials(deepcopy=False)),
+        n_startup_trials=max(2, params.tune.n_trials // 3),
+    )
+    return study
+
+
+def completed(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) -> dict:
+    """Leakage and utility of the raw features; computed once per study and kept in it."""
+    cached = study.user_attrs.get(RAW_ATTR)
+    if cached and tuple(cached["utility"]) == tasks:
+        return cached
+    raw = measure(data.task_sets, data.privacy, tasks, seed)
+    study.set_user_attr(RAW_ATTR, raw)
+    return raw
+
+
+def optimize(study, objective, n_trials: int, progress_label: str = "tune") -> int:
+    """Run trials until the study holds ``n_trials`` completed ones; returns how many ran here."""
+    from optuna.study import MaxTrialsCallback
+
+    done = len(completed(study))
+    remaining = n_trials - done
+    if remaining <= 0:
+        return 0
+    bar = tqdm(total=n_trials, initial=done, desc=progress_label, unit="trial", disable=None)
+    ran = 0
+
+    def on_trial_end(study_, trial) -> None:
+        nonlocal ran
+        ran += 1
+        bar.n = min(n_trials, len(completed(study_)))
+        bar.refresh()
+
+    try:
+        # Failed trials do not count, so allow some extra attempts; other workers may finish first.
+        study.optimize(objective, n_trials=2 * remaining + 2,
+                       callbacks=[MaxTrialsCallback(n_trials), on_trial_end])
+    finally:
+        bar.close()
+    return ran
+
+
+def trial_points(study) -> list[TrialPoint]:
+    return [
+        TrialPoint(
+            number=t.number,
+            leakage=float(t.values[0]),
+            utility=float(t.values[1]),
+            drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
+            params=dict(t.params),
+        )
+        for t in completed(study)
+    ]
+
+
+def chosen_weights(point: TrialPoint, params: Params) -> dict:
+    base = params.train.weights
+    return asdict(LossWeights(
+        latent_consistency=point.params["w_lc"],
+        utility=point.params["w_t"],
+        privacy=point.params["w_b"],
+        temperature=point.params.get("temperature", base.temperature),
+    ))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
+    """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
+    points = trial_points(study)
+    front = pareto_front(points)
+    chosen, branch = choose_operating_point(points, params.tune.max_utility_drop)
+    on_front = {p.number for p in front}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"trial": t.number, "state": t.state.name, **t.params}
+        if t.values is not None:
+            row.update({"leakage": t.values[0], "utility": t.values[1]})
+        row.update({f"drop_{k}": v for k, v in t.user_attrs.get("drops", {}).items()})
+        row.update({"on_front": t.number in on_front, "chosen": t.number == chosen.number})
+        rows.append(row)
+    _write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
+    rule = rule_text(params.tune.max_utility_drop)
+    pareto = {
+        "study_name": study.study_name,
+        "storage": _redacted(storage_url),
+        "objectives": {"leakage": "minimize: validation attacker cMAP on anonymized static clips",
+                       "utility": "maximize: mean validation utility of the tasks relative to raw"},
+        "raw": raw,
+        "n_complete": len(points),
+        "front": [{"trial": p.number, "leakage": p.leakage, "utility": p.utility, "drops": p.drops,
+                   "params": p.params} for p in front],
+        "chosen_trial": chosen.number,
+    }
+    _write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
+    plot_front(points, front, chosen, raw["leakage"], out_dir / "pareto.png")
+    choice = {
+        "weights": chosen_weights(chosen, params),
+        "rule": rule,
+        "branch": branch,
+        "trial": chosen.number,
+        "leakage": chosen.leakage,
+        "utility": chosen.utility,
+        "drops": chosen.drops,
+    }
+    if "lr" in chosen.params:
+        choice["lr"] = chosen.params["lr"]
+    _write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
+    return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
+
+
+def run_search(params: Params, layout: Layout | None = None) -> dict:
+    """The tune stage (see module doc). Returns a summary; files land in reports/tune/."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if params.tune.torch_threads > 0:
+        torch.set_num_threads(params.tune.torch_threads)
+    try:
+        return _run_search(params, layout or Layout.from_params(params))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_search(params: Params, layout: Layout) -> dict:
+    import optuna
+
+    out_dir = layout.report_dir("tune")
+    started = time.perf_counter()
+    client = runs.client_for(params, layout)       # fail now, not after the trials, if unreachable
+    parent = runs.pipeline_run_id(params, layout, client)
+    data = load_search_data(layout.features_uri)
+    tasks = utility_tasks(params, data)
+    storage_url = resolve_storage(params, layout)
+    study_name = f"{params.tune.study_name}-{_fingerprint(params, data, tasks)}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(params, storage_url, study_name)
+    raw = raw_reference(study, data, tasks, params.tune.seed)
+
+    def objective(trial) -> tuple[float, float]:
+        weights, train_cfg = suggest(trial, params)
+        tags = {"optuna.study": study_name, "optuna.trial": trial.number, runs.TAG_STAGE: "tune"}
+        try:
+            result = run_trial(data, params, weights, train_cfg, tasks, raw)
+        except Exception:
+            runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), {}, tags, "FAILED")
+            raise
+        trial.set_user_attr("drops", result["drops"])
+        trial.set_user_attr("task_utility", result["task_utility"])
+        trial.set_user_attr("normalized_leakage", result["normalized_leakage"])
+        trial.set_user_attr("seconds", result["seconds"])
+        metrics = {"leakage": result["leakage"], "utility": result["utility"],
+                   "normalized_leakage": result["normalized_leakage"], "seconds": result["seconds"],
+                   **{f"drop_{k}": v for k, v in result["drops"].items()},
+                   **{f"utility_{k}": v for k, v in result["task_utility"].items()}}
+        runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), metrics, tags)
+        return result["leakage"], result["utility"]
+
+    ran = optimize(study, objective, params.tune.n_trials)
+    outputs = write_outputs(study, params, out_dir, raw, storage_url)
+    return {
+        "study_name": study_name,
+        "storage": _redacted(storage_url),
+        "trials_run_here": ran,
+        "trials_complete": outputs["n_complete"],
+        "front_size": outputs["front_size"],
+        "tasks": list(tasks),
+        "raw_leakage": raw["leakage"],
+        "chosen": outputs["chosen"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,188 @@
+"""The promotion gate: rules on hand-made metrics, and decisions against a real (sqlite) registry."""
+from __future__ import annotations
+
+import copy
+import json
+
+import mlflow
+import pytest
+import torch
+
+from latentanon.adapter.aam import AAM, save_adapter
+from latentanon.adapter.config import AdapterConfig
+from latentanon.config import Layout, params_from_dict
+from latentanon.errors import ModelError
+from latentanon.tracking import gate
+from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
+
+GOOD = {
+    "privacy": {"aam": {"normalized_leakage": 0.30, "relative_cmap_drop": 0.35}},
+    "utility": {t: {"aam_relative_drop": 0.004} for t in ("ar", "tad", "ad")},
+    "bias": {"raw": {"gap": 0.20}, "aam": {"gap": 0.12}},
+}
+
+
+def params_for(workdir, **gate_cfg):
+    return params_from_dict({"paths": {"workdir": str(workdir)}, "gate": gate_cfg})
+
+
+def with_value(tree: dict, dotted: str, value) -> dict:
+    tree = copy.deepcopy(tree)
+    node = tree
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return tree
+
+
+def failed(checks) -> set[str]:
+    return {c.name for c in checks if not c.passed}
+
+
+def test_good_metrics_pass_every_check(tmp_path):
+    checks = gate.evaluate_checks(GOOD, params_for(tmp_path), champion=None)
+    assert failed(checks) == set()
+    assert {c.name for c in checks} == {"normalized_leakage", "relative_cmap_drop", "utility_drop_ar",
+                                        "utility_drop_tad", "utility_drop_ad", "bias_gap"}
+
+
+@pytest.mark.parametrize("dotted, value, check", [
+    ("privacy.aam.normalized_leakage", 0.41, "normalized_leakage"),
+    ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
+    ("utility.tad.aam_relative_drop", 0.011, "utility_drop_tad"),
+    ("utility.ad.aam_relative_drop", KeyError, "utility_drop_ad"),          # missing task figure
+    ("utility.ar.aam_relative_drop", float("nan"), "utility_drop_ar"),     # not a finite number
+    ("privacy.aam.normalized_leakage", "0.1", "normalized_leakage"),       # not a number
+    ("bias.aam.gap", -0.25, "bias_gap"),                                   # |gap| larger than raw
+    ("bias.raw.gap", KeyError, "bias_gap"),
+])
+def test_each_rule_can_reject(tmp_path, dotted, value, check):
+    checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path), champion=None)
+    assert failed(checks) == {check}
+
+
+def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
+    strict = params_for(tmp_path, max_normalized_leakage=0.25, require_bias_gap_not_larger=False)
+    checks = gate.evaluate_checks(with_value(GOOD, "bias.aam.gap", 0.9), strict, champion=None)
+    assert failed(checks) == {"normalized_leakage"}
+    assert "bias_gap" not in {c.name for c in checks}
+
+
+def test_champion_comparison(tmp_path):
+    params = params_for(tmp_path)
+    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.30})) == set()
+    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.29})) == {"leakage_vs_champion"}
+    # a champion without a recorded figure cannot be beaten knowingly: fail closed
+    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": None})) == {"leakage_vs_champion"}
+    tolerant = params_for(tmp_path, champion_leakage_tolerance=0.02)
+    assert failed(gate.evaluate_checks(GOOD, tolerant, {"version": "1", "normalized_leakage": 0.29})) == set()
+
+
+def test_missing_or_broken_metrics_reject_everything(tmp_path):
+    tree, problem = gate.read_metrics(tmp_path / "metrics.json")
+    assert tree is None and "missing" in problem
+    (tmp_path / "metrics.json").write_text("{not json")
+    tree, problem = gate.read_metrics(tmp_path / "metrics.json")
+    assert tree is None and "not valid JSON" in problem
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    assert gate.read_metrics(tmp_path / "metrics.json")[0] is None
+    checks = gate.evaluate_checks(None, params_for(tmp_path), champion=None)
+    assert checks and not any(c.passed for c in checks)
+    # figures given with their interval are read from "mean"
+    assert gate.figure({"a": {"b": {"mean": 0.5, "ci": [0.4, 0.6]}}}, "a.b") == 0.5
+
+
+# ----------------------------------------------------------------------------- against a registry
+
+def save_random_adapter(directory, seed: int, dim: int = 16) -> AAM:
+    torch.manual_seed(seed)
+    model = AAM(dim, AdapterConfig(blocks=1, heads=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    save_adapter(model, directory)
+    return model
+
+
+def write_metrics(layout: Layout, tree: dict | None) -> None:
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    path = layout.reports / "metrics.json"
+    if tree is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(tree))
+
+
+def aliases(client, name: str) -> dict:
+    return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+
+
+@pytest.mark.slow
+def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
+    params = params_for(tmp_path)
+    layout = Layout.from_params(params)
+    client = mlflow.MlflowClient()
+    name = params.tracking.model_name
+
+    # 1. upstream failure: no metrics -> rejected, version kept, no alias at all
+    save_random_adapter(layout.adapter_dir, seed=1)
+    write_metrics(layout, None)
+    summary = gate.run_gate(params, layout)
+    assert summary["decision"] == REJECTED and not summary["promoted"]
+    assert any("metrics file missing" in r for r in summary["reasons"])
+    assert client.get_model_version(name, "1").tags[TAG_DECISION] == REJECTED
+    assert aliases(client, name) == {}
+    decision = json.loads((layout.report_dir("gate") / "decision.json").read_text())
+    assert decision["decision"] == REJECTED and decision["thresholds"]["max_normalized_leakage"] == 0.4
+
+    # 2. a passing candidate becomes champion; figures and thresholds are version tags
+    save_random_adapter(layout.adapter_dir, seed=2)
+    write_metrics(layout, GOOD)
+    summary = gate.run_gate(params, layout)
+    assert (summary["decision"], summary["version"], summary["promoted"]) == (APPROVED, "2", True)
+    assert aliases(client, name) == {"champion": "2"}
+    tags = client.get_model_version(name, "2").tags
+    assert tags["gate.normalized_leakage"] == "0.3" and tags["gate.threshold.max_normalized_leakage"] == "0.4"
+
+    # 3. one threshold failed (AR utility) -> rejected, champion unchanged
+    save_random_adapter(layout.adapter_dir, seed=3)
+    write_metrics(layout, with_value(GOOD, "utility.ar.aam_relative_drop", 0.05))
+    summary = gate.run_gate(params, layout)
+    assert summary["decision"] == REJECTED and summary["version"] == "3"
+    assert aliases(client, name) == {"champion": "2"}
+
+    # 4. within every threshold but leakier than the champion -> rejected, champion unchanged
+    save_random_adapter(layout.adapter_dir, seed=4)
+    write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.35))
+    summary = gate.run_gate(params, layout)
+    assert summary["decision"] == REJECTED
+    assert [r for r in summary["reasons"] if r.startswith("leakage_vs_champion")]
+    assert aliases(client, name) == {"champion": "2"}
+
+    # 5. a rejected version cannot be promoted by hand
+    with pytest.raises(ModelError, match="refusing to promote"):
+        gate.promote(params, "4", layout)
+
+    # 6. a re-run on the same adapter reuses its version instead of registering a new one
+    summary = gate.run_gate(params, layout)
+    assert summary["version"] == "4" and summary["registered"]["reused"]
+
+    # 7. no trained adapter: rejected without judging the stale candidate
+    for f in layout.adapter_dir.iterdir():
+        f.unlink()
+    write_metrics(layout, GOOD)
+    summary = gate.run_gate(params, layout)
+    assert summary["decision"] == REJECTED and summary["version"] is None
+    assert aliases(client, name) == {"champion": "2"}
+
+    # 8. the champion's own adapter re-judged on worse metrics: rejected and demoted, so
+    #    @champion never names a version the gate did not approve
+    save_random_adapter(layout.adapter_dir, seed=2)
+    write_metrics(layout, with_value(GOOD, "utility.ad.aam_relative_drop", 0.5))
+    summary = gate.run_gate(params, layout)
+    assert (summary["decision"], summary["version"]) == (REJECTED, "2") and summary["registered"]["reused"]
+    assert aliases(client, name) == {}

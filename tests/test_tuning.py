@@ -1,0 +1,240 @@
+"""Optuna loss-weight search: Pareto front and selection rule, storage, resume, the tune stage."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from latentanon.config import Layout, params_from_dict
+from latentanon.features.featureset import FeatureSet
+from latentanon.tuning import search
+from latentanon.tuning.pareto import TrialPoint, choose_operating_point, dominates, pareto_front
+
+ATTRIBUTE_CLASSES = {"skin_tone": 3, "gender": 2, "clothing": 3, "face": 3}
+ACTIONS = ("wave", "jump", "sit")
+
+
+def make_feature_sets(dim: int = 16, per_split: dict | None = None, seed: int = 0) -> dict[str, FeatureSet]:
+    """Structured features: action/anomaly direction + private-attribute directions + noise.
+
+    Identities are disjoint across splits; static clips carry only the attribute part.
+    """
+    rng = np.random.default_rng(seed)
+    per_split = per_split or {"train": 18, "val": 9, "test": 6}
+    action_dir = rng.normal(size=(len(ACTIONS), dim)).astype(np.float32)
+    anomaly_dir = rng.normal(size=dim).astype(np.float32)
+    attribute_dir = {a: rng.normal(size=(k, dim)).astype(np.float32) for a, k in ATTRIBUTE_CLASSES.items()}
+
+    def base_records(set_name: str) -> list[dict]:
+        rows = []
+        for split, n in per_split.items():
+            for i in range(n):
+                row = {"video_id": f"{set_name}-{split}-{i}", "path": f"{set_name}/{split}/{i}.mp4",
+                       "set": set_name, "split": split, "identity": f"{split}-{i % 3}",
+                       "frames": 128, "fps": 16.0, "width": 32, "height": 32, "checksum": "0" * 64}
+                # every class of every attribute appears in every split
+                row.update({a: int((i + j) % k) for j, (a, k) in enumerate(ATTRIBUTE_CLASSES.items())})
+                rows.append(row)
+        return rows
+
+    def private(row: dict) -> np.ndarray:
+        return sum(attribute_dir[a][row[a]] for a in ATTRIBUTE_CLASSES)
+
+    def noise(*shape: int) -> np.ndarray:
+        return (0.3 * rng.normal(size=shape)).astype(np.float32)
+
+    sets = {}
+    rows = base_records("actions")
+    for i, row in enumerate(rows):
+        row.update({"label_id": i % len(ACTIONS), "label": ACTIONS[i % len(ACTIONS)], "segments": []})
+    sets["actions"] = FeatureSet("actions", pd.DataFrame(rows), {
+        "clips": [action_dir[r["label_id"]] + private(r) + noise(2, dim) for r in rows],
+        "static": [private(r) + noise(2, dim) for r in rows],
+    })
+    rows = base_records("untrimmed")
+    snippets = []
+    for i, row in enumerate(rows):
+        label = ACTIONS[i % len(ACTIONS)]
+        row.update({"label_id": -1, "label": "", "segments": [[2.0, 5.0, label]]})
+        seq = private(row) + noise(8, dim)
+        seq[2:5] += action_dir[i % len(ACTIONS)]
+        snippets.append(seq)
+    sets["untrimmed"] = FeatureSet("untrimmed", pd.DataFrame(rows), {
+        "snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]})
+    rows = base_records("anomaly")
+    snippets = []
+    for i, row in enumerate(rows):
+        anomalous = i % 2
+        row.update({"label_id": -1, "label": "", "anomaly": anomalous,
+                    "segments": [[3.0, 6.0, "fall"]] if anomalous else []})
+        seq = private(row) + noise(8, dim)
+        if anomalous:
+            seq[3:6] += 2 * anomaly_dir
+        snippets.append(seq)
+    sets["anomaly"] = FeatureSet("anomaly", pd.DataFrame(rows), {
+        "snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]})
+    rows = base_records("privacy_videos")
+    for row in rows:
+        row.update({"label_id": -1, "label": ""})
+    sets["privacy_videos"] = FeatureSet("privacy_videos", pd.DataFrame(rows), {
+        "clips": [private(r) + noise(2, dim) for r in rows],
+        "static": [private(r) + noise(2, dim) for r in rows],
+    })
+    return sets
+
+
+def write_store(uri, sets: dict[str, FeatureSet]) -> None:
+    from latentanon.features.store import write_feature_set
+
+    for fs in sets.values():
+        write_feature_set(str(uri), fs)
+
+
+def tiny_params(workdir, **tune) -> object:
+    return params_from_dict({
+        "paths": {"workdir": str(workdir)},
+        "tune": {"n_trials": 2, "epochs_per_trial": 1, **tune},
+        "train": {"adapter": {"blocks": 1, "heads": 2}, "batch_size": 32, "lr": 1e-3},
+    })
+
+
+# ----------------------------------------------------------------------------- Pareto + rule
+
+def point(n, leakage, utility, drops):
+    return TrialPoint(n, leakage, utility, drops, {"w_lc": 1.0, "w_b": 1.0, "w_t": 1.0})
+
+
+def test_pareto_front_on_hand_made_points():
+    points = [
+        point(0, 0.50, 1.00, {"ar": 0.0}),
+        point(1, 0.30, 0.99, {"ar": 0.01}),
+        point(2, 0.40, 0.98, {"ar": 0.02}),   # dominated by 1
+        point(3, 0.20, 0.90, {"ar": 0.10}),
+        point(4, 0.60, 0.95, {"ar": 0.05}),   # dominated by 0
+    ]
+    assert dominates(points[1], points[2]) and not dominates(points[2], points[1])
+    assert [p.number for p in pareto_front(points)] == [3, 1, 0]
+
+
+def test_selection_rule_least_leakage_within_budget_then_fallback():
+    points = [
+        point(0, 0.50, 1.00, {"ar": 0.0, "tad": 0.0}),
+        point(1, 0.30, 0.995, {"ar": 0.005, "tad": 0.008}),
+        point(2, 0.25, 0.99, {"ar": 0.002, "tad": 0.02}),   # less leakage but one task over budget
+        point(3, 0.30, 0.990, {"ar": 0.009, "tad": 0.001}),  # ties 1 on leakage, lower utility
+    ]
+    chosen, branch = choose_operating_point(points, max_utility_drop=0.01)
+    assert (chosen.number, branch) == (1, "within_budget")
+    chosen, branch = choose_operating_point(points, max_utility_drop=0.03)
+    assert (chosen.number, branch) == (2, "within_budget")
+    over = [point(5, 0.2, 0.9, {"ar": 0.1}), point(6, 0.4, 0.95, {"ar": 0.05}), point(7, 0.3, 0.95, {"ar": 0.05})]
+    chosen, branch = choose_operating_point(over, max_utility_drop=0.01)
+    assert (chosen.number, branch) == (7, "fallback")
+    with pytest.raises(ValueError):
+        choose_operating_point([], 0.01)
+
+
+# ----------------------------------------------------------------------------- storage and resume
+
+def test_storage_resolution_env_over_params_over_default(tmp_path, monkeypatch):
+    layout_params = params_from_dict({"paths": {"workdir": str(tmp_path)}})
+    layout = Layout.from_params(layout_params)
+    monkeypatch.delenv(search.STORAGE_ENV, raising=False)
+    assert search.resolve_storage(layout_params, layout) == f"sqlite:///{(tmp_path / 'reports/tune/study.db').resolve()}"
+    with_url = params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"storage": "sqlite:///x.db"}})
+    assert search.resolve_storage(with_url, layout) == "sqlite:///x.db"
+    monkeypatch.setenv(search.STORAGE_ENV, "postgresql://u:secret@db/optuna")
+    assert search.resolve_storage(with_url, layout) == "postgresql://u:secret@db/optuna"
+    assert "secret" not in search._redacted("postgresql://u:secret@db/optuna")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_study_resumes_to_n_completed_trials(tmp_path):
+    params = tiny_params(tmp_path, n_trials=5)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    calls = []
+
+    def objective(trial):
+        x = trial.suggest_float("w_lc", 1.0, 10.0, log=True)
+        calls.append(trial.number)
+        if len(calls) == 3:
+            raise Interrupted("killed mid-trial")
+        return x, 1.0 / x
+
+    study = search.open_study(params, url, "resume-test")
+    with pytest.raises(Interrupted):
+        search.optimize(study, objective, n_trials=5)
+    assert len(search.completed(study)) == 2
+    # a new process: reopen the same study from storage and finish it
+    reopened = search.open_study(params, url, "resume-test")
+    ran = search.optimize(reopened, objective, n_trials=5)
+    states = [t.state for t in reopened.get_trials(deepcopy=False)]
+    assert len(search.completed(reopened)) == 5
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert ran == 3
+    # already complete: nothing more runs
+    assert search.optimize(search.open_study(params, url, "resume-test"), objective, n_trials=5) == 0
+
+
+def test_bad_search_range_is_a_config_error(tmp_path):
+    from latentanon.config import ConfigError
+
+    trial = optuna.trial.FixedTrial({"w_lc": 10.0, "w_t": 1.0, "w_b": 1.0, "temperature": 0.1})
+    weights, _ = search.suggest(trial, tiny_params(tmp_path))
+    assert (weights.latent_consistency, weights.temperature) == (10.0, 0.1)
+    with pytest.raises(ConfigError, match="temperature_range"):
+        search.suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]))
+    with pytest.raises(ConfigError, match="w_lc_range"):
+        search.suggest(trial, tiny_params(tmp_path, w_lc_range=[0.0, 1.0]))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+@pytest.mark.slow
+def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
+    import mlflow
+
+    write_store(tmp_path / "features", make_feature_sets())
+    params = tiny_params(tmp_path, n_trials=2, temperature_range=[0.05, 0.5])
+    layout = Layout.from_params(params)
+    summary = search.run_search(params, layout)
+    assert summary["trials_complete"] == 2 and summary["trials_run_here"] == 2
+    out = layout.report_dir("tune")
+    for name in ("pareto.json", "pareto.png", "trials.csv", "chosen.json", "study.db"):
+        assert (out / name).exists(), name
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert set(chosen["weights"]) == {"latent_consistency", "utility", "privacy", "temperature"}
+    assert 0.05 <= chosen["weights"]["temperature"] <= 0.5
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials["chosen"].sum() == 1 and set(trials["state"]) == {"COMPLETE"}
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["raw"]["leakage"] > 0 and pareto["n_complete"] == 2
+
+    # raising n_trials continues the same study: only the missing trial runs
+    more = tiny_params(tmp_path, n_trials=3, temperature_range=[0.05, 0.5])
+    again = search.run_search(more, layout)
+    assert again["study_name"] == summary["study_name"]
+    assert again["trials_run_here"] == 1 and again["trials_complete"] == 3
+
+    # one nested run per trial, under the pipeline run of the params that ran it
+    client = mlflow.MlflowClient()
+    parent_id = json.loads((layout.reports / "tracking" / "pipeline_run.json").read_text())["run_id"]
+    experiment = client.get_run(parent_id).info.experiment_id
+    trials = client.search_runs([experiment], f"tags.`optuna.study` = '{summary['study_name']}'")
+    assert len(trials) == 3
+    assert all("leakage" in r.data.metrics and "w_lc" in r.data.params for r in trials)
+    assert all(r.data.tags["mlflow.parentRunId"] for r in trials)
+    latest = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert [r.data.tags["optuna.trial"] for r in latest] == ["2"]
+
+    # the stage's choice is what train uses
+    from latentanon import stages
+
+    assert stages.chosen_weights(more).latent_consistency == pytest.approx(
+        json.loads((out / "chosen.json").read_text())["weights"]["latent_consistency"])
