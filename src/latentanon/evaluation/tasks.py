@@ -1,0 +1,403 @@
+"""Utility tasks: fit a head on train features, select hyper-parameters on val, score on test.
+
+| task | feature set | kind     | labels                                | metric                              |
+|------|-------------|----------|---------------------------------------|-------------------------------------|
+| ar   | actions     | clips    | ``label_id``                          | top-1 of softmax averaged over clips |
+| tad  | untrimmed   | snippets | ``segments`` [start_s, end_s, label]  | mAP averaged over tIoU 0.3:0.1:0.7  |
+| ad   | anomaly     | snippets | ``anomaly`` (video), test ``segments`` | frame-level ROC AUC                 |
+
+Test data is only ever passed to the final scoring of the already selected head.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from latentanon.adapter.heads import BACKGROUND, ADHead, ARHead, TADHead
+from latentanon.errors import DataError
+from latentanon.features.featureset import FeatureSet
+
+TASKS = ("ar", "tad", "ad")
+TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+DEFAULT_SNIPPET_FRAMES = 16
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    set_name: str
+    kind: str
+    metric: str
+    grid: tuple[dict, ...]          # hyper-parameter choices tried; the first is the default
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    "ar": TaskSpec("actions", "clips", "top1", ({"weight_decay": 1e-4}, {"weight_decay": 1e-2}, {"weight_decay": 1e-1})),
+    "tad": TaskSpec("untrimmed", "snippets", "mAP@tIoU0.3:0.7", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
+    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
+}
+HEAD_STEPS = 300
+HEAD_LR = 3e-3
+HEAD_BATCH = 256
+
+
+def _spec(task: str) -> TaskSpec:
+    if task not in TASK_SPECS:
+        raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    return TASK_SPECS[task]
+
+
+# ----------------------------------------------------------------------------- annotations
+
+def parse_segments(value, where: str = "segments") -> list[tuple[float, float, str]]:
+    """A record's ``segments`` (a list or its JSON text) as (start_s, end_s, label) tuples."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: segments are not valid JSON: {exc}") from exc
+    out = []
+    for item in value:
+        if len(item) < 2:
+            raise DataError(f"{where}: segment {item!r} needs [start_sec, end_sec, label]")
+        start, end = float(item[0]), float(item[1])
+        if end < start:
+            raise DataError(f"{where}: segment {item!r} ends before it starts")
+        out.append((start, end, str(item[2]) if len(item) > 2 else ""))
+    return out
+
+
+def snippet_frames(fs: FeatureSet) -> int:
+    """Frames per snippet step, from the extraction params the store recorded (shard meta
+    ``params`` or index meta ``extract``), else the 16-frame default."""
+    for key in ("params", "extract"):
+        section = fs.meta.get(key)
+        if isinstance(section, dict) and "snippet_stride" in section:
+            return int(section["snippet_stride"])
+    return int(fs.meta.get("snippet_stride", DEFAULT_SNIPPET_FRAMES))
+
+
+def _snippet_seconds(fs: FeatureSet, row) -> float:
+    fps = float(row["fps"]) if "fps" in row and row["fps"] else 0.0
+    if fps <= 0:
+        raise DataError(f"feature set {fs.name!r}: video {row.get('video_id', '?')} has no valid fps")
+    return snippet_frames(fs) / fps
+
+
+def tad_vocabulary(*sets: FeatureSet) -> list[str]:
+    """Action names found in the segments of the given sets, sorted (class id = position)."""
+    names = set()
+    for fs in sets:
+        for i, value in enumerate(fs.records.get("segments", [])):
+            names.update(label for _, _, label in parse_segments(value, f"{fs.name} row {i}"))
+    return sorted(names)
+
+
+def tad_targets(fs: FeatureSet, vocabulary: list[str]) -> list[np.ndarray]:
+    """Per-snippet class targets (0 background, 1 + vocabulary index) from each snippet's centre time."""
+    index = {name: i + 1 for i, name in enumerate(vocabulary)}
+    out = []
+    for i, (row, seq) in enumerate(zip(fs.records.to_dict("records"), fs.kind("snippets"))):
+        step = _snippet_seconds(fs, row)
+        centres = (np.arange(seq.shape[0]) + 0.5) * step
+        target = np.full(seq.shape[0], BACKGROUND, dtype=np.int64)
+        for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}"):
+            if label in index:
+                target[(centres >= start) & (centres < end)] = index[label]
+        out.append(target)
+    return out
+
+
+def anomaly_frame_labels(fs: FeatureSet) -> list[np.ndarray]:
+    """0/1 per frame of each video from its temporal annotations (frame f at time f / fps)."""
+    out = []
+    for i, row in enumerate(fs.records.to_dict("records")):
+        frames, fps = int(row["frames"]), float(row["fps"])
+        times = np.arange(frames) / fps
+        labels = np.zeros(frames, dtype=np.int64)
+        for start, end, _ in parse_segments(row.get("segments"), f"{fs.name} row {i}"):
+            labels[(times >= start) & (times < end)] = 1
+        out.append(labels)
+    return out
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def top1_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)).mean())
+
+
+def temporal_iou(segment: tuple[float, float], others: np.ndarray) -> np.ndarray:
+    """tIoU of one [start, end] with each row of an (n, 2) array."""
+    others = np.asarray(others, dtype=float).reshape(-1, 2)
+    inter = np.clip(np.minimum(segment[1], others[:, 1]) - np.maximum(segment[0], others[:, 0]), 0, None)
+    union = (segment[1] - segment[0]) + (others[:, 1] - others[:, 0]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def temporal_nms(segments: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, best first."""
+    order = list(np.argsort(-np.asarray(scores), kind="stable"))
+    keep: list[int] = []
+    segments = np.asarray(segments, dtype=float).reshape(-1, 2)
+    while order:
+        best = order.pop(0)
+        keep.append(best)
+        if order:
+            ious = temporal_iou(tuple(segments[best]), segments[order])
+            order = [o for o, iou in zip(order, ious) if iou <= iou_threshold]
+    return keep
+
+
+def proposals_from_scores(
+    probabilities: np.ndarray,
+    snippet_seconds: float,
+    thresholds: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    nms_iou: float = 0.5,
+    max_per_video: int = 100,
+) -> list[tuple[float, float, int, float]]:
+    """Detections (start_s, end_s, class_index, score) from per-snippet class probabilities.
+
+    ``probabilities`` is (T, C + 1) with background at 0. For each action class, every run of
+    consecutive snippets above a threshold becomes a proposal scored by its mean probability;
+    several thresholds give proposals of several extents, per-class NMS removes duplicates.
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    detections: list[tuple[float, float, int, float]] = []
+    for cls in range(1, probabilities.shape[1]):
+        curve = probabilities[:, cls]
+        segments, scores = [], []
+        for threshold in thresholds:
+            above = np.concatenate([[False], curve >= threshold, [False]])
+            edges = np.flatnonzero(np.diff(above.astype(int)))
+            for start, end in zip(edges[::2], edges[1::2]):
+                segments.append((start * snippet_seconds, end * snippet_seconds))
+                scores.append(float(curve[start:end].mean()))
+        if not segments:
+            continue
+        for k in temporal_nms(np.array(segments), np.array(scores), nms_iou):
+            detections.append((segments[k][0], segments[k][1], cls - 1, scores[k]))
+    detections.sort(key=lambda d: -d[3])
+    return detections[:max_per_video]
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """VOC-style AP: area under the monotone precision envelope of the precision-recall curve."""
+    mprec = np.concatenate([[0.0], precision, [0.0]])
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    for i in range(len(mprec) - 2, -1, -1):
+        mprec[i] = max(mprec[i], mprec[i + 1])
+    changed = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[changed] - mrec[changed - 1]) * mprec[changed]))
+
+
+def class_average_precision(detections: list[tuple], ground_truth: list[tuple], iou_threshold: float) -> float:
+    """AP of one class. detections: (video, start, end, score); ground_truth: (video, start, end).
+
+    Detections are taken best first; each is a true positive when its best-overlapping ground
+    truth not yet matched reaches the threshold; a ground truth is matched at most once.
+    """
+    if not ground_truth:
+        raise ValueError("class_average_precision needs at least one ground-truth instance")
+    by_video: dict = {}
+    for video, start, end in ground_truth:
+        by_video.setdefault(video, []).append((start, end))
+    gt_arrays = {v: np.array(s, dtype=float) for v, s in by_video.items()}
+    used = {v: np.zeros(len(s), dtype=bool) for v, s in by_video.items()}
+    ordered = sorted(detections, key=lambda d: -d[3])
+    tp = np.zeros(len(ordered))
+    for i, (video, start, end, _) in enumerate(ordered):
+        if video not in gt_arrays:
+            continue
+        ious = temporal_iou((start, end), gt_arrays[video])
+        for j in np.argsort(-ious, kind="stable"):
+            if ious[j] < iou_threshold:
+                break
+            if not used[video][j]:
+                used[video][j] = True
+                tp[i] = 1
+                break
+    if not len(ordered):
+        return 0.0
+    tp_cum = np.cumsum(tp)
+    precision = tp_cum / np.arange(1, len(ordered) + 1)
+    recall = tp_cum / len(ground_truth)
+    return average_precision(precision, recall)
+
+
+def detection_map(
+    detections: list[tuple],
+    ground_truth: list[tuple],
+    thresholds: tuple[float, ...] = TIOU_THRESHOLDS,
+) -> dict:
+    """mAP over classes with ground truth, per tIoU threshold and averaged over thresholds.
+
+    detections: (video, start, end, label, score); ground_truth: (video, start, end, label).
+    """
+    classes = sorted({g[3] for g in ground_truth})
+    if not classes:
+        raise DataError("temporal action detection: no ground-truth segments to score against")
+    per_threshold = {}
+    for threshold in thresholds:
+        aps = []
+        for cls in classes:
+            dets = [(d[0], d[1], d[2], d[4]) for d in detections if d[3] == cls]
+            gts = [(g[0], g[1], g[2]) for g in ground_truth if g[3] == cls]
+            aps.append(class_average_precision(dets, gts, threshold))
+        per_threshold[f"{threshold:.1f}"] = float(np.mean(aps))
+    return {"map": float(np.mean(list(per_threshold.values()))), "per_threshold": per_threshold}
+
+
+def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndarray], frames_per_snippet: int) -> float:
+    """ROC AUC over every frame of every video; a frame takes the score of the snippet holding it
+    (frames past the last full snippet take the last snippet's score)."""
+    scores, labels = [], []
+    for s, y in zip(snippet_scores, frame_labels):
+        s = np.asarray(s, dtype=float)
+        if not len(s):
+            raise DataError("anomaly detection: a video has no snippet scores")
+        idx = np.minimum(np.arange(len(y)) // frames_per_snippet, len(s) - 1)
+        scores.append(s[idx])
+        labels.append(np.asarray(y))
+    labels_all = np.concatenate(labels)
+    if labels_all.min() == labels_all.max():
+        raise DataError("anomaly detection: frame labels hold a single class, ROC AUC is undefined")
+    return float(roc_auc_score(labels_all, np.concatenate(scores)))
+
+
+# ----------------------------------------------------------------------------- heads
+
+class _Standardizer:
+    """Feature-wise standardisation with statistics of the training features only."""
+
+    def __init__(self, items: list[np.ndarray]):
+        stacked = np.concatenate([a for a in items if len(a)], axis=0).astype(np.float64)
+        self.mean = stacked.mean(axis=0).astype(np.float32)
+        self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
+
+    def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        t_max = max(a.shape[0] for a in items)
+        x = np.zeros((len(items), t_max, len(self.mean)), dtype=np.float32)
+        mask = np.zeros((len(items), t_max), dtype=bool)
+        for i, a in enumerate(items):
+            x[i, : a.shape[0]] = (a - self.mean) / self.std
+            mask[i, : a.shape[0]] = True
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
+    spec = _spec(task)
+    if spec.kind not in fs.arrays:
+        raise DataError(f"task {task}: feature set {fs.name!r} has no {spec.kind!r} features")
+    missing = [c for c in columns if c not in fs.records.columns]
+    if missing:
+        raise DataError(f"task {task}: feature set {fs.name!r} lacks columns {missing}")
+    if not len(fs):
+        raise DataError(f"task {task}: feature set {fs.name!r} split is empty")
+
+
+@dataclass
+class FittedHead:
+    task: str
+    head: torch.nn.Module
+    standardizer: _Standardizer
+    vocabulary: list[str]
+
+
+def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: list[str] | None = None) -> FittedHead:
+    """Train the task's head on the train split (minibatch AdamW, fixed step count, seeded)."""
+    spec = _spec(task)
+    columns = {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("anomaly",)}[task]
+    _require(train, task, columns)
+    items = train.kind(spec.kind)
+    standardizer = _Standardizer(items)
+    x, mask = standardizer.padded(items)
+    dim = x.shape[-1]
+    vocabulary = list(vocabulary) if vocabulary is not None else (tad_vocabulary(train) if task == "tad" else [])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if task == "ar":
+            head = ARHead(dim, int(train.records["label_id"].max()) + 1)
+            targets = torch.tensor(train.records["label_id"].to_numpy(dtype=np.int64))
+        elif task == "tad":
+            if not vocabulary:
+                raise DataError(f"task tad: feature set {train.name!r} has no action segments in its train split")
+            head = TADHead(dim, len(vocabulary), hidden=int(hyper.get("hidden", 64)))
+            per_video = tad_targets(train, vocabulary)
+            targets = torch.zeros(mask.shape, dtype=torch.long)
+            for i, t in enumerate(per_video):
+                targets[i, : len(t)] = torch.from_numpy(t)
+        else:
+            head = ADHead(dim, hidden=int(hyper.get("hidden", 64)))
+            targets = torch.tensor(train.records["anomaly"].to_numpy(dtype=np.int64))
+        optimizer = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=float(hyper.get("weight_decay", 0.0)))
+        generator = torch.Generator().manual_seed(seed)
+        n = x.shape[0]
+        for _ in range(HEAD_STEPS):
+            rows = torch.randperm(n, generator=generator)[:HEAD_BATCH] if n > HEAD_BATCH else torch.arange(n)
+            loss = head.loss(x[rows], mask[rows], targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return FittedHead(task, head.eval(), standardizer, vocabulary)
+
+
+@torch.no_grad()
+def evaluate_head(fitted: FittedHead, fs: FeatureSet) -> float:
+    """The task's metric of a fitted head on one split."""
+    task, spec = fitted.task, _spec(fitted.task)
+    x, mask = fitted.standardizer.padded(fs.kind(spec.kind))
+    if task == "ar":
+        _require(fs, task, ("label_id",))
+        probs = fitted.head.video_probabilities(x, mask).numpy()
+        return top1_accuracy(probs, fs.records["label_id"].to_numpy())
+    if task == "tad":
+        _require(fs, task, ("segments", "fps"))
+        probs = fitted.head.probabilities(x, mask).numpy()
+        detections, ground_truth = [], []
+        for i, row in enumerate(fs.records.to_dict("records")):
+            t = int(mask[i].sum())
+            for start, end, cls, score in proposals_from_scores(probs[i, :t], _snippet_seconds(fs, row)):
+                detections.append((i, start, end, fitted.vocabulary[cls], score))
+            for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}"):
+                ground_truth.append((i, start, end, label))
+        return detection_map(detections, ground_truth)["map"]
+    _require(fs, task, ("segments", "frames", "fps"))
+    scores = fitted.head(x, mask).numpy()
+    per_video = [scores[i, : int(mask[i].sum())] for i in range(len(fs))]
+    return frame_level_auc(per_video, anomaly_frame_labels(fs), snippet_frames(fs))
+
+
+def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, seed: int) -> dict:
+    """Fit the head for each hyper-parameter choice on train, keep the best on val, score it on test."""
+    spec = _spec(task)
+    vocabulary = tad_vocabulary(train) if task == "tad" else None
+    candidates = []
+    best = None
+    for hyper in spec.grid:
+        fitted = fit_head(task, train, hyper, seed, vocabulary)
+        value = evaluate_head(fitted, val)
+        candidates.append({"hyper": dict(hyper), "val_value": value})
+        if best is None or value > best[0]:
+            best = (value, hyper, fitted)
+    val_value, hyper, fitted = best
+    return {
+        "task": task,
+        "metric": spec.metric,
+        "value": evaluate_head(fitted, test),
+        "val_value": val_value,
+        "selected": dict(hyper),
+        "candidates": candidates,
+        "seed": seed,
+    }
+
+
+def validation_utility(task: str, train: FeatureSet, val: FeatureSet, seed: int) -> float:
+    """The task's val metric of its head with the default hyper-parameters, fit on train."""
+    spec = _spec(task)
+    return evaluate_head(fit_head(task, train, spec.grid[0], seed), val)

@@ -1,0 +1,183 @@
+"""Utility task metrics on hand-made cases with known answers, and selection that never sees test."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentanon.errors import DataError
+from latentanon.evaluation.tasks import (
+    TASKS,
+    anomaly_frame_labels,
+    class_average_precision,
+    detection_map,
+    frame_level_auc,
+    proposals_from_scores,
+    score_task,
+    tad_targets,
+    temporal_iou,
+    temporal_nms,
+    validation_utility,
+)
+from latentanon.features.featureset import FeatureSet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny heads: one intra-op thread avoids oversubscribing a shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_temporal_iou_and_nms():
+    assert temporal_iou((0.0, 10.0), np.array([[2.0, 12.0], [10.0, 20.0], [0.0, 10.0]])).tolist() == pytest.approx(
+        [8 / 12, 0.0, 1.0]
+    )
+    segments = np.array([[0.0, 10.0], [1.0, 10.0], [20.0, 30.0]])
+    assert temporal_nms(segments, np.array([0.9, 0.8, 0.5]), 0.5) == [0, 2]
+
+
+def test_perfect_detections_give_map_one():
+    ground_truth = [("v1", 0.0, 4.0, "jump"), ("v1", 6.0, 9.0, "wave"), ("v2", 2.0, 3.0, "jump")]
+    detections = [(v, s, e, c, 0.9) for v, s, e, c in ground_truth]
+    result = detection_map(detections, ground_truth)
+    assert result["map"] == pytest.approx(1.0)
+    assert set(result["per_threshold"]) == {"0.3", "0.4", "0.5", "0.6", "0.7"}
+
+
+def test_one_shifted_detection_counts_only_below_its_tiou():
+    # tIoU of [2, 12] with [0, 10] is 8/12 = 0.667: a hit at 0.3..0.6, a miss at 0.7
+    result = detection_map([("v", 2.0, 12.0, "run", 0.8)], [("v", 0.0, 10.0, "run")])
+    assert result["per_threshold"] == {"0.3": 1.0, "0.4": 1.0, "0.5": 1.0, "0.6": 1.0, "0.7": 0.0}
+    assert result["map"] == pytest.approx(0.8)
+
+
+def test_each_ground_truth_is_matched_at_most_once():
+    ground_truth = [("v", 0.0, 10.0), ("v", 20.0, 30.0)]
+    detections = [("v", 0.0, 10.0, 0.9), ("v", 0.0, 10.0, 0.8), ("v", 20.0, 30.0, 0.7)]
+    # precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> envelope area 0.5 * 1 + 0.5 * 2/3
+    assert class_average_precision(detections, ground_truth, 0.5) == pytest.approx(0.5 + 1 / 3)
+    # a class with ground truth but no detection has AP 0 and pulls the mean down
+    result = detection_map([("v", 0.0, 10.0, "a", 0.9)], [("v", 0.0, 10.0, "a"), ("v", 5.0, 8.0, "b")])
+    assert result["map"] == pytest.approx(0.5)
+
+
+def test_proposals_from_perfect_snippet_scores_recover_the_segments():
+    probs = np.zeros((10, 3))
+    probs[:, 0] = 1.0
+    probs[2:5] = [0, 1, 0]
+    probs[7:9] = [0, 0, 1]
+    detections = proposals_from_scores(probs, snippet_seconds=0.5)
+    assert sorted((d[0], d[1], d[2]) for d in detections) == [(1.0, 2.5, 0), (3.5, 4.5, 1)]
+
+
+def test_frame_level_auc_of_a_known_ranking():
+    stride = 16
+    labels = [np.r_[np.zeros(16), np.ones(16)], np.r_[np.zeros(16), np.ones(24)]]
+    # anomalous frames score 0.8 and 0.3, normal ones 0.2 and 0.5; the second video's last
+    # 8 frames lie past its last snippet and take that snippet's score
+    scores = [np.array([0.2, 0.8]), np.array([0.5, 0.3])]
+    # pairs (anomalous > normal): 0.8 beats both, 0.3 beats 0.2 only
+    expected = (16 * 32 + 24 * 16) / (40 * 32)
+    assert frame_level_auc(scores, labels, stride) == pytest.approx(expected)
+    assert frame_level_auc([np.array([0.1, 0.9])], [np.r_[np.zeros(16), np.ones(16)]], stride) == 1.0
+    with pytest.raises(DataError, match="single class"):
+        frame_level_auc([np.array([0.1])], [np.zeros(16)], stride)
+
+
+def _records(n, split, **columns):
+    return pd.DataFrame({"video_id": [f"{split}{i}" for i in range(n)], "split": split, **columns})
+
+
+def test_labels_from_segments_in_seconds():
+    records = _records(1, "test", fps=[16], frames=[64], segments=[[[1.0, 2.5, "fall"]]])
+    fs = FeatureSet("anomaly", records, {"snippets": [np.zeros((4, 2), np.float32)]})
+    labels = anomaly_frame_labels(fs)[0]
+    assert labels.sum() == 24 and labels[16] == 1 and labels[39] == 1 and labels[40] == 0
+    targets = tad_targets(fs, ["fall"])[0]
+    assert targets.tolist() == [0, 1, 0, 0]   # snippet centres at 0.5, 1.5, 2.5, 3.5 s
+
+
+# ----------------------------------------------------------------------------- heads on synthetic sets
+
+def _ar_split(rng, split, n, centres):
+    labels = np.arange(n) % len(centres)
+    clips = [(centres[c] + 0.5 * rng.normal(size=(5, centres.shape[1]))).astype(np.float32) for c in labels]
+    return FeatureSet("actions", _records(n, split, label_id=labels), {"clips": clips})
+
+
+def _tad_split(rng, split, n, centres):
+    rows, seqs = [], []
+    for _ in range(n):
+        seq = 0.3 * rng.normal(size=(20, centres.shape[1]))
+        c = int(rng.integers(len(centres)))
+        start, length = int(rng.integers(0, 12)), int(rng.integers(4, 8))
+        seq[start : start + length] += centres[c]
+        seqs.append(seq.astype(np.float32))
+        rows.append([[float(start), float(start + length), f"c{c}"]])
+    records = _records(n, split, fps=16, frames=320, segments=rows)
+    return FeatureSet("untrimmed", records, {"snippets": seqs})
+
+
+def _ad_split(rng, split, n, direction):
+    rows, seqs, flags = [], [], []
+    for i in range(n):
+        seq = 0.3 * rng.normal(size=(12, len(direction)))
+        anomalous = i % 2
+        segments = []
+        if anomalous:
+            start = int(rng.integers(0, 9))
+            seq[start : start + 3] += direction
+            segments = [[float(start), float(start + 3), "fight"]]
+        seqs.append(seq.astype(np.float32))
+        rows.append(segments)
+        flags.append(anomalous)
+    records = _records(n, split, fps=16, frames=192, segments=rows, anomaly=flags)
+    return FeatureSet("anomaly", records, {"snippets": seqs})
+
+
+def _task_splits(task, seed=0):
+    rng = np.random.default_rng(seed)
+    if task == "ar":
+        centres = rng.normal(size=(3, 8))
+        return [_ar_split(rng, s, n, centres) for s, n in (("train", 30), ("val", 12), ("test", 12))]
+    if task == "tad":
+        centres = 2 * rng.normal(size=(2, 8))
+        return [_tad_split(rng, s, n, centres) for s, n in (("train", 24), ("val", 8), ("test", 8))]
+    direction = 2 * rng.normal(size=8)
+    return [_ad_split(rng, s, n, direction) for s, n in (("train", 24), ("val", 8), ("test", 8))]
+
+
+def _scrambled(fs: FeatureSet, task: str, seed: int = 1) -> FeatureSet:
+    rng = np.random.default_rng(seed)
+    records = fs.records.copy()
+    column = {"ar": "label_id", "tad": "segments", "ad": "segments"}[task]
+    records[column] = list(rng.permutation(records[column].to_numpy()))
+    if task == "tad":
+        records["segments"] = [[[s + 3.0, e + 3.0, label] for s, e, label in row] for row in records["segments"]]
+    return FeatureSet(fs.name, records, fs.arrays)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_score_task_learns_and_selects_without_test(task):
+    train, val, test = _task_splits(task)
+    result = score_task(task, train, val, test, seed=0)
+    assert set(result) >= {"value", "metric", "val_value", "selected"}
+    assert result["value"] > 0.8, result
+    assert result["val_value"] == max(c["val_value"] for c in result["candidates"])
+    scrambled = score_task(task, train, val, _scrambled(test, task), seed=0)
+    assert scrambled["selected"] == result["selected"]
+    assert scrambled["val_value"] == result["val_value"]
+    assert scrambled["value"] < result["value"]
+    assert validation_utility(task, train, val, seed=0) == pytest.approx(result["candidates"][0]["val_value"])
+
+
+def test_task_input_errors():
+    train, val, test = _task_splits("ar")
+    with pytest.raises(KeyError, match="unknown task"):
+        score_task("pose", train, val, test, 0)
+    with pytest.raises(DataError, match="lacks columns"):
+        score_task("ad", FeatureSet("x", train.records, {"snippets": train.arrays["clips"]}), val, test, 0)
