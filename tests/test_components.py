@@ -33,7 +33,7 @@ STAGE_CALLS = {
     "train": '"train", stages.execute',
     "evaluate": '"evaluate", stages.execute',
     "audit_bias": '"audit_bias", stages.execute',
-    "gate": '"gate", kfp_io.execute_gate_decision',
+    "gate": '"gate", stages.execute',
 }
 
 

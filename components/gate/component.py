@@ -21,14 +21,15 @@ def gate(
     """Register the adapter as @candidate and decide; returns ``approved`` or ``rejected``."""
     import json
 
-    from latentanon import kfp_io
+    from latentanon import kfp_io, stages
 
-    # The DVC gate stage (stages.gate) also promotes; here promotion is the pipeline's dsl.If branch.
+    # The DVC gate stage also promotes; here promotion is the pipeline's dsl.If branch.
     summary = kfp_io.run_component(
-        "gate", kfp_io.execute_gate_decision, params_yaml, overrides, mlflow_run_id,
+        "gate", stages.execute, params_yaml, overrides, mlflow_run_id,
         inputs={"adapter": adapter, "train_report": train_report, "evaluate_report": evaluate_report,
                 "audit_bias_report": audit_bias_report, "metrics_json": metrics_json},
         outputs={"gate_report": gate_report},
+        stage_kwargs={"promote": False},
     )
     return kfp_io.gate_decision(json.loads(summary))
 

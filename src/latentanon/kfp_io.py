@@ -421,57 +421,6 @@ def close_pipeline_run(params_yaml: str, overrides: Iterable[str], mlflow_run_id
 # the gate, split so that the pipeline can branch on the decision (dsl.If) before promotion
 
 
-def gate_without_promotion(params: Params) -> dict:
-    """What the DVC gate stage does, less the promotion: register @candidate and decide."""
-    from latentanon.errors import ModelError
-    from latentanon.tracking import gate as gate_lib
-    from latentanon.tracking import runs
-    from latentanon.tracking.registry import register_candidate
-
-    layout = Layout.from_params(params)
-    client = runs.client_for(params, layout)
-    registration, problem = None, ""
-    parent = os.environ.get(runs.RUN_ID_ENV)
-    try:
-        registration = register_candidate(params, layout, client)
-    except ModelError as exc:  # no trained adapter: the candidate is rejected, not skipped
-        problem = str(exc)
-    finally:
-        # Logging the model ends an MLflow run, and mlflow.end_run() drops MLFLOW_RUN_ID from the
-        # environment; the decision must still go to the pipeline's parent run.
-        if parent:
-            os.environ[runs.RUN_ID_ENV] = parent
-    version = registration["version"] if registration else None
-    decision = gate_lib.decide(params, layout, version=version, client=client, blocking_problem=problem)
-    return {
-        "decision": decision["decision"],
-        "model_name": decision["model_name"],
-        "version": version,
-        "reasons": decision["reasons"],
-        "registered": registration,
-        "promoted": False,
-        "figures": {c["name"]: c["value"] for c in decision["checks"]},
-    }
-
-
-def execute_gate_decision(stage: str, params: Params, track: bool = True) -> dict:
-    """``stages.execute`` for the KFP gate step: decide without promoting, record like any stage."""
-    import time
-
-    from latentanon import stages
-
-    started = time.perf_counter()
-    summary = gate_without_promotion(params)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    stages.write_summary(stage, params, summary)
-    if track:
-        from latentanon.tracking.runs import log_stage
-
-        artifacts = [p for p in stages.stage_artifacts(stage, params) if p.exists()]
-        log_stage(params, stage, summary, artifacts)
-    return summary
-
-
 def read_gate_decision(gate_report: Path) -> dict:
     path = Path(gate_report) / "decision.json"
     try:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from latentanon.adapter.config import LossWeights
+from latentanon.adapter.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
 
@@ -78,13 +79,28 @@ def tune(params: Params) -> dict:
     return run_search(params, layout)
 
 
+def tuned_choice(params: Params) -> dict | None:
+    """The tune stage's chosen operating point, when train is asked to use it and it exists."""
+    chosen = Layout.from_params(params).report_dir("tune") / "chosen.json"
+    if params.train.use_tuned_weights and chosen.exists():
+        return json.loads(chosen.read_text())
+    return None
+
+
 def chosen_weights(params: Params) -> LossWeights:
     """The loss weights train uses: the tune stage's choice when asked for and present, else params."""
-    layout = Layout.from_params(params)
-    chosen = layout.report_dir("tune") / "chosen.json"
-    if params.train.use_tuned_weights and chosen.exists():
-        return from_dict(LossWeights, json.loads(chosen.read_text())["weights"], "tune/chosen.json:weights")
-    return params.train.weights
+    choice = tuned_choice(params)
+    if choice is None:
+        return params.train.weights
+    return from_dict(LossWeights, choice["weights"], "tune/chosen.json:weights")
+
+
+def chosen_train_config(params: Params) -> TrainConfig:
+    """params.train, with the learning rate the search chose when it searched one."""
+    choice = tuned_choice(params)
+    if choice is None or "lr" not in choice:
+        return params.train
+    return replace(params.train, lr=float(choice["lr"]))
 
 
 def train(params: Params) -> dict:
@@ -93,7 +109,7 @@ def train(params: Params) -> dict:
 
     layout = Layout.from_params(params)
     summary = train_adapter(
-        params.train,
+        chosen_train_config(params),
         chosen_weights(params),
         layout.features_uri,
         layout.adapter_dir,
@@ -117,11 +133,15 @@ def audit_bias(params: Params) -> dict:
     return run(params, layout)
 
 
-def gate(params: Params) -> dict:
-    from latentanon.tracking.gate import run_gate
+def gate(params: Params, promote: bool = True) -> dict:
+    """Register the adapter as @candidate and decide; promote to @champion when approved.
+
+    ``promote=False`` stops after the decision: the Kubeflow pipeline promotes in a dsl.If branch.
+    """
+    from latentanon.tracking.gate import register_and_decide, run_gate
 
     layout = Layout.from_params(params)
-    return run_gate(params, layout)
+    return run_gate(params, layout) if promote else register_and_decide(params, layout)
 
 
 def anonymize(model_uri: str, features: str, out: str) -> dict:

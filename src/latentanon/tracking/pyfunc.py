@@ -4,6 +4,7 @@ model's artifacts, so the registry holds exactly what ``latentanon.adapter.apply
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from importlib import metadata
@@ -75,14 +76,25 @@ def pip_requirements() -> list[str]:
 def log_adapter_model(adapter_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
     """Log the adapter in ``run_id`` (at ``tracking_uri``) as a pyfunc named ``aam``; returns
     MLflow's ModelInfo."""
-    from latentanon.tracking.runs import fluent_uri
-
     adapter_dir = Path(adapter_dir)
     dim = adapter_dim(adapter_dir)
     weights = adapter_dir / "adapter.safetensors"
     if not weights.exists():
         raise ModelError(f"{weights}: adapter weights missing (did the train stage run?)")
     # Only the adapter's own two files travel: the train stage keeps its task heads next to them.
+    # mlflow.end_run() drops MLFLOW_RUN_ID from the environment; under Kubeflow that variable
+    # names the pipeline's parent run, which later logging still needs.
+    injected_run = os.environ.get("MLFLOW_RUN_ID")
+    try:
+        return _log_model(adapter_dir, dim, run_id, tracking_uri, registered_model_name)
+    finally:
+        if injected_run:
+            os.environ["MLFLOW_RUN_ID"] = injected_run
+
+
+def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, registered_model_name: str | None):
+    from latentanon.tracking.runs import fluent_uri
+
     with tempfile.TemporaryDirectory() as staging, fluent_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         packed = Path(staging) / ADAPTER_ARTIFACT
         packed.mkdir()
