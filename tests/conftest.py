@@ -23,6 +23,17 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests use tiny tensors: one thread is faster and never oversubscribes the CI machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
     """Each test gets its own MLflow store unless it sets one itself."""
