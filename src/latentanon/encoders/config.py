@@ -8,16 +8,35 @@ from dataclasses import dataclass
 class PretrainConfig:
     encoder: str = "builtin"            # "builtin" or "hf:<local directory>"
     seed: int = 0
-    dim: int = 128
-    depth: int = 4
+    # defaults sized for the main job on two CPU cores (see the ENC report: pretraining ~3 minutes)
+    dim: int = 64
+    depth: int = 2
     heads: int = 4
     tubelet: int = 2
     patch: int = 8
-    epochs: int = 6
+    epochs: int = 60
     batch_size: int = 32
-    lr: float = 1e-3
-    mask_ratio: float = 0.75
-    supervised_weight: float = 1.0
+    lr: float = 2e-3
+    mask_ratio: float = 0.5             # tube masking; the action head reads the visible tokens
+    supervised_weight: float = 0.3
+    weight_decay: float = 0.05
+    augment: bool = True                # random flip + small shift of training clips
+    positions: str = "learned"          # "learned" or "sinusoidal" position embeddings
+    decoder_dim: int = 64               # masked-reconstruction decoder (dropped after pretraining)
+    decoder_depth: int = 1
+    stem: str = "conv"                  # "conv" (3-layer 3D conv stem) or "linear" (one tubelet projection)
+    stem_width: int = 16
+    inputs: str = "rgb+diff"            # "rgb", "diff" or "rgb+diff" (frames and their temporal differences)
+    # share of clips whose frames (not their differences) are hidden from the action head: the
+    # head must then use motion instead of memorising each video's background
+    rgb_dropout: float = 0.5
+    # train splits of these manifest sets are added to the labelled pretraining clips (classes
+    # matched by name); their val/test splits are never read here
+    extra_train_sets: tuple[str, ...] = ("actions",)
+    device: str = "auto"                # for the probe after training (training runs on the CPU)
+    probe: bool = True                  # action probe + attribute attackers -> reports/.../probe.json
+    probe_clips_per_video: int = 5
+    probe_static_per_video: int = 2
 
 
 @dataclass(frozen=True)
@@ -30,3 +49,6 @@ class ExtractConfig:
     videos_per_shard: int = 256
     dtype: str = "auto"                 # auto: bf16 autocast on GPU, float32 on CPU
     device: str = "auto"
+    sets: tuple[str, ...] = (           # manifest sets to extract (each must have a manifest)
+        "actions", "privacy_videos", "privacy_images", "untrimmed", "anomaly", "bias",
+    )

@@ -1,0 +1,169 @@
+"""The built-in encoder: architecture, frozen files with an identity, pretraining stage and its probe."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from latentanon.data.config import DataConfig
+from latentanon.encoders import load_encoder
+from latentanon.encoders.builtin import (
+    BuiltinConfig,
+    MaskedVideoPretrainer,
+    VideoEncoder,
+    load_builtin,
+    patchify,
+    save_builtin,
+    tube_mask,
+)
+from latentanon.encoders.config import PretrainConfig
+from latentanon.encoders.pretrain import pretrain_encoder
+from latentanon.errors import DataError, ModelError
+
+from test_extraction import make_benchmark
+
+SMALL = BuiltinConfig(dim=16, depth=1, heads=2, tubelet=2, patch=8, frames=16, height=32, width=32, num_classes=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Several test processes share few cores: one intra-op thread avoids spin-wait contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_encoder_pools_tokens_to_one_vector(positions):
+    encoder = VideoEncoder(replace(SMALL, positions=positions)).eval()
+    video = torch.rand(3, 3, 16, 32, 32)
+    tokens = encoder.tokens(video)
+    assert tokens.shape == (3, 8 * 4 * 4, 16)
+    torch.testing.assert_close(encoder(video), tokens.mean(1))
+    # batch invariance: a clip's feature does not depend on its batch mates
+    torch.testing.assert_close(encoder(video[1:2]), encoder(video)[1:2], atol=1e-5, rtol=1e-5)
+
+
+def test_geometry_the_tubelets_cannot_tile_is_a_model_error():
+    with pytest.raises(ModelError, match="not divisible by patch"):
+        VideoEncoder(replace(SMALL, height=30))
+    with pytest.raises(ModelError, match="not divisible by tubelet"):
+        VideoEncoder(replace(SMALL, frames=15))
+    with pytest.raises(ModelError, match="not divisible by heads"):
+        VideoEncoder(replace(SMALL, dim=15))
+    with pytest.raises(ModelError, match="takes"):
+        VideoEncoder(SMALL)(torch.rand(1, 3, 8, 32, 32))
+
+
+def test_tube_mask_hides_the_same_patches_at_every_time():
+    keep, hidden = tube_mask(4, SMALL, 0.75, torch.Generator().manual_seed(0))
+    assert keep.shape == (4, 8 * 4) and hidden.shape == (4, 8 * 12)
+    for b in range(4):
+        assert set(keep[b].tolist()).isdisjoint(hidden[b].tolist())
+        spatial = [set((keep[b][keep[b] // 16 == t] % 16).tolist()) for t in range(8)]
+        assert all(s == spatial[0] for s in spatial)
+
+
+def test_patchify_follows_the_token_order():
+    encoder = VideoEncoder(SMALL)
+    video = torch.rand(2, 3, 16, 32, 32)
+    with torch.no_grad():
+        weight = encoder.embed.weight.reshape(16, -1)                       # (dim, 3*t*p*p) in (c, t, y, x) order
+        tokens = encoder.embed(video).flatten(2).transpose(1, 2)
+        patches = patchify(video, SMALL)                                      # (B, N, t*p*p*3)  in (t, y, x, c) order
+        reordered = patches.reshape(2, 128, 2, 8, 8, 3).permute(0, 1, 5, 2, 3, 4).reshape(2, 128, -1)
+        torch.testing.assert_close(reordered @ weight.T + encoder.embed.bias, tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_pretrainer_losses_train():
+    torch.manual_seed(0)
+    model = MaskedVideoPretrainer(SMALL)
+    video = torch.rand(4, 3, 16, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(15):
+        keep, hidden = tube_mask(4, SMALL, 0.75, gen)
+        loss = model.reconstruction_loss(video, keep, hidden) + torch.nn.functional.cross_entropy(model.logits(video), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_saved_encoder_is_frozen_and_identified(tmp_path):
+    encoder = VideoEncoder(SMALL).eval()
+    identity = save_builtin(encoder, tmp_path / "enc")
+    assert identity.startswith("builtin:")
+    loaded, meta = load_builtin(tmp_path / "enc")
+    assert meta["identity"] == identity and not any(p.requires_grad for p in loaded.parameters())
+    clip_encoder = load_encoder("builtin", tmp_path / "enc", device="cpu")
+    assert (clip_encoder.dim, clip_encoder.clip_frames, clip_encoder.identity) == (16, 16, identity)
+    clips = np.random.default_rng(0).integers(0, 256, (2, 16, 32, 32, 3), dtype=np.uint8)
+    expected = encoder(torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255).detach().numpy()
+    np.testing.assert_allclose(clip_encoder.encode(clips), expected, atol=1e-5)
+    # other clip sizes are resampled to the encoder's frames and frame size
+    assert clip_encoder.encode(np.zeros((1, 20, 48, 40, 3), np.uint8)).shape == (1, 16)
+    assert load_encoder(tmp_path / "enc", device="cpu").identity == identity
+
+
+def test_tampered_or_missing_files_are_model_errors(tmp_path):
+    save_builtin(VideoEncoder(SMALL), tmp_path / "enc")
+    weights = load_file(str(tmp_path / "enc" / "model.safetensors"))
+    weights["norm.weight"] = weights["norm.weight"] + 1
+    save_file(weights, str(tmp_path / "enc" / "model.safetensors"))
+    with pytest.raises(ModelError, match="do not match the identity"):
+        load_builtin(tmp_path / "enc")
+    with pytest.raises(ModelError, match="directory not found"):
+        load_encoder("builtin", tmp_path / "nowhere")
+    (tmp_path / "enc" / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="file missing"):
+        load_builtin(tmp_path / "enc")
+
+
+@pytest.fixture(scope="module")
+def pretrain_bench(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pretrain")
+    make_benchmark(base / "data", base / "manifests", sets=("pretrain", "actions", "privacy_videos"),
+                   videos_per_identity=6)
+    return base
+
+
+@pytest.mark.slow
+def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path):
+    cfg = PretrainConfig(dim=32, depth=1, heads=2, epochs=6, batch_size=16, lr=2e-3, device="cpu",
+                         probe_clips_per_video=2)
+    data_cfg = DataConfig(height=32, width=32, clip_frames=16)
+    out, reports = tmp_path / "encoder", tmp_path / "reports"
+    summary = pretrain_encoder(cfg, data_cfg, pretrain_bench / "manifests", pretrain_bench / "data", out, reports)
+    assert summary["trained"] and (out / "model.safetensors").exists()
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["identity"] == summary["encoder"] and meta["architecture"]["num_classes"] == 3
+    assert (reports / "loss_curve.png").stat().st_size > 1000
+    history = json.loads((reports / "history.json").read_text())["history"]
+    assert len(history) == 6 and history[-1]["reconstruction"] < history[0]["reconstruction"]
+    probe = json.loads((reports / "probe.json").read_text())
+    assert probe["encoder"] == summary["encoder"]
+    assert 0.0 <= probe["action_probe"]["top1"] <= 1.0
+    # colour (skin_tone) fills a large square in every frame: the attacker must find it far above chance
+    skin = probe["attribute_attack_static"]["skin_tone"]
+    assert skin["cmap"] > skin["chance_cmap"] + 0.3
+    # a re-run with the same training inputs keeps the trained encoder (probe settings do not matter)
+    rerun = pretrain_encoder(replace(cfg, probe=False), data_cfg, pretrain_bench / "manifests",
+                             pretrain_bench / "data", out, reports)
+    assert rerun["reused"] and not rerun["trained"] and rerun["encoder"] == summary["encoder"]
+
+
+def test_pretrain_errors_name_the_problem(tmp_path):
+    cfg = PretrainConfig(dim=16, depth=1, heads=2, epochs=1, probe=False)
+    with pytest.raises(DataError, match="pretrain.csv"):
+        pretrain_encoder(cfg, DataConfig(), tmp_path / "manifests", tmp_path, tmp_path / "enc", tmp_path / "rep")
+    with pytest.raises(ModelError, match="unknown encoder"):
+        pretrain_encoder(replace(cfg, encoder="resnet"), DataConfig(), tmp_path, tmp_path, tmp_path / "e", tmp_path / "r")
