@@ -11,14 +11,6 @@ from latentanon.adapter.config import AdapterConfig
 from latentanon.errors import ModelError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 DIM = 16
 
 

@@ -22,15 +22,6 @@ from latentanon.features.featureset import FeatureSet
 SMALL = TrainConfig(adapter=AdapterConfig(blocks=1, heads=2), lr=1e-2, batch_size=64, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def synthetic_sets(seed: int = 0, dim: int = 32, ids: tuple[int, int, int] = (24, 8, 8), n_classes: int = 4) -> dict[str, FeatureSet]:
     """Features = action part + private attribute part (+ per-frame pose and noise).
 

@@ -12,15 +12,6 @@ from latentanon.adapter.config import AdapterConfig, LossWeights
 from latentanon.adapter.losses import latent_consistency, nt_xent, total_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _brute_force_nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> float:
     z = F.normalize(torch.cat([a, b]), dim=1)
     n = a.shape[0]

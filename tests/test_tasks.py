@@ -23,15 +23,6 @@ from latentanon.evaluation.tasks import (
 from latentanon.features.featureset import FeatureSet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny heads: one intra-op thread avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_temporal_iou_and_nms():
     assert temporal_iou((0.0, 10.0), np.array([[2.0, 12.0], [10.0, 20.0], [0.0, 10.0]])).tolist() == pytest.approx(
         [8 / 12, 0.0, 1.0]

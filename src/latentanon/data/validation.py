@@ -144,34 +144,6 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES)
 
 
-def decode_video(path: Path) -> tuple[int, int, int]:
-    """Decode every frame of a video and return (frames, height, width).
-
-    Frames are decoded but not converted to arrays: decoding is the check, and skipping the
-    pixel conversion makes it about ten times cheaper than reading the video.
-    """
-    import av
-
-    frames, sizes = 0, set()
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream")
-            for frame in container.decode(video=0):
-                frames += 1
-                sizes.add((frame.height, frame.width))
-    except DataError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
-    if not frames:
-        raise DataError(f"{path}: video has no decodable frames")
-    if len(sizes) > 1:
-        raise DataError(f"{path}: frame size changes within the video ({sorted(sizes)})")
-    height, width = sizes.pop()
-    return frames, height, width
-
-
 def file_problem(row: pd.Series, root: Path, check_decode: bool) -> str:
     """Why this row's file cannot be used ("" when it can)."""
     loader_error = str(row.get("error", "") or "")
@@ -191,7 +163,8 @@ def file_problem(row: pd.Series, root: Path, check_decode: bool) -> str:
             pixels = video_io.read_image(path)
             frames, height, width = 1, pixels.shape[0], pixels.shape[1]
         else:
-            frames, height, width = decode_video(path)
+            scanned = video_io.scan_video(path)
+            frames, height, width = scanned["frames"], scanned["height"], scanned["width"]
     except DataError as exc:
         return f"unreadable: {exc}"
     # Disagreement with the manifest means a truncated or replaced file; type problems in these
