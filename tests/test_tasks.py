@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from latentanon.errors import DataError
 from latentanon.evaluation.tasks import (
