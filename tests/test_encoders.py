@@ -167,3 +167,35 @@ def test_pretrain_errors_name_the_problem(tmp_path):
         pretrain_encoder(cfg, DataConfig(), tmp_path / "manifests", tmp_path, tmp_path / "enc", tmp_path / "rep")
     with pytest.raises(ModelError, match="unknown encoder"):
         pretrain_encoder(replace(cfg, encoder="resnet"), DataConfig(), tmp_path, tmp_path, tmp_path / "e", tmp_path / "r")
+
+
+def test_conv_stem_and_difference_inputs_keep_the_token_grid():
+    config = replace(SMALL, stem="conv", stem_width=4, inputs="rgb+diff")
+    encoder = VideoEncoder(config).eval()
+    video = torch.rand(2, 3, 16, 32, 32)
+    assert encoder.tokens(video).shape == (2, 128, 16)
+    # a static clip has zero frame differences: hiding its frames leaves only constant inputs
+    static = video[:, :, :1].expand(-1, -1, 16, -1, -1)
+    hidden = encoder.tokens(static, rgb_scale=torch.zeros(2))
+    torch.testing.assert_close(hidden[0], hidden[1])
+    assert not torch.allclose(encoder.tokens(static)[0], encoder.tokens(static)[1])
+    with pytest.raises(ModelError, match="inputs"):
+        VideoEncoder(replace(SMALL, inputs="flow"))
+    with pytest.raises(ModelError, match="conv stem"):
+        VideoEncoder(replace(SMALL, stem="conv", patch=6, height=36, width=36))
+
+
+def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_path):
+    from latentanon.data.manifests import read_manifest
+    from latentanon.encoders.pretrain import training_manifest
+
+    base = tmp_path / "bench"
+    make_benchmark(base / "data", base / "manifests", sets=("pretrain", "actions"), videos_per_identity=2)
+    pretrain = read_manifest(base / "manifests", "pretrain")
+    actions = read_manifest(base / "manifests", "actions")
+    combined = training_manifest(pretrain, base / "manifests", ("actions",))
+    assert len(combined) == len(pretrain) + int((actions["split"] == "train").sum())
+    assert set(combined["path"]) - set(pretrain["path"]) == set(actions.loc[actions["split"] == "train", "path"])
+    names = dict(zip(combined["label"], combined["label_id"]))
+    assert len(names) == combined["label"].nunique() == combined["label_id"].nunique()
+    assert all(names[n] == i for n, i in zip(pretrain["label"], pretrain["label_id"]))

@@ -1,8 +1,9 @@
 """The built-in video encoder: a small VideoMAE-style transformer, its pretraining heads and its files.
 
-Input clips are (B, 3, T, H, W) floats in [0, 1]; the model normalises them itself. Tokens come from
-a tubelet embedding (``tubelet`` frames x ``patch`` x ``patch`` pixels); the pooled output is the
-mean of the final (layer-normed) tokens, of width ``dim``.
+Input clips are (B, 3, T, H, W) floats in [0, 1]; the model normalises them itself (and, with
+``inputs: rgb+diff``, adds their temporal differences as channels). Tokens come from a tubelet
+embedding (``tubelet`` frames x ``patch`` x ``patch`` pixels; linear or a small conv stem with the
+same grid); the pooled output is the mean of the final (layer-normed) tokens, of width ``dim``.
 """
 from __future__ import annotations
 
@@ -131,14 +132,15 @@ def input_channels(config: BuiltinConfig) -> int:
 def model_inputs(video: torch.Tensor, config: BuiltinConfig, rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised frames and/or their forward differences (the last difference repeated), channels first.
 
-    ``rgb_scale`` (B,) multiplies the normalised frames (training only: 0 hides appearance from a clip).
+    ``rgb_scale`` (B,) multiplies the normalised frames next to the differences (training only: 0 hides
+    a clip's appearance, leaving its motion); ignored unless ``inputs`` is "rgb+diff".
     """
     x = (video - video.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1)) / video.new_tensor(PIXEL_STD).view(1, 3, 1, 1, 1)
     if config.inputs == "rgb":
         return x
     diff = video[:, :, 1:] - video[:, :, :-1]
     diff = torch.cat([diff, diff[:, :, -1:]], dim=2) * DIFF_SCALE
-    if rgb_scale is not None:
+    if rgb_scale is not None and config.inputs == "rgb+diff":
         x = x * rgb_scale.view(-1, 1, 1, 1, 1)
     return diff if config.inputs == "diff" else torch.cat([x, diff], dim=1)
 

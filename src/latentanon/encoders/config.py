@@ -14,11 +14,11 @@ class PretrainConfig:
     heads: int = 4
     tubelet: int = 2
     patch: int = 8
-    epochs: int = 60
+    epochs: int = 50
     batch_size: int = 32
     lr: float = 2e-3
-    mask_ratio: float = 0.5             # tube masking; the action head reads the visible tokens
-    supervised_weight: float = 0.3
+    mask_ratio: float = 0.75            # tube masking of the reconstruction pass (the action head reads all tokens)
+    supervised_weight: float = 1.0
     weight_decay: float = 0.05
     augment: bool = True                # random flip + small shift of training clips
     positions: str = "learned"          # "learned" or "sinusoidal" position embeddings

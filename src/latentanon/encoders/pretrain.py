@@ -200,6 +200,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     if len(train_idx) == 0:
         raise DataError("pretrain manifest has no rows with split 'train'")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rgb_dropout = cfg.rgb_dropout if cfg.inputs == "rgb+diff" else 0.0   # only frames next to differences can hide
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(0.1 * total))
@@ -216,7 +217,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
                 clips = augment(clips, rng)
             keep, hidden = tube_mask(len(index), arch, cfg.mask_ratio, gen)
             recon = model.reconstruction_loss(clips, keep, hidden)
-            logits = model.logits(clips, rgb_keep(len(index), cfg.rgb_dropout, gen))
+            logits = model.logits(clips, rgb_keep(len(index), rgb_dropout, gen))
             target = torch.from_numpy(labels[index])
             ce = F.cross_entropy(logits, target)
             loss = recon + cfg.supervised_weight * ce

@@ -10,12 +10,12 @@ class TuneConfig:
     seed: int = 0
     storage: str = ""                   # SQLAlchemy URL; empty: sqlite file under reports/tune
     study_name: str = "latentanon-aam"
-    epochs_per_trial: int = 20
+    epochs_per_trial: int = 60
     w_lc_range: tuple[float, float] = (1.0, 300.0)
     w_b_range: tuple[float, float] = (0.1, 10.0)
     w_t_range: tuple[float, float] = (0.1, 10.0)
     max_utility_drop: float = 0.01      # operating-point rule: least leakage with every drop below this
     temperature_range: tuple[float, ...] = ()   # (low, high) to search the NT-Xent temperature; empty: fixed
-    lr_range: tuple[float, ...] = ()            # (low, high) to search the learning rate; empty: train.lr
+    lr_range: tuple[float, ...] = (1e-3, 3e-2)  # (low, high) to search the learning rate; empty: train.lr
     torch_threads: int = 1              # per tune process: tiny models run faster without thread contention; 0 = torch default
     heartbeat_seconds: int = 60         # a trial silent for twice this long (killed worker) is marked failed
