@@ -185,9 +185,9 @@ def test_interrupted_study_resumes_to_n_completed_trials(tmp_path):
 def test_bad_search_range_is_a_config_error(tmp_path):
     from latentanon.config import ConfigError
 
-    trial = optuna.trial.FixedTrial({"w_lc": 10.0, "w_t": 1.0, "w_b": 1.0, "temperature": 0.1})
-    weights, _ = search.suggest(trial, tiny_params(tmp_path))
-    assert (weights.latent_consistency, weights.temperature) == (10.0, 0.1)
+    trial = optuna.trial.FixedTrial({"w_lc": 10.0, "w_t": 1.0, "w_b": 1.0, "temperature": 0.1, "lr": 0.005})
+    weights, train_cfg = search.suggest(trial, tiny_params(tmp_path))
+    assert (weights.latent_consistency, weights.temperature, train_cfg.lr) == (10.0, 0.1, 0.005)
     with pytest.raises(ConfigError, match="temperature_range"):
         search.suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]))
     with pytest.raises(ConfigError, match="w_lc_range"):
