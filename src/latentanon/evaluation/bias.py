@@ -23,6 +23,7 @@ from latentanon.config import Layout, Params
 from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics
+from latentanon.evaluation.report import save_figure
 from latentanon.features.featureset import FeatureSet
 
 BIAS_SET = "bias"
@@ -145,10 +146,7 @@ def plot_bias(summary: dict, path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("AR top-1 on the gender-balanced test")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return path
 
 

@@ -27,7 +27,7 @@ from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
 from latentanon.evaluation.privacy import ATTRIBUTES, attack
-from latentanon.evaluation.report import write_json
+from latentanon.evaluation.report import save_figure, write_json
 from latentanon.features.featureset import FeatureSet
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
@@ -239,10 +239,7 @@ def plot_attribute_leakage(summary: dict, path: Path) -> Path:
     ax.set_title("Per-attribute leakage (mean, 95% interval over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return path
 
 
@@ -266,10 +263,7 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
     ax.set_ylabel("utility relative to raw, mean over tasks")
     ax.set_title("Privacy-utility plane")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return path
 
 
