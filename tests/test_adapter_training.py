@@ -13,7 +13,8 @@ from sklearn.preprocessing import StandardScaler
 
 from latentanon.adapter.aam import AAM
 from latentanon.adapter.apply import anonymize_feature_set
-from latentanon.adapter.config import AdapterConfig, LossWeights, TaskWeights, TrainConfig
+from latentanon.adapter.config import AdapterConfig, LossWeights, PrivacyConfig, TaskWeights, TrainConfig
+from latentanon.adapter.losses import nt_xent
 from latentanon.adapter.training import CHECKPOINT_NAME, fit_adapter, fit_adapter_with_heads
 from latentanon.errors import DataError
 from latentanon.evaluation.tasks import score_task
@@ -224,3 +225,62 @@ def test_train_stage_and_anonymized_store(small_sets, tmp_path):
     assert again["shards_written"] == 0 and again["shards_kept"] == result["shards_written"]
     # re-running the stage resumes from the final checkpoint instead of training again
     assert train_adapter(cfg, LossWeights(), str(store), tmp_path / "aam", tmp_path / "reports")["best_epoch"] == summary["best_epoch"]
+
+
+def test_critic_matches_while_the_adapter_unmatches():
+    """Through the critic, one step lowers L_B for the critic's weights and raises it for the adapter's."""
+    from latentanon.adapter.training import _privacy_loss, build_critic
+
+    torch.manual_seed(0)
+    critic = build_critic(8, 16)
+    first = torch.randn(6, 8, requires_grad=True)
+    second = (first.detach() + 0.1 * torch.randn(6, 8)).requires_grad_(True)
+    (+_privacy_loss([(first, second)], critic, 0.5)).backward()  # what the training step minimises
+    critic_grads = torch.autograd.grad(
+        _privacy_loss([(first.detach(), second.detach())], critic, 0.5), list(critic.parameters())
+    )
+    for param, grad in zip(critic.parameters(), critic_grads):
+        assert torch.allclose(param.grad, grad, atol=1e-6)  # the critic descends L_B
+    direct = torch.autograd.grad(
+        nt_xent(critic(first), critic(second), 0.5), [first, second]
+    )
+    assert torch.allclose(first.grad, -direct[0], atol=1e-6)  # the adapter's outputs ascend it
+    assert torch.allclose(second.grad, -direct[1], atol=1e-6)
+
+
+def test_moving_views_enter_the_privacy_loss_only_when_asked(small_sets):
+    from latentanon.adapter.training import _batch_losses, _split_tensors
+
+    weights = LossWeights(latent_consistency=0.0, utility=0.0, privacy=1.0)
+    fs = small_sets["actions"].split("train")
+
+    def privacy(views: str, shift: float) -> float:
+        data = {"actions": _split_tensors(fs, "clips", "ar", [], fs.dim, "cpu")}
+        data["actions"].moving += shift
+        cfg = replace(SMALL, privacy=PrivacyConfig(views=views))
+        model = AAM(fs.dim, cfg.adapter)
+        rows = {"actions": np.arange(len(fs))}
+        out = _batch_losses(model, torch.nn.ModuleDict(), data, rows, cfg, weights, np.random.default_rng(0))
+        assert torch.allclose(out["step"], out["total"])  # no critic: the step is the objective
+        return float(out["privacy"].detach())
+
+    assert privacy("static", 0.0) == pytest.approx(privacy("static", 5.0))
+    assert privacy("static+moving", 0.0) != pytest.approx(privacy("static+moving", 5.0))
+
+
+def test_training_with_a_critic_resumes_to_the_same_result(small_sets, tmp_path):
+    cfg = replace(SMALL, privacy=PrivacyConfig(critic=True, critic_hidden=8, views="static+moving"))
+    full, history = fit_adapter(small_sets, cfg, LossWeights(), epochs=3, seed=2, checkpoint_dir=tmp_path / "a")
+    fit_adapter(small_sets, cfg, LossWeights(), epochs=2, seed=2, checkpoint_dir=tmp_path / "b")
+    assert torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["critic"]
+    resumed, _ = fit_adapter(small_sets, cfg, LossWeights(), epochs=3, seed=2, checkpoint_dir=tmp_path / "b")
+    assert torch.allclose(_parameters(full), _parameters(resumed), atol=1e-6)
+    assert all(np.isfinite(history["train_privacy"]))
+
+
+def test_a_diverging_run_stops_and_keeps_its_best_epoch(small_sets):
+    cfg = replace(SMALL, lr=1e6)
+    model, history = fit_adapter(small_sets, cfg, LossWeights(), epochs=20, seed=0)
+    assert history["diverged_at_epoch"] <= 20
+    assert len(history["epoch"]) == history["diverged_at_epoch"] - 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())

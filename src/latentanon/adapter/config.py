@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,27 @@ class TaskWeights:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """How L_B is measured."""
+
+    # A learned projection head (the critic) that tries to match two clips of one video while the
+    # adapter tries to make it fail (gradient reversal). Without it, L_B compares the adapter's
+    # raw outputs by cosine, which the adapter can raise by adding large clip-specific components
+    # while the attributes stay linearly readable.
+    critic: bool = False
+    critic_hidden: int = 128
+    # Which pairs of the same video are pushed apart: "static" (the paper) or "static+moving"
+    # (also two different moving clips / snippets, the features that are actually shared).
+    views: Literal["static", "static+moving"] = "static"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     weights: LossWeights = field(default_factory=LossWeights)
     tasks: TaskWeights = field(default_factory=TaskWeights)   # weight 0 holds a task out (unseen)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     use_tuned_weights: bool = True      # take the weights chosen by the tune stage when present
     # The paper's 1e-4 / 100 epochs assume many steps per epoch; a few hundred training videos
     # give about one step per epoch, where 1e-2 / 200 epochs was measured to move the adapter.

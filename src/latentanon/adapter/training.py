@@ -177,6 +177,44 @@ def _signature(train_cfg: TrainConfig, weights: LossWeights, seed: int, dim: int
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward: the critic minimises what the adapter maximises."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def build_critic(dim: int, hidden: int) -> torch.nn.Module:
+    """The L_B projection head; its LayerNorm makes the match blind to the outputs' scale."""
+    return torch.nn.Sequential(
+        torch.nn.LayerNorm(dim), torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden)
+    )
+
+
+def _two_positions(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two different random positions below each count (every count >= 2)."""
+    first = np.floor(rng.random(len(counts)) * counts).astype(np.int64)
+    offset = 1 + np.floor(rng.random(len(counts)) * (counts - 1)).astype(np.int64)
+    return first, (first + offset) % counts
+
+
+def _privacy_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]], critic, temperature: float) -> torch.Tensor | None:
+    """L_B averaged over the kinds of pairs; through the critic (gradient reversed) when there is one."""
+    losses = []
+    for a, b in pairs:
+        if a.shape[0] < 2:
+            continue
+        if critic is not None:
+            a, b = critic(_ReverseGradient.apply(a)), critic(_ReverseGradient.apply(b))
+        losses.append(nt_xent(a, b, temperature))
+    return torch.stack(losses).mean() if losses else None
+
+
 def _batch_losses(
     model: AAM,
     heads: torch.nn.ModuleDict,
@@ -185,11 +223,14 @@ def _batch_losses(
     train_cfg: TrainConfig,
     weights: LossWeights,
     rng: np.random.Generator,
+    critic: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     outputs, inputs = [], []
     utility = torch.zeros((), device=next(model.parameters()).device)
     parts: dict[str, torch.Tensor] = {}
     firsts, seconds = [], []
+    moving_firsts, moving_seconds = [], []
+    use_moving = train_cfg.privacy.views == "static+moving"
     for name, split in data.items():
         idx = rows[name]
         if not len(idx):
@@ -208,21 +249,36 @@ def _batch_losses(
         counts = split.static_count[idx]
         usable = np.flatnonzero(counts >= 2)
         if len(usable):
-            first = np.floor(rng.random(len(usable)) * counts[usable]).astype(np.int64)
-            offset = 1 + np.floor(rng.random(len(usable)) * (counts[usable] - 1)).astype(np.int64)
-            second = (first + offset) % counts[usable]
+            first, second = _two_positions(counts[usable], rng)
             vids = torch.as_tensor(idx[usable], device=split.static.device)
             firsts.append(split.static[vids, torch.as_tensor(first, device=vids.device)])
             seconds.append(split.static[vids, torch.as_tensor(second, device=vids.device)])
+        if use_moving:
+            # two different moving clips / snippets of each video, as the adapter outputs them
+            lengths = mask.sum(dim=1).cpu().numpy()
+            usable = np.flatnonzero(lengths >= 2)
+            if len(usable):
+                first, second = _two_positions(lengths[usable], rng)
+                rows_t = torch.as_tensor(usable, device=out.device)
+                moving_firsts.append(out[rows_t, torch.as_tensor(first, device=out.device)])
+                moving_seconds.append(out[rows_t, torch.as_tensor(second, device=out.device)])
     # pooled over every real clip / snippet of every set in the batch
     latent = latent_consistency(torch.cat(outputs), torch.cat(inputs)) if outputs else utility * 0.0
-    if firsts and sum(f.shape[0] for f in firsts) >= 2:
+    pairs = []
+    if firsts:
         a, b = torch.cat(firsts), torch.cat(seconds)
-        privacy = nt_xent(model(a[:, None])[:, 0], model(b[:, None])[:, 0], weights.temperature)
-    else:
+        pairs.append((model(a[:, None])[:, 0], model(b[:, None])[:, 0]))
+    if moving_firsts:
+        pairs.append((torch.cat(moving_firsts), torch.cat(moving_seconds)))
+    privacy = _privacy_loss(pairs, critic, weights.temperature)
+    if privacy is None:
         privacy = utility * 0.0
     total = total_loss(weights, latent, utility, privacy)
-    return {"total": total, "latent": latent, "utility": utility, "privacy": privacy, **parts}
+    # With a critic the gradient reversal already turns L_B's sign for the adapter, so the step
+    # minimises + w_B * L_B (the critic matches, the adapter un-matches); "total" stays the
+    # adapter's objective as reported everywhere else.
+    step = total if critic is None else total + 2.0 * weights.privacy * privacy
+    return {"total": total, "step": step, "latent": latent, "utility": utility, "privacy": privacy, **parts}
 
 
 def _batches(data: dict[str, _SplitTensors], batch_size: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
@@ -278,6 +334,7 @@ def fit_adapter_with_heads(
         model = AAM(dim, train_cfg.adapter).to(device)
         heads, head_info = _build_heads(sets, train_cfg, dim)
         heads = heads.to(device)
+        critic = build_critic(dim, train_cfg.privacy.critic_hidden).to(device) if train_cfg.privacy.critic else None
     vocabularies = {"tad": head_info.get("tad", {}).get("vocabulary", [])}
     train_data, val_data = {}, {}
     for name, fs in sets.items():
@@ -287,7 +344,7 @@ def fit_adapter_with_heads(
             part = fs.split(split_name)
             if len(part):
                 bucket[name] = _split_tensors(part, kind, task, vocab, dim, device)
-    params = list(model.parameters()) + list(heads.parameters())
+    params = list(model.parameters()) + list(heads.parameters()) + (list(critic.parameters()) if critic else [])
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     signature = _signature(train_cfg, weights, seed, dim, sets)
     history: dict = {"epoch": [], "selection": "lowest val w_LC*L_LC - w_B*L_B", "heads": head_info}
@@ -299,6 +356,8 @@ def fit_adapter_with_heads(
         if state is not None:
             model.load_state_dict(state["model"])
             heads.load_state_dict(state["heads"])
+            if critic is not None:
+                critic.load_state_dict(state["critic"])
             optimizer.load_state_dict(state["optimizer"])
             history, best, start = state["history"], state["best"], int(state["epoch"])
     started = time.perf_counter()
@@ -310,20 +369,28 @@ def fit_adapter_with_heads(
         sums: dict[str, float] = {}
         n_batches = 0
         for rows in _batches(train_data, train_cfg.batch_size, rng):
-            losses = _batch_losses(model, heads, train_data, rows, train_cfg, weights, rng)
+            losses = _batch_losses(model, heads, train_data, rows, train_cfg, weights, rng, critic)
             optimizer.zero_grad()
-            losses["total"].backward()
+            losses.pop("step").backward()
             optimizer.step()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             n_batches += 1
         record = {f"train_{k}": v / n_batches for k, v in sums.items()}
+        if not math.isfinite(record["train_total"]):
+            # the weights are now non-finite: keep the best epoch so far rather than train on NaNs
+            history["diverged_at_epoch"] = epoch + 1
+            tqdm.write(f"adapter: the training loss became non-finite at epoch {epoch + 1}; keeping epoch "
+                       f"{best['epoch']} (lower train.lr for this configuration)")
+            break
         if val_data:
             model.eval()
             heads.eval()
             with torch.no_grad():
                 rows = {name: np.arange(len(s)) for name, s in val_data.items()}
-                val = _batch_losses(model, heads, val_data, rows, train_cfg, weights, np.random.default_rng(VAL_PAIR_SEED))
+                val = _batch_losses(model, heads, val_data, rows, train_cfg, weights,
+                                    np.random.default_rng(VAL_PAIR_SEED), critic)
+                val.pop("step")
             record.update({f"val_{k}": float(v) for k, v in val.items()})
             split = "val"
         else:
@@ -344,6 +411,7 @@ def fit_adapter_with_heads(
                 "epoch": epoch + 1,
                 "model": _state_copy(model),
                 "heads": _state_copy(heads),
+                "critic": _state_copy(critic) if critic is not None else {},
                 "optimizer": optimizer.state_dict(),
                 "history": history,
                 "best": best,
