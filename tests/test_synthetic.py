@@ -11,7 +11,7 @@ from latentanon.data import layouts
 from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
 from latentanon.data.actors import make_identity
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import generate_benchmark, make_cast, plan_benchmark, render_job
+from latentanon.data.synthetic import generate_benchmark, job_scene, make_cast, plan_benchmark, render_job
 from latentanon.data.video_io import read_image, read_video, write_image
 from latentanon.errors import DataError
 
@@ -139,6 +139,22 @@ def test_bad_config_is_rejected(tmp_path):
         generate_benchmark(replace(TINY, n_identities_test=0), tmp_path / "d", tmp_path / "r")
     with pytest.raises(DataError, match="even"):
         plan_benchmark(replace(TINY, height=31))
+    with pytest.raises(DataError, match="scenes"):
+        plan_benchmark(replace(TINY, scenes=-1))
+
+
+def test_videos_share_a_pool_of_scenes_when_asked():
+    jobs, _ = plan_benchmark(TINY)
+    def scenes(cfg):
+        return [job_scene(cfg, np.random.default_rng(list(job.seed))) for job in jobs]
+    own = scenes(replace(TINY, scenes=0))
+    assert len(set(own)) == len(jobs)            # 0: every video its own background
+    pooled = scenes(replace(TINY, scenes=3))
+    assert len(set(pooled)) == 3
+    assert set(scenes(replace(TINY, scenes=3, seed=0))) == set(pooled)
+    assert not set(scenes(replace(TINY, scenes=3, seed=1))) & set(pooled)
+    # the pool changes only the background: a pooled video still renders deterministically
+    assert np.array_equal(render_job(jobs[2], replace(TINY, scenes=3)), render_job(jobs[2], replace(TINY, scenes=3)))
 
 
 def test_image_round_trip_and_bad_image(tmp_path):

@@ -27,6 +27,10 @@ class DataConfig:
     untrimmed_videos_per_identity: int = 1
     anomaly_videos_per_identity: int = 2
     bias_videos_per_identity_class: int = 1
+    # Background scenes: 0 draws a new one for every video; n > 0 draws each video's scene from a
+    # fixed pool of n, as real datasets film many videos in the same rooms and camera views. With a
+    # pool, the person rather than the background is what tells two videos apart.
+    scenes: int = 12
 
 
 @dataclass(frozen=True)

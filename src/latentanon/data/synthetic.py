@@ -31,7 +31,7 @@ from latentanon.data.actions import (
 from latentanon.data.actors import ATTRIBUTES, Identity, Outfit, Placement, draw_actor, make_identity, random_outfit
 from latentanon.data.config import DataConfig
 from latentanon.data.contact import write_contact_sheets
-from latentanon.data.render import finish, random_scene, render_scene
+from latentanon.data.render import Scene, finish, random_scene, render_scene
 from latentanon.data.video_io import write_image, write_video
 from latentanon.errors import DataError
 
@@ -105,6 +105,8 @@ def _check_config(cfg: DataConfig) -> None:
         problems.append("fps must be >= 1")
     if cfg.workers < 1:
         problems.append("workers must be >= 1")
+    if cfg.scenes < 0:
+        problems.append("scenes must be >= 0 (0: a new scene per video)")
     if problems:
         raise DataError("data config: " + "; ".join(problems))
 
@@ -485,11 +487,22 @@ def _timeline_poses(job: Job, cfg: DataConfig, rng) -> tuple[np.ndarray, np.ndar
     return join(pieces), np.concatenate(speeds), partner
 
 
+SCENE_POOL_STREAM = 7919   # seeds the shared scene pool apart from every job's own stream
+
+
+def job_scene(cfg: DataConfig, rng: np.random.Generator) -> Scene:
+    """A video's background: its own (``scenes`` = 0) or one of a pool shared by all videos."""
+    if cfg.scenes > 0:
+        index = int(rng.integers(cfg.scenes))
+        return random_scene(np.random.default_rng([cfg.seed, SCENE_POOL_STREAM, index]), cfg.width, cfg.height)
+    return random_scene(rng, cfg.width, cfg.height)
+
+
 def render_job(job: Job, cfg: DataConfig) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of one planned video (a single frame for images)."""
     rng = np.random.default_rng(list(job.seed))
     h, w = cfg.height, cfg.width
-    scene = random_scene(rng, w, h)
+    scene = job_scene(cfg, rng)
     if job.kind == "timeline":
         pose, speed, partner_pose = _timeline_poses(job, cfg, rng)
     else:
