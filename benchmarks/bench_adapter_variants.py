@@ -162,8 +162,13 @@ def main() -> int:
     training_sets = load_training_sets(layout.features_uri)
     raw = load_sets(layout.features_uri, needed_sets())
     base_train = asdict(params.train)
+    from latentanon.features.store import FeatureStore
+
+    index = FeatureStore(layout.features_uri).read_index()
     result = {
-        "features_uri": layout.features_uri,
+        # what was measured, without the store's location (a machine path)
+        "encoder": (index.get("meta") or {}).get("encoder", {}).get("identity"),
+        "videos": {name: entry.get("videos") for name, entry in index["sets"].items()},
         "seeds": seeds,
         "confidence": confidence,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
