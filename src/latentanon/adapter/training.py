@@ -34,6 +34,7 @@ from latentanon.adapter.losses import latent_consistency, nt_xent, total_loss
 from latentanon.errors import DataError, ModelError, StoreError
 from latentanon.evaluation.tasks import tad_targets, tad_vocabulary
 from latentanon.features.featureset import FeatureSet
+from latentanon.plots import pyplot, save_figure
 
 # set name -> (moving kind, task it carries)
 TRAINING_SETS: dict[str, tuple[str, str]] = {
@@ -438,10 +439,7 @@ def fit_adapter(
 # ----------------------------------------------------------------------------- the stage
 
 def plot_history(history: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = history["epoch"]
     keys = ("total", "latent", "privacy", "utility")
@@ -457,12 +455,7 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _write_json(path: Path, payload: dict) -> None:

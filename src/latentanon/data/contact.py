@@ -1,7 +1,6 @@
 """Contact sheets: a grid of sample frames per benchmark set, so a person can see the data."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from latentanon.data import layouts
 from latentanon.data.actors import ATTRIBUTES
 from latentanon.data.video_io import read_image, read_video
+from latentanon.plots import pyplot, save_figure
 
 ROWS_PER_SHEET = 8
 FRAMES_PER_ROW = 6
@@ -42,10 +42,7 @@ def _strip(frames: np.ndarray) -> np.ndarray:
 
 def write_contact_sheets(jobs, root: Path, report_dir: Path) -> list[Path]:
     """One PNG per set: evenly chosen videos (FRAMES_PER_ROW frames each) or images, captioned."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     report_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -78,10 +75,5 @@ def write_contact_sheets(jobs, root: Path, report_dir: Path) -> list[Path]:
         ax.axis("off")
         ax.set_title(f"{set_name} ({layouts.LAYOUT_OF[set_name]} layout)", fontsize=9)
         fig.tight_layout()
-        out = report_dir / f"contact_{set_name}.png"
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        os.replace(tmp, out)
-        written.append(out)
+        written.append(save_figure(fig, report_dir / f"contact_{set_name}.png", dpi=110))
     return written

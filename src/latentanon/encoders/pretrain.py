@@ -36,6 +36,7 @@ from latentanon.encoders.builtin import (
 )
 from latentanon.encoders.config import PretrainConfig
 from latentanon.errors import DataError, ModelError
+from latentanon.plots import pyplot, save_figure
 
 
 # settings that do not change the trained weights
@@ -137,10 +138,7 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -158,11 +156,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     axes[1].set_ylim(0, 1)
     fig.suptitle("built-in encoder pretraining")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from latentanon.config import Layout, Params
 from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics
-from latentanon.evaluation.report import save_figure
 from latentanon.features.featureset import FeatureSet
+from latentanon.plots import pyplot, save_figure
 
 BIAS_SET = "bias"
 # Gender ids as the benchmark and its loaders write them: 0 masculine, 1 feminine.
@@ -121,10 +121,7 @@ def _summaries(runs: list[dict], confidence: float) -> dict:
 
 
 def plot_bias(summary: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sources = list(summary["sources"])
     variants = list(summary["variants"])

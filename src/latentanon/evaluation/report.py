@@ -11,16 +11,6 @@ from latentanon.config import Params
 from latentanon.evaluation import metrics
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically (temp file renamed into place) and close it."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
 ISSUE_LEAKAGE_TARGET = 0.4          # normalised leakage at or below this
 ISSUE_UTILITY_TARGET = 0.01         # every task within 1% relative of raw
 

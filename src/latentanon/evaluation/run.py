@@ -27,8 +27,9 @@ from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
 from latentanon.evaluation.privacy import ATTRIBUTES, attack
-from latentanon.evaluation.report import save_figure, write_json
+from latentanon.evaluation.report import write_json
 from latentanon.features.featureset import FeatureSet
+from latentanon.plots import pyplot, save_figure
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
 MOVING_PRIVACY_SET = "privacy_videos"
@@ -218,10 +219,7 @@ def privacy_utility_points(summary: dict) -> dict[str, dict]:
 
 
 def plot_attribute_leakage(summary: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     methods = list(summary["privacy"])
     attributes = list(summary["privacy"]["raw"]["static"]["attributes"])
@@ -244,10 +242,7 @@ def plot_attribute_leakage(summary: dict, path: Path) -> Path:
 
 
 def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for method, p in points.items():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from latentanon.plots import pyplot, save_figure
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,7 @@ def choose_operating_point(points: list[TrialPoint], max_utility_drop: float) ->
 
 def plot_front(points: list[TrialPoint], front: list[TrialPoint], chosen: TrialPoint | None,
                raw_leakage: float | None, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([p.leakage for p in points], [p.utility for p in points], c="0.6", s=22, label="trials")
@@ -69,9 +67,4 @@ def plot_front(points: list[TrialPoint], front: list[TrialPoint], chosen: TrialP
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
