@@ -12,7 +12,7 @@ from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
 from latentanon.data.actors import make_identity
 from latentanon.data.config import DataConfig
 from latentanon.data.synthetic import generate_benchmark, job_scene, make_cast, plan_benchmark, render_job
-from latentanon.data.video_io import read_image, read_video, write_image
+from latentanon.data.video_io import read_image, read_video, scan_video, write_image, write_video
 from latentanon.errors import DataError
 
 TINY = DataConfig(
@@ -168,3 +168,18 @@ def test_image_round_trip_and_bad_image(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(DataError, match="uint8"):
         write_image(tmp_path / "c.png", image.astype(np.float32))
+
+
+def test_video_readers_name_the_file_they_cannot_read(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    good = tmp_path / "good.mp4"
+    write_video(good, frames, fps=16, codec="libx264")
+    assert read_video(good).shape == (16, 32, 32, 3)
+    assert scan_video(good) == {"frames": 16, "fps": 16.0, "height": 32, "width": 32}
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(good.read_bytes()[:200])
+    for reader in (read_video, scan_video):
+        with pytest.raises(DataError, match="broken.mp4"):
+            reader(broken)
+        with pytest.raises(DataError, match="missing.mp4: video file not found"):
+            reader(tmp_path / "missing.mp4")

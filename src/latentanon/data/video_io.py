@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -33,20 +34,28 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "li
     os.replace(tmp, path)
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8; DataError naming the file when unreadable."""
-    path = Path(path)
+@contextmanager
+def _decoding(path: Path):
+    """(container, first video stream) of ``path``; failures while opening or decoding inside the
+    block become a DataError naming the file."""
     if not path.exists():
         raise DataError(f"{path}: video file not found")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise DataError(f"{path}: no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            yield container, container.streams.video[0]
     except DataError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """All frames of a video as (T, H, W, 3) uint8; DataError naming the file when unreadable."""
+    path = Path(path)
+    with _decoding(path) as (container, stream):
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     return np.stack(frames)
@@ -85,22 +94,12 @@ def scan_video(path: str | Path) -> dict:
     """Frame count, fps and size from a full decode (container metadata can lie for truncated
     files), without converting frames to RGB arrays: the cheap way to check many videos."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: video file not found")
-    frames, sizes, fps = 0, set(), 0.0
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else 0.0
-            for frame in container.decode(stream):
-                frames += 1
-                sizes.add((frame.height, frame.width))
-    except DataError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
+    frames, sizes = 0, set()
+    with _decoding(path) as (container, stream):
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        for frame in container.decode(stream):
+            frames += 1
+            sizes.add((frame.height, frame.width))
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     if len(sizes) > 1:
