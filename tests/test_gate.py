@@ -16,7 +16,7 @@ from latentanon.tracking import gate
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
 
 GOOD = {
-    "privacy": {"aam": {"normalized_leakage": 0.30, "relative_cmap_drop": 0.35}},
+    "privacy": {"aam": {"normalized_leakage": 0.30, "relative_cmap_drop": 0.35, "moving": {"normalized_leakage": 0.35}}},
     "utility": {t: {"aam_relative_drop": 0.004} for t in ("ar", "tad", "ad")},
     "bias": {"raw": {"gap": 0.20}, "aam": {"gap": 0.12}},
 }
@@ -46,13 +46,16 @@ def failed(checks) -> set[str]:
 def test_good_metrics_pass_every_check(tmp_path):
     checks = gate.evaluate_checks(GOOD, params_for(tmp_path), champion=None)
     assert failed(checks) == set()
-    assert {c.name for c in checks} == {"normalized_leakage", "relative_cmap_drop", "utility_drop_ar",
+    assert {c.name for c in checks} == {"normalized_leakage", "relative_cmap_drop", "moving_normalized_leakage",
+                                        "utility_drop_ar",
                                         "utility_drop_tad", "utility_drop_ad", "bias_gap"}
 
 
 @pytest.mark.parametrize("dotted, value, check", [
     ("privacy.aam.normalized_leakage", 0.41, "normalized_leakage"),
     ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
+    ("privacy.aam.moving.normalized_leakage", 0.41, "moving_normalized_leakage"),  # shared clips still leak
+    ("privacy.aam.moving", KeyError, "moving_normalized_leakage"),
     ("utility.tad.aam_relative_drop", 0.011, "utility_drop_tad"),
     ("utility.ad.aam_relative_drop", KeyError, "utility_drop_ad"),          # missing task figure
     ("utility.ar.aam_relative_drop", float("nan"), "utility_drop_ar"),     # not a finite number

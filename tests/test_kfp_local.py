@@ -45,9 +45,9 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
         # undefined and the gate (rightly) rejects.
         overrides=["pretrain_encoder.epochs=1", "tune.n_trials=1", "tune.epochs_per_trial=1", "train.epochs=1",
                    "evaluate.seeds=[0]", "audit_bias.seeds=[0]",
-                   "gate.max_normalized_leakage=1000", "gate.min_relative_cmap_drop=-1000",
-                   "gate.max_utility_relative_drop=1000", "gate.require_bias_gap_not_larger=false",
-                   "gate.utility_tasks=[ar]"],
+                   "gate.max_normalized_leakage=1000", "gate.max_moving_normalized_leakage=1000",
+                   "gate.min_relative_cmap_drop=-1000", "gate.max_utility_relative_drop=1000",
+                   "gate.require_bias_gap_not_larger=false", "gate.utility_tasks=[ar]"],
         extract_workers_count=2,
         tune_workers_count=2,
     )

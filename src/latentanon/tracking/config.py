@@ -14,6 +14,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class GateConfig:
     max_normalized_leakage: float = 0.4
+    # moving clips are what users share: the static-clip protocol alone can pass features whose
+    # moving clips still leak (measured: small noise does exactly that)
+    max_moving_normalized_leakage: float = 0.4
     min_relative_cmap_drop: float = 0.2
     max_utility_relative_drop: float = 0.01
     require_bias_gap_not_larger: bool = True

@@ -84,6 +84,8 @@ def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None)
                  cfg.max_normalized_leakage, "<=", "privacy.aam.normalized_leakage"),
         _compare("relative_cmap_drop", figure(metrics, "privacy.aam.relative_cmap_drop"),
                  cfg.min_relative_cmap_drop, ">=", "privacy.aam.relative_cmap_drop"),
+        _compare("moving_normalized_leakage", figure(metrics, "privacy.aam.moving.normalized_leakage"),
+                 cfg.max_moving_normalized_leakage, "<=", "privacy.aam.moving.normalized_leakage"),
     ]
     for task in cfg.utility_tasks:
         key = f"utility.{task}.aam_relative_drop"
