@@ -23,9 +23,10 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Tests use tiny tensors: one thread is faster and never oversubscribes the CI machine."""
+    """Tests use tiny tensors: one thread is faster and never oversubscribes the CI machine. Reset
+    for every test, in case the one before changed it."""
     import torch
 
     previous = torch.get_num_threads()

@@ -29,15 +29,6 @@ from test_extraction import make_benchmark
 SMALL = BuiltinConfig(dim=16, depth=1, heads=2, tubelet=2, patch=8, frames=16, height=32, width=32, num_classes=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Several test processes share few cores: one intra-op thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
 def test_encoder_pools_tokens_to_one_vector(positions):
     encoder = VideoEncoder(replace(SMALL, positions=positions)).eval()

@@ -29,15 +29,6 @@ from latentanon.errors import DataError, StoreError
 from latentanon.features.store import FeatureStore, load_feature_set
 
 SIZE = 32
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Several test processes share few cores: one intra-op thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 COLOURS = np.array([[220, 60, 60], [60, 200, 60], [60, 90, 230]], dtype=np.float32)
 SPLITS = {"train": (0, 1, 2, 3), "val": (4,), "test": (5, 6)}
 

@@ -16,15 +16,6 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Several test processes share few cores: one intra-op thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _videomae(**extra):
     config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, **TINY, **extra)
     return transformers.VideoMAEModel(config)

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from latentanon._files import write_text_atomic
 from latentanon.config import ConfigError, Layout, Params, params_from_dict
 from latentanon.errors import LatentanonError
 
@@ -159,13 +160,6 @@ def read_store_pointer(path: Path) -> str | None:
     return uri
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _as_list(value: Any) -> list:
     if value is None:
         return []
@@ -276,7 +270,7 @@ class StageWorkspace:
             uri = getattr(self.layout, STORE_ROLES[role])
             if is_remote_uri(uri):
                 dst.mkdir(parents=True, exist_ok=True)
-                _atomic_write_text(dst / STORE_POINTER, json.dumps({"uri": uri}) + "\n")
+                write_text_atomic(dst / STORE_POINTER, json.dumps({"uri": uri}) + "\n")
                 _set_metadata(artifact, store_uri=uri)
                 return
         src = role_location(role, self.layout)
@@ -452,6 +446,6 @@ def promote_champion(params_yaml: str, overrides: Iterable[str], mlflow_run_id: 
     record = {**promoted, "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{CHAMPION}"}
     out = _artifact_path(champion, "champion")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "registered_model.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / "registered_model.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     _set_metadata(champion, model_uri=record["model_uri"], alias_uri=record["alias_uri"], version=version)
     return json.dumps(record, sort_keys=True)

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from latentanon._files import write_json_atomic
 from latentanon.adapter.aam import AAM, save_adapter
 from latentanon.adapter.config import LossWeights, TrainConfig
 from latentanon.adapter.heads import ADHead, ARHead, TADHead
@@ -458,13 +459,6 @@ def plot_history(history: dict, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-
-
 def save_heads(heads: torch.nn.ModuleDict, info: dict, directory: Path) -> Path:
     """The co-trained heads as heads.safetensors plus heads.json (their sizes and vocabularies)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -472,7 +466,7 @@ def save_heads(heads: torch.nn.ModuleDict, info: dict, directory: Path) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
     save_file(tensors or {"empty": torch.zeros(0)}, str(tmp))
     tmp.replace(directory / "heads.safetensors")
-    _write_json(directory / "heads.json", {"tasks": sorted(heads.keys()), "info": info})
+    write_json_atomic(directory / "heads.json", {"tasks": sorted(heads.keys()), "info": info})
     return directory / "heads.safetensors"
 
 
@@ -496,7 +490,7 @@ def train_adapter(train_cfg: TrainConfig, weights: LossWeights, features_uri: st
         "history": {k: v for k, v in history.items() if k != "heads"},
     })
     save_heads(heads, history["heads"], adapter_dir)
-    _write_json(report_dir / "history.json", history)
+    write_json_atomic(report_dir / "history.json", history)
     plot_history(history, report_dir / "loss_curves.png")
     last = {k: v[-1] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"}
     return {

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-import os
 import string
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from latentanon._files import write_text_atomic
 from latentanon.data import layouts
 from latentanon.data.actions import (
     ACTIONS, ANOMALIES, PAIRS, TRANSITIONS, action_pose, fall_pose, fight_pose, idle_pose, join, talk_pose,
@@ -536,9 +536,7 @@ def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _config_stamp(cfg: DataConfig) -> dict:

@@ -16,7 +16,6 @@ every failure is reported by GX with its offending rows.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from latentanon._files import write_text_atomic
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.data.manifests import INTEGER_COLUMNS, REQUIRED_COLUMNS, STRING_COLUMNS, write_manifest
 from latentanon.errors import DataError, LatentanonError, ValidationFailed
@@ -473,13 +473,6 @@ def readability_checks(manifests: dict[str, pd.DataFrame], bad: set[tuple[str, s
 # Reports
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _summary_markdown(report: dict) -> str:
     lines = [
         "# Validation summary",
@@ -612,9 +605,9 @@ def validate_manifests(
         "quarantine": quarantine.to_dict(orient="records"),
     }
     report_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(report_dir / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
-    _atomic_write(report_dir / "summary.md", _summary_markdown(report))
-    _atomic_write(report_dir / "quarantine.csv", quarantine.to_csv(index=False))
+    write_text_atomic(report_dir / "validation.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(report_dir / "summary.md", _summary_markdown(report))
+    write_text_atomic(report_dir / "quarantine.csv", quarantine.to_csv(index=False))
     if failures:
         listed = "\n  ".join(o.describe() for o in failures[:LISTED_CHECKS])
         more = f"\n  (+{len(failures) - LISTED_CHECKS} more failed checks)" if len(failures) > LISTED_CHECKS else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from latentanon._files import write_json_atomic
 from latentanon.data.config import DataConfig
 from latentanon.encoders.builtin import (
     CONFIG_FILE,
@@ -41,13 +41,6 @@ from latentanon.plots import pyplot, save_figure
 
 # settings that do not change the trained weights
 NOT_TRAINING = frozenset({"device", "probe", "probe_clips_per_video", "probe_static_per_video"})
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def params_fingerprint(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame) -> str:
@@ -277,7 +270,7 @@ def _record_hf(cfg: PretrainConfig, out_dir: Path) -> dict:
     source = Path(cfg.encoder[3:]).resolve()
     encoder = HFVideoEncoder(source, device="cpu")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / CONFIG_FILE, {"kind": "hf_ref", "source": str(source), "identity": encoder.identity})
+    write_json_atomic(out_dir / CONFIG_FILE, {"kind": "hf_ref", "source": str(source), "identity": encoder.identity})
     return {"encoder": encoder.identity, "trained": False, "source": str(source)}
 
 
@@ -297,7 +290,7 @@ def pretrain_encoder(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: s
         raise ModelError(f"pretrain_encoder.encoder: unknown encoder {cfg.encoder!r} (use 'builtin' or 'hf:<dir>')")
     if cfg.probe:
         probe = run_probe(cfg, data_cfg, manifests_dir, data_root, out_dir)
-        _write_json(report_dir / "probe.json", probe)
+        write_json_atomic(report_dir / "probe.json", probe)
         summary["probe"] = {
             "action_top1": probe["action_probe"]["top1"],
             "action_chance": probe["action_probe"]["chance_top1"],
@@ -325,7 +318,7 @@ def _pretrain_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.Da
     encoder, history, info = train_builtin(cfg, data_cfg, manifest, data_root)
     identity = save_builtin(encoder, out_dir, extra={"fingerprint": fingerprint, "pretrain": asdict(cfg),
                                                      "history": history, **info})
-    _write_json(report_dir / "history.json", {"history": history, **info})
+    write_json_atomic(report_dir / "history.json", {"history": history, **info})
     plot_curves(history, report_dir / "loss_curve.png")
     last = history[-1]
     return {"encoder": identity, "trained": True, "fingerprint": fingerprint, **info,

@@ -187,7 +187,8 @@ def run_audit(params: Params, layout: Layout) -> dict:
 
 def audit_bias(params: Params, layout: Layout) -> dict:
     """The stage: bias.json and bias.png, then reports/metrics.json and reports/report.md."""
-    from latentanon.evaluation.report import build_metrics, write_json, write_report
+    from latentanon._files import write_json_atomic
+    from latentanon.evaluation.report import build_metrics, write_report
 
     started = time.time()
     report_dir = layout.report_dir("audit_bias")
@@ -209,9 +210,9 @@ def audit_bias(params: Params, layout: Layout) -> dict:
         torch.set_num_threads(threads)
     bias["plot"] = plot_bias(bias, report_dir / "bias.png").name
     bias["seconds"] = round(time.time() - started, 1)
-    write_json(report_dir / "bias.json", bias)
+    write_json_atomic(report_dir / "bias.json", bias)
     metrics_tree = build_metrics(evaluation, bias, params)
-    write_json(layout.reports / "metrics.json", metrics_tree)
+    write_json_atomic(layout.reports / "metrics.json", metrics_tree)
     report_path = write_report(metrics_tree, evaluation, bias, layout.reports / "report.md")
     return {
         "bias_gap_raw": bias["pooled"]["raw"]["gap"]["mean"],

@@ -1,32 +1,16 @@
 """reports/metrics.json (the nested figures the gate reads) and reports/report.md (for people)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
-
+from latentanon._files import write_text_atomic
 from latentanon.config import Params
 from latentanon.evaluation import metrics
 
 
 ISSUE_LEAKAGE_TARGET = 0.4          # normalised leakage at or below this
 ISSUE_UTILITY_TARGET = 0.01         # every task within 1% relative of raw
-
-
-def write_json(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_plain) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def _interval(stat: dict) -> list[float]:
@@ -280,8 +264,4 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "[evaluate/evaluation.json](evaluate/evaluation.json), [audit_bias/bias.json](audit_bias/bias.json).",
         "",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(lines))

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from latentanon._files import write_json_atomic
 from latentanon.baselines import NEEDS_PRIVATE_LABELS, base_name, fit_baseline, method_names
 from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
 from latentanon.evaluation.privacy import ATTRIBUTES, attack
-from latentanon.evaluation.report import write_json
 from latentanon.features.featureset import FeatureSet
 from latentanon.plots import pyplot, save_figure
 
@@ -306,7 +306,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
 
     def record(method: str, seed: int, result: dict) -> None:
         results.setdefault(method, {})[str(seed)] = result
-        write_json(partial_path, {"fingerprint": fingerprint, "results": results})
+        write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": results})
 
     with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
               desc="evaluate", unit="run", disable=None) as bar:
@@ -355,7 +355,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         "per_seed": results,
         "seconds": round(time.time() - started, 1),
     }
-    write_json(report_dir / "evaluation.json", evaluation)
+    write_json_atomic(report_dir / "evaluation.json", evaluation)
     aam = summary["privacy"]["aam"]["static"]
     return {
         "methods": methods,

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from latentanon._configtools import to_dict
+from latentanon._files import write_json_atomic
 from latentanon.config import Layout, Params
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
@@ -135,13 +136,6 @@ def _candidate_version(client, model_name: str) -> str | None:
     return _alias_version(client, model_name, CANDIDATE)
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def _version_tags(decision: dict) -> dict[str, str]:
     tags = {
         TAG_DECISION: decision["decision"],
@@ -207,7 +201,7 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
                 if _alias_version(client, name, alias) == version:
                     client.delete_registered_model_alias(name, alias)
     out = layout.report_dir("gate") / "decision.json"
-    _write_json_atomic(out, decision)
+    write_json_atomic(out, decision)
     client.log_artifact(runs.pipeline_run_id(params, layout, client), str(out), "gate")
     return decision
 

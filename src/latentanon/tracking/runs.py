@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from latentanon._configtools import to_dict
+from latentanon._files import write_json_atomic
 from latentanon.config import Layout, Params
 from latentanon.errors import LatentanonError
 
@@ -207,13 +208,6 @@ def _record_path(layout: Layout) -> Path:
     return layout.reports / "tracking" / "pipeline_run.json"
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def _log_in_batches(client, run_id: str, *, params: dict | None = None, metrics: dict | None = None,
                     tags: dict | None = None) -> None:
     from mlflow.entities import Metric, Param, RunTag
@@ -282,7 +276,7 @@ def pipeline_run_id(params: Params, layout: Layout | None = None, client=None) -
         tags=tags,
     )
     _ensure_params_logged(client, run, params)
-    _write_json_atomic(record_path, {
+    write_json_atomic(record_path, {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
         "tracking_uri": uri,

@@ -27,6 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from latentanon._configtools import ConfigError, to_dict
+from latentanon._files import write_text_atomic
 from latentanon.adapter.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
@@ -273,12 +274,6 @@ def chosen_weights(point: TrialPoint, params: Params) -> dict:
     ))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
 
 def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
     """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
@@ -294,7 +289,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         row.update({f"drop_{k}": v for k, v in t.user_attrs.get("drops", {}).items()})
         row.update({"on_front": t.number in on_front, "chosen": t.number == chosen.number})
         rows.append(row)
-    _write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
     rule = rule_text(params.tune.max_utility_drop)
     pareto = {
         "study_name": study.study_name,
@@ -307,7 +302,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
                    "params": p.params} for p in front],
         "chosen_trial": chosen.number,
     }
-    _write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
     plot_front(points, front, chosen, raw["leakage"], out_dir / "pareto.png")
     choice = {
         "weights": chosen_weights(chosen, params),
@@ -320,7 +315,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     }
     if "lr" in chosen.params:
         choice["lr"] = chosen.params["lr"]
-    _write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
     return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
 
 
