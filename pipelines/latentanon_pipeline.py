@@ -1,10 +1,18 @@
 """The latentanon pipeline for Kubeflow: the same stages as dvc.yaml, fanned out where it pays.
 
-    open_run -> generate -> validate -> pretrain_encoder
-             -> extract_shards x N (ParallelFor) -> finalize_extract
-             -> tune_trials x M (ParallelFor, one shared Optuna storage) -> tune_select
-             -> train -> evaluate -> audit_bias -> gate -> If(approved): promote -> close_run
+    ExitHandler(close_run):
+      resolve_params -> open_run
+      generate -> validate -> pretrain_encoder
+               -> extract_shards x N (ParallelFor, bounded) -> finalize_extract -> log_stages
+               -> tune_trials x M (ParallelFor, bounded, one shared Optuna storage) -> tune_select
+               -> train -> evaluate -> audit_bias -> gate -> If(approved): promote
+
+Caching is keyed on content: generate, validate, pretrain_encoder and extract take only the
+resolved params text and upstream artifacts (no run id, no timestamp), so a second run with the
+same inputs reuses them; log_stages records them in each run's MLflow parent run. The exit
+handler closes that parent run with the run's final state, failures included.
 """
+from pathlib import Path
 from typing import List
 
 from kfp import dsl, kubernetes
@@ -14,13 +22,16 @@ from components.evaluate import evaluate
 from components.extract import extract_shards, extract_workers, finalize_extract
 from components.gate import gate, promote
 from components.generate import generate
+from components.image import PROJECT_IMAGE_CUDA, on_image
 from components.pretrain_encoder import pretrain_encoder
-from components.tracking import close_run, open_run
+from components.tracking import close_run, log_stages, open_run, resolve_params
 from components.train import train
 from components.tune import tune_select, tune_trials, tune_workers
 from components.validate import validate
 
 PIPELINE_NAME = "latentanon"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = REPO_ROOT / "params.yaml"   # the run form's defaults are read from it at compile time
 
 # Kubernetes objects the tasks read; created by k8s/ (names documented in docs/kubeflow.md).
 S3_SECRET = "latentanon-s3"                     # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
@@ -34,11 +45,37 @@ ENV_CONFIG_KEYS = (
 )
 SCRATCH_MOUNT = "/scratch"
 GPU_RESOURCE = "nvidia.com/gpu"
+# Every task pod carries this label: the NetworkPolicies of k8s/ select exactly these pods.
+POD_LABEL = ("app.kubernetes.io/part-of", "latentanon")
 
 # (cpu request, cpu limit, memory request, memory limit) per kind of task.
 LIGHT = ("250m", "1", "512Mi", "2Gi")
 MEDIUM = ("1", "4", "4Gi", "8Gi")
 HEAVY = ("4", "8", "16Gi", "32Gi")
+
+# At most this many loop iterations run at once, whatever the worker count (a cluster's quota
+# and the object store's bandwidth, not the run form, bound the fan-out).
+MAX_PARALLEL_EXTRACT = 8
+MAX_PARALLEL_TUNE = 4
+
+# Retries: tasks that only talk to MLflow / the object store retry quickly; heavy stages, which
+# also write to them, retry once (a deterministic error should not burn hours of GPU time).
+NETWORK_RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+HEAVY_RETRY = {"num_retries": 1, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+# The stage settings a GPU task gets: ask for the GPU explicitly, so that a pod without one fails
+# with a clear error instead of silently running on the CPU (``device: auto`` would fall back).
+GPU_OVERRIDES = {
+    "pretrain_encoder": ["pretrain_encoder.device=cuda"],
+    "extract": ["extract.device=cuda"],
+    "train": ["train.device=cuda"],
+}
+
+
+def knob_defaults() -> dict:
+    from latentanon import kfp_io
+
+    return kfp_io.knob_defaults(DEFAULTS_FILE.read_text())
 
 
 def _resources(task: dsl.PipelineTask, sizes: tuple) -> dsl.PipelineTask:
@@ -51,7 +88,17 @@ def _resources(task: dsl.PipelineTask, sizes: tuple) -> dsl.PipelineTask:
     )
 
 
-def _cluster_settings(task: dsl.PipelineTask, sizes: tuple = MEDIUM, scratch: bool = True) -> dsl.PipelineTask:
+def _task(task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache: bool = True,
+          retry: dict | None = None) -> dsl.PipelineTask:
+    """Display name, resources, caching, retries and the pod label every task gets."""
+    task.set_display_name(display_name).set_caching_options(cache)
+    if retry:
+        task.set_retry(**retry)
+    kubernetes.add_pod_label(task, *POD_LABEL)
+    return _resources(task, sizes)
+
+
+def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True) -> dsl.PipelineTask:
     """Object-store credentials from the Secret, endpoints from the ConfigMap, a scratch volume."""
     kubernetes.use_secret_as_env(
         task,
@@ -64,7 +111,7 @@ def _cluster_settings(task: dsl.PipelineTask, sizes: tuple = MEDIUM, scratch: bo
     if scratch:
         kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT)
         task.set_env_variable("LATENTANON_SCRATCH", SCRATCH_MOUNT)
-    return _resources(task, sizes)
+    return task
 
 
 def _optuna_storage(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -89,10 +136,12 @@ def make_pipeline(gpus_per_task: int = 1):
 
     The GPU count is fixed at compile time (``python -m pipelines.compile --gpus 0`` for CPU-only
     clusters): a resource limit taken from a run parameter does not reach the tasks inside a
-    ParallelFor in every KFP backend (kfp.local among them).
+    ParallelFor in every KFP backend (kfp.local among them). GPU tasks run the CUDA image and
+    ask for ``device=cuda``.
     """
     if gpus_per_task < 0:
         raise ValueError(f"gpus_per_task must be >= 0, got {gpus_per_task}")
+    defaults = knob_defaults()
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -100,102 +149,158 @@ def make_pipeline(gpus_per_task: int = 1):
         "adapter training, utility/privacy/bias evaluation and a gated MLflow promotion.",
     )
     def latentanon_pipeline(
-        params_yaml: str = "",
-        overrides: List[str] = [],
+        encoder: str = defaults["encoder"],
+        pretrain_epochs: int = defaults["pretrain_epochs"],
+        tune_trials: int = defaults["tune_trials"],
+        tune_epochs_per_trial: int = defaults["tune_epochs_per_trial"],
+        train_epochs: int = defaults["train_epochs"],
+        max_normalized_leakage: float = defaults["max_normalized_leakage"],
+        max_moving_normalized_leakage: float = defaults["max_moving_normalized_leakage"],
+        min_relative_cmap_drop: float = defaults["min_relative_cmap_drop"],
+        max_utility_relative_drop: float = defaults["max_utility_relative_drop"],
         extract_workers_count: int = 2,
         tune_workers_count: int = 2,
-    ) -> str:
-        """Run the whole pipeline; returns the gate decision (``approved`` or ``rejected``).
+        params_yaml: str = "",
+        overrides: List[str] = [],
+    ):
+        """Run the whole pipeline. The gate task's output (and the parent run's
+        ``latentanon.gate_decision`` tag) is the decision; KFP returns no pipeline output from
+        inside an exit handler.
 
         Args:
-            params_yaml: the text of a params.yaml; empty means the defaults (what params.yaml holds).
-            overrides: ``section.key=value`` settings applied on top, as with ``latentanon --set``.
+            encoder: the frozen encoder (``builtin``, or a local Hugging Face directory).
+            pretrain_epochs: epochs of the built-in encoder's pretraining.
+            tune_trials: completed Optuna trials the search runs (over all workers).
+            tune_epochs_per_trial: adapter epochs per trial.
+            train_epochs: adapter epochs of the final training.
+            max_normalized_leakage: gate: highest static-clip normalised leakage that passes.
+            max_moving_normalized_leakage: gate: highest moving-clip normalised leakage that passes.
+            min_relative_cmap_drop: gate: smallest relative cMAP drop that passes.
+            max_utility_relative_drop: gate: largest relative utility drop that passes.
             extract_workers_count: parallel feature-extraction workers (each takes every N-th shard).
             tune_workers_count: parallel Optuna workers; more than one needs a shared RDB storage
                 (``tune.storage`` or the ``latentanon-optuna`` Secret), otherwise one worker runs.
+            params_yaml: the text of a params.yaml as the base (empty: the defaults); the typed
+                parameters above override it.
+            overrides: ``section.key=value`` settings applied last, as with ``latentanon --set``.
         """
-        return _pipeline_body(params_yaml, overrides, extract_workers_count, tune_workers_count, gpus_per_task)
+        knobs = dict(
+            encoder=encoder, pretrain_epochs=pretrain_epochs, tune_trials=tune_trials,
+            tune_epochs_per_trial=tune_epochs_per_trial, train_epochs=train_epochs,
+            max_normalized_leakage=max_normalized_leakage,
+            max_moving_normalized_leakage=max_moving_normalized_leakage,
+            min_relative_cmap_drop=min_relative_cmap_drop, max_utility_relative_drop=max_utility_relative_drop,
+        )
+        # The exit task may depend on no task: it finds the parent run by the KFP run id.
+        closer = close_run(params_yaml=params_yaml, overrides=overrides, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        _cluster_settings(_task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False)
+        with dsl.ExitHandler(closer, name="latentanon-run"):
+            _pipeline_body(params_yaml, overrides, knobs, extract_workers_count, tune_workers_count, gpus_per_task)
 
     return latentanon_pipeline
 
 
-def _pipeline_body(params_yaml, overrides, extract_workers_count, tune_workers_count, gpus_per_task: int):
+def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, tune_workers_count,
+                   gpus_per_task: int):
     """The tasks and their wiring (see the module docstring for the shape)."""
-    common = {"params_yaml": params_yaml, "overrides": overrides}
+    gpu = gpus_per_task > 0
+    pretrain_op = on_image(pretrain_encoder, PROJECT_IMAGE_CUDA) if gpu else pretrain_encoder
+    extract_op = on_image(extract_shards, PROJECT_IMAGE_CUDA) if gpu else extract_shards
+    train_op = on_image(train, PROJECT_IMAGE_CUDA) if gpu else train
 
-    run = open_run(**common).set_display_name("open MLflow run").set_caching_options(False)
-    _cluster_settings(run, LIGHT, scratch=False)
-    staged = {**common, "mlflow_run_id": run.output}
+    def gpu_overrides(stage: str) -> list:
+        return list(GPU_OVERRIDES[stage]) if gpu else []
 
-    data = _cluster_settings(generate(**staged), MEDIUM)
-    checked = _cluster_settings(validate(**staged, data=data.outputs["data"]), MEDIUM)
-    encoder = _cluster_settings(
-        pretrain_encoder(**staged, data=data.outputs["data"], manifests=checked.outputs["manifests"]), HEAVY
-    )
-    _gpu(encoder, gpus_per_task)
+    settings = _task(resolve_params(params_yaml=params_yaml, overrides=overrides, **knobs), "resolve run parameters")
+    resolved = settings.output  # one complete params text: what every stage task takes
+    common = {"params_yaml": resolved, "overrides": []}
 
-    # Loop items carry the worker index and the parent run id (see components/extract).
-    workers = _resources(extract_workers(num_workers=extract_workers_count, mlflow_run_id=run.output), LIGHT)
-    with dsl.ParallelFor(workers.output, name="extract-fan-out") as item:
-        shard = extract_shards(
-            **common,
-            mlflow_run_id=item.mlflow_run_id,
+    run = _task(open_run(**common, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "open MLflow run",
+                cache=False, retry=NETWORK_RETRY)
+    _cluster_settings(run, scratch=False)
+
+    # Content-cached: no run id, no per-run value among the inputs.
+    data = _cluster_settings(_task(generate(**common), "generate benchmark", MEDIUM))
+    checked = _cluster_settings(_task(validate(**common, data=data.outputs["data"]), "validate data", MEDIUM))
+    encoder = pretrain_op(params_yaml=resolved, overrides=gpu_overrides("pretrain_encoder"),
+                          data=data.outputs["data"], manifests=checked.outputs["manifests"])
+    _gpu(_cluster_settings(_task(encoder, "pretrain encoder", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
+
+    workers = _task(extract_workers(num_workers=extract_workers_count, params_yaml=resolved), "plan extract workers")
+    with dsl.ParallelFor(workers.output, name="extract-fan-out", parallelism=MAX_PARALLEL_EXTRACT) as item:
+        shard = extract_op(
+            params_yaml=item.params_yaml,
+            overrides=gpu_overrides("extract"),
             worker=item.worker,
             num_workers=item.num_workers,
             data=data.outputs["data"],
             manifests=checked.outputs["manifests"],
             encoder=encoder.outputs["encoder"],
         )
-        _gpu(_cluster_settings(shard, HEAVY), gpus_per_task)
-    store = _cluster_settings(finalize_extract(**staged, shards=dsl.Collected(shard.outputs["features"])), MEDIUM)
+        _gpu(_cluster_settings(_task(shard, "extract shards", HEAVY, retry=NETWORK_RETRY)), gpus_per_task)
+    store = finalize_extract(**common, shards=dsl.Collected(shard.outputs["features"]))
+    _cluster_settings(_task(store, "finalize feature store", MEDIUM, retry=NETWORK_RETRY))
     features = store.outputs["features"]
 
-    tune_plan = tune_workers(**common, requested=tune_workers_count, mlflow_run_id=run.output)
-    _optuna_storage(_resources(tune_plan, LIGHT))
-    with dsl.ParallelFor(tune_plan.output, name="tune-fan-out") as tune_item:
-        trial = tune_trials(**common, mlflow_run_id=tune_item.mlflow_run_id, worker=tune_item.worker,
-                            features=features)
-        _optuna_storage(_cluster_settings(trial, HEAVY))
-    chosen = tune_select(**staged, trials=dsl.Collected(trial.outputs["tune_report"]), features=features)
-    _optuna_storage(_cluster_settings(chosen, MEDIUM))
+    logged = log_stages(
+        **common, mlflow_run_id=run.output,
+        generate_report=data.outputs["generate_report"],
+        validate_report=checked.outputs["validate_report"],
+        pretrain_encoder_report=encoder.outputs["pretrain_encoder_report"],
+        finalize_extract_report=store.outputs["finalize_extract_report"],
+    )
+    _cluster_settings(_task(logged, "log cached stages to MLflow", cache=False, retry=NETWORK_RETRY))
 
-    adapter = train(**staged, features=features, tune_report=chosen.outputs["tune_report"])
-    _gpu(_cluster_settings(adapter, HEAVY), gpus_per_task)
+    # From here on every task logs to the run's parent run (it takes the run id).
+    tune_plan = _task(tune_workers(**common, requested=tune_workers_count, mlflow_run_id=run.output),
+                      "plan tune workers", cache=False)
+    _optuna_storage(tune_plan)
+    with dsl.ParallelFor(tune_plan.output, name="tune-fan-out", parallelism=MAX_PARALLEL_TUNE) as tune_item:
+        trial = tune_trials(params_yaml=tune_item.params_yaml, overrides=[], mlflow_run_id=tune_item.mlflow_run_id,
+                            worker=tune_item.worker, features=features)
+        _optuna_storage(_cluster_settings(_task(trial, "tune trials", HEAVY, retry=NETWORK_RETRY)))
+    chosen = tune_select(**common, mlflow_run_id=run.output, trials=dsl.Collected(trial.outputs["tune_report"]),
+                         features=features)
+    _optuna_storage(_cluster_settings(_task(chosen, "select operating point", MEDIUM, retry=NETWORK_RETRY)))
+
+    adapter = train_op(params_yaml=resolved, overrides=gpu_overrides("train"), mlflow_run_id=run.output,
+                       features=features, tune_report=chosen.outputs["tune_report"])
+    _gpu(_cluster_settings(_task(adapter, "train adapter", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
 
     scored = evaluate(
-        **staged,
+        **common,
+        mlflow_run_id=run.output,
         features=features,
         anonymized=adapter.outputs["anonymized"],
         adapter=adapter.outputs["adapter"],
         train_report=adapter.outputs["train_report"],
     )
-    _cluster_settings(scored, HEAVY)
+    _cluster_settings(_task(scored, "evaluate utility and privacy", HEAVY, retry=HEAVY_RETRY))
     audit = audit_bias(
-        **staged,
+        **common,
+        mlflow_run_id=run.output,
         features=features,
         anonymized=adapter.outputs["anonymized"],
         adapter=adapter.outputs["adapter"],
         evaluate_report=scored.outputs["evaluate_report"],
     )
-    _cluster_settings(audit, MEDIUM)
+    _cluster_settings(_task(audit, "audit bias and report", MEDIUM, retry=HEAVY_RETRY))
 
     decision = gate(
-        **staged,
+        **common,
+        mlflow_run_id=run.output,
         adapter=adapter.outputs["adapter"],
         train_report=adapter.outputs["train_report"],
         evaluate_report=scored.outputs["evaluate_report"],
         audit_bias_report=audit.outputs["audit_bias_report"],
         metrics_json=audit.outputs["metrics_json"],
     )
-    _cluster_settings(decision.set_caching_options(False), LIGHT)
+    _cluster_settings(_task(decision, "promotion gate", cache=False, retry=NETWORK_RETRY))
 
     with dsl.If(decision.outputs["Output"] == "approved", name="gate-approved"):
-        champion = promote(**staged, gate_report=decision.outputs["gate_report"])
-        _cluster_settings(champion.set_caching_options(False), LIGHT)
-
-    closed = close_run(**common, mlflow_run_id=run.output, decision=decision.outputs["Output"])
-    _cluster_settings(closed.set_caching_options(False), LIGHT, scratch=False)
-    return decision.outputs["Output"]
+        champion = promote(**common, mlflow_run_id=run.output, gate_report=decision.outputs["gate_report"])
+        _cluster_settings(_task(champion, "promote champion", cache=False, retry=NETWORK_RETRY))
+    return decision
 
 
 latentanon_pipeline = make_pipeline()

@@ -13,9 +13,18 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo root, not in src/
+    sys.path.insert(0, str(REPO))
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.33.0"     # the schemas every manifest must validate against
-OVERLAYS = ("base", "overlays/dev", "overlays/gpu")
+OVERLAYS = ("base", "overlays/standalone", "overlays/multi-user", "overlays/dev", "overlays/gpu")
+INSTALL_MODES = ("overlays/standalone", "overlays/multi-user")
+# Where the pipeline's task pods run, per install mode (and the account KFP runs them as).
+PIPELINE_NAMESPACE = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon",
+                      "overlays/dev": "kubeflow", "overlays/gpu": "kubeflow"}
+PIPELINE_RUNNER = {"overlays/standalone": "pipeline-runner", "overlays/multi-user": "default-editor",
+                   "overlays/dev": "pipeline-runner", "overlays/gpu": "pipeline-runner"}
+CUSTOM_KINDS = ("Profile",)       # Kubeflow CRDs: no schema in kubernetes-validate, checked by hand
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
@@ -61,11 +70,16 @@ def test_every_object_validates_against_the_kubernetes_schema(rendered):
     overlay, objects = rendered
     assert len(objects) >= 25
     for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
-    assert all(o["metadata"].get("namespace") == "latentanon" for o in objects if o["kind"] != "Namespace")
+    cluster_scoped = ("Namespace", *CUSTOM_KINDS)
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] not in cluster_scoped}
+    expected = {"latentanon", PIPELINE_NAMESPACE.get(overlay, "latentanon")}
+    assert namespaces == expected, f"{overlay}: objects in {namespaces}, expected {expected}"
 
 
 def test_schema_validation_catches_a_broken_manifest():
@@ -140,11 +154,16 @@ def test_documented_secrets_are_the_referenced_ones():
 
 def test_network_policies_default_deny_then_allow(rendered):
     overlay, objects = rendered
-    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "NetworkPolicy"}
+    policies = {(o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"]
+                for o in objects if o["kind"] == "NetworkPolicy"}
+    ours = {"app.kubernetes.io/part-of": "latentanon"}
     deny = [p for p in policies.values()
-            if p["podSelector"] == {} and set(p["policyTypes"]) == {"Ingress", "Egress"}
+            if p["podSelector"] == {"matchLabels": ours} and set(p["policyTypes"]) == {"Ingress", "Egress"}
             and not p.get("ingress") and not p.get("egress")]
-    assert deny, f"{overlay}: no default-deny NetworkPolicy"
+    assert deny, f"{overlay}: no default-deny NetworkPolicy for the latentanon pods"
+    # Every pod template is one of ours, so the default deny covers it.
+    for name, _, labels in pod_specs(objects):
+        assert labels.get("app.kubernetes.io/part-of") == "latentanon", f"{overlay} {name}: not under the deny"
     # Every Service has a policy letting traffic in on its port, and nothing allows all sources.
     services = [o for o in objects if o["kind"] == "Service"]
     for service in services:
@@ -164,7 +183,7 @@ def test_rbac_is_least_privilege(rendered):
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "cluster-wide rights are not needed"
     roles = [o for o in objects if o["kind"] == "Role"]
-    assert roles
+    assert roles or overlay == "base", "the overlays grant the pipeline runner its read rights"
     for role in roles:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
@@ -174,21 +193,71 @@ def test_rbac_is_least_privilege(rendered):
         assert account.get("automountServiceAccountToken") is False, account["metadata"]["name"]
 
 
-def test_kfp_launcher_points_the_pipeline_root_at_minio(rendered):
-    overlay, objects = rendered
-    launcher = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kfp-launcher")
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "base"])
+def test_kfp_launcher_points_the_pipeline_root_at_minio(overlay):
+    objects = render(overlay)
+    where = PIPELINE_NAMESPACE[overlay]
+    named = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o for o in objects}
+    launcher = named[("ConfigMap", "kfp-launcher", where)]
     root = launcher["data"]["defaultPipelineRoot"]
     assert root.startswith("s3://latentanon-pipelines/")
     providers = yaml.safe_load(launcher["data"]["providers"])
     default = providers["s3"]["default"]
-    assert default["endpoint"] == "minio:9000" and default["forcePathStyle"] is True
+    assert default["endpoint"] == "minio.latentanon.svc.cluster.local:9000" and default["forcePathStyle"] is True
     ref = default["credentials"]["secretRef"]
     assert ref["secretName"] == "latentanon-s3"
     assert {ref["accessKeyKey"], ref["secretKeyKey"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
     assert {"minio", "mlflow", "postgres"} <= services
-    env = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "latentanon-env")
-    assert env["data"]["LATENTANON_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    for namespace in {"latentanon", where}:
+        env = named[("ConfigMap", "latentanon-env", namespace)]
+        assert env["data"]["LATENTANON_MLFLOW_TRACKING_URI"] == "http://mlflow.latentanon.svc.cluster.local:5000"
+
+
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "base"])
+def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
+    """The ConfigMaps the compiled pipeline requires, and the runner's rights, are created by the overlay
+    in the namespace the pipeline pods run in; the Secrets there are the documented ones."""
+    sys.path.insert(0, str(REPO))
+    from pipelines import latentanon_pipeline as pipeline
+
+    objects = render(overlay)
+    where = PIPELINE_NAMESPACE[overlay]
+    created = {(o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"].get("namespace") == where}
+    platform = [d for d in yaml.safe_load_all((REPO / "pipelines" / "latentanon_pipeline.yaml").read_text()) if d][1]
+    config_maps, required_secrets = set(), set()
+    for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        config_maps |= {c["configMapName"] for c in config.get("configMapAsEnv", [])}
+        required_secrets |= {s["secretName"] for s in config.get("secretAsEnv", []) if not s.get("optional")}
+    assert config_maps == {pipeline.ENV_CONFIG_MAP}
+    assert {("ConfigMap", name) for name in config_maps} <= created, f"{overlay}: {config_maps} not in {where}"
+    assert ("ConfigMap", "kfp-launcher") in created and ("Role", "latentanon-pipeline-config-reader") in created
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == where)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER[overlay], "namespace": where}]
+    assert required_secrets == {pipeline.S3_SECRET} and pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    assert f"kubectl -n {where} create secret generic {pipeline.S3_SECRET}" in docs, \
+        f"docs/kubeflow.md does not create {pipeline.S3_SECRET} in {where}"
+
+
+def test_multi_user_mode_is_a_profile_with_its_default_editor():
+    objects = render("overlays/multi-user")
+    profile = next(o for o in objects if o["kind"] == "Profile")
+    assert profile["apiVersion"] == "kubeflow.org/v1" and profile["metadata"]["name"] == "latentanon"
+    assert profile["spec"]["owner"]["kind"] == "User" and "@" in profile["spec"]["owner"]["name"]
+    assert not [o for o in objects if o["kind"] == "Namespace"], "the Profile controller makes the namespace"
+    assert not [o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "default-editor"], \
+        "default-editor belongs to the Profile controller"
+
+
+def test_standalone_mode_creates_the_service_namespace_and_leaves_kubeflow_alone():
+    objects = render("overlays/standalone")
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"] == ["latentanon"]
+    in_kubeflow = {(o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"].get("namespace") == "kubeflow"}
+    # Only what the pipeline pods need; nothing of ours shares names with KFP's own objects there.
+    assert {kind for kind, _ in in_kubeflow} <= {"ConfigMap", "Role", "RoleBinding", "NetworkPolicy"}
+    for kind, name in in_kubeflow:
+        assert name.startswith(("latentanon-", "pipeline-")) or name == "kfp-launcher", (kind, name)
 
 
 def test_pipeline_uses_the_objects_k8s_creates():
@@ -211,6 +280,10 @@ def test_gpu_overlay_requests_gpus_on_tolerating_pods():
             gpu_pods.append(name)
             assert any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])), name
     assert gpu_pods == ["CronJob/latentanon-anonymize"]
+    from components.image import PROJECT_IMAGE_CUDA
+
+    cronjob = next(spec for name, spec, _ in pod_specs(objects) if name == "CronJob/latentanon-anonymize")
+    assert cronjob["containers"][0]["image"] == PROJECT_IMAGE_CUDA, "GPU pods run the CUDA image"
     quota = next(o for o in objects if o["kind"] == "ResourceQuota")
     assert "requests.nvidia.com/gpu" in quota["spec"]["hard"]
     base_limits = [c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base"))

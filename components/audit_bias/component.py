@@ -1,7 +1,7 @@
 """audit_bias: the gender-skew bias protocol, and the pipeline's metrics.json and report.md."""
 from typing import List
 
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.image import stage_component
 
@@ -19,6 +19,7 @@ def audit_bias(
     metrics_json: Output[Dataset],
     report: Output[Markdown],
     metrics: Output[Metrics],
+    plots: Output[HTML],
 ) -> str:
     """Per-gender accuracy and gap, raw vs anonymized; writes the readable report."""
     from latentanon import kfp_io, stages
@@ -30,4 +31,5 @@ def audit_bias(
         outputs={"audit_bias_report": audit_bias_report, "metrics_json": metrics_json,
                  "report_md": report},
         metrics=metrics,
+        plots=plots,
     )

@@ -1,7 +1,7 @@
 """evaluate: utility (AR, TAD, AD) and privacy leakage, raw vs anonymized vs baselines."""
 from typing import List
 
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from components.image import stage_component
 
@@ -17,6 +17,7 @@ def evaluate(
     train_report: Input[Dataset],
     evaluate_report: Output[Dataset],
     metrics: Output[Metrics],
+    plots: Output[HTML],
 ) -> str:
     """Score every task and attacker over the configured seeds, with confidence intervals."""
     from latentanon import kfp_io, stages
@@ -27,4 +28,5 @@ def evaluate(
                 "train_report": train_report},
         outputs={"evaluate_report": evaluate_report},
         metrics=metrics,
+        plots=plots,
     )

@@ -31,7 +31,9 @@ def gate(
         outputs={"gate_report": gate_report},
         stage_kwargs={"promote": False},
     )
-    return kfp_io.gate_decision(json.loads(summary))
+    decision = kfp_io.gate_decision(json.loads(summary))
+    kfp_io.tag_gate_decision(params_yaml, overrides, mlflow_run_id, decision)
+    return decision
 
 
 @stage_component

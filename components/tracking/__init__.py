@@ -1,3 +1,3 @@
-from components.tracking.component import close_run, open_run
+from components.tracking.component import close_run, log_stages, open_run, resolve_params
 
-__all__ = ["open_run", "close_run"]
+__all__ = ["resolve_params", "open_run", "log_stages", "close_run"]

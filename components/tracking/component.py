@@ -1,20 +1,80 @@
-"""The pipeline's MLflow parent run: opened before the first stage, closed after the gate."""
+"""The pipeline's run parameters and its MLflow parent run.
+
+resolve_params merges the typed run parameters into one params text (content-cached); open_run
+opens the parent run and tags it with the KFP run id; log_stages records the content-cached stages
+(which take no run id) in it; close_run is the exit handler that closes it with the run's final
+state, failures included.
+"""
 from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input
 
 from components.image import stage_component
 
 
 @stage_component
-def open_run(params_yaml: str, overrides: List[str]) -> str:
-    """The parent run every stage logs under: the one KFP's MLflow integration injected, else a new one."""
+def resolve_params(
+    params_yaml: str,
+    overrides: List[str],
+    encoder: str,
+    pretrain_epochs: int,
+    tune_trials: int,
+    tune_epochs_per_trial: int,
+    train_epochs: int,
+    max_normalized_leakage: float,
+    max_moving_normalized_leakage: float,
+    min_relative_cmap_drop: float,
+    max_utility_relative_drop: float,
+) -> str:
+    """One validated params text: params_yaml, then the typed run parameters, then the overrides."""
     from latentanon import kfp_io
 
-    return kfp_io.open_pipeline_run(params_yaml, overrides)
+    return kfp_io.resolve_params(params_yaml, overrides, {
+        "encoder": encoder,
+        "pretrain_epochs": pretrain_epochs,
+        "tune_trials": tune_trials,
+        "tune_epochs_per_trial": tune_epochs_per_trial,
+        "train_epochs": train_epochs,
+        "max_normalized_leakage": max_normalized_leakage,
+        "max_moving_normalized_leakage": max_moving_normalized_leakage,
+        "min_relative_cmap_drop": min_relative_cmap_drop,
+        "max_utility_relative_drop": max_utility_relative_drop,
+    })
 
 
 @stage_component
-def close_run(params_yaml: str, overrides: List[str], mlflow_run_id: str, decision: str) -> str:
-    """Mark the parent run complete (a run injected by KFP is left to KFP)."""
+def open_run(params_yaml: str, overrides: List[str], kfp_run_id: str) -> str:
+    """The parent run every stage logs under: the one KFP's MLflow integration injected, else a new one."""
     from latentanon import kfp_io
 
-    return kfp_io.close_pipeline_run(params_yaml, overrides, mlflow_run_id, decision)
+    return kfp_io.open_pipeline_run(params_yaml, overrides, kfp_run_id)
+
+
+@stage_component
+def log_stages(
+    params_yaml: str,
+    overrides: List[str],
+    mlflow_run_id: str,
+    generate_report: Input[Dataset],
+    validate_report: Input[Dataset],
+    pretrain_encoder_report: Input[Dataset],
+    finalize_extract_report: Input[Dataset],
+) -> str:
+    """Log the content-cached stages (generate, validate, pretrain_encoder, extract) into the parent run."""
+    from latentanon import kfp_io
+
+    return kfp_io.log_stages(params_yaml, overrides, mlflow_run_id, {
+        "generate": generate_report,
+        "validate": validate_report,
+        "pretrain_encoder": pretrain_encoder_report,
+        "finalize_extract": finalize_extract_report,
+    })
+
+
+@stage_component
+def close_run(params_yaml: str, overrides: List[str], kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """Exit handler: close this KFP run's MLflow parent run as FINISHED, FAILED or KILLED."""
+    from latentanon import kfp_io
+
+    return kfp_io.close_pipeline_run(params_yaml, overrides, kfp_run_id, status.state, status.error_message or "")

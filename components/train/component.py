@@ -1,7 +1,7 @@
 """train: fit the Anonymizing Adapter Module with the chosen loss weights, anonymize the store."""
 from typing import List
 
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from components.image import stage_component
 
@@ -17,6 +17,7 @@ def train(
     anonymized: Output[Dataset],
     train_report: Output[Dataset],
     metrics: Output[Metrics],
+    plots: Output[HTML],
 ) -> str:
     """Train the adapter (train split for gradients, val for checkpoint selection)."""
     from latentanon import kfp_io, stages
@@ -26,4 +27,5 @@ def train(
         inputs={"features": features, "tune_report": tune_report},
         outputs={"adapter": adapter, "anonymized": anonymized, "train_report": train_report},
         metrics=metrics,
+        plots=plots,
     )

@@ -6,7 +6,7 @@ the Pareto front and the chosen operating point (chosen.json) for train.
 """
 from typing import List
 
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import HTML, Dataset, Input, Output
 
 from components.image import stage_component
 
@@ -16,7 +16,8 @@ def tune_workers(params_yaml: str, overrides: List[str], requested: int, mlflow_
     """Loop items: ``requested`` workers with a shared RDB storage, else a single one."""
     from latentanon import kfp_io
 
-    return kfp_io.worker_items(kfp_io.tune_worker_count(params_yaml, overrides, requested), mlflow_run_id)
+    count = kfp_io.tune_worker_count(params_yaml, overrides, requested)
+    return kfp_io.worker_items(count, mlflow_run_id=mlflow_run_id, params_yaml=params_yaml)
 
 
 @stage_component
@@ -47,6 +48,7 @@ def tune_select(
     trials: Input[List[Dataset]],
     features: Input[Dataset],
     tune_report: Output[Dataset],
+    plots: Output[HTML],
 ) -> str:
     """Pick the operating point on the Pareto front of the whole study (all workers' trials)."""
     from latentanon import kfp_io, stages
@@ -57,4 +59,5 @@ def tune_select(
         "tune", stages.execute, params_yaml, overrides, mlflow_run_id,
         inputs={"features": features, "tune_report": list(trials)},
         outputs={"tune_report": tune_report},
+        plots=plots,
     )

@@ -10,16 +10,16 @@ from components.image import stage_component
 def validate(
     params_yaml: str,
     overrides: List[str],
-    mlflow_run_id: str,
     data: Input[Dataset],
     manifests: Output[Dataset],
     validate_report: Output[Dataset],
 ) -> str:
-    """Validate every set, quarantine unreadable videos, write one manifest per set."""
+    """Validate every set, quarantine unreadable videos, write one manifest per set (content-cached)."""
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "validate", stages.execute, params_yaml, overrides, mlflow_run_id,
+        "validate", stages.execute, params_yaml, overrides,
         inputs={"data": data},
         outputs={"manifests": manifests, "validate_report": validate_report},
+        track=False,
     )

@@ -106,11 +106,65 @@ def tune_worker_count(params_yaml: str, overrides: Sequence[str], requested: int
     return max(1, min(requested, params.tune.n_trials))
 
 
-def worker_items(num_workers: int, mlflow_run_id: str) -> list[dict]:
-    """ParallelFor items: each iteration's worker index, the worker count and the parent run."""
+def worker_items(num_workers: int, **shared: str) -> list[dict]:
+    """ParallelFor items: each iteration's worker index, the worker count and the shared texts.
+
+    Everything a loop iteration needs from upstream task *parameters* travels in its item
+    (``params_yaml``, the parent run id): kfp.local substitutes the loop item for task-output
+    parameters that cross into a loop, so only artifacts and items may cross.
+    """
     if num_workers < 1:
         raise ConfigError(f"number of workers must be at least 1, got {num_workers}")
-    return [{"worker": i, "num_workers": num_workers, "mlflow_run_id": mlflow_run_id} for i in range(num_workers)]
+    for key, value in shared.items():
+        if not isinstance(value, str):
+            raise ArtifactError(f"loop item field {key!r} must be text, got {value!r}")
+    return [{"worker": i, "num_workers": num_workers, **shared} for i in range(num_workers)]
+
+
+# ----------------------------------------------------------------------------------------------
+# typed run parameters (the knobs a user changes per run, shown in the KFP run form)
+
+# run parameter -> the params key it sets. Precedence: params_yaml < these < overrides.
+PIPELINE_KNOBS: dict[str, str] = {
+    "encoder": "pretrain_encoder.encoder",
+    "pretrain_epochs": "pretrain_encoder.epochs",
+    "tune_trials": "tune.n_trials",
+    "tune_epochs_per_trial": "tune.epochs_per_trial",
+    "train_epochs": "train.epochs",
+    "max_normalized_leakage": "gate.max_normalized_leakage",
+    "max_moving_normalized_leakage": "gate.max_moving_normalized_leakage",
+    "min_relative_cmap_drop": "gate.min_relative_cmap_drop",
+    "max_utility_relative_drop": "gate.max_utility_relative_drop",
+}
+
+
+def knob_defaults(params_yaml: str) -> dict[str, Any]:
+    """The knobs' values in a params text (the compiled pipeline's run-form defaults)."""
+    params = params_from_dict(*parse_params(params_yaml))
+    values = {}
+    for knob, key in PIPELINE_KNOBS.items():
+        section, field_name = key.split(".")
+        values[knob] = getattr(getattr(params, section), field_name)
+    return values
+
+
+def resolve_params(params_yaml: str, overrides: Sequence[str], knobs: Mapping[str, Any]) -> str:
+    """One complete, validated params text: params_yaml, then the typed knobs, then the overrides.
+
+    The text is deterministic (sorted keys), so tasks that take it are cached on its content.
+    """
+    from latentanon._configtools import to_dict
+
+    unknown = sorted(set(knobs) - set(PIPELINE_KNOBS))
+    if unknown:
+        raise ConfigError(f"unknown pipeline run parameters {unknown}; known: {sorted(PIPELINE_KNOBS)}")
+    tree, overrides = parse_params(params_yaml, overrides)
+    settings = [f"{PIPELINE_KNOBS[name]}={json.dumps(value)}" for name, value in sorted(knobs.items())]
+    try:
+        params = params_from_dict(tree, [*settings, *overrides])
+    except ConfigError as exc:
+        raise ConfigError(f"pipeline run parameters: {exc}") from exc
+    return yaml.safe_dump(to_dict(params), sort_keys=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,13 +365,19 @@ def _apply_environment_defaults() -> None:
 # metrics and decisions
 
 
-def scalar_metrics(summary: Mapping, prefix: str = "") -> dict[str, float]:
-    """Every finite number in a nested summary, keyed by its dotted path."""
+# The KFP run page lists Metrics flat: keep the headline numbers (at most two levels deep, e.g.
+# ``utility.ar_top1``), not every per-seed or per-attribute breakdown (those are in MLflow).
+METRICS_MAX_DEPTH = 2
+
+
+def scalar_metrics(summary: Mapping, prefix: str = "", max_depth: int | None = None) -> dict[str, float]:
+    """Every finite number in a nested summary, keyed by its dotted path (down to ``max_depth``)."""
     out: dict[str, float] = {}
     for key, value in summary.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(scalar_metrics(value, f"{name}."))
+            if max_depth is None or max_depth > 1:
+                out.update(scalar_metrics(value, f"{name}.", None if max_depth is None else max_depth - 1))
         elif isinstance(value, bool):
             out[name] = float(value)
         elif isinstance(value, (int, float)) and math.isfinite(float(value)):
@@ -325,8 +385,9 @@ def scalar_metrics(summary: Mapping, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def log_metrics(metrics: Any, summary: Mapping) -> dict[str, float]:
-    values = scalar_metrics(summary)
+def log_metrics(metrics: Any, summary: Mapping, max_depth: int = METRICS_MAX_DEPTH) -> dict[str, float]:
+    """The curated headline numbers as KFP Metrics (the full summary goes to MLflow)."""
+    values = scalar_metrics(summary, max_depth=max_depth)
     for name, value in sorted(values.items()):
         metrics.log_metric(name, value)
     return values
@@ -354,6 +415,8 @@ def run_component(
     outputs: Mapping[str, Any] | None = None,
     metrics: Any = None,
     stage_kwargs: Mapping[str, Any] | None = None,
+    track: bool = True,
+    plots: Any = None,
 ) -> str:
     """Run one stage in a fresh workspace; returns its summary as JSON text.
 
@@ -361,6 +424,8 @@ def run_component(
     summary.json and its MLflow record), called as ``execute(stage, params, **stage_kwargs)``.
     ``mlflow_run_id`` is the pipeline's parent run (from the ``open_run`` step); a run id that the
     Kubeflow MLflow integration injected into the environment takes precedence.
+    ``track=False`` runs the stage without MLflow (cached tasks take no run id; ``log_stages``
+    records them in the run later). ``plots`` (an HTML artifact) receives the stage's PNG plots.
     """
     with use_parent_run(mlflow_run_id), StageWorkspace(
         params_yaml=params_yaml,
@@ -368,8 +433,14 @@ def run_component(
         inputs=dict(inputs or {}),
         outputs=dict(outputs or {}),
     ) as workspace:
-        summary = execute(stage, workspace.params, **dict(stage_kwargs or {}))
+        kwargs = dict(stage_kwargs or {})
+        if not track:
+            kwargs["track"] = False
+        summary = execute(stage, workspace.params, **kwargs)
         published = workspace.publish(summary, metrics=metrics)
+        if plots is not None:
+            write_plots_html(_artifact_path(plots, "plots"), workspace.layout.report_dir(PLOT_DIRS.get(stage, stage)),
+                             title=f"latentanon {stage}")
     return json.dumps(published, sort_keys=True, default=str)
 
 
@@ -390,25 +461,120 @@ def use_parent_run(mlflow_run_id: str):
         os.environ.pop(RUN_ID_ENV, None)
 
 
-def open_pipeline_run(params_yaml: str, overrides: Iterable[str] = ()) -> str:
-    """The id of the MLflow parent run the pipeline's stages share (created when none is injected)."""
-    from latentanon.tracking.runs import pipeline_run_id
+TAG_KFP_RUN = "latentanon.kfp_run_id"       # the KFP run a parent MLflow run belongs to
+TAG_KFP_STATE = "latentanon.kfp_state"      # the KFP run's final state, set by the exit handler
+TAG_GATE_DECISION = "latentanon.gate_decision"
+# KFP final task state -> MLflow run status
+RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELED": "KILLED", "CANCELLED": "KILLED"}
+# stage -> the report folder its plots are written to
+PLOT_DIRS = {"tune": "tune"}
+
+
+def open_pipeline_run(params_yaml: str, overrides: Iterable[str] = (), kfp_run_id: str = "") -> str:
+    """The id of the MLflow parent run the pipeline's stages share (created when none is injected).
+
+    The run is tagged with the KFP run id, so that the exit handler (which may depend on no task)
+    finds it again to close it with the run's final state.
+    """
+    from latentanon.tracking.runs import client_for, pipeline_run_id
 
     with StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace:
-        return pipeline_run_id(workspace.params, workspace.layout)
+        run_id = pipeline_run_id(workspace.params, workspace.layout)
+        if kfp_run_id:
+            client_for(workspace.params, workspace.layout).set_tag(run_id, TAG_KFP_RUN, kfp_run_id)
+        return run_id
 
 
-def close_pipeline_run(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, decision: str) -> str:
-    """Close the parent run opened by ``open_pipeline_run``; a run KFP injected stays KFP's."""
+def find_pipeline_runs(client, kfp_run_id: str) -> list:
+    """The MLflow parent runs tagged with this KFP run id (normally one; none if open_run never ran)."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    quoted = kfp_run_id.replace("'", "")
+    return list(client.search_runs(experiments, filter_string=f"tags.`{TAG_KFP_RUN}` = '{quoted}'"))
+
+
+def close_pipeline_run(params_yaml: str, overrides: Iterable[str], kfp_run_id: str, state: str,
+                       error_message: str = "") -> str:
+    """The exit handler: close the parent run of this KFP run with the run's final state.
+
+    A failed or cancelled KFP run leaves its parent run FAILED / KILLED instead of RUNNING; a run
+    injected by Kubeflow's MLflow integration is left to Kubeflow.
+    """
     from latentanon.tracking import runs
 
+    if not kfp_run_id:
+        raise ArtifactError("close_pipeline_run: the KFP run id is empty (nothing identifies the parent run)")
+    status = RUN_STATUS.get(str(state).upper())
+    if status is None:
+        raise ArtifactError(f"close_pipeline_run: unknown final state {state!r}; known: {sorted(RUN_STATUS)}")
     with StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace:
         if os.environ.get(runs.RUN_ID_ENV):
             return json.dumps({"run_id": os.environ[runs.RUN_ID_ENV], "closed": False, "owner": "kubeflow"})
         client = runs.client_for(workspace.params, workspace.layout)
-        client.set_tag(mlflow_run_id, "latentanon.gate_decision", decision)
-        runs.close_pipeline_run(client, mlflow_run_id)
-    return json.dumps({"run_id": mlflow_run_id, "closed": True, "decision": decision})
+        found = find_pipeline_runs(client, kfp_run_id)
+        for run in found:
+            client.set_tag(run.info.run_id, TAG_KFP_STATE, str(state).upper())
+            if error_message:
+                client.set_tag(run.info.run_id, "latentanon.kfp_error", error_message[:4000])
+            runs.close_pipeline_run(client, run.info.run_id, status=status)
+    return json.dumps({"run_ids": sorted(r.info.run_id for r in found), "closed": bool(found), "status": status})
+
+
+def tag_gate_decision(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, decision: str) -> None:
+    """Record the gate's verdict on the parent run (the exit handler closes the run later)."""
+    from latentanon.tracking import runs
+
+    with use_parent_run(mlflow_run_id), StageWorkspace(params_yaml, list(overrides or []), inputs={},
+                                                       outputs={}) as workspace:
+        client = runs.client_for(workspace.params, workspace.layout)
+        client.set_tag(runs.pipeline_run_id(workspace.params, workspace.layout, client), TAG_GATE_DECISION, decision)
+
+
+def log_stages(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, reports: Mapping[str, Any]) -> str:
+    """Log cached stages (run without MLflow) into this run's parent run from their report artifacts.
+
+    ``reports`` maps a stage name to its ``<stage>_report`` artifact, which holds ``summary.json``.
+    Content-cached tasks take no run id, so a cache hit still shows up in every run's MLflow record.
+    """
+    from latentanon.tracking.runs import log_stage
+
+    logged = {}
+    inputs = {f"{stage}{REPORT_SUFFIX}": artifact for stage, artifact in reports.items()}
+    with use_parent_run(mlflow_run_id), StageWorkspace(params_yaml, list(overrides or []), inputs=inputs,
+                                                       outputs={}) as workspace:
+        for stage in reports:
+            folder = workspace.layout.report_dir(stage)
+            summary_path = folder / "summary.json"
+            try:
+                summary = json.loads(summary_path.read_text())
+            except FileNotFoundError as exc:
+                raise ArtifactError(f"{stage}{REPORT_SUFFIX}: {summary_path.name} missing (did {stage} run?)") from exc
+            except ValueError as exc:
+                raise ArtifactError(f"{stage}{REPORT_SUFFIX}: {summary_path.name} is not valid JSON: {exc}") from exc
+            logged[stage] = log_stage(workspace.params, stage, summary, [folder])
+    return json.dumps(logged, sort_keys=True)
+
+
+def write_plots_html(out: Path, folder: Path, title: str) -> Path:
+    """One self-contained HTML page with every PNG of a report folder (the KFP UI renders it)."""
+    import base64
+    import html
+
+    pngs = sorted(Path(folder).resolve().glob("*.png")) if Path(folder).exists() else []
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    if not pngs:
+        parts.append("<p>This stage wrote no plots.</p>")
+    for png in pngs:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(png.name)}</figcaption></figure>")
+    parts.append("</body></html>")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "\n".join(parts) + "\n")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

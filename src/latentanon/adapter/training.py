@@ -33,6 +33,7 @@ from latentanon.adapter.config import LossWeights, TrainConfig
 from latentanon.adapter.heads import ADHead, ARHead, TADHead
 from latentanon.adapter.losses import latent_consistency, nt_xent, total_loss
 from latentanon.errors import DataError, ModelError, StoreError
+from latentanon.encoders.base import resolve_device as resolve_encoder_device
 from latentanon.evaluation.tasks import tad_targets, tad_vocabulary
 from latentanon.features.featureset import FeatureSet
 from latentanon.plots import pyplot, save_figure
@@ -62,12 +63,8 @@ def load_training_sets(features_uri: str) -> dict[str, FeatureSet]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ModelError(f"train.device: {name!r} is not a torch device: {exc}") from exc
+    """train.device: as every stage, an explicit ``cuda`` without a GPU is an error, not the CPU."""
+    return resolve_encoder_device(name, setting="train.device")
 
 
 # ----------------------------------------------------------------------------- tensors

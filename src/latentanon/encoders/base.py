@@ -13,15 +13,25 @@ from latentanon.errors import ModelError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = "auto", setting: str = "device") -> torch.device:
+    """``auto`` picks a GPU when there is one; an explicit ``cuda`` never falls back to the CPU.
+
+    A task that was given a GPU (the pipeline compiled for GPUs asks for ``cuda``) and finds none
+    has a broken image or node: it must stop rather than hold the GPU and run on the CPU.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise ModelError(f"device {device!r} is not a torch device") from exc
+        raise ModelError(f"{setting}: {device!r} is not a torch device") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} asked for, but CUDA is not available")
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise ModelError(
+            f"{setting}: {device!r} asked for, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built for {build}). Run this stage on a GPU node with the "
+            f"CUDA image (the -cuda tag), or set {setting} to auto or cpu."
+        )
     return resolved
 
 
