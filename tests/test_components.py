@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo root, not in src/
     sys.path.insert(0, str(REPO))
 
-from kfp.dsl import Dataset, Markdown, Metrics, Model  # noqa: E402
+from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model  # noqa: E402
 
 from latentanon import kfp_io  # noqa: E402
 from latentanon.config import ConfigError  # noqa: E402
@@ -116,7 +116,14 @@ def test_artifact_types_follow_what_they_hold():
                  "tune_trials", "tune_select", "train", "evaluate", "audit_bias", "gate", "promote"):
         inp, _ = io_types(comps[name])
         assert inp["params_yaml"] == "String" and inp["overrides"].startswith("typing.List"), name
-        assert inp["mlflow_run_id"] == "String", name
+        # Content-cached stages take no run id; the later ones log under the parent run.
+        cached = name in ("generate", "validate", "pretrain_encoder", "extract_shards", "finalize_extract")
+        assert ("mlflow_run_id" in inp) is not cached, name
+    for name in ("pretrain_encoder", "tune_select", "train", "evaluate", "audit_bias"):
+        _, out = io_types(comps[name])
+        assert out["plots"] == HTML.schema_title, name
+    _, out = io_types(comps["finalize_extract"])
+    assert out["finalize_extract_report"] == dataset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,15 +261,51 @@ def test_tune_fans_out_only_with_a_shared_server_storage(monkeypatch):
 
 
 def test_worker_items_carry_what_a_loop_iteration_needs():
-    assert kfp_io.worker_items(2, "run-1") == [
-        {"worker": 0, "num_workers": 2, "mlflow_run_id": "run-1"},
-        {"worker": 1, "num_workers": 2, "mlflow_run_id": "run-1"},
+    assert kfp_io.worker_items(2, params_yaml="a: 1") == [
+        {"worker": 0, "num_workers": 2, "params_yaml": "a: 1"},
+        {"worker": 1, "num_workers": 2, "params_yaml": "a: 1"},
     ]
+    assert kfp_io.worker_items(1, mlflow_run_id="run-1", params_yaml="") == [
+        {"worker": 0, "num_workers": 1, "mlflow_run_id": "run-1", "params_yaml": ""}]
     with pytest.raises(ConfigError, match="at least 1"):
-        kfp_io.worker_items(0, "run-1")
+        kfp_io.worker_items(0)
+    with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"):
+        kfp_io.worker_items(1, mlflow_run_id=3)
     with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"):
         with kfp_io.use_parent_run(1.0):
             pass
+
+
+def test_typed_run_parameters_sit_between_params_yaml_and_overrides():
+    defaults = kfp_io.knob_defaults((REPO / "params.yaml").read_text())
+    assert set(defaults) == set(kfp_io.PIPELINE_KNOBS)
+    assert isinstance(defaults["train_epochs"], int) and isinstance(defaults["max_normalized_leakage"], float)
+    smoke = kfp_io.knob_defaults(SMOKE_YAML)
+    knobs = {**smoke, "train_epochs": 7, "max_normalized_leakage": 0.5, "encoder": "builtin"}
+    resolved = yaml.safe_load(kfp_io.resolve_params(SMOKE_YAML, ["gate.max_normalized_leakage=0.9"], knobs))
+    assert resolved["train"]["epochs"] == 7, "the typed parameter wins over params_yaml"
+    assert resolved["gate"]["max_normalized_leakage"] == 0.9, "overrides win over the typed parameters"
+    assert resolved["data"]["root"] == yaml.safe_load(SMOKE_YAML)["data"]["root"], "the rest is params_yaml"
+    # Deterministic text: the same inputs give the same cache key.
+    assert kfp_io.resolve_params(SMOKE_YAML, [], knobs) == kfp_io.resolve_params(SMOKE_YAML, [], dict(knobs))
+    with pytest.raises(ConfigError, match="unknown pipeline run parameters"):
+        kfp_io.resolve_params(SMOKE_YAML, [], {"epochs": 3})
+    with pytest.raises(ConfigError, match="pipeline run parameters"):
+        kfp_io.resolve_params(SMOKE_YAML, [], {**knobs, "train_epochs": "many"})
+
+
+def test_plots_page_embeds_every_png(tmp_path):
+    import base64
+
+    folder = tmp_path / "reports" / "train"
+    folder.mkdir(parents=True)
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    (folder / "loss_curves.png").write_bytes(png)
+    (folder / "notes.txt").write_text("not a plot")
+    page = kfp_io.write_plots_html(tmp_path / "out" / "plots", folder, "latentanon train").read_text()
+    assert page.count("<img") == 1 and base64.b64encode(png).decode() in page and "loss_curves.png" in page
+    empty = kfp_io.write_plots_html(tmp_path / "empty", tmp_path / "missing", "t").read_text()
+    assert "no plots" in empty and "<img" not in empty
 
 
 def test_scalar_metrics_and_gate_decision():
@@ -321,10 +364,42 @@ def test_run_component_runs_the_stage_under_the_parent_run_and_publishes(tmp_pat
     assert "MLFLOW_RUN_ID" not in os.environ, "the parent run id does not leak out of the component"
     assert json.loads((tmp_path / "report" / "validation.json").read_text()) == {"ok": True}
     assert metrics.metadata["ratio"] == 0.25
-    closed = json.loads(kfp_io.close_pipeline_run(params_yaml, [], run_id, "rejected"))
-    assert closed["closed"] is True
-    run = mlflow.MlflowClient().get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["latentanon.gate_decision"] == "rejected"
+    # Cached stages run without MLflow: the stage gets track=False, nothing is logged yet.
+    kfp_io.run_component("validate", execute, params_yaml, [], outputs={"validate_report": report},
+                         track=False)
+    assert seen["kwargs"] == {"track": False} and seen["run_id"] is None
+
+
+def test_parent_run_is_found_by_the_kfp_run_and_closed_with_its_final_state(tmp_path, monkeypatch):
+    """open_run tags the parent run; log_stages records cached stages; the exit handler closes it."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    params_yaml = yaml.safe_dump(yaml.safe_load(SMOKE_YAML))
+    run_id = kfp_io.open_pipeline_run(params_yaml, [], kfp_run_id="kfp-run-1")
+    report = tmp_path / "generate_report"
+    report.mkdir()
+    (report / "summary.json").write_text(json.dumps({"videos": 40, "seconds": 1.5}))
+    logged = json.loads(kfp_io.log_stages(params_yaml, [], run_id, {"generate": artifact(Dataset, report)}))
+    assert logged == {"generate": run_id}
+    kfp_io.tag_gate_decision(params_yaml, [], run_id, "rejected")
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.metrics["generate.videos"] == 40
+    assert run.data.tags[kfp_io.TAG_GATE_DECISION] == "rejected"
+    (tmp_path / "empty_report").mkdir()
+    with pytest.raises(kfp_io.ArtifactError, match="summary.json missing"):
+        kfp_io.log_stages(params_yaml, [], run_id, {"validate": artifact(Dataset, tmp_path / "empty_report")})
+
+    closed = json.loads(kfp_io.close_pipeline_run(params_yaml, [], "kfp-run-1", "FAILED", "extract-shards: OOMKilled"))
+    assert closed == {"run_ids": [run_id], "closed": True, "status": "FAILED"}
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags[kfp_io.TAG_KFP_STATE] == "FAILED"
+    assert run.data.tags["latentanon.kfp_error"] == "extract-shards: OOMKilled"
+    # A run whose open step never ran has nothing to close; unknown states are an error.
+    assert json.loads(kfp_io.close_pipeline_run(params_yaml, [], "kfp-run-2", "SUCCEEDED"))["closed"] is False
+    with pytest.raises(kfp_io.ArtifactError, match="unknown final state"):
+        kfp_io.close_pipeline_run(params_yaml, [], "kfp-run-1", "EXPLODED")
     # A run injected by Kubeflow's MLflow integration is left to Kubeflow.
     monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
-    assert json.loads(kfp_io.close_pipeline_run(params_yaml, [], run_id, "approved"))["closed"] is False
+    assert json.loads(kfp_io.close_pipeline_run(params_yaml, [], "kfp-run-1", "SUCCEEDED"))["closed"] is False

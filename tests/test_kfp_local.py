@@ -14,11 +14,11 @@ if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo roo
 
 
 def task_dirs(pipeline_root: Path, task: str) -> list[Path]:
-    """The output folders of one task in this run's pipeline root (one per loop iteration)."""
+    """The output folders of one task in this run's pipeline root (one per loop iteration; tasks
+    sit inside the exit handler's, the loops' and the condition's folders)."""
     runs = [p for p in pipeline_root.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
-    return sorted([*runs[0].glob(task), *runs[0].glob(f"for-loop-*-iteration-*/{task}"),
-                   *runs[0].glob(f"condition-*/{task}")])
+    return sorted(p for p in runs[0].rglob(task) if p.is_dir())
 
 
 @pytest.mark.slow
@@ -26,6 +26,7 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     import mlflow
     from kfp import local
 
+    from latentanon import kfp_io
     from latentanon.tracking.registry import TAG_DECISION
     from pipelines.latentanon_pipeline import latentanon_pipeline
 
@@ -37,21 +38,25 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
 
-    run = latentanon_pipeline(
-        params_yaml=(REPO / "params.smoke.yaml").read_text(),
-        # Smallest settings that still exercise every stage (the test checks the wiring, not the
-        # method), and gate thresholds any adapter passes, so that the promote branch runs too.
-        # Only AR is gated: a smoke-sized TAD or AD head can score 0, where a relative drop is
-        # undefined and the gate (rightly) rejects.
-        overrides=["pretrain_encoder.epochs=1", "tune.n_trials=1", "tune.epochs_per_trial=1", "train.epochs=1",
-                   "evaluate.seeds=[0]", "audit_bias.seeds=[0]",
-                   "gate.max_normalized_leakage=1000", "gate.max_moving_normalized_leakage=1000",
-                   "gate.min_relative_cmap_drop=-1000", "gate.max_utility_relative_drop=1000",
-                   "gate.require_bias_gap_not_larger=false", "gate.utility_tasks=[ar]"],
+    smoke = (REPO / "params.smoke.yaml").read_text()
+    # The typed run parameters (what the KFP run form shows) carry the smallest settings that still
+    # exercise every stage (the test checks the wiring, not the method) and gate thresholds any
+    # adapter passes, so that the promote branch runs too. Only AR is gated: a smoke-sized TAD or
+    # AD head can score 0, where a relative drop is undefined and the gate (rightly) rejects.
+    knobs = {**kfp_io.knob_defaults(smoke), "pretrain_epochs": 1, "tune_trials": 1, "tune_epochs_per_trial": 1,
+             "train_epochs": 1, "max_normalized_leakage": 1000.0, "max_moving_normalized_leakage": 1000.0,
+             "min_relative_cmap_drop": -1000.0, "max_utility_relative_drop": 1000.0}
+    latentanon_pipeline(
+        params_yaml=smoke,
+        overrides=["evaluate.seeds=[0]", "audit_bias.seeds=[0]", "gate.require_bias_gap_not_larger=false",
+                   "gate.utility_tasks=[ar]"],
         extract_workers_count=2,
         tune_workers_count=2,
+        **knobs,
     )
-    decision = run.output
+    (gate,) = task_dirs(pipeline_root, "gate")
+    recorded = json.loads((gate / "gate_report" / "decision.json").read_text())
+    decision = recorded["decision"]
     assert decision == "approved", "thresholds above let any adapter through"
 
     # Extraction fanned out over two workers, then one store with an index.
@@ -72,13 +77,11 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     metrics = json.loads((audit / "metrics_json").read_text())
     assert "privacy" in metrics and "utility" in metrics
     assert (audit / "report").read_text().strip()
-    (gate,) = task_dirs(pipeline_root, "gate")
-    recorded = json.loads((gate / "gate_report" / "decision.json").read_text())
-    assert recorded["decision"] == decision
     promoted = task_dirs(pipeline_root, "promote")
     assert bool(promoted) == (decision == "approved")
 
-    # MLflow: one parent run, closed with the decision; the candidate carries the gate's verdict.
+    # MLflow: one parent run, closed by the exit handler with the run's final state; the cached
+    # stages (which take no run id) were logged into it by log_stages; the gate's verdict is a tag.
     client = mlflow.MlflowClient()
     parents = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
@@ -88,7 +91,12 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["latentanon.gate_decision"] == decision
-    assert any(key.startswith("evaluate.") for key in parent.data.metrics)
+    assert parent.data.tags[kfp_io.TAG_KFP_STATE] == "SUCCEEDED" and parent.data.tags[kfp_io.TAG_KFP_RUN]
+    for stage in ("generate", "validate", "pretrain_encoder", "finalize_extract", "evaluate"):
+        assert any(key.startswith(f"{stage}.") for key in parent.data.metrics), stage
+    # Plots reached the run page as HTML.
+    (evaluated,) = task_dirs(pipeline_root, "evaluate")
+    assert (evaluated / "plots").read_text().count("<img") >= 2
     if recorded["version"] is not None:
         version = client.get_model_version(recorded["model_name"], recorded["version"])
         assert version.tags[TAG_DECISION] == decision

@@ -57,21 +57,38 @@ def test_compile_command_runs_as_a_script(tmp_path):
 
 
 def _tasks(spec: dict) -> dict:
-    """Every task of the pipeline, nested sub-DAGs (loops, conditions) included."""
+    """Every task of the pipeline, nested sub-DAGs (exit handler, loops, conditions) included."""
     found = dict(spec["root"]["dag"]["tasks"])
     for component in spec["components"].values():
         found.update(component.get("dag", {}).get("tasks", {}))
     return found
 
 
-def test_structure_fan_outs_condition_and_gpus(compiled):
+def _group(spec: dict, tasks: dict, name: str) -> dict:
+    return spec["components"][tasks[name]["componentRef"]["name"]]["dag"]["tasks"]
+
+
+def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
     spec, platform = compiled
     tasks = _tasks(spec)
+    # Everything runs inside the exit handler; close-run runs after it, whatever happened.
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"close-run", "exit-handler-1"}
+    closer = root["close-run"]
+    assert closer["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert closer["dependentTasks"] == ["exit-handler-1"]
+    assert closer["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+    assert tasks["exit-handler-1"]["taskInfo"]["name"] == "latentanon-run"
     loops = {t["taskInfo"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
     assert set(loops) == {"extract-fan-out", "tune-fan-out"}
     body = {name: list(spec["components"][t["componentRef"]["name"]]["dag"]["tasks"]) for name, t in loops.items()}
     assert body == {"extract-fan-out": ["extract-shards"], "tune-fan-out": ["tune-trials"]}
     assert loops["extract-fan-out"]["parameterIterator"]["items"]["inputParameter"].endswith("extract-workers-Output")
+    # Bounded fan-out, whatever worker count a run asks for.
+    from pipelines.latentanon_pipeline import MAX_PARALLEL_EXTRACT, MAX_PARALLEL_TUNE
+
+    assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_EXTRACT}
+    assert loops["tune-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_TUNE}
     branches = {t["taskInfo"]["name"]: t for t in tasks.values() if "condition" in t.get("triggerPolicy", {})}
     assert set(branches) == {"gate-approved"}
     approved = branches["gate-approved"]
@@ -81,20 +98,156 @@ def test_structure_fan_outs_condition_and_gpus(compiled):
     executors = spec["deploymentSpec"]["executors"]
     gpu_tasks = {name for name, e in executors.items()
                  if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"}
-    assert {"exec-extract-shards", "exec-train"} <= gpu_tasks
-    assert "exec-gate" not in gpu_tasks
-    from components.image import PROJECT_IMAGE
+    assert gpu_tasks == {"exec-pretrain-encoder", "exec-extract-shards", "exec-train"}
+    from components.image import PROJECT_IMAGE, PROJECT_IMAGE_CUDA
 
-    assert {e["container"]["image"] for e in executors.values()} == {PROJECT_IMAGE}
-    for executor in executors.values():
+    # GPU tasks run the CUDA image and ask for cuda explicitly (no silent CPU fallback).
+    for name, executor in executors.items():
+        assert executor["container"]["image"] == (PROJECT_IMAGE_CUDA if name in gpu_tasks else PROJECT_IMAGE), name
         resources = executor["container"].get("resources", {})
         assert resources.get("cpuLimit") and resources.get("memoryLimit"), executor["container"]["args"]
+    device = {"pretrain-encoder": "pretrain_encoder.device=cuda", "extract-shards": "extract.device=cuda",
+              "train": "train.device=cuda"}
+    for task, setting in device.items():
+        assert tasks[task]["inputs"]["parameters"]["overrides"]["runtimeValue"]["constant"] == [setting], task
+
+
+def test_every_task_has_a_display_name_retries_where_it_talks_to_services(compiled):
+    spec, platform = compiled
+    tasks = _tasks(spec)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    leaves = {name: task for name, task in tasks.items()
+              if "executorLabel" in spec["components"][task["componentRef"]["name"]]}
+    assert len(leaves) >= 18
+    for name, task in leaves.items():
+        assert task["taskInfo"]["name"] != name, f"{name} has no display name"
+    names = {t["taskInfo"]["name"] for t in tasks.values()}
+    assert {"open MLflow run", "generate benchmark", "extract shards", "train adapter", "promotion gate",
+            "close MLflow run"} <= names
+    for name in ("open-run", "log-stages", "extract-shards", "finalize-extract", "tune-trials", "tune-select",
+                 "gate", "promote", "close-run", "pretrain-encoder", "train", "evaluate", "audit-bias"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 1, name
+    # Every task pod carries the label the NetworkPolicies of k8s/ select.
+    for name, config in executors.items():
+        assert config["podMetadata"]["labels"] == {"app.kubernetes.io/part-of": "latentanon"}, name
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+
+
+# Tasks a re-run with the same inputs must take from KFP's cache.
+CONTENT_CACHED = ("resolve-params", "generate", "validate", "pretrain-encoder", "extract-workers",
+                  "extract-shards", "finalize-extract")
+
+
+def _upstream_parameter_sources(spec: dict, tasks: dict, name: str) -> set:
+    """Where a task's parameters come from: pipeline inputs, constants, task outputs (loop items resolved)."""
+    sources = set()
+    for value in tasks[name]["inputs"].get("parameters", {}).values():
+        if "runtimeValue" in value:
+            sources.add("constant")
+        elif "taskOutputParameter" in value:
+            sources.add(value["taskOutputParameter"]["producerTask"])
+        elif "componentInputParameter" in value:
+            sources.add(value["componentInputParameter"])
+        elif "taskFinalStatus" in value:
+            sources.add("final-status")
+    return sources
+
+
+def test_content_cached_tasks_take_no_per_run_input(compiled):
+    spec, platform = compiled
+    tasks = _tasks(spec)
+    pipeline_text = yaml.safe_dump(spec)
+    for name in CONTENT_CACHED:
+        task = tasks[name]
+        assert task["cachingOptions"]["enableCache"] is True, name
+        text = yaml.safe_dump(task)
+        assert "mlflow_run_id" not in text and "open-run" not in text, f"{name} takes the MLflow run id"
+        assert "{{$" not in text, f"{name} takes a per-run placeholder"
+        producers = {s for s in _upstream_parameter_sources(spec, tasks, name) if s not in ("constant",)}
+        for producer in producers:
+            assert producer in CONTENT_CACHED or producer.startswith("pipelinechannel--") or \
+                producer in spec["root"]["inputDefinitions"]["parameters"], f"{name} <- {producer}"
+        for artifact in task["inputs"].get("artifacts", {}).values():
+            producer = artifact.get("taskOutputArtifact", {}).get("producerTask")
+            if producer in tasks and "parameterIterator" in tasks[producer]:  # a loop: its body produced it
+                assert set(_group(spec, tasks, producer)) <= set(CONTENT_CACHED), f"{name} <- {producer}"
+                continue
+            assert producer is None or producer in CONTENT_CACHED, f"{name} <- artifact of {producer}"
+    # The per-run values exist, but only where they belong.
+    assert "{{$.pipeline_job_uuid}}" in pipeline_text or "pipeline_job_uuid" in pipeline_text
+    for name in ("open-run", "close-run"):
+        assert "kfp_run_id" in tasks[name]["inputs"]["parameters"], name
+    for name in ("open-run", "log-stages", "gate", "promote", "close-run"):
+        assert tasks[name]["cachingOptions"].get("enableCache", False) is False, name
+    # The components behind them declare no run id either (the check above cannot be dodged by a
+    # constant run id).
+    for name in ("generate", "validate", "pretrain-encoder", "extract-shards", "finalize-extract"):
+        inputs = spec["components"][tasks[name]["componentRef"]["name"]]["inputDefinitions"]["parameters"]
+        assert "mlflow_run_id" not in inputs, name
+
+
+def test_run_form_has_typed_parameters_with_the_params_defaults(compiled):
+    spec, _ = compiled
+    from latentanon import kfp_io
+
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = kfp_io.knob_defaults((REPO / "params.yaml").read_text())
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE"}
+    for knob, value in defaults.items():
+        assert inputs[knob]["parameterType"] == kinds[type(value)], knob
+        assert inputs[knob]["defaultValue"] == value, knob
+        assert inputs[knob].get("description"), f"{knob} has no help text in the run form"
+    assert inputs["extract_workers_count"]["parameterType"] == "NUMBER_INTEGER"
+    assert inputs["params_yaml"]["defaultValue"] == ""
+
+
+def test_report_and_plots_are_rendered_artifacts(compiled):
+    spec, _ = compiled
+    components = spec["components"]
+
+    def outputs(component: str) -> dict:
+        return {k: v["artifactType"]["schemaTitle"] for k, v in
+                components[component]["outputDefinitions"].get("artifacts", {}).items()}
+
+    assert outputs("comp-audit-bias")["report"] == "system.Markdown"
+    for component in ("comp-pretrain-encoder", "comp-tune-select", "comp-train", "comp-evaluate", "comp-audit-bias"):
+        assert outputs(component)["plots"] == "system.HTML", component
+    for component in ("comp-pretrain-encoder", "comp-train", "comp-evaluate", "comp-audit-bias"):
+        assert outputs(component)["metrics"] == "system.Metrics", component
+
+
+def test_compiled_yaml_needs_no_newer_backend_than_declared(compiled):
+    from pipelines import backend
+
+    assert backend.unsupported_fields(compiled) == {}, (
+        f"the compiled pipeline needs more than KFP backend {backend.MIN_KFP_BACKEND}")
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    assert f"**{backend.MIN_KFP_BACKEND}**" in docs, "docs/kubeflow.md states another minimum backend"
+
+
+def test_backend_check_catches_newer_and_unvetted_fields(compiled):
+    import copy
+
+    from pipelines import backend
+
+    spec, platform = copy.deepcopy(compiled)
+    assert "optional" in backend.unsupported_fields([spec, platform], minimum="2.14.0")
+    assert "isArtifactList" in backend.unsupported_fields([spec, platform], minimum="2.13.0")
+    spec["root"]["dag"]["tasks"]["close-run"]["retryPolicy"] = {"maxRetryCount": 1, "policy": "OnError"}
+    spec["components"]["comp-train"]["someFieldFromTheFuture"] = {}
+    problems = backend.unsupported_fields([spec, platform])
+    assert "no released backend" in problems["policy"]
+    assert "not vetted" in problems["someFieldFromTheFuture"]
+    # User-chosen names (tasks, inputs, labels) are not fields.
+    assert "close-run" not in backend.spec_fields([spec, platform])
+    assert "app.kubernetes.io/part-of" not in backend.spec_fields([spec, platform])
 
 
 def test_secrets_config_and_caching_in_the_platform_spec(compiled):
     spec, platform = compiled
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-generate", "exec-extract-shards", "exec-train", "exec-gate", "exec-promote"):
+    for name in ("exec-generate", "exec-extract-shards", "exec-train", "exec-gate", "exec-promote",
+                 "exec-open-run", "exec-close-run", "exec-log-stages"):
         config = executors[name]
         secrets = {s["secretName"]: s for s in config["secretAsEnv"]}
         assert "latentanon-s3" in secrets, name
@@ -104,11 +257,6 @@ def test_secrets_config_and_caching_in_the_platform_spec(compiled):
     assert any(t.get("key") == "nvidia.com/gpu" for t in executors["exec-train"]["tolerations"])
     optuna = {s["secretName"]: s for s in executors["exec-tune-trials"]["secretAsEnv"]}["latentanon-optuna"]
     assert optuna["optional"] is True
-    tasks = _tasks(spec)
-    for name in ("open-run", "gate", "promote", "close-run"):
-        assert tasks[name].get("cachingOptions", {}).get("enableCache") in (None, False), name
-        assert not tasks[name].get("cachingOptions", {}).get("enableCache", False)
-    assert tasks["train"]["cachingOptions"]["enableCache"] is True
 
 
 def test_no_credentials_in_the_compiled_yaml():
@@ -117,13 +265,16 @@ def test_no_credentials_in_the_compiled_yaml():
         assert needle not in text, needle
 
 
-def test_cpu_only_build_requests_no_gpus(tmp_path):
+def test_cpu_only_build_requests_no_gpus_and_runs_the_cpu_image(tmp_path):
+    from components.image import PROJECT_IMAGE
     from pipelines.compile import compile_pipeline
 
     spec, platform = load_documents(compile_pipeline(tmp_path / "cpu.yaml", gpus_per_task=0))
     for executor in spec["deploymentSpec"]["executors"].values():
         assert "accelerator" not in executor["container"].get("resources", {})
+        assert executor["container"]["image"] == PROJECT_IMAGE
     for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
         assert not config.get("tolerations")
+    assert "device=cuda" not in yaml.safe_dump(spec)
     with pytest.raises(ValueError, match="gpus_per_task"):
         compile_pipeline(tmp_path / "bad.yaml", gpus_per_task=-1)
