@@ -20,7 +20,7 @@ def test_auto_and_cpu_resolve_where_there_is_no_gpu(monkeypatch):
 @pytest.mark.parametrize("requested", ["cuda", "cuda:0"])
 def test_explicit_cuda_without_a_gpu_fails_with_a_clear_error(monkeypatch, requested):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ModelError, match=r"extract\.device: .*torch\.cuda\.is_available\(\) is False.*CUDA image"):
+    with pytest.raises(ModelError, match=r"extract\.device: .*torch\.cuda\.is_available\(\) is False.*CUDA variant"):
         resolve_device(requested, setting="extract.device")
     with pytest.raises(ModelError, match=r"train\.device: .*torch\.cuda\.is_available\(\) is False"):
         resolve_train_device(requested)

@@ -28,7 +28,10 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
 
     from latentanon import kfp_io
     from latentanon.tracking.registry import TAG_DECISION
-    from pipelines.latentanon_pipeline import latentanon_pipeline
+    from pipelines.latentanon_pipeline import make_pipeline
+
+    # The CPU build: the GPU build asks for device=cuda and would (rightly) stop on this machine.
+    latentanon_pipeline = make_pipeline(gpus_per_task=0)
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("LATENTANON_TUNE_STORAGE", raising=False)

@@ -30,7 +30,7 @@ def resolve_device(device: str = "auto", setting: str = "device") -> torch.devic
         raise ModelError(
             f"{setting}: {device!r} asked for, but torch.cuda.is_available() is False "
             f"(torch {torch.__version__}, built for {build}). Run this stage on a GPU node with the "
-            f"CUDA image (the -cuda tag), or set {setting} to auto or cpu."
+            f"image's CUDA variant, or set {setting} to auto or cpu."
         )
     return resolved
 
