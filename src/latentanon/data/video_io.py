@@ -51,11 +51,51 @@ def _decoding(path: Path):
         raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8; DataError naming the file when unreadable."""
+def cover_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a ``height`` x ``width`` frame scaled, aspect kept, so it just covers ``target``
+    (the short side fits; the long side is then centre-cropped)."""
+    th, tw = target
+    scale = max(th / height, tw / width)
+    return max(th, round(height * scale)), max(tw, round(width * scale))
+
+
+def frame_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One decoded frame as (H, W, 3) uint8; with ``size`` = (h, w), scaled in the decoder's
+    swscale (area filter: antialiased downscaling) to cover it and centre-cropped. A frame that
+    already has that size is only converted, so same-size sources decode exactly as before."""
+    if size is None or (frame.height, frame.width) == tuple(size):
+        return frame.to_ndarray(format="rgb24")
+    th, tw = size
+    sh, sw = cover_size(frame.height, frame.width, size)
+    scaled = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    top, left = (sh - th) // 2, (sw - tw) // 2
+    return np.ascontiguousarray(scaled[top:top + th, left:left + tw])
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """An (H, W, 3) uint8 image with frame_rgb's resize semantics (cover, then centre crop)."""
+    if size is None or image.shape[:2] == tuple(size):
+        return image
+    return frame_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"), size)
+
+
+def iter_frames(path: str | Path, threads: int = 0):
+    """(index, av.VideoFrame) for every frame of a video, decoded once and never converted here:
+    the caller converts only the frames it keeps (frame_rgb), so memory does not grow with the
+    video's length. ``threads`` decoder threads (0: FFmpeg picks). DataError names the file."""
     path = Path(path)
     with _decoding(path) as (container, stream):
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        for index, frame in enumerate(container.decode(stream)):
+            yield index, frame
+
+
+def read_video(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """All frames of a video as (T, H, W, 3) uint8, resized in the decoder to ``size`` = (h, w)
+    when given (frame_rgb); DataError naming the file when unreadable."""
+    path = Path(path)
+    frames = [frame_rgb(f, size) for _, f in iter_frames(path)]
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     return np.stack(frames)
