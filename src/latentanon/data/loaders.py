@@ -427,7 +427,7 @@ THUMOS_SPLITS = (
      ("videos/validation", "validation", "TH14_validation_set_mp4")),
     ("test", "test",
      ("annotation/test", "TH14_Temporal_annotations_test/annotation",
-      "TH14_Temporal_Annotations_Test/annotations/annotation"),
+      "TH14_Temporal_Annotations_Test/annotations/annotation", "TH14_Temporal_Annotations_Test/annotation"),
      ("videos/test", "test", "TH14_test_set_mp4")),
 )
 
