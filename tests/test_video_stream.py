@@ -91,3 +91,31 @@ def test_unreadable_video_names_the_file(tmp_path):
     path.write_bytes(b"not a video")
     with pytest.raises(DataError, match="broken.mp4"):
         list(iter_video_clips(path, 8, ("clips",), 16, CFG, size=(32, 32)))
+
+
+def test_seeking_over_long_gaps_gives_the_frames_a_straight_decode_gives(tmp_path, monkeypatch):
+    from latentanon.data.video_io import frame_rgb, iter_frames
+
+    path = tmp_path / "long.mp4"
+    video = _noise(1, 32, 32)[0].astype(int)
+    frames = np.stack([np.clip(video + (t % 50) * 3 - 75 + (t // 50) * 7, 0, 255) for t in range(420)]).astype(np.uint8)
+    write_video(path, frames, fps=16)
+    straight = {i: frame_rgb(f) for i, f in iter_frames(path)}
+    wanted = [*range(0, 16), *range(150, 166), *range(300, 316), 410]
+    seen = {}
+    for index, frame in iter_frames(path, wanted=wanted, seek_gap=20):
+        assert index not in seen                          # increasing, never repeated
+        seen[index] = frame_rgb(frame)
+    assert set(wanted) <= set(seen) and len(seen) < len(straight)   # it skipped frames
+    for index in wanted:
+        np.testing.assert_array_equal(seen[index], straight[index])
+    # the extractor's clips of a long video agree whether it seeks or not
+    cfg = ExtractConfig(clips_per_video=3, static_per_video=2)
+    import latentanon.encoders.extraction as extraction
+
+    monkeypatch.setattr(extraction, "SEEK_GAP_FRAMES", 20)
+    seeking = list(iter_video_clips(path, 420, ("clips", "static"), 16, cfg, size=(32, 32)))
+    whole = video_clips(read_video(path), ("clips", "static"), 16, 3, 2, 16)
+    assert len(seeking) == 5
+    for kind, j, clip in seeking:
+        np.testing.assert_array_equal(clip, whole[kind][j])

@@ -46,6 +46,9 @@ SET_KINDS: dict[str, tuple[str, ...]] = {
     "bias": ("clips", "static"),
 }
 META_KEY = "extraction"
+# Gaps between the frames clips use longer than this are skipped by seeking, not decoded: about
+# a default x264 keyframe interval, so short (trimmed) videos are always read straight through.
+SEEK_GAP_FRAMES = 250
 
 
 def video_frame_count(path: Path, frames: int) -> int:
@@ -72,8 +75,12 @@ def iter_video_clips(path: Path, frames: int, kinds: tuple[str, ...], clip_frame
         return
     n = video_frame_count(path, frames)
     plan = clip_plan(n, kinds, clip_frames, cfg.clips_per_video, cfg.static_per_video, cfg.snippet_stride)
+    # evenly spaced clips of a long video: seek over the long gaps between them (snippets cover
+    # the whole video, so those are decoded straight through)
+    wanted = sorted({i for _, _, indices in plan for i in indices}) if "snippets" not in kinds else None
+    frame_iter = iter_frames(path, wanted=wanted, seek_gap=SEEK_GAP_FRAMES)
     count = 0
-    for item in stream_clips(iter_frames(path), plan, lambda frame: frame_rgb(frame, size)):
+    for item in stream_clips(frame_iter, plan, lambda frame: frame_rgb(frame, size)):
         count += 1
         yield item
     if count < len(plan):
