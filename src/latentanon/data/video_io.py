@@ -197,6 +197,7 @@ def scan_video(path: str | Path) -> dict:
     path = Path(path)
     frames, sizes = 0, set()
     with _decoding(path) as (container, stream):
+        stream.thread_type = "AUTO"         # frame threads: long videos scan on every core
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         for frame in container.decode(stream):
             frames += 1
