@@ -202,3 +202,4 @@ def test_validate_refuses_a_wrong_size_only_when_classes_json_declares_the_bench
     with pytest.raises(ValidationFailed, match="width = 32"):
         validate_benchmark(replace(DataConfig(), root=str(root)), ValidateConfig(require_identity=False), root,
                            tmp_path / "m", tmp_path / "r")
+
