@@ -81,10 +81,36 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     return [(i + 1, line.strip()) for i, line in enumerate(text.splitlines()) if line.strip()]
 
 
+def _found(folder: Path) -> str:
+    """What a folder holds, for errors that say what was looked for and what is there instead."""
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    if not names:
+        return f"{folder} is empty"
+    return f"{folder} holds {', '.join(names[:12])}{f' (+{len(names) - 12} more)' if len(names) > 12 else ''}"
+
+
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
+        raise DataError(f"{path}: annotation file not found ({_found(path.parent)})")
     return path
+
+
+def _first_dir(base: Path, names: tuple[str, ...], what: str) -> Path:
+    """The first of ``names`` that is a folder under ``base`` (today's name or the official
+    archive's); DataError listing every name tried and what ``base`` holds instead."""
+    for name in names:
+        if (base / name).is_dir():
+            return base / name
+    raise DataError(f"{base}: no {what} folder (looked for {', '.join(n + '/' for n in names)}; {_found(base)})")
+
+
+def _first_file(base: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (base / name).is_file():
+            return base / name
+    raise DataError(f"{base}: no {what} (looked for {', '.join(names)}; {_found(base)})")
 
 
 def _int(value: str, where: str, what: str) -> int:
@@ -225,14 +251,19 @@ def load_kinetics(ctx: _Context) -> list[dict]:
 
 # ----------------------------------------------------------------------------- UCF101
 
+UCF101_VIDEO_DIRS = ("UCF101", "UCF-101")     # ours, the official archive's
 _UCF_NAME = re.compile(r"^v_(?P<cls>.+)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+$")
 
 
 def load_ucf101(ctx: _Context) -> list[dict]:
-    """ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt; videos at UCF101/<Class>/v_<Class>_gGG_cCC.*.
+    """ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt; videos at UCF101/<Class>/v_<Class>_gGG_cCC.*
+    (the official archive's UCF-101/ folder name works too).
 
     The group gGG is the actor identity (as in real UCF101)."""
-    lists = ctx.set_dir / "ucfTrainTestlist"
+    lists = _first_dir(ctx.set_dir, ("ucfTrainTestlist",), "UCF101 split list")
+    # the annotation lists are checked first; a missing video folder is reported after them
+    videos = next((ctx.set_dir / d for d in UCF101_VIDEO_DIRS if (ctx.set_dir / d).is_dir()), None)
+    base = videos or ctx.set_dir / UCF101_VIDEO_DIRS[0]
     class_file = _require(lists / "classInd.txt")
     classes = []
     for number, line in _read_lines(class_file):
@@ -254,13 +285,16 @@ def load_ucf101(ctx: _Context) -> list[dict]:
             match = _UCF_NAME.match(Path(entry).name)
             if not match or match["cls"] != label:
                 raise DataError(f"{where}: {entry!r} is not named <Class>/v_<Class>_gGG_cCC.<ext>")
-            file = ctx.inside(entry, ctx.set_dir / "UCF101", listing, number)
+            file = ctx.inside(entry, base, listing, number)
             rows.append(_record(ctx, file, Path(entry).stem, split, label, label_id, int(match["group"])))
+    if videos is None:
+        _first_dir(ctx.set_dir, UCF101_VIDEO_DIRS, "UCF101 video")      # raises, naming what is there
     return rows
 
 
 # ----------------------------------------------------------------------------- HMDB51 + PA-HMDB51
 
+HMDB_VIDEO_DIRS = ("hmdb51", "hmdb51_org")    # ours, the official archive's
 _HMDB_SPLIT = re.compile(r"^(?P<cls>.+)_test_split1\.txt$")
 
 
@@ -305,11 +339,14 @@ def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
 
 
 def load_hmdb51(ctx: _Context) -> list[dict]:
-    """testTrainMulti_7030_splits/<class>_test_split1.txt ('<name> 1|2|0'); videos at hmdb51/<class>/<name>."""
-    split_dir = ctx.set_dir / "testTrainMulti_7030_splits"
-    files = sorted(split_dir.glob("*_test_split1.txt")) if split_dir.is_dir() else []
+    """testTrainMulti_7030_splits/<class>_test_split1.txt ('<name> 1|2|0'); videos at
+    hmdb51/<class>/<name> (or the official archive's hmdb51_org/<class>/<name>)."""
+    split_dir = _first_dir(ctx.set_dir, ("testTrainMulti_7030_splits",), "HMDB51 split list")
+    files = sorted(split_dir.glob("*_test_split1.txt"))
     if not files:
-        raise DataError(f"{split_dir}: no <class>_test_split1.txt files")
+        raise DataError(f"{split_dir}: no <class>_test_split1.txt files ({_found(split_dir)})")
+    videos = next((ctx.set_dir / d for d in HMDB_VIDEO_DIRS if (ctx.set_dir / d).is_dir()), None)
+    base = videos or ctx.set_dir / HMDB_VIDEO_DIRS[0]
     classes = ctx.classes or sorted(_HMDB_SPLIT.match(f.name)["cls"] for f in files)
     attributes = _read_pa_hmdb(ctx.set_dir / "PrivacyAttributes", classes)
     rows = []
@@ -323,10 +360,12 @@ def load_hmdb51(ctx: _Context) -> list[dict]:
                 raise DataError(f"{where}: expected '<video> 0|1|2', got {line!r}")
             if parts[1] == "0":
                 continue                   # not used in split 1
-            file = ctx.inside(f"{label}/{parts[0]}", ctx.set_dir / "hmdb51", listing, number)
+            file = ctx.inside(f"{label}/{parts[0]}", base, listing, number)
             split = "train" if parts[1] == "1" else "test"
             attrs = attributes.get(Path(parts[0]).stem, {})
             rows.append(_record(ctx, file, Path(parts[0]).stem, split, label, label_id, **attrs))
+    if videos is None:
+        _first_dir(ctx.set_dir, HMDB_VIDEO_DIRS, "HMDB51 video")        # raises, naming what is there
     return rows
 
 
@@ -381,14 +420,35 @@ def load_vispr(ctx: _Context) -> list[dict]:
 _THUMOS_NOTE = re.compile(r"^(?P<cls>.+)_(?P<tag>val|test)\.txt$")
 
 
+# Per split: (our folder, tag, annotation folders, video folders); ours first, then the official archives'.
+THUMOS_SPLITS = (
+    ("validation", "val",
+     ("annotation/validation", "TH14_Temporal_annotations_validation/annotation"),
+     ("videos/validation", "validation", "TH14_validation_set_mp4")),
+    ("test", "test",
+     ("annotation/test", "TH14_Temporal_annotations_test/annotation",
+      "TH14_Temporal_Annotations_Test/annotations/annotation", "TH14_Temporal_Annotations_Test/annotation"),
+     ("videos/test", "test", "TH14_test_set_mp4")),
+)
+
+
 def load_thumos14(ctx: _Context) -> list[dict]:
-    """annotation/{validation,test}/<Class>_{val,test}.txt ('<video> <start_s> <end_s>');
-    videos at videos/{validation,test}/<video>.mp4. Only annotated videos are listed."""
-    segments: dict[tuple[str, str], list] = {}
+    """annotation/{validation,test}/<Class>_{val,test}.txt ('<video> <start_s> <end_s>') and videos
+    at videos/{validation,test}/<video>.mp4, or the official archives' folders
+    TH14_Temporal_annotations_{validation,test}/annotation/ and validation/, test/. Only annotated
+    videos are listed; a split without an annotation folder is left out."""
+    segments: dict[tuple[str, Path], list] = {}
     seen_classes = set()
-    for folder, tag in (("validation", "val"), ("test", "test")):
-        notes = ctx.set_dir / "annotation" / folder
-        for path in sorted(notes.glob("*.txt")) if notes.is_dir() else []:
+    tried = []
+    for folder, tag, note_dirs, video_dirs in THUMOS_SPLITS:
+        tried += note_dirs
+        notes = next((ctx.set_dir / d for d in note_dirs if (ctx.set_dir / d).is_dir()), None)
+        if notes is None:
+            continue
+        # annotation lines are checked first; a missing video folder is reported after them
+        videos = next((ctx.set_dir / d for d in video_dirs if (ctx.set_dir / d).is_dir()), None)
+        base = videos or ctx.set_dir / video_dirs[0]
+        for path in sorted(notes.glob("*.txt")):
             match = _THUMOS_NOTE.match(path.name)
             if not match or match["tag"] != tag:
                 raise DataError(f"{path}: expected <Class>_{tag}.txt")
@@ -406,17 +466,18 @@ def load_thumos14(ctx: _Context) -> list[dict]:
                 start, end = _float(parts[1], where, "start"), _float(parts[2], where, "end")
                 if start < 0 or end <= start:
                     raise DataError(f"{where}: interval [{start}, {end}] is empty or negative")
-                ctx.inside(f"{parts[0]}.mp4", ctx.set_dir / "videos" / folder, path, number)
-                segments.setdefault((folder, parts[0]), []).append([start, end, label])
+                file = ctx.inside(f"{parts[0]}.mp4", base, path, number)
+                segments.setdefault((folder, file), []).append([start, end, label])
+        if videos is None and any(key[0] == folder for key in segments):
+            _first_dir(ctx.set_dir, video_dirs, f"THUMOS14 {folder} video")     # raises, naming what is there
     if not segments:
-        raise DataError(f"{ctx.set_dir / 'annotation'}: no annotated videos")
-    classes = ctx.classes or sorted(seen_classes)
+        raise DataError(f"{ctx.set_dir}: no annotated THUMOS14 videos (looked for annotation folders "
+                        f"{', '.join(d + '/' for d in tried)}; {_found(ctx.set_dir)})")
     rows = []
-    for (folder, video), spans in sorted(segments.items()):
-        file = ctx.inside(f"{video}.mp4", ctx.set_dir / "videos" / folder, ctx.set_dir / "annotation" / folder, None)
+    for (folder, file), spans in sorted(segments.items()):
         split = "test" if folder == "test" else "train"
         spans = sorted(spans, key=lambda s: (s[0], s[1]))
-        rows.append(_record(ctx, file, video, split, "", UNKNOWN, segments=json.dumps(spans)))
+        rows.append(_record(ctx, file, file.stem, split, "", UNKNOWN, segments=json.dumps(spans)))
     return rows
 
 
@@ -448,36 +509,72 @@ def _crime_temporal(path: Path, classes: list[str]) -> dict[str, tuple[str, list
     return found
 
 
+# Where the split lists may sit: the set folder, or as unpacked from UCF_Crimes-Train-Test-Split.zip.
+CRIME_LIST_DIRS = (".", "Anomaly_Detection_splits", "UCF_Crimes-Train-Test-Split/Anomaly_Detection_splits")
+CRIME_TEMPORAL_FILE = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+# Folders the videos of a list entry '<folder>/<video>' may sit in: anomaly classes under
+# Anomaly-Videos/ (ours) or the archive parts Anomaly-Videos-Part-*/, training normals under
+# Training-Normal-Videos-Part-*/ (the lists say Training_Normal_Videos_Anomaly/).
+CRIME_VIDEO_GLOBS = ("Anomaly-Videos", "Anomaly-Videos-Part-*", "Training-Normal-Videos-Part-*")
+
+
+def _crime_file(ctx: _Context, entry: str, label: str) -> Path:
+    """The video a list entry names: as listed under the set folder when it is there, else under
+    one of the archive folders (CRIME_VIDEO_GLOBS); the listed place when it is nowhere (the probe
+    then records it as missing)."""
+    listed = ctx.set_dir / entry
+    if listed.exists():
+        return listed
+    folder, name = (entry.split("/", 1) + [""])[:2] if "/" in entry else ("", entry)
+    for pattern in CRIME_VIDEO_GLOBS:
+        for base in sorted(ctx.set_dir.glob(pattern)):
+            for candidate in (base / entry, base / name):
+                if candidate.exists():
+                    return candidate
+    if label != NORMAL and (ctx.set_dir / "Anomaly-Videos").is_dir():
+        return ctx.set_dir / "Anomaly-Videos" / entry
+    return listed
+
+
 def load_ucf_crime(ctx: _Context) -> list[dict]:
     """Anomaly_Train.txt / Anomaly_Test.txt entries '<Class>/<video>' (anomalies, under
-    Anomaly-Videos/) or '<normal folder>/<video>'; temporal test annotations in frames."""
+    Anomaly-Videos/ or the archive's Anomaly-Videos-Part-*/) or '<normal folder>/<video>'
+    (Training_Normal_Videos_Anomaly/ or the archive's Training-Normal-Videos-Part-*/,
+    Testing_Normal_Videos_Anomaly/); temporal test annotations in frames."""
+    list_dir = next((ctx.set_dir / d for d in CRIME_LIST_DIRS if (ctx.set_dir / d / "Anomaly_Train.txt").is_file()),
+                    None)
+    if list_dir is None:
+        looked = ", ".join(str(Path(d) / "Anomaly_Train.txt") for d in CRIME_LIST_DIRS)
+        raise DataError(f"{ctx.set_dir}: no UCF-Crime split list (looked for {looked}; {_found(ctx.set_dir)})")
     listed = []
     for name, split in (("Anomaly_Train.txt", "train"), ("Anomaly_Test.txt", "test")):
-        listing = _require(ctx.set_dir / name)
+        listing = _require(list_dir / name)
         for number, line in _read_lines(listing):
             entry = line.split()[0]
             folder = entry.split("/")[0] if "/" in entry else ""
             label = NORMAL if (folder.startswith(("Training_Normal", "Testing_Normal")) or Path(entry).name.startswith("Normal")) else folder
             listed.append((listing, number, entry, split, label))
     classes = ctx.classes or [NORMAL] + sorted({e[4] for e in listed} - {NORMAL})
-    temporal = _crime_temporal(ctx.set_dir / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt", classes)
+    temporal_file = next((d / CRIME_TEMPORAL_FILE for d in (ctx.set_dir, list_dir, ctx.set_dir / "Temporal_Anomaly_Annotation")
+                          if (d / CRIME_TEMPORAL_FILE).is_file()), ctx.set_dir / CRIME_TEMPORAL_FILE)
+    temporal = _crime_temporal(temporal_file, classes)
     temporal.update({k: v for k, v in _crime_temporal(ctx.set_dir / layouts.TEMPORAL_TRAIN_FILE, classes).items()
                      if k not in temporal})
     rows = []
     for listing, number, entry, split, label in listed:
         where = f"{listing}:{number}"
         label_id = _label_id(classes, label, where)
-        # anomalies live under Anomaly-Videos/ (the lists name them '<Class>/<video>')
-        base = ctx.set_dir
-        if label != NORMAL and not (ctx.set_dir / entry).exists():
-            base = ctx.set_dir / "Anomaly-Videos"
-        file = ctx.inside(entry, base, listing, number)
+        ctx.inside(entry, ctx.set_dir, listing, number)        # refuses entries leaving the root
+        file = _crime_file(ctx, entry, label)
         stem = Path(entry).stem
         note = temporal.get(stem)
         if note and note[0] != label:
             raise DataError(f"{where}: {entry} is listed as {label!r} but its temporal annotation says {note[0]!r}")
         rows.append(_record(ctx, file, stem, split, label, label_id, anomaly=int(label != NORMAL),
                             frame_spans=note[1] if note else None))
+    if rows and not any((ctx.root / row["path"]).exists() for row in rows):
+        raise DataError(f"{ctx.set_dir}: none of the {len(rows)} listed UCF-Crime videos found (looked under the "
+                        f"listed folders and {', '.join(p + '/' for p in CRIME_VIDEO_GLOBS)}; {_found(ctx.set_dir)})")
     return rows
 
 

@@ -52,6 +52,10 @@ class Vocabulary:
     classes_by_set: dict[str, tuple[str, ...]]
     default_classes: tuple[str, ...] = ()
     attribute_sizes: dict[str, int] = field(default_factory=dict)
+    # False for real data (no classes.json): classes come from the datasets' own files, frame
+    # size and fps vary by dataset (checked positive, not equal to data.*), and attributes the
+    # dataset does not label may stay unknown.
+    from_classes_file: bool = True
 
     def classes(self, set_name: str) -> tuple[str, ...]:
         return self.classes_by_set.get(set_name, self.default_classes)
@@ -103,6 +107,31 @@ def _class_list(value, path: Path, where: str) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise DataError(f"{path}: {where} has duplicate class names")
     return tuple(value)
+
+
+def vocabulary_from_manifests(manifests: dict[str, pd.DataFrame]) -> Vocabulary:
+    """Real data without classes.json: each set's classes as its loader read them from the
+    dataset's own files (label_id order), plus the labels of its annotation segments."""
+    by_set = {}
+    for name, df in manifests.items():
+        names: dict[int, str] = {}
+        if {"label", "label_id"} <= set(df.columns):
+            for label, label_id in zip(df["label"].tolist(), df["label_id"].tolist()):
+                if isinstance(label, str) and label and pd.notna(label_id) and int(label_id) >= 0:
+                    names.setdefault(int(label_id), label)
+        # ids no listed video uses keep their place; the placeholder matches no real label
+        classes = [names.get(i, f"<unused class {i}>") for i in range(max(names, default=-1) + 1)]
+        if "segments" in df.columns:
+            for cell in df["segments"].tolist():
+                try:
+                    spans = json.loads(cell) if isinstance(cell, str) and cell else []
+                except json.JSONDecodeError:
+                    continue        # the segment checks report it
+                for span in spans if isinstance(spans, list) else []:
+                    if isinstance(span, list) and len(span) > 2 and str(span[2]) not in classes:
+                        classes.append(str(span[2]))
+        by_set[name] = tuple(classes)
+    return Vocabulary(classes_by_set=by_set, from_classes_file=False)
 
 
 def load_vocabulary(root: Path) -> Vocabulary:
@@ -302,7 +331,10 @@ def build_checks(
         checks.append(("checksum not shared with another set", E.ExpectColumnValuesToNotBeInSet(column="checksum", value_set=other_checksums)))
     if "identity" in columns:
         if require_identity:
-            checks.append(("identity known", E.ExpectColumnValuesToBeBetween(column="identity", min_value=0)))
+            # real datasets carry identities only for UCF101 (groups) and NTU (subjects)
+            name = "identity known" if vocab.from_classes_file else \
+                "identity known (real data without identity sidecars: validate.require_identity=false)"
+            checks.append((name, E.ExpectColumnValuesToBeBetween(column="identity", min_value=0)))
         else:
             checks.append(("identity known or -1", E.ExpectColumnValuesToBeBetween(column="identity", min_value=UNKNOWN)))
 
@@ -320,7 +352,7 @@ def build_checks(
     for attribute in ATTRIBUTE_COLUMNS:
         if attribute in columns:
             size = vocab.attribute_sizes.get(attribute)
-            labelled = attribute in REQUIRED_ATTRIBUTES.get(set_name, ())
+            labelled = attribute in REQUIRED_ATTRIBUTES.get(set_name, ()) and vocab.from_classes_file
             checks.append(
                 (
                     f"{attribute} id {'labelled and ' if labelled else ''}in range",
@@ -339,14 +371,22 @@ def build_checks(
     if "frames" in columns:
         checks.append(("frames > 0", E.ExpectColumnValuesToBeBetween(column="frames", min_value=1)))
         checks.append(("images have one frame", E.ExpectColumnValuesToBeBetween(column="frames", min_value=1, max_value=1, row_condition=Column("v_kind") == "image")))
-    if "fps" in columns:
-        checks.append(
-            (f"fps = {data_cfg.fps}", E.ExpectColumnValuesToBeBetween(column="fps", min_value=data_cfg.fps - 1e-3, max_value=data_cfg.fps + 1e-3, row_condition=Column("v_kind") == "video"))
-        )
-    if "width" in columns:
-        checks.append((f"width = {data_cfg.width}", E.ExpectColumnValuesToBeInSet(column="width", value_set=[data_cfg.width])))
-    if "height" in columns:
-        checks.append((f"height = {data_cfg.height}", E.ExpectColumnValuesToBeInSet(column="height", value_set=[data_cfg.height])))
+    if not vocab.from_classes_file:
+        # real datasets keep their own frame size and rate; extraction resizes and resamples
+        if "fps" in columns:
+            checks.append(("fps > 0", E.ExpectColumnValuesToBeBetween(column="fps", min_value=0, strict_min=True, row_condition=Column("v_kind") == "video")))
+        for column in ("width", "height"):
+            if column in columns:
+                checks.append((f"{column} > 0", E.ExpectColumnValuesToBeBetween(column=column, min_value=1)))
+    else:
+        if "fps" in columns:
+            checks.append(
+                (f"fps = {data_cfg.fps}", E.ExpectColumnValuesToBeBetween(column="fps", min_value=data_cfg.fps - 1e-3, max_value=data_cfg.fps + 1e-3, row_condition=Column("v_kind") == "video"))
+            )
+        if "width" in columns:
+            checks.append((f"width = {data_cfg.width}", E.ExpectColumnValuesToBeInSet(column="width", value_set=[data_cfg.width])))
+        if "height" in columns:
+            checks.append((f"height = {data_cfg.height}", E.ExpectColumnValuesToBeInSet(column="height", value_set=[data_cfg.height])))
 
     # splits disjoint by identity, within the set and against other sets' training data
     if {"identity", "split"} <= columns:
@@ -555,7 +595,9 @@ def validate_manifests(
     if not 0.0 <= cfg.max_quarantined_fraction <= 1.0:
         raise LatentanonError(f"validate.max_quarantined_fraction must be in [0, 1], got {cfg.max_quarantined_fraction}")
     root, manifests_dir, report_dir = Path(root), Path(manifests_dir), Path(report_dir)
-    vocab = load_vocabulary(root)
+    # real data may come without classes.json: its classes are then the loaders' (read from
+    # each dataset's own files)
+    vocab = load_vocabulary(root) if (root / "classes.json").exists() else vocabulary_from_manifests(manifests)
     for set_name, df in manifests.items():
         missing = [c for c in ("video_id", "path") if c not in df.columns]
         if missing:

@@ -51,11 +51,112 @@ def _decoding(path: Path):
         raise DataError(f"{path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8; DataError naming the file when unreadable."""
+def cover_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a ``height`` x ``width`` frame scaled, aspect kept, so it just covers ``target``
+    (the short side fits; the long side is then centre-cropped)."""
+    th, tw = target
+    scale = max(th / height, tw / width)
+    return max(th, round(height * scale)), max(tw, round(width * scale))
+
+
+def frame_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One decoded frame as (H, W, 3) uint8; with ``size`` = (h, w), scaled in the decoder's
+    swscale (area filter: antialiased downscaling) to cover it and centre-cropped. A frame that
+    already has that size is only converted, so same-size sources decode exactly as before."""
+    if size is None or (frame.height, frame.width) == tuple(size):
+        return frame.to_ndarray(format="rgb24")
+    th, tw = size
+    sh, sw = cover_size(frame.height, frame.width, size)
+    scaled = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    top, left = (sh - th) // 2, (sw - tw) // 2
+    return np.ascontiguousarray(scaled[top:top + th, left:left + tw])
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """An (H, W, 3) uint8 image with frame_rgb's resize semantics (cover, then centre crop)."""
+    if size is None or image.shape[:2] == tuple(size):
+        return image
+    return frame_rgb(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"), size)
+
+
+def iter_frames(path: str | Path, threads: int = 0, wanted: list[int] | None = None, seek_gap: int = 0):
+    """(index, av.VideoFrame) for the frames of a video in order, decoded once and never converted
+    here: the caller converts only the frames it keeps (frame_rgb), so memory does not grow with
+    the video's length. ``threads`` decoder threads (0: FFmpeg picks). DataError names the file.
+
+    With ``wanted`` (frame indices) and ``seek_gap`` > 0, runs of unwanted frames longer than
+    ``seek_gap`` are skipped by seeking to the keyframe before the next wanted frame instead of
+    decoding through them (only frames from that keyframe on are yielded); frames are then
+    numbered by their timestamps. A video whose timestamps do not number its frames 0, 1, 2, ...
+    (checked on the frames before the first seek) is decoded straight through."""
     path = Path(path)
     with _decoding(path) as (container, stream):
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        runs = _wanted_runs(wanted, seek_gap) if wanted and seek_gap > 0 else []
+        rate, time_base = stream.average_rate, stream.time_base
+        frames = container.decode(stream)
+        if len(runs) < 2 or not rate or not time_base:
+            yield from enumerate(frames)
+            return
+        origin = None                       # pts of frame 0
+        for index, frame in enumerate(frames):
+            if origin is None:
+                origin = frame.pts
+            if frame.pts is None or origin is None or round((frame.pts - origin) * time_base * rate) != index:
+                yield index, frame          # timestamps do not number the frames: no seeking
+                yield from enumerate(frames, start=index + 1)
+                return
+            yield index, frame
+            if index >= runs[0][1]:
+                break
+        else:
+            return
+        last = index
+        for run_start, run_end in runs[1:]:
+            for attempt in (run_start, 0):  # seek from the start when a seek lands past the run
+                container.seek(origin + int(attempt / rate / time_base), stream=stream, backward=True,
+                               any_frame=False)
+                outcome, decoded = "overshot", False
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        raise DataError(f"{path}: a frame without a timestamp after seeking")
+                    index = int(round((frame.pts - origin) * time_base * rate))
+                    if not decoded and index > run_start:
+                        break
+                    decoded = True
+                    if index > last:
+                        yield index, frame
+                        last = index
+                    if index >= run_end:
+                        outcome = "done"
+                        break
+                else:
+                    outcome = "ended" if decoded else "overshot"
+                if outcome != "overshot":
+                    break
+            else:
+                raise DataError(f"{path}: cannot seek to frame {run_start}")
+            if outcome == "ended":
+                return
+
+
+def _wanted_runs(wanted: list[int], gap: int) -> list[tuple[int, int]]:
+    """[first, last] of runs of wanted frames separated by more than ``gap`` frames."""
+    runs = []
+    for index in sorted(set(wanted)):
+        if runs and index - runs[-1][1] <= gap:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return [(a, b) for a, b in runs]
+
+
+def read_video(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """All frames of a video as (T, H, W, 3) uint8, resized in the decoder to ``size`` = (h, w)
+    when given (frame_rgb); DataError naming the file when unreadable."""
+    path = Path(path)
+    frames = [frame_rgb(f, size) for _, f in iter_frames(path)]
     if not frames:
         raise DataError(f"{path}: video has no decodable frames")
     return np.stack(frames)
@@ -96,6 +197,7 @@ def scan_video(path: str | Path) -> dict:
     path = Path(path)
     frames, sizes = 0, set()
     with _decoding(path) as (container, stream):
+        stream.thread_type = "AUTO"         # frame threads: long videos scan on every core
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         for frame in container.decode(stream):
             frames += 1

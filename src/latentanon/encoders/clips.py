@@ -56,3 +56,72 @@ def video_clips(frames: np.ndarray, kinds: tuple[str, ...], clip_frames: int, cl
         else:
             raise ValueError(f"unknown feature kind {kind!r}")
     return out
+
+
+# ----------------------------------------------------------------------------- streaming
+
+KIND_ORDER = ("clips", "snippets", "static")
+
+
+def clip_plan(n_frames: int, kinds: tuple[str, ...], clip_frames: int, clips_per_video: int,
+              static_per_video: int, snippet_stride: int) -> list[tuple[str, int, list[int]]]:
+    """(kind, j, frame indices) of every clip video_clips would cut from ``n_frames`` frames, in
+    video_clips' order; indices past the end repeat the last frame, a static clip repeats one."""
+    last = n_frames - 1
+    plan = []
+    for kind in kinds:
+        if kind == "clips":
+            starts = clip_starts(n_frames, clip_frames, clips_per_video)
+        elif kind == "snippets":
+            starts = snippet_starts(n_frames, clip_frames, snippet_stride)
+        elif kind == "static":
+            count = 1 if n_frames == 1 else static_per_video
+            plan += [(kind, j, [i] * clip_frames) for j, i in enumerate(static_frames(n_frames, count))]
+            continue
+        else:
+            raise ValueError(f"unknown feature kind {kind!r}")
+        plan += [(kind, j, [min(f, last) for f in range(s, s + clip_frames)]) for j, s in enumerate(starts)]
+    return plan
+
+
+def stream_clips(frames, plan: list[tuple[str, int, list[int]]], convert):
+    """Yield (kind, j, (T, H, W, 3) clip) for every entry of ``plan``, in plan order, from one pass
+    over ``frames`` ((index, raw frame) pairs; ``convert`` makes a raw frame an RGB array).
+
+    Only frames some pending clip still needs are converted and kept, and a clip is yielded as
+    soon as its last frame has arrived and every earlier clip was yielded, so memory is bounded
+    by the clips' own frames, not by the video's length. A video shorter than the plan expects
+    (its frame count was wrong) gets its missing frames from its last frame."""
+    uses: dict[int, int] = {}
+    for _, _, indices in plan:
+        for i in set(indices):
+            uses[i] = uses.get(i, 0) + 1
+    kept: dict[int, np.ndarray] = {}
+    done = 0                       # clips of the plan already yielded
+
+    def ready(upto: int):
+        nonlocal done
+        while done < len(plan) and max(plan[done][2]) <= upto:
+            kind, j, indices = plan[done]
+            yield kind, j, np.stack([kept[i] for i in indices])
+            for i in set(indices):
+                uses[i] -= 1
+                if not uses[i]:
+                    del kept[i]
+            done += 1
+
+    last_index, last_frame = -1, None
+    for index, frame in frames:
+        last_index, last_frame = index, frame
+        if uses.get(index):
+            kept[index] = convert(frame)
+            yield from ready(index)
+        if done == len(plan):
+            return
+    if last_frame is None:
+        return
+    # the video ended early: every missing frame becomes its last one
+    tail = convert(last_frame) if last_index not in kept else kept[last_index]
+    for i in [i for i in uses if i > last_index and uses[i]]:
+        kept[i] = tail
+    yield from ready(max(uses, default=0))

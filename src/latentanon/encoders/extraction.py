@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from latentanon.data.config import DataConfig
 from latentanon.encoders.base import ClipEncoder
-from latentanon.encoders.clips import IMAGE_SUFFIXES, video_clips
+from latentanon.encoders.clips import IMAGE_SUFFIXES, clip_plan, stream_clips, tile
 from latentanon.encoders.config import ExtractConfig
 from latentanon.errors import DataError, StoreError
 from latentanon.features.featureset import FeatureSet
@@ -46,43 +46,88 @@ SET_KINDS: dict[str, tuple[str, ...]] = {
     "bias": ("clips", "static"),
 }
 META_KEY = "extraction"
+# Gaps between the frames clips use longer than this are skipped by seeking, not decoded: about
+# a default x264 keyframe interval, so short (trimmed) videos are always read straight through.
+SEEK_GAP_FRAMES = 250
 
 
-class VideoClipsDataset(Dataset):
-    """Item i: (i, kind -> (n_k, clip_frames, H, W, 3) uint8) for one manifest row; decoding happens here."""
+def video_frame_count(path: Path, frames: int) -> int:
+    """The manifest's frame count, or (unknown: -1) a decode-only scan of the file."""
+    if frames > 0:
+        return int(frames)
+    from latentanon.data.video_io import scan_video
 
-    def __init__(self, paths: list[Path], kinds: tuple[str, ...], clip_frames: int, cfg: ExtractConfig):
-        self.paths = paths
+    return scan_video(path)["frames"]
+
+
+def iter_video_clips(path: Path, frames: int, kinds: tuple[str, ...], clip_frames: int, cfg: ExtractConfig,
+                     size: tuple[int, int] | None = None):
+    """(kind, j, (clip_frames, h, w, 3) uint8) for every clip of one video or image, in
+    video_clips' order, decoded in one streaming pass: frames are resized in the decoder to
+    ``size`` (the encoder's frame size; cover + centre crop) and only the frames a clip uses are
+    kept, so memory does not grow with the video's length. ``frames``: the manifest's count."""
+    from latentanon.data.video_io import frame_rgb, iter_frames, read_image, resize_image
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:      # an image has only a static clip
+        image = resize_image(read_image(path), size)
+        if "static" in kinds:
+            yield "static", 0, tile(image, clip_frames)
+        return
+    n = video_frame_count(path, frames)
+    plan = clip_plan(n, kinds, clip_frames, cfg.clips_per_video, cfg.static_per_video, cfg.snippet_stride)
+    # evenly spaced clips of a long video: seek over the long gaps between them (snippets cover
+    # the whole video, so those are decoded straight through)
+    wanted = sorted({i for _, _, indices in plan for i in indices}) if "snippets" not in kinds else None
+    frame_iter = iter_frames(path, wanted=wanted, seek_gap=SEEK_GAP_FRAMES)
+    count = 0
+    for item in stream_clips(frame_iter, plan, lambda frame: frame_rgb(frame, size)):
+        count += 1
+        yield item
+    if count < len(plan):
+        raise DataError(f"{path}: video has no decodable frames")
+
+
+class VideoClipsDataset(IterableDataset):
+    """Streams the clips of whole shards: ("clip", shard, video, kind, j, clip) items, then
+    ("video", shard, video) when a video is done and ("shard", shard) when a shard is. With
+    several loader workers each takes every n-th shard, so one shard's clips always arrive in
+    order from one worker (its batches, hence its features, do not depend on the others)."""
+
+    def __init__(self, shards: list[tuple[int, list[Path], list[int]]], kinds: tuple[str, ...], clip_frames: int,
+                 cfg: ExtractConfig, size: tuple[int, int] | None = None):
+        self.shards = shards            # (shard number, video paths, manifest frame counts)
         self.kinds = kinds
         self.clip_frames = clip_frames
         self.cfg = cfg
+        self.size = size
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for position, (shard, paths, frames) in enumerate(self.shards):
+            if position % workers != worker:
+                continue
+            for k, (path, n) in enumerate(zip(paths, frames)):
+                for kind, j, clip in iter_video_clips(path, n, self.kinds, self.clip_frames, self.cfg, self.size):
+                    yield "clip", shard, k, kind, j, clip
+                yield "video", shard, k
+            yield "shard", shard
 
-    def __getitem__(self, i: int) -> tuple[int, dict[str, np.ndarray]]:
-        path = self.paths[i]
-        frames = decode(path)
-        kinds = self.kinds
-        if frames.shape[0] == 1:  # an image has only a static clip
-            kinds = tuple(k for k in kinds if k == "static")
-        return i, video_clips(frames, kinds, self.clip_frames, self.cfg.clips_per_video,
-                              self.cfg.static_per_video, self.cfg.snippet_stride)
 
-
-def decode(path: Path) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames of a video, or (1, H, W, 3) for an image."""
+def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of a whole video, or (1, H, W, 3) for an image (resized to
+    ``size`` like iter_video_clips when given). For short videos only: it holds every frame."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from latentanon.data.video_io import read_image
+        from latentanon.data.video_io import read_image, resize_image
 
-        return read_image(path)[None]
+        return resize_image(read_image(path), size)[None]
     from latentanon.data.video_io import read_video
 
-    return read_video(path)
+    return read_video(path, size)
 
 
 def _as_is(sample):
-    """Keep each video's clips as numpy arrays (no tensor conversion, no batching across videos)."""
+    """Keep each item as it is (numpy clips, no tensor conversion, no batching)."""
     return sample
 
 
@@ -97,12 +142,11 @@ class ShardEncoder:
         self.clips_encoded = 0
         self.encode_seconds = 0.0
 
-    def add(self, video: int, clips: dict[str, np.ndarray]) -> None:
-        for kind, stack in clips.items():
-            self.out[kind][video] = [None] * len(stack)
-            for j, clip in enumerate(stack):
-                self.pending.append((video, kind, j, clip))
-        while len(self.pending) >= self.batch_size:
+    def add(self, video: int, kind: str, j: int, clip: np.ndarray) -> None:
+        """One clip; clips of a shard are added in a fixed order, so its batches are fixed too."""
+        self.out[kind][video].append(None)
+        self.pending.append((video, kind, j, clip))
+        if len(self.pending) >= self.batch_size:
             self._run(self.batch_size)
 
     def _run(self, n: int) -> None:
@@ -182,27 +226,34 @@ def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataC
              "videos": 0, "clips": 0, "encode_seconds": 0.0}
     if not todo:
         return stats
-    rows = [i for s in todo for i in range(*ranges[s])]
-    paths = [data_root / p for p in manifest["path"].iloc[rows]]
-    dataset = VideoClipsDataset(paths, kinds, data_cfg.clip_frames, cfg)
+    frame_counts = (manifest["frames"] if "frames" in manifest else pd.Series(-1, index=manifest.index)).to_numpy()
+    shards = [(s, [data_root / p for p in manifest["path"].iloc[slice(*ranges[s])]],
+               [int(n) for n in frame_counts[slice(*ranges[s])]]) for s in todo]
+    dataset = VideoClipsDataset(shards, kinds, data_cfg.clip_frames, cfg, size=tuple(encoder.frame_size))
+    # items are single clips: let each worker run a couple of batches ahead of the encoder
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-                        collate_fn=_as_is, prefetch_factor=4 if cfg.num_workers else None)
-    bar = tqdm(total=len(rows), desc=f"extract {set_name}", unit="video", disable=None)
-    items = iter(loader)
-    for s in todo:
-        lo, hi = ranges[s]
-        shard = ShardEncoder(encoder, cfg.batch_size, hi - lo, kinds)
-        for k in range(hi - lo):
-            _, clips = next(items)
-            shard.add(k, clips)
+                        collate_fn=_as_is, prefetch_factor=max(4, 2 * cfg.batch_size) if cfg.num_workers else None)
+    bar = tqdm(total=sum(len(paths) for _, paths, _ in shards), desc=f"extract {set_name}", unit="video",
+               disable=None)
+    open_shards: dict[int, ShardEncoder] = {}
+    for item in loader:
+        s = item[1]
+        if s not in open_shards:
+            open_shards[s] = ShardEncoder(encoder, cfg.batch_size, ranges[s][1] - ranges[s][0], kinds)
+        if item[0] == "clip":
+            open_shards[s].add(*item[2:])
+        elif item[0] == "video":
             bar.update(1)
-        arrays = shard.finish(encoder.dim)
-        records = manifest.iloc[lo:hi].reset_index(drop=True)
-        store.write_shard(set_name, s, FeatureSet(set_name, records, arrays, meta=meta))
-        stats["written"] += 1
-        stats["videos"] += hi - lo
-        stats["clips"] += shard.clips_encoded
-        stats["encode_seconds"] += shard.encode_seconds
+        else:
+            shard = open_shards.pop(s)
+            lo, hi = ranges[s]
+            arrays = shard.finish(encoder.dim)
+            records = manifest.iloc[lo:hi].reset_index(drop=True)
+            store.write_shard(set_name, s, FeatureSet(set_name, records, arrays, meta=meta))
+            stats["written"] += 1
+            stats["videos"] += hi - lo
+            stats["clips"] += shard.clips_encoded
+            stats["encode_seconds"] += shard.encode_seconds
     bar.close()
     return stats
 

@@ -84,16 +84,14 @@ def rgb_keep(batch: int, dropout: float, generator: torch.Generator) -> torch.Te
 
 
 def load_videos(manifest: pd.DataFrame, data_root: Path, height: int, width: int) -> list[torch.Tensor]:
-    """Every video as a (T, 3, height, width) uint8 tensor (resized when stored at another size)."""
+    """Every video as a (T, 3, height, width) uint8 tensor; a video stored at another size is
+    resized in the decoder (cover + centre crop), so no full-size frame is ever held."""
     from latentanon.data.video_io import read_video
 
     videos = []
     for path in tqdm(list(manifest["path"]), desc="decode pretrain", unit="video", disable=None):
-        frames = torch.from_numpy(read_video(Path(data_root) / path)).permute(0, 3, 1, 2)
-        if tuple(frames.shape[-2:]) != (height, width):
-            frames = F.interpolate(frames.float(), size=(height, width), mode="bilinear", antialias=True,
-                                   align_corners=False).round().clamp(0, 255).to(torch.uint8)
-        videos.append(frames)
+        frames = read_video(Path(data_root) / path, size=(height, width))
+        videos.append(torch.from_numpy(frames).permute(0, 3, 1, 2))
     return videos
 
 
