@@ -38,7 +38,10 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvc_repo")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copy(ROOT / "params.smoke.yaml", repo / "params.yaml")
+    smoke = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    smoke["paths"]["workdir"] = "."  # dvc.yaml's outs are relative to the repo: the main job's layout
+    (repo / "params.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
