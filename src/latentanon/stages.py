@@ -314,7 +314,9 @@ def key_result(stage: str, summary: dict) -> str:
         probe = s.get("action_probe")
         acc = probe.get("accuracy", probe.get("top1")) if isinstance(probe, dict) else s.get("val_accuracy")
         return f"encoder trained; action probe accuracy {_f(acc)}"
-    if stage in ("extract", "finalize_extract"):
+    if stage == "finalize_extract":
+        return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"
+    if stage == "extract":
         return f"{s.get('clips', '?')} clips encoded ({_f(s.get('clips_per_second'), 1)} clips/s) into {s.get('store', '?')}"
     if stage == "tune":
         chosen = s.get("chosen") or {}

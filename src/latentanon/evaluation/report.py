@@ -384,8 +384,11 @@ RESULTS_END = "<!-- results-table:end -->"
 def results_table(tree: dict) -> str:
     """The README's results table, from reports/metrics.json: every figure with its interval."""
     privacy, utility = tree.get("privacy") or {}, tree.get("utility") or {}
-    methods = [m for m in privacy if isinstance(privacy[m], dict)]
-    tasks = list(utility)
+    # metrics.json is written with sorted keys: order the rows raw, aam, then the baselines
+    listed = ["raw", "aam", *(_dig(tree, "baselines", "methods") or [])]
+    present = [m for m in privacy if isinstance(privacy[m], dict)]
+    methods = [m for m in dict.fromkeys(listed) if m in present] + [m for m in present if m not in listed]
+    tasks = [t for t in ("ar", "tad", "ad") if t in utility] + [t for t in utility if t not in ("ar", "tad", "ad")]
     conf = _number(tree.get("confidence"))
     seeds = _dig(tree, "seeds", "evaluate")
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds
