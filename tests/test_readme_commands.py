@@ -28,7 +28,7 @@ def checked_commands(text: str) -> list[str]:
     """Commands of every marked ```sh block: comments dropped, backslash continuations joined."""
     commands = []
     for match in re.finditer(re.escape(MARKER) + r"\s*```sh\n(.*?)```", text, re.S):
-        joined = match.group(1).replace("\\\n", " ")
+        joined = re.sub(r"\s*\\\n\s*", " ", match.group(1))
         for line in joined.splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
