@@ -52,10 +52,9 @@ def test_readme_and_own_data_commands_run_as_written(tmp_path):
     outputs = []
     for document in DOCUMENTS:
         for command in checked_commands((ROOT / document).read_text()):
-            argv = shlex.split(command)
-            if argv[0].startswith(".venv/bin/"):
-                argv[0] = str(BIN / argv[0][len(".venv/bin/"):])
-            proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+            # as a user's shell would run it, with this interpreter's environment as .venv
+            line = re.sub(r"(?<![\w/.])\.venv/bin/", shlex.quote(str(BIN)) + "/", command)
+            proc = subprocess.run(["bash", "-euc", line], cwd=tmp_path, env=env, capture_output=True, text=True)
             assert proc.returncode == 0, (f"{document}: `{command}` failed ({proc.returncode}):\n"
                                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             outputs.append(proc.stdout)
