@@ -54,7 +54,7 @@ def test_every_stage_prints_its_key_result():
     assert stages.key_result("extract", {}) .startswith("? clips")  # a summary short of keys still prints
 
 
-def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys):
+def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys, monkeypatch):
     params = _params(tmp_path)
     with pytest.raises(Exception, match="no gate decision yet"):
         stages.verdict(params)
@@ -66,7 +66,13 @@ def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys):
     assert "Gate decision: REJECTED (model latentanon-aam, version 3" in out
     assert "  - normalized_leakage: 1.13 <= 0.4: FAIL" in out and "moving_normalized_leakage" in out
     assert "checks passed: utility_drop_ar" in out
-    assert "git add dvc.lock params.yaml && git commit" in out
+    assert f"details: {tmp_path / 'reports' / 'gate' / 'decision.json'}, {tmp_path / 'reports' / 'report.md'}" in out
+    assert "outside the DVC job" in out    # a workdir other than the repository: no commit advice
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(json.dumps({"paths": {"workdir": "."}}))
+    assert cli.main(["verdict", "--params", str(tmp_path / "p.yaml")]) == 0
+    assert "git add dvc.lock params.yaml && git commit" in capsys.readouterr().out
     approved = stages.verdict_text({**REJECTED, "decision": "approved", "reasons": []})
     assert "is @champion" in approved and "approved for sharing" in approved and "FAIL" not in approved
     (tmp_path / "reports" / "gate" / "decision.json").write_text("{broken")

@@ -357,7 +357,10 @@ def verdict(params: Params) -> dict:
         decision = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise LatentanonError(f"{path}: not valid JSON ({exc}); run the gate again: latentanon gate") from exc
-    return {"path": str(path), **decision}
+    workdir = Layout.from_params(params).workdir
+    # the main job (DVC) runs in the repository itself; smoke and ad-hoc workdirs are not committed
+    in_dvc_job = workdir.resolve() == Path.cwd().resolve() and Path("dvc.yaml").exists()
+    return {"path": str(path), "report": str(path.parents[1] / "report.md"), "dvc_job": in_dvc_job, **decision}
 
 
 def verdict_text(decision: dict) -> str:
@@ -375,8 +378,10 @@ def verdict_text(decision: dict) -> str:
     passed = [c["name"] for c in decision.get("checks") or [] if c.get("passed")]
     if passed:
         lines.append(f"  checks passed: {', '.join(passed)}")
-    lines += [
-        f"  details: {decision.get('path', 'reports/gate/decision.json')}, reports/report.md",
-        "  record this run: git add dvc.lock params.yaml && git commit -m \"<what you changed>\"",
-    ]
+    lines.append(f"  details: {decision.get('path', 'reports/gate/decision.json')}, "
+                 f"{decision.get('report', 'reports/report.md')}")
+    if decision.get("dvc_job", True):
+        lines.append("  record this run: git add dvc.lock params.yaml && git commit -m \"<what you changed>\"")
+    else:
+        lines.append("  this run's workdir is outside the DVC job: nothing of it is committed")
     return "\n".join(lines)
