@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: install run test test-fast mlflow-ui lock clean
+.PHONY: install run verdict test test-fast mlflow-ui lock lock-check clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# dvc runs each stage's `latentanon ...` command: put the venv first on PATH.
+# dvc runs each stage's `latentanon ...` command: put the venv first on PATH. The run ends with
+# the gate's decision, its reasons and what to commit.
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@$(BIN)/latentanon verdict
+
+verdict: $(STAMP)
+	@$(BIN)/latentanon verdict
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,12 +36,35 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+# The same tracking URI as every stage (MLFLOW_TRACKING_URI, else params.yaml's tracking.tracking_uri,
+# else mlflow.db in the workdir): `latentanon tracking-uri` applies that one rule.
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+	@uri="$$($(BIN)/latentanon tracking-uri --quiet)" || exit 1; \
+	case "$$uri" in \
+	  http://*|https://*) echo "The runs are on the tracking server $$uri: open it in a browser.";; \
+	  *) echo "MLflow UI for $$uri: http://127.0.0.1:5000"; \
+	     $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$uri";; \
+	esac
 
-# Re-pin every transitive dependency after changing pyproject.toml.
+# Re-pin every transitive dependency after changing pyproject.toml. Local version labels
+# (torch's +cpu from a local wheel) are dropped: PyPI knows only the public version.
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^latentanon' > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^latentanon' | sed -E 's/\+[A-Za-z0-9.]+$$//' > requirements.lock
+
+# Proves that every pin in requirements.lock resolves from PyPI alone on this platform (Linux
+# x86_64, Python 3.11): --isolated ignores pip's config and PIP_* variables, so no local wheel
+# folder or mirror helps. A recent pip reads each wheel's metadata (PEP 658) instead of
+# downloading it. Needs the network; not part of `make test`.
+LOCK_CHECK_VENV := build/lock-check
+LOCK_CHECK_PIP := pip==25.3
+lock-check:
+	rm -rf $(LOCK_CHECK_VENV)
+	$(PYTHON) -m venv $(LOCK_CHECK_VENV)
+	$(LOCK_CHECK_VENV)/bin/python -m pip install --isolated --quiet --disable-pip-version-check "$(LOCK_CHECK_PIP)"
+	$(LOCK_CHECK_VENV)/bin/python -m pip install --isolated --disable-pip-version-check --quiet --report - \
+	  --dry-run --ignore-installed --no-deps -r requirements.lock > $(LOCK_CHECK_VENV)/report.json
+	@$(LOCK_CHECK_VENV)/bin/python -c "import json; r = json.load(open('$(LOCK_CHECK_VENV)/report.json'))['install']; \
+	print(f'lock-check: all {len(r)} pins of requirements.lock resolve from PyPI alone')"
 
 clean:
 	rm -rf data/benchmark data/manifests features features_anon models reports

@@ -38,7 +38,9 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvc_repo")
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copy(ROOT / "params.smoke.yaml", repo / "params.yaml")
+    smoke = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    smoke["paths"]["workdir"] = "."  # dvc.yaml's outs are relative to the repo: the main job's layout
+    (repo / "params.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -49,6 +51,7 @@ def repo(tmp_path_factory):
     _run(["git", "init", "-q", "-b", "main"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], repo, env)
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")   # the gate's PUBLISH_STATUS.json rewrite
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
     _run(["git", "add", "-A"], repo, env)
@@ -67,6 +70,25 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     assert decision["decision"] in {"approved", "rejected"}
     assert (path / "reports" / "report.md").read_text().strip()
     assert (path / "dvc.lock").exists()
+
+
+def test_headline_is_the_dvc_metric_and_the_gate_marks_the_shared_store(repo):
+    path, env, first = repo
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=path, env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+
+    def leaves(node):
+        return [v for x in node.values() for v in (leaves(x) if isinstance(x, dict) else [x])]
+
+    workspace = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
+    assert list(workspace) == ["reports/headline.json"]
+    assert 15 <= len(leaves(workspace["reports/headline.json"]["data"])) <= 30
+    status = json.loads((path / "features_anon" / "PUBLISH_STATUS.json").read_text())
+    decision = json.loads((path / "reports" / "gate" / "decision.json").read_text())
+    assert status["status"] == decision["decision"] and status["share"] == (decision["decision"] == "approved")
+    assert "[gate] " in first and "[evaluate] adapter: static normalised leakage" in first
+    for plot in ("audit_bias/privacy_utility.csv", "train/loss_curves.csv", "tune/pareto_front.csv"):
+        assert (path / "reports" / plot).exists(), plot
 
 
 def test_param_change_reruns_only_downstream_stages(repo):

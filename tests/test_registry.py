@@ -141,7 +141,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match="not approved"):
         registry.anonymize_with_registered_model(f"models:/{name}@candidate", str(source), str(tmp_path / "out"))
-    with pytest.raises(ModelError, match="not found"):
+    with pytest.raises(ModelError, match="not found.*only after the gate approved"):
         registry.anonymize_with_registered_model(f"models:/{name}@champion", str(source), str(tmp_path / "out"))
 
     write_metrics(layout, GOOD)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from latentanon import stages
 from latentanon.config import ConfigError, load_params
@@ -49,18 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(stage="finalize_extract")
     p = sub.add_parser("run", help="run every stage in order (what dvc repro does, without caching)")
     _add_params_args(p)
-    p.add_argument("--from", dest="start", default=None, help="first stage to run")
+    p.add_argument("--from", dest="start", default=None,
+                   help="first stage to run, e.g. --from validate for data you brought (skips generate)")
     p.set_defaults(stage="run")
-    p = sub.add_parser("anonymize", help="apply the registered champion adapter to a feature store")
-    p.add_argument("--model", required=True, help="e.g. models:/latentanon-aam@champion")
+    p = sub.add_parser("anonymize", help="apply a gate-approved registered adapter (@champion) to a feature store")
+    p.add_argument("--model", required=True,
+                   help="e.g. models:/latentanon-aam@champion (exists only after the gate approved a model)")
     p.add_argument("--features", required=True, help="source store (path or s3:// URI)")
     p.add_argument("--out", required=True, help="destination store (path or s3:// URI)")
+    p.add_argument("--params", default="params.yaml",
+                   help="params file naming the registry (tracking section) and workdir; "
+                        "default params.yaml when present, else the defaults")
     p.set_defaults(stage="anonymize")
+    p = sub.add_parser("verdict", help="the last gate decision, its reasons, and what to commit")
+    _add_params_args(p)
+    p.set_defaults(stage="verdict")
+    p = sub.add_parser("tracking-uri", help="print the MLflow tracking URI every command uses, and why")
+    _add_params_args(p)
+    p.add_argument("--quiet", action="store_true", help="print the URI only")
+    p.set_defaults(stage="tracking_uri")
     return parser
 
 
 def _print_summary(stage: str, summary: dict, seconds: float) -> None:
-    print(f"[{stage}] done in {seconds:.1f}s", file=sys.stderr)
+    print(f"[{stage}] {stages.key_result(stage, summary)} ({seconds:.1f}s)", flush=True)
+
+
+def _params_or_defaults(path: str, overrides: list[str]):
+    """The params file when it exists; a missing default file means the built-in defaults."""
+    from pathlib import Path
+
+    from latentanon.config import params_from_dict
+
+    if path == "params.yaml" and not Path(path).exists():
+        return params_from_dict({}, overrides)
+    return load_params(path, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.stage == "anonymize":
-            summary = stages.anonymize(args.model, args.features, args.out)
-            _print_summary("anonymize", summary, 0.0)
+            t0 = time.perf_counter()
+            params = _params_or_defaults(args.params, [])
+            summary = stages.anonymize(args.model, args.features, args.out, params)
+            _print_summary("anonymize", summary, time.perf_counter() - t0)
+            return 0
+        if args.stage == "tracking_uri":
+            from latentanon.tracking.uri import source_of
+
+            params = _params_or_defaults(args.params, args.overrides)
+            uri = stages.tracking_uri_for(params)
+            print(uri if args.quiet else f"{uri}  (from {source_of(params.tracking.tracking_uri)})")
             return 0
         params = load_params(args.params, args.overrides)
+        if args.stage == "verdict":
+            print(stages.verdict_text(stages.verdict(params)))
+            return 0
         if args.stage == "run":
             names = list(stages.PIPELINE)
             if args.start:

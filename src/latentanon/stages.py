@@ -13,6 +13,7 @@ from pathlib import Path
 from latentanon.adapter.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
+from latentanon._files import write_json_atomic
 
 
 def generate(params: Params) -> dict:
@@ -73,10 +74,15 @@ def finalize_extract(params: Params) -> dict:
 
 
 def tune(params: Params) -> dict:
+    from latentanon.evaluation.report import pareto_rows, write_rows_csv
     from latentanon.tuning.search import run_search
 
     layout = Layout.from_params(params)
-    return run_search(params, layout)
+    summary = run_search(params, layout)
+    pareto = layout.report_dir("tune") / "pareto.json"
+    if pareto.exists():  # data for `dvc plots` next to pareto.png
+        write_rows_csv(pareto_rows(json.loads(pareto.read_text())), pareto.with_name("pareto_front.csv"))
+    return summary
 
 
 def tuned_choice(params: Params) -> dict | None:
@@ -115,7 +121,15 @@ def train(params: Params) -> dict:
         layout.adapter_dir,
         layout.report_dir("train"),
     )
+    history = layout.report_dir("train") / "history.json"
+    if history.exists():  # data for `dvc plots` next to loss_curves.png
+        from latentanon.evaluation.report import history_rows, write_rows_csv
+
+        write_rows_csv(history_rows(json.loads(history.read_text())), history.with_name("loss_curves.csv"))
     summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
+    summary["publish_status"] = write_publish_status(
+        layout.anonymized_uri, UNAPPROVED, ["awaiting the gate: these features were made by an adapter the "
+                                            "gate has not judged yet; do not share them"])
     return summary
 
 
@@ -128,9 +142,23 @@ def evaluate(params: Params) -> dict:
 
 def audit_bias(params: Params) -> dict:
     from latentanon.evaluation.bias import audit_bias as run
+    from latentanon.evaluation.report import (
+        HEADLINE_FILE,
+        PRIVACY_UTILITY_CSV,
+        headline_metrics,
+        privacy_utility_rows,
+        write_rows_csv,
+    )
 
     layout = Layout.from_params(params)
-    return run(params, layout)
+    summary = run(params, layout)
+    # The DVC metric is a short headline; the full tree stays in metrics.json for the gate.
+    tree = json.loads((layout.reports / "metrics.json").read_text())
+    headline = headline_metrics(tree)
+    write_json_atomic(layout.reports / HEADLINE_FILE, headline)
+    write_rows_csv(privacy_utility_rows(tree), layout.report_dir("audit_bias") / PRIVACY_UTILITY_CSV)
+    summary["headline"] = headline
+    return summary
 
 
 def gate(params: Params, promote: bool = True) -> dict:
@@ -141,14 +169,72 @@ def gate(params: Params, promote: bool = True) -> dict:
     from latentanon.tracking.gate import register_and_decide, run_gate
 
     layout = Layout.from_params(params)
-    return run_gate(params, layout) if promote else register_and_decide(params, layout)
+    summary = run_gate(params, layout) if promote else register_and_decide(params, layout)
+    status = APPROVED if summary["decision"] == APPROVED else REJECTED
+    reasons = summary["reasons"] or [f"all gate checks passed; version {summary['version']} of "
+                                     f"{summary['model_name']} is the model that made them"]
+    summary["publish_status"] = write_publish_status(layout.anonymized_uri, status, reasons)
+    return summary
 
 
-def anonymize(model_uri: str, features: str, out: str) -> dict:
-    """Apply a registered (gate-approved) adapter to a stored feature set."""
+# --------------------------------------------------------------------------- what may be shared
+
+PUBLISH_STATUS_FILE = "PUBLISH_STATUS.json"
+UNAPPROVED, APPROVED, REJECTED = "unapproved", "approved", "rejected"
+
+
+def write_publish_status(store_uri: str, status: str, reasons: list[str]) -> str:
+    """Mark the anonymized store with whether the gate approved the adapter that made it.
+
+    train writes "unapproved" (awaiting the gate) and the gate rewrites it to "approved" or
+    "rejected" with its reasons. DVC ignores the file (.dvcignore), so the gate's rewrite does
+    not make train's output look changed. Returns the status written, or why none was.
+    """
+    from latentanon.features.backends import open_backend
+
+    backend = open_backend(store_uri)
+    if not backend.root_exists():  # e.g. a Kubeflow gate step that does not mount the store
+        return f"not written: no store at {store_uri}"
+    record = {
+        "status": status,
+        "share": status == APPROVED,
+        "reasons": list(reasons),
+        "decision_file": "reports/gate/decision.json",
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    backend.write_bytes(PUBLISH_STATUS_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    return status
+
+
+def read_publish_status(store_uri: str) -> dict | None:
+    """The store's publish status record, or None when it has none."""
+    from latentanon.features.backends import open_backend
+
+    backend = open_backend(store_uri)
+    if not backend.exists(PUBLISH_STATUS_FILE):
+        return None
+    return json.loads(backend.read_bytes(PUBLISH_STATUS_FILE))
+
+
+def anonymize(model_uri: str, features: str, out: str, params: Params | None = None) -> dict:
+    """Apply a registered, gate-approved adapter (e.g. ``@champion``) to a stored feature set.
+
+    The registry is the one the pipeline used (``tracking_uri_for(params)``). The output store is
+    marked approved: only an approved version gets this far.
+    """
     from latentanon.tracking.registry import anonymize_with_registered_model
 
-    return anonymize_with_registered_model(model_uri, features, out)
+    summary = anonymize_with_registered_model(model_uri, features, out, tracking_uri_for(params or Params()))
+    summary["publish_status"] = write_publish_status(
+        out, APPROVED, [f"made by version {summary['version']} of {summary['model_name']}, approved by the gate"])
+    return summary
+
+
+def tracking_uri_for(params: Params) -> str:
+    """The MLflow tracking URI every command uses (see latentanon.tracking.uri)."""
+    from latentanon.tracking.uri import tracking_uri
+
+    return tracking_uri(params.tracking.tracking_uri, Layout.from_params(params).workdir)
 
 
 PIPELINE = (
@@ -196,3 +282,106 @@ def write_summary(stage: str, params: Params, summary: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return out
+
+
+# --------------------------------------------------------------------------- what the terminal shows
+
+def _f(value, digits: int = 3) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value) -> str:
+    return "n/a" if isinstance(value, bool) or not isinstance(value, (int, float)) else f"{100 * value:+.1f}%"
+
+
+def key_result(stage: str, summary: dict) -> str:
+    """The one line a person wants after a stage: its main figure, from its summary dict."""
+    s = summary
+    if stage == "generate":
+        videos = s.get("videos") or {}
+        return f"{sum(videos.values()) if isinstance(videos, dict) else videos} files in {s.get('root', '?')}"
+    if stage == "validate":
+        quarantined = s.get("quarantined")
+        n_quarantined = len(quarantined) if isinstance(quarantined, (list, dict)) else quarantined
+        return f"{s.get('checks', '?')} checks passed on {len(s.get('sets') or {})} sets; {n_quarantined} files quarantined"
+    if stage == "pretrain_encoder":
+        if s.get("reused"):
+            return "encoder unchanged (same fingerprint), kept"
+        if s.get("trained") is False:
+            return f"using the encoder at {s.get('source', '?')}"
+        probe = s.get("action_probe")
+        acc = probe.get("accuracy", probe.get("top1")) if isinstance(probe, dict) else s.get("val_accuracy")
+        return f"encoder trained; action probe accuracy {_f(acc)}"
+    if stage == "finalize_extract":
+        return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"
+    if stage == "extract":
+        return f"{s.get('clips', '?')} clips encoded ({_f(s.get('clips_per_second'), 1)} clips/s) into {s.get('store', '?')}"
+    if stage == "tune":
+        chosen = s.get("chosen") or {}
+        return (f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
+                f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})")
+    if stage == "train":
+        return (f"adapter trained for {s.get('epochs', '?')} epochs (best {s.get('best_epoch', '?')}); anonymized "
+                f"store written, marked {s.get('publish_status', '?')}")
+    if stage == "evaluate":
+        drops = s.get("aam_utility_relative_drop") or {}
+        return (f"adapter: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, utility drop "
+                + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items()))
+    if stage == "audit_bias":
+        h = s.get("headline") or {}
+        p = h.get("privacy") or {}
+        return (f"leakage static {_f(p.get('static_leakage'))} [{_f(p.get('static_leakage_low'))}, "
+                f"{_f(p.get('static_leakage_high'))}], moving {_f(p.get('moving_leakage'))}; bias gap raw "
+                f"{_f(s.get('bias_gap_raw'))} -> adapter {_f(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}")
+    if stage == "gate":
+        line = f"{str(s.get('decision', '?')).upper()}: version {s.get('version')} of {s.get('model_name', '?')}"
+        if s.get("promoted"):
+            return line + " is now @champion"
+        reasons = s.get("reasons") or []
+        return line + f" not promoted ({len(reasons)} reason{'s' if len(reasons) != 1 else ''}; `latentanon verdict`)"
+    if stage == "anonymize":
+        return f"{s.get('destination', '?')} written with version {s.get('version', '?')} of {s.get('model_name', '?')}"
+    return ", ".join(f"{k}={v}" for k, v in s.items() if isinstance(v, (int, float, str)) and k != "seconds")[:200]
+
+
+def verdict(params: Params) -> dict:
+    """The last gate decision (reports/gate/decision.json) and what the user does next."""
+    from latentanon.errors import LatentanonError
+
+    path = Layout.from_params(params).report_dir("gate") / "decision.json"
+    if not path.exists():
+        raise LatentanonError(f"{path}: no gate decision yet (run the pipeline: make run, or latentanon run)")
+    try:
+        decision = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LatentanonError(f"{path}: not valid JSON ({exc}); run the gate again: latentanon gate") from exc
+    workdir = Layout.from_params(params).workdir
+    # the main job (DVC) runs in the repository itself; smoke and ad-hoc workdirs are not committed
+    in_dvc_job = workdir.resolve() == Path.cwd().resolve() and Path("dvc.yaml").exists()
+    return {"path": str(path), "report": str(path.parents[1] / "report.md"), "dvc_job": in_dvc_job, **decision}
+
+
+def verdict_text(decision: dict) -> str:
+    """The verdict for people: decision, each reason, where to look, what to commit."""
+    approved = decision.get("decision") == APPROVED
+    name, version = decision.get("model_name", "?"), decision.get("version")
+    lines = [f"Gate decision: {str(decision.get('decision', '?')).upper()} "
+             f"(model {name}, version {version or 'none registered'}, {decision.get('decided_at', '?')})"]
+    if approved:
+        lines.append(f"  version {version} is @champion: `latentanon anonymize --model models:/{name}@champion ...` "
+                     "uses it; the features in features_anon/ are marked approved for sharing.")
+    else:
+        lines.append("  not promoted; features_anon/ is marked rejected: do not share it. Because:")
+        lines += [f"  - {reason}" for reason in decision.get("reasons") or ["(no reason recorded)"]]
+    passed = [c["name"] for c in decision.get("checks") or [] if c.get("passed")]
+    if passed:
+        lines.append(f"  checks passed: {', '.join(passed)}")
+    lines.append(f"  details: {decision.get('path', 'reports/gate/decision.json')}, "
+                 f"{decision.get('report', 'reports/report.md')}")
+    if decision.get("dvc_job", True):
+        lines.append("  record this run: git add dvc.lock params.yaml && git commit -m \"<what you changed>\"")
+    else:
+        lines.append("  this run's workdir is outside the DVC job: nothing of it is committed")
+    return "\n".join(lines)

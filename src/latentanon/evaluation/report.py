@@ -265,3 +265,161 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "",
     ]
     return write_text_atomic(path, "\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# The DVC metric (a short headline), data for DVC plots, and the README results table.
+# reports/metrics.json stays the full tree (the gate reads it); these are views of it.
+
+HEADLINE_FILE = "headline.json"
+PRIVACY_UTILITY_CSV = "privacy_utility.csv"
+
+
+def _dig(tree, *keys):
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return round(float(value), 4)
+
+
+def _mean(value):
+    """A figure stored either plain or as {"mean", "low", "high"}."""
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def _bounds(interval) -> tuple[float | None, float | None]:
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return None, None
+    return _number(interval[0]), _number(interval[1])
+
+
+def headline_metrics(tree: dict) -> dict:
+    """About twenty figures a person compares across experiments (`dvc metrics show`,
+    `dvc exp show`): the adapter's leakage with intervals, its utility drops, the bias gap.
+    Missing figures are null, never dropped, so every experiment has the same columns."""
+    aam = _dig(tree, "privacy", "aam") or {}
+    static_low, static_high = _bounds(aam.get("normalized_leakage_interval"))
+    moving = aam.get("moving") or {}
+    moving_low, moving_high = _bounds(moving.get("normalized_leakage_interval"))
+    headline = {
+        "privacy": {
+            "static_leakage": _number(aam.get("normalized_leakage")),
+            "static_leakage_low": static_low,
+            "static_leakage_high": static_high,
+            "moving_leakage": _number(moving.get("normalized_leakage")),
+            "moving_leakage_low": moving_low,
+            "moving_leakage_high": moving_high,
+            "relative_cmap_drop": _number(aam.get("relative_cmap_drop")),
+            "reid_top1": _number(aam.get("reid_top1")),
+        },
+        "utility_drop": {},
+        "bias": {"gap_raw": _number(_mean(_dig(tree, "bias", "raw", "gap"))),
+                 "gap_aam": _number(_mean(_dig(tree, "bias", "aam", "gap")))},
+        "targets_passed": sum(bool(t.get("passed")) for t in (tree.get("targets") or {}).values()),
+    }
+    for task, block in sorted((tree.get("utility") or {}).items()):
+        low, high = _bounds(block.get("aam_relative_drop_interval"))
+        headline["utility_drop"][task] = _number(block.get("aam_relative_drop"))
+        headline["utility_drop"][f"{task}_low"] = low
+        headline["utility_drop"][f"{task}_high"] = high
+    return headline
+
+
+def privacy_utility_rows(tree: dict) -> list[dict]:
+    """One point per method on the privacy-utility plane (DVC scatter plot data)."""
+    rows = []
+    for method, point in (_dig(tree, "baselines", "privacy_utility") or {}).items():
+        rows.append({
+            "method": method,
+            "leakage": _number(point.get("leakage")),
+            "moving_leakage": _number(_dig(tree, "privacy", method, "moving", "normalized_leakage")),
+            "relative_utility": _number(point.get("relative_utility")),
+        })
+    return rows
+
+
+def write_rows_csv(rows: list[dict], path: Path) -> Path:
+    """Rows as CSV (empty cells for missing values): the form `dvc plots` reads."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def history_rows(history: dict) -> list[dict]:
+    """Per-epoch loss rows from a training history (lists aligned with ``history['epoch']``)."""
+    epochs = history.get("epoch") or []
+    series = {k: v for k, v in history.items()
+              if k != "epoch" and isinstance(v, list) and len(v) == len(epochs)
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
+    return [{"epoch": e, **{k: _number(v[i]) for k, v in series.items()}} for i, e in enumerate(epochs)]
+
+
+def pareto_rows(pareto: dict) -> list[dict]:
+    """The Pareto front of the tune stage's pareto.json, sorted by leakage."""
+    front = sorted(pareto.get("front") or [], key=lambda p: (p.get("leakage") is None, p.get("leakage")))
+    return [{"trial": p.get("trial"), "leakage": _number(p.get("leakage")), "utility": _number(p.get("utility")),
+             "chosen": p.get("trial") == pareto.get("chosen_trial")} for p in front]
+
+
+RESULTS_BEGIN = "<!-- results-table:begin (benchmarks/results_table.py writes this block) -->"
+RESULTS_END = "<!-- results-table:end -->"
+
+
+def results_table(tree: dict) -> str:
+    """The README's results table, from reports/metrics.json: every figure with its interval."""
+    privacy, utility = tree.get("privacy") or {}, tree.get("utility") or {}
+    # metrics.json is written with sorted keys: order the rows raw, aam, then the baselines
+    listed = ["raw", "aam", *(_dig(tree, "baselines", "methods") or [])]
+    present = [m for m in privacy if isinstance(privacy[m], dict)]
+    methods = [m for m in dict.fromkeys(listed) if m in present] + [m for m in present if m not in listed]
+    tasks = [t for t in ("ar", "tad", "ad") if t in utility] + [t for t in utility if t not in ("ar", "tad", "ad")]
+    conf = _number(tree.get("confidence"))
+    seeds = _dig(tree, "seeds", "evaluate")
+    n_seeds = len(seeds) if isinstance(seeds, list) else seeds
+    chance = _dig(privacy, "raw", "chance")
+    header = (["method", f"static cMAP (chance {_fmt(chance)})", "normalised leakage, static",
+               "normalised leakage, moving", "re-id top-1"]
+              + [f"{t.upper()} {utility[t].get('metric', '')}".strip() for t in tasks])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in methods:
+        p = privacy[m]
+        moving = p.get("moving") or {}
+        cells = [
+            f"`{m}`",
+            _with_interval(p.get("cmap"), p.get("cmap_interval")),
+            _with_interval(p.get("normalized_leakage"), p.get("normalized_leakage_interval")),
+            _with_interval(moving.get("normalized_leakage"), moving.get("normalized_leakage_interval")),
+            _with_interval(p.get("reid_top1"), p.get("reid_top1_interval")),
+        ]
+        for t in tasks:
+            entry = utility[t].get(m) or {}
+            cells.append(_with_interval(entry.get("value"), entry.get("interval")))
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"Means over {n_seeds} seeds with {int(round(100 * conf)) if conf else '?'}% intervals in "
+            "brackets, from `reports/metrics.json`. Another machine gives other figures within these "
+            "intervals (floating point and thread scheduling differ), not the same digits.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def replace_results_block(document: str, table: str) -> str:
+    """``document`` with the text between the results-table markers replaced by ``table``."""
+    begin, end = document.find(RESULTS_BEGIN), document.find(RESULTS_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the results-table markers are missing: {RESULTS_BEGIN} ... {RESULTS_END}")
+    return document[: begin + len(RESULTS_BEGIN)] + "\n" + table + document[end:]

@@ -3,13 +3,13 @@ registered, gate-approved version to a feature store (``latentanon anonymize``).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 from latentanon.config import Layout, Params
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
+from latentanon.tracking.uri import tracking_uri
 from latentanon.tracking.pyfunc import ADAPTER_FILES, log_adapter_model
 
 CANDIDATE = "candidate"
@@ -92,7 +92,11 @@ def resolve_version(client, model_uri: str):
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, version)
     except Exception as exc:
-        raise ModelError(f"{model_uri}: not found in the registry at {client.tracking_uri}: {exc}") from exc
+        hint = ""
+        if alias == CHAMPION:
+            hint = (f" @{CHAMPION} exists only after the gate approved an adapter; `latentanon verdict` "
+                    "says what the last gate decided and why.")
+        raise ModelError(f"{model_uri}: not found in the registry at {client.tracking_uri}: {exc}.{hint}") from exc
 
 
 def require_approved(model_version, model_uri: str) -> None:
@@ -100,25 +104,27 @@ def require_approved(model_version, model_uri: str) -> None:
     if decision != APPROVED:
         raise ModelError(
             f"{model_uri} (version {model_version.version} of {model_version.name}) was not approved by "
-            f"the gate ({TAG_DECISION}={decision or 'missing'}); refusing to anonymize with it"
+            f"the gate ({TAG_DECISION}={decision or 'missing'}); refusing to anonymize with it. Only a "
+            f"gate-approved version (the one at @{CHAMPION}) may produce features to share; "
+            "`latentanon verdict` says why the gate decided as it did"
         )
 
 
-def default_tracking_uri() -> str:
-    """The registry a bare ``latentanon anonymize`` uses: MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    return os.environ.get(runs.TRACKING_URI_ENV) or f"sqlite:///{Path('mlflow.db').resolve()}"
-
-
-def anonymize_with_registered_model(model_uri: str, src: str, dst: str) -> dict:
+def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str | None = None) -> dict:
     """Load a registered adapter (``models:/<name>@champion`` or any alias/version), refuse it
-    unless the gate approved it, and write the anonymized store ``dst`` from ``src``."""
+    unless the gate approved it, and write the anonymized store ``dst`` from ``src``.
+
+    ``uri``: the registry (the CLI passes the one tracking rule's answer for its params file);
+    None applies that rule with no params (MLFLOW_TRACKING_URI, else ./mlflow.db).
+    """
     import mlflow
 
     from latentanon.adapter.apply import anonymize_store
 
-    uri = default_tracking_uri()
+    uri = uri or tracking_uri("", ".")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise ModelError(f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI or run the pipeline)")
+        raise ModelError(f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI, or run the pipeline "
+                         "first; the gate registers the adapter there)")
     client = runs.connect(uri)
     model_version = resolve_version(client, model_uri)
     require_approved(model_version, model_uri)

@@ -1,7 +1,7 @@
 """MLflow runs of the pipeline: one parent run per pipeline run, nested runs below it.
 
-Where the tracking server is: ``params.tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else
-the embedded database ``sqlite:///<workdir>/mlflow.db`` (no server needed).
+Where the tracking server is: ``latentanon.tracking.uri.tracking_uri`` (``MLFLOW_TRACKING_URI``,
+else ``params.tracking.tracking_uri``, else the embedded database ``sqlite:///<workdir>/mlflow.db``).
 
 How the stages of one pipeline run find the same parent run:
 
@@ -34,9 +34,9 @@ from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
 from latentanon.config import Layout, Params
 from latentanon.errors import LatentanonError
+from latentanon.tracking.uri import TRACKING_URI_ENV, tracking_uri
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"            # injected by the Kubeflow MLflow integration
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 TAG_PIPELINE = "latentanon.pipeline_run"
 TAG_STATE = "latentanon.pipeline_state"
 TAG_PARAMS_HASH = "latentanon.params_hash"
@@ -57,10 +57,7 @@ class TrackingError(LatentanonError):
 
 def resolve_tracking_uri(params: Params, layout: Layout | None = None) -> str:
     layout = layout or Layout.from_params(params)
-    uri = params.tracking.tracking_uri or os.environ.get(TRACKING_URI_ENV, "")
-    if uri:
-        return uri
-    return f"sqlite:///{(layout.workdir / 'mlflow.db').resolve()}"
+    return tracking_uri(params.tracking.tracking_uri, layout.workdir)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,44 @@
+"""The one rule for where MLflow lives, used by every stage, ``anonymize``, ``verdict`` and
+``make mlflow-ui``:
+
+1. the ``MLFLOW_TRACKING_URI`` environment variable, when set (Kubeflow's MLflow integration and
+   MLflow's own tools set it; a user exporting it means it for every command);
+2. else ``tracking.tracking_uri`` from the params file;
+3. else the embedded database ``sqlite:///<paths.workdir>/mlflow.db`` (no server needed).
+
+Importing this module does not import MLflow, so the CLI can answer ``latentanon tracking-uri``
+at once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_DB = "mlflow.db"
+
+
+def tracking_uri(configured: str, workdir: str | os.PathLike, environ: dict | None = None) -> str:
+    """The tracking URI by the rule above; ``configured`` is params' ``tracking.tracking_uri``."""
+    environ = os.environ if environ is None else environ
+    from_env = (environ.get(TRACKING_URI_ENV) or "").strip()
+    if from_env:
+        return from_env
+    if configured and configured.strip():
+        return configured.strip()
+    return f"sqlite:///{(Path(workdir) / DEFAULT_DB).resolve()}"
+
+
+def source_of(configured: str, environ: dict | None = None) -> str:
+    """Which rule chose the URI, in words (for the CLI and error messages)."""
+    environ = os.environ if environ is None else environ
+    if (environ.get(TRACKING_URI_ENV) or "").strip():
+        return f"the {TRACKING_URI_ENV} environment variable"
+    if configured and configured.strip():
+        return "tracking.tracking_uri in the params file"
+    return "the default: mlflow.db in paths.workdir"
+
+
+def is_local_store(uri: str) -> bool:
+    """True for a database or folder the MLflow UI can open directly (not an http(s) server)."""
+    return not uri.startswith(("http://", "https://", "databricks"))

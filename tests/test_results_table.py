@@ -1,0 +1,119 @@
+"""The README results table, the DVC headline metric and the DVC plot data, from a metrics
+tree fixture (tests/data/metrics_fixture.json, in the layout reports/metrics.json has)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latentanon.evaluation import report
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "data" / "metrics_fixture.json"
+
+
+@pytest.fixture
+def tree() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_results_table_has_every_method_with_its_intervals(tree):
+    table = report.results_table(tree)
+    header = table.splitlines()[0]
+    assert "static cMAP (chance 0.267)" in header and "AR top1" in header and "AD auc" in header
+    rows = _rows(table)
+    assert list(rows) == ["raw", "aam", "noise_0.2"]
+    assert rows["aam"][1] == "1.130 [0.880, 1.390]"     # static normalised leakage
+    assert rows["aam"][2] == "0.750 [0.600, 0.900]"     # moving
+    assert rows["noise_0.2"][0] == "0.329 [0.309, 0.349]"
+    assert rows["aam"][4] == "0.816 [0.796, 0.836]"     # AR top-1 with its interval
+    assert "Means over 3 seeds with 95% intervals" in table
+    assert "within these intervals" in table
+
+
+def test_results_table_survives_missing_figures(tree):
+    del tree["privacy"]["aam"]["moving"]
+    tree["utility"]["ar"]["aam"]["interval"] = [None, None]
+    rows = _rows(report.results_table(tree))
+    assert rows["aam"][2] == "n/a"
+    assert rows["aam"][4] == "0.816"
+
+
+def test_readme_block_is_replaced_between_the_markers_only(tree):
+    doc = f"intro\n{report.RESULTS_BEGIN}\nold table\n{report.RESULTS_END}\noutro\n"
+    new = report.replace_results_block(doc, report.results_table(tree))
+    assert new.startswith("intro\n") and new.endswith(f"{report.RESULTS_END}\noutro\n")
+    assert "old table" not in new and "| `aam` |" in new
+    assert report.replace_results_block(new, report.results_table(tree)) == new   # idempotent
+    with pytest.raises(ValueError, match="markers"):
+        report.replace_results_block("no markers here", "x")
+
+
+def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{report.RESULTS_BEGIN}\n{report.RESULTS_END}\n")
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--metrics", str(FIXTURE),
+                           "--readme", str(readme), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == report.results_table(tree)
+    assert report.results_table(tree) in readme.read_text()
+    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--metrics",
+                              str(tmp_path / "none.json"), "--out", str(out)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "none.json" in missing.stderr
+
+
+def test_the_readme_has_the_results_markers():
+    text = (ROOT / "README.md").read_text()
+    assert report.RESULTS_BEGIN in text and report.RESULTS_END in text
+
+
+def test_headline_is_short_and_complete(tree):
+    headline = report.headline_metrics(tree)
+
+    def leaves(node):
+        return [v for x in node.values() for v in (leaves(x) if isinstance(x, dict) else [x])]
+
+    assert 15 <= len(leaves(headline)) <= 25
+    assert headline["privacy"]["static_leakage"] == 1.13
+    assert headline["privacy"]["moving_leakage_low"] == 0.6
+    assert headline["utility_drop"]["ar"] == pytest.approx((0.722 - 0.816) / 0.722, abs=1e-4)
+    assert headline["bias"] == {"gap_raw": 0.12, "gap_aam": 0.1}
+    assert headline["targets_passed"] == 1
+    # a broken tree gives the same keys with nulls: every experiment has the same columns
+    empty = report.headline_metrics({"utility": {t: {} for t in tree["utility"]}})
+    assert sorted(empty["privacy"]) == sorted(headline["privacy"])
+    assert empty["privacy"]["static_leakage"] is None
+
+
+def test_plot_data_rows_and_csv(tmp_path, tree):
+    rows = report.privacy_utility_rows(tree)
+    assert {r["method"] for r in rows} == {"raw", "aam", "noise_0.2"}
+    assert next(r for r in rows if r["method"] == "noise_0.2") == {
+        "method": "noise_0.2", "leakage": 0.4, "moving_leakage": 0.76, "relative_utility": 0.999}
+    path = report.write_rows_csv(rows + [{"method": "x", "extra": 1}], tmp_path / "pu.csv")
+    read = list(csv.DictReader(path.open()))
+    assert read[0].keys() == {"method", "leakage", "moving_leakage", "relative_utility", "extra"}
+    assert read[-1]["leakage"] == "" and read[-1]["extra"] == "1"
+
+    history = {"epoch": [1, 2], "train_total": [3.0, 2.0], "val_total": [3.5, 2.5], "heads": {"x": 1},
+               "diverged_at_epoch": 5, "short": [1.0]}
+    assert report.history_rows(history) == [{"epoch": 1, "train_total": 3.0, "val_total": 3.5},
+                                            {"epoch": 2, "train_total": 2.0, "val_total": 2.5}]
+    pareto = {"front": [{"trial": 4, "leakage": 0.5, "utility": 0.9}, {"trial": 1, "leakage": 0.3, "utility": 0.8}],
+              "chosen_trial": 4}
+    assert report.pareto_rows(pareto) == [{"trial": 1, "leakage": 0.3, "utility": 0.8, "chosen": False},
+                                          {"trial": 4, "leakage": 0.5, "utility": 0.9, "chosen": True}]
