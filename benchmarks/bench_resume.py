@@ -4,7 +4,9 @@ In a workdir where the smoke pipeline has run (`latentanon run --params params.s
 this script's --prepare), for each stage: delete its outputs and time an uninterrupted run (T);
 delete them again, start it, kill it at T/2, and time the re-run (R). The time lost to the kill
 is R - (T - T/2): the part of the work done before the kill that the re-run did again (start-up
-and reloading included). Pass --src to measure another checkout's code (e.g. before a change).
+and reloading included). The same is computed from CPU seconds (user + system of the stage
+process), which a busy shared machine disturbs far less than wall time. Pass --src to measure
+another checkout's code (e.g. before a change).
 
     python benchmarks/bench_resume.py --workdir /tmp/resume-bench --prepare
     python benchmarks/bench_resume.py --workdir /tmp/resume-bench --label before --src /tmp/old/src
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -50,23 +53,31 @@ def clear(workdir: Path, stage: str) -> None:
         shutil.rmtree(workdir / name, ignore_errors=True)
 
 
-def timed_run(workdir: Path, stage: str, src: str | None) -> float:
-    t0 = time.perf_counter()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(workdir: Path, stage: str, src: str | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one uninterrupted run."""
+    t0, cpu0 = time.perf_counter(), children_cpu()
     subprocess.run(command(stage, src), cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, children_cpu() - cpu0
 
 
-def killed_run(workdir: Path, stage: str, src: str | None, after: float) -> bool:
-    """Run ``stage`` and SIGKILL it after ``after`` seconds; False if it had finished already."""
+def killed_run(workdir: Path, stage: str, src: str | None, after: float) -> tuple[bool, float]:
+    """Run ``stage``, SIGKILL it after ``after`` seconds: (killed, CPU seconds it used)."""
+    cpu0 = children_cpu()
     proc = subprocess.Popen(command(stage, src), cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         proc.wait(timeout=after)
-        return False
+        killed = False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return True
+        killed = True
+    return killed, children_cpu() - cpu0
 
 
 def main() -> None:
@@ -89,21 +100,27 @@ def main() -> None:
     rows = {}
     for stage in args.stages:
         clear(workdir, stage)
-        total = timed_run(workdir, stage, args.src)
+        total, total_cpu = timed_run(workdir, stage, args.src)
         clear(workdir, stage)
         kill_at = total / 2
-        killed = killed_run(workdir, stage, args.src, kill_at)
-        rerun = timed_run(workdir, stage, args.src)
-        lost = rerun - (total - kill_at)
+        killed, done_cpu = killed_run(workdir, stage, args.src, kill_at)
+        rerun, rerun_cpu = timed_run(workdir, stage, args.src)
+        lost, lost_cpu = rerun - (total - kill_at), rerun_cpu - (total_cpu - done_cpu)
         rows[stage] = {"uninterrupted_s": round(total, 2), "killed_at_s": round(kill_at, 2), "killed": killed,
                        "rerun_s": round(rerun, 2), "lost_s": round(lost, 2),
-                       "lost_share_of_done": round(lost / kill_at, 3)}
-        print(f"{stage:17s} T {total:7.1f} s  killed at {kill_at:6.1f} s  re-run {rerun:7.1f} s  "
-              f"lost {lost:6.1f} s ({100 * lost / kill_at:.0f}% of the work done before the kill)", flush=True)
+                       "uninterrupted_cpu_s": round(total_cpu, 2), "cpu_before_kill_s": round(done_cpu, 2),
+                       "rerun_cpu_s": round(rerun_cpu, 2), "lost_cpu_s": round(lost_cpu, 2),
+                       "lost_cpu_share_of_done": round(lost_cpu / done_cpu, 3) if done_cpu > 0 else None}
+        print(f"{stage:17s} wall: T {total:6.1f}  kill {kill_at:6.1f}  re-run {rerun:6.1f}  lost {lost:6.1f} s | "
+              f"CPU: T {total_cpu:6.1f}  before kill {done_cpu:6.1f}  re-run {rerun_cpu:6.1f}  "
+              f"lost {lost_cpu:6.1f} s ({100 * lost_cpu / max(done_cpu, 1e-9):.0f}% of the CPU work before the kill)",
+              flush=True)
     out = ROOT / "benchmarks" / "results" / f"resume_{args.label}.json"
     out.write_text(json.dumps({"label": args.label, "profile": Path(args.params).name, "stages": rows,
                                "cpus": os.cpu_count(), "machine": platform.machine(),
-                               "note": "wall-clock on a shared machine; lost = rerun - (uninterrupted - killed_at)"},
+                               "overrides": args.overrides,
+                               "note": "lost = rerun - (uninterrupted - done before the kill), in wall and in "
+                                       "CPU seconds; wall time is from a shared, busy machine"},
                               indent=2) + "\n")
     print(f"wrote {out}")
 
