@@ -1,7 +1,8 @@
 """The main job through DVC on the smoke profile, in a throw-away git repository.
 
-One end-to-end run (every stage, real code), then: a param change re-runs only the stages
-downstream of it, and `dvc exp run -S` works.
+One end-to-end run (every stage, real code), then: every stage depends on each source file it
+imported, a docs-only or unrelated-module change re-runs nothing, a param change re-runs only the
+stages downstream of it, and `dvc exp run -S` works.
 """
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 
+# Loaded by every Python process of the DVC run (PYTHONPATH): a `latentanon <stage>` process
+# writes the latentanon modules it imported when it exits.
+IMPORT_RECORDER = """
+import atexit, json, os, sys
+
+
+def _record_latentanon_imports():
+    if os.path.basename(sys.argv[0]) != "latentanon" or len(sys.argv) < 2:
+        return
+    modules = sorted(m for m in sys.modules if m == "latentanon" or m.startswith("latentanon."))
+    out = os.path.join(os.environ["LATENTANON_IMPORT_LOG"], f"{sys.argv[1]}-{os.getpid()}.json")
+    with open(out, "w") as handle:
+        json.dump({"command": sys.argv[1], "modules": modules}, handle)
+
+
+atexit.register(_record_latentanon_imports)
+"""
+
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -36,6 +55,9 @@ def _stages_run(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dvc_repo")
+    recorder = tmp_path_factory.mktemp("import_recorder")
+    (recorder / "sitecustomize.py").write_text(IMPORT_RECORDER)
+    (recorder / "log").mkdir()
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     smoke = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
@@ -45,6 +67,8 @@ def repo(tmp_path_factory):
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(recorder), os.environ.get("PYTHONPATH")])),
+        "LATENTANON_IMPORT_LOG": str(recorder / "log"),
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
     }
@@ -56,11 +80,49 @@ def repo(tmp_path_factory):
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-q", "-m", "smoke pipeline"], repo, env)
-    return repo, env, first
+    imports = {}
+    for record in (recorder / "log").glob("*.json"):
+        entry = json.loads(record.read_text())
+        imports.setdefault(entry["command"], set()).update(entry["modules"])
+    return repo, env, first, imports
+
+
+def _module_path(repo: Path, module: str) -> str:
+    base = Path("src", *module.split("."))
+    return str(base / "__init__.py") if (repo / base).is_dir() else str(base.with_suffix(".py"))
+
+
+def test_every_stage_depends_on_the_source_files_it_imports(repo):
+    path, _, _, imports = repo
+    stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        command = stage["cmd"].split()[1]
+        assert command in imports, f"stage {name}: no import record (did it run?)"
+        deps = [str(d) for d in stage["deps"]]
+        code = [d for d in deps if d.startswith("src/")]
+        assert all(d.endswith(".py") for d in code), f"stage {name}: depend on files, not packages: {code}"
+        missing = sorted(p for p in (_module_path(path, m) for m in imports[command]) if p not in code)
+        assert not missing, f"stage {name} imports {missing}, which are not among its deps in dvc.yaml"
+
+
+def test_docs_or_unrelated_module_change_reruns_no_stage(repo):
+    path, env, _, _ = repo
+    stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
+    used = {str(dep) for stage in stages.values() for dep in stage["deps"]}
+    unused = sorted(str(p.relative_to(path)) for p in (path / "src").rglob("*.py")
+                    if str(p.relative_to(path)) not in used)
+    assert unused, "every module is a dependency of some stage: nothing to change here"
+    (path / "docs").mkdir(exist_ok=True)
+    (path / "docs" / "notes.md").write_text("A docs-only change.\n")
+    with open(path / unused[0], "a") as handle:
+        handle.write("\n# an unrelated change\n")
+    assert _stages_run(_run([str(BIN / "dvc"), "repro"], path, env)) == set()
+    _run(["git", "add", "-A"], path, env)
+    _run(["git", "commit", "-q", "-m", "docs and an unrelated module"], path, env)
 
 
 def test_repro_runs_every_stage_and_writes_the_outputs(repo):
-    path, _, first = repo
+    path, _, first, _ = repo
     assert _stages_run(first) == set(yaml.safe_load((path / "dvc.yaml").read_text())["stages"])
     metrics = json.loads((path / "reports" / "metrics.json").read_text())
     assert 0.0 <= metrics["privacy"]["aam"]["normalized_leakage"] <= 2.0
@@ -92,7 +154,7 @@ def test_headline_is_the_dvc_metric_and_the_gate_marks_the_shared_store(repo):
 
 
 def test_param_change_reruns_only_downstream_stages(repo):
-    path, env, _ = repo
+    path, env, _, _ = repo
     status = _run([str(BIN / "dvc"), "status"], path, env)
     assert "up to date" in status.lower()
     params = yaml.safe_load((path / "params.yaml").read_text())
@@ -104,7 +166,7 @@ def test_param_change_reruns_only_downstream_stages(repo):
 
 
 def test_experiment_with_a_param_override(repo):
-    path, env, _ = repo
+    path, env, _, _ = repo
     _run([str(BIN / "dvc"), "exp", "run", "-S", "tune.n_trials=1", "-n", "one-trial"], path, env)
     shown = subprocess.run(
         [str(BIN / "dvc"), "exp", "show", "--json"], cwd=path, env=env, capture_output=True, text=True, check=True

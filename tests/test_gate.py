@@ -131,14 +131,14 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     client = mlflow.MlflowClient()
     name = params.tracking.model_name
 
-    # 1. upstream failure: no metrics -> rejected, version kept, no alias at all
+    # 1. upstream failure: no metrics -> rejected; the registered version keeps @candidate only
     save_random_adapter(layout.adapter_dir, seed=1)
     write_metrics(layout, None)
     summary = gate.run_gate(params, layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
     assert any("metrics file missing" in r for r in summary["reasons"])
     assert client.get_model_version(name, "1").tags[TAG_DECISION] == REJECTED
-    assert aliases(client, name) == {}
+    assert aliases(client, name) == {"candidate": "1"}
     decision = json.loads((layout.report_dir("gate") / "decision.json").read_text())
     assert decision["decision"] == REJECTED and decision["thresholds"]["max_normalized_leakage"] == 0.4
 
@@ -151,12 +151,12 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     tags = client.get_model_version(name, "2").tags
     assert tags["gate.normalized_leakage"] == "0.3" and tags["gate.threshold.max_normalized_leakage"] == "0.4"
 
-    # 3. one threshold failed (AR utility) -> rejected, champion unchanged
+    # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=3)
     write_metrics(layout, with_value(GOOD, "utility.ar.aam_relative_drop", 0.05))
     summary = gate.run_gate(params, layout)
     assert summary["decision"] == REJECTED and summary["version"] == "3"
-    assert aliases(client, name) == {"champion": "2"}
+    assert aliases(client, name) == {"champion": "2", "candidate": "3"}
 
     # 4. within every threshold but leakier than the champion -> rejected, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=4)
@@ -164,7 +164,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     summary = gate.run_gate(params, layout)
     assert summary["decision"] == REJECTED
     assert [r for r in summary["reasons"] if r.startswith("leakage_vs_champion")]
-    assert aliases(client, name) == {"champion": "2"}
+    assert aliases(client, name) == {"champion": "2", "candidate": "4"}
 
     # 5. a rejected version cannot be promoted by hand
     with pytest.raises(ModelError, match="refusing to promote"):
@@ -180,7 +180,8 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     write_metrics(layout, GOOD)
     summary = gate.run_gate(params, layout)
     assert summary["decision"] == REJECTED and summary["version"] is None
-    assert aliases(client, name) == {"champion": "2"}
+    assert aliases(client, name) == {"champion": "2", "candidate": "4"}
+    assert client.get_model_version(name, "4").tags[TAG_DECISION] == REJECTED
 
     # 8. the champion's own adapter re-judged on worse metrics: rejected and demoted, so
     #    @champion never names a version the gate did not approve
@@ -188,4 +189,4 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     write_metrics(layout, with_value(GOOD, "utility.ad.aam_relative_drop", 0.5))
     summary = gate.run_gate(params, layout)
     assert (summary["decision"], summary["version"]) == (REJECTED, "2") and summary["registered"]["reused"]
-    assert aliases(client, name) == {}
+    assert aliases(client, name) == {"candidate": "2"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import optuna
@@ -238,3 +239,72 @@ def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
 
     assert stages.chosen_weights(more).latent_consistency == pytest.approx(
         json.loads((out / "chosen.json").read_text())["weights"]["latent_consistency"])
+
+
+def _toy_objective(trial):
+    """A cheap deterministic two-objective function of the suggested parameters."""
+    a = trial.suggest_float("a", 0.1, 10.0, log=True)
+    b = trial.suggest_float("b", 0.001, 0.03, log=True)
+    return (a - 2.0) ** 2 + 100 * b, abs(np.log(a)) + b
+
+
+def _history(study) -> list:
+    return [(search.study_lib.slot_of(t), t.params, t.values) for t in search.completed(study)]
+
+
+def _abandon_running_trial(study) -> dict:
+    """What a SIGKILL mid-trial leaves: a RUNNING trial whose parameters were drawn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)          # "heartbeat is meant for Study.optimize"
+        trial = study.ask()
+    trial.set_user_attr(search.study_lib.SLOT_ATTR, len(search.completed(study)))
+    _toy_objective(trial)
+    return dict(trial.params)
+
+
+def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_uninterrupted_one(tmp_path):
+    params = tiny_params(tmp_path, n_trials=8, seed=3)   # 2 random start-up trials, then TPE on the history
+    reference = search.open_study(params, f"sqlite:///{tmp_path / 'a.db'}", "det")
+    search.optimize(reference, _toy_objective, n_trials=8)
+    expected = _history(reference)
+    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8   # really different proposals
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    study = search.open_study(params, url, "det")
+    search.optimize(study, _toy_objective, n_trials=3)
+    killed_params = _abandon_running_trial(study)            # killed in slot 3
+    calls = []
+
+    def fails_once(trial):
+        calls.append(trial.number)
+        values = _toy_objective(trial)
+        if len(calls) == 2:
+            raise Interrupted("a trial that raised")          # failed in slot 4, parameters drawn
+        return values
+
+    study = search.open_study(params, url, "det")           # restart: the RUNNING trial is failed now
+    with pytest.raises(Interrupted):
+        search.optimize(study, fails_once, n_trials=8)
+    study = search.open_study(params, url, "det")
+    search.optimize(study, _toy_objective, n_trials=8)
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.FAIL) == 2 and optuna.trial.TrialState.RUNNING not in states
+    assert _history(study) == expected
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    retried = {slot: p for slot, p, _ in _history(study)}
+    assert killed_params == retried[3] == failed[0].params
+    assert failed[1].params == retried[4]
+    # the selection works on slots, so the chosen point is the same trial as well
+    pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]   # noqa: E731
+    assert (pick(study).number, pick(study).params) == (pick(reference).number, pick(reference).params)
+
+
+def test_parallel_workers_draw_different_parameters(tmp_path):
+    from latentanon.tuning import study as study_lib
+
+    assert study_lib.is_sequential("sqlite:///x.db") and not study_lib.is_sequential("postgresql://db/optuna")
+    # two workers starting in the same slot must not propose the same trial: seeds differ by trial number
+    seeds = {study_lib.derived_seed(0, number, parallel=True) for number in range(50)}
+    assert len(seeds) == 50
+    assert study_lib.derived_seed(0, 3) == study_lib.derived_seed(0, 3) != study_lib.derived_seed(1, 3)

@@ -37,6 +37,9 @@ class PretrainConfig:
     probe: bool = True                  # action probe + attribute attackers -> reports/.../probe.json
     probe_clips_per_video: int = 5
     probe_static_per_video: int = 2
+    # save the full training state every this many optimiser steps (0: never); a killed run
+    # resumes from the last one, bitwise equal to an uninterrupted run
+    checkpoint_every_steps: int = 20
 
 
 @dataclass(frozen=True)

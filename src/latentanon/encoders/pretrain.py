@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +42,10 @@ from latentanon.plots import pyplot, save_figure
 
 
 # settings that do not change the trained weights
-NOT_TRAINING = frozenset({"device", "probe", "probe_clips_per_video", "probe_static_per_video"})
+NOT_TRAINING = frozenset({"device", "probe", "probe_clips_per_video", "probe_static_per_video",
+                          "checkpoint_every_steps"})
+CHECKPOINT_DIR = "checkpoints"          # under the encoder directory; removed once the encoder is saved
+CHECKPOINT_FILE = "pretrain_state.pt"
 
 
 def params_fingerprint(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame) -> str:
@@ -166,8 +171,49 @@ def evaluate(model: MaskedVideoPretrainer, videos, labels: np.ndarray, cfg: Pret
     return {"val_reconstruction": sum(recon) / len(videos), "val_accuracy": correct / len(videos)}
 
 
-def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame, data_root: Path) -> tuple:
-    """Train and return (frozen encoder, history, info)."""
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_training_state(path: Path, state: dict) -> None:
+    """torch.save to a hidden temp file renamed into place: a kill mid-write keeps the last good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Path | None, fingerprint: str) -> dict | None:
+    """The saved training state of this very run (same fingerprint), or None to start afresh."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn or foreign file: training from scratch is always correct
+        tqdm.write(f"pretrain_encoder: ignoring unreadable checkpoint {path}: {exc}")
+        return None
+    if state.get("fingerprint") != fingerprint:
+        tqdm.write(f"pretrain_encoder: checkpoint {path} belongs to other inputs or settings; starting afresh")
+        return None
+    return state
+
+
+def _numpy_state(rng: np.random.Generator) -> dict:
+    state = rng.bit_generator.state     # PCG64: plain ints and strings, safe for weights_only loading
+    return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
+            "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+
+
+def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame, data_root: Path,
+                  checkpoint: Path | None = None, fingerprint: str = "") -> tuple:
+    """Train and return (frozen encoder, history, info).
+
+    With ``checkpoint``, the whole training state (weights, optimiser, step of the schedule, the
+    epoch's data order and position, numpy and torch RNG states, partial epoch sums) is saved
+    there every ``cfg.checkpoint_every_steps`` steps, and a saved state with the same
+    ``fingerprint`` is resumed: the result is bitwise that of an uninterrupted run.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -190,12 +236,35 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(0.1 * total))
     history, step = [], 0
-    bar = tqdm(total=total, desc="pretrain encoder", unit="step", disable=None)
+    first_epoch, order, first_lo, sums = 1, None, 0, None
+    resumed = load_training_state(checkpoint, fingerprint)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        history, step = resumed["history"], resumed["step"]
+        first_epoch, first_lo, sums = resumed["epoch"], resumed["batch_offset"], resumed["sums"]
+        order = resumed["order"].numpy()
+        rng.bit_generator.state = resumed["numpy_rng"]
+        gen.set_state(resumed["torch_generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        tqdm.write(f"pretrain_encoder: resuming at step {step} of {total} from {checkpoint}")
+
+    def save_state(epoch: int, next_lo: int) -> None:
+        save_training_state(checkpoint, {
+            "fingerprint": fingerprint, "step": step, "epoch": epoch, "batch_offset": next_lo,
+            "order": torch.from_numpy(np.asarray(order, dtype=np.int64)), "sums": dict(sums),
+            "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "numpy_rng": _numpy_state(rng), "torch_generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        })
+
+    every = cfg.checkpoint_every_steps if checkpoint is not None else 0
+    bar = tqdm(total=total, initial=step, desc="pretrain encoder", unit="step", disable=None)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for epoch in range(1, cfg.epochs + 1):
-        order = rng.permutation(train_idx)
-        sums = {"reconstruction": 0.0, "cross_entropy": 0.0, "accuracy": 0.0}
-        for lo in range(0, len(order), cfg.batch_size):
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if first_lo == 0:   # a resumed epoch keeps the order it drew before the interruption
+            order = rng.permutation(train_idx)
+            sums = {"reconstruction": 0.0, "cross_entropy": 0.0, "accuracy": 0.0}
+        for lo in range(first_lo, len(order), cfg.batch_size):
             index = order[lo:lo + cfg.batch_size]
             clips = sample_clips(videos, index, arch.frames, rng)
             if cfg.augment:
@@ -218,6 +287,9 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             sums["accuracy"] += float((logits.argmax(1) == target).sum())
             bar.update(1)
             bar.set_postfix(recon=f"{recon.item():.3f}", ce=f"{ce.item():.3f}")
+            if every and step % every == 0 and step < total:
+                save_state(epoch, lo + cfg.batch_size)
+        first_lo = 0
         row = {"epoch": epoch, **{k: v / len(order) for k, v in sums.items()}}
         if len(val_idx):
             row.update(evaluate(model, [videos[i] for i in val_idx], labels[val_idx], cfg, arch.frames))
@@ -229,6 +301,8 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             "train_seconds": round(seconds, 2), "train_cpu_seconds": round(time.process_time() - cpu0, 2),
             "encoder_parameters": count_parameters(model.encoder),
             "classes": arch.num_classes}
+    if resumed is not None:
+        info["resumed_from_step"] = int(resumed["step"])
     return model.encoder.eval().requires_grad_(False), history, info
 
 
@@ -313,9 +387,14 @@ def _pretrain_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.Da
             return {"encoder": meta["identity"], "trained": False, "reused": True, "fingerprint": fingerprint}
         except ModelError:
             pass  # damaged files: train again
-    encoder, history, info = train_builtin(cfg, data_cfg, manifest, data_root)
+    checkpoints = out_dir / CHECKPOINT_DIR
+    encoder, history, info = train_builtin(cfg, data_cfg, manifest, data_root,
+                                           checkpoint=checkpoints / CHECKPOINT_FILE, fingerprint=fingerprint)
+    timing = {k: info[k] for k in ("train_seconds", "train_cpu_seconds", "resumed_from_step") if k in info}
     identity = save_builtin(encoder, out_dir, extra={"fingerprint": fingerprint, "pretrain": asdict(cfg),
-                                                     "history": history, **info})
+                                                     "history": history,
+                                                     **{k: v for k, v in info.items() if k not in timing}})
+    shutil.rmtree(checkpoints, ignore_errors=True)   # the saved encoder supersedes them; keep them out of the output
     write_json_atomic(report_dir / "history.json", {"history": history, **info})
     plot_curves(history, report_dir / "loss_curve.png")
     last = history[-1]

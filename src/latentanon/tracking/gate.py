@@ -159,8 +159,9 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
     version: a stale @candidate from an earlier run is never judged in place of a missing one.
 
     Writes the decision, figures and thresholds as model-version tags and as
-    reports/gate/decision.json (also logged to the pipeline run). A rejected version keeps its
-    number and loses its aliases; an approved one keeps @candidate until ``promote``.
+    reports/gate/decision.json (also logged to the pipeline run). A rejected version keeps
+    @candidate (and loses @champion if it held it); an approved one keeps @candidate until
+    ``promote`` moves it to @champion.
     """
     layout = layout or Layout.from_params(params)
     client = client or runs.client_for(params, layout)
@@ -194,12 +195,11 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
         leakage = figure(metrics, "privacy.aam.normalized_leakage")
         if leakage is not None:
             client.set_model_version_tag(name, version, TAG_LEAKAGE, repr(leakage))
-        if decision["decision"] == REJECTED:
-            # A rejected version holds no alias; that includes a champion re-judged on new
-            # metrics, so @champion always names an approved version.
-            for alias in (CANDIDATE, CHAMPION):
-                if _alias_version(client, name, alias) == version:
-                    client.delete_registered_model_alias(name, alias)
+        if decision["decision"] == REJECTED and _alias_version(client, name, CHAMPION) == version:
+            # A champion re-judged on new metrics and rejected is demoted, so @champion always
+            # names an approved version. A rejected candidate keeps @candidate (the latest
+            # registered adapter, tagged gate.decision=rejected): only approval moves an alias.
+            client.delete_registered_model_alias(name, CHAMPION)
     out = layout.report_dir("gate") / "decision.json"
     write_json_atomic(out, decision)
     client.log_artifact(runs.pipeline_run_id(params, layout, client), str(out), "gate")

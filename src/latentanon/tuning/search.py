@@ -18,13 +18,11 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from latentanon._configtools import ConfigError, to_dict
 from latentanon._files import write_text_atomic
@@ -33,6 +31,7 @@ from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.features.featureset import FeatureSet
 from latentanon.tracking import runs
+from latentanon.tuning import study as study_lib
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
 
 STORAGE_ENV = "LATENTANON_TUNE_STORAGE"
@@ -182,37 +181,14 @@ def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> st
 
 
 def open_study(params: Params, storage_url: str, study_name: str):
-    import optuna
-    from optuna.samplers import TPESampler
-
-    if storage_url.startswith("sqlite:///"):
-        Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        engine = {"connect_args": {"timeout": 60}}  # workers sharing one sqlite file wait for the lock
-    else:
-        engine = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat is "experimental"
-        storage = optuna.storages.RDBStorage(
-            storage_url,
-            engine_kwargs=engine,
-            heartbeat_interval=params.tune.heartbeat_seconds,
-            grace_period=2 * params.tune.heartbeat_seconds,
-        )
-    study = optuna.create_study(storage=storage, study_name=study_name, directions=list(DIRECTIONS),
-                                load_if_exists=True)
-    # Seeded, but offset by the trials already there: a resumed run or a second worker must not
-    # replay the first worker's random start-up draws.
-    study.sampler = TPESampler(
-        seed=params.tune.seed + len(study.get_trials(deepcopy=False)),
-        n_startup_trials=max(2, params.tune.n_trials // 3),
-    )
-    return study
+    """The stage's study: resumable and, in sequential mode, deterministic (see tuning.study)."""
+    return study_lib.open_study(storage_url, study_name, list(DIRECTIONS), seed=params.tune.seed,
+                                n_startup_trials=max(2, params.tune.n_trials // 3),
+                                heartbeat_seconds=params.tune.heartbeat_seconds)
 
 
 def completed(study) -> list:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study_lib.completed(study)
 
 
 def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) -> dict:
@@ -227,34 +203,13 @@ def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) ->
 
 def optimize(study, objective, n_trials: int, progress_label: str = "tune") -> int:
     """Run trials until the study holds ``n_trials`` completed ones; returns how many ran here."""
-    from optuna.study import MaxTrialsCallback
-
-    done = len(completed(study))
-    remaining = n_trials - done
-    if remaining <= 0:
-        return 0
-    bar = tqdm(total=n_trials, initial=done, desc=progress_label, unit="trial", disable=None)
-    ran = 0
-
-    def on_trial_end(study_, trial) -> None:
-        nonlocal ran
-        ran += 1
-        bar.n = min(n_trials, len(completed(study_)))
-        bar.refresh()
-
-    try:
-        # Failed trials do not count, so allow some extra attempts; other workers may finish first.
-        study.optimize(objective, n_trials=2 * remaining + 2,
-                       callbacks=[MaxTrialsCallback(n_trials), on_trial_end])
-    finally:
-        bar.close()
-    return ran
+    return study_lib.optimize(study, objective, n_trials, progress_label)
 
 
 def trial_points(study) -> list[TrialPoint]:
     return [
         TrialPoint(
-            number=t.number,
+            number=study_lib.slot_of(t),    # the slot, not Optuna's number: a retried kill keeps it
             leakage=float(t.values[0]),
             utility=float(t.values[1]),
             drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
@@ -283,11 +238,13 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     on_front = {p.number for p in front}
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row = {"trial": t.number, "state": t.state.name, **t.params}
+        slot = study_lib.slot_of(t)
+        row = {"trial": slot, "optuna_trial": t.number, "state": t.state.name, **t.params}
         if t.values is not None:
             row.update({"leakage": t.values[0], "utility": t.values[1]})
         row.update({f"drop_{k}": v for k, v in t.user_attrs.get("drops", {}).items()})
-        row.update({"on_front": t.number in on_front, "chosen": t.number == chosen.number})
+        complete = t.values is not None
+        row.update({"on_front": complete and slot in on_front, "chosen": complete and slot == chosen.number})
         rows.append(row)
     write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
     rule = rule_text(params.tune.max_utility_drop)
