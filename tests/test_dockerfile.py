@@ -109,7 +109,9 @@ def test_package_is_installed_from_the_lock(parsed):
     # The torch variant switch must hit the lock's torch pin.
     lock_torch = next(line for line in (REPO / "requirements.lock").read_text().splitlines()
                       if line.startswith("torch=="))
-    assert re.fullmatch(r"torch==(.*)\+cpu", lock_torch)
+    assert re.fullmatch(r"torch==[0-9.]+", lock_torch), "the lock pins torch's public version"
+    sed = next(c for c in runs if "sed" in c)
+    assert "+${TORCH_VARIANT}" in sed and "[^+]" in sed, "the image pins the variant's local build"
 
 
 def test_dependencies_are_a_layer_before_the_source(parsed):
