@@ -11,13 +11,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentanon.adapter.aam import AAM
-from latentanon.adapter.apply import anonymize_feature_set
-from latentanon.adapter.config import AdapterConfig, LossWeights, PrivacyConfig, TaskWeights, TrainConfig
-from latentanon.adapter.losses import nt_xent
-from latentanon.adapter.training import CHECKPOINT_NAME, fit_adapter, fit_adapter_with_heads
+from latentanon.methods.aam import AAM
+from latentanon.methods.apply import anonymize_feature_set
+from latentanon.methods.config import AdapterConfig, LossWeights, PrivacyConfig, TaskWeights, TrainConfig
+from latentanon.methods.losses import nt_xent
+from latentanon.methods.training import CHECKPOINT_NAME, fit_adapter, fit_adapter_with_heads
 from latentanon.errors import DataError
-from latentanon.evaluation.tasks import score_task
+from latentanon.tasks.scoring import score_task
 from latentanon.features.featureset import FeatureSet
 
 SMALL = TrainConfig(adapter=AdapterConfig(blocks=1, heads=2), lr=1e-2, batch_size=64, device="cpu")
@@ -196,9 +196,9 @@ def test_training_lowers_attribute_leakage_and_keeps_action_recognition():
 
 
 def test_train_stage_and_anonymized_store(small_sets, tmp_path):
-    from latentanon.adapter.aam import load_adapter
-    from latentanon.adapter.apply import adapter_fingerprint, anonymize_store
-    from latentanon.adapter.training import train_adapter
+    from latentanon.methods.aam import load_adapter
+    from latentanon.methods.apply import adapter_fingerprint, anonymize_store
+    from latentanon.methods.training import train_adapter
     from latentanon.features.store import list_feature_sets, load_feature_set, write_feature_set
 
     store = tmp_path / "features"
@@ -229,7 +229,7 @@ def test_train_stage_and_anonymized_store(small_sets, tmp_path):
 
 def test_critic_matches_while_the_adapter_unmatches():
     """Through the critic, one step lowers L_B for the critic's weights and raises it for the adapter's."""
-    from latentanon.adapter.training import _privacy_loss, build_critic
+    from latentanon.methods.training import _privacy_loss, build_critic
 
     torch.manual_seed(0)
     critic = build_critic(8, 16)
@@ -249,7 +249,7 @@ def test_critic_matches_while_the_adapter_unmatches():
 
 
 def test_moving_views_enter_the_privacy_loss_only_when_asked(small_sets):
-    from latentanon.adapter.training import _batch_losses, _split_tensors
+    from latentanon.methods.training import _batch_losses, _split_tensors
 
     weights = LossWeights(latent_consistency=0.0, utility=0.0, privacy=1.0)
     fs = small_sets["actions"].split("train")

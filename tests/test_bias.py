@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from latentanon.adapter.aam import AAM, save_adapter
-from latentanon.adapter.apply import anonymize_store
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.apply import anonymize_store
+from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import bias, run

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 import torch
 
-from latentanon.adapter.aam import AAM, save_adapter
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import ModelError
 from latentanon.tracking import gate

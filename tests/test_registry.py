@@ -115,7 +115,7 @@ def test_model_uri_parsing():
 
 @pytest.mark.slow
 def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path, monkeypatch):
-    from latentanon.adapter.apply import anonymize_store
+    from latentanon.methods.apply import anonymize_store
     from latentanon.features.store import load_feature_set
 
     params = params_for(tmp_path)
