@@ -108,9 +108,10 @@ def build_store(root) -> None:
 def tiny_params(root):
     return params_from_dict({
         "paths": {"workdir": str(root)},
-        "train": {"adapter": {"blocks": 1, "heads": 2}, "tasks": {"tad": 0.0}},
-        "evaluate": {"seeds": [0, 1], "noise_scales": [1.0], "adversarial_steps": 10, "workers": 2,
-                     "baselines": ["identity", "leace", "adversarial", "noise"]},
+        "train": {"adapter": {"blocks": 1, "heads": 2}, "tasks": {"tad": 0.0}, "epochs": 2, "batch_size": 64,
+                  "adversarial": {"steps": 10}},
+        "evaluate": {"seeds": [0, 1], "noise_scales": [1.0], "workers": 2, "bootstrap": 200, "unseen_seeds": [0],
+                     "methods": ["identity", "leace", "adversarial", "noise"]},
         "audit_bias": {"seeds": [0, 1]},
     })
 

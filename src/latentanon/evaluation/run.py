@@ -396,7 +396,7 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
 
 
 def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
-                 raw_results: Mapping[str, dict], restarts: int = 1) -> dict:
+                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None) -> dict:
     """The paper's Table 4 analogue: the trained method refitted with each task held out of its
     training in turn (task weight 0), that task then scored on the anonymized features as unseen,
     against raw of the same seed. Methods that use no task labels give the same fit each time."""
@@ -523,7 +523,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     unseen = None
     if cfg.unseen_seeds:
         unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
-                              results["raw"], cfg.head_restarts)
+                              results["raw"], cfg.head_restarts, params.train)
     trained = _trained_method(layout)
     evaluation = {
         "methods": methods,
