@@ -347,7 +347,7 @@ def paper_protocol_attack(
 
 # ----------------------------------------------------------------------------- feature recovery
 
-RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+RIDGE_ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)   # per training row, on standardised inputs
 
 
 def _paired_rows(anonymized: Sequence[FeatureSet], raw: Sequence[FeatureSet], kinds: Sequence[str]):
@@ -394,7 +394,7 @@ def recovery_attack(
     gram, cross = xs.T @ xs, xs.T @ (y_train - mean_y)
     best = None
     for alpha in RIDGE_ALPHAS:
-        coef = np.linalg.solve(gram + alpha * len(xs) * 1e-3 * np.eye(len(gram)), cross)
+        coef = np.linalg.solve(gram + alpha * len(xs) * np.eye(len(gram)), cross)
         val_r2 = r_squared(y_val, (x_val - mean_x) / scale @ coef + mean_y)
         if best is None or val_r2 > best[0]:
             best = (val_r2, alpha, coef)
