@@ -162,6 +162,13 @@ def anonymize(model_uri: str, features: str, out: str) -> dict:
     return anonymize_with_registered_model(model_uri, features, out)
 
 
+def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000) -> dict:
+    """The attack suite on any feature store with private labels (``latentanon audit``)."""
+    from latentanon.evaluation.audit import audit as run
+
+    return run(features, out, seeds, confidence, bootstrap)
+
+
 PIPELINE = (
     "generate",
     "validate",
