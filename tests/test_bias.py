@@ -232,6 +232,26 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     assert tree["baselines"]["needs_private_labels"] == {
         "identity": False, "leace": True, "adversarial": True, "noise@1": False}
     assert tree["seeds"] == {"evaluate": [0, 1], "audit_bias": [0, 1]}
+    # the method the train stage trained is named; recovery, the paper protocol and paired intervals
+    aam = tree["privacy"]["aam"]
+    assert aam["method"] == "paper" and isinstance(aam["recovery_r2"], float)
+    assert tree["privacy"]["leace"]["recovery_r2"] < 1.0
+    assert set(aam["paper_protocol"]) == {"static", "moving"}
+    assert aam["interval_kind"] == "paired bootstrap"
+    for scope in (aam, aam["moving"]):
+        low, high = scope["normalized_leakage_interval"]
+        assert low <= high and scope["normalized_leakage_half_width"] == pytest.approx((high - low) / 2)
+    for task in ("ar", "tad", "ad"):
+        low, high = tree["utility"][task]["aam_relative_drop_interval"]
+        assert low <= high
+        assert tree["utility"][task]["aam_unseen"]["trained_on"] == [t for t in ("ar", "ad") if t != task]
+    # decisions: every gate criterion for a seen task, each saying whether its interval decides it
+    assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage", "utility_drop_ar",
+                                      "utility_drop_ad"}
+    for d in tree["decisions"].values():
+        assert isinstance(d["decided"], bool) and (d["passed"] is None) == (not d["decided"])
+    report = (root / "reports" / "report.md").read_text()
+    assert "Decisions (gate criteria)" in report and "Unseen tasks" in report and "paper protocol" in report.lower()
 
 
 @pytest.mark.slow

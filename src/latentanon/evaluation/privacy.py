@@ -36,12 +36,12 @@ class AttackerSpec:
 # Searched per attribute on validation; the strongest honest attacker wins. Whitened inputs find
 # leaks along low-variance directions that standardised inputs under-weight.
 ATTACKER_GRID = (
-    AttackerSpec("linear", 0, 1e-4, steps=100),
-    AttackerSpec("linear", 0, 1e-2, steps=100),
-    AttackerSpec("mlp", 256, 1e-3, lr=3e-3, steps=200),
-    AttackerSpec("linear", 0, 1e-3, steps=100, whiten=True),
-    AttackerSpec("mlp", 256, 1e-3, lr=3e-3, steps=200, whiten=True),
-    AttackerSpec("mlp", 512, 1e-3, lr=2e-3, steps=300, depth=2),
+    AttackerSpec("linear", 0, 1e-3, steps=60),
+    AttackerSpec("linear", 0, 1e-2, steps=60),
+    AttackerSpec("linear", 0, 1e-3, steps=60, whiten=True),
+    AttackerSpec("mlp", 128, 1e-3, lr=5e-3, steps=200),
+    AttackerSpec("mlp", 128, 1e-3, lr=5e-3, steps=200, whiten=True),
+    AttackerSpec("mlp", 256, 1e-3, lr=3e-3, steps=250, depth=2),     # the larger MLP
 )
 # The tuner's objective: one fixed attacker, no search, so trials stay cheap and comparable.
 VALIDATION_ATTACKER = AttackerSpec("mlp", 128, 1e-3, lr=3e-3, steps=150)
@@ -290,7 +290,7 @@ def validation_leakage(
 
 PAPER_LOGIT_SCALE = 10.0    # L2-normalised logits, times this scale before the softmax
 PAPER_EPOCHS = 100
-PAPER_EVAL_EVERY = 5
+PAPER_EVAL_EVERY = 10
 
 
 def paper_protocol_attack(
