@@ -196,35 +196,38 @@ def test_training_lowers_attribute_leakage_and_keeps_action_recognition():
 
 
 def test_train_stage_and_anonymized_store(small_sets, tmp_path):
-    from latentanon.methods.aam import load_adapter
-    from latentanon.methods.apply import adapter_fingerprint, anonymize_store
-    from latentanon.methods.training import train_adapter
     from latentanon.features.store import list_feature_sets, load_feature_set, write_feature_set
+    from latentanon.methods.apply import anonymize_store
+    from latentanon.methods.fitting import train_method
+    from latentanon.methods.registry import load_method
 
     store = tmp_path / "features"
     for fs in small_sets.values():
         write_feature_set(store, fs, videos_per_shard=10)
     cfg = replace(SMALL, epochs=2)
-    summary = train_adapter(cfg, LossWeights(), str(store), tmp_path / "aam", tmp_path / "reports")
+    method, summary = train_method("paper", cfg, str(store), tmp_path / "aam", tmp_path / "reports")
     assert summary["epochs"] == 2 and summary["seen_tasks"] == ["ad", "ar", "tad"]
-    for name in ("adapter.safetensors", "config.json", "heads.safetensors", "heads.json"):
+    for name in ("method.json", "method.safetensors", "heads.safetensors", "heads.json"):
         assert (tmp_path / "aam" / name).exists(), name
     assert (tmp_path / "reports" / "loss_curves.png").stat().st_size > 1000
     assert (tmp_path / "reports" / "history.json").exists()
-    model = load_adapter(tmp_path / "aam")
+    loaded = load_method(tmp_path / "aam")
+    assert loaded.fingerprint() == method.fingerprint() == summary["fingerprint"]
 
     result = anonymize_store(tmp_path / "aam", str(store), str(tmp_path / "anon"))
     assert result["shards_written"] == result["shards_kept"] + result["shards_written"] > 0
+    assert result["method"] == "paper"
     assert list_feature_sets(tmp_path / "anon") == sorted(small_sets)
     anonymized = load_feature_set(tmp_path / "anon", "actions")
-    assert anonymized.meta["adapter"]["id"] == adapter_fingerprint(model)
-    expected = anonymize_feature_set(model, small_sets["actions"])
+    assert anonymized.meta["method_id"] == method.fingerprint()
+    expected = anonymize_feature_set(loaded.model, small_sets["actions"])
     np.testing.assert_allclose(anonymized.arrays["clips"][3], expected.arrays["clips"][3], atol=1e-6)
     # a second run resumes: nothing is rewritten
     again = anonymize_store(tmp_path / "aam", str(store), str(tmp_path / "anon"))
     assert again["shards_written"] == 0 and again["shards_kept"] == result["shards_written"]
     # re-running the stage resumes from the final checkpoint instead of training again
-    assert train_adapter(cfg, LossWeights(), str(store), tmp_path / "aam", tmp_path / "reports")["best_epoch"] == summary["best_epoch"]
+    _, rerun = train_method("paper", cfg, str(store), tmp_path / "aam", tmp_path / "reports")
+    assert rerun["best_epoch"] == summary["best_epoch"] and rerun["fingerprint"] == summary["fingerprint"]
 
 
 def test_critic_matches_while_the_adapter_unmatches():

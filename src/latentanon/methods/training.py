@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from latentanon._files import write_json_atomic
-from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
 from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
@@ -481,38 +481,3 @@ def save_heads(heads: torch.nn.ModuleDict, info: dict, directory: Path) -> Path:
     tmp.replace(directory / "heads.safetensors")
     write_json_atomic(directory / "heads.json", {"tasks": sorted(heads.keys()), "info": info})
     return directory / "heads.safetensors"
-
-
-def train_adapter(train_cfg: TrainConfig, weights: LossWeights, features_uri: str, adapter_dir, report_dir) -> dict:
-    """The train stage: fit on the stored features, save adapter + heads, history and loss curves."""
-    adapter_dir, report_dir = Path(adapter_dir), Path(report_dir)
-    sets = load_training_sets(features_uri)
-    model, heads, history = fit_adapter_with_heads(
-        sets, train_cfg, weights, train_cfg.epochs, train_cfg.seed, adapter_dir / "checkpoints"
-    )
-    source = {name: fs.meta.get("encoder", fs.meta.get("encoder_id", "")) for name, fs in sets.items()}
-    save_adapter(model, adapter_dir, extra={
-        "weights": asdict(weights),
-        "tasks": asdict(train_cfg.tasks),
-        "seen_tasks": sorted(heads.keys()),
-        "train": {k: v for k, v in asdict(train_cfg).items() if k not in ("adapter", "weights", "tasks")},
-        "best_epoch": history["best_epoch"],
-        "selection": history["selection"],
-        "features_uri": str(features_uri),
-        "encoder": source,
-        "history": {k: v for k, v in history.items() if k != "heads"},
-    })
-    save_heads(heads, history["heads"], adapter_dir)
-    write_json_atomic(report_dir / "history.json", history)
-    plot_history(history, report_dir / "loss_curves.png")
-    last = {k: v[-1] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"}
-    return {
-        "adapter_dir": str(adapter_dir),
-        "epochs": len(history["epoch"]),
-        "best_epoch": history["best_epoch"],
-        "best_val_total": history["best_score"],
-        "seconds": round(history["seconds"], 2),
-        "seen_tasks": sorted(heads.keys()),
-        "sets": {name: len(fs) for name, fs in sets.items()},
-        "last": last,
-    }
