@@ -399,13 +399,18 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
                  raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None) -> dict:
     """The paper's Table 4 analogue: the trained method refitted with each task held out of its
     training in turn (task weight 0), that task then scored on the anonymized features as unseen,
-    against raw of the same seed. Methods that use no task labels give the same fit each time."""
+    against raw of the same seed. Methods that use no task labels give the same fit each time.
+    The refits use the knobs saved with the trained method (``fallback_train`` for a legacy
+    adapter directory, which saved none)."""
     from dataclasses import replace
 
+    from latentanon.methods.base import METHOD_JSON
     from latentanon.methods.registry import load_method
     from latentanon.tasks.scoring import TASK_SPECS, TASKS, score_task
 
     trained = load_method(method_dir)
+    if not (Path(method_dir) / METHOD_JSON).exists() and fallback_train is not None:
+        trained.train = fallback_train
     out = {"method": trained.name, "seeds": list(seeds), "tasks": {}}
     present = [t for t in TASKS if TASK_SPECS[t].set_name in raw]
     for held_out in tqdm(present, desc="unseen tasks", unit="task", disable=None):
