@@ -16,7 +16,7 @@ class EvaluateConfig:
     # come from the train section (e.g. train.adversarial).
     methods: tuple[str, ...] = ("identity", "leace", "adversarial", "noise")
     workers: int = 2                     # processes measuring (method, seed) pairs; 1 = in-process
-    bootstrap: int = 1000                # resamples of the test items for the paired intervals
+    bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in
     # turn and that task scored as unseen, on these seeds (empty: skipped).
