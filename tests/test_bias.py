@@ -244,7 +244,9 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     for task in ("ar", "tad", "ad"):
         low, high = tree["utility"][task]["aam_relative_drop_interval"]
         assert low <= high
-        assert tree["utility"][task]["aam_unseen"]["trained_on"] == [t for t in ("ar", "ad") if t != task]
+        unseen = tree["utility"][task]["aam_unseen"]
+        assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
+        assert len(unseen["relative_drop_interval"]) == 2   # paired against raw's test videos
     # decisions: every gate criterion for a seen task, each saying whether its interval decides it
     assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage", "utility_drop_ar",
                                       "utility_drop_ad"}

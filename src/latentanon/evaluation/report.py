@@ -197,7 +197,8 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
                     "method": unseen["method"], "trained_on": block["trained_on"], "seeds": unseen["seeds"],
                     "value": block["value"]["mean"], "raw_value": block["raw_value"]["mean"],
                     "relative_drop": block["relative_drop"]["mean"],
-                    "relative_drop_interval": _interval(block["relative_drop"]),
+                    "relative_drop_interval": (_interval(block["relative_drop_paired"]) if "relative_drop_paired" in block
+                                               else _interval(block["relative_drop"])),
                 }
     tree["targets"] = _targets(evaluation, privacy, utility, params)
     tree["decisions"] = decisions(privacy, utility, params)

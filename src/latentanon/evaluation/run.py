@@ -396,7 +396,8 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
 
 
 def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
-                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None) -> dict:
+                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None,
+                 raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0) -> dict:
     """The paper's Table 4 analogue: the trained method refitted with each task held out of its
     training in turn (task weight 0), that task then scored on the anonymized features as unseen,
     against raw of the same seed. Methods that use no task labels give the same fit each time.
@@ -406,7 +407,8 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
 
     from latentanon.methods.base import METHOD_JSON
     from latentanon.methods.registry import load_method
-    from latentanon.tasks.scoring import TASK_SPECS, TASKS, score_task
+    from latentanon.evaluation import resampling
+    from latentanon.tasks.scoring import TASK_SPECS, TASKS, resampled_values, score_task
 
     trained = load_method(method_dir)
     if not (Path(method_dir) / METHOD_JSON).exists() and fallback_train is not None:
@@ -415,13 +417,22 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
     present = [t for t in TASKS if TASK_SPECS[t].set_name in raw]
     for held_out in tqdm(present, desc="unseen tasks", unit="task", disable=None):
         tasks = replace(trained.train.tasks, **{held_out: 0.0})
-        values, raw_values, drops = [], [], []
+        values, raw_values, drops, paired = [], [], [], []
         for seed in seeds:
             method = create_method(trained.name, replace(trained.train, tasks=tasks)).fit(raw, seed=seed)
             fs_raw = raw[TASK_SPECS[held_out].set_name]
             fs = method.transform(fs_raw)
-            value = score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed,
-                               restarts=restarts)["value"]
+            scored = score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed,
+                                restarts=restarts, items=True)
+            value = scored["value"]
+            reference = (raw_items or {}).get(str(seed), {}).get("utility", {}).get(held_out)
+            if reference is not None and n_resamples > 0:
+                n_videos = _n_videos(held_out, reference)
+                weights = resampling.shared_weights(n_videos, n_resamples)
+                before = resampled_values(held_out, reference, weights)
+                after = resampled_values(held_out, scored["items"], weights)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    paired.append(np.where(before != 0, (before - after) / before, np.nan))
             cached = raw_results.get(str(seed), {}).get("utility", {}).get(held_out)
             raw_value = cached["value"] if cached else score_task(
                 held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, restarts=restarts)["value"]
@@ -434,6 +445,8 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
             "raw_value": metrics.mean_interval(raw_values, confidence),
             "relative_drop": metrics.mean_interval(drops, confidence),
         }
+        if paired and len(paired) == len(seeds):
+            out["tasks"][held_out]["relative_drop_paired"] = resampling.combine_seeds(np.stack(paired), confidence)
     return out
 
 
@@ -528,7 +541,9 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     unseen = None
     if cfg.unseen_seeds:
         unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
-                              results["raw"], cfg.head_restarts, params.train)
+                              results["raw"], cfg.head_restarts, params.train,
+                              {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
+                               if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap)
     trained = _trained_method(layout)
     evaluation = {
         "methods": methods,
