@@ -134,6 +134,8 @@ def test_bad_names_and_dirs(tmp_path, sets):
         create_method("dropout")
     with pytest.raises(ModelError, match="noise@<scale>"):
         create_method("noise")
+    with pytest.raises(ModelError, match="takes no argument"):
+        create_method("paper@2")
     with pytest.raises(ModelError, match="no saved method"):
         load_method(tmp_path)
     method = create_method("identity")

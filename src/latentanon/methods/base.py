@@ -62,6 +62,8 @@ class Method(ABC):
     # A clip's output never depends on which other clips share its batch (every production
     # method); only the released paper form (paper_batch) is allowed to break it.
     batch_invariant: ClassVar[bool] = True
+    # Whether the registry name carries an argument after "@" (noise@0.2); others reject one.
+    takes_argument: ClassVar[bool] = False
 
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         self.name = name

@@ -40,6 +40,8 @@ class NoiseMethod(Method):
     """x + N(0, (scale * std)^2) per clip. The draw is keyed by (seed, video id, kind), so a video
     gets the same noise whichever videos it is transformed with (batch invariant, reproducible)."""
 
+    takes_argument = True
+
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         super().__init__(name, train)
         self.scale = noise_scale(name)

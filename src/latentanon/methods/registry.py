@@ -36,7 +36,10 @@ def method_class(name: str) -> type[Method]:
     if base not in METHODS:
         raise ModelError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))} (noise as noise@<scale>)")
     module, _, attribute = METHODS[base].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    cls = getattr(importlib.import_module(module), attribute)
+    if "@" in name and not cls.takes_argument:
+        raise ModelError(f"method {name!r}: {base} takes no argument after '@'")
+    return cls
 
 
 def create_method(name: str, train: TrainConfig = TrainConfig()) -> Method:
