@@ -48,6 +48,18 @@ def fit_view(sets: Mapping[str, FeatureSet], private_labels: bool) -> dict[str, 
     return out
 
 
+def search_range(tune, key: str, optional: bool = False) -> tuple[float, ...]:
+    """``tune.<key>`` checked as [low, high] with 0 < low <= high (empty allowed when optional)."""
+    from latentanon._configtools import ConfigError
+
+    bounds = tuple(getattr(tune, key))
+    if optional and not bounds:
+        return bounds
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+        raise ConfigError(f"tune.{key}: expected [low, high] with 0 < low <= high, got {list(bounds)}")
+    return bounds
+
+
 def video_ids(fs: FeatureSet) -> list[str]:
     if "video_id" in fs.records.columns:
         return [str(v) for v in fs.records["video_id"]]
@@ -112,6 +124,15 @@ class Method(ABC):
         if sequence.ndim != 2 or sequence.shape[1] != self.dim:
             raise ModelError(f"method {self.name} expects one (T, {self.dim}) sequence, got shape {sequence.shape}")
         return np.asarray(self._transform_kind(kind, [sequence], [video_id])[0], dtype=np.float32)
+
+    # ------------------------------------------------------------------ tuning
+
+    @classmethod
+    def suggest(cls, trial, name: str, train: TrainConfig, tune) -> tuple[str, TrainConfig]:
+        """This method's knobs for one Optuna trial: returns the registry name and the train config
+        the trial fits. ``tune`` is the tune section (its ``*_range`` knobs bound the search).
+        Default: a method without searched knobs."""
+        return name, train
 
     # ------------------------------------------------------------------ state and persistence
 

@@ -48,6 +48,16 @@ class NoiseMethod(Method):
         self.sigma: np.ndarray | None = None
         self.seed = 0
 
+    @classmethod
+    def suggest(cls, trial, name, train, tune):
+        """A bare ``noise`` searches its scale (log-uniform in tune.noise_scale_range)."""
+        from latentanon.methods.base import search_range
+
+        if "@" in name:
+            return name, train
+        scale = trial.suggest_float("noise_scale", *search_range(tune, "noise_scale_range"), log=True)
+        return f"noise@{scale:.4g}", train
+
     def _fit(self, sets, seed, checkpoint_dir) -> None:
         self.seed = int(seed)
         self.sigma = (self.scale * train_feature_std(sets)).astype(np.float32)

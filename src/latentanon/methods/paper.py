@@ -47,6 +47,29 @@ class PaperMethod(Method):
 
         return apply_aam(self.model, kind, items)
 
+    @classmethod
+    def suggest(cls, trial, name, train, tune):
+        """The loss weights (log-uniform in tune.w_*_range), and temperature / lr when ranges are set."""
+        from dataclasses import replace
+
+        from latentanon.methods.base import search_range
+        from latentanon.methods.config import LossWeights
+
+        ranges = {key: search_range(tune, key) for key in ("w_lc_range", "w_b_range", "w_t_range")}
+        temperature = search_range(tune, "temperature_range", optional=True)
+        lr = search_range(tune, "lr_range", optional=True)
+        weights = LossWeights(
+            latent_consistency=trial.suggest_float("w_lc", *ranges["w_lc_range"], log=True),
+            utility=trial.suggest_float("w_t", *ranges["w_t_range"], log=True),
+            privacy=trial.suggest_float("w_b", *ranges["w_b_range"], log=True),
+            temperature=(trial.suggest_float("temperature", *temperature, log=True)
+                         if temperature else train.weights.temperature),
+        )
+        train = replace(train, weights=weights)
+        if lr:
+            train = replace(train, lr=trial.suggest_float("lr", *lr, log=True))
+        return name, train
+
     def state(self):
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 

@@ -118,47 +118,20 @@ def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
     return mean_relative, drops
 
 
-def _check_range(name: str, bounds: tuple[float, ...], optional: bool = False) -> None:
-    if optional and not bounds:
-        return
-    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
-        raise ConfigError(f"tune.{name}: expected [low, high] with 0 < low <= high, got {list(bounds)}")
-
-
-AAM_METHODS = ("paper", "paper_batch")
-
-
 def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
-    """The trial's method (when several are searched), its knobs: for the AAM methods the weights
-    (log-uniform in the configured ranges) and lr, for noise its scale; and its train config."""
-    from latentanon.methods.registry import base_name, method_class
+    """The trial's method (a categorical choice when tune.methods names several) and its knobs,
+    which each method class declares (``Method.suggest``: the AAM methods search the loss weights
+    and lr, a bare ``noise`` its scale); returns the weights and the train config to fit."""
+    from latentanon.methods.registry import method_class
 
-    cfg, base = params.tune, params.train.weights
+    cfg = params.tune
     if not cfg.methods:
         raise ConfigError("tune.methods: name at least one method to search")
     for name in cfg.methods:
         method_class(name)
     method = cfg.methods[0] if len(cfg.methods) == 1 else trial.suggest_categorical("method", list(cfg.methods))
-    if base_name(method) == "noise" and "@" not in method:
-        _check_range("noise_scale_range", cfg.noise_scale_range)
-        method = f"noise@{trial.suggest_float('noise_scale', *cfg.noise_scale_range, log=True):.4g}"
-    if method not in AAM_METHODS:
-        return base, replace(params.train, method=method)
-    for name in ("w_lc_range", "w_b_range", "w_t_range"):
-        _check_range(name, getattr(cfg, name))
-    _check_range("temperature_range", cfg.temperature_range, optional=True)
-    _check_range("lr_range", cfg.lr_range, optional=True)
-    weights = LossWeights(
-        latent_consistency=trial.suggest_float("w_lc", *cfg.w_lc_range, log=True),
-        utility=trial.suggest_float("w_t", *cfg.w_t_range, log=True),
-        privacy=trial.suggest_float("w_b", *cfg.w_b_range, log=True),
-        temperature=(trial.suggest_float("temperature", *cfg.temperature_range, log=True)
-                     if cfg.temperature_range else base.temperature),
-    )
-    train_cfg = replace(params.train, method=method, weights=weights)
-    if cfg.lr_range:
-        train_cfg = replace(train_cfg, lr=trial.suggest_float("lr", *cfg.lr_range, log=True))
-    return weights, train_cfg
+    name, train_cfg = method_class(method).suggest(trial, method, params.train, cfg)
+    return train_cfg.weights, replace(train_cfg, method=name)
 
 
 def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig,
