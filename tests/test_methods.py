@@ -165,3 +165,12 @@ def test_train_method_writes_a_loadable_method(tmp_path, sets):
     assert summary["method"] == "paper" and summary["best_epoch"] >= 1
     assert (tmp_path / "report" / "history.json").exists() and (tmp_path / "aam" / "heads.safetensors").exists()
     assert load_method(tmp_path / "aam").fingerprint() == method.fingerprint()
+
+
+def test_rotation_control_keeps_every_distance(sets, fitted):
+    fs = sets["privacy_videos"]
+    rotated = fitted["rotation"].transform(fs)
+    a, b = fs.kind("static")[0], fs.kind("static")[1]
+    ra, rb = rotated.kind("static")[0], rotated.kind("static")[1]
+    np.testing.assert_allclose(np.linalg.norm(ra - rb), np.linalg.norm(a - b), rtol=1e-5)
+    assert not np.allclose(ra, a)

@@ -14,7 +14,9 @@ class EvaluateConfig:
     # Methods fitted here per seed and compared with the train stage's method ("aam") and raw;
     # registry names (latentanon.methods.registry), "noise" expands over noise_scales. Their knobs
     # come from the train section (e.g. train.adversarial).
-    methods: tuple[str, ...] = ("identity", "leace", "adversarial", "noise")
+    # rotation: the control (information-preserving; reads leakage 1 and no utility change when
+    # the measurement is sound, so its spread is the noise floor)
+    methods: tuple[str, ...] = ("identity", "rotation", "leace", "adversarial", "noise")
     workers: int = 2                     # processes measuring (method, seed) pairs; 1 = in-process
     bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures

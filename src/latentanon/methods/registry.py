@@ -16,6 +16,7 @@ from latentanon.methods.config import TrainConfig
 
 METHODS: dict[str, str] = {
     "identity": "latentanon.methods.identity:IdentityMethod",
+    "rotation": "latentanon.methods.rotation:RotationMethod",
     "noise": "latentanon.methods.noise:NoiseMethod",
     "leace": "latentanon.methods.leace:LeaceMethod",
     "adversarial": "latentanon.methods.adversarial:AdversarialMethod",
