@@ -30,7 +30,10 @@ def sets():
 
 @pytest.fixture(scope="module")
 def fitted(sets):
-    return {base: create_method(concrete(base), TINY).fit(sets, seed=0) for base in METHODS}
+    methods = {base: create_method(concrete(base), TINY).fit(sets, seed=0) for base in METHODS}
+    for method in methods.values():
+        method.reproducible_noise = True   # stochastic methods: comparable draws in these tests
+    return methods
 
 
 def _all_close(a, b):
@@ -52,6 +55,7 @@ def test_round_trip_and_fingerprint(base, sets, fitted, tmp_path):
     assert method.fingerprint() == method.fingerprint()
     method.save(tmp_path / "m")
     loaded = load_method(tmp_path / "m")
+    loaded.reproducible_noise = True
     assert type(loaded) is type(method) and loaded.name == method.name
     assert loaded.fingerprint() == method.fingerprint()
     _all_close(loaded.transform(fs), out)
@@ -174,3 +178,11 @@ def test_rotation_control_keeps_every_distance(sets, fitted):
     ra, rb = rotated.kind("static")[0], rotated.kind("static")[1]
     np.testing.assert_allclose(np.linalg.norm(ra - rb), np.linalg.norm(a - b), rtol=1e-5)
     assert not np.allclose(ra, a)
+
+
+def test_fresh_noise_comes_from_the_os_unless_reproducible():
+    method = create_method("identity")
+    assert not method.reproducible_noise
+    assert method.noise_rng("v", "clips").random() != method.noise_rng("v", "clips").random()
+    method.reproducible_noise = True
+    assert method.noise_rng("v", "clips").random() == method.noise_rng("v", "clips").random()

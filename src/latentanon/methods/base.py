@@ -76,12 +76,26 @@ class Method(ABC):
     batch_invariant: ClassVar[bool] = True
     # Whether the registry name carries an argument after "@" (noise@0.2); others reject one.
     takes_argument: ClassVar[bool] = False
+    # A method whose transform draws fresh randomness (``noise_rng``): tests switch on
+    # ``reproducible_noise`` to compare outputs; in use every call draws anew from the OS.
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         self.name = name
         self.train = train
         self.dim: int | None = None
         self.info: dict = {}        # JSON-able facts about the fit (best epoch, seed, ...)
+        self.reproducible_noise = False
+
+    def noise_rng(self, video_id: str, kind: str) -> np.random.Generator:
+        """Randomness for one video's ``kind`` at transform time: fresh OS entropy (never derivable
+        from a seed), or, with ``reproducible_noise`` (tests only), keyed by the video and kind so
+        that a video gets the same draw whichever videos share its batch."""
+        if not self.reproducible_noise:
+            return np.random.default_rng()
+        import zlib
+
+        return np.random.default_rng([zlib.crc32(video_id.encode()), zlib.crc32(kind.encode())])
 
     # ------------------------------------------------------------------ fitting and applying
 
