@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latentanon._configtools import from_dict
-from latentanon.adapter.config import TrainConfig
+from latentanon.methods.config import TrainConfig
 from latentanon.config import Layout, load_params
 from latentanon.evaluation import metrics
 
@@ -84,8 +84,8 @@ def projection(kind: str, k: int, training_sets: dict) -> tuple[np.ndarray, np.n
 
 
 def transformed_sets(name: str, spec: dict, base_train: dict, training_sets: dict, raw: dict) -> tuple[dict, dict]:
-    from latentanon.adapter.apply import anonymize_feature_set
-    from latentanon.adapter.training import fit_adapter
+    from latentanon.methods.apply import anonymize_feature_set
+    from latentanon.methods.training import fit_adapter
 
     if "projection" in spec:
         mean, transform = projection(spec["projection"], spec["k"], training_sets)
@@ -126,7 +126,7 @@ def markdown_table(result: dict) -> str:
     def cell(block: dict) -> str:
         return f"{block['mean']:.2f} [{block['low']:.2f}, {block['high']:.2f}]"
 
-    from latentanon.evaluation.tasks import TASKS
+    from latentanon.tasks.scoring import TASKS
 
     measured = next(iter(result["variants"].values()))["utility_relative_drop"] if result["variants"] else {}
     tasks = [t for t in TASKS if t in measured]
@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/adapter_variants.json")
     args = parser.parse_args()
 
-    from latentanon.adapter.training import load_training_sets
+    from latentanon.methods.training import load_training_sets
     from latentanon.evaluation.run import load_sets, measure, needed_sets
 
     params = load_params(args.params, [f"paths.workdir={args.workdir}"] if args.workdir else [])

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from latentanon.adapter.aam import AAM, load_adapter, save_adapter
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.aam import AAM, load_adapter, save_adapter
+from latentanon.methods.config import AdapterConfig
 from latentanon.errors import ModelError
 
 

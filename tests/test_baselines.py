@@ -1,16 +1,20 @@
-"""Baselines: LEACE erases linear predictability, noise honours its scale, the adversarial adapter hides."""
+"""Baseline methods: LEACE erases linear predictability, noise honours its scale, the adversarial adapter hides."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from latentanon.adapter.config import AdapterConfig
-from latentanon.baselines import NEEDS_PRIVATE_LABELS, fit_baseline, method_names
-from latentanon.errors import DataError
+from latentanon.errors import DataError, ModelError
 from latentanon.evaluation import privacy
-from latentanon.evaluation.config import EvaluateConfig
+from latentanon.methods import METHODS, create_method, expand_names, needs_private_labels
+from latentanon.methods.config import AdapterConfig, TrainConfig
 from test_privacy import private_feature_set
+
+
+def fit_baseline(name, sets, seed=0, train=TrainConfig()):
+    """The fitted method's transform (the shape the old baselines API had)."""
+    return create_method(name, train).fit(sets, seed=seed).transform
 
 
 def _static_matrix(fs, attribute):
@@ -20,18 +24,18 @@ def _static_matrix(fs, attribute):
 
 
 def test_method_names_and_private_label_needs():
-    cfg = EvaluateConfig(noise_scales=(0.5, 2.0))
-    assert method_names(cfg) == ["identity", "leace", "adversarial", "noise@0.5", "noise@2"]
-    assert NEEDS_PRIVATE_LABELS == {"leace", "adversarial"}
-    with pytest.raises(ValueError, match="unknown baseline"):
-        method_names(EvaluateConfig(baselines=("identity", "dropout")))
-    with pytest.raises(ValueError, match="ambiguous"):
-        fit_baseline("noise", {"privacy_videos": private_feature_set()}, cfg, seed=0)
+    names = ("identity", "leace", "adversarial", "noise")
+    assert expand_names(names, (0.5, 2.0)) == ["identity", "leace", "adversarial", "noise@0.5", "noise@2"]
+    assert {m for m in METHODS if needs_private_labels(m)} == {"leace", "adversarial"}
+    with pytest.raises(ModelError, match="unknown method"):
+        expand_names(("identity", "dropout"), (0.5,))
+    with pytest.raises(ModelError, match="noise@<scale>"):
+        fit_baseline("noise", {"privacy_videos": private_feature_set()})
 
 
 def test_identity_keeps_values():
     fs = private_feature_set()
-    out = fit_baseline("identity", {"privacy_videos": fs}, EvaluateConfig(), seed=0)(fs)
+    out = fit_baseline("identity", {"privacy_videos": fs})(fs)
     for kind in fs.arrays:
         for a, b in zip(fs.kind(kind), out.kind(kind)):
             np.testing.assert_array_equal(a, b)
@@ -40,7 +44,7 @@ def test_identity_keeps_values():
 def test_leace_removes_linear_predictability():
     fs = private_feature_set(n_identities=40, signal=2.0)
     sets = {"privacy_videos": fs}
-    erased = fit_baseline("leace", sets, EvaluateConfig(), seed=0)(fs)
+    erased = fit_baseline("leace", sets)(fs)
     train_raw, train_erased = fs.split("train"), erased.split("train")
     for attribute in ("gender", "clothing"):
         x, y = _static_matrix(train_raw, attribute)
@@ -59,22 +63,22 @@ def test_leace_removes_linear_predictability():
 def test_leace_needs_a_privacy_set():
     fs = private_feature_set(name="actions")
     with pytest.raises(DataError, match="privacy"):
-        fit_baseline("leace", {"actions": fs}, EvaluateConfig(), seed=0)
+        fit_baseline("leace", {"actions": fs})
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0])
 def test_noise_scale_is_honoured(scale):
     fs = private_feature_set(n_identities=40, videos_per_identity=4)
-    transform = fit_baseline(f"noise@{scale:g}", {"privacy_videos": fs}, EvaluateConfig(), seed=0)
+    transform = fit_baseline(f"noise@{scale:g}", {"privacy_videos": fs})
     noisy = transform(fs)
     train = fs.split("train")
     std = np.concatenate([np.concatenate(train.kind(k)) for k in train.arrays]).std(axis=0)
     diff = np.concatenate([np.concatenate(noisy.kind(k)) - np.concatenate(fs.kind(k)) for k in fs.arrays])
     np.testing.assert_allclose(diff.std(axis=0) / std, scale, rtol=0.15)
     assert abs(diff.mean()) < 0.05 * scale * std.mean()
-    again = transform(fs)  # deterministic per (seed, set)
+    again = transform(fs)  # deterministic per (seed, video)
     np.testing.assert_array_equal(noisy.kind("static")[3], again.kind("static")[3])
-    other_seed = fit_baseline(f"noise@{scale:g}", {"privacy_videos": fs}, EvaluateConfig(), seed=1)(fs)
+    other_seed = fit_baseline(f"noise@{scale:g}", {"privacy_videos": fs}, seed=1)(fs)
     assert not np.allclose(noisy.kind("static")[3], other_seed.kind("static")[3])
 
 
@@ -83,8 +87,7 @@ def test_adversarial_adapter_lowers_attacker_cmap():
     videos = private_feature_set(n_identities=40, signal=1.5, seed=0)
     actions = private_feature_set(name="actions", n_identities=40, signal=1.5, seed=0)
     sets = {"privacy_videos": videos, "actions": actions}
-    cfg = EvaluateConfig()
-    transform = fit_baseline("adversarial", sets, cfg, seed=0, adapter=AdapterConfig(blocks=1, heads=2))
+    transform = fit_baseline("adversarial", sets, seed=0, train=TrainConfig(adapter=AdapterConfig(blocks=1, heads=2)))
     hidden = transform(videos)
     splits = lambda fs: (fs.split("train"), fs.split("val"), fs.split("test"))  # noqa: E731
     grid = privacy.ATTACKER_GRID[:1]

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from latentanon.adapter.aam import AAM, save_adapter
-from latentanon.adapter.apply import anonymize_store
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.apply import anonymize_store
+from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import bias, run
@@ -108,9 +108,10 @@ def build_store(root) -> None:
 def tiny_params(root):
     return params_from_dict({
         "paths": {"workdir": str(root)},
-        "train": {"adapter": {"blocks": 1, "heads": 2}, "tasks": {"tad": 0.0}},
-        "evaluate": {"seeds": [0, 1], "noise_scales": [1.0], "adversarial_steps": 10, "workers": 2,
-                     "baselines": ["identity", "leace", "adversarial", "noise"]},
+        "train": {"adapter": {"blocks": 1, "heads": 2}, "tasks": {"tad": 0.0}, "epochs": 2, "batch_size": 64,
+                  "adversarial": {"steps": 10}},
+        "evaluate": {"seeds": [0, 1], "noise_scales": [1.0], "workers": 2, "bootstrap": 200, "unseen_seeds": [0],
+                     "methods": ["identity", "leace", "adversarial", "noise"]},
         "audit_bias": {"seeds": [0, 1]},
     })
 
@@ -231,6 +232,28 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     assert tree["baselines"]["needs_private_labels"] == {
         "identity": False, "leace": True, "adversarial": True, "noise@1": False}
     assert tree["seeds"] == {"evaluate": [0, 1], "audit_bias": [0, 1]}
+    # the method the train stage trained is named; recovery, the paper protocol and paired intervals
+    aam = tree["privacy"]["aam"]
+    assert aam["method"] == "paper" and isinstance(aam["recovery_r2"], float)
+    assert tree["privacy"]["leace"]["recovery_r2"] < 1.0
+    assert set(aam["paper_protocol"]) == {"static", "moving"}
+    assert aam["interval_kind"] == "paired bootstrap"
+    for scope in (aam, aam["moving"]):
+        low, high = scope["normalized_leakage_interval"]
+        assert low <= high and scope["normalized_leakage_half_width"] == pytest.approx((high - low) / 2)
+    for task in ("ar", "tad", "ad"):
+        low, high = tree["utility"][task]["aam_relative_drop_interval"]
+        assert low <= high
+        unseen = tree["utility"][task]["aam_unseen"]
+        assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
+        assert len(unseen["relative_drop_interval"]) == 2   # paired against raw's test videos
+    # decisions: every gate criterion for a seen task, each saying whether its interval decides it
+    assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage", "utility_drop_ar",
+                                      "utility_drop_ad"}
+    for d in tree["decisions"].values():
+        assert isinstance(d["decided"], bool) and (d["passed"] is None) == (not d["decided"])
+    report = (root / "reports" / "report.md").read_text()
+    assert "Decisions (gate criteria)" in report and "Unseen tasks" in report and "paper protocol" in report.lower()
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
 
 
 def test_headline_is_the_dvc_metric_and_the_gate_marks_the_shared_store(repo):
-    path, env, first = repo
+    path, env, first, _ = repo
     shown = json.loads(subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=path, env=env,
                                       capture_output=True, text=True, check=True).stdout)
 

@@ -8,16 +8,19 @@ import mlflow
 import pytest
 import torch
 
-from latentanon.adapter.aam import AAM, save_adapter
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import ModelError
 from latentanon.tracking import gate
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
 
 GOOD = {
-    "privacy": {"aam": {"normalized_leakage": 0.30, "relative_cmap_drop": 0.35, "moving": {"normalized_leakage": 0.35}}},
-    "utility": {t: {"aam_relative_drop": 0.004} for t in ("ar", "tad", "ad")},
+    "privacy": {"aam": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36],
+                        "relative_cmap_drop": 0.35,
+                        "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]}}},
+    "utility": {t: {"aam_relative_drop": 0.004, "aam_relative_drop_interval": [-0.002, 0.009],
+                    "seen_in_training": True} for t in ("ar", "tad", "ad")},
     "bias": {"raw": {"gap": 0.20}, "aam": {"gap": 0.12}},
 }
 
@@ -52,20 +55,40 @@ def test_good_metrics_pass_every_check(tmp_path):
 
 
 @pytest.mark.parametrize("dotted, value, check", [
-    ("privacy.aam.normalized_leakage", 0.41, "normalized_leakage"),
+    ("privacy.aam.normalized_leakage_interval", [0.41, 0.5], "normalized_leakage"),
     ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
-    ("privacy.aam.moving.normalized_leakage", 0.41, "moving_normalized_leakage"),  # shared clips still leak
+    ("privacy.aam.moving.normalized_leakage_interval", [0.41, 0.6], "moving_normalized_leakage"),  # shared clips leak
     ("privacy.aam.moving", KeyError, "moving_normalized_leakage"),
+    ("privacy.aam.normalized_leakage_interval", KeyError, "normalized_leakage"),  # no interval: undecidable
+    ("privacy.aam.normalized_leakage_interval", [0.3, float("nan")], "normalized_leakage"),
     ("utility.tad.aam_relative_drop", 0.011, "utility_drop_tad"),
     ("utility.ad.aam_relative_drop", KeyError, "utility_drop_ad"),          # missing task figure
     ("utility.ar.aam_relative_drop", float("nan"), "utility_drop_ar"),     # not a finite number
-    ("privacy.aam.normalized_leakage", "0.1", "normalized_leakage"),       # not a number
+    ("privacy.aam.normalized_leakage_interval", ["0.1", 0.2], "normalized_leakage"),  # not numbers
     ("bias.aam.gap", -0.25, "bias_gap"),                                   # |gap| larger than raw
     ("bias.raw.gap", KeyError, "bias_gap"),
 ])
 def test_each_rule_can_reject(tmp_path, dotted, value, check):
     checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path), champion=None)
     assert failed(checks) == {check}
+
+
+def test_undecided_privacy_fails_and_undecided_utility_is_reported(tmp_path):
+    # leakage mean 0.30 is below 0.4, but its interval straddles the threshold: undecided, so it fails
+    straddling = with_value(GOOD, "privacy.aam.normalized_leakage_interval", [0.2, 0.45])
+    checks = {c.name: c for c in gate.evaluate_checks(straddling, params_for(tmp_path), champion=None)}
+    assert not checks["normalized_leakage"].passed and checks["normalized_leakage"].decided is False
+    assert "undecided" in checks["normalized_leakage"].detail
+    assert checks["moving_normalized_leakage"].passed and checks["moving_normalized_leakage"].decided
+    # a utility drop whose interval straddles 1% passes on its mean and says it is undecided
+    wide = with_value(GOOD, "utility.ar.aam_relative_drop_interval", [-0.01, 0.02])
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    assert checks["utility_drop_ar"].passed and checks["utility_drop_ar"].decided is False
+    # a task the trained method did not see is scored as unseen, not gated as seen
+    unseen = with_value(GOOD, "utility.tad.seen_in_training", False)
+    unseen = with_value(unseen, "utility.tad.aam_relative_drop", 0.5)
+    names = {c.name for c in gate.evaluate_checks(unseen, params_for(tmp_path), champion=None)}
+    assert "utility_drop_tad" not in names
 
 
 def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
@@ -150,6 +173,10 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     assert aliases(client, name) == {"champion": "2"}
     tags = client.get_model_version(name, "2").tags
     assert tags["gate.normalized_leakage"] == "0.3" and tags["gate.threshold.max_normalized_leakage"] == "0.4"
+    assert tags["gate.moving_normalized_leakage.decided"] == "true"
+    decision = json.loads((layout.report_dir("gate") / "decision.json").read_text())
+    assert decision["decided"] == {"normalized_leakage": True, "moving_normalized_leakage": True,
+                                   "utility_drop_ar": True, "utility_drop_tad": True, "utility_drop_ad": True}
 
     # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=3)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentanon.adapter.aam import AAM
-from latentanon.adapter.config import AdapterConfig, LossWeights
-from latentanon.adapter.losses import latent_consistency, nt_xent, total_loss
+from latentanon.methods.aam import AAM
+from latentanon.methods.config import AdapterConfig, LossWeights
+from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
 
 
 def _brute_force_nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float) -> float:

@@ -119,7 +119,7 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.predict(sequence), champion(torch.from_numpy(sequence)).numpy())
 
-    from latentanon.adapter.apply import anonymize_feature_set
+    from latentanon.methods.apply import anonymize_feature_set
     from latentanon.features.store import load_feature_set
 
     out = tmp_path / "shared"

@@ -115,7 +115,7 @@ def test_model_uri_parsing():
 
 @pytest.mark.slow
 def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path, monkeypatch):
-    from latentanon.adapter.apply import anonymize_store
+    from latentanon.methods.apply import anonymize_store
     from latentanon.features.store import load_feature_set
 
     params = params_for(tmp_path)
@@ -158,3 +158,25 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
     # MLflow's process-wide URI is left alone: the next user of the environment is not misled
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'elsewhere.db'}"
+
+
+@pytest.mark.parametrize("method_name", ["noise@0.5", "leace"])
+def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name):
+    """The registry and the pyfunc carry whatever the train stage saved, not only the AAM."""
+    from latentanon.methods import create_method
+    from test_tuning import make_feature_sets
+
+    params = params_for(tmp_path)
+    layout = Layout.from_params(params)
+    sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
+    method = create_method(method_name).fit(sets, seed=3)
+    method.save(layout.adapter_dir)
+    registered = registry.register_candidate(params, layout)
+    loaded = mlflow.pyfunc.load_model(f"models:/{registered['model_name']}/{registered['version']}")
+    assert loaded.metadata.get_input_schema().inputs[0].shape == (-1, 16)
+    packed = loaded.unwrap_python_model().adapter_dir
+    assert sorted(p.name for p in packed.iterdir()) == ["method.json", "method.safetensors"]
+    sequence = sets["actions"].kind("clips")[0]
+    np.testing.assert_allclose(loaded.predict(sequence), method.transform_sequence(sequence), rtol=1e-6)
+    # the same files register once
+    assert registry.register_candidate(params, layout)["reused"]

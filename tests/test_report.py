@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from latentanon.config import params_from_dict
@@ -116,3 +117,45 @@ def test_failing_leakage_and_utility_targets():
     assert tree["targets"]["normalized_leakage"]["passed"] is False
     assert tree["targets"]["utility_within_1pct"]["passed"] is False
     assert tree["targets"]["not_dominated"]["passed"] is True
+
+
+def _items(probabilities: float, correct: list[int]) -> dict:
+    """Per-test-item arrays: 20 items, gender label alternating, the attacker's confidence in the
+    right class; AR correctness per test video."""
+    labels = np.arange(20) % 2
+    right = np.full(20, probabilities)
+    probs = np.c_[np.where(labels == 0, right, 1 - right), np.where(labels == 1, right, 1 - right)]
+    probs[::3] = probs[::3, ::-1]          # some mistakes, so raw is not perfect
+    scope = {"labels": {"gender": labels}, "probabilities": {"gender": probs}}
+    return {"static": scope, "moving": scope, "utility": {"ar": {"correct": np.array(correct, float)}}}
+
+
+def test_paired_intervals_decisions_and_named_method(tmp_path):
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),
+                          "noise@1": ([0.8, 0.8], [GOOD_UTILITY] * 2)})
+    raw_items = _items(0.9, [1] * 8 + [0] * 2)
+    items = {"raw": {"0": raw_items, "1": raw_items},
+             "aam": {"0": raw_items, "1": raw_items},                           # identical to raw
+             "noise@1": {"0": _items(0.9, [0] * 10), "1": _items(0.9, [0] * 10)}}   # every video wrong
+    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    aam = summary["privacy"]["aam"]["static"]["normalized_leakage_paired"]
+    assert (aam["low"], aam["high"]) == pytest.approx((1.0, 1.0))
+    drop = summary["utility"]["ar"]["aam"]["relative_drop_paired"]
+    assert (drop["low"], drop["high"]) == pytest.approx((0.0, 0.0))
+    noisy = summary["utility"]["ar"]["noise@1"]["relative_drop_paired"]
+    assert noisy["low"] == pytest.approx(1.0)
+
+    evaluation = _evaluation(per_seed)
+    evaluation["privacy"], evaluation["utility"] = summary["privacy"], summary["utility"]
+    evaluation["trained_method"] = {"name": "noise@0.2", "id": "abc"}
+    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    assert tree["privacy"]["aam"]["method"] == "noise@0.2"
+    assert tree["privacy"]["aam"]["normalized_leakage_interval"] == pytest.approx([1.0, 1.0])
+    assert tree["utility"]["ar"]["noise@1_relative_drop_interval"][0] == pytest.approx(1.0)
+    decisions = tree["decisions"]
+    # leakage [1, 1] lies wholly above 0.4: decided, failed; AR drop [0, 0] wholly within 1%
+    assert (decisions["normalized_leakage"]["decided"], decisions["normalized_leakage"]["passed"]) == (True, False)
+    assert (decisions["utility_drop_ar"]["decided"], decisions["utility_drop_ar"]["passed"]) == (True, True)
+    assert "utility_drop_ad" not in decisions         # AD is unseen in this evaluation
+    text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
+    assert "Decisions (gate criteria)" in text and "`noise@0.2`" in text

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from latentanon.errors import DataError
-from latentanon.evaluation.tasks import (
+from latentanon.tasks.scoring import (
     TASKS,
     anomaly_frame_labels,
     class_average_precision,

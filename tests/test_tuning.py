@@ -308,3 +308,47 @@ def test_parallel_workers_draw_different_parameters(tmp_path):
     seeds = {study_lib.derived_seed(0, number, parallel=True) for number in range(50)}
     assert len(seeds) == 50
     assert study_lib.derived_seed(0, 3) == study_lib.derived_seed(0, 3) != study_lib.derived_seed(1, 3)
+
+
+def test_suggest_searches_across_methods_and_their_knobs(tmp_path):
+    params = tiny_params(tmp_path, methods=["paper", "noise", "leace"], noise_scale_range=[0.1, 1.0])
+    noise = optuna.trial.FixedTrial({"method": "noise", "noise_scale": 0.25})
+    _, train_cfg = search.suggest(noise, params)
+    assert train_cfg.method == "noise@0.25"
+    leace = optuna.trial.FixedTrial({"method": "leace"})
+    assert search.suggest(leace, params)[1].method == "leace"
+    paper = optuna.trial.FixedTrial({"method": "paper", "w_lc": 10.0, "w_t": 1.0, "w_b": 2.0, "lr": 0.005})
+    weights, train_cfg = search.suggest(paper, params)
+    assert (train_cfg.method, train_cfg.weights.privacy, train_cfg.lr) == ("paper", 2.0, 0.005)
+    point = TrialPoint(0, 0.5, 0.9, {}, {"method": "noise", "noise_scale": 0.25})
+    assert search.chosen_method(point, params) == "noise@0.25"
+    assert search.chosen_weights(point, params) == search.asdict(params.train.weights)
+
+
+def test_a_trial_fits_any_method_through_the_interface(tmp_path):
+    sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
+    data = search.SearchData({k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
+                             [search._search_rows(sets["privacy_videos"])], "fp")
+    params = tiny_params(tmp_path)
+    tasks = ("ar", "ad")
+    raw = search.measure(data.task_sets, data.privacy, tasks, 0)
+    for name in ("noise@0.5", "paper"):
+        train_cfg = search.replace(params.train, method=name)
+        result = search.run_trial(data, params, params.train.weights, train_cfg, tasks, raw)
+        assert set(result["drops"]) == set(tasks) and np.isfinite(result["leakage"])
+
+
+def test_train_uses_the_tuned_method_when_asked(tmp_path):
+    from latentanon import stages
+
+    params = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "tuned"}})
+    assert stages.chosen_train_config(params).method == "paper"          # nothing tuned yet
+    out = Layout.from_params(params).report_dir("tune")
+    out.mkdir(parents=True)
+    (out / "chosen.json").write_text(json.dumps({"method": "noise@0.3", "weights": {"latent_consistency": 5.0,
+                                                 "utility": 1.0, "privacy": 1.0, "temperature": 0.1}}))
+    chosen = stages.chosen_train_config(params)
+    assert chosen.method == "noise@0.3" and chosen.weights.latent_consistency == 5.0
+    # knobs searched for another method never leak into the configured one
+    fixed = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "paper"}})
+    assert stages.chosen_train_config(fixed).weights == fixed.train.weights

@@ -1,4 +1,4 @@
-"""Command line: one sub-command per pipeline stage, plus ``anonymize`` and ``run``."""
+"""Command line: one sub-command per pipeline stage, plus ``anonymize``, ``audit`` and ``run``."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_args(p)
     p.add_argument("--quiet", action="store_true", help="print the URI only")
     p.set_defaults(stage="tracking_uri")
+    p = sub.add_parser("audit", help="how much a labelled feature store leaks: the evaluate stage's attack suite")
+    p.add_argument("--features", required=True, help="store with private-attribute labels (path or s3:// URI)")
+    p.add_argument("--out", default="reports/audit", help="folder for audit.json and audit.md (default: reports/audit)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated attacker seeds (default: 0,1,2)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: 0.95)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test items")
+    p.set_defaults(stage="audit")
     return parser
 
 
@@ -104,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
             params = _params_or_defaults(args.params, args.overrides)
             uri = stages.tracking_uri_for(params)
             print(uri if args.quiet else f"{uri}  (from {source_of(params.tracking.tracking_uri)})")
+            return 0
+        if args.stage == "audit":
+            try:
+                seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+            except ValueError as exc:
+                raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from exc
+            summary = stages.audit(args.features, args.out, seeds, args.confidence, args.bootstrap)
+            print(f"[audit] report: {summary['report']}; cMAP {summary['cmap']} (chance {summary['chance']})",
+                  file=sys.stderr)
             return 0
         params = load_params(args.params, args.overrides)
         if args.stage == "verdict":

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from latentanon._configtools import ConfigError, from_dict, to_dict
-from latentanon.adapter.config import TrainConfig
+from latentanon.methods.config import TrainConfig
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from latentanon.adapter.config import LossWeights, TrainConfig
+from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
 from latentanon._files import write_json_atomic
@@ -93,34 +93,45 @@ def tuned_choice(params: Params) -> dict | None:
     return None
 
 
+def trained_method_name(params: Params) -> str:
+    """``train.method``; ``tuned`` means the method the tune stage chose (paper if it chose none)."""
+    if params.train.method != "tuned":
+        return params.train.method
+    choice = tuned_choice(params)
+    return str(choice.get("method", "paper")) if choice else "paper"
+
+
+def _choice_applies(params: Params, choice: dict | None) -> bool:
+    """The tune stage's knobs apply only to the method they were searched for."""
+    return choice is not None and str(choice.get("method", "paper")) == trained_method_name(params)
+
+
 def chosen_weights(params: Params) -> LossWeights:
     """The loss weights train uses: the tune stage's choice when asked for and present, else params."""
     choice = tuned_choice(params)
-    if choice is None:
+    if not _choice_applies(params, choice) or "weights" not in choice:
         return params.train.weights
     return from_dict(LossWeights, choice["weights"], "tune/chosen.json:weights")
 
 
 def chosen_train_config(params: Params) -> TrainConfig:
-    """params.train, with the learning rate the search chose when it searched one."""
+    """params.train with the method to train, and the weights / learning rate the search chose."""
     choice = tuned_choice(params)
-    if choice is None or "lr" not in choice:
-        return params.train
-    return replace(params.train, lr=float(choice["lr"]))
+    train = replace(params.train, method=trained_method_name(params), weights=chosen_weights(params))
+    if _choice_applies(params, choice) and "lr" in choice:
+        train = replace(train, lr=float(choice["lr"]))
+    return train
 
 
 def train(params: Params) -> dict:
-    from latentanon.adapter.apply import anonymize_store
-    from latentanon.adapter.training import train_adapter
+    """Fit ``train.method`` on the stored features, save it to models/aam, write the anonymized store."""
+    from latentanon.methods.apply import anonymize_store
+    from latentanon.methods.fitting import train_method
 
     layout = Layout.from_params(params)
-    summary = train_adapter(
-        chosen_train_config(params),
-        chosen_weights(params),
-        layout.features_uri,
-        layout.adapter_dir,
-        layout.report_dir("train"),
-    )
+    train_cfg = chosen_train_config(params)
+    _, summary = train_method(train_cfg.method, train_cfg, layout.features_uri, layout.adapter_dir,
+                              layout.report_dir("train"))
     history = layout.report_dir("train") / "history.json"
     if history.exists():  # data for `dvc plots` next to loss_curves.png
         from latentanon.evaluation.report import history_rows, write_rows_csv
@@ -235,6 +246,13 @@ def tracking_uri_for(params: Params) -> str:
     from latentanon.tracking.uri import tracking_uri
 
     return tracking_uri(params.tracking.tracking_uri, Layout.from_params(params).workdir)
+
+
+def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000) -> dict:
+    """The attack suite on any feature store with private labels (``latentanon audit``)."""
+    from latentanon.evaluation.audit import audit as run
+
+    return run(features, out, seeds, confidence, bootstrap)
 
 
 PIPELINE = (

@@ -5,7 +5,7 @@ store, and each configured baseline fitted on train splits) it measures:
 - privacy: attackers on static clips (privacy videos + images) and on moving clips (privacy
   videos), cMAP with chance level, relative cMAP drop and normalised leakage against raw of the
   same seed; identity re-identification and gait retrieval top-1 (nearest neighbour, test split);
-- utility: AR, TAD and AD through ``latentanon.evaluation.tasks.score_task``.
+- utility: AR, TAD and AD through ``latentanon.tasks.scoring.score_task``.
 Figures are summarised as mean and Student-t interval over seeds. A re-run with the same inputs
 resumes from reports/evaluate/partial.json instead of redoing finished (method, seed) pairs.
 """
@@ -23,11 +23,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latentanon._files import write_json_atomic
-from latentanon.baselines import NEEDS_PRIVATE_LABELS, base_name, fit_baseline, method_names
 from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
-from latentanon.evaluation.privacy import ATTRIBUTES, attack
+from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack, recovery_attack
+from latentanon.methods.registry import create_method, expand_names, needs_private_labels
 from latentanon.features.featureset import FeatureSet
 from latentanon.plots import pyplot, save_figure
 
@@ -37,7 +37,7 @@ MOVING_PRIVACY_SET = "privacy_videos"
 
 def task_sets() -> dict[str, str]:
     """Utility task -> the feature set it is scored on."""
-    from latentanon.evaluation.tasks import TASK_SPECS, TASKS
+    from latentanon.tasks.scoring import TASK_SPECS, TASKS
 
     return {task: TASK_SPECS[task].set_name for task in TASKS}
 
@@ -69,27 +69,45 @@ def _splits(sets: list[FeatureSet], split: str) -> list[FeatureSet]:
     return [fs.split(split) for fs in sets]
 
 
-def measure(sets: Mapping[str, FeatureSet], seed: int) -> dict:
-    """Every privacy and utility figure of one method's features for one seed."""
-    from latentanon.evaluation.tasks import score_task
+def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, FeatureSet] | None = None,
+            restarts: int = 1) -> dict:
+    """Every privacy and utility figure of one method's features for one seed.
+
+    ``raw`` (the same sets unanonymized) adds the feature-recovery attack; the result's ``items``
+    hold per-test-item arrays for the paired intervals."""
+    from latentanon.tasks.scoring import score_task
 
     privacy_sets = [sets[n] for n in PRIVACY_SETS if n in sets]
     static = attack(*(_splits(privacy_sets, s) for s in ("train", "val", "test")), ATTRIBUTES, seed, "static")
     moving_set = sets[MOVING_PRIVACY_SET]
     moving = attack(*(moving_set.split(s) for s in ("train", "val", "test")), ATTRIBUTES, seed, "clips")
-    utility = {}
+    paper = {
+        "static": paper_protocol_attack(_splits(privacy_sets, "train"), _splits(privacy_sets, "test"), ATTRIBUTES,
+                                        seed, "static"),
+        "moving": paper_protocol_attack(moving_set.split("train"), moving_set.split("test"), ATTRIBUTES, seed, "clips"),
+    }
+    utility, utility_items = {}, {}
     for task, set_name in task_sets().items():
         fs = sets[set_name]
-        utility[task] = score_task(task, fs.split("train"), fs.split("val"), fs.split("test"), seed)
-    return {
+        result = score_task(task, fs.split("train"), fs.split("val"), fs.split("test"), seed,
+                            restarts=restarts, items=True)
+        utility_items[task] = result.pop("items")
+        utility[task] = result
+    out = {
         "privacy": {
-            "static": static,
-            "moving": moving,
+            "static": {k: v for k, v in static.items() if k != "items"},
+            "moving": {k: v for k, v in moving.items() if k != "items"},
+            "paper_protocol": paper,
             "reid": reid.reidentification(_splits(privacy_sets, "test")),
             "gait": reid.gait_retrieval(moving_set.split("test")),
         },
         "utility": utility,
+        "items": {"static": static["items"], "moving": moving["items"], "utility": utility_items},
     }
+    if raw is not None:
+        names = [n for n in PRIVACY_SETS if n in sets and n in raw]
+        out["privacy"]["recovery"] = recovery_attack({n: sets[n] for n in names}, {n: raw[n] for n in names})
+    return out
 
 
 def _pool_worker_init() -> None:
@@ -98,7 +116,7 @@ def _pool_worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _measure_in_pool(todo, method_sets, record, bar, workers: int) -> None:
+def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {}) -> None:
     """Measure (seed, method) pairs in worker processes while this one fits the next baselines.
 
     Workers are spawned (not forked: torch's thread pools do not survive a fork safely) and each
@@ -114,7 +132,7 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int) -> None:
         fitted_by_seed: dict[int, dict] = {}
         for seed, method in todo:
             sets = method_sets(method, seed, fitted_by_seed.setdefault(seed, {}))
-            pending[pool.submit(measure, sets, seed)] = (method, seed)
+            pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
             # Keep at most one job queued per worker: bounded memory, early partial results.
             while len(pending) > workers:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -126,6 +144,49 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int) -> None:
             method_done, seed_done = pending.pop(future)
             record(method_done, seed_done, future.result())
             bar.update(1)
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+    flat = {}
+    for key, value in tree.items():
+        if "/" in str(key):
+            raise ValueError(f"items: key {key!r} contains '/'")
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, path + "/"))
+        else:
+            flat[path] = np.asarray(value)
+    return flat
+
+
+def save_items(path: Path, items: Mapping) -> Path:
+    """Per-test-item arrays of one (method, seed) as .npz (nested keys joined by '/')."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **_flatten(items))
+    tmp.replace(path)
+    return path
+
+
+def load_items(path: Path) -> dict:
+    tree: dict = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            node = tree
+            *parents, leaf = key.split("/")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = data[key]
+    return tree
+
+
+def _trained_method(layout: Layout) -> dict:
+    """Name and fingerprint of the method the train stage saved (what ``aam`` stands for)."""
+    from latentanon.features.store import FeatureStore
+
+    meta = (FeatureStore(layout.anonymized_uri).read_index().get("meta") or {})
+    method = meta.get("method") or {}
+    return {"name": method.get("name", "paper"), "id": method.get("id", (meta.get("adapter") or {}).get("id"))}
 
 
 def _fingerprint(params: Params, layout: Layout) -> str:
@@ -148,12 +209,59 @@ def _load_partial(path: Path, fingerprint: str) -> dict:
 
 
 
-def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float) -> dict:
-    """Mean and interval over seeds of every figure; drops and leakage against raw of the same seed."""
+def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
+                     n_resamples: int) -> dict:
+    """Per method (not raw): paired bootstrap intervals of static / moving normalised leakage and of
+    each task's relative drop, raw and method on the same resamples of the same test items,
+    combined with the seeds (``latentanon.evaluation.resampling``)."""
+    from latentanon.evaluation import resampling
+    from latentanon.tasks.scoring import resampled_values
+
+    keys = [str(s) for s in seeds]
+    raw = items["raw"]
+    out: dict[str, dict] = {m: {"privacy": {}, "utility": {}} for m in items if m != "raw"}
+    for scope in ("static", "moving"):
+        first = raw[keys[0]][scope]["labels"]
+        n_items = len(next(iter(first.values())))
+        weights = resampling.shared_weights(n_items, n_resamples)
+        raw_cache = {k: resampling.weighted_cmap(raw[k][scope]["labels"], raw[k][scope]["probabilities"], weights)
+                     for k in keys}
+        for method in out:
+            values = np.stack([
+                resampling.paired_leakage(raw[k][scope]["labels"], raw[k][scope]["probabilities"],
+                                          items[method][k][scope]["probabilities"], weights, raw_cache[k])
+                for k in keys])
+            out[method]["privacy"][scope] = resampling.combine_seeds(values, confidence)
+    for task in raw[keys[0]]["utility"]:
+        n_videos = _n_videos(task, raw[keys[0]]["utility"][task])
+        weights = resampling.shared_weights(n_videos, n_resamples)
+        raw_values = {k: resampled_values(task, raw[k]["utility"][task], weights) for k in keys}
+        for method in out:
+            drops = []
+            for k in keys:
+                value = resampled_values(task, items[method][k]["utility"][task], weights)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    drops.append(np.where(raw_values[k] != 0, (raw_values[k] - value) / raw_values[k], np.nan))
+            out[method]["utility"][task] = resampling.combine_seeds(np.stack(drops), confidence)
+    return out
+
+
+def _n_videos(task: str, items: Mapping[str, np.ndarray]) -> int:
+    if task == "ar":
+        return len(items["correct"])
+    if task == "tad":
+        return len(items["gt_counts"])
+    return int(items["unit_video"].max()) + 1 if len(items["unit_video"]) else 0
+
+
+def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
+              items: Mapping[str, Mapping[str, dict]] | None = None, n_resamples: int = 1000) -> dict:
+    """Mean and interval over seeds of every figure; drops and leakage against raw of the same seed;
+    with ``items``, paired bootstrap intervals as well (``paired_intervals``)."""
     keys = [str(s) for s in seeds]
     raw = per_seed["raw"]
     privacy, utility = {}, {}
-    from latentanon.evaluation.tasks import TASKS
+    from latentanon.tasks.scoring import TASKS
 
     measured = raw[keys[0]]["utility"]
     tasks = [t for t in TASKS if t in measured] + sorted(t for t in measured if t not in TASKS)
@@ -184,6 +292,23 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                     "attackers": [runs[k]["privacy"][scope]["attributes"][attribute]["attacker"]["name"] for k in keys],
                 }
             summary[scope] = block
+        if "paper_protocol" in runs[keys[0]]["privacy"]:
+            protocol = {}
+            for scope in ("static", "moving"):
+                cm = [runs[k]["privacy"]["paper_protocol"][scope]["cmap"] for k in keys]
+                raw_cm = [raw[k]["privacy"]["paper_protocol"][scope]["cmap"] for k in keys]
+                ch = [runs[k]["privacy"]["paper_protocol"][scope]["chance"] for k in keys]
+                protocol[scope] = {
+                    "cmap": metrics.mean_interval(cm, confidence),
+                    "relative_cmap_drop": metrics.mean_interval(
+                        [metrics.relative_drop(r, c) for r, c in zip(raw_cm, cm)], confidence),
+                    "normalized_leakage": metrics.mean_interval(
+                        [metrics.normalized_leakage(c, h, r) for c, h, r in zip(cm, ch, raw_cm)], confidence),
+                }
+            summary["paper_protocol"] = protocol
+        if "recovery" in runs[keys[0]]["privacy"]:
+            summary["recovery_r2"] = metrics.mean_interval([runs[k]["privacy"]["recovery"]["r2"] for k in keys],
+                                                           confidence)
         for probe in ("reid", "gait"):
             summary[probe] = {
                 "top1": metrics.mean_interval([runs[k]["privacy"][probe]["top1"] for k in keys], confidence),
@@ -201,6 +326,14 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                     [metrics.relative_drop(r, v) for r, v in zip(raw_values, values)], confidence),
             }
         utility[task] = entry
+    if items is not None and n_resamples > 0:
+        paired = paired_intervals(items, seeds, confidence, n_resamples)
+        for method, block in paired.items():
+            for scope, interval in block["privacy"].items():
+                privacy[method][scope]["normalized_leakage_paired"] = interval
+            for task, interval in block["utility"].items():
+                if task in utility:
+                    utility[task][method]["relative_drop_paired"] = interval
     return {"privacy": privacy, "utility": utility}
 
 
@@ -262,6 +395,61 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
     return path
 
 
+def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
+                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None,
+                 raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0) -> dict:
+    """The paper's Table 4 analogue: the trained method refitted with each task held out of its
+    training in turn (task weight 0), that task then scored on the anonymized features as unseen,
+    against raw of the same seed. Methods that use no task labels give the same fit each time.
+    The refits use the knobs saved with the trained method (``fallback_train`` for a legacy
+    adapter directory, which saved none)."""
+    from dataclasses import replace
+
+    from latentanon.methods.base import METHOD_JSON
+    from latentanon.methods.registry import load_method
+    from latentanon.evaluation import resampling
+    from latentanon.tasks.scoring import TASK_SPECS, TASKS, resampled_values, score_task
+
+    trained = load_method(method_dir)
+    if not (Path(method_dir) / METHOD_JSON).exists() and fallback_train is not None:
+        trained.train = fallback_train
+    out = {"method": trained.name, "seeds": list(seeds), "tasks": {}}
+    present = [t for t in TASKS if TASK_SPECS[t].set_name in raw]
+    for held_out in tqdm(present, desc="unseen tasks", unit="task", disable=None):
+        tasks = replace(trained.train.tasks, **{held_out: 0.0})
+        values, raw_values, drops, paired = [], [], [], []
+        for seed in seeds:
+            method = create_method(trained.name, replace(trained.train, tasks=tasks)).fit(raw, seed=seed)
+            fs_raw = raw[TASK_SPECS[held_out].set_name]
+            fs = method.transform(fs_raw)
+            scored = score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed,
+                                restarts=restarts, items=True)
+            value = scored["value"]
+            reference = (raw_items or {}).get(str(seed), {}).get("utility", {}).get(held_out)
+            if reference is not None and n_resamples > 0:
+                n_videos = _n_videos(held_out, reference)
+                weights = resampling.shared_weights(n_videos, n_resamples)
+                before = resampled_values(held_out, reference, weights)
+                after = resampled_values(held_out, scored["items"], weights)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    paired.append(np.where(before != 0, (before - after) / before, np.nan))
+            cached = raw_results.get(str(seed), {}).get("utility", {}).get(held_out)
+            raw_value = cached["value"] if cached else score_task(
+                held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, restarts=restarts)["value"]
+            values.append(value)
+            raw_values.append(raw_value)
+            drops.append(metrics.relative_drop(raw_value, value))
+        out["tasks"][held_out] = {
+            "trained_on": [t for t in present if t != held_out and getattr(tasks, t) > 0],
+            "value": metrics.mean_interval(values, confidence),
+            "raw_value": metrics.mean_interval(raw_values, confidence),
+            "relative_drop": metrics.mean_interval(drops, confidence),
+        }
+        if paired and len(paired) == len(seeds):
+            out["tasks"][held_out]["relative_drop_paired"] = resampling.combine_seeds(np.stack(paired), confidence)
+    return out
+
+
 def evaluate(params: Params, layout: Layout) -> dict:
     """The stage: writes reports/evaluate/evaluation.json and its plots; returns a short summary."""
     import torch
@@ -287,12 +475,16 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     raw = load_sets(layout.features_uri, names)
     anonymized = load_sets(layout.anonymized_uri, tuple(raw))
     _check_aligned(raw, anonymized, layout.anonymized_uri)
-    baselines = [b for b in method_names(cfg) if b != "identity"]
+    baselines = [b for b in expand_names(cfg.methods, cfg.noise_scales) if b != "identity"]
     methods = ["raw", "aam", *baselines]
 
     partial_path = report_dir / "partial.json"
     fingerprint = _fingerprint(params, layout)
     results: dict[str, dict[str, dict]] = _load_partial(partial_path, fingerprint)
+    items_dir = report_dir / "items"
+    # a finished pair counts only with its items (the paired intervals need them)
+    results = {m: {k: v for k, v in runs.items() if (items_dir / f"{m}__{k}.npz").exists()}
+               for m, runs in results.items()}
     todo = [(seed, m) for seed in seeds for m in methods if str(seed) not in results.get(m, {})]
 
     def method_sets(method: str, seed: int, fitted: dict) -> dict[str, FeatureSet]:
@@ -301,10 +493,17 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         if method == "aam":
             return anonymized
         if method not in fitted:
-            fitted[method] = fit_baseline(method, raw, cfg, seed, params.train.adapter)
-        return {name: fitted[method](fs) for name, fs in raw.items()}
+            fitted[method] = create_method(method, params.train).fit(raw, seed=seed)
+        return {name: fitted[method].transform(fs) for name, fs in raw.items()}
+
+    raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
+
+    def extra(method: str) -> dict:
+        return {"raw": None if method == "raw" else raw_privacy, "restarts": cfg.head_restarts}
 
     def record(method: str, seed: int, result: dict) -> None:
+        result = dict(result)
+        save_items(items_dir / f"{method}__{seed}.npz", result.pop("items"))
         results.setdefault(method, {})[str(seed)] = result
         write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": results})
 
@@ -314,14 +513,15 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             fitted_by_seed: dict[int, dict] = {}
             for seed, method in pairs:
                 bar.set_postfix(method=method, seed=seed)
-                record(method, seed, measure(method_sets(method, seed, fitted_by_seed.setdefault(seed, {})), seed))
+                record(method, seed, measure(method_sets(method, seed, fitted_by_seed.setdefault(seed, {})), seed,
+                                             **extra(method)))
                 bar.update(1)
 
         if cfg.workers <= 1 or len(todo) <= 1:
             in_process(todo)
         else:
             try:
-                _measure_in_pool(todo, method_sets, record, bar, cfg.workers)
+                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra)
             except BrokenProcessPool:
                 warnings.warn(
                     "evaluate: worker processes died (a calling script without an "
@@ -330,17 +530,27 @@ def _evaluate(params: Params, layout: Layout) -> dict:
                 )
                 in_process([(seed, m) for seed, m in todo if str(seed) not in results.get(m, {})])
 
-    summary = summarize({m: results[m] for m in methods}, seeds, cfg.confidence)
+    items = {m: {str(seed): load_items(items_dir / f"{m}__{seed}.npz") for seed in seeds} for m in methods}
+    summary = summarize({m: results[m] for m in methods}, seeds, cfg.confidence, items, cfg.bootstrap)
     points = privacy_utility_points(summary)
     seen = {task: getattr(params.train.tasks, task) > 0 for task in summary["utility"]}
     plots = {
         "attribute_leakage": plot_attribute_leakage(summary, report_dir / "attribute_leakage.png").name,
         "privacy_utility": plot_privacy_utility(points, report_dir / "privacy_utility.png").name,
     }
+    unseen = None
+    if cfg.unseen_seeds:
+        unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
+                              results["raw"], cfg.head_restarts, params.train,
+                              {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
+                               if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap)
+    trained = _trained_method(layout)
     evaluation = {
         "methods": methods,
+        "trained_method": trained,
+        "unseen_tasks": unseen,
         "baselines": {
-            m: {"needs_private_labels": base_name(m) in NEEDS_PRIVATE_LABELS} for m in ["identity", *baselines]
+            m: {"needs_private_labels": needs_private_labels(m)} for m in ["identity", *baselines]
         },
         "identity_is_raw": True,
         "seeds": seeds,
@@ -360,6 +570,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     return {
         "methods": methods,
         "seeds": seeds,
+        "trained_method": trained["name"],
         "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
         "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
         "aam_utility_relative_drop": {t: summary["utility"][t]["aam"]["relative_drop"]["mean"] for t in summary["utility"]},

@@ -39,6 +39,8 @@ class Check:
     rule: str            # e.g. "<=" or ">="
     passed: bool
     detail: str
+    interval: tuple[float, float] | None = None   # the figure's interval when the rule reads one
+    decided: bool | None = None                   # whether that interval lies wholly on one side
 
 
 def read_metrics(path: Path) -> tuple[dict | None, str]:
@@ -68,6 +70,61 @@ def figure(tree: dict | None, dotted: str) -> float | None:
     return float(node)
 
 
+def interval(tree: dict | None, dotted: str) -> tuple[float, float] | None:
+    """A finite [low, high] at ``a.b.c`` in the metrics tree, else None."""
+    node = tree
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    if not isinstance(node, (list, tuple)) or len(node) != 2:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in node):
+        return None
+    low, high = float(node[0]), float(node[1])
+    return (low, high) if low <= high else None
+
+
+def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) -> Check:
+    """A privacy criterion read from its interval: it passes only when the whole interval is at or
+    below the threshold. An interval that straddles it is undecided, and undecided fails."""
+    bounds = interval(tree, f"{dotted}_interval")
+    if bounds is None:
+        return Check(name, figure(tree, dotted), threshold, "<=", False,
+                     f"{dotted}_interval missing or not a finite [low, high]: the criterion cannot be decided")
+    low, high = bounds
+    if high <= threshold:
+        return Check(name, high, threshold, "<=", True, f"upper bound {high:.4g} <= {threshold:.4g}: pass (decided)",
+                     bounds, True)
+    if low > threshold:
+        return Check(name, high, threshold, "<=", False,
+                     f"interval [{low:.4g}, {high:.4g}] lies above {threshold:.4g}: FAIL (decided)", bounds, True)
+    return Check(name, high, threshold, "<=", False,
+                 f"interval [{low:.4g}, {high:.4g}] straddles {threshold:.4g}: undecided, which fails a privacy "
+                 "criterion", bounds, False)
+
+
+def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
+    """A seen task's relative drop: passes when its mean is within the threshold; the paired
+    interval says whether the data decide it (reported, not required)."""
+    key = f"utility.{task}.aam_relative_drop"
+    check = _compare(f"utility_drop_{task}", figure(tree, key), threshold, "<=", key)
+    bounds = interval(tree, f"{key}_interval")
+    if bounds is None:
+        return check
+    decided = bounds[1] <= threshold or bounds[0] > threshold
+    detail = f"{check.detail}; interval [{bounds[0]:.4g}, {bounds[1]:.4g}] {'decided' if decided else 'undecided'}"
+    return Check(check.name, check.value, check.threshold, check.rule, check.passed, detail, bounds, decided)
+
+
+def _seen(tree: dict | None, task: str) -> bool:
+    """Whether the trained method saw ``task`` (metrics say so; when they do not, assume it did)."""
+    node = (tree or {}).get("utility", {}).get(task) if isinstance(tree, dict) else None
+    if isinstance(node, dict) and isinstance(node.get("seen_in_training"), bool):
+        return node["seen_in_training"]
+    return True
+
+
 def _compare(name: str, value: float | None, threshold: float | None, rule: str, where: str) -> Check:
     if value is None:
         return Check(name, None, threshold, rule, False, f"{where} missing or not a finite number")
@@ -81,16 +138,15 @@ def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None)
     """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}."""
     cfg = params.gate
     checks = [
-        _compare("normalized_leakage", figure(metrics, "privacy.aam.normalized_leakage"),
-                 cfg.max_normalized_leakage, "<=", "privacy.aam.normalized_leakage"),
+        _privacy_bound("normalized_leakage", metrics, "privacy.aam.normalized_leakage", cfg.max_normalized_leakage),
         _compare("relative_cmap_drop", figure(metrics, "privacy.aam.relative_cmap_drop"),
                  cfg.min_relative_cmap_drop, ">=", "privacy.aam.relative_cmap_drop"),
-        _compare("moving_normalized_leakage", figure(metrics, "privacy.aam.moving.normalized_leakage"),
-                 cfg.max_moving_normalized_leakage, "<=", "privacy.aam.moving.normalized_leakage"),
+        _privacy_bound("moving_normalized_leakage", metrics, "privacy.aam.moving.normalized_leakage",
+                       cfg.max_moving_normalized_leakage),
     ]
     for task in cfg.utility_tasks:
-        key = f"utility.{task}.aam_relative_drop"
-        checks.append(_compare(f"utility_drop_{task}", figure(metrics, key), cfg.max_utility_relative_drop, "<=", key))
+        if _seen(metrics, task):
+            checks.append(_utility_drop(task, metrics, cfg.max_utility_relative_drop))
     if cfg.require_bias_gap_not_larger:
         raw_gap, aam_gap = figure(metrics, cfg.bias_raw_gap_key), figure(metrics, cfg.bias_aam_gap_key)
         if raw_gap is None:
@@ -146,6 +202,8 @@ def _version_tags(decision: dict) -> dict[str, str]:
         if check["value"] is not None:
             tags[f"gate.{check['name']}"] = f"{check['value']:.6g}"
         tags[f"gate.{check['name']}.passed"] = str(check["passed"]).lower()
+        if check.get("decided") is not None:
+            tags[f"gate.{check['name']}.decided"] = str(check["decided"]).lower()
     for key, value in decision["thresholds"].items():
         tags[f"gate.threshold.{key}"] = json.dumps(value) if not isinstance(value, str) else value
     return tags
@@ -184,6 +242,8 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
         "version": version,
         "reasons": reasons,
         "checks": [asdict(c) for c in checks],
+        # per criterion read from an interval: does the interval lie wholly on one side?
+        "decided": {c.name: c.decided for c in checks if c.decided is not None},
         "champion": champion,
         "thresholds": to_dict(params.gate),
         "metrics_path": str(metrics_path),

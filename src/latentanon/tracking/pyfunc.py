@@ -1,6 +1,7 @@
-"""The trained adapter as an MLflow pyfunc model: one feature sequence (T, d) in, its anonymized
-sequence (T, d) out. The adapter's own files (adapter.safetensors + config.json) travel as the
-model's artifacts, so the registry holds exactly what ``latentanon.adapter.apply`` loads."""
+"""The trained method (any registered anonymizer) as an MLflow pyfunc model: one video's feature
+sequence (T, d) in, its anonymized sequence (T, d) out. The method's own files (method.json +
+method.safetensors, or a legacy adapter's adapter.safetensors + config.json) travel as the model's
+artifacts, so the registry holds exactly what ``latentanon.methods.registry.load_method`` loads."""
 from __future__ import annotations
 
 import json
@@ -17,37 +18,42 @@ from latentanon.errors import ModelError
 
 ADAPTER_ARTIFACT = "adapter"
 MODEL_NAME_IN_RUN = "aam"
-ADAPTER_FILES = ("adapter.safetensors", "config.json")
 # What loading the model needs, pinned to the versions that trained it. Listed explicitly:
 # letting MLflow infer them loads the model in a subprocess, which costs seconds per log.
 _REQUIREMENTS = ("latentanon", "torch", "numpy", "safetensors", "cloudpickle")
 
 
-class AAMPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps ``latentanon.adapter.aam.AAM``; loaded from the model's ``adapter`` artifact."""
+class MethodPyfunc(mlflow.pyfunc.PythonModel):
+    """Wraps any saved ``latentanon.methods`` method; loaded from the model's ``adapter`` artifact."""
 
     def load_context(self, context) -> None:
-        from latentanon.adapter.aam import load_adapter
+        from latentanon.methods.registry import load_method
 
         self.adapter_dir = Path(context.artifacts[ADAPTER_ARTIFACT])
-        self.model = load_adapter(self.adapter_dir)
+        self.method = load_method(self.adapter_dir)
 
     def predict(self, context, model_input, params=None):
-        import torch
-
         sequence = np.asarray(model_input, dtype=np.float32)
-        if sequence.ndim != 2 or sequence.shape[-1] != self.model.dim:
+        if sequence.ndim != 2 or sequence.shape[-1] != self.method.dim:
             raise ModelError(
-                f"adapter model expects one (T, {self.model.dim}) feature sequence, got shape {sequence.shape}"
+                f"{self.method.name} model expects one (T, {self.method.dim}) feature sequence, got shape {sequence.shape}"
             )
-        with torch.no_grad():
-            return self.model(torch.from_numpy(sequence)).numpy().astype(np.float32)
+        return self.method.transform_sequence(sequence, "clips")
+
+
+AAMPyfunc = MethodPyfunc   # the name models logged before the method interface refer to
 
 
 def adapter_dim(adapter_dir: Path) -> int:
-    config_path = Path(adapter_dir) / "config.json"
+    """The feature width of the method saved in ``adapter_dir`` (method.json, or a legacy config.json)."""
+    from latentanon.methods.base import METHOD_JSON
+
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / METHOD_JSON
     if not config_path.exists():
-        raise ModelError(f"{config_path}: adapter config missing (did the train stage run?)")
+        config_path = adapter_dir / "config.json"
+    if not config_path.exists():
+        raise ModelError(f"{adapter_dir}: no method.json or config.json (did the train stage run?)")
     try:
         return int(json.loads(config_path.read_text())["dim"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -74,14 +80,16 @@ def pip_requirements() -> list[str]:
 
 
 def log_adapter_model(adapter_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
-    """Log the adapter in ``run_id`` (at ``tracking_uri``) as a pyfunc named ``aam``; returns
-    MLflow's ModelInfo."""
+    """Log the method saved in ``adapter_dir`` in ``run_id`` (at ``tracking_uri``) as a pyfunc
+    named ``aam``; returns MLflow's ModelInfo."""
+    from latentanon.methods.registry import method_files
+
     adapter_dir = Path(adapter_dir)
     dim = adapter_dim(adapter_dir)
-    weights = adapter_dir / "adapter.safetensors"
-    if not weights.exists():
-        raise ModelError(f"{weights}: adapter weights missing (did the train stage run?)")
-    # Only the adapter's own two files travel: the train stage keeps its task heads next to them.
+    for name in method_files(adapter_dir):
+        if not (adapter_dir / name).exists():
+            raise ModelError(f"{adapter_dir / name}: method file missing (did the train stage run?)")
+    # Only the method's own files travel: the train stage keeps task heads and checkpoints next to them.
     # mlflow.end_run() drops MLFLOW_RUN_ID from the environment; under Kubeflow that variable
     # names the pipeline's parent run, which later logging still needs.
     injected_run = os.environ.get("MLFLOW_RUN_ID")
@@ -98,11 +106,13 @@ def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, regi
     with tempfile.TemporaryDirectory() as staging, fluent_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         packed = Path(staging) / ADAPTER_ARTIFACT
         packed.mkdir()
-        for name in ADAPTER_FILES:
+        from latentanon.methods.registry import method_files
+
+        for name in method_files(adapter_dir):
             shutil.copy2(adapter_dir / name, packed / name)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=AAMPyfunc(),
+            python_model=MethodPyfunc(),
             artifacts={ADAPTER_ARTIFACT: str(packed)},
             signature=signature(dim),
             input_example=np.zeros((2, dim), dtype=np.float32),

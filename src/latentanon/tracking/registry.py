@@ -10,7 +10,7 @@ from latentanon.config import Layout, Params
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
 from latentanon.tracking.uri import tracking_uri
-from latentanon.tracking.pyfunc import ADAPTER_FILES, log_adapter_model
+from latentanon.tracking.pyfunc import log_adapter_model
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -25,9 +25,11 @@ _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 def adapter_digest(adapter_dir: Path) -> str:
-    """sha256 over the adapter's weights and config: one registry version per distinct adapter."""
+    """sha256 over the saved method's files: one registry version per distinct method."""
+    from latentanon.methods.registry import method_files
+
     digest = hashlib.sha256()
-    for name in ADAPTER_FILES:
+    for name in method_files(adapter_dir):
         path = Path(adapter_dir) / name
         if not path.is_file():
             raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
@@ -119,7 +121,7 @@ def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str
     """
     import mlflow
 
-    from latentanon.adapter.apply import anonymize_store
+    from latentanon.methods.apply import anonymize_store
 
     uri = uri or tracking_uri("", ".")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():

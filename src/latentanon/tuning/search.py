@@ -26,7 +26,7 @@ import pandas as pd
 
 from latentanon._configtools import ConfigError, to_dict
 from latentanon._files import write_text_atomic
-from latentanon.adapter.config import LossWeights, TrainConfig
+from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon.errors import StoreError
 from latentanon.features.featureset import FeatureSet
@@ -72,7 +72,7 @@ def _search_rows(fs: FeatureSet) -> FeatureSet:
 
 
 def load_search_data(features_uri: str) -> SearchData:
-    from latentanon.adapter.training import load_training_sets
+    from latentanon.methods.training import load_training_sets
     from latentanon.features.store import list_feature_sets, load_feature_set
 
     task_sets = {name: _search_rows(fs) for name, fs in load_training_sets(features_uri).items()}
@@ -87,7 +87,7 @@ def load_search_data(features_uri: str) -> SearchData:
 
 def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
     """The seen tasks (task weight > 0) whose feature set is stored; all stored ones if none is seen."""
-    from latentanon.evaluation.tasks import TASK_SPECS, TASKS
+    from latentanon.tasks.scoring import TASK_SPECS, TASKS
 
     present = [t for t in TASKS if TASK_SPECS[t].set_name in data.task_sets]
     seen = [t for t in present if getattr(params.train.tasks, t) > 0]
@@ -97,7 +97,7 @@ def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
 def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int) -> dict:
     """Validation leakage and per-task validation utility of (possibly anonymized) features."""
     from latentanon.evaluation.privacy import validation_leakage
-    from latentanon.evaluation.tasks import TASK_SPECS, validation_utility
+    from latentanon.tasks.scoring import TASK_SPECS, validation_utility
 
     leakage = validation_leakage([fs.split("train") for fs in privacy], [fs.split("val") for fs in privacy], seed)
     utility = {}
@@ -117,47 +117,34 @@ def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
     return mean_relative, drops
 
 
-def _check_range(name: str, bounds: tuple[float, ...], optional: bool = False) -> None:
-    if optional and not bounds:
-        return
-    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
-        raise ConfigError(f"tune.{name}: expected [low, high] with 0 < low <= high, got {list(bounds)}")
-
-
 def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
-    """The trial's weights (log-uniform in the configured ranges) and train config (lr)."""
-    cfg, base = params.tune, params.train.weights
-    for name in ("w_lc_range", "w_b_range", "w_t_range"):
-        _check_range(name, getattr(cfg, name))
-    _check_range("temperature_range", cfg.temperature_range, optional=True)
-    _check_range("lr_range", cfg.lr_range, optional=True)
-    weights = LossWeights(
-        latent_consistency=trial.suggest_float("w_lc", *cfg.w_lc_range, log=True),
-        utility=trial.suggest_float("w_t", *cfg.w_t_range, log=True),
-        privacy=trial.suggest_float("w_b", *cfg.w_b_range, log=True),
-        temperature=(trial.suggest_float("temperature", *cfg.temperature_range, log=True)
-                     if cfg.temperature_range else base.temperature),
-    )
-    train_cfg = params.train
-    if cfg.lr_range:
-        train_cfg = replace(train_cfg, lr=trial.suggest_float("lr", *cfg.lr_range, log=True))
-    return weights, train_cfg
+    """The trial's method (a categorical choice when tune.methods names several) and its knobs,
+    which each method class declares (``Method.suggest``: the AAM methods search the loss weights
+    and lr, a bare ``noise`` its scale); returns the weights and the train config to fit."""
+    from latentanon.methods.registry import method_class
+
+    cfg = params.tune
+    if not cfg.methods:
+        raise ConfigError("tune.methods: name at least one method to search")
+    for name in cfg.methods:
+        method_class(name)
+    method = cfg.methods[0] if len(cfg.methods) == 1 else trial.suggest_categorical("method", list(cfg.methods))
+    name, train_cfg = method_class(method).suggest(trial, method, params.train, cfg)
+    return train_cfg.weights, replace(train_cfg, method=name)
 
 
 def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig,
               tasks: tuple[str, ...], raw: dict) -> dict:
-    """Train an adapter with ``weights`` on the train split, anonymize, and measure on val."""
-    import torch
-
-    from latentanon.adapter.apply import anonymize_feature_set
-    from latentanon.adapter.training import fit_adapter
+    """Fit ``train_cfg.method`` (with ``weights``) on the train split, anonymize, and measure on val."""
+    from latentanon.methods.registry import create_method
 
     started = time.perf_counter()
-    model, history = fit_adapter(data.task_sets, train_cfg, weights, epochs=params.tune.epochs_per_trial,
-                                 seed=params.tune.seed)
-    with torch.no_grad():
-        task_sets = {name: anonymize_feature_set(model, fs) for name, fs in data.task_sets.items()}
-        privacy = [anonymize_feature_set(model, fs) for fs in data.privacy]
+    train_cfg = replace(train_cfg, weights=weights, epochs=params.tune.epochs_per_trial, seed=params.tune.seed)
+    method = create_method(train_cfg.method, train_cfg)
+    method.fit({**data.task_sets, **{fs.name: fs for fs in data.privacy}}, seed=params.tune.seed)
+    history = getattr(method, "history", {}) or {}
+    task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
+    privacy = [method.transform(fs) for fs in data.privacy]
     measured = measure(task_sets, privacy, tasks, params.tune.seed)
     utility, drops = relative(raw, measured)
     return {
@@ -219,8 +206,18 @@ def trial_points(study) -> list[TrialPoint]:
     ]
 
 
+def chosen_method(point: TrialPoint, params: Params) -> str:
+    """The registry name of the method a trial fitted (noise with its searched scale)."""
+    method = point.params.get("method", params.tune.methods[0] if params.tune.methods else "paper")
+    if "noise_scale" in point.params:
+        method = f"noise@{point.params['noise_scale']:.4g}"
+    return method
+
+
 def chosen_weights(point: TrialPoint, params: Params) -> dict:
     base = params.train.weights
+    if "w_lc" not in point.params:   # a method without loss weights
+        return asdict(base)
     return asdict(LossWeights(
         latent_consistency=point.params["w_lc"],
         utility=point.params["w_t"],
@@ -262,6 +259,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
     plot_front(points, front, chosen, raw["leakage"], out_dir / "pareto.png")
     choice = {
+        "method": chosen_method(chosen, params),
         "weights": chosen_weights(chosen, params),
         "rule": rule,
         "branch": branch,

@@ -1,4 +1,6 @@
-"""Supervised adversarial baseline: the AAM architecture trained through a gradient-reversal layer.
+"""``adversarial``: the AAM architecture trained through a gradient-reversal layer.
+
+ the AAM architecture trained through a gradient-reversal layer.
 
 An attribute discriminator learns to predict the private labels from the adapter's static-clip
 outputs; the reversed gradient teaches the adapter to defeat it. An AR head on moving clips keeps
@@ -16,13 +18,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from latentanon.adapter.aam import AAM
-from latentanon.adapter.config import AdapterConfig
-from latentanon.adapter.heads import ARHead
-from latentanon.adapter.losses import latent_consistency
+from latentanon.methods.aam import AAM
+from latentanon.methods.config import AdapterConfig
+from latentanon.tasks.heads import ARHead
+from latentanon.methods.losses import latent_consistency
 from latentanon.errors import DataError
-from latentanon.evaluation.privacy import attack_data
 from latentanon.features.featureset import FeatureSet
+from latentanon.methods.base import Method
+from latentanon.tasks.private import ATTRIBUTES, attack_data
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
 
@@ -137,13 +140,25 @@ def fit_adversarial(
     return adapter.eval()
 
 
-def adversarial_transform(adapter: AAM) -> Callable[[FeatureSet], FeatureSet]:
-    """Apply the trained adapter to every kind, exactly as the AAM itself is applied."""
-    from latentanon.adapter.apply import anonymize_feature_set
+class AdversarialMethod(Method):
+    """Needs private labels; applied like the paper AAM (one sequence per video, static clips alone)."""
 
-    def transform(fs: FeatureSet) -> FeatureSet:
-        out = anonymize_feature_set(adapter, fs)
-        out.meta["anonymizer"] = "adversarial"
-        return out
+    needs_private_labels = True
 
-    return transform
+    def _fit(self, sets, seed, checkpoint_dir) -> None:
+        cfg = self.train.adversarial
+        settings = AdversarialSettings(steps=cfg.steps, lr=cfg.lr, reversal=cfg.reversal, consistency=cfg.consistency)
+        self.model = fit_adversarial(sets, ATTRIBUTES, seed, self.train.adapter, settings)
+
+    def _transform_kind(self, kind, items, ids):
+        from latentanon.methods.apply import apply_aam
+
+        return apply_aam(self.model, kind, items)
+
+    def state(self):
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def set_state(self, state) -> None:
+        self.model = AAM(self.dim, self.train.adapter)
+        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+        self.model.eval()

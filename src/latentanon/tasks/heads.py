@@ -1,4 +1,4 @@
-"""Task heads over (B, T, d) feature sequences, shared by adapter co-training (L_T) and evaluation.
+"""Task heads over (B, T, d) feature sequences, shared by method co-training (L_T) and evaluation.
 
 - AR: a linear classifier per clip; a video's prediction is the softmax averaged over its clips.
 - TAD: a small temporal convolution over a snippet sequence giving per-snippet scores for every

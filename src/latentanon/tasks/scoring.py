@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from latentanon.adapter.heads import BACKGROUND, ADHead, ARHead, TADHead
+from latentanon.tasks.heads import BACKGROUND, ADHead, ARHead, TADHead
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
 
@@ -42,6 +42,10 @@ TASK_SPECS: dict[str, TaskSpec] = {
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
+
+
+# set name -> (moving kind, task it carries): what a method co-trains task heads on.
+TRAINING_SETS: dict[str, tuple[str, str]] = {spec.set_name: (spec.kind, task) for task, spec in TASK_SPECS.items()}
 
 
 def _spec(task: str) -> TaskSpec:
@@ -348,45 +352,201 @@ def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: l
 
 
 @torch.no_grad()
-def evaluate_head(fitted: FittedHead, fs: FeatureSet) -> float:
-    """The task's metric of a fitted head on one split."""
-    task, spec = fitted.task, _spec(fitted.task)
-    x, mask = fitted.standardizer.padded(fs.kind(spec.kind))
+def _outputs(fitted, fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """The head's outputs on ``fs`` (averaged over restarts when given several heads): AR video
+    probabilities (N, C), TAD snippet probabilities (N, T, C + 1), AD snippet scores (N, T)."""
+    heads = list(fitted) if isinstance(fitted, (list, tuple)) else [fitted]
+    first = heads[0]
+    task, spec = first.task, _spec(first.task)
+    x, mask = first.standardizer.padded(fs.kind(spec.kind))
+    outs = []
+    for h in heads:
+        if task == "ar":
+            outs.append(h.head.video_probabilities(x, mask).numpy())
+        elif task == "tad":
+            outs.append(h.head.probabilities(x, mask).numpy())
+        else:
+            outs.append(h.head(x, mask).numpy())
+    return np.mean(outs, axis=0), mask.numpy()
+
+
+def _tad_detections(fitted, fs: FeatureSet, probs: np.ndarray, mask: np.ndarray) -> tuple[list, list]:
+    vocabulary = (fitted[0] if isinstance(fitted, (list, tuple)) else fitted).vocabulary
+    detections, ground_truth = [], []
+    for i, row in enumerate(fs.records.to_dict("records")):
+        t = int(mask[i].sum())
+        for start, end, cls, score in proposals_from_scores(probs[i, :t], _snippet_seconds(fs, row)):
+            detections.append((i, start, end, vocabulary[cls], score))
+        for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}"):
+            ground_truth.append((i, start, end, label))
+    return detections, ground_truth
+
+
+def _task_of(fitted) -> str:
+    return (fitted[0] if isinstance(fitted, (list, tuple)) else fitted).task
+
+
+def evaluate_head(fitted, fs: FeatureSet) -> float:
+    """The task's metric of a fitted head (or of several restarts, outputs averaged) on one split."""
+    task = _task_of(fitted)
+    _require(fs, task, {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("segments", "frames", "fps")}[task])
+    outputs, mask = _outputs(fitted, fs)
     if task == "ar":
-        _require(fs, task, ("label_id",))
-        probs = fitted.head.video_probabilities(x, mask).numpy()
-        return top1_accuracy(probs, fs.records["label_id"].to_numpy())
+        return top1_accuracy(outputs, fs.records["label_id"].to_numpy())
     if task == "tad":
-        _require(fs, task, ("segments", "fps"))
-        probs = fitted.head.probabilities(x, mask).numpy()
-        detections, ground_truth = [], []
-        for i, row in enumerate(fs.records.to_dict("records")):
-            t = int(mask[i].sum())
-            for start, end, cls, score in proposals_from_scores(probs[i, :t], _snippet_seconds(fs, row)):
-                detections.append((i, start, end, fitted.vocabulary[cls], score))
-            for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}"):
-                ground_truth.append((i, start, end, label))
-        return detection_map(detections, ground_truth)["map"]
-    _require(fs, task, ("segments", "frames", "fps"))
-    scores = fitted.head(x, mask).numpy()
-    per_video = [scores[i, : int(mask[i].sum())] for i in range(len(fs))]
+        return detection_map(*_tad_detections(fitted, fs, outputs, mask))["map"]
+    per_video = [outputs[i, : int(mask[i].sum())] for i in range(len(fs))]
     return frame_level_auc(per_video, anomaly_frame_labels(fs), snippet_frames(fs))
 
 
-def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, seed: int) -> dict:
-    """Fit the head for each hyper-parameter choice on train, keep the best on val, score it on test."""
+# ----------------------------------------------------------------------------- per-item outputs
+
+def match_detections(detections: list[tuple], ground_truth: list[tuple], iou_threshold: float) -> np.ndarray:
+    """0/1 per detection (video, start, end, label, score): a true positive as
+    ``class_average_precision`` counts it. Matching never crosses videos, so a detection's flag does
+    not depend on which other videos are scored with it (what lets resamples reuse it)."""
+    flags = np.zeros(len(detections))
+    by_key: dict = {}
+    for video, start, end, label in ground_truth:
+        by_key.setdefault((video, label), []).append((start, end))
+    used = {k: np.zeros(len(v), dtype=bool) for k, v in by_key.items()}
+    arrays = {k: np.array(v, dtype=float) for k, v in by_key.items()}
+    for i in sorted(range(len(detections)), key=lambda k: -detections[k][4]):
+        video, start, end, label, _ = detections[i]
+        key = (video, label)
+        if key not in arrays:
+            continue
+        ious = temporal_iou((start, end), arrays[key])
+        for j in np.argsort(-ious, kind="stable"):
+            if ious[j] < iou_threshold:
+                break
+            if not used[key][j]:
+                used[key][j] = True
+                flags[i] = 1
+                break
+    return flags
+
+
+def item_scores(fitted, fs: FeatureSet) -> dict[str, np.ndarray]:
+    """Per-test-video pieces of the task's metric, so that resamples of the test videos can be
+    scored without the model (``resampled_values``). Arrays only (saved as .npz)."""
+    task = _task_of(fitted)
+    outputs, mask = _outputs(fitted, fs)
+    if task == "ar":
+        correct = (outputs.argmax(axis=1) == fs.records["label_id"].to_numpy()).astype(np.float64)
+        return {"correct": correct}
+    if task == "tad":
+        detections, ground_truth = _tad_detections(fitted, fs, outputs, mask)
+        classes = sorted({g[3] for g in ground_truth})
+        index = {c: k for k, c in enumerate(classes)}
+        gt_counts = np.zeros((len(fs), len(classes)))
+        for video, _, _, label in ground_truth:
+            gt_counts[video, index[label]] += 1
+        kept = [d for d in detections if d[3] in index]
+        return {
+            "det_video": np.array([d[0] for d in kept], dtype=np.int64),
+            "det_class": np.array([index[d[3]] for d in kept], dtype=np.int64),
+            "det_score": np.array([d[4] for d in kept], dtype=np.float64),
+            "det_tp": np.stack([match_detections(kept, ground_truth, t) for t in TIOU_THRESHOLDS])
+            if kept else np.zeros((len(TIOU_THRESHOLDS), 0)),
+            "gt_counts": gt_counts,
+        }
+    # AD: one unit per (video, snippet): its score and how many anomalous / normal frames take it
+    per_frame = snippet_frames(fs)
+    videos, scores, positives, negatives = [], [], [], []
+    for i, labels in enumerate(anomaly_frame_labels(fs)):
+        t = int(mask[i].sum())
+        if not t:
+            raise DataError("anomaly detection: a video has no snippet scores")
+        snippet = np.minimum(np.arange(len(labels)) // per_frame, t - 1)
+        pos = np.bincount(snippet, weights=labels, minlength=t)
+        total = np.bincount(snippet, minlength=t)
+        videos.append(np.full(t, i))
+        scores.append(outputs[i, :t])
+        positives.append(pos)
+        negatives.append(total - pos)
+    return {"unit_video": np.concatenate(videos), "unit_score": np.concatenate(scores).astype(np.float64),
+            "unit_pos": np.concatenate(positives), "unit_neg": np.concatenate(negatives)}
+
+
+def _weighted_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC AUC (ties count one half) of weighted units, for every weight row (B, units)."""
+    order = np.argsort(score, kind="stable")
+    score, pos, neg, w = score[order], pos[order], neg[order], w[:, order]
+    groups = np.r_[0, np.cumsum(score[1:] != score[:-1])]
+    n_groups = groups[-1] + 1 if len(groups) else 0
+    p = np.zeros((w.shape[0], n_groups))
+    n = np.zeros((w.shape[0], n_groups))
+    np.add.at(p.T, groups, (w * pos).T)
+    np.add.at(n.T, groups, (w * neg).T)
+    below = np.cumsum(n, axis=1) - n
+    total_p, total_n = p.sum(axis=1), n.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (p * (below + 0.5 * n)).sum(axis=1) / (total_p * total_n)
+    return np.where((total_p > 0) & (total_n > 0), auc, np.nan)
+
+
+def _weighted_map(items: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    gt_counts = items["gt_counts"]
+    totals = weights @ gt_counts                                          # (B, classes)
+    per_threshold = []
+    for t in range(items["det_tp"].shape[0]):
+        aps = []
+        for c in range(gt_counts.shape[1]):
+            rows = np.flatnonzero(items["det_class"] == c)
+            rows = rows[np.argsort(-items["det_score"][rows], kind="stable")]
+            w = weights[:, items["det_video"][rows]]
+            tp = items["det_tp"][t, rows]
+            cum_tp, cum_n = np.cumsum(w * tp, axis=1), np.cumsum(w, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                precision = np.where(cum_n > 0, cum_tp / np.where(cum_n > 0, cum_n, 1), 0.0)
+                envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1] if rows.size else precision
+                ap = (w * tp * envelope).sum(axis=1) / totals[:, c]
+            aps.append(np.where(totals[:, c] > 0, ap, np.nan))
+        with np.errstate(invalid="ignore"):
+            per_threshold.append(np.nanmean(np.array(aps), axis=0))
+    return np.mean(per_threshold, axis=0)
+
+
+def resampled_values(task: str, items: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """The task's test metric under each row of video weights (B, n_videos): B values. With all
+    weights 1 this is the plain test metric (``evaluate_head``)."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if task == "ar":
+        return (weights @ items["correct"]) / weights.sum(axis=1)
+    if task == "tad":
+        return _weighted_map(items, weights)
+    if task == "ad":
+        return _weighted_auc(items["unit_score"], items["unit_pos"], items["unit_neg"],
+                             weights[:, items["unit_video"]])
+    raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+
+
+def fit_heads(task: str, train: FeatureSet, hyper: dict, seed: int, restarts: int = 1,
+              vocabulary: list[str] | None = None) -> list[FittedHead]:
+    """``restarts`` heads from different initialisations; their outputs are averaged when scored
+    (a steadier figure than one head's)."""
+    return [fit_head(task, train, hyper, seed * 1000 + r if r else seed, vocabulary) for r in range(max(1, restarts))]
+
+
+def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, seed: int,
+               restarts: int = 1, items: bool = False) -> dict:
+    """Fit the head for each hyper-parameter choice on train, keep the best on val, score it on test.
+
+    ``restarts`` > 1 averages that many heads' outputs; ``items`` adds the per-test-video pieces
+    for paired bootstrap intervals (``item_scores``)."""
     spec = _spec(task)
     vocabulary = tad_vocabulary(train) if task == "tad" else None
     candidates = []
     best = None
     for hyper in spec.grid:
-        fitted = fit_head(task, train, hyper, seed, vocabulary)
+        fitted = fit_heads(task, train, hyper, seed, restarts, vocabulary)
         value = evaluate_head(fitted, val)
         candidates.append({"hyper": dict(hyper), "val_value": value})
         if best is None or value > best[0]:
             best = (value, hyper, fitted)
     val_value, hyper, fitted = best
-    return {
+    result = {
         "task": task,
         "metric": spec.metric,
         "value": evaluate_head(fitted, test),
@@ -394,7 +554,11 @@ def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, 
         "selected": dict(hyper),
         "candidates": candidates,
         "seed": seed,
+        "restarts": max(1, restarts),
     }
+    if items:
+        result["items"] = item_scores(fitted, test)
+    return result
 
 
 def validation_utility(task: str, train: FeatureSet, val: FeatureSet, seed: int) -> float:

@@ -1,7 +1,9 @@
-"""Applying a trained adapter to stored features: the anonymized store is what users share.
+"""Applying a method to stored features: the anonymized store is what users share.
 
-Moving clips and snippets go through the AAM as one sequence per video (padding masked); every
-static clip is its own length-1 sequence, so no appearance leaks between static clips.
+For AAM-shaped methods (paper, adversarial): moving clips and snippets go through the AAM as one
+sequence per video (padding masked); every static clip is its own length-1 sequence, so no
+appearance leaks between static clips. ``paper_batch`` (the released form) instead attends
+across consecutive mini-batches of clips.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latentanon.adapter.aam import AAM, load_adapter
+from latentanon.methods.aam import AAM, load_adapter
 from latentanon.errors import ModelError
 from latentanon.features.featureset import FeatureSet
 
@@ -62,6 +64,27 @@ def _singletons(model: AAM, items: list[np.ndarray]) -> list[np.ndarray]:
     return [part.copy() for part in np.split(flat_out, np.cumsum(lengths)[:-1])]
 
 
+def apply_aam(model: AAM, kind: str, items: list[np.ndarray]) -> list[np.ndarray]:
+    """One kind through a batch-invariant AAM: static clips alone, other kinds per video."""
+    model = model.cpu().eval()
+    return _singletons(model, items) if kind == "static" else _sequences(model, items)
+
+
+@torch.no_grad()
+def apply_aam_across_batch(model: AAM, items: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """The released paper form: the clips of all videos, in order, cut into mini-batches of
+    ``batch_size``, each batch one attention sequence (a clip's output depends on its companions)."""
+    model = model.cpu().eval()
+    lengths = [a.shape[0] for a in items]
+    if not sum(lengths):
+        return [a.astype(np.float32, copy=True) for a in items]
+    flat = np.concatenate([a for a in items if len(a)], axis=0).astype(np.float32)
+    outputs = [model(torch.from_numpy(flat[start : start + batch_size])).numpy()
+               for start in range(0, len(flat), batch_size)]
+    flat_out = np.concatenate(outputs, axis=0)
+    return [part.copy() for part in np.split(flat_out, np.cumsum(lengths)[:-1])]
+
+
 def anonymize_feature_set(model: AAM, fs: FeatureSet) -> FeatureSet:
     """Every kind of ``fs`` through the adapter; records unchanged, meta notes the adapter."""
     if not len(fs):
@@ -75,17 +98,19 @@ def anonymize_feature_set(model: AAM, fs: FeatureSet) -> FeatureSet:
     return fs.with_arrays(arrays, anonymized=True, adapter_id=adapter_fingerprint(model))
 
 
-def anonymize_store(adapter_dir, src_uri: str, dst_uri: str) -> dict:
-    """Anonymize every set of the source store shard by shard into ``dst_uri``.
+def anonymize_store(method_dir, src_uri: str, dst_uri: str) -> dict:
+    """Anonymize every set of the source store shard by shard into ``dst_uri`` with the method
+    saved in ``method_dir`` (any registered method; legacy adapter directories are the paper AAM).
 
-    Resumable: a destination shard already written by this same adapter is kept. The index meta
-    records the adapter's identity and the source store.
+    Resumable: a destination shard already written by this same method is kept. The index meta
+    records the method's name and identity and the source store.
     """
     from latentanon.features.store import FeatureStore, list_feature_sets
+    from latentanon.methods.registry import load_method
 
-    adapter_dir = Path(adapter_dir)
-    model = load_adapter(adapter_dir)
-    adapter_id = adapter_fingerprint(model)
+    method_dir = Path(method_dir)
+    method = load_method(method_dir)
+    method_id = method.fingerprint()
     src, dst = FeatureStore(src_uri), FeatureStore(dst_uri)
     source_index = src.read_index()
     written, kept, per_set = 0, 0, {}
@@ -93,10 +118,10 @@ def anonymize_store(adapter_dir, src_uri: str, dst_uri: str) -> dict:
     for set_name in tqdm(set_names, desc="anonymize", unit="set", disable=None):
         shard = 0
         while src.has_shard(set_name, shard):
-            if dst.has_shard(set_name, shard) and dst.read_shard(set_name, shard).meta.get("adapter_id") == adapter_id:
+            if dst.has_shard(set_name, shard) and dst.read_shard(set_name, shard).meta.get("method_id") == method_id:
                 kept += 1
             else:
-                dst.write_shard(set_name, shard, anonymize_feature_set(model, src.read_shard(set_name, shard)))
+                dst.write_shard(set_name, shard, method.transform(src.read_shard(set_name, shard)))
                 written += 1
             shard += 1
         for stale in dst.complete_shards(set_name):
@@ -106,9 +131,11 @@ def anonymize_store(adapter_dir, src_uri: str, dst_uri: str) -> dict:
     meta = dict(source_index.get("meta") or {})
     meta.update({
         "anonymized": True,
-        "adapter": {"id": adapter_id, "dir": str(adapter_dir), "dim": model.dim},
+        "method": {"name": method.name, "id": method_id, "dir": str(method_dir), "dim": method.dim},
+        "adapter": {"id": method_id, "dir": str(method_dir), "dim": method.dim},
         "source_uri": str(src_uri),
     })
     index = dst.write_index(meta)
-    return {"adapter_id": adapter_id, "shards": per_set, "shards_written": written, "shards_kept": kept,
-            "dst_uri": str(dst_uri), "videos": {name: entry.get("videos") for name, entry in index["sets"].items()}}
+    return {"method": method.name, "method_id": method_id, "adapter_id": method_id, "shards": per_set,
+            "shards_written": written, "shards_kept": kept, "dst_uri": str(dst_uri),
+            "videos": {name: entry.get("videos") for name, entry in index["sets"].items()}}

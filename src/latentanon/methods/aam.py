@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from latentanon._configtools import from_dict
-from latentanon.adapter.config import AdapterConfig
+from latentanon.methods.config import AdapterConfig
 from latentanon.errors import ModelError
 
 

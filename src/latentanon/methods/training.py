@@ -28,22 +28,16 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from latentanon._files import write_json_atomic
-from latentanon.adapter.aam import AAM, save_adapter
-from latentanon.adapter.config import LossWeights, TrainConfig
-from latentanon.adapter.heads import ADHead, ARHead, TADHead
-from latentanon.adapter.losses import latent_consistency, nt_xent, total_loss
+from latentanon.methods.aam import AAM
+from latentanon.methods.config import LossWeights, TrainConfig
+from latentanon.tasks.heads import ADHead, ARHead, TADHead
+from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
 from latentanon.errors import DataError, ModelError, StoreError
 from latentanon.encoders.base import resolve_device as resolve_encoder_device
-from latentanon.evaluation.tasks import tad_targets, tad_vocabulary
+from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
 from latentanon.features.featureset import FeatureSet
 from latentanon.plots import pyplot, save_figure
 
-# set name -> (moving kind, task it carries)
-TRAINING_SETS: dict[str, tuple[str, str]] = {
-    "actions": ("clips", "ar"),
-    "untrimmed": ("snippets", "tad"),
-    "anomaly": ("snippets", "ad"),
-}
 CHECKPOINT_NAME = "last.pt"
 VAL_PAIR_SEED = 12345
 
@@ -214,6 +208,21 @@ def _privacy_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]], critic, temper
     return torch.stack(losses).mean() if losses else None
 
 
+def _run(model: AAM, x: torch.Tensor, mask: torch.Tensor, across_batch: bool) -> torch.Tensor:
+    """The AAM on padded sequences: per video, or (the released paper form) with every real clip
+    of the batch in one attention sequence."""
+    if not across_batch:
+        return model(x, mask)
+    out = torch.zeros_like(x)
+    out[mask] = model(x[mask][None])[0]
+    return out
+
+
+def _run_static(model: AAM, clips: torch.Tensor, across_batch: bool) -> torch.Tensor:
+    """(N, d) static clips: each alone, or all in one sequence (released paper form)."""
+    return model(clips[None])[0] if across_batch else model(clips[:, None])[:, 0]
+
+
 def _batch_losses(
     model: AAM,
     heads: torch.nn.ModuleDict,
@@ -223,6 +232,7 @@ def _batch_losses(
     weights: LossWeights,
     rng: np.random.Generator,
     critic: torch.nn.Module | None = None,
+    across_batch: bool = False,
 ) -> dict[str, torch.Tensor]:
     outputs, inputs = [], []
     utility = torch.zeros((), device=next(model.parameters()).device)
@@ -236,7 +246,7 @@ def _batch_losses(
             continue
         index = torch.as_tensor(idx, device=split.moving.device)
         x, mask = split.moving[index], split.moving_mask[index]
-        out = model(x, mask)
+        out = _run(model, x, mask, across_batch)
         outputs.append(out[mask])
         inputs.append(x[mask])
         task = TRAINING_SETS[name][1]
@@ -266,7 +276,7 @@ def _batch_losses(
     pairs = []
     if firsts:
         a, b = torch.cat(firsts), torch.cat(seconds)
-        pairs.append((model(a[:, None])[:, 0], model(b[:, None])[:, 0]))
+        pairs.append((_run_static(model, a, across_batch), _run_static(model, b, across_batch)))
     if moving_firsts:
         pairs.append((torch.cat(moving_firsts), torch.cat(moving_seconds)))
     privacy = _privacy_loss(pairs, critic, weights.temperature)
@@ -324,8 +334,11 @@ def fit_adapter_with_heads(
     epochs: int,
     seed: int,
     checkpoint_dir: Path | None = None,
+    across_batch: bool = False,
 ) -> tuple[AAM, torch.nn.ModuleDict, dict]:
-    """fit_adapter, also returning the co-trained heads (and their label info in history)."""
+    """fit_adapter, also returning the co-trained heads (and their label info in history).
+
+    ``across_batch``: the released paper form, attention across the clips of a mini-batch."""
     dim = _check_sets(sets)
     device = resolve_device(train_cfg.device)
     with torch.random.fork_rng(devices=[]):
@@ -345,7 +358,7 @@ def fit_adapter_with_heads(
                 bucket[name] = _split_tensors(part, kind, task, vocab, dim, device)
     params = list(model.parameters()) + list(heads.parameters()) + (list(critic.parameters()) if critic else [])
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    signature = _signature(train_cfg, weights, seed, dim, sets)
+    signature = _signature(train_cfg, weights, seed, dim, sets) + ("-batch" if across_batch else "")
     history: dict = {"epoch": [], "selection": "lowest val w_LC*L_LC - w_B*L_B", "heads": head_info}
     best = {"epoch": 0, "score": math.inf, "model": _state_copy(model), "heads": _state_copy(heads)}
     start = 0
@@ -368,7 +381,7 @@ def fit_adapter_with_heads(
         sums: dict[str, float] = {}
         n_batches = 0
         for rows in _batches(train_data, train_cfg.batch_size, rng):
-            losses = _batch_losses(model, heads, train_data, rows, train_cfg, weights, rng, critic)
+            losses = _batch_losses(model, heads, train_data, rows, train_cfg, weights, rng, critic, across_batch)
             optimizer.zero_grad()
             losses.pop("step").backward()
             optimizer.step()
@@ -388,7 +401,7 @@ def fit_adapter_with_heads(
             with torch.no_grad():
                 rows = {name: np.arange(len(s)) for name, s in val_data.items()}
                 val = _batch_losses(model, heads, val_data, rows, train_cfg, weights,
-                                    np.random.default_rng(VAL_PAIR_SEED), critic)
+                                    np.random.default_rng(VAL_PAIR_SEED), critic, across_batch)
                 val.pop("step")
             record.update({f"val_{k}": float(v) for k, v in val.items()})
             split = "val"
@@ -465,38 +478,3 @@ def save_heads(heads: torch.nn.ModuleDict, info: dict, directory: Path) -> Path:
     tmp.replace(directory / "heads.safetensors")
     write_json_atomic(directory / "heads.json", {"tasks": sorted(heads.keys()), "info": info})
     return directory / "heads.safetensors"
-
-
-def train_adapter(train_cfg: TrainConfig, weights: LossWeights, features_uri: str, adapter_dir, report_dir) -> dict:
-    """The train stage: fit on the stored features, save adapter + heads, history and loss curves."""
-    adapter_dir, report_dir = Path(adapter_dir), Path(report_dir)
-    sets = load_training_sets(features_uri)
-    model, heads, history = fit_adapter_with_heads(
-        sets, train_cfg, weights, train_cfg.epochs, train_cfg.seed, adapter_dir / "checkpoints"
-    )
-    source = {name: fs.meta.get("encoder", fs.meta.get("encoder_id", "")) for name, fs in sets.items()}
-    save_adapter(model, adapter_dir, extra={
-        "weights": asdict(weights),
-        "tasks": asdict(train_cfg.tasks),
-        "seen_tasks": sorted(heads.keys()),
-        "train": {k: v for k, v in asdict(train_cfg).items() if k not in ("adapter", "weights", "tasks")},
-        "best_epoch": history["best_epoch"],
-        "selection": history["selection"],
-        "features_uri": str(features_uri),
-        "encoder": source,
-        "history": {k: v for k, v in history.items() if k != "heads"},
-    })
-    save_heads(heads, history["heads"], adapter_dir)
-    write_json_atomic(report_dir / "history.json", history)
-    plot_history(history, report_dir / "loss_curves.png")
-    last = {k: v[-1] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"}
-    return {
-        "adapter_dir": str(adapter_dir),
-        "epochs": len(history["epoch"]),
-        "best_epoch": history["best_epoch"],
-        "best_val_total": history["best_score"],
-        "seconds": round(history["seconds"], 2),
-        "seen_tasks": sorted(heads.keys()),
-        "sets": {name: len(fs) for name, fs in sets.items()},
-        "last": last,
-    }

@@ -1,4 +1,7 @@
-"""Config of the Anonymizing Adapter Module and of the ``train`` stage."""
+"""Config of the ``train`` stage: which method it fits (``train.method``) and every method's knobs.
+
+The paper AAM's knobs (adapter, weights, tasks, privacy, lr, ...) sit at the top level, as before;
+other methods with knobs have their own sub-section (``train.adversarial``, ...)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,7 +47,21 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialConfig:
+    """The gradient-reversal adapter (needs private labels)."""
+
+    steps: int = 200
+    lr: float = 3e-3
+    reversal: float = 1.0        # gradient-reversal strength
+    consistency: float = 0.1     # weight of the variance-normalised MSE to the input
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    # Registry name of the method the train stage fits (latentanon.methods.registry.METHODS):
+    # paper, paper_batch, leace, adversarial, noise@<scale>, identity, ...; "tuned" takes the
+    # method the tune stage chose.
+    method: str = "paper"
     seed: int = 0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -58,3 +75,4 @@ class TrainConfig:
     batch_size: int = 512
     epochs: int = 200
     device: str = "auto"
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
