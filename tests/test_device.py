@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentanon.adapter.training import resolve_device as resolve_train_device
+from latentanon.methods.training import resolve_device as resolve_train_device
 from latentanon.encoders.base import resolve_device
 from latentanon.errors import ModelError
 

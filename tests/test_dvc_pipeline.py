@@ -148,7 +148,7 @@ def test_headline_is_the_dvc_metric_and_the_gate_marks_the_shared_store(repo):
     status = json.loads((path / "features_anon" / "PUBLISH_STATUS.json").read_text())
     decision = json.loads((path / "reports" / "gate" / "decision.json").read_text())
     assert status["status"] == decision["decision"] and status["share"] == (decision["decision"] == "approved")
-    assert "[gate] " in first and "[evaluate] adapter: static normalised leakage" in first
+    assert "[gate] " in first and "[evaluate] trained method: static normalised leakage" in first
     for plot in ("audit_bias/privacy_utility.csv", "train/loss_curves.csv", "tune/pareto_front.csv"):
         assert (path / "reports" / plot).exists(), plot
 

@@ -50,7 +50,7 @@ def test_round_trip_and_fingerprint(base, sets, fitted, tmp_path):
     assert out.meta["anonymizer"] == method.name and out.meta["method_id"] == method.fingerprint()
     assert list(out.records["video_id"]) == list(fs.records["video_id"])
     for kind in fs.arrays:
-        assert [a.shape for a in out.kind(kind)] == [a.shape for a in fs.kind(kind)]
+        assert [a.shape for a in out.kind(kind)] == [(*a.shape[:-1], method.output_dim) for a in fs.kind(kind)]
         assert all(a.dtype == np.float32 for a in out.kind(kind))
     assert method.fingerprint() == method.fingerprint()
     method.save(tmp_path / "m")
@@ -63,7 +63,7 @@ def test_round_trip_and_fingerprint(base, sets, fitted, tmp_path):
     # the pyfunc contract: one (T, d) sequence (alone: the batch-attending form differs by design)
     sequence = fs.kind("clips")[0]
     alone = loaded.transform_sequence(sequence, "clips", str(fs.records["video_id"][0]))
-    assert alone.shape == sequence.shape and alone.dtype == np.float32
+    assert alone.shape == (sequence.shape[0], method.output_dim) and alone.dtype == np.float32
     if method.batch_invariant:
         np.testing.assert_allclose(alone, out.kind("clips")[0], rtol=1e-5, atol=1e-5)
 

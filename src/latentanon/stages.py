@@ -120,6 +120,9 @@ def chosen_train_config(params: Params) -> TrainConfig:
     train = replace(params.train, method=trained_method_name(params), weights=chosen_weights(params))
     if _choice_applies(params, choice) and "lr" in choice:
         train = replace(train, lr=float(choice["lr"]))
+    if _choice_applies(params, choice) and "bottleneck" in choice:
+        knobs = {k: float(v) for k, v in choice["bottleneck"].items()}
+        train = replace(train, bottleneck=replace(train.bottleneck, **knobs))
     return train
 
 
@@ -341,11 +344,12 @@ def key_result(stage: str, summary: dict) -> str:
         return (f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
                 f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})")
     if stage == "train":
-        return (f"adapter trained for {s.get('epochs', '?')} epochs (best {s.get('best_epoch', '?')}); anonymized "
-                f"store written, marked {s.get('publish_status', '?')}")
+        fit = (f" for {s['epochs']} epochs (best {s.get('best_epoch', '?')})" if "epochs" in s else "")
+        return (f"method {s.get('method', '?')} fitted{fit}; anonymized store written, marked "
+                f"{s.get('publish_status', '?')}")
     if stage == "evaluate":
         drops = s.get("aam_utility_relative_drop") or {}
-        return (f"adapter: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, utility drop "
+        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, utility drop "
                 + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items()))
     if stage == "audit_bias":
         h = s.get("headline") or {}

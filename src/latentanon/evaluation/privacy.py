@@ -273,10 +273,11 @@ def validation_leakage(
     val: FeatureSet | Sequence[FeatureSet],
     seed: int = 0,
     attributes: Sequence[str] = ATTRIBUTES,
+    kind: str = "static",
 ) -> float:
-    """cMAP on val static clips of one fixed-hyper-parameter attacker fitted on train (lower = more private)."""
-    train_data = attack_data(train, attributes, "static")
-    val_data = attack_data(val, attributes, "static")
+    """cMAP on val ``kind`` clips of one fixed-hyper-parameter attacker fitted on train (lower = more private)."""
+    train_data = attack_data(train, attributes, kind)
+    val_data = attack_data(val, attributes, kind)
     n_classes = _class_counts(train_data, val_data)
     usable = _usable_attributes(attributes, n_classes)
     if not usable:

@@ -420,6 +420,7 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
         values, raw_values, drops, paired = [], [], [], []
         for seed in seeds:
             method = create_method(trained.name, replace(trained.train, tasks=tasks)).fit(raw, seed=seed)
+            method.with_reproducible_noise(seed)
             fs_raw = raw[TASK_SPECS[held_out].set_name]
             fs = method.transform(fs_raw)
             scored = score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed,
@@ -487,13 +488,21 @@ def _evaluate(params: Params, layout: Layout) -> dict:
                for m, runs in results.items()}
     todo = [(seed, m) for seed in seeds for m in methods if str(seed) not in results.get(m, {})]
 
+    from latentanon.methods.registry import load_method
+
+    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+
     def method_sets(method: str, seed: int, fitted: dict) -> dict[str, FeatureSet]:
         if method == "raw":
             return raw
         if method == "aam":
-            return anonymized
+            if trained is None or not trained.stochastic:
+                return anonymized
+            # The shared store carries fresh OS noise; evaluation keys the noise by its seed
+            # instead, so that the figures reproduce (same distribution, a known draw).
+            return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
-            fitted[method] = create_method(method, params.train).fit(raw, seed=seed)
+            fitted[method] = create_method(method, params.train).fit(raw, seed=seed).with_reproducible_noise(seed)
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}

@@ -131,7 +131,8 @@ def anonymize_store(method_dir, src_uri: str, dst_uri: str) -> dict:
     meta = dict(source_index.get("meta") or {})
     meta.update({
         "anonymized": True,
-        "method": {"name": method.name, "id": method_id, "dir": str(method_dir), "dim": method.dim},
+        "method": {"name": method.name, "id": method_id, "dir": str(method_dir), "dim": method.dim,
+                   "output_dim": method.output_dim},
         "adapter": {"id": method_id, "dir": str(method_dir), "dim": method.dim},
         "source_uri": str(src_uri),
     })

@@ -86,16 +86,26 @@ class Method(ABC):
         self.dim: int | None = None
         self.info: dict = {}        # JSON-able facts about the fit (best epoch, seed, ...)
         self.reproducible_noise = False
+        self.noise_key = 0
 
     def noise_rng(self, video_id: str, kind: str) -> np.random.Generator:
         """Randomness for one video's ``kind`` at transform time: fresh OS entropy (never derivable
-        from a seed), or, with ``reproducible_noise`` (tests only), keyed by the video and kind so
-        that a video gets the same draw whichever videos share its batch."""
+        from a seed), or, with ``reproducible_noise`` (tests and evaluation only, see
+        ``with_reproducible_noise``), keyed by (``noise_key``, video, kind) so that a video gets the
+        same draw whichever videos share its batch."""
         if not self.reproducible_noise:
             return np.random.default_rng()
         import zlib
 
-        return np.random.default_rng([zlib.crc32(video_id.encode()), zlib.crc32(kind.encode())])
+        return np.random.default_rng([self.noise_key, zlib.crc32(video_id.encode()), zlib.crc32(kind.encode())])
+
+    def with_reproducible_noise(self, key: int) -> "Method":
+        """This method with its transform noise keyed by ``key``: what evaluation measures, so that
+        figures reproduce run to run. Never for a store that is shared: anyone who knows the key
+        could subtract the noise. A no-op for methods without fresh randomness."""
+        self.reproducible_noise = self.stochastic
+        self.noise_key = int(key)
+        return self
 
     # ------------------------------------------------------------------ fitting and applying
 
@@ -158,8 +168,13 @@ class Method(ABC):
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what ``state`` returned (``self.dim`` and ``self.train`` are already set)."""
 
+    @property
+    def output_dim(self) -> int | None:
+        """Width of the transformed features (the input width unless a method says otherwise)."""
+        return self.dim
+
     def description(self) -> dict:
-        return {"method": self.name, "format": FORMAT_VERSION, "dim": self.dim,
+        return {"method": self.name, "format": FORMAT_VERSION, "dim": self.dim, "output_dim": self.output_dim,
                 "needs_private_labels": self.needs_private_labels, "train": to_dict(self.train)}
 
     def fingerprint(self) -> str:

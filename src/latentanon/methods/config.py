@@ -57,6 +57,20 @@ class AdversarialConfig:
 
 
 @dataclass(frozen=True)
+class BottleneckConfig:
+    """The stochastic task bottleneck (label-free; latentanon.methods.bottleneck)."""
+
+    code_dim: int = 32              # k: width of the published code
+    hidden: int = 256               # width of the MLP's two hidden layers
+    sigma: float = 1.0              # std of the Gaussian noise on the code (per dimension; |code| = sqrt(k))
+    compaction: float = 1.0         # weight of the within-class spread of moving clips / snippets
+    static_compaction: float = 1.0  # weight of the spread of all static clips around one point
+    steps: int = 600                # full-batch AdamW steps
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     # Registry name of the method the train stage fits (latentanon.methods.registry.METHODS):
     # paper, paper_batch, leace, adversarial, noise@<scale>, identity, ...; "tuned" takes the
@@ -76,3 +90,4 @@ class TrainConfig:
     epochs: int = 200
     device: str = "auto"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)

@@ -22,6 +22,7 @@ METHODS: dict[str, str] = {
     "adversarial": "latentanon.methods.adversarial:AdversarialMethod",
     "paper": "latentanon.methods.paper:PaperMethod",
     "paper_batch": "latentanon.methods.paper:PaperBatchMethod",
+    "bottleneck": "latentanon.methods.bottleneck:BottleneckMethod",
 }
 # Legacy adapter directories (adapter.safetensors + config.json, no method.json) hold a paper AAM.
 LEGACY_ADAPTER_FILES = ("adapter.safetensors", "config.json")

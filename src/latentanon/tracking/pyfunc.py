@@ -44,8 +44,7 @@ class MethodPyfunc(mlflow.pyfunc.PythonModel):
 AAMPyfunc = MethodPyfunc   # the name models logged before the method interface refer to
 
 
-def adapter_dim(adapter_dir: Path) -> int:
-    """The feature width of the method saved in ``adapter_dir`` (method.json, or a legacy config.json)."""
+def _method_meta(adapter_dir: Path) -> tuple[Path, dict]:
     from latentanon.methods.base import METHOD_JSON
 
     adapter_dir = Path(adapter_dir)
@@ -55,18 +54,34 @@ def adapter_dim(adapter_dir: Path) -> int:
     if not config_path.exists():
         raise ModelError(f"{adapter_dir}: no method.json or config.json (did the train stage run?)")
     try:
-        return int(json.loads(config_path.read_text())["dim"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return config_path, json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{config_path}: not valid JSON: {exc}") from exc
+
+
+def adapter_dim(adapter_dir: Path) -> int:
+    """The input feature width of the method saved in ``adapter_dir`` (method.json, or a legacy config.json)."""
+    config_path, meta = _method_meta(adapter_dir)
+    try:
+        return int(meta["dim"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: no usable 'dim' entry: {exc}") from exc
 
 
-def signature(dim: int):
+def output_dim(adapter_dir: Path) -> int:
+    """The width of the method's output (a bottleneck publishes fewer dimensions than it reads)."""
+    _, meta = _method_meta(adapter_dir)
+    return int(meta.get("output_dim") or adapter_dim(adapter_dir))
+
+
+def signature(dim: int, out_dim: int | None = None):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     # Unnamed tensor specs: the model then receives and returns a bare (T, d) array.
-    sequence = Schema([TensorSpec(np.dtype(np.float32), (-1, dim))])
-    return ModelSignature(inputs=sequence, outputs=sequence)
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, dim))])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, out_dim or dim))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def pip_requirements() -> list[str]:
@@ -114,7 +129,7 @@ def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, regi
             name=MODEL_NAME_IN_RUN,
             python_model=MethodPyfunc(),
             artifacts={ADAPTER_ARTIFACT: str(packed)},
-            signature=signature(dim),
+            signature=signature(dim, output_dim(adapter_dir)),
             input_example=np.zeros((2, dim), dtype=np.float32),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,

@@ -18,8 +18,10 @@ class TuneConfig:
     temperature_range: tuple[float, ...] = ()   # (low, high) to search the NT-Xent temperature; empty: fixed
     lr_range: tuple[float, ...] = (1e-3, 3e-2)  # (low, high) to search the learning rate; empty: train.lr
     torch_threads: int = 1              # per tune process: tiny models run faster without thread contention; 0 = torch default
-    heartbeat_seconds: int = 60
+    heartbeat_seconds: int = 60         # a trial silent for twice this long (killed worker) is marked failed
     # Methods a trial may fit (registry names; a trial picks one when there are several). paper
     # and paper_batch search the loss weights / lr above; noise searches its scale.
     methods: tuple[str, ...] = ("paper",)
-    noise_scale_range: tuple[float, ...] = (0.05, 1.0)         # a trial silent for twice this long (killed worker) is marked failed
+    noise_scale_range: tuple[float, ...] = (0.05, 1.0)
+    bottleneck_sigma_range: tuple[float, ...] = (0.5, 2.0)
+    bottleneck_compaction_range: tuple[float, ...] = (0.1, 10.0)

@@ -1,9 +1,10 @@
-"""The ``tune`` stage: a multi-objective Optuna search over the adapter's loss weights.
+"""The ``tune`` stage: a multi-objective Optuna search over the methods of ``tune.methods`` and
+their knobs (the AAM's loss weights, the noise scale, the bottleneck's noise and compaction).
 
-Objectives, on the validation split only: leakage (cMAP of one fixed attacker on the anonymized
-static clips of the privacy sets; minimised) and utility (mean over the seen tasks of the
-anonymized validation metric relative to raw; maximised). Each trial trains an adapter for
-``tune.epochs_per_trial`` epochs on the train split.
+Objectives, on the validation split only: leakage (cMAP of one fixed attacker, the mean over the
+anonymized static clips of the privacy sets and the moving clips of the privacy videos;
+minimised) and utility (mean over the seen tasks of the anonymized validation metric relative to
+raw; maximised). Each trial fits on the train split (AAM methods for ``tune.epochs_per_trial``).
 
 Storage is an RDB (``LATENTANON_TUNE_STORAGE``, else ``tune.storage``, else
 ``sqlite:///<reports>/tune/study.db``) so a killed study resumes and several workers can share
@@ -99,7 +100,12 @@ def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: 
     from latentanon.evaluation.privacy import validation_leakage
     from latentanon.tasks.scoring import TASK_SPECS, validation_utility
 
-    leakage = validation_leakage([fs.split("train") for fs in privacy], [fs.split("val") for fs in privacy], seed)
+    static = validation_leakage([fs.split("train") for fs in privacy], [fs.split("val") for fs in privacy], seed)
+    # Moving clips are what users share: they count as much as static clips.
+    videos = [fs for fs in privacy if "clips" in fs.arrays and len(fs)]
+    moving = (validation_leakage([fs.split("train") for fs in videos], [fs.split("val") for fs in videos], seed,
+                                 kind="clips") if videos else static)
+    leakage = 0.5 * (static + moving)
     utility = {}
     for task in tasks:
         fs = task_sets[TASK_SPECS[task].set_name]
@@ -142,6 +148,7 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
     train_cfg = replace(train_cfg, weights=weights, epochs=params.tune.epochs_per_trial, seed=params.tune.seed)
     method = create_method(train_cfg.method, train_cfg)
     method.fit({**data.task_sets, **{fs.name: fs for fs in data.privacy}}, seed=params.tune.seed)
+    method.with_reproducible_noise(params.tune.seed)   # a trial's figures must not depend on the draw
     history = getattr(method, "history", {}) or {}
     task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
     privacy = [method.transform(fs) for fs in data.privacy]
@@ -248,7 +255,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     pareto = {
         "study_name": study.study_name,
         "storage": _redacted(storage_url),
-        "objectives": {"leakage": "minimize: validation attacker cMAP on anonymized static clips",
+        "objectives": {"leakage": "minimize: validation attacker cMAP, mean of anonymized static and moving clips",
                        "utility": "maximize: mean validation utility of the tasks relative to raw"},
         "raw": raw,
         "n_complete": len(points),
@@ -270,6 +277,10 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     }
     if "lr" in chosen.params:
         choice["lr"] = chosen.params["lr"]
+    if "bottleneck_sigma" in chosen.params:
+        compaction = chosen.params["bottleneck_compaction"]
+        choice["bottleneck"] = {"sigma": chosen.params["bottleneck_sigma"], "compaction": compaction,
+                                "static_compaction": compaction}
     write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
     return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
 

@@ -1,0 +1,205 @@
+"""``bottleneck``: a stochastic task bottleneck, the default label-free anonymizer.
+
+A small MLP maps each clip feature to a k-dimensional code on the sphere of radius sqrt(k). It is
+trained through the seen tasks' heads (AR, TAD, AD) on the code plus Gaussian noise of std sigma,
+while a compaction loss pulls every clip of one action (every snippet of one TAD class) to one
+point and every static clip, whatever its video, to another. No private label is used. What the
+tasks do not need (appearance, identity) is squeezed into the within-class residual, and the
+published code carries fresh noise drawn from the operating system, many times larger than that
+residual: an attacker retrained on the codes reads noise. Published stores draw the noise from
+OS entropy (``Method.noise_rng``), so nobody can subtract it; only evaluation keys it, so that
+its figures reproduce (``Method.with_reproducible_noise``).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from latentanon.errors import DataError
+from latentanon.methods.base import Method
+from latentanon.methods.config import TrainConfig
+from latentanon.tasks.heads import ADHead, ARHead, TADHead
+from latentanon.tasks.scoring import tad_targets, tad_vocabulary
+
+TASK_SETS = {"ar": "actions", "tad": "untrimmed", "ad": "anomaly"}
+
+
+def pad_sequences(items: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T_max, d) zero-padded tensor and (N, T_max) mask of real positions."""
+    t_max = max(int(np.shape(a)[0]) for a in items)
+    x = np.zeros((len(items), t_max, dim), dtype=np.float32)
+    mask = np.zeros((len(items), t_max), dtype=bool)
+    for i, a in enumerate(items):
+        x[i, : len(a)] = a
+        mask[i, : len(a)] = True
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def within_group_spread(z: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of each row of ``z`` (n, k) to the mean of its group (ids >= 0)."""
+    n_groups = int(groups.max()) + 1
+    sums = torch.zeros(n_groups, z.shape[1], dtype=z.dtype).index_add_(0, groups, z)
+    counts = torch.bincount(groups, minlength=n_groups).clamp_min(1).unsqueeze(1).to(z.dtype)
+    return (z - (sums / counts)[groups]).pow(2).sum(dim=1).mean()
+
+
+class CodeNet(nn.Module):
+    """Standardised feature -> code on the sphere of radius sqrt(k)."""
+
+    def __init__(self, dim: int, code_dim: int, hidden: int):
+        super().__init__()
+        self.code_dim = code_dim
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, code_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1) * self.code_dim ** 0.5
+
+
+class BottleneckMethod(Method):
+    """Label-free: fits on task labels and static clips only; its output width is ``code_dim``."""
+
+    needs_private_labels = False
+    stochastic = True
+
+    def __init__(self, name: str, train: TrainConfig = TrainConfig()):
+        super().__init__(name, train)
+        self.config = train.bottleneck
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.net: CodeNet | None = None
+
+    @property
+    def output_dim(self) -> int | None:
+        return None if self.dim is None else self.config.code_dim
+
+    @classmethod
+    def suggest(cls, trial, name, train, tune):
+        """Searches the noise std and the compaction weight (tune.bottleneck_sigma_range,
+        tune.bottleneck_compaction_range)."""
+        from latentanon.methods.base import search_range
+
+        sigma = trial.suggest_float("bottleneck_sigma", *search_range(tune, "bottleneck_sigma_range"), log=True)
+        compaction = trial.suggest_float("bottleneck_compaction", *search_range(tune, "bottleneck_compaction_range"),
+                                         log=True)
+        return name, replace(train, bottleneck=replace(train.bottleneck, sigma=sigma, compaction=compaction,
+                                                      static_compaction=compaction))
+
+    # ------------------------------------------------------------------ fitting
+
+    def seen_tasks(self) -> tuple[str, ...]:
+        weights = self.train.tasks
+        return tuple(t for t in TASK_SETS if getattr(weights, t) > 0)
+
+    def _fit(self, sets, seed, checkpoint_dir) -> None:
+        cfg = self.config
+        tasks = [t for t in self.seen_tasks() if TASK_SETS[t] in sets]
+        if not tasks:
+            raise DataError(f"bottleneck method: no seen task's feature set among {sorted(sets)} "
+                            f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})")
+        train = {t: sets[TASK_SETS[t]].split("train") for t in tasks}
+        rows = [np.asarray(a, np.float64).reshape(-1, self.dim) for fs in train.values()
+                for items in fs.arrays.values() for a in items if len(a)]
+        stacked = np.concatenate(rows)
+        self.mean = stacked.mean(axis=0).astype(np.float32)
+        self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
+
+        def standardised(items):
+            x, mask = pad_sequences(items, self.dim)
+            return (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std), mask
+
+        batches, heads = {}, {}
+        static_sources = []
+        if "ar" in train:
+            fs = train["ar"]
+            x, mask = standardised(fs.kind("clips"))
+            labels = torch.tensor(fs.records["label_id"].to_numpy(dtype=np.int64))
+            batches["ar"] = (x, mask, labels, labels[:, None].expand(mask.shape))
+            heads["ar"] = ARHead(cfg.code_dim, int(labels.max()) + 1)
+            if "static" in fs.arrays:
+                static_sources.append(fs.kind("static"))
+        if "tad" in train:
+            fs = train["tad"]
+            vocabulary = tad_vocabulary(fs)
+            if not vocabulary:
+                raise DataError(f"bottleneck method: feature set {fs.name!r} has no action segments in its train split")
+            x, mask = standardised(fs.kind("snippets"))
+            targets = torch.zeros(mask.shape, dtype=torch.long)
+            for i, t in enumerate(tad_targets(fs, vocabulary)):
+                targets[i, : len(t)] = torch.from_numpy(t)
+            batches["tad"] = (x, mask, targets, targets)
+            heads["tad"] = TADHead(cfg.code_dim, len(vocabulary))
+        if "ad" in train:
+            fs = train["ad"]
+            x, mask = standardised(fs.kind("snippets"))
+            batches["ad"] = (x, mask, torch.tensor(fs.records["anomaly"].to_numpy(dtype=np.int64)), None)
+            heads["ad"] = ADHead(cfg.code_dim)
+        static = None
+        if static_sources:
+            static = standardised([a for items in static_sources for a in items])
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
+            generator = torch.Generator().manual_seed(seed)
+            params = list(self.net.parameters()) + [p for h in heads.values() for p in h.parameters()]
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            weights = self.train.tasks
+            scale = cfg.sigma ** 2 * cfg.code_dim
+            history = []
+            for step in tqdm(range(cfg.steps), desc="bottleneck", unit="step", disable=None, leave=False):
+                losses, spread, static_spread = {}, torch.zeros(()), torch.zeros(())
+                for t in tasks:
+                    x, mask, target, groups = batches[t]
+                    z = self.net(x)
+                    noisy = z + cfg.sigma * torch.randn(z.shape, generator=generator)
+                    losses[t] = getattr(weights, t) * heads[t].loss(noisy, mask, target)
+                    if groups is not None:
+                        spread = spread + within_group_spread(z[mask], groups[mask])
+                if static is not None:
+                    z = self.net(static[0])[static[1]]
+                    static_spread = within_group_spread(z, torch.zeros(z.shape[0], dtype=torch.long))
+                loss = (sum(losses.values()) + cfg.compaction * spread / scale
+                        + cfg.static_compaction * static_spread / scale)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % 100 == 0 or step == cfg.steps - 1:
+                    history.append({"step": step, "spread": float(spread.detach()) / cfg.code_dim,
+                                    "static_spread": float(static_spread.detach()) / cfg.code_dim,
+                                    **{t: float(v.detach()) for t, v in losses.items()}})
+        self.net.eval()
+        self.info.update({"seen_tasks": list(tasks), "steps": history,
+                          "final_spread_per_dim": history[-1]["spread"], "noise_var_per_dim": cfg.sigma ** 2})
+
+    # ------------------------------------------------------------------ applying
+
+    @torch.no_grad()
+    def _transform_kind(self, kind, items, ids):
+        sigma = self.config.sigma
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
+        out = []
+        for a, video in zip(items, ids):
+            code = self.net((torch.from_numpy(np.asarray(a, np.float32)) - mean) / std).numpy()
+            noise = self.noise_rng(video, kind).standard_normal(code.shape).astype(np.float32)
+            out.append(code + sigma * noise)
+        return out
+
+    # ------------------------------------------------------------------ state
+
+    def state(self):
+        state = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        return {**state, "mean": self.mean, "std": self.std}
+
+    def set_state(self, state) -> None:
+        cfg = self.config
+        self.mean = np.asarray(state["mean"], np.float32)
+        self.std = np.asarray(state["std"], np.float32)
+        self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
+        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})
+        self.net.eval()
