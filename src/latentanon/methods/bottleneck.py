@@ -12,6 +12,7 @@ its figures reproduce (``Method.with_reproducible_noise``).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -54,8 +55,9 @@ class CodeNet(nn.Module):
     def __init__(self, dim: int, code_dim: int, hidden: int):
         super().__init__()
         self.code_dim = code_dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, code_dim))
+        # hidden 0: a linear map (generalises like a linear probe on few training videos)
+        self.net = (nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                  nn.Linear(hidden, code_dim)) if hidden else nn.Linear(dim, code_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1) * self.code_dim ** 0.5
@@ -108,74 +110,99 @@ class BottleneckMethod(Method):
         stacked = np.concatenate(rows)
         self.mean = stacked.mean(axis=0).astype(np.float32)
         self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
+        vocabulary = tad_vocabulary(train["tad"]) if "tad" in train else []
+        if "tad" in train and not vocabulary:
+            raise DataError(f"bottleneck method: feature set {train['tad'].name!r} has no action segments in its "
+                            "train split")
+        n_actions = int(train["ar"].records["label_id"].max()) + 1 if "ar" in train else 0
+        fit_batches = self._batches(train, vocabulary)
+        val = {t: sets[TASK_SETS[t]].split("val") for t in tasks}
+        val_batches = self._batches(val, vocabulary) if all(len(fs) for fs in val.values()) else None
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
+            heads = {"ar": ARHead(cfg.code_dim, max(n_actions, 1)), "tad": TADHead(cfg.code_dim, max(len(vocabulary), 1)),
+                     "ad": ADHead(cfg.code_dim)}
+            heads = {t: heads[t] for t in tasks}
+            generator = torch.Generator().manual_seed(seed)
+            params = list(self.net.parameters()) + [p for h in heads.values() for p in h.parameters()]
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            history, best = [], (float("inf"), -1, None)
+            for step in tqdm(range(cfg.steps), desc="bottleneck", unit="step", disable=None, leave=False):
+                loss, parts = self._loss(fit_batches, heads, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % cfg.eval_every == 0 or step == cfg.steps - 1:
+                    record = {"step": step, **parts}
+                    if val_batches is not None:
+                        # Selection on the val split: the same loss, on the same noise draw each time.
+                        with torch.no_grad():
+                            val_loss, val_parts = self._loss(val_batches, heads, torch.Generator().manual_seed(seed))
+                        record.update({f"val_{k}": v for k, v in val_parts.items()})
+                        if float(val_loss) < best[0]:
+                            best = (float(val_loss), step, copy.deepcopy(self.net.state_dict()))
+                    history.append(record)
+            if best[2] is not None:
+                self.net.load_state_dict(best[2])
+        self.net.eval()
+        final = next(h for h in history if h["step"] == best[1]) if best[2] is not None else history[-1]
+        self.info.update({"seen_tasks": list(tasks), "steps": history, "best_step": best[1],
+                          "final_spread_per_dim": final["spread"], "noise_var_per_dim": cfg.sigma ** 2})
+
+    def _batches(self, split_sets: dict, vocabulary: list[str]) -> dict:
+        """Padded, standardised tensors of one split: per task (x, mask, target, groups), and the
+        action clips' static clips under "static"."""
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
 
         def standardised(items):
             x, mask = pad_sequences(items, self.dim)
-            return (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std), mask
+            return (x - mean) / std, mask
 
-        batches, heads = {}, {}
-        static_sources = []
-        if "ar" in train:
-            fs = train["ar"]
+        batches = {}
+        if "ar" in split_sets:
+            fs = split_sets["ar"]
             x, mask = standardised(fs.kind("clips"))
             labels = torch.tensor(fs.records["label_id"].to_numpy(dtype=np.int64))
             batches["ar"] = (x, mask, labels, labels[:, None].expand(mask.shape))
-            heads["ar"] = ARHead(cfg.code_dim, int(labels.max()) + 1)
             if "static" in fs.arrays:
-                static_sources.append(fs.kind("static"))
-        if "tad" in train:
-            fs = train["tad"]
-            vocabulary = tad_vocabulary(fs)
-            if not vocabulary:
-                raise DataError(f"bottleneck method: feature set {fs.name!r} has no action segments in its train split")
+                batches["static"] = standardised(fs.kind("static"))
+        if "tad" in split_sets:
+            fs = split_sets["tad"]
             x, mask = standardised(fs.kind("snippets"))
             targets = torch.zeros(mask.shape, dtype=torch.long)
             for i, t in enumerate(tad_targets(fs, vocabulary)):
                 targets[i, : len(t)] = torch.from_numpy(t)
             batches["tad"] = (x, mask, targets, targets)
-            heads["tad"] = TADHead(cfg.code_dim, len(vocabulary))
-        if "ad" in train:
-            fs = train["ad"]
+        if "ad" in split_sets:
+            fs = split_sets["ad"]
             x, mask = standardised(fs.kind("snippets"))
             batches["ad"] = (x, mask, torch.tensor(fs.records["anomaly"].to_numpy(dtype=np.int64)), None)
-            heads["ad"] = ADHead(cfg.code_dim)
-        static = None
-        if static_sources:
-            static = standardised([a for items in static_sources for a in items])
+        return batches
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
-            generator = torch.Generator().manual_seed(seed)
-            params = list(self.net.parameters()) + [p for h in heads.values() for p in h.parameters()]
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            weights = self.train.tasks
-            scale = cfg.sigma ** 2 * cfg.code_dim
-            history = []
-            for step in tqdm(range(cfg.steps), desc="bottleneck", unit="step", disable=None, leave=False):
-                losses, spread, static_spread = {}, torch.zeros(()), torch.zeros(())
-                for t in tasks:
-                    x, mask, target, groups = batches[t]
-                    z = self.net(x)
-                    noisy = z + cfg.sigma * torch.randn(z.shape, generator=generator)
-                    losses[t] = getattr(weights, t) * heads[t].loss(noisy, mask, target)
-                    if groups is not None:
-                        spread = spread + within_group_spread(z[mask], groups[mask])
-                if static is not None:
-                    z = self.net(static[0])[static[1]]
-                    static_spread = within_group_spread(z, torch.zeros(z.shape[0], dtype=torch.long))
-                loss = (sum(losses.values()) + cfg.compaction * spread / scale
-                        + cfg.static_compaction * static_spread / scale)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if step % 100 == 0 or step == cfg.steps - 1:
-                    history.append({"step": step, "spread": float(spread.detach()) / cfg.code_dim,
-                                    "static_spread": float(static_spread.detach()) / cfg.code_dim,
-                                    **{t: float(v.detach()) for t, v in losses.items()}})
-        self.net.eval()
-        self.info.update({"seen_tasks": list(tasks), "steps": history,
-                          "final_spread_per_dim": history[-1]["spread"], "noise_var_per_dim": cfg.sigma ** 2})
+    def _loss(self, batches: dict, heads: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Seen tasks' losses on the noisy code, plus the compaction of moving clips / snippets
+        within their class and of every static clip around one point (relative to the noise)."""
+        cfg = self.config
+        scale = cfg.sigma ** 2 * cfg.code_dim
+        losses, spread, static_spread = {}, torch.zeros(()), torch.zeros(())
+        for t, head in heads.items():
+            x, mask, target, groups = batches[t]
+            z = self.net(x)
+            noisy = z + cfg.sigma * torch.randn(z.shape, generator=generator)
+            losses[t] = getattr(self.train.tasks, t) * head.loss(noisy, mask, target)
+            if groups is not None:
+                spread = spread + within_group_spread(z[mask], groups[mask])
+        if "static" in batches:
+            x, mask = batches["static"]
+            z = self.net(x)[mask]
+            static_spread = within_group_spread(z, torch.zeros(z.shape[0], dtype=torch.long))
+        loss = sum(losses.values()) + (cfg.compaction * spread + cfg.static_compaction * static_spread) / scale
+        parts = {"spread": float(spread.detach()) / cfg.code_dim,
+                 "static_spread": float(static_spread.detach()) / cfg.code_dim,
+                 **{t: float(v.detach()) for t, v in losses.items()}, "total": float(loss.detach())}
+        return loss, parts
 
     # ------------------------------------------------------------------ applying
 

@@ -61,13 +61,14 @@ class BottleneckConfig:
     """The stochastic task bottleneck (label-free; latentanon.methods.bottleneck)."""
 
     code_dim: int = 32              # k: width of the published code
-    hidden: int = 256               # width of the MLP's two hidden layers
+    hidden: int = 64                # width of the MLP's two hidden layers; 0: a linear map
     sigma: float = 1.0              # std of the Gaussian noise on the code (per dimension; |code| = sqrt(k))
     compaction: float = 1.0         # weight of the within-class spread of moving clips / snippets
     static_compaction: float = 1.0  # weight of the spread of all static clips around one point
     steps: int = 600                # full-batch AdamW steps
+    eval_every: int = 20            # steps between val-loss checks; the best val step is kept
     lr: float = 3e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-2
 
 
 @dataclass(frozen=True)
