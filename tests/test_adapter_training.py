@@ -176,23 +176,34 @@ def _attack_accuracy(fs: FeatureSet) -> float:
     return float(attacker.score(*stack(test)))
 
 
+# Learned effects are asserted on the mean over these seeds (data and adapter), with a margin well
+# inside the spread measured across seeds, never on one run's value (floating point differs by machine).
+EFFECT_SEEDS = (0, 1, 2)
+EFFECT_EPOCHS = 300
+
+
 @pytest.mark.slow
 def test_training_lowers_attribute_leakage_and_keeps_action_recognition():
-    sets = synthetic_sets()
     cfg = replace(SMALL, batch_size=512)
-    model, history = fit_adapter(sets, cfg, LossWeights(latent_consistency=10.0), epochs=300, seed=0)
-    anonymized = {name: anonymize_feature_set(model, fs) for name, fs in sets.items()}
-    raw_attack, anon_attack = _attack_accuracy(sets["actions"]), _attack_accuracy(anonymized["actions"])
 
     def ar(fs):
         return score_task("ar", fs.split("train"), fs.split("val"), fs.split("test"), seed=0)["value"]
 
-    raw_ar, anon_ar = ar(sets["actions"]), ar(anonymized["actions"])
-    assert raw_attack >= 0.95          # chance is 0.5
-    # measured: 1.0 -> 0.85 (a real drop, though far from chance; see the AAM report)
-    assert anon_attack <= raw_attack - 0.1, (raw_attack, anon_attack)
-    assert anon_ar >= raw_ar - 0.02, (raw_ar, anon_ar)
-    assert history["val_privacy"][history["best_epoch"] - 1] > history["val_privacy"][0]
+    drops, ar_changes = [], []
+    for seed in EFFECT_SEEDS:
+        sets = synthetic_sets(seed)
+        model, history = fit_adapter(sets, cfg, LossWeights(latent_consistency=10.0), epochs=EFFECT_EPOCHS, seed=seed)
+        anonymized = {name: anonymize_feature_set(model, fs) for name, fs in sets.items()}
+        raw_attack, anon_attack = _attack_accuracy(sets["actions"]), _attack_accuracy(anonymized["actions"])
+        assert raw_attack >= 0.95, (seed, raw_attack)         # chance is 0.5
+        # validation privacy (higher = more private) improves in every run: selection picks a later epoch
+        assert history["val_privacy"][history["best_epoch"] - 1] > history["val_privacy"][0], seed
+        drops.append(raw_attack - anon_attack)
+        ar_changes.append(ar(anonymized["actions"]) - ar(sets["actions"]))
+    # measured over seeds 0, 1, 2: attacker accuracy drops 0.15, 0.28, 0.20 (mean 0.21) from 1.0;
+    # AR unchanged (1.0) in all three
+    assert np.mean(drops) >= 0.1, drops
+    assert np.mean(ar_changes) >= -0.02, ar_changes
 
 
 def test_train_stage_and_anonymized_store(small_sets, tmp_path):

@@ -17,6 +17,7 @@ from latentanon.encoders.builtin import (
     VideoEncoder,
     load_builtin,
     patchify,
+    reconstruction_targets,
     save_builtin,
     tube_mask,
 )
@@ -174,6 +175,24 @@ def test_conv_stem_and_difference_inputs_keep_the_token_grid():
         VideoEncoder(replace(SMALL, inputs="flow"))
     with pytest.raises(ModelError, match="conv stem"):
         VideoEncoder(replace(SMALL, stem="conv", patch=6, height=36, width=36))
+
+
+def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops():
+    """A foundation-like encoder must reconstruct appearance: a light and a dark flat clip (as light
+    and dark skin differ) need different pixel targets; VideoMAE's per-tubelet normalisation makes
+    them identical."""
+    texture = 0.2 * torch.rand(2, 3, 16, 32, 32, generator=torch.Generator().manual_seed(0))
+    light, dark = texture + 0.7, texture + 0.1
+    pixels = replace(SMALL, target="pixels")
+    assert reconstruction_targets(light, pixels).shape == (2, 128, 3 * 2 * 8 * 8)
+    assert (reconstruction_targets(light, pixels) - reconstruction_targets(dark, pixels)).abs().min() > 1.0
+    norm = replace(SMALL, target="patch_norm")
+    torch.testing.assert_close(reconstruction_targets(light, norm), reconstruction_targets(dark, norm),
+                               atol=1e-3, rtol=1e-3)
+    with pytest.raises(ModelError, match="target"):
+        VideoEncoder(replace(SMALL, target="depth"))
+    # the default pretraining hides nothing from the action head and reconstructs colour
+    assert PretrainConfig().rgb_dropout == 0.0 and PretrainConfig().target == "pixels"
 
 
 def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_path):

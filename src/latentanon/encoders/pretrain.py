@@ -178,7 +178,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
                          frames=data_cfg.clip_frames, height=data_cfg.height, width=data_cfg.width,
                          positions=cfg.positions, num_classes=int(labels.max()) + 1,
                          decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, stem=cfg.stem,
-                         stem_width=cfg.stem_width, inputs=cfg.inputs)
+                         stem_width=cfg.stem_width, inputs=cfg.inputs, target=cfg.target)
     model = MaskedVideoPretrainer(arch)
     videos = load_videos(manifest, data_root, data_cfg.height, data_cfg.width)
     is_train = (manifest["split"] == "train").to_numpy()
