@@ -22,7 +22,7 @@ from latentanon.encoders.builtin import (
     tube_mask,
 )
 from latentanon.encoders.config import PretrainConfig
-from latentanon.encoders.pretrain import pretrain_encoder
+from latentanon.encoders.pretrain import appearance_labels, make_static, pretrain_encoder
 from latentanon.errors import DataError, ModelError
 
 from test_extraction import make_benchmark
@@ -193,6 +193,25 @@ def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops(
         VideoEncoder(replace(SMALL, target="depth"))
     # the default pretraining hides nothing from the action head and reconstructs colour
     assert PretrainConfig().rgb_dropout == 0.0 and PretrainConfig().target == "pixels"
+
+
+def test_appearance_heads_and_static_training_clips():
+    model = MaskedVideoPretrainer(replace(SMALL, attribute_classes=(4, 2)))
+    action, attributes = model.heads(torch.rand(3, 3, 16, 32, 32))
+    assert action.shape == (3, 3) and [a.shape for a in attributes] == [(3, 4), (3, 2)]
+    clips = torch.rand(64, 3, 16, 32, 32)
+    before = clips.clone()
+    still = make_static(clips, 0.5, np.random.default_rng(0))
+    assert 16 < still.sum() < 48
+    assert (clips[still] == clips[still][:, :, :1]).all()           # one frame, tiled
+    torch.testing.assert_close(clips[~still], before[~still])          # the others untouched
+    import pandas as pd
+
+    manifest = pd.DataFrame({"skin_tone": [0, 3, None], "gender": [1, 0, 1], "label": ["a", "b", "a"]})
+    labels = appearance_labels(manifest, PretrainConfig(appearance_attributes=("skin_tone", "gender", "face")))
+    assert list(labels) == ["skin_tone", "gender"]                      # no face column: no face head
+    assert labels["skin_tone"].tolist() == [0, 3, -1]
+    assert appearance_labels(manifest, PretrainConfig(appearance_weight=0.0)) == {}
 
 
 def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_path):

@@ -45,6 +45,8 @@ class BuiltinConfig:
     mlp_ratio: float = 4.0
     positions: str = "learned"          # "learned" or "sinusoidal"
     num_classes: int = 0                # action classes of the pretraining head (0: no head)
+    # classes of each appearance head of the pretrainer (skin tone, gender, ...; empty: none)
+    attribute_classes: tuple[int, ...] = ()
     decoder_dim: int = 64
     decoder_depth: int = 1
     # "linear": one strided Conv3d per tubelet (VideoMAE); "conv": a small 3-layer conv stem reaching
@@ -258,6 +260,8 @@ class MaskedVideoPretrainer(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_dim)
         self.to_pixels = nn.Linear(config.decoder_dim, config.patch_pixels)
         self.classifier = nn.Linear(config.dim, config.num_classes) if config.num_classes > 0 else None
+        self.attribute_head = (nn.Linear(config.dim, sum(config.attribute_classes))
+                               if config.attribute_classes else None)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def losses(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,6 +292,15 @@ class MaskedVideoPretrainer(nn.Module):
         if self.classifier is None:
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
         return self.classifier(self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1))
+
+    def heads(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Action logits and one logit tensor per appearance attribute, from one pass over all tokens."""
+        if self.classifier is None:
+            raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
+        pooled = self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1)
+        attributes = [] if self.attribute_head is None else list(
+            torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
+        return self.classifier(pooled), attributes
 
 
 def file_sha256(*paths: Path) -> str:

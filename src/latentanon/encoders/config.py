@@ -32,6 +32,14 @@ class PretrainConfig:
     rgb_dropout: float = 0.0
     # reconstruction target: "pixels" (colour kept) or "patch_norm" (VideoMAE's norm_pix_loss)
     target: str = "pixels"
+    # Appearance heads on the pooled feature, trained on the pretraining people's own labels (never
+    # a benchmark person's): a foundation model trained on human-centric data encodes who is seen,
+    # and a 100k-parameter model trained on 600 clips learns it only when asked to.
+    appearance_attributes: tuple[str, ...] = ("skin_tone", "gender", "clothing", "face")
+    appearance_weight: float = 1.0      # 0: no appearance heads
+    # share of training clips made static (one frame tiled): the appearance heads learn them too,
+    # as static clips are what attackers read; the action loss skips them (a still has no action)
+    static_share: float = 0.25
     # train splits of these manifest sets are added to the labelled pretraining clips (classes
     # matched by name); their val/test splits are never read here
     extra_train_sets: tuple[str, ...] = ("actions",)
