@@ -130,7 +130,7 @@ def pretrain_bench(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path):
-    cfg = PretrainConfig(dim=32, depth=1, heads=2, epochs=6, batch_size=16, lr=2e-3, device="cpu",
+    cfg = PretrainConfig(dim=32, depth=1, heads=2, patch=8, epochs=6, batch_size=16, lr=2e-3, device="cpu",
                          probe_clips_per_video=2)
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
     out, reports = tmp_path / "encoder", tmp_path / "reports"
