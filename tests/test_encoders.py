@@ -17,11 +17,12 @@ from latentanon.encoders.builtin import (
     VideoEncoder,
     load_builtin,
     patchify,
+    reconstruction_targets,
     save_builtin,
     tube_mask,
 )
 from latentanon.encoders.config import PretrainConfig
-from latentanon.encoders.pretrain import pretrain_encoder
+from latentanon.encoders.pretrain import appearance_labels, make_static, pretrain_encoder
 from latentanon.errors import DataError, ModelError
 
 from test_extraction import make_benchmark
@@ -129,7 +130,7 @@ def pretrain_bench(tmp_path_factory):
 
 @pytest.mark.slow
 def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path):
-    cfg = PretrainConfig(dim=32, depth=1, heads=2, epochs=6, batch_size=16, lr=2e-3, device="cpu",
+    cfg = PretrainConfig(dim=32, depth=1, heads=2, patch=8, epochs=6, batch_size=16, lr=2e-3, device="cpu",
                          probe_clips_per_video=2)
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
     out, reports = tmp_path / "encoder", tmp_path / "reports"
@@ -174,6 +175,43 @@ def test_conv_stem_and_difference_inputs_keep_the_token_grid():
         VideoEncoder(replace(SMALL, inputs="flow"))
     with pytest.raises(ModelError, match="conv stem"):
         VideoEncoder(replace(SMALL, stem="conv", patch=6, height=36, width=36))
+
+
+def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops():
+    """A foundation-like encoder must reconstruct appearance: a light and a dark flat clip (as light
+    and dark skin differ) need different pixel targets; VideoMAE's per-tubelet normalisation makes
+    them identical."""
+    texture = 0.2 * torch.rand(2, 3, 16, 32, 32, generator=torch.Generator().manual_seed(0))
+    light, dark = texture + 0.7, texture + 0.1
+    pixels = replace(SMALL, target="pixels")
+    assert reconstruction_targets(light, pixels).shape == (2, 128, 3 * 2 * 8 * 8)
+    assert (reconstruction_targets(light, pixels) - reconstruction_targets(dark, pixels)).abs().min() > 1.0
+    norm = replace(SMALL, target="patch_norm")
+    torch.testing.assert_close(reconstruction_targets(light, norm), reconstruction_targets(dark, norm),
+                               atol=1e-3, rtol=1e-3)
+    with pytest.raises(ModelError, match="target"):
+        VideoEncoder(replace(SMALL, target="depth"))
+    # the default pretraining hides nothing from the action head and reconstructs colour
+    assert PretrainConfig().rgb_dropout == 0.0 and PretrainConfig().target == "pixels"
+
+
+def test_appearance_heads_and_static_training_clips():
+    model = MaskedVideoPretrainer(replace(SMALL, attribute_classes=(4, 2)))
+    action, attributes = model.heads(torch.rand(3, 3, 16, 32, 32))
+    assert action.shape == (3, 3) and [a.shape for a in attributes] == [(3, 4), (3, 2)]
+    clips = torch.rand(64, 3, 16, 32, 32)
+    before = clips.clone()
+    still = make_static(clips, 0.5, np.random.default_rng(0))
+    assert 16 < still.sum() < 48
+    assert (clips[still] == clips[still][:, :, :1]).all()           # one frame, tiled
+    torch.testing.assert_close(clips[~still], before[~still])          # the others untouched
+    import pandas as pd
+
+    manifest = pd.DataFrame({"skin_tone": [0, 3, None], "gender": [1, 0, 1], "label": ["a", "b", "a"]})
+    labels = appearance_labels(manifest, PretrainConfig(appearance_attributes=("skin_tone", "gender", "face")))
+    assert list(labels) == ["skin_tone", "gender"]                      # no face column: no face head
+    assert labels["skin_tone"].tolist() == [0, 3, -1]
+    assert appearance_labels(manifest, PretrainConfig(appearance_weight=0.0)) == {}
 
 
 def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_path):

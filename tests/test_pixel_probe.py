@@ -79,7 +79,8 @@ def _held_out_accuracy(features, labels, train, test) -> float:
 
 @pytest.mark.parametrize(
     "attribute,minimum",
-    [("clothing", 0.6), ("gender", 0.65), ("skin_tone", 0.35), ("face", 0.42)],
+    # held-out accuracy measured at the default 48x48 frames: 1.00, 0.85, 0.67, 0.71
+    [("clothing", 0.9), ("gender", 0.75), ("skin_tone", 0.55), ("face", 0.58)],
 )
 def test_single_frames_reveal_private_attributes(probe_data, attribute, minimum):
     features, rows = probe_data

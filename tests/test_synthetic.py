@@ -9,9 +9,9 @@ import pytest
 
 from latentanon.data import layouts
 from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
-from latentanon.data.actors import make_identity
+from latentanon.data.actors import FACES, Outfit, make_identity
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import generate_benchmark, job_scene, make_cast, plan_benchmark, render_job
+from latentanon.data.synthetic import Job, generate_benchmark, job_scene, make_cast, plan_benchmark, render_job
 from latentanon.data.video_io import read_image, read_video, scan_video, write_image, write_video
 from latentanon.errors import DataError
 
@@ -155,6 +155,33 @@ def test_videos_share_a_pool_of_scenes_when_asked():
     assert not set(scenes(replace(TINY, scenes=3, seed=1))) & set(pooled)
     # the pool changes only the background: a pooled video still renders deterministically
     assert np.array_equal(render_job(jobs[2], replace(TINY, scenes=3)), render_job(jobs[2], replace(TINY, scenes=3)))
+
+
+def test_default_benchmark_has_the_power_the_evaluation_needs():
+    """Re-identification and gait are scored among >= 48 test people; images are many and single frames."""
+    cfg = DataConfig()
+    jobs, _ = plan_benchmark(cfg)
+    test_people = {j.person.identity for j in jobs if j.split == "test" and j.set_name == "privacy_videos"}
+    assert len(test_people) == cfg.n_identities_test >= 48
+    images = [j for j in jobs if j.set_name == "privacy_images"]
+    assert sum(j.split == "test" for j in images) == cfg.privacy_images_per_identity * cfg.n_identities_test >= 480
+    image = render_job(images[0], cfg)
+    assert image.shape == (cfg.height, cfg.width, 3)
+
+
+def test_faces_are_drawn_apart_at_the_default_size():
+    """The three face states differ in the head region only, by more than a few pixels' worth."""
+    cfg = DataConfig()
+    person = make_cast(cfg)["test"][0]
+    heads = []
+    for face in range(len(FACES)):
+        job = Job("probe", "probe.png", "image", person, Outfit(clothing=0, face=face, trousers=0), "test",
+                  cfg.clip_frames, (0, 1, 2), action=ACTIONS[0])
+        heads.append(render_job(job, cfg).astype(np.float32))
+    for a in range(len(FACES)):
+        for b in range(a + 1, len(FACES)):
+            changed = np.abs(heads[a] - heads[b]).max(axis=-1) > 40
+            assert changed.sum() >= 8, (FACES[a], FACES[b], int(changed.sum()))
 
 
 def test_image_round_trip_and_bad_image(tmp_path):

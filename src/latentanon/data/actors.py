@@ -69,7 +69,7 @@ def make_identity(identity: int, skin_tone: int, gender: int, rng: np.random.Gen
         shoulder=float(rng.uniform(0.085, 0.1) if feminine else rng.uniform(0.125, 0.145)),
         hip=float(rng.uniform(0.1, 0.12) if feminine else rng.uniform(0.065, 0.08)),
         limb=float(rng.uniform(0.92, 1.08)),
-        head=float(rng.uniform(0.09, 0.105)),
+        head=float(rng.uniform(0.1, 0.115)),
         hair=int(rng.integers(len(_HAIR_RGB))),
         stride_hz=float(rng.uniform(0.7, 1.15)),
         arm_swing=float(rng.uniform(0.15, 0.6)),
@@ -196,17 +196,22 @@ def draw_actor(
     paint(canvas, head_cov, skin)
     up = head - neck
     up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6)   # unit vector to the crown
-    eye_r = np.full(len(head), 0.4, dtype=np.float32)
+    # features scale with the head so a face stays readable at every frame size
+    eye_r = np.maximum(0.4, 0.17 * head_r).astype(np.float32)
     face = FACES[outfit.face]
     if face == "none":
         # the face is turned away: the whole head shows hair
         paint(canvas, head_cov, hair)
         return
-    # hair on the crown, eyes as dark dots
+    # hair on the crown, eyes as dark dots, a red mouth (covered by a mask on partial faces)
     paint(canvas, intersect(head_cov, disc(grid, head + up * head_r * 0.8, head_r * 0.75, box)), hair)
     for offset in (-0.4, 0.4):
         eye = head + np.array([offset * head_r, 0.05 * head_r], dtype=np.float32)
         paint(canvas, disc(grid, eye, eye_r, box), (20, 15, 15))
+    mouth = head - up * head_r * 0.5
+    paint(canvas, capsule(grid, mouth - np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1),
+                          mouth + np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1), eye_r, box),
+          (170, 30, 40))
     if face == "partial":
         # the lower half of the face is covered (a light mask), as in partly visible faces
         lower = disc(grid, head - up * head_r * 0.75, head_r * 0.85, box)

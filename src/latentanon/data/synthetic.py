@@ -37,7 +37,7 @@ from latentanon.errors import DataError
 
 SPLITS = ("train", "val", "test")
 ANOMALY_CLASSES = ("Normal",) + ANOMALIES
-GENERATOR_VERSION = "latentanon.synthetic/1"   # bump when the same settings would give other files
+GENERATOR_VERSION = "latentanon.synthetic/2"   # bump when the same settings would give other files
 PRETRAIN_IDENTITY_BASE = 1000   # pretraining identities never meet the other sets' identities
 
 
@@ -520,14 +520,17 @@ def render_job(job: Job, cfg: DataConfig) -> np.ndarray:
     actor_cam = _camera(len(pose), rng)
     background_cam = actor_cam.copy()
     background_cam[:, 0] += float(rng.uniform(0, 200)) + np.cumsum(pan).astype(np.float32)
+    if job.kind == "image":
+        # a still: one moment of the motion, drawn alone (images are many and must stay cheap)
+        moment = slice(k := int(rng.integers(len(pose))), k + 1)
+        pose, actor_cam, background_cam = pose[moment], actor_cam[moment], background_cam[moment]
+        partner_pose = None if partner_pose is None else partner_pose[moment]
     canvas = render_scene(scene, background_cam, h, w)
     if partner_pose is not None and job.partner is not None:
         draw_actor(canvas, partner_pose, job.partner, random_outfit(rng), partner_place, actor_cam)
     draw_actor(canvas, pose, job.person, job.outfit, place, actor_cam)
     frames = _finish(canvas, rng)
-    if job.kind == "image":
-        return frames[int(rng.integers(len(frames)))]
-    return frames
+    return frames[0] if job.kind == "image" else frames
 
 
 # ----------------------------------------------------------------------------- writing

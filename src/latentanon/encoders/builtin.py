@@ -45,6 +45,8 @@ class BuiltinConfig:
     mlp_ratio: float = 4.0
     positions: str = "learned"          # "learned" or "sinusoidal"
     num_classes: int = 0                # action classes of the pretraining head (0: no head)
+    # classes of each appearance head of the pretrainer (skin tone, gender, ...; empty: none)
+    attribute_classes: tuple[int, ...] = ()
     decoder_dim: int = 64
     decoder_depth: int = 1
     # "linear": one strided Conv3d per tubelet (VideoMAE); "conv": a small 3-layer conv stem reaching
@@ -54,6 +56,10 @@ class BuiltinConfig:
     # "rgb": frames only; "rgb+diff": frames and their temporal differences (6 input channels), so
     # motion is explicit rather than drowned by the static background a small model memorises first
     inputs: str = "rgb"
+    # reconstruction target of the hidden tubelets: "pixels" (normalised frames: colour and brightness
+    # kept, so the tokens must carry appearance as a foundation model's do) or "patch_norm" (each
+    # tubelet standardised, VideoMAE's norm_pix_loss: a patch's mean brightness and contrast are lost)
+    target: str = "pixels"
 
     def check(self) -> None:
         """ModelError for a geometry the tubelet embedding cannot tile."""
@@ -68,6 +74,8 @@ class BuiltinConfig:
             problems.append(f"positions {self.positions!r} is not 'learned' or 'sinusoidal'")
         if self.inputs not in ("rgb", "rgb+diff", "diff"):
             problems.append(f"inputs {self.inputs!r} is not 'rgb', 'rgb+diff' or 'diff'")
+        if self.target not in ("pixels", "patch_norm"):
+            problems.append(f"target {self.target!r} is not 'pixels' or 'patch_norm'")
         if self.stem not in ("linear", "conv"):
             problems.append(f"stem {self.stem!r} is not 'linear' or 'conv'")
         if self.stem == "conv" and (self.patch % 4 or self.tubelet % 2 or self.stem_width <= 0):
@@ -129,13 +137,18 @@ def input_channels(config: BuiltinConfig) -> int:
     return {"rgb": 3, "diff": 3, "rgb+diff": 6}[config.inputs]
 
 
+def normalise_pixels(video: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W) frames in [0, 1] standardised per channel with the ImageNet statistics."""
+    return (video - video.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1)) / video.new_tensor(PIXEL_STD).view(1, 3, 1, 1, 1)
+
+
 def model_inputs(video: torch.Tensor, config: BuiltinConfig, rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised frames and/or their forward differences (the last difference repeated), channels first.
 
     ``rgb_scale`` (B,) multiplies the normalised frames next to the differences (training only: 0 hides
     a clip's appearance, leaving its motion); ignored unless ``inputs`` is "rgb+diff".
     """
-    x = (video - video.new_tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1)) / video.new_tensor(PIXEL_STD).view(1, 3, 1, 1, 1)
+    x = normalise_pixels(video)
     if config.inputs == "rgb":
         return x
     diff = video[:, :, 1:] - video[:, :, :-1]
@@ -204,6 +217,14 @@ def patchify(video: torch.Tensor, config: BuiltinConfig) -> torch.Tensor:
     return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t * h * w, config.patch_pixels)
 
 
+def reconstruction_targets(video: torch.Tensor, config: BuiltinConfig) -> torch.Tensor:
+    """(B, N, patch_pixels) what the decoder must predict for every tubelet (see ``BuiltinConfig.target``)."""
+    if config.target == "pixels":
+        return patchify(normalise_pixels(video), config)
+    target = patchify(video, config)
+    return (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+
+
 def tube_mask(batch: int, config: BuiltinConfig, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """VideoMAE tube masking: the same spatial patches hidden in every time slot.
 
@@ -239,12 +260,14 @@ class MaskedVideoPretrainer(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_dim)
         self.to_pixels = nn.Linear(config.decoder_dim, config.patch_pixels)
         self.classifier = nn.Linear(config.dim, config.num_classes) if config.num_classes > 0 else None
+        self.attribute_head = (nn.Linear(config.dim, sum(config.attribute_classes))
+                               if config.attribute_classes else None)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def losses(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction MSE on hidden tubelets, action logits).
 
-        Targets are normalised per tubelet (VideoMAE's norm_pix_loss). The action head reads every
+        Targets follow ``config.target`` (see BuiltinConfig). The action head reads every
         token in a second pass, as extraction does: visible tokens alone would often miss the actor.
         """
         return self.reconstruction_loss(video, keep, hidden), self.logits(video)
@@ -261,8 +284,7 @@ class MaskedVideoPretrainer(nn.Module):
         pred = self.to_pixels(self.decoder_norm(x))
         pick = hidden[..., None].expand(-1, -1, pred.shape[-1])
         pred = torch.gather(pred, 1, pick)
-        target = torch.gather(patchify(video, self.config), 1, pick)
-        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        target = torch.gather(reconstruction_targets(video, self.config), 1, pick)
         return F.mse_loss(pred, target)
 
     def logits(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -270,6 +292,15 @@ class MaskedVideoPretrainer(nn.Module):
         if self.classifier is None:
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
         return self.classifier(self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1))
+
+    def heads(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Action logits and one logit tensor per appearance attribute, from one pass over all tokens."""
+        if self.classifier is None:
+            raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
+        pooled = self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1)
+        attributes = [] if self.attribute_head is None else list(
+            torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
+        return self.classifier(pooled), attributes
 
 
 def file_sha256(*paths: Path) -> str:

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,35 @@ def rgb_keep(batch: int, dropout: float, generator: torch.Generator) -> torch.Te
     if dropout <= 0:
         return None
     return (torch.rand(batch, generator=generator) >= dropout).float()
+
+
+def appearance_labels(manifest: pd.DataFrame, cfg: PretrainConfig) -> dict[str, np.ndarray]:
+    """attribute -> (n_rows,) class ids (-1 unknown) for the appearance heads; {} when switched off.
+
+    Only the rows being trained on are read: the pretraining people and the train split of the
+    extra sets, never a val or test person. Attributes the manifest lacks (real datasets without
+    sidecars) get no head.
+    """
+    if cfg.appearance_weight <= 0:
+        return {}
+    out = {}
+    for attribute in cfg.appearance_attributes:
+        if attribute not in manifest.columns:
+            continue
+        values = pd.to_numeric(manifest[attribute], errors="coerce").to_numpy(dtype=np.float64)
+        labels = np.where(np.isfinite(values), values, -1).astype(np.int64)
+        if labels.max(initial=-1) >= 1:
+            out[attribute] = labels
+    return out
+
+
+def make_static(clips: torch.Tensor, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Turn a ``share`` of the clips, in place, into static clips (one random frame tiled); (B,) bool."""
+    still = rng.random(clips.shape[0]) < share
+    for i in np.flatnonzero(still):
+        frame = int(rng.integers(clips.shape[2]))
+        clips[i] = clips[i, :, frame:frame + 1].expand_as(clips[i]).clone()
+    return still
 
 
 def load_videos(manifest: pd.DataFrame, data_root: Path, height: int, width: int) -> list[torch.Tensor]:
@@ -222,7 +251,9 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
                          frames=data_cfg.clip_frames, height=data_cfg.height, width=data_cfg.width,
                          positions=cfg.positions, num_classes=int(labels.max()) + 1,
                          decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, stem=cfg.stem,
-                         stem_width=cfg.stem_width, inputs=cfg.inputs)
+                         stem_width=cfg.stem_width, inputs=cfg.inputs, target=cfg.target)
+    appearance = appearance_labels(manifest, cfg)
+    arch = replace(arch, attribute_classes=tuple(int(v.max()) + 1 for v in appearance.values()))
     model = MaskedVideoPretrainer(arch)
     videos = load_videos(manifest, data_root, data_cfg.height, data_cfg.width)
     is_train = (manifest["split"] == "train").to_numpy()
@@ -269,12 +300,18 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             clips = sample_clips(videos, index, arch.frames, rng)
             if cfg.augment:
                 clips = augment(clips, rng)
+            still = make_static(clips, cfg.static_share, rng)
             keep, hidden = tube_mask(len(index), arch, cfg.mask_ratio, gen)
             recon = model.reconstruction_loss(clips, keep, hidden)
-            logits = model.logits(clips, rgb_keep(len(index), rgb_dropout, gen))
-            target = torch.from_numpy(labels[index])
-            ce = F.cross_entropy(logits, target)
+            logits, attribute_logits = model.heads(clips, rgb_keep(len(index), rgb_dropout, gen))
+            # a still shows no action: its action label is ignored
+            target = torch.from_numpy(np.where(still, -1, labels[index]))
+            ce = F.cross_entropy(logits, target, ignore_index=-1) if (~still).any() else logits.sum() * 0.0
             loss = recon + cfg.supervised_weight * ce
+            for head, values in zip(attribute_logits, appearance.values()):
+                known = torch.from_numpy(values[index])
+                if (known >= 0).any():
+                    loss = loss + cfg.appearance_weight * F.cross_entropy(head, known, ignore_index=-1)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total, warmup, cfg.lr)
             optimizer.zero_grad(set_to_none=True)
@@ -284,7 +321,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             step += 1
             sums["reconstruction"] += recon.item() * len(index)
             sums["cross_entropy"] += ce.item() * len(index)
-            sums["accuracy"] += float((logits.argmax(1) == target).sum())
+            sums["accuracy"] += float((logits.argmax(1) == target).sum()) * len(index) / max(1, int((~still).sum()))
             bar.update(1)
             bar.set_postfix(recon=f"{recon.item():.3f}", ce=f"{ce.item():.3f}")
             if every and step % every == 0 and step < total:
@@ -300,7 +337,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     info = {"train_videos": int(len(train_idx)), "val_videos": int(len(val_idx)), "steps": step,
             "train_seconds": round(seconds, 2), "train_cpu_seconds": round(time.process_time() - cpu0, 2),
             "encoder_parameters": count_parameters(model.encoder),
-            "classes": arch.num_classes}
+            "classes": arch.num_classes, "appearance_heads": list(appearance)}
     if resumed is not None:
         info["resumed_from_step"] = int(resumed["step"])
     return model.encoder.eval().requires_grad_(False), history, info
