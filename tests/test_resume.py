@@ -50,7 +50,7 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
     monkeypatch.setattr(pretrain, "load_videos", lambda *args, **kwargs: videos)
     manifest = pd.DataFrame({"label_id": [i % 3 for i in range(12)],
                              "split": ["train"] * 10 + ["val"] * 2, "path": [f"{i}.mp4" for i in range(12)]})
-    cfg = PretrainConfig(dim=16, depth=1, heads=2, decoder_dim=16, stem_width=4, epochs=2, batch_size=4,
+    cfg = PretrainConfig(dim=16, depth=1, heads=2, patch=8, decoder_dim=16, stem_width=4, epochs=2, batch_size=4,
                          checkpoint_every_steps=2)          # 3 steps per epoch: checkpoints mid-epoch and across
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
     weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}   # noqa: E731

@@ -28,3 +28,24 @@ def _plain(value):
 def write_json_atomic(path: str | Path, payload) -> Path:
     """Indented, key-sorted JSON with a trailing newline."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def load_matching_checkpoint(path: Path | None, key: str, expected: str, who: str) -> dict | None:
+    """A torch checkpoint whose ``key`` entry equals ``expected``, else None (start afresh).
+
+    A torn or foreign file, or one written for other inputs or settings, is reported and ignored:
+    training from scratch is always correct."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        tqdm.write(f"{who}: ignoring unreadable checkpoint {path}: {exc}")
+        return None
+    if state.get(key) != expected:
+        tqdm.write(f"{who}: checkpoint {path} belongs to other inputs or settings; starting afresh")
+        return None
+    return state

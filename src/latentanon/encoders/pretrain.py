@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from latentanon._files import write_json_atomic
+from latentanon._files import write_json_atomic, load_matching_checkpoint
 from latentanon.data.config import DataConfig
 from latentanon.encoders.builtin import (
     CONFIG_FILE,
@@ -215,17 +215,7 @@ def save_training_state(path: Path, state: dict) -> None:
 
 def load_training_state(path: Path | None, fingerprint: str) -> dict | None:
     """The saved training state of this very run (same fingerprint), or None to start afresh."""
-    if path is None or not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torn or foreign file: training from scratch is always correct
-        tqdm.write(f"pretrain_encoder: ignoring unreadable checkpoint {path}: {exc}")
-        return None
-    if state.get("fingerprint") != fingerprint:
-        tqdm.write(f"pretrain_encoder: checkpoint {path} belongs to other inputs or settings; starting afresh")
-        return None
-    return state
+    return load_matching_checkpoint(path, "fingerprint", fingerprint, "pretrain_encoder")
 
 
 def _numpy_state(rng: np.random.Generator) -> dict:

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from latentanon._files import write_json_atomic
+from latentanon._files import load_matching_checkpoint, write_json_atomic
 from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
@@ -308,17 +308,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def _load_checkpoint(path: Path, signature: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file: train from scratch rather than fail
-        tqdm.write(f"adapter: ignoring unreadable checkpoint {path}: {exc}")
-        return None
-    if state.get("signature") != signature:
-        tqdm.write(f"adapter: checkpoint {path} was made with other settings; starting afresh")
-        return None
-    return state
+    return load_matching_checkpoint(path, "signature", signature, "adapter")
 
 
 def _state_copy(module: torch.nn.Module) -> dict:
