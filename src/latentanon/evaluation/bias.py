@@ -163,6 +163,12 @@ def run_audit(params: Params, layout: Layout) -> dict:
         missing = [c for c in ("gender", "label_id", "split") if c not in sets[source].records.columns]
         if missing:
             raise DataError(f"{uri}: the {BIAS_SET!r} set lacks columns {missing}")
+    from latentanon.methods.registry import load_method
+
+    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+    if trained is not None and trained.stochastic:
+        # as in evaluate: the shared store's noise is fresh; the audit keys it so figures reproduce
+        sets["aam"] = trained.with_reproducible_noise(0).transform(sets["raw"])
     shortcut = shortcut_label(sets["raw"].split("train"), cfg.shortcut_action)
     shortcut_name = str(sets["raw"].records.loc[sets["raw"].records["label_id"] == shortcut, "label"].iloc[0])
     runs = {v: {s: [] for s in sources} for v in VARIANTS}
