@@ -344,7 +344,7 @@ def key_result(stage: str, summary: dict) -> str:
         return (f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
                 f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})")
     if stage == "train":
-        fit = (f" for {s['epochs']} epochs (best {s.get('best_epoch', '?')})" if "epochs" in s else "")
+        fit = (f" ({s['epochs']} checkpoints on val, best at {s.get('best_epoch', '?')})" if "epochs" in s else "")
         return (f"method {s.get('method', '?')} fitted{fit}; anonymized store written, marked "
                 f"{s.get('publish_status', '?')}")
     if stage == "evaluate":

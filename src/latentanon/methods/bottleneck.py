@@ -13,6 +13,7 @@ its figures reproduce (``Method.with_reproducible_noise``).
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -75,6 +76,7 @@ class BottleneckMethod(Method):
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.net: CodeNet | None = None
+        self.heads = None          # its task heads serve training only; nothing to keep
 
     @property
     def output_dim(self) -> int | None:
@@ -99,6 +101,7 @@ class BottleneckMethod(Method):
         return tuple(t for t in TASK_SETS if getattr(weights, t) > 0)
 
     def _fit(self, sets, seed, checkpoint_dir) -> None:
+        started = time.perf_counter()
         cfg = self.config
         tasks = [t for t in self.seen_tasks() if TASK_SETS[t] in sets]
         if not tasks:
@@ -150,6 +153,18 @@ class BottleneckMethod(Method):
         final = next(h for h in history if h["step"] == best[1]) if best[2] is not None else history[-1]
         self.info.update({"seen_tasks": list(tasks), "steps": history, "best_step": best[1],
                           "final_spread_per_dim": final["spread"], "noise_var_per_dim": cfg.sigma ** 2})
+        # the train stage's loss curves (history.json, loss_curves.png/.csv): steps stand for epochs
+        self.history = {
+            "epoch": [h["step"] for h in history],
+            "train_total": [h["total"] for h in history],
+            "train_utility": [sum(h.get(t, 0.0) for t in tasks) for h in history],
+            "best_epoch": best[1] if best[2] is not None else None,
+            "best_score": best[0] if best[2] is not None else None,
+            "seconds": time.perf_counter() - started,
+        }
+        if val_batches is not None:
+            self.history["val_total"] = [h["val_total"] for h in history]
+            self.history["val_utility"] = [sum(h.get(f"val_{t}", 0.0) for t in tasks) for h in history]
 
     def _batches(self, split_sets: dict, vocabulary: list[str]) -> dict:
         """Padded, standardised tensors of one split: per task (x, mask, target, groups), and the

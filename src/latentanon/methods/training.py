@@ -443,8 +443,10 @@ def plot_history(history: dict, path: Path) -> Path:
     plt = pyplot()
 
     epochs = history["epoch"]
-    keys = ("total", "latent", "privacy", "utility")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    # only the losses this method has (the bottleneck has no L_LC / L_B)
+    keys = [k for k in ("total", "latent", "privacy", "utility") if history.get(f"train_{k}")] or ["total"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    axes = axes[0]
     for ax, key in zip(axes, keys):
         for split, style in (("train", "-"), ("val", "--")):
             values = history.get(f"{split}_{key}")
