@@ -96,8 +96,9 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     # a candidate failing one threshold is registered but not promoted
     save_random_adapter(layout.adapter_dir, seed=11)
     write_metrics(layout, with_value(GOOD, "privacy.aam.relative_cmap_drop", 0.1))
-    assert gate.run_gate(params, layout)["decision"] == "rejected"
-    assert aliases(client, name) == {}
+    rejected = gate.run_gate(params, layout)
+    assert rejected["decision"] == "rejected"
+    assert aliases(client, name) == {"candidate": str(rejected["version"])}   # no @champion
 
     # a passing one is promoted
     champion = save_random_adapter(layout.adapter_dir, seed=12)

@@ -153,6 +153,7 @@ def same_tree(a: Path, b: Path, skip=()) -> list[str]:
 def pipeline(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume")
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params["paths"]["workdir"] = "."            # the smoke profile's own workdir is runs/smoke
     params["tune"]["n_trials"] = TUNE_TRIALS
     # lighter than smoke where only the amount of work changes: still several (method, seed) units
     params["evaluate"].update(seeds=[0, 1], methods=["identity", "noise"], unseen_seeds=[])
