@@ -109,8 +109,9 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     # the champion is not replaced by a leakier candidate that meets every threshold
     save_random_adapter(layout.adapter_dir, seed=13)
     write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.39))
-    assert gate.run_gate(params, layout)["decision"] == "rejected"
-    assert aliases(client, name) == {"champion": passed["version"]}
+    leakier = gate.run_gate(params, layout)
+    assert leakier["decision"] == "rejected"
+    assert aliases(client, name) == {"champion": passed["version"], "candidate": str(leakier["version"])}
     assert (layout.report_dir("gate") / "decision.json").exists()
     assert "gate/decision.json" in {a.path for a in client.list_artifacts(parent_id, "gate")}
 
