@@ -104,8 +104,8 @@ def tiny_params(workdir, **tune) -> object:
 
 # ----------------------------------------------------------------------------- Pareto + rule
 
-def point(n, leakage, utility, drops):
-    return TrialPoint(n, leakage, utility, drops, {"w_lc": 1.0, "w_b": 1.0, "w_t": 1.0})
+def point(n, leakage, utility, drops, normalized_leakage=float("nan")):
+    return TrialPoint(n, leakage, utility, drops, {"w_lc": 1.0, "w_b": 1.0, "w_t": 1.0}, normalized_leakage)
 
 
 def test_pareto_front_on_hand_made_points():
@@ -133,7 +133,16 @@ def test_selection_rule_least_leakage_within_budget_then_fallback():
     assert (chosen.number, branch) == (2, "within_budget")
     over = [point(5, 0.2, 0.9, {"ar": 0.1}), point(6, 0.4, 0.95, {"ar": 0.05}), point(7, 0.3, 0.95, {"ar": 0.05})]
     chosen, branch = choose_operating_point(over, max_utility_drop=0.01)
-    assert (chosen.number, branch) == (7, "fallback")
+    assert (chosen.number, branch) == (5, "fallback")      # nothing meets either target: least leakage
+
+
+def test_selection_rule_past_the_utility_budget_keeps_to_the_privacy_target():
+    over = [point(5, 0.20, 0.90, {"ar": 0.10}, 0.15), point(6, 0.30, 0.95, {"ar": 0.05}, 0.35),
+            point(7, 0.40, 0.97, {"ar": 0.03}, 0.60)]
+    chosen, branch = choose_operating_point(over, max_utility_drop=0.01, max_normalized_leakage=0.4)
+    assert (chosen.number, branch) == (6, "private_fallback")   # trial 7 loses less utility but leaks
+    chosen, branch = choose_operating_point(over, max_utility_drop=0.01, max_normalized_leakage=0.1)
+    assert (chosen.number, branch) == (5, "fallback")
     with pytest.raises(ValueError):
         choose_operating_point([], 0.01)
 

@@ -287,6 +287,17 @@ def validation_leakage(
     return metrics.cmap({a: _attribute_aps(val_data.labels[a], probabilities[a]) for a in usable})
 
 
+def validation_chance(val: FeatureSet | Sequence[FeatureSet], attributes: Sequence[str] = ATTRIBUTES,
+                      kind: str = "static") -> float:
+    """cMAP of an uninformative attacker on the val ``kind`` clips (the floor of ``validation_leakage``)."""
+    val_data = attack_data(val, attributes, kind)
+    known = {a: val_data.labels[a][val_data.labels[a] >= 0] for a in attributes}
+    known = {a: v for a, v in known.items() if len(np.unique(v)) >= 2}
+    if not known:
+        raise DataError(f"validation_chance: no attribute among {list(attributes)} has two classes on val")
+    return metrics.chance_cmap(known, {a: sorted(int(c) for c in np.unique(v)) for a, v in known.items()})
+
+
 # ----------------------------------------------------------------------------- the paper's protocol
 
 PAPER_LOGIT_SCALE = 10.0    # L2-normalised logits, times this scale before the softmax

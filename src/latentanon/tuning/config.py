@@ -15,6 +15,8 @@ class TuneConfig:
     w_b_range: tuple[float, float] = (0.1, 10.0)
     w_t_range: tuple[float, float] = (0.1, 10.0)
     max_utility_drop: float = 0.01      # operating-point rule: least leakage with every drop below this
+    # past that budget, the rule keeps to trials whose normalised val leakage is at most this (the gate's target)
+    max_normalized_leakage: float = 0.4
     temperature_range: tuple[float, ...] = ()   # (low, high) to search the NT-Xent temperature; empty: fixed
     lr_range: tuple[float, ...] = (1e-3, 3e-2)  # (low, high) to search the learning rate; empty: train.lr
     torch_threads: int = 1              # per tune process: tiny models run faster without thread contention; 0 = torch default

@@ -1,6 +1,7 @@
 """Pareto front of the loss-weight search and the rule that picks the operating point."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from latentanon.plots import pyplot, save_figure
@@ -13,6 +14,7 @@ class TrialPoint:
     utility: float                  # mean relative validation utility of the tasks (1.0 = raw)
     drops: dict[str, float]         # task -> relative utility drop (raw - anonymized) / raw
     params: dict = field(default_factory=dict)
+    normalized_leakage: float = math.nan    # (leakage - chance) / (raw - chance) on val
 
     @property
     def worst_drop(self) -> float:
@@ -31,22 +33,29 @@ def pareto_front(points: list[TrialPoint]) -> list[TrialPoint]:
     return sorted(front, key=lambda p: (p.leakage, -p.utility, p.number))
 
 
-def rule_text(max_utility_drop: float) -> str:
+def rule_text(max_utility_drop: float, max_normalized_leakage: float = math.inf) -> str:
     return (
         f"least validation leakage among trials whose every task's relative utility drop is <= "
         f"{max_utility_drop:g} (ties: higher utility, then lower trial number); if no trial meets "
-        f"the budget: the smallest worst-task drop, then least leakage"
+        f"the budget: among trials whose normalised validation leakage is <= {max_normalized_leakage:g}, "
+        f"the smallest worst-task drop; if none is that private either: least leakage"
     )
 
 
-def choose_operating_point(points: list[TrialPoint], max_utility_drop: float) -> tuple[TrialPoint, str]:
-    """The chosen trial and which branch of the rule chose it ("within_budget" or "fallback")."""
+def choose_operating_point(points: list[TrialPoint], max_utility_drop: float,
+                           max_normalized_leakage: float = math.inf) -> tuple[TrialPoint, str]:
+    """The chosen trial and which branch of the rule chose it ("within_budget", "private_fallback"
+    or "fallback"). Past the utility budget the privacy target comes first: a run that misses both
+    must not trade the privacy it was built for against a utility figure it cannot reach."""
     if not points:
         raise ValueError("no completed trials to choose from")
     within = [p for p in points if p.worst_drop <= max_utility_drop]
     if within:
         return min(within, key=lambda p: (p.leakage, -p.utility, p.number)), "within_budget"
-    return min(points, key=lambda p: (p.worst_drop, p.leakage, p.number)), "fallback"
+    private = [p for p in points if p.normalized_leakage <= max_normalized_leakage]
+    if private:
+        return min(private, key=lambda p: (p.worst_drop, p.leakage, p.number)), "private_fallback"
+    return min(points, key=lambda p: (p.leakage, -p.utility, p.number)), "fallback"
 
 
 def plot_front(points: list[TrialPoint], front: list[TrialPoint], chosen: TrialPoint | None,

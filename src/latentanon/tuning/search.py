@@ -97,20 +97,33 @@ def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
 
 def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int) -> dict:
     """Validation leakage and per-task validation utility of (possibly anonymized) features."""
-    from latentanon.evaluation.privacy import validation_leakage
+    from latentanon.evaluation.privacy import validation_chance, validation_leakage
     from latentanon.tasks.scoring import TASK_SPECS, validation_utility
 
-    static = validation_leakage([fs.split("train") for fs in privacy], [fs.split("val") for fs in privacy], seed)
+    static_val = [fs.split("val") for fs in privacy]
+    static = validation_leakage([fs.split("train") for fs in privacy], static_val, seed)
+    chance = validation_chance(static_val)
     # Moving clips are what users share: they count as much as static clips.
     videos = [fs for fs in privacy if "clips" in fs.arrays and len(fs)]
-    moving = (validation_leakage([fs.split("train") for fs in videos], [fs.split("val") for fs in videos], seed,
-                                 kind="clips") if videos else static)
-    leakage = 0.5 * (static + moving)
+    moving, moving_chance = static, chance
+    if videos:
+        moving_val = [fs.split("val") for fs in videos]
+        moving = validation_leakage([fs.split("train") for fs in videos], moving_val, seed, kind="clips")
+        moving_chance = validation_chance(moving_val, kind="clips")
     utility = {}
     for task in tasks:
         fs = task_sets[TASK_SPECS[task].set_name]
         utility[task] = float(validation_utility(task, fs.split("train"), fs.split("val"), seed))
-    return {"leakage": float(leakage), "utility": utility}
+    return {"leakage": float(0.5 * (static + moving)), "chance": float(0.5 * (chance + moving_chance)),
+            "utility": utility}
+
+
+def normalized(leakage: float, raw: dict) -> float:
+    """(leakage - chance) / (raw - chance) on val, as the gate normalises test leakage."""
+    chance = raw.get("chance")
+    if chance is None or raw["leakage"] <= chance:
+        return math.nan
+    return (leakage - chance) / (raw["leakage"] - chance)
 
 
 def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
@@ -156,7 +169,7 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
     utility, drops = relative(raw, measured)
     return {
         "leakage": measured["leakage"],
-        "normalized_leakage": measured["leakage"] / raw["leakage"] if raw["leakage"] > 0 else math.nan,
+        "normalized_leakage": normalized(measured["leakage"], raw),
         "utility": utility,
         "drops": drops,
         "task_utility": measured["utility"],
@@ -168,7 +181,8 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
 def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> str:
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
     tune = {k: v for k, v in to_dict(params.tune).items() if k not in ("n_trials", "storage", "study_name",
-                                                                      "max_utility_drop", "heartbeat_seconds")}
+                                                                      "max_utility_drop", "max_normalized_leakage",
+                                                                      "heartbeat_seconds")}
     train = {k: v for k, v in to_dict(params.train).items() if k not in ("weights", "epochs", "use_tuned_weights")}
     blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
@@ -188,7 +202,7 @@ def completed(study) -> list:
 def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) -> dict:
     """Leakage and utility of the raw features; computed once per study and kept in it."""
     cached = study.user_attrs.get(RAW_ATTR)
-    if cached and tuple(cached["utility"]) == tasks:
+    if cached and tuple(cached["utility"]) == tasks and "chance" in cached:
         return cached
     raw = measure(data.task_sets, data.privacy, tasks, seed)
     study.set_user_attr(RAW_ATTR, raw)
@@ -207,6 +221,7 @@ def trial_points(study) -> list[TrialPoint]:
             leakage=float(t.values[0]),
             utility=float(t.values[1]),
             drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
+            normalized_leakage=float(t.user_attrs.get("normalized_leakage", math.nan)),
             params=dict(t.params),
         )
         for t in completed(study)
@@ -238,7 +253,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
     points = trial_points(study)
     front = pareto_front(points)
-    chosen, branch = choose_operating_point(points, params.tune.max_utility_drop)
+    chosen, branch = choose_operating_point(points, params.tune.max_utility_drop, params.tune.max_normalized_leakage)
     on_front = {p.number for p in front}
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -251,7 +266,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         row.update({"on_front": complete and slot in on_front, "chosen": complete and slot == chosen.number})
         rows.append(row)
     write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
-    rule = rule_text(params.tune.max_utility_drop)
+    rule = rule_text(params.tune.max_utility_drop, params.tune.max_normalized_leakage)
     pareto = {
         "study_name": study.study_name,
         "storage": _redacted(storage_url),
@@ -272,6 +287,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         "branch": branch,
         "trial": chosen.number,
         "leakage": chosen.leakage,
+        "normalized_leakage": chosen.normalized_leakage,
         "utility": chosen.utility,
         "drops": chosen.drops,
     }
