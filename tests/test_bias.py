@@ -244,6 +244,11 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     for task in ("ar", "tad", "ad"):
         low, high = tree["utility"][task]["aam_relative_drop_interval"]
         assert low <= high
+        # the utility interval is the seed ensemble's; the per-seed figures stay beside it
+        assert tree["utility"][task]["relative_drop_interval_kind"] == "seed ensemble, bootstrap over test videos"
+        assert tree["utility"][task]["aam_relative_drop_half_width"] == pytest.approx((high - low) / 2)
+        assert len(tree["utility"][task]["aam_relative_drop_seed_bootstrap_interval"]) == 2
+        assert isinstance(tree["utility"][task]["raw"]["ensemble_value"], float)
         unseen = tree["utility"][task]["aam_unseen"]
         assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
         assert len(unseen["relative_drop_interval"]) == 2   # paired against raw's test videos

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from latentanon.errors import DataError
 from latentanon.evaluation import metrics, resampling
 from latentanon.tasks import scoring
 
@@ -126,3 +127,157 @@ def test_resampled_detection_map_equals_detection_map():
              "det_score": np.array([d[4] for d in detections]), "gt_counts": gt_counts,
              "det_tp": np.stack([scoring.match_detections(detections, ground_truth, t) for t in scoring.TIOU_THRESHOLDS])}
     assert scoring.resampled_values("tad", items, np.ones((1, 5)))[0] == pytest.approx(plain)
+
+
+# ----------------------------------------------------------------------------- seed ensemble
+
+def _ar_items(logits: np.ndarray, labels: np.ndarray) -> dict:
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return {"correct": (probs.argmax(axis=1) == labels).astype(float), "probabilities": probs, "labels": labels}
+
+
+def _tad_pieces(probabilities: np.ndarray, n_videos: int) -> dict:
+    """Two action classes; every video has class 0 on [2, 6) s and class 1 on [10, 15) s, 1 s snippets."""
+    gt = [(v, s, e, c) for v in range(n_videos) for s, e, c in ((2.0, 6.0, 0), (10.0, 15.0, 1))]
+    return {"snippet_probabilities": probabilities, "snippet_counts": np.full(n_videos, probabilities.shape[1]),
+            "snippet_seconds": np.ones(n_videos), "vocabulary_class": np.array([0, 1]),
+            "gt_video": np.array([g[0] for g in gt]), "gt_start": np.array([g[1] for g in gt]),
+            "gt_end": np.array([g[2] for g in gt]), "gt_class": np.array([g[3] for g in gt])}
+
+
+def _tad_truth(n_videos: int, n_snippets: int = 20) -> np.ndarray:
+    truth = np.zeros((n_videos, n_snippets, 3))
+    truth[:, :, 0] = 1.0
+    truth[:, 2:6], truth[:, 10:15] = [0, 1, 0], [0, 0, 1]
+    return truth
+
+
+def _tad_items(probabilities: np.ndarray) -> dict:
+    pieces = _tad_pieces(probabilities, len(probabilities))
+    return {**scoring.tad_detection_items(pieces), **pieces}
+
+
+def _ad_items(scores: np.ndarray) -> dict:
+    n_videos, n_snippets = scores.shape
+    pos = np.zeros((n_videos, n_snippets))
+    pos[::2, 1:3] = 16                                   # even videos anomalous in snippets 1-2
+    return {"unit_video": np.repeat(np.arange(n_videos), n_snippets), "unit_score": scores.ravel(),
+            "unit_pos": pos.ravel(), "unit_neg": (16 - pos).ravel()}
+
+
+def _utility_only(per_method: dict) -> dict:
+    """Items as ``paired_intervals`` reads them, with a trivial privacy scope."""
+    scope = {"labels": {"gender": np.arange(8) % 2}, "probabilities": {"gender": np.tile([[0.6, 0.4]], (8, 1))}}
+    return {m: {str(s): {"static": scope, "moving": scope, "utility": u} for s, u in enumerate(seeds)}
+            for m, seeds in per_method.items()}
+
+
+def test_ensemble_pairs_raw_and_method_on_the_same_resamples():
+    """A method whose heads' outputs equal raw's drops exactly 0 on every resample of every task;
+    one whose outputs differ does not."""
+    from latentanon.evaluation import run
+
+    rng = np.random.default_rng(7)
+    labels = np.arange(30) % 4
+    raw_seeds = [{"ar": _ar_items(rng.normal(0, 1, (30, 4)) + 2 * np.eye(4)[labels], labels),
+                  "tad": _tad_items(np.clip(_tad_truth(6) + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
+                  "ad": _ad_items(rng.random((10, 4)))} for _ in range(3)]
+    other = [{"ar": _ar_items(rng.normal(0, 1, (30, 4)), labels),
+              "tad": _tad_items(np.clip(_tad_truth(6)[:, ::-1] + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
+              "ad": _ad_items(rng.random((10, 4)))} for _ in range(3)]
+    out = run.paired_intervals(_utility_only({"raw": raw_seeds, "same": raw_seeds, "other": other}),
+                               [0, 1, 2], 0.95, 300)
+    for task in ("ar", "tad", "ad"):
+        same = out["same"]["utility"][task]["ensemble"]
+        assert (same["point"], same["low"], same["high"], same["half_width"]) == (0.0, 0.0, 0.0, 0.0)
+        assert same["n_finite"] > 250 and same["value"] == same["raw_value"]   # NaN: a resample without positives
+        differing = out["other"]["utility"][task]["ensemble"]
+        assert differing["point"] != 0.0 and differing["half_width"] > 0.0
+        assert set(out["other"]["utility"][task]["seeds"]) >= {"low", "high", "half_width"}
+
+
+def test_seed_ensemble_narrows_the_interval_of_noisy_heads():
+    """Heads that differ a lot from seed to seed (independent noise on the class scores, same
+    signal for raw and method): the ensemble's interval is narrower than the per-seed drops
+    combined with the seeds, and narrower than one seed's interval, on every draw."""
+    from latentanon.evaluation import run
+
+    for draw in range(4):
+        rng = np.random.default_rng(100 + draw)
+        n, classes = 300, 6
+        labels = rng.integers(0, classes, n)
+        signal = 1.5 * np.eye(classes)[labels]
+        heads = lambda: [{"ar": _ar_items(signal + rng.normal(0, 1.5, (n, classes)), labels)}  # noqa: E731
+                         for _ in range(5)]
+        items = _utility_only({"raw": heads(), "method": heads()})
+        seeds = [0, 1, 2, 3, 4]
+        ensemble = run.paired_intervals(items, seeds, 0.95, 400)["method"]["utility"]["ar"]
+        one_seed = run.paired_intervals(items, [0], 0.95, 400)["method"]["utility"]["ar"]["ensemble"]
+        assert ensemble["ensemble"]["half_width"] < 0.8 * ensemble["seeds"]["half_width"]
+        assert ensemble["ensemble"]["half_width"] < 0.9 * one_seed["half_width"]
+
+
+def _misplaced(rng: np.random.Generator, n_videos: int, n_snippets: int = 20) -> np.ndarray:
+    """One head's snippet scores: each true segment found 2 snippets early or late (a coin flip)."""
+    probs = np.zeros((n_videos, n_snippets, 3))
+    probs[:, :, 0], probs[:, :, 1:] = 0.9, 0.05
+    for v in range(n_videos):
+        for cls, (start, end) in ((1, (2, 6)), (2, (10, 15))):
+            shift = rng.choice([-2, 2])
+            probs[v, start + shift:end + shift, cls], probs[v, start + shift:end + shift, 0] = 0.9, 0.05
+    return np.clip(probs + rng.normal(0, 0.05, probs.shape), 0, 1)
+
+
+def test_tad_ensemble_detects_on_the_averaged_snippet_scores():
+    """TAD's ensemble averages the snippet class scores before detection and NMS: its mAP is that of
+    the detections of the averaged scores, and where each seed's head misplaces the segments
+    (early or late at random) the average finds them better than a seed does."""
+    for draw in range(3):
+        rng = np.random.default_rng(20 + draw)
+        seeds = [_tad_items(_misplaced(rng, 5)) for _ in range(5)]
+        ensemble = scoring.ensemble_items("tad", seeds)
+        averaged = np.mean([s["snippet_probabilities"] for s in seeds], axis=0)
+        assert np.allclose(ensemble["snippet_probabilities"], averaged)
+        detections = [(v, s, e, ("a", "b")[c], score) for v in range(5)
+                      for s, e, c, score in scoring.proposals_from_scores(averaged[v], 1.0)]
+        ground_truth = [(v, s, e, lab) for v in range(5) for s, e, lab in ((2.0, 6.0, "a"), (10.0, 15.0, "b"))]
+        value = scoring.resampled_values("tad", ensemble, np.ones((1, 5)))[0]
+        assert value == pytest.approx(scoring.detection_map(detections, ground_truth)["map"])
+        per_seed = [scoring.resampled_values("tad", s, np.ones((1, 5)))[0] for s in seeds]
+        assert value > np.mean(per_seed) + 0.05
+
+
+def test_ensemble_of_one_seed_is_that_seed_and_mismatches_are_refused():
+    rng = np.random.default_rng(3)
+    labels = np.arange(12) % 3
+    ar = _ar_items(rng.normal(0, 1, (12, 3)), labels)
+    tad = _tad_items(np.clip(_tad_truth(3) + rng.normal(0, 0.2, (3, 20, 3)), 0, 1))
+    ad = _ad_items(rng.random((4, 5)))
+    for task, items in (("ar", ar), ("tad", tad), ("ad", ad)):
+        one = scoring.ensemble_items(task, [items])
+        assert scoring.resampled_values(task, one, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0] \
+            == pytest.approx(scoring.resampled_values(task, items, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0])
+    with pytest.raises(DataError, match="lack 'probabilities'"):
+        scoring.ensemble_items("ar", [ar, {"correct": ar["correct"]}], "aam")
+    with pytest.raises(DataError, match="disagree on 'labels'"):
+        scoring.ensemble_items("ar", [ar, {**ar, "labels": (labels + 1) % 3}], "aam")
+
+
+def test_items_without_the_ensemble_pieces_are_measured_again(tmp_path):
+    """Resume: an items file of an older version (no probabilities / snippet scores) does not count."""
+    from latentanon.evaluation import run
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(6) % 3
+    full = {"utility": {"ar": _ar_items(rng.normal(0, 1, (6, 3)), labels),
+                        "tad": _tad_items(_tad_truth(2)), "ad": _ad_items(rng.random((2, 3)))}}
+    old = {"utility": {"ar": {"correct": full["utility"]["ar"]["correct"]},
+                       "tad": {k: v for k, v in full["utility"]["tad"].items() if not k.startswith(("snippet", "gt_", "voc"))
+                               or k == "gt_counts"},
+                       "ad": full["utility"]["ad"]}}
+    assert run._items_complete(run.save_items(tmp_path / "new.npz", full))
+    assert not run._items_complete(run.save_items(tmp_path / "old.npz", old))
+    assert not run._items_complete(tmp_path / "missing.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    assert not run._items_complete(tmp_path / "broken.npz")

@@ -127,7 +127,13 @@ def _items(probabilities: float, correct: list[int]) -> dict:
     probs = np.c_[np.where(labels == 0, right, 1 - right), np.where(labels == 1, right, 1 - right)]
     probs[::3] = probs[::3, ::-1]          # some mistakes, so raw is not perfect
     scope = {"labels": {"gender": labels}, "probabilities": {"gender": probs}}
-    return {"static": scope, "moving": scope, "utility": {"ar": {"correct": np.array(correct, float)}}}
+    # AR: 3 classes; a correct video's probabilities peak at its label, a wrong one's at the next class
+    ar_labels = np.arange(len(correct)) % 3
+    peak = np.where(np.array(correct) == 1, ar_labels, (ar_labels + 1) % 3)
+    ar_probs = np.full((len(correct), 3), 0.1)
+    ar_probs[np.arange(len(correct)), peak] = 0.8
+    ar = {"correct": np.array(correct, float), "probabilities": ar_probs, "labels": ar_labels}
+    return {"static": scope, "moving": scope, "utility": {"ar": ar}}
 
 
 def test_paired_intervals_decisions_and_named_method(tmp_path):
@@ -144,6 +150,10 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     assert (drop["low"], drop["high"]) == pytest.approx((0.0, 0.0))
     noisy = summary["utility"]["ar"]["noise@1"]["relative_drop_paired"]
     assert noisy["low"] == pytest.approx(1.0)
+    ensemble = summary["utility"]["ar"]["aam"]["relative_drop_ensemble"]
+    assert (ensemble["point"], ensemble["low"], ensemble["high"]) == (0.0, 0.0, 0.0)
+    assert summary["utility"]["ar"]["noise@1"]["relative_drop_ensemble"]["point"] == pytest.approx(1.0)
+    assert summary["utility"]["ar"]["raw"]["ensemble_value"] == pytest.approx(0.8)
 
     evaluation = _evaluation(per_seed)
     evaluation["privacy"], evaluation["utility"] = summary["privacy"], summary["utility"]
@@ -152,6 +162,12 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     assert tree["privacy"]["aam"]["method"] == "noise@0.2"
     assert tree["privacy"]["aam"]["normalized_leakage_interval"] == pytest.approx([1.0, 1.0])
     assert tree["utility"]["ar"]["noise@1_relative_drop_interval"][0] == pytest.approx(1.0)
+    ar = tree["utility"]["ar"]
+    assert ar["aam_relative_drop_interval"] == [0.0, 0.0] and ar["aam_relative_drop_half_width"] == 0.0
+    assert ar["noise@1_relative_drop"] == pytest.approx(1.0)          # the ensemble's point
+    assert ar["noise@1_relative_drop_seed_mean"] == pytest.approx(0.0)  # per-seed values (all GOOD_UTILITY)
+    assert "aam_relative_drop_seed_bootstrap_interval" in ar and "aam_relative_drop_seed_interval" in ar
+    assert ar["relative_drop_interval_kind"] == "seed ensemble, bootstrap over test videos"
     decisions = tree["decisions"]
     # leakage [1, 1] lies wholly above 0.4: decided, failed; AR drop [0, 0] wholly within 1%
     assert (decisions["normalized_leakage"]["decided"], decisions["normalized_leakage"]["passed"]) == (True, False)
@@ -159,3 +175,4 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     assert "utility_drop_ad" not in decisions         # AD is unseen in this evaluation
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "Decisions (gate criteria)" in text and "`noise@0.2`" in text
+    assert "seed ensemble" in text

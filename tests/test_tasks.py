@@ -171,3 +171,18 @@ def test_task_input_errors():
         score_task("pose", train, val, test, 0)
     with pytest.raises(DataError, match="lacks columns"):
         score_task("ad", FeatureSet("x", train.records, {"snippets": train.arrays["clips"]}), val, test, 0)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_saved_items_reproduce_the_test_value_alone_and_as_an_ensemble(task):
+    """The per-test-video items (and the ensemble rebuilt from their head outputs: AR probabilities,
+    TAD snippet scores re-detected, AD unit scores) give the test value at unit weights."""
+    from latentanon.tasks.scoring import ENSEMBLE_PIECES, ensemble_items, resampled_values
+
+    train, val, test = _task_splits(task)
+    result = score_task(task, train, val, test, seed=0, items=True)
+    items = result["items"]
+    assert ENSEMBLE_PIECES[task] in items
+    ones = np.ones((1, len(test)))
+    assert resampled_values(task, items, ones)[0] == pytest.approx(result["value"])
+    assert resampled_values(task, ensemble_items(task, [items, items]), ones)[0] == pytest.approx(result["value"])

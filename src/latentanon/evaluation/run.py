@@ -6,8 +6,11 @@ store, and each configured baseline fitted on train splits) it measures:
   videos), cMAP with chance level, relative cMAP drop and normalised leakage against raw of the
   same seed; identity re-identification and gait retrieval top-1 (nearest neighbour, test split);
 - utility: AR, TAD and AD through ``latentanon.tasks.scoring.score_task``.
-Figures are summarised as mean and Student-t interval over seeds. A re-run with the same inputs
-resumes from reports/evaluate/partial.json instead of redoing finished (method, seed) pairs.
+Figures are summarised as mean and Student-t interval over seeds; paired bootstrap intervals come
+from per-test-item arrays (``paired_intervals``): privacy leakage per seed combined with the seeds,
+the utility drop from the seed ensemble (heads' outputs averaged over seeds) over test videos. A
+re-run with the same inputs resumes from reports/evaluate/partial.json instead of redoing finished
+(method, seed) pairs.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import hashlib
 import json
 import time
 import warnings
+import zipfile
 from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -168,6 +172,21 @@ def save_items(path: Path, items: Mapping) -> Path:
     return path
 
 
+def _items_complete(path: Path) -> bool:
+    """Whether a saved items file holds every task's piece the seed ensemble averages (files of an
+    older version lack them; their pair is measured again)."""
+    from latentanon.tasks.scoring import ENSEMBLE_PIECES
+
+    if not path.exists():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+    return all(f"utility/{task}/{piece}" in files for task, piece in ENSEMBLE_PIECES.items())
+
+
 def load_items(path: Path) -> dict:
     tree: dict = {}
     with np.load(path, allow_pickle=False) as data:
@@ -211,11 +230,16 @@ def _load_partial(path: Path, fingerprint: str) -> dict:
 
 def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
                      n_resamples: int) -> dict:
-    """Per method (not raw): paired bootstrap intervals of static / moving normalised leakage and of
-    each task's relative drop, raw and method on the same resamples of the same test items,
-    combined with the seeds (``latentanon.evaluation.resampling``)."""
+    """Per method (not raw): paired bootstrap intervals, raw and method on the same resamples of the
+    same test items (``latentanon.evaluation.resampling``).
+
+    Privacy: static / moving normalised leakage per seed, combined with the seeds. Utility, per
+    task: ``ensemble``, the relative drop of the seed ensemble (each method's and raw's head outputs
+    averaged over the seeds, ``scoring.ensemble_items``) over resamples of the test videos, with
+    its point at the full test set; ``seeds``, the drop per seed combined with the seeds drawn
+    with replacement (what the heads' seed-to-seed spread adds)."""
     from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import resampled_values
+    from latentanon.tasks.scoring import ensemble_items, resampled_values
 
     keys = [str(s) for s in seeds]
     raw = items["raw"]
@@ -235,15 +259,32 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
     for task in raw[keys[0]]["utility"]:
         n_videos = _n_videos(task, raw[keys[0]]["utility"][task])
         weights = resampling.shared_weights(n_videos, n_resamples)
+        everything = np.ones((1, n_videos))
         raw_values = {k: resampled_values(task, raw[k]["utility"][task], weights) for k in keys}
+        raw_ensemble = ensemble_items(task, [raw[k]["utility"][task] for k in keys], "raw")
+        raw_ensemble_values = resampled_values(task, raw_ensemble, weights)
+        raw_point = float(resampled_values(task, raw_ensemble, everything)[0])
         for method in out:
-            drops = []
-            for k in keys:
-                value = resampled_values(task, items[method][k]["utility"][task], weights)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    drops.append(np.where(raw_values[k] != 0, (raw_values[k] - value) / raw_values[k], np.nan))
-            out[method]["utility"][task] = resampling.combine_seeds(np.stack(drops), confidence)
+            drops = [_drops(raw_values[k], resampled_values(task, items[method][k]["utility"][task], weights))
+                     for k in keys]
+            ensemble = ensemble_items(task, [items[method][k]["utility"][task] for k in keys], method)
+            point = float(resampled_values(task, ensemble, everything)[0])
+            out[method]["utility"][task] = {
+                "ensemble": {
+                    **resampling.percentile_interval(
+                        _drops(raw_ensemble_values, resampled_values(task, ensemble, weights)), confidence),
+                    "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
+                    "value": point, "raw_value": raw_point, "n_seeds": len(keys),
+                },
+                "seeds": resampling.combine_seeds(np.stack(drops), confidence),
+            }
     return out
+
+
+def _drops(raw_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Relative drop (raw - x) / raw per resample; NaN where raw is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(raw_values != 0, (raw_values - values) / raw_values, np.nan)
 
 
 def _n_videos(task: str, items: Mapping[str, np.ndarray]) -> int:
@@ -331,17 +372,27 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
         for method, block in paired.items():
             for scope, interval in block["privacy"].items():
                 privacy[method][scope]["normalized_leakage_paired"] = interval
-            for task, interval in block["utility"].items():
+            for task, intervals in block["utility"].items():
                 if task in utility:
-                    utility[task][method]["relative_drop_paired"] = interval
+                    utility[task][method]["relative_drop_ensemble"] = intervals["ensemble"]
+                    utility[task][method]["relative_drop_paired"] = intervals["seeds"]
+                    utility[task]["raw"]["ensemble_value"] = intervals["ensemble"]["raw_value"]
+                    utility[task][method]["ensemble_value"] = intervals["ensemble"]["value"]
     return {"privacy": privacy, "utility": utility}
 
 
+def utility_drop(block: Mapping) -> float:
+    """A method's relative utility drop on one task: the seed ensemble's point when there is one."""
+    ensemble = block.get("relative_drop_ensemble")
+    return ensemble["point"] if ensemble else block["relative_drop"]["mean"]
+
+
 def privacy_utility_points(summary: dict) -> dict[str, dict]:
-    """Per method: static normalised leakage (x) and mean utility relative to raw over tasks (y)."""
+    """Per method: static normalised leakage (x) and mean utility relative to raw over tasks (y); a
+    task's drop is the seed ensemble's when evaluate made one, else the mean over seeds."""
     points = {}
     for method, priv in summary["privacy"].items():
-        drops = [summary["utility"][task][method]["relative_drop"]["mean"] for task in summary["utility"]]
+        drops = [utility_drop(summary["utility"][task][method]) for task in summary["utility"]]
         points[method] = {
             "leakage": priv["static"]["normalized_leakage"]["mean"],
             "leakage_low": priv["static"]["normalized_leakage"]["low"],
@@ -483,8 +534,8 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     fingerprint = _fingerprint(params, layout)
     results: dict[str, dict[str, dict]] = _load_partial(partial_path, fingerprint)
     items_dir = report_dir / "items"
-    # a finished pair counts only with its items (the paired intervals need them)
-    results = {m: {k: v for k, v in runs.items() if (items_dir / f"{m}__{k}.npz").exists()}
+    # a finished pair counts only with complete items (the paired intervals need them)
+    results = {m: {k: v for k, v in runs.items() if _items_complete(items_dir / f"{m}__{k}.npz")}
                for m, runs in results.items()}
     todo = [(seed, m) for seed in seeds for m in methods if str(seed) not in results.get(m, {})]
 
@@ -582,6 +633,6 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         "trained_method": trained["name"],
         "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
         "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
-        "aam_utility_relative_drop": {t: summary["utility"][t]["aam"]["relative_drop"]["mean"] for t in summary["utility"]},
+        "aam_utility_relative_drop": {t: utility_drop(summary["utility"][t]["aam"]) for t in summary["utility"]},
         "seconds": evaluation["seconds"],
     }

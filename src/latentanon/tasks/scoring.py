@@ -427,30 +427,74 @@ def match_detections(detections: list[tuple], ground_truth: list[tuple], iou_thr
     return flags
 
 
+# The piece of each task's items that the heads of several seeds are averaged on (``ensemble_items``).
+ENSEMBLE_PIECES = {"ar": "probabilities", "tad": "snippet_probabilities", "ad": "unit_score"}
+
+
+def _tad_pieces(fitted, fs: FeatureSet, probabilities: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """What TAD's detections and mAP are rebuilt from: the snippet class probabilities (N, T, C + 1,
+    padded), snippets per video, snippet length, the ground truth (class index into the sorted
+    ground-truth labels) and the ground-truth class of each head class (-1: none)."""
+    vocabulary = (fitted[0] if isinstance(fitted, (list, tuple)) else fitted).vocabulary
+    rows = fs.records.to_dict("records")
+    ground_truth = [(i, start, end, label) for i, row in enumerate(rows)
+                    for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}")]
+    classes = sorted({g[3] for g in ground_truth})
+    index = {c: k for k, c in enumerate(classes)}
+    return {
+        "snippet_probabilities": np.asarray(probabilities, dtype=np.float64),
+        "snippet_counts": mask.sum(axis=1).astype(np.int64),
+        "snippet_seconds": np.array([_snippet_seconds(fs, row) for row in rows], dtype=np.float64),
+        "vocabulary_class": np.array([index.get(name, -1) for name in vocabulary], dtype=np.int64),
+        "gt_video": np.array([g[0] for g in ground_truth], dtype=np.int64),
+        "gt_start": np.array([g[1] for g in ground_truth], dtype=np.float64),
+        "gt_end": np.array([g[2] for g in ground_truth], dtype=np.float64),
+        "gt_class": np.array([index[g[3]] for g in ground_truth], dtype=np.int64),
+    }
+
+
+def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Detections (``proposals_from_scores`` per video and class, NMS), their true-positive flags per
+    tIoU threshold and the ground-truth counts per video and class: what ``resampled_values``
+    scores TAD from. ``probabilities`` replaces the pieces' own (e.g. averaged over seeds)."""
+    probs = pieces["snippet_probabilities"] if probabilities is None else np.asarray(probabilities)
+    counts, seconds = pieces["snippet_counts"], pieces["snippet_seconds"]
+    vocabulary_class, gt_class = pieces["vocabulary_class"], pieces["gt_class"]
+    n_videos = len(counts)
+    n_classes = int(gt_class.max()) + 1 if len(gt_class) else 0
+    ground_truth = [(int(v), float(s), float(e), int(c))
+                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class)]
+    detections = []
+    for i in range(n_videos):
+        for start, end, cls, score in proposals_from_scores(probs[i, : int(counts[i])], float(seconds[i])):
+            if vocabulary_class[cls] >= 0:
+                detections.append((i, start, end, int(vocabulary_class[cls]), score))
+    gt_counts = np.zeros((n_videos, n_classes))
+    for video, _, _, cls in ground_truth:
+        gt_counts[video, cls] += 1
+    return {
+        "det_video": np.array([d[0] for d in detections], dtype=np.int64),
+        "det_class": np.array([d[3] for d in detections], dtype=np.int64),
+        "det_score": np.array([d[4] for d in detections], dtype=np.float64),
+        "det_tp": np.stack([match_detections(detections, ground_truth, t) for t in TIOU_THRESHOLDS])
+        if detections else np.zeros((len(TIOU_THRESHOLDS), 0)),
+        "gt_counts": gt_counts,
+    }
+
+
 def item_scores(fitted, fs: FeatureSet) -> dict[str, np.ndarray]:
     """Per-test-video pieces of the task's metric, so that resamples of the test videos can be
-    scored without the model (``resampled_values``). Arrays only (saved as .npz)."""
+    scored without the model (``resampled_values``), and the head outputs that heads of several
+    seeds are averaged on (``ensemble_items``). Arrays only (saved as .npz)."""
     task = _task_of(fitted)
     outputs, mask = _outputs(fitted, fs)
     if task == "ar":
-        correct = (outputs.argmax(axis=1) == fs.records["label_id"].to_numpy()).astype(np.float64)
-        return {"correct": correct}
+        labels = fs.records["label_id"].to_numpy().astype(np.int64)
+        correct = (outputs.argmax(axis=1) == labels).astype(np.float64)
+        return {"correct": correct, "probabilities": outputs.astype(np.float64), "labels": labels}
     if task == "tad":
-        detections, ground_truth = _tad_detections(fitted, fs, outputs, mask)
-        classes = sorted({g[3] for g in ground_truth})
-        index = {c: k for k, c in enumerate(classes)}
-        gt_counts = np.zeros((len(fs), len(classes)))
-        for video, _, _, label in ground_truth:
-            gt_counts[video, index[label]] += 1
-        kept = [d for d in detections if d[3] in index]
-        return {
-            "det_video": np.array([d[0] for d in kept], dtype=np.int64),
-            "det_class": np.array([index[d[3]] for d in kept], dtype=np.int64),
-            "det_score": np.array([d[4] for d in kept], dtype=np.float64),
-            "det_tp": np.stack([match_detections(kept, ground_truth, t) for t in TIOU_THRESHOLDS])
-            if kept else np.zeros((len(TIOU_THRESHOLDS), 0)),
-            "gt_counts": gt_counts,
-        }
+        pieces = _tad_pieces(fitted, fs, outputs, mask)
+        return {**tad_detection_items(pieces), **pieces}
     # AD: one unit per (video, snippet): its score and how many anomalous / normal frames take it
     per_frame = snippet_frames(fs)
     videos, scores, positives, negatives = [], [], [], []
@@ -467,6 +511,37 @@ def item_scores(fitted, fs: FeatureSet) -> dict[str, np.ndarray]:
         negatives.append(total - pos)
     return {"unit_video": np.concatenate(videos), "unit_score": np.concatenate(scores).astype(np.float64),
             "unit_pos": np.concatenate(positives), "unit_neg": np.concatenate(negatives)}
+
+
+def ensemble_items(task: str, per_seed: list[dict[str, np.ndarray]], where: str = "items") -> dict[str, np.ndarray]:
+    """The items of the seed ensemble: the heads' outputs averaged over seeds (AR video class
+    probabilities, then argmax; TAD snippet class probabilities, then detection and NMS; AD unit
+    scores), in the form ``resampled_values`` scores. Every seed must hold the same test items."""
+    if not per_seed:
+        raise ValueError(f"{where}: no seeds to average")
+    piece = ENSEMBLE_PIECES.get(task)
+    if piece is None:
+        raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    lacking = [k for k, items in enumerate(per_seed) if piece not in items]
+    if lacking:
+        raise DataError(f"{where}: task {task} items of seed position(s) {lacking} lack {piece!r} (written by an "
+                        "older version); re-run evaluate")
+    first = per_seed[0]
+    same = {"ar": ("labels",), "tad": ("snippet_counts", "gt_video", "gt_class", "vocabulary_class"),
+            "ad": ("unit_video", "unit_pos", "unit_neg")}[task]
+    for items in per_seed[1:]:
+        for key in (piece, *same):
+            if np.shape(items[key]) != np.shape(first[key]) or (key != piece and not np.array_equal(items[key], first[key])):
+                raise DataError(f"{where}: task {task} seeds disagree on {key!r}; they must score the same test items")
+    averaged = np.mean([np.asarray(items[piece], dtype=np.float64) for items in per_seed], axis=0)
+    if task == "ar":
+        correct = (averaged.argmax(axis=1) == first["labels"]).astype(np.float64)
+        return {"correct": correct, "probabilities": averaged, "labels": first["labels"]}
+    if task == "tad":
+        pieces = {**{k: first[k] for k in first if not k.startswith("det_") and k != "gt_counts"},
+                  "snippet_probabilities": averaged}
+        return {**tad_detection_items(pieces), **pieces}
+    return {**{k: first[k] for k in ("unit_video", "unit_pos", "unit_neg")}, "unit_score": averaged}
 
 
 def _weighted_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray, w: np.ndarray) -> np.ndarray:
