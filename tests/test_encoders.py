@@ -177,6 +177,29 @@ def test_conv_stem_and_difference_inputs_keep_the_token_grid():
         VideoEncoder(replace(SMALL, stem="conv", patch=6, height=36, width=36))
 
 
+def test_two_stream_pathways_split_appearance_from_motion():
+    config = replace(SMALL, stem="conv", stem_width=4, inputs="rgb+diff", pathways="two_stream", dim=16, heads=2)
+    encoder = VideoEncoder(config).eval()
+    video = torch.rand(2, 3, 16, 32, 32)
+    tokens = encoder.tokens(video)
+    assert tokens.shape == (2, 128, 16) and encoder(video).shape == (2, 16)
+    # the first half of each token reads only the frames, the second only their differences
+    brighter = (video + 0.1).clamp(0, 1)
+    static = video[:, :, :1].expand(-1, -1, 16, -1, -1)
+    motion_of_still = encoder.tokens(static)[..., 8:]
+    torch.testing.assert_close(motion_of_still[0], motion_of_still[1])        # no motion, same motion code
+    assert not torch.allclose(encoder.tokens(static)[0, :, :8], encoder.tokens(static)[1, :, :8])
+    hidden = encoder.tokens(video, rgb_scale=torch.zeros(2))[..., :8]
+    torch.testing.assert_close(hidden[0], hidden[1])                         # hidden frames: no appearance
+    assert not torch.allclose(encoder.tokens(brighter)[..., :8], tokens[..., :8])
+    keep = torch.tensor([[0, 5, 9], [1, 2, 127]])
+    assert encoder.tokens(video, keep).shape == (2, 3, 16)
+    with pytest.raises(ModelError, match="two_stream"):
+        VideoEncoder(replace(config, inputs="rgb"))
+    with pytest.raises(ModelError, match="pathways"):
+        VideoEncoder(replace(config, pathways="three"))
+
+
 def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops():
     """A foundation-like encoder must reconstruct appearance: a light and a dark flat clip (as light
     and dark skin differ) need different pixel targets; VideoMAE's per-tubelet normalisation makes

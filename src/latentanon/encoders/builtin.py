@@ -60,6 +60,12 @@ class BuiltinConfig:
     # kept, so the tokens must carry appearance as a foundation model's do) or "patch_norm" (each
     # tubelet standardised, VideoMAE's norm_pix_loss: a patch's mean brightness and contrast are lost)
     target: str = "pixels"
+    # "joint": one transformer over all input channels; "two_stream": an appearance pathway over the
+    # frames and a motion pathway over their differences (inputs must be "rgb+diff"), each dim / 2
+    # wide with its own stem and transformer, tokens concatenated on the same grid. Pixel
+    # reconstruction keeps colour in one pathway while the action loss shapes the other, instead of
+    # the two trading off inside one small model.
+    pathways: str = "joint"
 
     def check(self) -> None:
         """ModelError for a geometry the tubelet embedding cannot tile."""
@@ -76,6 +82,11 @@ class BuiltinConfig:
             problems.append(f"inputs {self.inputs!r} is not 'rgb', 'rgb+diff' or 'diff'")
         if self.target not in ("pixels", "patch_norm"):
             problems.append(f"target {self.target!r} is not 'pixels' or 'patch_norm'")
+        if self.pathways not in ("joint", "two_stream"):
+            problems.append(f"pathways {self.pathways!r} is not 'joint' or 'two_stream'")
+        elif self.pathways == "two_stream" and (self.inputs != "rgb+diff" or self.dim % 2
+                                                 or (self.dim // 2) % self.heads):
+            problems.append("two_stream pathways need inputs 'rgb+diff' and dim / 2 divisible by heads")
         if self.stem not in ("linear", "conv"):
             problems.append(f"stem {self.stem!r} is not 'linear' or 'conv'")
         if self.stem == "conv" and (self.patch % 4 or self.tubelet % 2 or self.stem_width <= 0):
@@ -158,17 +169,46 @@ def model_inputs(video: torch.Tensor, config: BuiltinConfig, rgb_scale: torch.Te
     return diff if config.inputs == "diff" else torch.cat([x, diff], dim=1)
 
 
-def conv_stem(config: BuiltinConfig) -> nn.Sequential:
+def conv_stem(config: BuiltinConfig, channels: int, dim: int) -> nn.Sequential:
     """Three 3D convolutions whose strides multiply to (tubelet, patch, patch): the linear embedding's grid."""
     width = config.stem_width
     return nn.Sequential(
-        nn.Conv3d(input_channels(config), width, kernel_size=3, stride=(1, 2, 2), padding=1),
+        nn.Conv3d(channels, width, kernel_size=3, stride=(1, 2, 2), padding=1),
         nn.GELU(),
         nn.Conv3d(width, 2 * width, kernel_size=3, stride=(2, 2, 2), padding=1),
         nn.GELU(),
-        nn.Conv3d(2 * width, config.dim, kernel_size=(config.tubelet // 2, config.patch // 4, config.patch // 4),
+        nn.Conv3d(2 * width, dim, kernel_size=(config.tubelet // 2, config.patch // 4, config.patch // 4),
                   stride=(config.tubelet // 2, config.patch // 4, config.patch // 4)),
     )
+
+
+def token_embedding(config: BuiltinConfig, channels: int, dim: int) -> nn.Module:
+    if config.stem == "conv":
+        return conv_stem(config, channels, dim)
+    return nn.Conv3d(channels, dim, kernel_size=(config.tubelet, config.patch, config.patch),
+                     stride=(config.tubelet, config.patch, config.patch))
+
+
+class Pathway(nn.Module):
+    """Embedding + positions + transformer blocks + final norm over one group of input channels."""
+
+    def __init__(self, config: BuiltinConfig, channels: int, dim: int):
+        super().__init__()
+        self.embed = token_embedding(config, channels, dim)
+        if config.positions == "learned":
+            self.positions = nn.Parameter(torch.randn(1, config.num_tokens, dim) * 0.02)
+        else:
+            self.register_buffer("positions", sinusoidal_positions(config.num_tokens, dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.positions
+        if keep is not None:
+            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
 
 
 class VideoEncoder(nn.Module):
@@ -178,9 +218,11 @@ class VideoEncoder(nn.Module):
         super().__init__()
         config.check()
         self.config = config
-        self.embed = conv_stem(config) if config.stem == "conv" else nn.Conv3d(
-            input_channels(config), config.dim, kernel_size=(config.tubelet, config.patch, config.patch),
-            stride=(config.tubelet, config.patch, config.patch))
+        if config.pathways == "two_stream":
+            self.appearance = Pathway(config, 3, config.dim // 2)
+            self.motion = Pathway(config, 3, config.dim // 2)
+            return
+        self.embed = token_embedding(config, input_channels(config), config.dim)
         if config.positions == "learned":
             self.positions = nn.Parameter(torch.randn(1, config.num_tokens, config.dim) * 0.02)
         else:
@@ -198,6 +240,9 @@ class VideoEncoder(nn.Module):
                rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, dim) final tokens; ``keep`` (B, K) token indices encodes only those (masked modelling)."""
         self.check_input(video)
+        if self.config.pathways == "two_stream":
+            x = model_inputs(video, self.config, rgb_scale)
+            return torch.cat([self.appearance(x[:, :3], keep), self.motion(x[:, 3:], keep)], dim=-1)
         x = self.embed(model_inputs(video, self.config, rgb_scale)).flatten(2).transpose(1, 2) + self.positions
         if keep is not None:
             x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))

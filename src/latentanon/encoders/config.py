@@ -27,6 +27,8 @@ class PretrainConfig:
     stem: str = "conv"                  # "conv" (3-layer 3D conv stem) or "linear" (one tubelet projection)
     stem_width: int = 8
     inputs: str = "rgb+diff"            # "rgb", "diff" or "rgb+diff" (frames and their temporal differences)
+    # "joint" (one transformer) or "two_stream" (appearance and motion pathways; see BuiltinConfig)
+    pathways: str = "joint"
     # share of clips whose frames (not their differences) are hidden from the action head; 0 keeps
     # appearance in the features, as in a foundation model (the benchmark needs features that leak)
     rgb_dropout: float = 0.0

@@ -241,7 +241,8 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
                          frames=data_cfg.clip_frames, height=data_cfg.height, width=data_cfg.width,
                          positions=cfg.positions, num_classes=int(labels.max()) + 1,
                          decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, stem=cfg.stem,
-                         stem_width=cfg.stem_width, inputs=cfg.inputs, target=cfg.target)
+                         stem_width=cfg.stem_width, inputs=cfg.inputs, target=cfg.target,
+                         pathways=cfg.pathways)
     appearance = appearance_labels(manifest, cfg)
     arch = replace(arch, attribute_classes=tuple(int(v.max()) + 1 for v in appearance.values()))
     model = MaskedVideoPretrainer(arch)
