@@ -100,3 +100,17 @@ def load_adapter(directory: str | Path, device: str = "cpu") -> AAM:
     except RuntimeError as exc:
         raise ModelError(f"{weights}: does not match {config_path}: {exc}") from exc
     return model.eval()
+
+
+def aam_state(model: "AAM") -> dict:
+    """An AAM's weights as numpy arrays (a method's saved state)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def aam_from_state(dim: int, config, state) -> "AAM":
+    """The AAM that ``aam_state`` saved, in eval mode."""
+    import numpy as np
+
+    model = AAM(dim, config)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return model.eval()

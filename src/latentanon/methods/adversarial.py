@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from latentanon.methods.aam import AAM
+from latentanon.methods.aam import AAM, aam_from_state, aam_state
 from latentanon.methods.config import AdapterConfig
 from latentanon.tasks.heads import ARHead
 from latentanon.methods.losses import latent_consistency
@@ -156,9 +156,7 @@ class AdversarialMethod(Method):
         return apply_aam(self.model, kind, items)
 
     def state(self):
-        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return aam_state(self.model)
 
     def set_state(self, state) -> None:
-        self.model = AAM(self.dim, self.train.adapter)
-        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-        self.model.eval()
+        self.model = aam_from_state(self.dim, self.train.adapter, state)

@@ -13,11 +13,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from latentanon._configtools import from_dict
-from latentanon.methods.aam import AAM, load_adapter
+from latentanon.methods.aam import AAM, aam_from_state, aam_state, load_adapter
 from latentanon.methods.base import Method
 from latentanon.methods.config import AdapterConfig, TrainConfig
 from latentanon.tasks.scoring import TRAINING_SETS
@@ -71,12 +70,10 @@ class PaperMethod(Method):
         return name, train
 
     def state(self):
-        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return aam_state(self.model)
 
     def set_state(self, state) -> None:
-        self.model = AAM(self.dim, self.train.adapter)
-        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-        self.model.eval()
+        self.model = aam_from_state(self.dim, self.train.adapter, state)
 
     @classmethod
     def from_adapter_dir(cls, directory: Path) -> "PaperMethod":
