@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,6 +216,35 @@ def test_evaluate_resumes_from_partial_results(stages_done, monkeypatch):
     monkeypatch.setattr(run, "measure", no_work)
     again = run.evaluate(params, layout)
     assert again["aam_normalized_leakage"] == evaluated["aam_normalized_leakage"]
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, refit):
+    from latentanon.methods import registry
+
+    build_store(tmp_path)
+    base = tiny_params(tmp_path)
+    params = replace(base, evaluate=replace(base.evaluate, methods=("noise",), workers=1, unseen_seeds=(),
+                                            refit_baselines=refit))
+    fits, transforms = [], {}
+    real_create = registry.create_method
+
+    def counting_create(name, train):
+        method = real_create(name, train)
+        fit, transform = method.fit, method.transform
+        method.fit = lambda sets, seed=0, **kw: (fits.append(seed), fit(sets, seed=seed, **kw))[1]
+        method.transform = lambda fs: transforms.setdefault(method.noise_key, []).append(transform(fs)) or \
+            transforms[method.noise_key][-1]
+        return method
+
+    monkeypatch.setattr(registry, "create_method", counting_create)
+    monkeypatch.setattr(run, "create_method", counting_create, raising=False)
+    run.evaluate(params, Layout.from_params(params))
+    assert fits == ([0, 1] if refit else [0])
+    # the noise is drawn per evaluation seed either way
+    assert set(transforms) == {0, 1}
+    first = {key: next(iter(out[0].arrays.values()))[0] for key, out in transforms.items()}
+    assert not np.allclose(first[0], first[1])
 
 
 @pytest.mark.slow

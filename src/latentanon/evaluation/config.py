@@ -18,6 +18,10 @@ class EvaluateConfig:
     # the measurement is sound, so its spread is the noise floor)
     methods: tuple[str, ...] = ("identity", "rotation", "leace", "adversarial", "noise")
     workers: int = 2                     # processes measuring (method, seed) pairs; 1 = in-process
+    # false: each fitted baseline is fitted once (on the first seed) and its features measured on
+    # every seed (attackers and heads retrained per seed; noise drawn per seed). true: refitted per
+    # seed, so its intervals also cover its own training variance (the paper AAMs take minutes).
+    refit_baselines: bool = False
     bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in

@@ -120,7 +120,8 @@ def _pool_worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {}) -> None:
+def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {},
+                     refit: bool = True) -> None:
     """Measure (seed, method) pairs in worker processes while this one fits the next baselines.
 
     Workers are spawned (not forked: torch's thread pools do not survive a fork safely) and each
@@ -135,7 +136,7 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
         fitted_by_seed: dict[int, dict] = {}
         for seed, method in todo:
-            sets = method_sets(method, seed, fitted_by_seed.setdefault(seed, {}))
+            sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
             pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
             # Keep at most one job queued per worker: bounded memory, early partial results.
             while len(pending) > workers:
@@ -553,7 +554,9 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             # instead, so that the figures reproduce (same distribution, a known draw).
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
-            fitted[method] = create_method(method, params.train).fit(raw, seed=seed).with_reproducible_noise(seed)
+            fit_seed = seed if cfg.refit_baselines else seeds[0]
+            fitted[method] = create_method(method, params.train).fit(raw, seed=fit_seed)
+        fitted[method].with_reproducible_noise(seed)      # noise drawn per seed either way
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
@@ -567,21 +570,22 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         results.setdefault(method, {})[str(seed)] = result
         write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": results})
 
+    refit = cfg.refit_baselines
     with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
               desc="evaluate", unit="run", disable=None) as bar:
         def in_process(pairs) -> None:
             fitted_by_seed: dict[int, dict] = {}
             for seed, method in pairs:
                 bar.set_postfix(method=method, seed=seed)
-                record(method, seed, measure(method_sets(method, seed, fitted_by_seed.setdefault(seed, {})), seed,
-                                             **extra(method)))
+                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
+                record(method, seed, measure(sets, seed, **extra(method)))
                 bar.update(1)
 
         if cfg.workers <= 1 or len(todo) <= 1:
             in_process(todo)
         else:
             try:
-                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra)
+                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit)
             except BrokenProcessPool:
                 warnings.warn(
                     "evaluate: worker processes died (a calling script without an "

@@ -1,7 +1,6 @@
 """``noise@<scale>``: add Gaussian noise of ``scale`` x each feature dimension's train spread."""
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,10 +36,12 @@ def noise_scale(name: str) -> float:
 
 
 class NoiseMethod(Method):
-    """x + N(0, (scale * std)^2) per clip. The draw is keyed by (seed, video id, kind), so a video
-    gets the same noise whichever videos it is transformed with (batch invariant, reproducible)."""
+    """x + N(0, (scale * std)^2) per clip. Like every stochastic method the draw is fresh OS noise
+    in a shared store, and keyed by (noise key, video id, kind) in evaluation (``Method.noise_rng``):
+    batch invariant, and a new draw for each evaluation seed."""
 
     takes_argument = True
+    stochastic = True
 
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         super().__init__(name, train)
@@ -65,7 +66,7 @@ class NoiseMethod(Method):
     def _transform_kind(self, kind, items, ids):
         out = []
         for a, video in zip(items, ids):
-            rng = np.random.default_rng([self.seed, zlib.crc32(video.encode()), zlib.crc32(kind.encode())])
+            rng = self.noise_rng(video, kind)
             a = np.asarray(a, dtype=np.float32)
             out.append(a + self.sigma * rng.standard_normal(a.shape).astype(np.float32))
         return out
