@@ -120,35 +120,50 @@ def _pool_worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
+    """One baseline fitted on the raw sets (module level: a pool worker runs it)."""
+    return create_method(name, train).fit(raw, seed=seed)
+
+
 def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {},
-                     refit: bool = True) -> None:
-    """Measure (seed, method) pairs in worker processes while this one fits the next baselines.
+                     refit: bool = True, fit_jobs: Mapping[str, tuple] | None = None) -> None:
+    """Measure (seed, method) pairs in worker processes while this one prepares the next ones.
 
     Workers are spawned (not forked: torch's thread pools do not survive a fork safely) and each
     gets one method's transformed sets; results are recorded as they arrive, so a killed run
-    resumes from what finished.
+    resumes from what finished. ``refit`` false: one fitted baseline serves every seed, and
+    ``fit_jobs`` (method -> arguments of ``fit_baseline``) fits those in the workers too, while the
+    pairs that need no fit are measured: a long fit no longer leaves the other worker idle.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    pending = {}
+    pending, fitting = {}, {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
         fitted_by_seed: dict[int, dict] = {}
-        for seed, method in todo:
-            sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
-            pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
-            # Keep at most one job queued per worker: bounded memory, early partial results.
-            while len(pending) > workers:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    method_done, seed_done = pending.pop(future)
-                    record(method_done, seed_done, future.result())
-                    bar.update(1)
-        for future in list(pending):
-            method_done, seed_done = pending.pop(future)
-            record(method_done, seed_done, future.result())
-            bar.update(1)
+        if not refit:
+            for method, args in (fit_jobs or {}).items():
+                if any(m == method for _, m in todo):
+                    fitting[pool.submit(fit_baseline, *args)] = method
+        queue = list(todo)
+        while queue or pending or fitting:
+            waiting = set(fitting.values())
+            ready = next((i for i, (_, m) in enumerate(queue) if m not in waiting), None)
+            # At most one job running and one queued per worker: bounded memory, early partial results.
+            if ready is not None and len(pending) < 2 * workers:
+                seed, method = queue.pop(ready)
+                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
+                pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
+                continue
+            done, _ = wait([*pending, *fitting], return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in fitting:
+                    fitted_by_seed.setdefault(0, {})[fitting.pop(future)] = future.result()
+                    continue
+                method_done, seed_done = pending.pop(future)
+                record(method_done, seed_done, future.result())
+                bar.update(1)
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
@@ -554,8 +569,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             # instead, so that the figures reproduce (same distribution, a known draw).
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
-            fit_seed = seed if cfg.refit_baselines else seeds[0]
-            fitted[method] = create_method(method, params.train).fit(raw, seed=fit_seed)
+            fitted[method] = fit_baseline(method, params.train, raw, seed if cfg.refit_baselines else seeds[0])
         fitted[method].with_reproducible_noise(seed)      # noise drawn per seed either way
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
@@ -585,7 +599,8 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             in_process(todo)
         else:
             try:
-                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit)
+                fit_jobs = {m: (m, params.train, raw, seeds[0]) for m in baselines}
+                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs)
             except BrokenProcessPool:
                 warnings.warn(
                     "evaluate: worker processes died (a calling script without an "
