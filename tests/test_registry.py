@@ -177,6 +177,12 @@ def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name
     packed = loaded.unwrap_python_model().adapter_dir
     assert sorted(p.name for p in packed.iterdir()) == ["method.json", "method.safetensors"]
     sequence = sets["actions"].kind("clips")[0]
-    np.testing.assert_allclose(loaded.predict(sequence), method.transform_sequence(sequence), rtol=1e-6)
+    expected, predicted = method.transform_sequence(sequence), loaded.predict(sequence)
+    if method.stochastic:
+        # fresh OS noise on every call: the same distribution, never the same draw
+        assert predicted.shape == expected.shape and not np.allclose(predicted, expected)
+        np.testing.assert_allclose((predicted - sequence).std(), (expected - sequence).std(), rtol=0.5)
+    else:
+        np.testing.assert_allclose(predicted, expected, rtol=1e-6)
     # the same files register once
     assert registry.register_candidate(params, layout)["reused"]
