@@ -194,6 +194,13 @@ def test_two_stream_pathways_split_appearance_from_motion():
     assert not torch.allclose(encoder.tokens(brighter)[..., :8], tokens[..., :8])
     keep = torch.tensor([[0, 5, 9], [1, 2, 127]])
     assert encoder.tokens(video, keep).shape == (2, 3, 16)
+    # both pathways train: reconstruction and the heads reach every parameter of each pathway
+    model = MaskedVideoPretrainer(replace(config, num_classes=3, attribute_classes=(4,)))
+    keep, hidden = tube_mask(2, model.config, 0.75, torch.Generator().manual_seed(0))
+    action, attributes = model.heads(video)
+    (model.reconstruction_loss(video, keep, hidden) + action.sum() + attributes[0].sum()).backward()
+    for pathway in (model.encoder.appearance, model.encoder.motion):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pathway.parameters())
     with pytest.raises(ModelError, match="two_stream"):
         VideoEncoder(replace(config, inputs="rgb"))
     with pytest.raises(ModelError, match="pathways"):
