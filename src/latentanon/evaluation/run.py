@@ -120,6 +120,9 @@ def _pool_worker_init() -> None:
     torch.set_num_threads(1)
 
 
+SHARED_FIT = None   # key of the fitted baselines that serve every seed (evaluate.refit_baselines false)
+
+
 def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
     """One baseline fitted on the raw sets (module level: a pool worker runs it)."""
     return create_method(name, train).fit(raw, seed=seed)
@@ -141,7 +144,7 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
     context = multiprocessing.get_context("spawn")
     pending, fitting = {}, {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
-        fitted_by_seed: dict[int, dict] = {}
+        fitted_by_seed: dict[int | None, dict] = {}
         if not refit:
             for method, args in (fit_jobs or {}).items():
                 if any(m == method for _, m in todo):
@@ -153,13 +156,13 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
             # At most one job running and one queued per worker: bounded memory, early partial results.
             if ready is not None and len(pending) < 2 * workers:
                 seed, method = queue.pop(ready)
-                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
+                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else SHARED_FIT, {}))
                 pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
                 continue
             done, _ = wait([*pending, *fitting], return_when=FIRST_COMPLETED)
             for future in done:
                 if future in fitting:
-                    fitted_by_seed.setdefault(0, {})[fitting.pop(future)] = future.result()
+                    fitted_by_seed.setdefault(SHARED_FIT, {})[fitting.pop(future)] = future.result()
                     continue
                 method_done, seed_done = pending.pop(future)
                 record(method_done, seed_done, future.result())
@@ -588,10 +591,10 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
               desc="evaluate", unit="run", disable=None) as bar:
         def in_process(pairs) -> None:
-            fitted_by_seed: dict[int, dict] = {}
+            fitted_by_seed: dict[int | None, dict] = {}
             for seed, method in pairs:
                 bar.set_postfix(method=method, seed=seed)
-                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else 0, {}))
+                sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else SHARED_FIT, {}))
                 record(method, seed, measure(sets, seed, **extra(method)))
                 bar.update(1)
 
