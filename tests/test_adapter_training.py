@@ -291,3 +291,17 @@ def test_a_diverging_run_stops_and_keeps_its_best_epoch(small_sets):
     assert history["diverged_at_epoch"] <= 20
     assert len(history["epoch"]) == history["diverged_at_epoch"] - 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_patience_stops_once_the_selection_stops_improving_and_keeps_the_same_best(small_sets):
+    # at this learning rate the val selection is best after epoch 1 on every seed tried (0-2)
+    cfg = replace(SMALL, lr=0.3)
+    full_model, full = fit_adapter(small_sets, cfg, LossWeights(), epochs=8, seed=2)
+    model, history = fit_adapter(small_sets, replace(cfg, patience=2), LossWeights(), epochs=8, seed=2)
+    best = history["best_epoch"]
+    assert history["stopped_early_at_epoch"] == best + 2 < 8
+    assert history["epoch"] == list(range(1, best + 3))
+    assert history["val_selection"] == pytest.approx(full["val_selection"][: best + 2])
+    assert best == 1 + int(np.argmin(full["val_selection"][: best + 2]))
+    if full["best_epoch"] == best:
+        assert torch.equal(_parameters(model), _parameters(full_model))

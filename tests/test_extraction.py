@@ -339,3 +339,23 @@ def test_loader_workers_give_the_same_features_as_decoding_in_process(tmp_path):
     for kind in SET_KINDS["untrimmed"]:
         for x, y in zip(a.kind(kind), b.kind(kind)):
             np.testing.assert_array_equal(x, y)
+
+
+def test_static_clips_only_for_the_sets_that_ask_for_them(bench, tmp_path):
+    cfg = replace(CFG, sets=("privacy_images", "untrimmed", "bias"), static_sets=("privacy_images",))
+    store = str(tmp_path / "store")
+    extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], store)
+    index = finalize_store(store)
+    assert set(index["sets"]) == set(cfg.sets)
+    assert sorted(load_feature_set(store, "untrimmed").arrays) == ["snippets"]
+    assert sorted(load_feature_set(store, "bias").arrays) == ["clips"]
+    assert sorted(load_feature_set(store, "privacy_images").arrays) == ["static"]
+
+
+def test_a_set_of_images_without_static_clips_is_refused(bench, tmp_path):
+    cfg = replace(CFG, sets=("privacy_images", "bias"), static_sets=("bias",))
+    with pytest.raises(DataError, match="static_sets must include \\['privacy_images'\\]"):
+        extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], str(tmp_path / "s"))
+    with pytest.raises(DataError, match="static_sets: unknown sets \\['nope'\\]"):
+        extract_features(replace(CFG, static_sets=("nope",)), DataConfig(), bench["manifests"], bench["root"],
+                         bench["encoder"], str(tmp_path / "s"))

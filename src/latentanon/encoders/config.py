@@ -67,3 +67,8 @@ class ExtractConfig:
     sets: tuple[str, ...] = (           # manifest sets to extract (each must have a manifest)
         "actions", "privacy_videos", "privacy_images", "untrimmed", "anomaly", "bias",
     )
+    # sets that also get static (one frame tiled) clips: attackers read them on the privacy sets,
+    # and adapters train on the actions set's; elsewhere they cost extract time and nothing reads them
+    static_sets: tuple[str, ...] = (
+        "actions", "privacy_videos", "privacy_images", "untrimmed", "anomaly", "bias",
+    )

@@ -1,6 +1,7 @@
 """The ``extract`` stage: frozen-encoder features of every benchmark set, written shard by shard.
 
-Per set (manifest name) the kinds of features written:
+Per set (manifest name) the kinds of features written (static only for the sets in
+``extract.static_sets``):
 
     actions, privacy_videos, bias:  clips (evenly spaced) + static
     untrimmed, anomaly:             snippets (strided) + static
@@ -46,6 +47,12 @@ SET_KINDS: dict[str, tuple[str, ...]] = {
     "bias": ("clips", "static"),
 }
 META_KEY = "extraction"
+
+
+def set_kinds(set_name: str, cfg: ExtractConfig) -> tuple[str, ...]:
+    """The kinds of features extract writes for one set under these settings."""
+    kinds = SET_KINDS[set_name]
+    return kinds if set_name in cfg.static_sets else tuple(k for k in kinds if k != "static")
 # Gaps between the frames clips use longer than this are skipped by seeking, not decoded: about
 # a default x264 keyframe interval, so short (trimmed) videos are always read straight through.
 SEEK_GAP_FRAMES = 250
@@ -181,6 +188,12 @@ def _check_args(cfg: ExtractConfig, worker: int, num_workers: int) -> None:
     unknown = sorted(set(cfg.sets) - set(SET_KINDS))
     if unknown:
         raise DataError(f"extract.sets: unknown sets {unknown} (known: {', '.join(SET_KINDS)})")
+    unknown = sorted(set(cfg.static_sets) - set(SET_KINDS))
+    if unknown:
+        raise DataError(f"extract.static_sets: unknown sets {unknown} (known: {', '.join(SET_KINDS)})")
+    empty = [name for name in cfg.sets if not set_kinds(name, cfg)]
+    if empty:
+        raise DataError(f"extract.static_sets must include {empty}: those sets have only static clips")
 
 
 def extraction_meta(cfg: ExtractConfig, data_cfg: DataConfig, encoder: ClipEncoder, set_name: str,
@@ -190,7 +203,7 @@ def extraction_meta(cfg: ExtractConfig, data_cfg: DataConfig, encoder: ClipEncod
 
     return {
         "set": set_name,
-        "kinds": list(SET_KINDS[set_name]),
+        "kinds": list(set_kinds(set_name, cfg)),
         "encoder": encoder.describe(),
         "manifest_hash": manifest_hash(manifest),
         "videos": int(len(manifest)),
@@ -217,7 +230,7 @@ def shard_is_current(store, set_name: str, shard: int, meta: dict) -> bool:
 def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataConfig, set_name: str,
                 manifest: pd.DataFrame, data_root: Path, worker: int, num_workers: int) -> dict:
     """Write this worker's missing shards of one set; returns counts and timings."""
-    kinds = SET_KINDS[set_name]
+    kinds = set_kinds(set_name, cfg)
     ranges = shard_ranges(len(manifest), cfg.videos_per_shard)
     meta = extraction_meta(cfg, data_cfg, encoder, set_name, manifest, len(ranges))
     mine = [s for s in range(len(ranges)) if s % num_workers == worker]

@@ -89,6 +89,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     batch_size: int = 512
     epochs: int = 200
+    # stop once the val selection score has not improved for this many epochs (0: run every
+    # epoch); the best epoch is kept either way, so this only skips epochs that would not be chosen
+    patience: int = 0
     device: str = "auto"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)

@@ -161,7 +161,7 @@ def _build_heads(sets: dict[str, FeatureSet], train_cfg: TrainConfig, dim: int) 
 def _signature(train_cfg: TrainConfig, weights: LossWeights, seed: int, dim: int, sets: dict[str, FeatureSet]) -> str:
     """What a checkpoint must match to be resumed (everything but the epoch count)."""
     blob = {
-        "train": {k: v for k, v in asdict(train_cfg).items() if k not in ("epochs", "use_tuned_weights", "device")},
+        "train": {k: v for k, v in asdict(train_cfg).items() if k not in ("epochs", "patience", "use_tuned_weights", "device")},
         "weights": asdict(weights),
         "seed": seed,
         "dim": dim,
@@ -365,6 +365,9 @@ def fit_adapter_with_heads(
     started = time.perf_counter()
     progress = tqdm(range(start, epochs), desc="train adapter", unit="epoch", disable=None, initial=start, total=epochs)
     for epoch in progress:
+        if train_cfg.patience and epoch - best["epoch"] >= train_cfg.patience:
+            history["stopped_early_at_epoch"] = epoch
+            break
         model.train()
         heads.train()
         rng = np.random.default_rng([seed, epoch])
