@@ -207,6 +207,34 @@ def test_two_stream_pathways_split_appearance_from_motion():
         VideoEncoder(replace(config, pathways="three"))
 
 
+@pytest.mark.parametrize("pathways", ["joint", "two_stream"])
+def test_one_shared_embedding_gives_the_same_step_as_two_passes(pathways):
+    config = replace(SMALL, stem="conv", stem_width=4, inputs="rgb+diff", pathways=pathways, dim=16, heads=2,
+                     num_classes=3, attribute_classes=(4, 2))
+    video = torch.rand(3, 3, 16, 32, 32)
+    keep, hidden = tube_mask(3, config, 0.75, torch.Generator().manual_seed(1))
+    grads, outputs = [], []
+    for shared in (False, True):
+        torch.manual_seed(0)
+        model = MaskedVideoPretrainer(config)
+        if shared:
+            recon, action, attributes = model.training_outputs(video, keep, hidden)
+        else:
+            recon = model.reconstruction_loss(video, keep, hidden)
+            action, attributes = model.heads(video)
+        (recon + action.square().sum() + sum(a.square().sum() for a in attributes)).backward()
+        outputs.append((recon.detach(), action.detach(), [a.detach() for a in attributes]))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    # with part of the clips' frames hidden from the heads the two passes see different inputs
+    torch.manual_seed(0)
+    model = MaskedVideoPretrainer(config)
+    scale = torch.tensor([1.0, 0.0, 1.0])
+    _, action, _ = model.training_outputs(video, keep, hidden, scale)
+    torch.testing.assert_close(action, model.heads(video, scale)[0])
+
+
 def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops():
     """A foundation-like encoder must reconstruct appearance: a light and a dark flat clip (as light
     and dark skin differ) need different pixel targets; VideoMAE's per-tubelet normalisation makes

@@ -202,13 +202,19 @@ class Pathway(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed(x).flatten(2).transpose(1, 2) + self.positions
+    def embedded(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, dim) embedded tokens with positions, before the transformer."""
+        return self.embed(x).flatten(2).transpose(1, 2) + self.positions
+
+    def encode(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         if keep is not None:
             x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(self.embedded(x), keep)
 
 
 class VideoEncoder(nn.Module):
@@ -236,19 +242,31 @@ class VideoEncoder(nn.Module):
         if video.dim() != 5 or tuple(video.shape[1:]) != expected:
             raise ModelError(f"built-in encoder takes (B, {', '.join(map(str, expected))}) clips, got {tuple(video.shape)}")
 
-    def tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None,
-               rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, dim) final tokens; ``keep`` (B, K) token indices encodes only those (masked modelling)."""
+    def embedded(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Each pathway's (B, N, width) embedded tokens with positions: the convolutional part,
+        which a masked pass and a full pass over the same clips can share."""
         self.check_input(video)
+        x = model_inputs(video, self.config, rgb_scale)
         if self.config.pathways == "two_stream":
-            x = model_inputs(video, self.config, rgb_scale)
-            return torch.cat([self.appearance(x[:, :3], keep), self.motion(x[:, 3:], keep)], dim=-1)
-        x = self.embed(model_inputs(video, self.config, rgb_scale)).flatten(2).transpose(1, 2) + self.positions
+            return self.appearance.embedded(x[:, :3]), self.motion.embedded(x[:, 3:])
+        return (self.embed(x).flatten(2).transpose(1, 2) + self.positions,)
+
+    def encode(self, embedded: tuple[torch.Tensor, ...], keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N or K, dim) final tokens from ``embedded``; ``keep`` (B, K) token indices encodes only those."""
+        if self.config.pathways == "two_stream":
+            return torch.cat([self.appearance.encode(embedded[0], keep), self.motion.encode(embedded[1], keep)],
+                             dim=-1)
+        x = embedded[0]
         if keep is not None:
             x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None,
+               rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, dim) final tokens; ``keep`` (B, K) token indices encodes only those (masked modelling)."""
+        return self.encode(self.embedded(video, rgb_scale), keep)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.tokens(video).mean(dim=1)
@@ -317,9 +335,13 @@ class MaskedVideoPretrainer(nn.Module):
         """
         return self.reconstruction_loss(video, keep, hidden), self.logits(video)
 
-    def reconstruction_loss(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """MSE of the decoder's prediction of the hidden tubelets from one pass over the visible tokens."""
-        visible = self.to_decoder(self.encoder.tokens(video, keep))
+    def reconstruction_loss(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor,
+                            embedded: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """MSE of the decoder's prediction of the hidden tubelets from one pass over the visible tokens
+        (``embedded``: the encoder's embedding of ``video``, when already computed)."""
+        if embedded is None:
+            embedded = self.encoder.embedded(video)
+        visible = self.to_decoder(self.encoder.encode(embedded, keep))
         b, n = video.shape[0], self.config.num_tokens
         full = self.mask_token.expand(b, n, -1).clone()
         full.scatter_(1, keep[..., None].expand(-1, -1, full.shape[-1]), visible)
@@ -338,14 +360,27 @@ class MaskedVideoPretrainer(nn.Module):
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
         return self.classifier(self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1))
 
-    def heads(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def heads(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None,
+              embedded: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Action logits and one logit tensor per appearance attribute, from one pass over all tokens."""
         if self.classifier is None:
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
-        pooled = self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1)
+        if embedded is None:
+            embedded = self.encoder.embedded(video, rgb_scale)
+        pooled = self.encoder.encode(embedded).mean(dim=1)
         attributes = [] if self.attribute_head is None else list(
             torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
         return self.classifier(pooled), attributes
+
+    def training_outputs(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor,
+                         rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(reconstruction loss, action logits, attribute logits) of one training step. Without
+        ``rgb_scale`` both passes see the same inputs, so the convolutional embedding (about half
+        of a step's time) is computed once and shared."""
+        shared = self.encoder.embedded(video) if rgb_scale is None else None
+        recon = self.reconstruction_loss(video, keep, hidden, shared)
+        logits, attributes = self.heads(video, rgb_scale, shared)
+        return recon, logits, attributes
 
 
 def file_sha256(*paths: Path) -> str:

@@ -293,8 +293,8 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
                 clips = augment(clips, rng)
             still = make_static(clips, cfg.static_share, rng)
             keep, hidden = tube_mask(len(index), arch, cfg.mask_ratio, gen)
-            recon = model.reconstruction_loss(clips, keep, hidden)
-            logits, attribute_logits = model.heads(clips, rgb_keep(len(index), rgb_dropout, gen))
+            recon, logits, attribute_logits = model.training_outputs(clips, keep, hidden,
+                                                                     rgb_keep(len(index), rgb_dropout, gen))
             # a still shows no action: its action label is ignored
             target = torch.from_numpy(np.where(still, -1, labels[index]))
             ce = F.cross_entropy(logits, target, ignore_index=-1) if (~still).any() else logits.sum() * 0.0
