@@ -250,6 +250,21 @@ def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
         json.loads((out / "chosen.json").read_text())["weights"]["latent_consistency"])
 
 
+@pytest.mark.slow
+def test_run_search_with_worker_processes_is_reproducible(tmp_path):
+    sets = make_feature_sets()
+    tables = []
+    for run in ("a", "b"):
+        workdir = tmp_path / run
+        write_store(workdir / "features", sets)
+        params = tiny_params(workdir, n_trials=4, workers=2)
+        summary = search.run_search(params, Layout.from_params(params))
+        assert summary["trials_complete"] == 4 and summary["trials_run_here"] == 4
+        tables.append(pd.read_csv(workdir / "reports" / "tune" / "trials.csv"))
+    assert set(tables[0]["state"]) == {"COMPLETE"}
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
 def _toy_objective(trial):
     """A cheap deterministic two-objective function of the suggested parameters."""
     a = trial.suggest_float("a", 0.1, 10.0, log=True)
@@ -307,6 +322,45 @@ def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_u
     # the selection works on slots, so the chosen point is the same trial as well
     pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]   # noqa: E731
     assert (pick(study).number, pick(study).params) == (pick(reference).number, pick(reference).params)
+
+
+def _batched(study, n_trials: int, fail_in_batch: int | None = None) -> int:
+    """optimize_in_batches with the toy objective, in batches of 3; optionally failing one batch."""
+    batches = []
+
+    def measure(proposals):
+        batches.append(len(proposals))
+        if len(batches) == fail_in_batch:
+            raise Interrupted("a batch that raised")
+        return proposals
+
+    return search.study_lib.optimize_in_batches(study, _toy_objective, measure, lambda trial, values: values,
+                                                n_trials, batch=3)
+
+
+def test_batched_trials_are_deterministic_and_a_failed_batch_is_proposed_again(tmp_path):
+    params = tiny_params(tmp_path, n_trials=8, seed=3)
+    reference = search.open_study(params, f"sqlite:///{tmp_path / 'a.db'}", "batched")
+    assert _batched(reference, 8) == 8
+    expected = _history(reference)
+    assert [slot for slot, _, _ in expected] == list(range(8))
+    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8   # a batch's trials differ
+    # slots draw from the same seeds as one trial at a time; the 2 random start-up draws agree, the
+    # third differs (in its batch it saw no completed trial, one at a time it saw two)
+    sequential = search.open_study(params, f"sqlite:///{tmp_path / 'c.db'}", "batched")
+    search.optimize(sequential, _toy_objective, n_trials=8)
+    seq = _history(sequential)
+    assert [p for _, p, _ in seq[:2]] == [p for _, p, _ in expected[:2]] and seq[2][1] != expected[2][1]
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    study = search.open_study(params, url, "batched")
+    with pytest.raises(Interrupted):
+        _batched(study, 8, fail_in_batch=2)
+    study = search.open_study(params, url, "batched")
+    _batched(study, 8)
+    assert _history(study) == expected
+    failed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    assert [t.params for t in failed] == [p for _, p, _ in expected[3:6]]
 
 
 def test_parallel_workers_draw_different_parameters(tmp_path):

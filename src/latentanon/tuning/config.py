@@ -20,6 +20,10 @@ class TuneConfig:
     temperature_range: tuple[float, ...] = ()   # (low, high) to search the NT-Xent temperature; empty: fixed
     lr_range: tuple[float, ...] = (1e-3, 3e-2)  # (low, high) to search the learning rate; empty: train.lr
     torch_threads: int = 1              # per tune process: tiny models run faster without thread contention; 0 = torch default
+    # trials measured at once by this stage, in spawned processes (sqlite study only; the Kubeflow
+    # fan-out runs several stages instead): a batch of this many is proposed from the trials
+    # completed before it, so the proposals stay a function of the seed and this setting
+    workers: int = 1
     heartbeat_seconds: int = 60         # a trial silent for twice this long (killed worker) is marked failed
     # Methods a trial may fit (registry names; a trial picks one when there are several). paper
     # and paper_batch search the loss weights / lr above; noise searches its scale.

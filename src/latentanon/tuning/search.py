@@ -182,7 +182,7 @@ def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> st
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
     tune = {k: v for k, v in to_dict(params.tune).items() if k not in ("n_trials", "storage", "study_name",
                                                                       "max_utility_drop", "max_normalized_leakage",
-                                                                      "heartbeat_seconds")}
+                                                                      "heartbeat_seconds", "workers")}
     train = {k: v for k, v in to_dict(params.train).items() if k not in ("weights", "epochs", "use_tuned_weights")}
     blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
@@ -207,6 +207,23 @@ def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) ->
     raw = measure(data.task_sets, data.privacy, tasks, seed)
     study.set_user_attr(RAW_ATTR, raw)
     return raw
+
+
+_WORKER_DATA: SearchData | None = None    # what a spawned trial worker loaded once
+
+
+def _trial_worker_init(features_uri: str, threads: int) -> None:
+    import torch
+
+    global _WORKER_DATA
+    if threads > 0:
+        torch.set_num_threads(threads)
+    _WORKER_DATA = load_search_data(features_uri)
+
+
+def _run_trial_in_worker(params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...],
+                         raw: dict) -> dict:
+    return run_trial(_WORKER_DATA, params, weights, train_cfg, tasks, raw)
 
 
 def optimize(study, objective, n_trials: int, progress_label: str = "tune") -> int:
@@ -329,14 +346,19 @@ def _run_search(params: Params, layout: Layout) -> dict:
     study = open_study(params, storage_url, study_name)
     raw = raw_reference(study, data, tasks, params.tune.seed)
 
+    def tags(trial) -> dict:
+        return {"optuna.study": study_name, "optuna.trial": trial.number, runs.TAG_STAGE: "tune"}
+
     def objective(trial) -> tuple[float, float]:
         weights, train_cfg = suggest(trial, params)
-        tags = {"optuna.study": study_name, "optuna.trial": trial.number, runs.TAG_STAGE: "tune"}
         try:
             result = run_trial(data, params, weights, train_cfg, tasks, raw)
         except Exception:
-            runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), {}, tags, "FAILED")
+            runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), {}, tags(trial), "FAILED")
             raise
+        return record(trial, result)
+
+    def record(trial, result: dict) -> tuple[float, float]:
         trial.set_user_attr("drops", result["drops"])
         trial.set_user_attr("task_utility", result["task_utility"])
         trial.set_user_attr("normalized_leakage", result["normalized_leakage"])
@@ -345,10 +367,13 @@ def _run_search(params: Params, layout: Layout) -> dict:
                    "normalized_leakage": result["normalized_leakage"], "seconds": result["seconds"],
                    **{f"drop_{k}": v for k, v in result["drops"].items()},
                    **{f"utility_{k}": v for k, v in result["task_utility"].items()}}
-        runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), metrics, tags)
+        runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), metrics, tags(trial))
         return result["leakage"], result["utility"]
 
-    ran = optimize(study, objective, params.tune.n_trials)
+    if params.tune.workers > 1 and study_lib.is_sequential(storage_url):
+        ran = _optimize_in_workers(study, params, layout, tasks, raw, record)
+    else:
+        ran = optimize(study, objective, params.tune.n_trials)
     outputs = write_outputs(study, params, out_dir, raw, storage_url)
     return {
         "study_name": study_name,
@@ -361,3 +386,21 @@ def _run_search(params: Params, layout: Layout) -> dict:
         "chosen": outputs["chosen"],
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _optimize_in_workers(study, params: Params, layout: Layout, tasks: tuple[str, ...], raw: dict, record) -> int:
+    """Batches of ``tune.workers`` trials, each measured in its own spawned process (spawned, not
+    forked: torch's thread pools do not survive a fork safely); each worker loads the data once."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=params.tune.workers, mp_context=context, initializer=_trial_worker_init,
+                             initargs=(layout.features_uri, params.tune.torch_threads)) as pool:
+        def measure_batch(proposals: list) -> list[dict]:
+            futures = [pool.submit(_run_trial_in_worker, params, weights, train_cfg, tasks, raw)
+                       for weights, train_cfg in proposals]
+            return [future.result() for future in futures]
+
+        return study_lib.optimize_in_batches(study, lambda trial: suggest(trial, params), measure_batch, record,
+                                             params.tune.n_trials, params.tune.workers)

@@ -8,6 +8,11 @@ re-run with the same parameters, and a study resumed after a kill proposes, meas
 exactly what the uninterrupted study does. On start-up, trials a killed worker left RUNNING are
 marked FAIL at once (no other worker can be running them).
 
+Batched sequential mode (``optimize_in_batches``): one process asks a batch of trials, has them
+measured at once elsewhere, and tells them in order. The trials of a batch take slots c, c+1, ...
+(c completed trials) and see only the c completed ones; a failure anywhere in the batch fails the
+whole batch, so a re-run proposes it again identically.
+
 Parallel mode (several workers against one shared server database, as the Kubeflow tune
 fan-out): a RUNNING trial may belong to a live worker, so only trials whose heartbeat stopped
 (silent for 2 x ``heartbeat_seconds``) are marked FAIL. Trials are seeded from (seed, trial
@@ -43,6 +48,15 @@ def completed(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def sequential_slot(study, trial) -> int:
+    """Completed trials, plus the running trials of this batch asked before ``trial`` (in
+    sequential mode every other running trial was failed when the study was opened)."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return len(completed(study)) + sum(1 for t in running if t.number < trial.number)
+
+
 def _make_sampler(seed: int, n_startup_trials: int, sequential: bool):
     from optuna.samplers import BaseSampler, TPESampler
 
@@ -57,7 +71,7 @@ def _make_sampler(seed: int, n_startup_trials: int, sequential: bool):
             self._inner = TPESampler(seed=derived_seed(seed, 0), n_startup_trials=n_startup_trials)
 
         def before_trial(self, study, trial) -> None:
-            key = len(completed(study)) if sequential else trial.number
+            key = sequential_slot(study, trial) if sequential else trial.number
             self._inner = TPESampler(seed=derived_seed(seed, key, parallel=not sequential),
                                      n_startup_trials=n_startup_trials)
             self._inner.before_trial(study, trial)
@@ -151,6 +165,44 @@ def optimize(study, objective: Callable, n_trials: int, progress_label: str = "t
         # Other workers may finish trials first; the callback stops at n_trials completed.
         study.optimize(with_slot, n_trials=2 * remaining + 2,
                        callbacks=[MaxTrialsCallback(n_trials), on_trial_end])
+    finally:
+        bar.close()
+    return ran
+
+
+def optimize_in_batches(study, propose: Callable, measure: Callable, record: Callable, n_trials: int,
+                        batch: int, progress_label: str = "tune") -> int:
+    """Batched sequential mode (see the module doc): until the study holds ``n_trials`` completed
+    trials, ask up to ``batch`` trials, ``propose(trial)`` each as soon as it is asked (its
+    sampler is replaced by the next ask), ``measure(proposals)`` -> one result per trial, then
+    tell each ``record(trial, result)`` (its objective values). Returns how many ran here."""
+    from optuna.trial import TrialState
+
+    bar = tqdm(total=n_trials, initial=min(n_trials, len(completed(study))), desc=progress_label, unit="trial",
+               disable=None)
+    ran = 0
+    try:
+        while (done := len(completed(study))) < n_trials:
+            trials, proposals = [], []
+            try:
+                for k in range(min(batch, n_trials - done)):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)   # heartbeats are for Study.optimize
+                        trial = study.ask()
+                    trials.append(trial)
+                    trial.set_user_attr(SLOT_ATTR, done + k)
+                    proposals.append(propose(trial))
+                results = measure(proposals)
+                values = [record(trial, result) for trial, result in zip(trials, results)]
+            except BaseException:
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+            for trial, value in zip(trials, values):
+                study.tell(trial, value)
+            ran += len(trials)
+            bar.n = min(n_trials, len(completed(study)))
+            bar.refresh()
     finally:
         bar.close()
     return ran
