@@ -69,7 +69,7 @@ def make_identity(identity: int, skin_tone: int, gender: int, rng: np.random.Gen
         shoulder=float(rng.uniform(0.085, 0.1) if feminine else rng.uniform(0.125, 0.145)),
         hip=float(rng.uniform(0.1, 0.12) if feminine else rng.uniform(0.065, 0.08)),
         limb=float(rng.uniform(0.92, 1.08)),
-        head=float(rng.uniform(0.1, 0.115)),
+        head=float(rng.uniform(0.12, 0.135)),
         hair=int(rng.integers(len(_HAIR_RGB))),
         stride_hz=float(rng.uniform(0.7, 1.15)),
         arm_swing=float(rng.uniform(0.15, 0.6)),
@@ -188,7 +188,10 @@ def draw_actor(
         paint(canvas, convex_quad(grid, skirt), shirt * np.float32(0.8))
     paint(canvas, capsule(grid, neck, head, 0.03 * scale), skin)
     for side in ("l", "r"):
-        paint(canvas, capsule(grid, px(f"shoulder_{side}"), px(f"elbow_{side}"), limb_r * 1.1), shirt)
+        # short sleeves: the upper arm shows skin below the sleeve
+        sleeve_end = px(f"shoulder_{side}") + np.float32(0.45) * (px(f"elbow_{side}") - px(f"shoulder_{side}"))
+        paint(canvas, capsule(grid, sleeve_end, px(f"elbow_{side}"), limb_r), skin)
+        paint(canvas, capsule(grid, px(f"shoulder_{side}"), sleeve_end, limb_r * 1.1), shirt)
         paint(canvas, capsule(grid, px(f"elbow_{side}"), px(f"hand_{side}"), limb_r), skin)
         paint(canvas, disc(grid, px(f"hand_{side}"), limb_r * 1.3), skin)
     box = window([head], head_r, height, width)
@@ -197,7 +200,7 @@ def draw_actor(
     up = head - neck
     up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6)   # unit vector to the crown
     # features scale with the head so a face stays readable at every frame size
-    eye_r = np.maximum(0.4, 0.17 * head_r).astype(np.float32)
+    eye_r = np.maximum(0.5, 0.2 * head_r).astype(np.float32)
     face = FACES[outfit.face]
     if face == "none":
         # the face is turned away: the whole head shows hair

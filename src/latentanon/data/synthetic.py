@@ -37,7 +37,7 @@ from latentanon.errors import DataError
 
 SPLITS = ("train", "val", "test")
 ANOMALY_CLASSES = ("Normal",) + ANOMALIES
-GENERATOR_VERSION = "latentanon.synthetic/2"   # bump when the same settings would give other files
+GENERATOR_VERSION = "latentanon.synthetic/3"   # bump when the same settings would give other files
 PRETRAIN_IDENTITY_BASE = 1000   # pretraining identities never meet the other sets' identities
 
 
@@ -451,7 +451,7 @@ def _placement(cfg: DataConfig, rng: np.random.Generator, x: float | None = None
 
 
 def _finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return finish(canvas, rng, noise_std=float(rng.uniform(1.5, 6.0)), gain=float(rng.uniform(0.85, 1.15)))
+    return finish(canvas, rng, noise_std=float(rng.uniform(1.5, 6.0)), gain=float(rng.uniform(0.94, 1.06)))
 
 
 def _timeline_poses(job: Job, cfg: DataConfig, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
