@@ -186,3 +186,27 @@ def test_saved_items_reproduce_the_test_value_alone_and_as_an_ensemble(task):
     ones = np.ones((1, len(test)))
     assert resampled_values(task, items, ones)[0] == pytest.approx(result["value"])
     assert resampled_values(task, ensemble_items(task, [items, items]), ones)[0] == pytest.approx(result["value"])
+
+
+def test_anomaly_head_reads_its_temporal_neighbours_and_never_the_padding():
+    import torch
+
+    from latentanon.tasks.heads import ADHead
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    for kernel, reach in ((1, 0), (3, 2), (5, 4)):
+        head = ADHead(8, hidden=16, kernel=kernel).eval()
+        base = head(x, mask)
+        assert base.shape == (2, 6) and (base[1, 4:] == 0).all()
+        moved = x.clone()
+        moved[0, 0] += 1.0                      # a change at snippet 0 reaches `reach` snippets on
+        changed = (head(moved, mask) - base)[0].abs() > 0
+        assert changed.tolist() == [i <= reach for i in range(6)], kernel
+        padded = x.clone()
+        padded[1, 4:] = 100.0                   # what lies in the padding changes nothing
+        torch.testing.assert_close(head(padded, mask), base)
+    with pytest.raises(ValueError, match="odd"):
+        ADHead(8, kernel=2)

@@ -3,7 +3,9 @@
 - AR: a linear classifier per clip; a video's prediction is the softmax averaged over its clips.
 - TAD: a small temporal convolution over a snippet sequence giving per-snippet scores for every
   action class plus background (index 0).
-- AD: a multiple-instance ranking head: per-snippet anomaly scores trained only with video-level
+- AD: a multiple-instance ranking head: per-snippet anomaly scores from a small temporal
+  convolution (``kernel`` 1 is Sultani et al.'s per-snippet MLP; later weakly supervised
+  detectors, RTFM and its successors, read temporal context), trained only with video-level
   labels (hinge between the top snippet of anomalous and of normal videos, plus smoothness and
   sparsity on anomalous videos, as in Sultani et al. 2018).
 """
@@ -60,15 +62,20 @@ class TADHead(nn.Module):
 
 
 class ADHead(nn.Module):
-    def __init__(self, dim: int, hidden: int = 64, smoothness: float = 0.1, sparsity: float = 0.01):
+    def __init__(self, dim: int, hidden: int = 64, kernel: int = 3, smoothness: float = 0.1, sparsity: float = 0.01):
         super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"ADHead: kernel must be odd and positive, got {kernel}")
         self.smoothness = smoothness
         self.sparsity = sparsity
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.conv_in = nn.Conv1d(dim, hidden, kernel, padding=kernel // 2)
+        self.conv_out = nn.Conv1d(hidden, 1, kernel, padding=kernel // 2)
 
     def forward(self, snippets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) -> per-snippet anomaly scores in [0, 1], (B, T); padding scores 0."""
-        return torch.sigmoid(self.net(snippets).squeeze(-1)) * mask
+        """(B, T, d) -> per-snippet anomaly scores in [0, 1], (B, T); padding is zeroed and scores 0."""
+        x = (snippets * mask[..., None]).transpose(1, 2)
+        x = F.gelu(self.conv_in(x)) * mask[:, None, :]
+        return torch.sigmoid(self.conv_out(x).squeeze(1)) * mask
 
     def loss(self, snippets: torch.Tensor, mask: torch.Tensor, anomalous: torch.Tensor) -> torch.Tensor:
         return mil_ranking_loss(self(snippets, mask), mask, anomalous, self.smoothness, self.sparsity)

@@ -37,7 +37,9 @@ class TaskSpec:
 TASK_SPECS: dict[str, TaskSpec] = {
     "ar": TaskSpec("actions", "clips", "top1", ({"weight_decay": 1e-4}, {"weight_decay": 1e-2}, {"weight_decay": 1e-1})),
     "tad": TaskSpec("untrimmed", "snippets", "mAP@tIoU0.3:0.7", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
-    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
+    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc", tuple(
+        {"hidden": hidden, "weight_decay": decay, "kernel": kernel}
+        for kernel in (3, 5) for hidden, decay in ((64, 1e-3), (128, 1e-2)))),
 }
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
@@ -337,7 +339,7 @@ def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: l
             for i, t in enumerate(per_video):
                 targets[i, : len(t)] = torch.from_numpy(t)
         else:
-            head = ADHead(dim, hidden=int(hyper.get("hidden", 64)))
+            head = ADHead(dim, hidden=int(hyper.get("hidden", 64)), kernel=int(hyper.get("kernel", 3)))
             targets = torch.tensor(train.records["anomaly"].to_numpy(dtype=np.int64))
         optimizer = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=float(hyper.get("weight_decay", 0.0)))
         generator = torch.Generator().manual_seed(seed)
