@@ -232,7 +232,10 @@ def _fingerprint(params: Params, layout: Layout) -> str:
     from latentanon.features.store import FeatureStore
 
     indexes = [FeatureStore(uri).read_index() for uri in (layout.features_uri, layout.anonymized_uri)]
-    blob = json.dumps([params.section_hash("evaluate", "train"), indexes], sort_keys=True, default=str)
+    from latentanon.tasks.scoring import MEASUREMENT_VERSION
+
+    blob = json.dumps([params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION], sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -41,6 +41,10 @@ TASK_SPECS: dict[str, TaskSpec] = {
         {"hidden": hidden, "weight_decay": decay, "kernel": kernel}
         for kernel in (3, 5) for hidden, decay in ((64, 1e-3), (128, 1e-2)))),
 }
+# Bump when the same features would be measured differently (heads, their grids, attackers,
+# metrics): tune's study name and evaluate's resume fingerprint carry it, so figures measured
+# the old way are never mixed with new ones.
+MEASUREMENT_VERSION = 2     # 2: temporal AD head
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256

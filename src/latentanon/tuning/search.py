@@ -180,11 +180,14 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
 
 def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> str:
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
+    from latentanon.tasks.scoring import MEASUREMENT_VERSION
+
     tune = {k: v for k, v in to_dict(params.tune).items() if k not in ("n_trials", "storage", "study_name",
                                                                       "max_utility_drop", "max_normalized_leakage",
                                                                       "heartbeat_seconds", "workers")}
     train = {k: v for k, v in to_dict(params.train).items() if k not in ("weights", "epochs", "use_tuned_weights")}
-    blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint}, sort_keys=True)
+    blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint,
+                       "measurement": MEASUREMENT_VERSION}, sort_keys=True)   # old trials measured otherwise
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
