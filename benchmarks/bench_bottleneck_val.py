@@ -32,7 +32,8 @@ def set_ad_kernels(kernels: list[int]) -> None:
     from latentanon.tasks import scoring
 
     spec = scoring.TASK_SPECS["ad"]
-    grid = tuple({**hyper, "kernel": k} for k in kernels for hyper in spec.grid if hyper.get("kernel") == spec.grid[0]["kernel"])
+    first = spec.grid[0]["kernel"]
+    grid = tuple({**hyper, "kernel": k} for k in kernels for hyper in spec.grid if hyper["kernel"] == first)
     scoring.TASK_SPECS["ad"] = replace(spec, grid=grid)
 
 

@@ -129,7 +129,8 @@ def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
 
 
 def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {},
-                     refit: bool = True, fit_jobs: Mapping[str, tuple] | None = None) -> None:
+                     refit: bool = True, fit_jobs: Mapping[str, tuple] | None = None,
+                     side_jobs: Mapping | None = None) -> dict:
     """Measure (seed, method) pairs in worker processes while this one prepares the next ones.
 
     Workers are spawned (not forked: torch's thread pools do not survive a fork safely) and each
@@ -137,20 +138,23 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
     resumes from what finished. ``refit`` false: one fitted baseline serves every seed, and
     ``fit_jobs`` (method -> arguments of ``fit_baseline``) fits those in the workers too, while the
     pairs that need no fit are measured: a long fit no longer leaves the other worker idle.
+    ``side_jobs`` (key -> (function, arguments)) run in the same workers; returns key -> result.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    pending, fitting = {}, {}
+    pending, fitting, side, side_results = {}, {}, {}, {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
         fitted_by_seed: dict[int | None, dict] = {}
         if not refit:
             for method, args in (fit_jobs or {}).items():
                 if any(m == method for _, m in todo):
                     fitting[pool.submit(fit_baseline, *args)] = method
+        for key, (function, args) in (side_jobs or {}).items():
+            side[pool.submit(function, *args)] = key
         queue = list(todo)
-        while queue or pending or fitting:
+        while queue or pending or fitting or side:
             waiting = set(fitting.values())
             ready = next((i for i, (_, m) in enumerate(queue) if m not in waiting), None)
             # At most one job running and one queued per worker: bounded memory, early partial results.
@@ -159,14 +163,18 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
                 sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else SHARED_FIT, {}))
                 pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
                 continue
-            done, _ = wait([*pending, *fitting], return_when=FIRST_COMPLETED)
+            done, _ = wait([*pending, *fitting, *side], return_when=FIRST_COMPLETED)
             for future in done:
                 if future in fitting:
                     fitted_by_seed.setdefault(SHARED_FIT, {})[fitting.pop(future)] = future.result()
                     continue
+                if future in side:
+                    side_results[side.pop(future)] = future.result()
+                    continue
                 method_done, seed_done = pending.pop(future)
                 record(method_done, seed_done, future.result())
                 bar.update(1)
+    return side_results
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
@@ -468,43 +476,71 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
     return path
 
 
-def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
-                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None,
-                 raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0) -> dict:
-    """The paper's Table 4 analogue: the trained method refitted with each task held out of its
-    training in turn (task weight 0), that task then scored on the anonymized features as unseen,
-    against raw of the same seed. Methods that use no task labels give the same fit each time.
-    The refits use the knobs saved with the trained method (``fallback_train`` for a legacy
-    adapter directory, which saved none)."""
+def unseen_present(raw: Mapping[str, FeatureSet]) -> list[str]:
+    from latentanon.tasks.scoring import TASK_SPECS, TASKS
+
+    return [t for t in TASKS if TASK_SPECS[t].set_name in raw]
+
+
+def held_out_score(name: str, train, held_out: str, raw: Mapping[str, FeatureSet], seed: int,
+                   restarts: int) -> dict:
+    """The method refitted with ``held_out`` out of its training, that task scored on its
+    anonymized features (with items); module level, so a pool worker can run it."""
     from dataclasses import replace
 
+    from latentanon.tasks.scoring import TASK_SPECS, score_task
+
+    method = create_method(name, replace(train, tasks=replace(train.tasks, **{held_out: 0.0}))).fit(raw, seed=seed)
+    method.with_reproducible_noise(seed)
+    fs = method.transform(raw[TASK_SPECS[held_out].set_name])
+    return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, restarts=restarts,
+                      items=True)
+
+
+def trained_for_unseen(method_dir: Path, fallback_train=None):
+    """The trained method, with ``fallback_train`` as its knobs for a legacy adapter directory."""
     from latentanon.methods.base import METHOD_JSON
     from latentanon.methods.registry import load_method
-    from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import TASK_SPECS, TASKS, resampled_values, score_task
 
     trained = load_method(method_dir)
     if not (Path(method_dir) / METHOD_JSON).exists() and fallback_train is not None:
         trained.train = fallback_train
+    return trained
+
+
+def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
+                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None,
+                 raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0,
+                 scored: Mapping[tuple[str, int], dict] | None = None) -> dict:
+    """The paper's Table 4 analogue: the trained method refitted with each task held out of its
+    training in turn (task weight 0), that task then scored on the anonymized features as unseen,
+    against raw of the same seed. Methods that use no task labels give the same fit each time.
+    The refits use the knobs saved with the trained method (``fallback_train`` for a legacy
+    adapter directory, which saved none). ``scored``: (task, seed) -> ``held_out_score`` results
+    already computed (in the evaluation's pool); the others are computed here."""
+    from dataclasses import replace
+
+    from latentanon.evaluation import resampling
+    from latentanon.tasks.scoring import TASK_SPECS, resampled_values, score_task
+
+    trained = trained_for_unseen(method_dir, fallback_train)
     out = {"method": trained.name, "seeds": list(seeds), "tasks": {}}
-    present = [t for t in TASKS if TASK_SPECS[t].set_name in raw]
+    present = unseen_present(raw)
     for held_out in tqdm(present, desc="unseen tasks", unit="task", disable=None):
         tasks = replace(trained.train.tasks, **{held_out: 0.0})
         values, raw_values, drops, paired = [], [], [], []
         for seed in seeds:
-            method = create_method(trained.name, replace(trained.train, tasks=tasks)).fit(raw, seed=seed)
-            method.with_reproducible_noise(seed)
             fs_raw = raw[TASK_SPECS[held_out].set_name]
-            fs = method.transform(fs_raw)
-            scored = score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed,
-                                restarts=restarts, items=True)
-            value = scored["value"]
+            result = (scored or {}).get((held_out, seed))
+            if result is None:
+                result = held_out_score(trained.name, trained.train, held_out, raw, seed, restarts)
+            value = result["value"]
             reference = (raw_items or {}).get(str(seed), {}).get("utility", {}).get(held_out)
             if reference is not None and n_resamples > 0:
                 n_videos = _n_videos(held_out, reference)
                 weights = resampling.shared_weights(n_videos, n_resamples)
                 before = resampled_values(held_out, reference, weights)
-                after = resampled_values(held_out, scored["items"], weights)
+                after = resampled_values(held_out, result["items"], weights)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     paired.append(np.where(before != 0, (before - after) / before, np.nan))
             cached = raw_results.get(str(seed), {}).get("utility", {}).get(held_out)
@@ -591,6 +627,16 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         write_json_atomic(partial_path, {"fingerprint": fingerprint, "results": results})
 
     refit = cfg.refit_baselines
+    unseen_scored: dict = {}
+
+    def unseen_jobs() -> dict:
+        """The unseen-task refits, run in the pool next to the pairs (they take a minute in a row)."""
+        if not cfg.unseen_seeds or trained is None:
+            return {}
+        method = trained_for_unseen(layout.adapter_dir, params.train)
+        return {(task, seed): (held_out_score, (method.name, method.train, task, raw, seed, cfg.head_restarts))
+                for task in unseen_present(raw) for seed in cfg.unseen_seeds}
+
     with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
               desc="evaluate", unit="run", disable=None) as bar:
         def in_process(pairs) -> None:
@@ -606,7 +652,8 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         else:
             try:
                 fit_jobs = {m: (m, params.train, raw, seeds[0]) for m in baselines}
-                _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs)
+                unseen_scored = _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs,
+                                                 unseen_jobs())
             except BrokenProcessPool:
                 warnings.warn(
                     "evaluate: worker processes died (a calling script without an "
@@ -628,7 +675,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
                               results["raw"], cfg.head_restarts, params.train,
                               {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
-                               if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap)
+                               if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap, unseen_scored)
     trained = _trained_method(layout)
     evaluation = {
         "methods": methods,

@@ -37,14 +37,14 @@ class TaskSpec:
 TASK_SPECS: dict[str, TaskSpec] = {
     "ar": TaskSpec("actions", "clips", "top1", ({"weight_decay": 1e-4}, {"weight_decay": 1e-2}, {"weight_decay": 1e-1})),
     "tad": TaskSpec("untrimmed", "snippets", "mAP@tIoU0.3:0.7", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
-    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc", tuple(
-        {"hidden": hidden, "weight_decay": decay, "kernel": kernel}
-        for kernel in (3, 5) for hidden, decay in ((64, 1e-3), (128, 1e-2)))),
+    # hidden 128 / decay 1e-2 scored lower on val on average and doubled the cost of each kernel
+    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc",
+                   ({"hidden": 64, "weight_decay": 1e-3, "kernel": 3}, {"hidden": 64, "weight_decay": 1e-3, "kernel": 5})),
 }
 # Bump when the same features would be measured differently (heads, their grids, attackers,
 # metrics): tune's study name and evaluate's resume fingerprint carry it, so figures measured
 # the old way are never mixed with new ones.
-MEASUREMENT_VERSION = 2     # 2: temporal AD head
+MEASUREMENT_VERSION = 3     # 2: temporal AD head; 3: its grid of two kernels
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
