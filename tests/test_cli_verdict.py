@@ -27,7 +27,9 @@ def test_every_stage_prints_its_key_result():
     lines = {
         "generate": stages.key_result("generate", {"videos": {"actions": 10, "privacy_videos": 5}, "root": "data/b"}),
         "validate": stages.key_result("validate", {"checks": 40, "sets": {"a": {}, "b": {}}, "quarantined": 0}),
-        "pretrain_encoder": stages.key_result("pretrain_encoder", {"trained": True, "action_probe": {"top1": 0.61}}),
+        # the stage's own summary shape: the probe's figures, and the pretraining's val accuracy
+        "pretrain_encoder": stages.key_result("pretrain_encoder", {"trained": True, "val_accuracy": 0.52,
+                                                                   "probe": {"action_top1": 0.61, "action_chance": 0.083}}),
         "extract": stages.key_result("extract", {"clips": 1200, "clips_per_second": 35.5, "store": "features"}),
         "tune": stages.key_result("tune", {"trials_complete": 12, "front_size": 4, "raw_leakage": 0.42,
                                            "chosen": {"trial": 7, "leakage": 0.4}}),
@@ -42,7 +44,9 @@ def test_every_stage_prints_its_key_result():
     }
     assert lines["generate"] == "15 files in data/b"
     assert "40 checks passed on 2 sets; 0 files quarantined" == lines["validate"]
-    assert "0.610" in lines["pretrain_encoder"]
+    assert "action probe top-1 0.610" in lines["pretrain_encoder"] and "0.520" not in lines["pretrain_encoder"]
+    assert "validation action accuracy 0.520" in stages.key_result("pretrain_encoder", {"trained": True,
+                                                                                        "val_accuracy": 0.52})
     assert "1200 clips" in lines["extract"] and "35.5 clips/s" in lines["extract"]
     assert "chose trial 7" in lines["tune"] and "0.400" in lines["tune"]
     assert "marked unapproved" in lines["train"]

@@ -332,9 +332,10 @@ def key_result(stage: str, summary: dict) -> str:
             return "encoder unchanged (same fingerprint), kept"
         if s.get("trained") is False:
             return f"using the encoder at {s.get('source', '?')}"
-        probe = s.get("action_probe")
-        acc = probe.get("accuracy", probe.get("top1")) if isinstance(probe, dict) else s.get("val_accuracy")
-        return f"encoder trained; action probe accuracy {_f(acc)}"
+        probe = s.get("probe") or {}
+        if "action_top1" in probe:
+            return f"encoder trained; action probe top-1 {_f(probe['action_top1'])} (chance {_f(probe.get('action_chance'))})"
+        return f"encoder trained; validation action accuracy {_f(s.get('val_accuracy'))} (no probe)"
     if stage == "finalize_extract":
         return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"
     if stage == "extract":
