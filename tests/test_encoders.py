@@ -144,6 +144,8 @@ def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path
     probe = json.loads((reports / "probe.json").read_text())
     assert probe["encoder"] == summary["encoder"]
     assert 0.0 <= probe["action_probe"]["top1"] <= 1.0
+    low, high = probe["action_probe"]["top1_interval"]
+    assert 0.0 <= low <= probe["action_probe"]["top1"] <= high <= 1.0
     # colour (skin_tone) fills a large square in every frame: the attacker must find it far above chance
     skin = probe["attribute_attack_static"]["skin_tone"]
     assert skin["cmap"] > skin["chance_cmap"] + 0.3
@@ -286,3 +288,15 @@ def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_
     names = dict(zip(combined["label"], combined["label_id"]))
     assert len(names) == combined["label"].nunique() == combined["label_id"].nunique()
     assert all(names[n] == i for n, i in zip(pretrain["label"], pretrain["label_id"]))
+
+
+def test_wilson_interval_matches_the_closed_form_and_stays_in_range():
+    from latentanon.encoders.probe import wilson_interval
+
+    low, high = wilson_interval(388, 576)           # 0.674 of 576 videos
+    assert low == pytest.approx(0.6347, abs=1e-3) and high == pytest.approx(0.7104, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    narrow, wide = wilson_interval(50, 100, 0.8), wilson_interval(50, 100, 0.99)
+    assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)

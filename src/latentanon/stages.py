@@ -334,7 +334,9 @@ def key_result(stage: str, summary: dict) -> str:
             return f"using the encoder at {s.get('source', '?')}"
         probe = s.get("probe") or {}
         if "action_top1" in probe:
-            return f"encoder trained; action probe top-1 {_f(probe['action_top1'])} (chance {_f(probe.get('action_chance'))})"
+            low, high = probe.get("action_top1_interval") or (None, None)
+            return (f"encoder trained; action probe top-1 {_f(probe['action_top1'])} [{_f(low)}, {_f(high)}] "
+                    f"(chance {_f(probe.get('action_chance'))})")
         return f"encoder trained; validation action accuracy {_f(s.get('val_accuracy'))} (no probe)"
     if stage == "finalize_extract":
         return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"

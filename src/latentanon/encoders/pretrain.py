@@ -393,6 +393,7 @@ def pretrain_encoder(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: s
         write_json_atomic(report_dir / "probe.json", probe)
         summary["probe"] = {
             "action_top1": probe["action_probe"]["top1"],
+            "action_top1_interval": probe["action_probe"]["top1_interval"],
             "action_chance": probe["action_probe"]["chance_top1"],
             **{f"{a}_cmap": r["cmap"] for a, r in probe["attribute_attack_static"].items()},
             **{f"{a}_chance_cmap": r["chance_cmap"] for a, r in probe["attribute_attack_static"].items()},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -36,17 +37,31 @@ def _repeat(features: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray,
     return np.concatenate(features), np.concatenate([np.full(len(f), y) for f, y in zip(features, labels)])
 
 
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (stays inside [0, 1] and is sound near 0 and 1)."""
+    if trials <= 0:
+        raise ValueError("wilson_interval: no trials")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def action_probe(train: list[np.ndarray], train_labels: np.ndarray, test: list[np.ndarray],
-                 test_labels: np.ndarray, seed: int = 0) -> dict:
-    """Top-1 of a linear probe trained on single clips, softmax averaged over each test video's clips."""
+                 test_labels: np.ndarray, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Top-1 of a linear probe trained on single clips, softmax averaged over each test video's clips,
+    with its Wilson interval over the test videos (so that two runs' figures can be compared)."""
     x, y = _repeat(train, train_labels)
     model = _classifier(seed).fit(x, y)
     classes = list(model.classes_)
     probs = np.stack([model.predict_proba(f).mean(axis=0) for f in test])
     predicted = np.asarray(classes)[probs.argmax(axis=1)]
     majority = pd.Series(train_labels).value_counts().idxmax()
+    correct = int((predicted == test_labels).sum())
     return {
-        "top1": float((predicted == test_labels).mean()),
+        "top1": correct / len(test_labels),
+        "top1_interval": list(wilson_interval(correct, len(test_labels), confidence)),
         "chance_top1": float((test_labels == majority).mean()),
         "classes": len(set(train_labels) | set(test_labels)),
         "train_videos": len(train),
