@@ -87,6 +87,22 @@ def test_decided_flags(interval, rule, expected):
     assert (out["decided"], out["passed"]) == expected
 
 
+def test_items_to_decide_scales_with_the_square_of_half_width_over_gap():
+    # half-width 0.04, centre 0.0, threshold 0.01: (0.04 / 0.01)^2 = 16 times the items
+    assert resampling.items_to_decide({"low": -0.04, "high": 0.04}, 0.01, 500) == 8000
+    assert resampling.items_to_decide({"low": 0.1, "high": 0.3}, 0.4, 500) == 500     # already decided
+    assert resampling.items_to_decide({"low": 0.3, "high": 0.5}, 0.4, 500) is None    # centre on the threshold
+    assert resampling.items_to_decide({"low": float("nan"), "high": 0.5}, 0.4, 500) is None
+    # the estimate holds for a real bootstrap: four times the items halves the half-width
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (400, 1600):
+        correct = (rng.random(n) < 0.7).astype(float)
+        values = scoring.resampled_values("ar", {"correct": correct}, resampling.shared_weights(n, 2000))
+        widths[n] = resampling.percentile_interval(values, 0.95)["half_width"]
+    assert widths[1600] == pytest.approx(widths[400] / 2, rel=0.15)
+
+
 def test_resampled_task_metrics_equal_the_plain_ones():
     rng = np.random.default_rng(4)
     # AR

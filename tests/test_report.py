@@ -173,6 +173,8 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     assert (decisions["normalized_leakage"]["decided"], decisions["normalized_leakage"]["passed"]) == (True, False)
     assert (decisions["utility_drop_ar"]["decided"], decisions["utility_drop_ar"]["passed"]) == (True, True)
     assert "utility_drop_ad" not in decisions         # AD is unseen in this evaluation
+    assert ar["aam_relative_drop_test_videos"] == decisions["utility_drop_ar"]["test_items"] == 10
+    assert decisions["utility_drop_ar"]["test_items_to_decide"] == decisions["utility_drop_ar"]["test_items"]
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "Decisions (gate criteria)" in text and "`noise@0.2`" in text
     assert "seed ensemble" in text

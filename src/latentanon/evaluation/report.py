@@ -99,6 +99,8 @@ def _utility_entry(task: str, block: dict, seen: bool, methods: list[str]) -> di
             entry[f"{method}_relative_drop_interval"] = (_interval(ensemble) if ensemble
                                                          else _interval(block[method]["relative_drop"]))
             entry[f"{method}_relative_drop_half_width"] = _half_width(entry[f"{method}_relative_drop_interval"])
+            if ensemble and "n_videos" in ensemble:
+                entry[f"{method}_relative_drop_test_videos"] = int(ensemble["n_videos"])
             entry[f"{method}_relative_drop_seed_mean"] = block[method]["relative_drop"]["mean"]
             entry[f"{method}_relative_drop_seed_interval"] = _interval(block[method]["relative_drop"])
             if seed_bootstrap:
@@ -112,13 +114,19 @@ def _utility_entry(task: str, block: dict, seen: bool, methods: list[str]) -> di
 def decisions(privacy: dict, utility: dict, params: Params) -> dict:
     """Per gate criterion: the interval, its threshold, and whether the interval lies wholly on one
     side (decided) and on which (passed). An undecided privacy criterion fails the gate."""
-    from latentanon.evaluation.resampling import decided
+    from latentanon.evaluation.resampling import decided, items_to_decide
 
     cfg = params.gate
 
-    def one(interval, threshold, rule, kind):
+    def one(interval, threshold, rule, kind, n_items=None):
         block = decided({"low": interval[0], "high": interval[1]}, threshold, rule)
-        return {"interval": list(interval), **block, "kind": kind}
+        out = {"interval": list(interval), **block, "kind": kind}
+        if n_items:
+            # how much test data the criterion needs: what a user collects to decide it
+            out["test_items"] = int(n_items)
+            out["test_items_to_decide"] = items_to_decide({"low": interval[0], "high": interval[1]}, threshold,
+                                                          int(n_items))
+        return out
 
     out = {
         "normalized_leakage": one(privacy["aam"]["normalized_leakage_interval"], cfg.max_normalized_leakage,
@@ -129,7 +137,8 @@ def decisions(privacy: dict, utility: dict, params: Params) -> dict:
     for task in cfg.utility_tasks:
         if task in utility and utility[task]["seen_in_training"]:
             out[f"utility_drop_{task}"] = one(utility[task]["aam_relative_drop_interval"],
-                                              cfg.max_utility_relative_drop, "<=", "utility")
+                                              cfg.max_utility_relative_drop, "<=", "utility",
+                                              utility[task].get("aam_relative_drop_test_videos"))
     return out
 
 
@@ -294,12 +303,17 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         lines.append(f"| {target['rule']} | {shown} | {'PASS' if target['passed'] else 'FAIL'} |")
     lines += ["", "## Decisions (gate criteria)", "",
               "An interval decides a criterion when it lies wholly on one side of the threshold; an "
-              "undecided privacy criterion fails the gate.", "",
-              "| criterion | interval | threshold | decided | result |", "|---|---|---|---|---|"]
+              "undecided privacy criterion fails the gate. *Test videos to decide*: about how many test videos "
+              "would narrow an undecided interval to its distance from the threshold (half-widths shrink "
+              "as one over the square root of the videos; an estimate).", "",
+              "| criterion | interval | threshold | decided | result | test videos (to decide) |",
+              "|---|---|---|---|---|---|"]
     for name, d in tree.get("decisions", {}).items():
         verdict = "PASS" if d["passed"] else ("FAIL" if d["decided"] else "undecided")
+        videos = "-" if "test_items" not in d else (
+            f"{d['test_items']}" if d["decided"] else f"{d['test_items']} ({d['test_items_to_decide'] or 'n/a'})")
         lines.append(f"| {name} | [{_fmt(d['interval'][0])}, {_fmt(d['interval'][1])}] | {d['rule']} "
-                     f"{_fmt(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} |")
+                     f"{_fmt(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} | {videos} |")
     lines += [
         "",
         "The paper reports a 29-35% relative cMAP drop at 1-2.6% relative utility cost; this project "

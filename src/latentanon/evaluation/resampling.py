@@ -151,3 +151,19 @@ def decided(interval: dict, threshold: float, rule: str) -> dict:
         raise ValueError(f"decided: unknown rule {rule!r}")
     return {"decided": bool(within or beyond), "passed": True if within else (False if beyond else None),
             "threshold": threshold, "rule": rule}
+
+
+def items_to_decide(interval: dict, threshold: float, n_items: int) -> int | None:
+    """About how many test items would decide an undecided interval: a bootstrap interval narrows as
+    one over the square root of the items, so the half-width reaches the gap between the interval's
+    centre and the threshold at ``n_items * (half-width / gap)**2``. An estimate (it assumes the
+    centre stays where it is); ``n_items`` when already decided, None at a zero gap."""
+    low, high = interval.get("low"), interval.get("high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)) or n_items <= 0:
+        return None
+    half_width, gap = (high - low) / 2, abs((high + low) / 2 - threshold)
+    if half_width < gap:
+        return int(n_items)
+    if gap == 0:
+        return None
+    return int(np.ceil(n_items * (half_width / gap) ** 2))

@@ -304,7 +304,7 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
                     **resampling.percentile_interval(
                         _drops(raw_ensemble_values, resampled_values(task, ensemble, weights)), confidence),
                     "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
-                    "value": point, "raw_value": raw_point, "n_seeds": len(keys),
+                    "value": point, "raw_value": raw_point, "n_seeds": len(keys), "n_videos": n_videos,
                 },
                 "seeds": resampling.combine_seeds(np.stack(drops), confidence),
             }

@@ -114,6 +114,9 @@ def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
         return check
     decided = bounds[1] <= threshold or bounds[0] > threshold
     detail = f"{check.detail}; interval [{bounds[0]:.4g}, {bounds[1]:.4g}] {'decided' if decided else 'undecided'}"
+    needed = ((tree or {}).get("decisions") or {}).get(f"utility_drop_{task}", {}).get("test_items_to_decide")
+    if not decided and isinstance(needed, int):
+        detail += f" (about {needed} test videos would decide it)"
     return Check(check.name, check.value, check.threshold, check.rule, check.passed, detail, bounds, decided)
 
 
