@@ -290,6 +290,7 @@ def test_generated_benchmark_validates_end_to_end(tmp_path):
     generate_benchmark(TINY, root, tmp_path / "generate")
     summary = validate_benchmark(TINY, ValidateConfig(), root, tmp_path / "manifests", tmp_path / "validate")
     assert summary["success"] and summary["quarantined"] == 0
+    assert summary["decoded_by"] == "loaders"           # decoded once, by the loaders, not again
     assert set(summary["sets"]) == {"pretrain", "actions", "privacy_videos", "privacy_images", "untrimmed", "anomaly", "bias"}
     anomaly = read_manifest(tmp_path / "manifests", "anomaly")
     assert anomaly["segments"].map(len).gt(0).any() and anomaly["anomaly"].isin([0, 1]).all()
@@ -309,6 +310,30 @@ def test_generated_benchmark_validates_end_to_end(tmp_path):
     after = read_manifest(tmp_path / "manifests", "actions")
     assert len(after) == len(first) - 1
     assert manifest_hash(after) != manifest_hash(first)
+
+
+def test_manifests_the_loaders_just_decoded_are_not_decoded_again(bench, tmp_path, monkeypatch):
+    from latentanon.data import video_io
+
+    root, manifests = bench
+
+    def no_second_decode(path):
+        raise AssertionError(f"{path} decoded again")
+
+    monkeypatch.setattr(video_io, "scan_video", no_second_decode)
+    summary = validate_manifests(_copy(manifests), DATA_CFG, ValidateConfig(), root, tmp_path / "manifests",
+                                 tmp_path / "reports", decoded_seconds=2.5)
+    assert summary["success"] and summary["decoded_by"] == "loaders" and summary["decode_seconds"] >= 2.5
+    assert "full decode by the loaders" in (tmp_path / "reports" / "summary.md").read_text()
+    # a loader's decode failure still quarantines the file, by the loader's words
+    broken = _copy(manifests)
+    broken["actions"].loc[0, "error"] = "cannot probe: moov atom not found"
+    summary = validate_manifests(broken, DATA_CFG, ValidateConfig(max_quarantined_fraction=0.5), root,
+                                 tmp_path / "m2", tmp_path / "r2", decoded_seconds=1.0)
+    assert summary["quarantined"] == 1
+    # manifests from elsewhere are decoded here
+    with pytest.raises(AssertionError, match="decoded again"):
+        validate_manifests(_copy(manifests), DATA_CFG, ValidateConfig(), root, tmp_path / "m3", tmp_path / "r3")
 
 
 def test_classes_json_problems_name_the_file(tmp_path):
