@@ -53,18 +53,15 @@ def paired_val_drop(task: str, raw_items: list[dict], method_items: list[dict], 
                     confidence: float) -> dict:
     """The seed ensemble's relative drop against raw's, over resamples of the val videos."""
     from latentanon.evaluation import resampling
-    from latentanon.evaluation.run import _drops, _n_videos
-    from latentanon.tasks.scoring import ensemble_items, resampled_values
+    from latentanon.evaluation.run import _n_videos, ensemble_drop
+    from latentanon.tasks.scoring import ensemble_items
 
     raw = ensemble_items(task, raw_items, "raw")
     method = ensemble_items(task, method_items, "method")
     n = _n_videos(task, raw)
-    weights = resampling.shared_weights(n, n_resamples)
-    everything = np.ones((1, n))
-    interval = resampling.percentile_interval(
-        _drops(resampled_values(task, raw, weights), resampled_values(task, method, weights)), confidence)
-    out = {"drop": float(_drops(resampled_values(task, raw, everything), resampled_values(task, method, everything))[0]),
-           "half_width": interval["half_width"], "low": interval["low"], "high": interval["high"], "val_videos": n}
+    drop = ensemble_drop(task, raw, method, resampling.shared_weights(n, n_resamples), confidence)
+    out = {"drop": drop["point"], "half_width": drop["half_width"], "low": drop["low"], "high": drop["high"],
+           "val_videos": n}
     if task == "ar":
         out["discordance"] = float((raw["correct"] != method["correct"]).mean())
     return out

@@ -289,26 +289,37 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
     for task in raw[keys[0]]["utility"]:
         n_videos = _n_videos(task, raw[keys[0]]["utility"][task])
         weights = resampling.shared_weights(n_videos, n_resamples)
-        everything = np.ones((1, n_videos))
         raw_values = {k: resampled_values(task, raw[k]["utility"][task], weights) for k in keys}
         raw_ensemble = ensemble_items(task, [raw[k]["utility"][task] for k in keys], "raw")
         raw_ensemble_values = resampled_values(task, raw_ensemble, weights)
-        raw_point = float(resampled_values(task, raw_ensemble, everything)[0])
         for method in out:
             drops = [_drops(raw_values[k], resampled_values(task, items[method][k]["utility"][task], weights))
                      for k in keys]
             ensemble = ensemble_items(task, [items[method][k]["utility"][task] for k in keys], method)
-            point = float(resampled_values(task, ensemble, everything)[0])
             out[method]["utility"][task] = {
-                "ensemble": {
-                    **resampling.percentile_interval(
-                        _drops(raw_ensemble_values, resampled_values(task, ensemble, weights)), confidence),
-                    "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
-                    "value": point, "raw_value": raw_point, "n_seeds": len(keys), "n_videos": n_videos,
-                },
+                "ensemble": {**ensemble_drop(task, raw_ensemble, ensemble, weights, confidence, raw_ensemble_values),
+                             "n_seeds": len(keys)},
                 "seeds": resampling.combine_seeds(np.stack(drops), confidence),
             }
     return out
+
+
+def ensemble_drop(task: str, raw_ensemble: Mapping[str, np.ndarray], ensemble: Mapping[str, np.ndarray],
+                  weights: np.ndarray, confidence: float, raw_values: np.ndarray | None = None) -> dict:
+    """A method's seed-ensemble items against raw's (``scoring.ensemble_items``): the relative drop
+    over the video resamples ``weights`` (its percentile interval) and at all videos (``point``).
+    ``raw_values``: raw's values under ``weights``, when the caller already has them."""
+    from latentanon.evaluation import resampling
+    from latentanon.tasks.scoring import resampled_values
+
+    everything = np.ones((1, weights.shape[1]))
+    if raw_values is None:
+        raw_values = resampled_values(task, raw_ensemble, weights)
+    raw_point = float(resampled_values(task, raw_ensemble, everything)[0])
+    point = float(resampled_values(task, ensemble, everything)[0])
+    return {**resampling.percentile_interval(_drops(raw_values, resampled_values(task, ensemble, weights)), confidence),
+            "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
+            "value": point, "raw_value": raw_point, "n_videos": int(weights.shape[1])}
 
 
 def _drops(raw_values: np.ndarray, values: np.ndarray) -> np.ndarray:
