@@ -11,7 +11,8 @@ from latentanon.data import layouts
 from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
 from latentanon.data.actors import FACES, Outfit, make_identity
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import Job, generate_benchmark, job_scene, make_cast, plan_benchmark, render_job
+from latentanon.data.synthetic import (NEUTRAL_AT_ONE, Job, _config_stamp, generate_benchmark, job_scene, make_cast,
+                                       plan_benchmark, render_job)
 from latentanon.data.video_io import read_image, read_video, scan_video, write_image, write_video
 from latentanon.errors import DataError
 
@@ -167,6 +168,35 @@ def test_default_benchmark_has_the_power_the_evaluation_needs():
     assert sum(j.split == "test" for j in images) == cfg.privacy_images_per_identity * cfg.n_identities_test >= 480
     image = render_job(images[0], cfg)
     assert image.shape == (cfg.height, cfg.width, 3)
+
+
+def test_test_multipliers_add_test_videos_and_leave_train_and_val_as_they_were():
+    """More test videos of the utility sets (bench_power.py) without touching what is trained on."""
+    base_jobs, base_files = plan_benchmark(TINY)
+    more = replace(TINY, test_actions_multiplier=3, test_untrimmed_multiplier=4, test_anomaly_multiplier=2)
+    jobs, files = plan_benchmark(more)
+
+    def count(plan, set_name, split):
+        return sum(j.set_name == set_name and j.split == split for j in plan)
+
+    for set_name, factor in (("actions", 3), ("untrimmed", 4), ("anomaly", 2)):
+        assert count(jobs, set_name, "test") == factor * count(base_jobs, set_name, "test") > 0
+    for set_name in ("privacy_videos", "privacy_images", "bias", "pretrain"):
+        assert count(jobs, set_name, "test") == count(base_jobs, set_name, "test")
+
+    def fit_side(plan):
+        return [(j.path, j.seed, j.person, j.outfit, j.timeline) for j in plan if j.split != "test"]
+
+    assert fit_side(jobs) == fit_side(base_jobs)
+    assert files[layouts.SET_DIRS["anomaly"] + "/Anomaly_Train.txt"] == base_files[
+        layouts.SET_DIRS["anomaly"] + "/Anomaly_Train.txt"]
+    assert len(files[layouts.SET_DIRS["actions"] + "/ucfTrainTestlist/testlist01.txt"].splitlines()) == count(
+        jobs, "actions", "test")
+    with pytest.raises(DataError, match="multiplier"):
+        plan_benchmark(replace(TINY, test_untrimmed_multiplier=0))
+    # at 1 they are not in the generation stamp (a benchmark from before them is still the same one)
+    assert not set(NEUTRAL_AT_ONE) & set(_config_stamp(TINY)["config"])
+    assert _config_stamp(more)["config_hash"] != _config_stamp(TINY)["config_hash"]
 
 
 def test_faces_are_drawn_apart_at_the_default_size():

@@ -30,6 +30,12 @@ class DataConfig:
     untrimmed_videos_per_identity: int = 1
     anomaly_videos_per_identity: int = 2
     bias_videos_per_identity_class: int = 1
+    # The test split of a utility set may hold several times its per-identity videos: narrower paired
+    # utility intervals without more training data or identities (at most 99, UCF101's two-digit group
+    # ids). 1 in the main job, for its 15-minute budget; benchmarks/bench_power.py raises them.
+    test_actions_multiplier: int = 1
+    test_untrimmed_multiplier: int = 1
+    test_anomaly_multiplier: int = 1
     # Background scenes: 0 draws a new one for every video; n > 0 draws each video's scene from a
     # fixed pool of n, as real datasets film many videos in the same rooms and camera views. With a
     # pool, the person rather than the background is what tells two videos apart.

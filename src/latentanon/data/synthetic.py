@@ -95,6 +95,8 @@ def _check_config(cfg: DataConfig) -> None:
         problems.append("n_identities_train/val/test must each be >= 1")
     if cfg.n_identities_train + cfg.n_identities_val + cfg.n_identities_test > 99:
         problems.append("at most 99 identities (UCF101 group ids have two digits)")
+    if min(cfg.test_actions_multiplier, cfg.test_untrimmed_multiplier, cfg.test_anomaly_multiplier) < 1:
+        problems.append("test_actions/untrimmed/anomaly_multiplier must each be >= 1")
     if cfg.n_identities_pretrain < 2:
         problems.append("n_identities_pretrain must be >= 2")
     if cfg.height < 16 or cfg.width < 16 or cfg.height % 2 or cfg.width % 2:
@@ -161,6 +163,12 @@ def plan_pretrain(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]
     return jobs, files
 
 
+def per_identity(count: int, split: str, test_multiplier: int) -> int:
+    """Videos per identity in ``split``: the test split holds ``test_multiplier`` times as many.
+    Test comes last in every planner, so train and val stay the same videos whatever the multiplier."""
+    return count * test_multiplier if split == "test" else count
+
+
 def _labelled_people(cast):
     for split in SPLITS:
         for person in cast[split]:
@@ -172,7 +180,7 @@ def plan_actions(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
     jobs, side, train, test = [], [], [], []
     for split, person in _labelled_people(cast):
         for label in ACTIONS:
-            for c in range(cfg.actions_videos_per_identity_class):
+            for c in range(per_identity(cfg.actions_videos_per_identity_class, split, cfg.test_actions_multiplier)):
                 name = f"v_{label}_g{person.identity:02d}_c{c + 1:02d}"
                 rel = f"UCF101/{label}/{name}.mp4"
                 jobs.append(Job("actions", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
@@ -283,7 +291,7 @@ def plan_untrimmed(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str
     notes = {("validation", c): [] for c in ACTIONS} | {("test", c): [] for c in ACTIONS}
     counters = {"validation": 0, "test": 0}
     for split, person in _labelled_people(cast):
-        for _ in range(cfg.untrimmed_videos_per_identity):
+        for _ in range(per_identity(cfg.untrimmed_videos_per_identity, split, cfg.test_untrimmed_multiplier)):
             folder = "test" if split == "test" else "validation"
             counters[folder] += 1
             name = f"video_{folder}_{counters[folder]:07d}"
@@ -324,7 +332,7 @@ def plan_anomaly(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
     n_events = 0
     for split, person in _labelled_people(cast):
         pool = cast[split]
-        for k in range(cfg.anomaly_videos_per_identity):
+        for k in range(per_identity(cfg.anomaly_videos_per_identity, split, cfg.test_anomaly_multiplier)):
             anomalous = (person.identity + k) % 2 == 0
             event = ANOMALIES[n_events % len(ANOMALIES)] if anomalous else "Normal"
             n_events += anomalous
@@ -542,9 +550,15 @@ def _atomic_text(path: Path, text: str) -> None:
     write_text_atomic(path, text)
 
 
+# Settings added after generator version 3 that change nothing at 1: left out of the stamp there,
+# so that a benchmark generated before they existed is still recognised as the same one.
+NEUTRAL_AT_ONE = ("test_actions_multiplier", "test_untrimmed_multiplier", "test_anomaly_multiplier")
+
+
 def _config_stamp(cfg: DataConfig) -> dict:
     # where it is written and how many processes write it do not change the content
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("root", "workers")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
+                if k not in ("root", "workers") and not (k in NEUTRAL_AT_ONE and v == 1)}
     blob = json.dumps({"generator": GENERATOR_VERSION, **settings}, sort_keys=True)
     return {"generator": GENERATOR_VERSION, "config": settings,
             "config_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
