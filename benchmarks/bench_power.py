@@ -53,8 +53,9 @@ def utility_widths(metrics: dict) -> dict[str, dict[str, dict]]:
     """Per task and method: the paired relative drop, its interval, half-width and test videos."""
     out = {}
     for task, block in metrics["utility"].items():
-        methods = sorted(k[: -len("_relative_drop_interval")] for k in block
-                         if k.endswith("_relative_drop_interval") and f"{k[:-len('_interval')]}_test_videos" in block)
+        # a method's paired figures end in _relative_drop_test_videos (aam_unseen has its own block)
+        suffix = "_relative_drop_test_videos"
+        methods = sorted(k[: -len(suffix)] for k in block if k.endswith(suffix))
         out[task] = {m: {"drop": block[f"{m}_relative_drop"], "interval": block[f"{m}_relative_drop_interval"],
                          "half_width": block[f"{m}_relative_drop_half_width"],
                          "test_videos": int(block[f"{m}_relative_drop_test_videos"])} for m in methods}
