@@ -114,9 +114,12 @@ def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
         return check
     decided = bounds[1] <= threshold or bounds[0] > threshold
     detail = f"{check.detail}; interval [{bounds[0]:.4g}, {bounds[1]:.4g}] {'decided' if decided else 'undecided'}"
-    needed = ((tree or {}).get("decisions") or {}).get(f"utility_drop_{task}", {}).get("test_items_to_decide")
+    decision = ((tree or {}).get("decisions") or {}).get(f"utility_drop_{task}", {})
+    needed, has = decision.get("test_items_to_decide"), decision.get("test_items")
     if not decided and isinstance(needed, int):
-        detail += f" (about {needed} test videos would decide it)"
+        # over a hundred times the test set: the figure sits on the threshold, not near it
+        where = "it sits on the threshold: " if isinstance(has, int) and 0 < 100 * has < needed else ""
+        detail += f" ({where}about {needed:,} test videos would decide it)"
     return Check(check.name, check.value, check.threshold, check.rule, check.passed, detail, bounds, decided)
 
 
