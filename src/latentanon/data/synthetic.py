@@ -163,7 +163,7 @@ def plan_pretrain(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]
     return jobs, files
 
 
-def per_identity(count: int, split: str, test_multiplier: int) -> int:
+def _videos_per_identity(count: int, split: str, test_multiplier: int) -> int:
     """Videos per identity in ``split``: the test split holds ``test_multiplier`` times as many.
     Test comes last in every planner, so train and val stay the same videos whatever the multiplier."""
     return count * test_multiplier if split == "test" else count
@@ -180,7 +180,8 @@ def plan_actions(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
     jobs, side, train, test = [], [], [], []
     for split, person in _labelled_people(cast):
         for label in ACTIONS:
-            for c in range(per_identity(cfg.actions_videos_per_identity_class, split, cfg.test_actions_multiplier)):
+            per_class = _videos_per_identity(cfg.actions_videos_per_identity_class, split, cfg.test_actions_multiplier)
+            for c in range(per_class):
                 name = f"v_{label}_g{person.identity:02d}_c{c + 1:02d}"
                 rel = f"UCF101/{label}/{name}.mp4"
                 jobs.append(Job("actions", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
@@ -291,7 +292,7 @@ def plan_untrimmed(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str
     notes = {("validation", c): [] for c in ACTIONS} | {("test", c): [] for c in ACTIONS}
     counters = {"validation": 0, "test": 0}
     for split, person in _labelled_people(cast):
-        for _ in range(per_identity(cfg.untrimmed_videos_per_identity, split, cfg.test_untrimmed_multiplier)):
+        for _ in range(_videos_per_identity(cfg.untrimmed_videos_per_identity, split, cfg.test_untrimmed_multiplier)):
             folder = "test" if split == "test" else "validation"
             counters[folder] += 1
             name = f"video_{folder}_{counters[folder]:07d}"
@@ -332,7 +333,7 @@ def plan_anomaly(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
     n_events = 0
     for split, person in _labelled_people(cast):
         pool = cast[split]
-        for k in range(per_identity(cfg.anomaly_videos_per_identity, split, cfg.test_anomaly_multiplier)):
+        for k in range(_videos_per_identity(cfg.anomaly_videos_per_identity, split, cfg.test_anomaly_multiplier)):
             anomalous = (person.identity + k) % 2 == 0
             event = ANOMALIES[n_events % len(ANOMALIES)] if anomalous else "Normal"
             n_events += anomalous
