@@ -93,6 +93,9 @@ def test_undecided_privacy_fails_and_undecided_utility_is_reported(tmp_path):
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": 893828, "test_items": 4608}})
     checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
     assert "(it sits on the threshold: about 893,828 test videos would decide it)" in checks["utility_drop_ar"].detail
+    wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": None, "test_items": 4608}})
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    assert "centred on the threshold" in checks["utility_drop_ar"].detail
     # a task the trained method did not see is scored as unseen, not gated as seen
     unseen = with_value(GOOD, "utility.tad.seen_in_training", False)
     unseen = with_value(unseen, "utility.tad.aam_relative_drop", 0.5)

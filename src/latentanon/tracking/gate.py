@@ -120,6 +120,8 @@ def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
         # over a hundred times the test set: the figure sits on the threshold, not near it
         where = "it sits on the threshold: " if isinstance(has, int) and 0 < 100 * has < needed else ""
         detail += f" ({where}about {needed:,} test videos would decide it)"
+    elif not decided and needed is None and isinstance(has, int):
+        detail += " (its interval is centred on the threshold: no test set size decides it)"
     return Check(check.name, check.value, check.threshold, check.rule, check.passed, detail, bounds, decided)
 
 
