@@ -1,12 +1,16 @@
 """Statistical power: do the paired utility intervals reach their target with more test videos?
 
-The main job's 15-minute budget holds 576 AR, 96 TAD and 192 AD test videos (48 test identities,
-the most that UCF101's two-digit group ids leave beside train and val), and its paired utility
-intervals are wider than the 0.025 half-width the benchmark asks for. This runs every stage of a
+The main job's 15-minute budget holds 576 AR, 96 TAD and 192 AD test videos (48 test identities;
+train, val and test together are capped at 99 by UCF101's two-digit group ids), and its paired
+utility intervals are wider than the 0.025 half-width the benchmark asks for. This runs every stage of a
 params file with the test split of each utility set multiplied (``data.test_*_multiplier``: more
 test videos of the same test identities; train and val stay the same videos), in its own workdir,
 and reports for every task and method the paired relative drop's half-width against the target,
 beside what one over the square root of the test videos predicts from the main run's figures.
+
+Evaluate's intervals resample test videos. With many videos per person those videos are not
+independent, so the same drops are also resampled by whole test identities (``identity_bootstrap``,
+from evaluate's saved per-video items): the interval that speaks for people outside the test set.
 
     python benchmarks/bench_power.py [--actions 8 --untrimmed 48 --anomaly 4] [--workdir runs/power]
         [--main-metrics reports/metrics.json] [--skip-run]
@@ -26,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from bench_pipeline import recorded_times
 
 from latentanon.config import Layout, load_params
@@ -89,6 +94,59 @@ def compare(power: dict, main: dict | None, target: float = UTILITY_TARGET) -> l
     return rows
 
 
+def identity_weights(identities, n_resamples: int, seed: int = 0) -> np.ndarray:
+    """(B, n_videos) weights of a bootstrap that draws whole test identities with replacement: a
+    video counts as often as its person was drawn."""
+    from latentanon.evaluation.resampling import resample_weights
+
+    people, person_of_video = np.unique(np.asarray(identities), return_inverse=True)
+    drawn = resample_weights(len(people), n_resamples, np.random.default_rng([seed, len(people), n_resamples]))
+    return drawn[:, person_of_video]
+
+
+def identity_bootstrap(layout: Layout, seeds: list[int], n_resamples: int = 1000,
+                       confidence: float = 0.95) -> dict[str, dict[str, dict]]:
+    """Per task and method: the seed ensemble's paired relative drop resampled by test identity,
+    from evaluate's per-video items (``reports/evaluate/items``) and the test records' identities."""
+    from latentanon.evaluation.run import ensemble_drop, load_items
+    from latentanon.features.store import load_feature_set
+    from latentanon.tasks.scoring import TASK_SPECS, ensemble_items
+
+    items_dir = layout.report_dir("evaluate") / "items"
+    if not all((items_dir / f"raw__{s}.npz").exists() for s in seeds):
+        return {}                                  # evaluate kept no items: nothing to resample
+    methods = sorted({p.name.split("__")[0] for p in items_dir.glob("*__*.npz")} - {"raw"})
+    loaded = {(m, s): load_items(items_dir / f"{m}__{s}.npz")["utility"] for m in ["raw", *methods] for s in seeds}
+    out = {}
+    for task, spec in TASK_SPECS.items():
+        if task not in loaded[("raw", seeds[0])]:
+            continue
+        identities = load_feature_set(layout.features_uri, spec.set_name).split("test").records["identity"]
+        weights = identity_weights(identities.to_numpy(), n_resamples)
+        raw = ensemble_items(task, [loaded[("raw", s)][task] for s in seeds], "raw")
+        out[task] = {}
+        for method in methods:
+            drop = ensemble_drop(task, raw, ensemble_items(task, [loaded[(method, s)][task] for s in seeds], method),
+                                 weights, confidence)
+            out[task][method] = {"drop": drop["point"], "interval": [drop["low"], drop["high"]],
+                                 "half_width": drop["half_width"], "identities": int(identities.nunique()),
+                                 "test_videos": drop["n_videos"]}
+    return out
+
+
+def generated_multipliers(layout: Layout) -> dict[str, int] | None:
+    """The test multipliers the workdir's benchmark was generated with (its generation stamp), so a
+    summary says what it measured whatever the command line says; None without a stamp."""
+    from latentanon.data.layouts import STAMP_FILE
+
+    path = layout.data_root / STAMP_FILE
+    if not path.exists():
+        return None
+    stamp = json.loads(path.read_text())["config"]
+    return {k: int(stamp.get(k, 1)) for k in ("test_actions_multiplier", "test_untrimmed_multiplier",
+                                               "test_anomaly_multiplier")}
+
+
 def plot_widths(rows: list[dict], path: Path, target: float = UTILITY_TARGET) -> Path:
     """Per task: each method's half-width at the main run's and at this run's test videos, the
     1/sqrt(n) line through the main run's, and the target."""
@@ -148,10 +206,18 @@ def main() -> int:
     main_widths = utility_widths(json.loads(main_path.read_text())) if main_path.exists() else None
 
     rows = compare(utility_widths(metrics), main_widths)
+    evaluate_seeds = [int(s) for s in (metrics.get("seeds") or {}).get("evaluate", [])]
+    by_identity = identity_bootstrap(layout, evaluate_seeds, confidence=metrics.get("confidence", 0.95)) \
+        if evaluate_seeds else {}
+    for row in rows:
+        row["identity_bootstrap"] = by_identity.get(row["task"], {}).get(row["method"])
+    probe_path = layout.report_dir("pretrain_encoder") / "probe.json"
+    probe = json.loads(probe_path.read_text()).get("action_probe") if probe_path.exists() else None
     leakage = leakage_widths(metrics)
     stage_seconds = recorded_times(layout)
     result = {
-        "params": args.params, "overrides": overrides, "wall_seconds": wall,
+        "params": args.params, "workdir": args.workdir, "generated_with": generated_multipliers(layout),
+        "wall_seconds": wall,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "stage_seconds": stage_seconds, "total_stage_seconds": round(sum(stage_seconds.values()), 1),
         "utility_target": UTILITY_TARGET, "leakage_target": LEAKAGE_TARGET,
@@ -160,13 +226,16 @@ def main() -> int:
         "leakage": leakage,
         "leakage_targets_met": all(v <= LEAKAGE_TARGET for w in leakage.values() for v in w.values()),
         "decisions": metrics.get("decisions", {}),
+        "encoder_action_probe": probe,
         "raw_utility": {t: metrics["utility"][t]["raw"]["ensemble_value"] for t in metrics["utility"]
                         if "ensemble_value" in metrics["utility"][t].get("raw", {})},
     }
-    print(f"{'task':>4s} {'method':>12s} {'videos':>7s} {'half-width':>10s} {'predicted':>9s}  target {UTILITY_TARGET}")
+    print(f"{'task':>4s} {'method':>12s} {'videos':>7s} {'half-width':>10s} {'predicted':>9s} {'by person':>9s}"
+          f"  target {UTILITY_TARGET}")
     for r in rows:
         predicted = f"{r['predicted_half_width']:9.3f}" if "predicted_half_width" in r else f"{'-':>9s}"
-        print(f"{r['task']:>4s} {r['method']:>12s} {r['test_videos']:7d} {r['half_width']:10.3f} {predicted}  "
+        person = f"{r['identity_bootstrap']['half_width']:9.3f}" if r["identity_bootstrap"] else f"{'-':>9s}"
+        print(f"{r['task']:>4s} {r['method']:>12s} {r['test_videos']:7d} {r['half_width']:10.3f} {predicted} {person}  "
               f"{'met' if r['met'] else 'NOT met'}")
     widest = max((v for w in leakage.values() for v in w.values()), default=float("nan"))
     print(f"leakage half-widths: widest {widest:.3f} (target {LEAKAGE_TARGET})")

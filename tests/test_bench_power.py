@@ -5,13 +5,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_power as bench  # noqa: E402
 
-from latentanon.config import load_params  # noqa: E402
+from latentanon.config import Layout, load_params, params_from_dict  # noqa: E402
+from latentanon.evaluation.run import save_items  # noqa: E402
+from test_tuning import make_feature_sets, write_store  # noqa: E402
 
 
 def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int]) -> dict:
@@ -25,7 +28,7 @@ def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int
         utility[task] = block
     privacy = {"raw": {"normalized_leakage_half_width": 0.0, "moving": {"normalized_leakage_half_width": 0.0}},
                "aam": {"normalized_leakage_half_width": 0.03, "moving": {"normalized_leakage_half_width": 0.05}}}
-    return {"utility": utility, "privacy": privacy,
+    return {"utility": utility, "privacy": privacy, "seeds": {"evaluate": [0], "audit_bias": [0]}, "confidence": 0.95,
             "decisions": {"utility_drop_ar": {"decided": True, "passed": True, "interval": [-0.01, 0.005]}}}
 
 
@@ -80,3 +83,40 @@ def test_a_workdir_without_metrics_is_named(tmp_path, monkeypatch, capsys):
                                       "--skip-run", "--out", str(tmp_path / "p.json")])
     assert bench.main() == 2
     assert "metrics.json: no metrics" in capsys.readouterr().err
+
+
+def test_identity_weights_draw_whole_people():
+    identities = np.array(["a", "b", "a", "c", "b", "a"])
+    weights = bench.identity_weights(identities, 200)
+    assert weights.shape == (200, 6)
+    for person in ("a", "b", "c"):
+        videos = np.flatnonzero(identities == person)
+        assert (weights[:, videos] == weights[:, videos[:1]]).all()   # a person's videos move together
+    # three people drawn per resample: the draws of a, b and c add up to 3
+    assert ((weights[:, 0] + weights[:, 1] + weights[:, 3]) == 3).all()
+
+
+def test_identity_bootstrap_reads_evaluate_items_and_test_identities(tmp_path):
+    sets = make_feature_sets()
+    write_store(tmp_path / "features", sets)
+    layout = Layout.from_params(params_from_dict({"paths": {"workdir": str(tmp_path)}}))
+    test = sets["actions"].split("test")
+    labels = test.records["label_id"].to_numpy()
+    n, classes = len(labels), int(labels.max()) + 1
+    probabilities = np.eye(classes)[labels] * 0.8 + 0.1 / classes
+    raw = {"correct": np.ones(n), "probabilities": probabilities, "labels": labels}
+    wrong = probabilities.copy()
+    wrong[:2] = np.roll(wrong[:2], 1, axis=1)                  # two videos now predicted wrong
+    changed = {"correct": np.r_[np.zeros(2), np.ones(n - 2)], "probabilities": wrong, "labels": labels}
+    items = layout.report_dir("evaluate") / "items"
+    items.mkdir(parents=True)
+    for seed in (0, 1):
+        for name, tree in (("raw", raw), ("same", raw), ("changed", changed)):
+            save_items(items / f"{name}__{seed}.npz", {"utility": {"ar": tree}})
+    out = bench.identity_bootstrap(layout, [0, 1], n_resamples=200)
+    assert set(out) == {"ar"} and set(out["ar"]) == {"same", "changed"}
+    same, moved = out["ar"]["same"], out["ar"]["changed"]
+    assert (same["drop"], same["half_width"]) == (0.0, 0.0)
+    assert moved["drop"] == pytest.approx(2 / n) and moved["half_width"] > 0
+    assert (moved["identities"], moved["test_videos"]) == (test.records["identity"].nunique(), n)
+    assert bench.identity_bootstrap(layout, [5], n_resamples=10) == {}      # no items for that seed
