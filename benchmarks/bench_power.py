@@ -34,6 +34,7 @@ import numpy as np
 from bench_pipeline import recorded_times
 
 from latentanon.config import Layout, load_params
+from latentanon.data.config import TEST_MULTIPLIERS
 from latentanon.plots import pyplot, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "power.json"
@@ -143,8 +144,7 @@ def generated_multipliers(layout: Layout) -> dict[str, int] | None:
     if not path.exists():
         return None
     stamp = json.loads(path.read_text())["config"]
-    return {k: int(stamp.get(k, 1)) for k in ("test_actions_multiplier", "test_untrimmed_multiplier",
-                                               "test_anomaly_multiplier")}
+    return {k: int(stamp.get(k, 1)) for k in TEST_MULTIPLIERS}
 
 
 def plot_widths(rows: list[dict], path: Path, target: float = UTILITY_TARGET) -> Path:

@@ -42,6 +42,10 @@ class DataConfig:
     scenes: int = 12
 
 
+# the DataConfig fields that multiply the test split of a utility set (1: the main job)
+TEST_MULTIPLIERS = ("test_actions_multiplier", "test_untrimmed_multiplier", "test_anomaly_multiplier")
+
+
 @dataclass(frozen=True)
 class ValidateConfig:
     max_quarantined_fraction: float = 0.02   # the stage fails above this share of unreadable videos

@@ -29,7 +29,7 @@ from latentanon.data.actions import (
     ACTIONS, ANOMALIES, PAIRS, TRANSITIONS, action_pose, fall_pose, fight_pose, idle_pose, join, talk_pose,
 )
 from latentanon.data.actors import ATTRIBUTES, Identity, Outfit, Placement, draw_actor, make_identity, random_outfit
-from latentanon.data.config import DataConfig
+from latentanon.data.config import TEST_MULTIPLIERS, DataConfig
 from latentanon.data.contact import write_contact_sheets
 from latentanon.data.render import Scene, finish, random_scene, render_scene
 from latentanon.data.video_io import write_image, write_video
@@ -95,8 +95,8 @@ def _check_config(cfg: DataConfig) -> None:
         problems.append("n_identities_train/val/test must each be >= 1")
     if cfg.n_identities_train + cfg.n_identities_val + cfg.n_identities_test > 99:
         problems.append("at most 99 identities (UCF101 group ids have two digits)")
-    if min(cfg.test_actions_multiplier, cfg.test_untrimmed_multiplier, cfg.test_anomaly_multiplier) < 1:
-        problems.append("test_actions/untrimmed/anomaly_multiplier must each be >= 1")
+    if min(getattr(cfg, name) for name in TEST_MULTIPLIERS) < 1:
+        problems.append(f"{', '.join(TEST_MULTIPLIERS)} must each be >= 1")
     if cfg.n_identities_pretrain < 2:
         problems.append("n_identities_pretrain must be >= 2")
     if cfg.height < 16 or cfg.width < 16 or cfg.height % 2 or cfg.width % 2:
@@ -553,7 +553,7 @@ def _atomic_text(path: Path, text: str) -> None:
 
 # Settings added after generator version 3 that change nothing at 1: left out of the stamp there,
 # so that a benchmark generated before they existed is still recognised as the same one.
-NEUTRAL_AT_ONE = ("test_actions_multiplier", "test_untrimmed_multiplier", "test_anomaly_multiplier")
+NEUTRAL_AT_ONE = TEST_MULTIPLIERS
 
 
 def _config_stamp(cfg: DataConfig) -> dict:
