@@ -101,7 +101,7 @@ def audit_variant(fs: FeatureSet, majority: int, shortcut: int, skew: float, see
         if best is None or value > best[0]:
             best = (value, hyper, fitted)
     _, hyper, fitted = best
-    x, mask = fitted.standardizer.padded(test.kind("clips"))
+    x, mask = fitted.inputs.padded(test.kind("clips"))
     with torch.no_grad():
         predictions = fitted.head.video_probabilities(x, mask).numpy().argmax(axis=1)
     result = fairness(test.records["label_id"].to_numpy(), predictions, test.records["gender"].to_numpy())
