@@ -49,3 +49,11 @@ def test_layout_places_outputs_under_workdir(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError):
         params_from_dict({}, ["data.root"])
+
+
+def test_head_inputs_are_named_forms_each_given_once():
+    both = params_from_dict({"evaluate": {"head_inputs": ["standardised", "principal_axes"]}})
+    assert both.evaluate.head_inputs == ("standardised", "principal_axes")
+    for bad, message in (([], "at least one"), (["standardised", "standardised"], "once"), (["whitened"], "whitened")):
+        with pytest.raises(ConfigError, match=message):
+            params_from_dict({"evaluate": {"head_inputs": bad}})

@@ -195,9 +195,9 @@ def _moved(fs: FeatureSet, rotation: np.ndarray, shift: np.ndarray, scale: float
 
 @pytest.mark.parametrize("task", TASKS)
 def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
-    """The information-preserving control (DESIGN section 4) must read no utility change: the heads
-    read principal axes, so an orthogonal map with a reflection, a shift and one overall scale give
-    the same head inputs and, with the same seed, the same outputs on every test item."""
+    """The information-preserving control (DESIGN section 4) must read no utility change: heads that
+    read principal axes see the same inputs after an orthogonal map with a reflection, a shift and
+    one overall scale, so with the same seed they give the same outputs on every test item."""
     from latentanon.tasks.scoring import ENSEMBLE_PIECES
 
     train, val, test = _task_splits(task)
@@ -205,12 +205,29 @@ def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
     rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     rotation[:, 0] *= -1 if np.linalg.det(rotation) > 0 else 1      # include a reflection
     shift = rng.normal(size=8)
-    plain = score_task(task, train, val, test, seed=0, items=True)
-    moved = score_task(task, *(_moved(fs, rotation, shift, 3.0) for fs in (train, val, test)), seed=0, items=True)
+    plain = score_task(task, train, val, test, seed=0, items=True, inputs=("principal_axes",))
+    moved = score_task(task, *(_moved(fs, rotation, shift, 3.0) for fs in (train, val, test)), seed=0, items=True,
+                       inputs=("principal_axes",))
     assert moved["selected"] == plain["selected"]
     assert moved["value"] == pytest.approx(plain["value"], abs=1e-9)
     piece = ENSEMBLE_PIECES[task]
     np.testing.assert_allclose(moved["items"][piece], plain["items"][piece], atol=2e-3)   # float32 drift over 300 steps
+
+
+def test_val_chooses_among_the_input_forms_and_the_default_reads_standardised_features():
+    train, val, test = _task_splits("tad")
+    default = score_task("tad", train, val, test, seed=0)
+    assert default["inputs"] == "standardised" and {c["inputs"] for c in default["candidates"]} == {"standardised"}
+    both = score_task("tad", train, val, test, seed=0, inputs=("standardised", "principal_axes"))
+    assert len(both["candidates"]) == 2 * len(default["candidates"])
+    assert {c["inputs"] for c in both["candidates"]} == {"standardised", "principal_axes"}
+    best = max(both["candidates"], key=lambda c: c["val_value"])
+    assert (both["inputs"], both["selected"], both["val_value"]) == (best["inputs"], best["hyper"], best["val_value"])
+    # the standardised candidates are the default's own: adding a form changes nothing about them
+    assert [c["val_value"] for c in both["candidates"] if c["inputs"] == "standardised"] == \
+        [c["val_value"] for c in default["candidates"]]
+    with pytest.raises(KeyError, match="unknown head inputs"):
+        score_task("tad", train, val, test, seed=0, inputs=("whitened",))
 
 
 def test_anomaly_head_reads_its_temporal_neighbours_and_never_the_padding():

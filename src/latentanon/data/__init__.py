@@ -1,0 +1,1 @@
+"""Synthetic benchmark, dataset layouts, streaming video io, manifests and their validation."""

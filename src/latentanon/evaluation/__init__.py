@@ -1,0 +1,1 @@
+"""Attack suite, utility and bias evaluation, paired intervals, reports and plots."""

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from latentanon._configtools import ConfigError
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,17 @@ class EvaluateConfig:
     refit_baselines: bool = False
     bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
+    # What the utility heads read (tasks.scoring.HEAD_INPUTS); given both, val picks per method,
+    # task and seed, so every method is read by its stronger head. principal_axes alone makes the
+    # rotation control read exactly zero; standardised alone is what the figures so far used.
+    head_inputs: tuple[Literal["standardised", "principal_axes"], ...] = ("standardised",)
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in
     # turn and that task scored as unseen, on these seeds (empty: skipped).
     unseen_seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self):
+        if not self.head_inputs or len(set(self.head_inputs)) != len(self.head_inputs):
+            raise ConfigError(f"evaluate.head_inputs: give each input form once, at least one; got {list(self.head_inputs)}")
 
 
 @dataclass(frozen=True)

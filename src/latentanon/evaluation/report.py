@@ -278,7 +278,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "test videos (static clips / moving clips), no training.",
         "- **Utility**: " + ", ".join(
             f"{t.upper()} ({utility[t]['metric']}, {'seen' if utility[t]['seen_in_training'] else 'unseen'} in training)"
-            for t in utility) + "; heads fitted on train, selected on validation.",
+            for t in utility) + f"; heads reading {' or '.join(evaluation.get('head_inputs', ['standardised']))} "
+        "features, fitted on train, selected on validation.",
         "- **Bias**: NTU-Bias-F / -M protocol (see below), accuracy per gender and gap via fairlearn.",
         "",
         "Methods: `raw` (the identity baseline: features shared unchanged), `aam` (the method the train "

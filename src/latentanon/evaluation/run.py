@@ -74,11 +74,12 @@ def _splits(sets: list[FeatureSet], split: str) -> list[FeatureSet]:
 
 
 def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, FeatureSet] | None = None,
-            restarts: int = 1) -> dict:
+            heads: Mapping | None = None) -> dict:
     """Every privacy and utility figure of one method's features for one seed.
 
-    ``raw`` (the same sets unanonymized) adds the feature-recovery attack; the result's ``items``
-    hold per-test-item arrays for the paired intervals."""
+    ``raw`` (the same sets unanonymized) adds the feature-recovery attack; ``heads``: ``score_task``'s
+    head protocol (``restarts``, ``inputs``); the result's ``items`` hold per-test-item arrays for
+    the paired intervals."""
     from latentanon.tasks.scoring import score_task
 
     privacy_sets = [sets[n] for n in PRIVACY_SETS if n in sets]
@@ -94,7 +95,7 @@ def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, Feature
     for task, set_name in task_sets().items():
         fs = sets[set_name]
         result = score_task(task, fs.split("train"), fs.split("val"), fs.split("test"), seed,
-                            restarts=restarts, items=True)
+                            items=True, **(heads or {}))
         utility_items[task] = result.pop("items")
         utility[task] = result
     out = {
@@ -494,7 +495,7 @@ def unseen_present(raw: Mapping[str, FeatureSet]) -> list[str]:
 
 
 def held_out_score(name: str, train, held_out: str, raw: Mapping[str, FeatureSet], seed: int,
-                   restarts: int) -> dict:
+                   heads: Mapping | None = None) -> dict:
     """The method refitted with ``held_out`` out of its training, that task scored on its
     anonymized features (with items); module level, so a pool worker can run it."""
     from dataclasses import replace
@@ -504,8 +505,8 @@ def held_out_score(name: str, train, held_out: str, raw: Mapping[str, FeatureSet
     method = create_method(name, replace(train, tasks=replace(train.tasks, **{held_out: 0.0}))).fit(raw, seed=seed)
     method.with_reproducible_noise(seed)
     fs = method.transform(raw[TASK_SPECS[held_out].set_name])
-    return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, restarts=restarts,
-                      items=True)
+    return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, items=True,
+                      **(heads or {}))
 
 
 def trained_for_unseen(method_dir: Path, fallback_train=None):
@@ -520,7 +521,7 @@ def trained_for_unseen(method_dir: Path, fallback_train=None):
 
 
 def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
-                 raw_results: Mapping[str, dict], restarts: int = 1, fallback_train=None,
+                 raw_results: Mapping[str, dict], heads: Mapping | None = None, fallback_train=None,
                  raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0,
                  scored: Mapping[tuple[str, int], dict] | None = None) -> dict:
     """The paper's Table 4 analogue: the trained method refitted with each task held out of its
@@ -544,7 +545,7 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
             fs_raw = raw[TASK_SPECS[held_out].set_name]
             result = (scored or {}).get((held_out, seed))
             if result is None:
-                result = held_out_score(trained.name, trained.train, held_out, raw, seed, restarts)
+                result = held_out_score(trained.name, trained.train, held_out, raw, seed, heads)
             value = result["value"]
             reference = (raw_items or {}).get(str(seed), {}).get("utility", {}).get(held_out)
             if reference is not None and n_resamples > 0:
@@ -556,7 +557,7 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
                     paired.append(np.where(before != 0, (before - after) / before, np.nan))
             cached = raw_results.get(str(seed), {}).get("utility", {}).get(held_out)
             raw_value = cached["value"] if cached else score_task(
-                held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, restarts=restarts)["value"]
+                held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, **(heads or {}))["value"]
             values.append(value)
             raw_values.append(raw_value)
             drops.append(metrics.relative_drop(raw_value, value))
@@ -627,9 +628,10 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
+    heads = {"restarts": cfg.head_restarts, "inputs": tuple(cfg.head_inputs)}
 
     def extra(method: str) -> dict:
-        return {"raw": None if method == "raw" else raw_privacy, "restarts": cfg.head_restarts}
+        return {"raw": None if method == "raw" else raw_privacy, "heads": heads}
 
     def record(method: str, seed: int, result: dict) -> None:
         result = dict(result)
@@ -645,7 +647,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         if not cfg.unseen_seeds or trained is None:
             return {}
         method = trained_for_unseen(layout.adapter_dir, params.train)
-        return {(task, seed): (held_out_score, (method.name, method.train, task, raw, seed, cfg.head_restarts))
+        return {(task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
                 for task in unseen_present(raw) for seed in cfg.unseen_seeds}
 
     with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
@@ -684,7 +686,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     unseen = None
     if cfg.unseen_seeds:
         unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
-                              results["raw"], cfg.head_restarts, params.train,
+                              results["raw"], heads, params.train,
                               {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
                                if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap, unseen_scored)
     trained = _trained_method(layout)
@@ -697,6 +699,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         },
         "identity_is_raw": True,
         "seeds": seeds,
+        "head_inputs": list(cfg.head_inputs),
         "confidence": cfg.confidence,
         "attributes": list(ATTRIBUTES),
         "tasks": {task: {"metric": summary["utility"][task]["metric"], "seen_in_training": seen[task]}

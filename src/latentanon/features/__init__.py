@@ -1,0 +1,1 @@
+"""The feature store: sharded feature sets on a local disk or in S3."""

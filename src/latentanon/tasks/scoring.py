@@ -6,9 +6,9 @@
 | tad  | untrimmed   | snippets | ``segments`` [start_s, end_s, label]  | mAP averaged over tIoU 0.3:0.1:0.7  |
 | ad   | anomaly     | snippets | ``anomaly`` (video), test ``segments`` | frame-level ROC AUC                 |
 
-Heads read the features in their principal axes (``_PrincipalAxes``), so an information-preserving
-rotation of the features leaves every utility figure unchanged. Test data is only ever passed to
-the final scoring of the already selected head.
+A head reads its features in one of ``HEAD_INPUTS`` (standardised per dimension, or principal axes,
+which no rotation of the features can change); given several, val chooses per method and seed.
+Test data is only ever passed to the final scoring of the already selected head.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
 # Bump when the same features would be measured differently (heads, their grids, attackers,
 # metrics): tune's study name and evaluate's resume fingerprint carry it, so figures measured
 # the old way are never mixed with new ones.
-MEASUREMENT_VERSION = 4     # 2: temporal AD head; 3: its grid of two kernels; 4: heads read principal axes
+MEASUREMENT_VERSION = 3     # 2: temporal AD head; 3: its grid of two kernels
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
@@ -284,15 +284,32 @@ def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndar
 
 # ----------------------------------------------------------------------------- heads
 
+class _Standardized:
+    """Feature-wise standardisation with statistics of the training features only."""
+
+    def __init__(self, items: list[np.ndarray]):
+        stacked = np.concatenate([a for a in items if len(a)], axis=0).astype(np.float64)
+        self.mean = stacked.mean(axis=0).astype(np.float32)
+        self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
+
+    def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        t_max = max(a.shape[0] for a in items)
+        x = np.zeros((len(items), t_max, len(self.mean)), dtype=np.float32)
+        mask = np.zeros((len(items), t_max), dtype=bool)
+        for i, a in enumerate(items):
+            x[i, : a.shape[0]] = (a - self.mean) / self.std
+            mask[i, : a.shape[0]] = True
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+
 class _PrincipalAxes:
-    """The heads' input: features centred and turned into their principal axes on the train split,
-    each axis signed so that its third moment on train is positive, all divided by one overall
-    scale. A rotation (or reflection, shift or uniform scaling) of the features gives the same
-    inputs, so the information-preserving control cannot move a utility figure; per-dimension
-    standardisation could (1.2-1.7% on TAD and AD on bench_power's larger test set). One scale for every axis,
-    not one per axis: weight decay then penalises the head isotropically, as ridge does, whereas
-    whitening every axis gave weak directions as much say as strong ones and cut raw val utility
-    (AR 0.67 -> 0.61, TAD mAP 0.32 -> 0.10)."""
+    """Features centred and turned into their principal axes on the train split, each axis signed
+    so that its third moment on train is positive, all divided by one overall scale. A rotation,
+    reflection, shift or uniform scaling of the features gives the same inputs, so the
+    information-preserving control reads exactly no utility change; per-dimension standardisation
+    does not (1.2-1.7% on TAD and AD in bench_power's larger test set). One scale for all axes, not
+    one per axis: whitening every axis gave weak directions as much say as strong ones and cut raw
+    val utility (AR 0.67 -> 0.61, TAD mAP 0.32 -> 0.10)."""
 
     def __init__(self, items: list[np.ndarray]):
         stacked = np.concatenate([a for a in items if len(a)], axis=0).astype(np.float64)
@@ -305,18 +322,18 @@ class _PrincipalAxes:
         scale = np.sqrt(max(float(eigenvalues.mean()), 1e-12))
         self.projection = axes * signs / scale
 
-    @property
-    def dim(self) -> int:
-        return self.projection.shape[1]
-
     def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         t_max = max(a.shape[0] for a in items)
-        x = np.zeros((len(items), t_max, self.dim), dtype=np.float32)
+        x = np.zeros((len(items), t_max, self.projection.shape[1]), dtype=np.float32)
         mask = np.zeros((len(items), t_max), dtype=bool)
         for i, a in enumerate(items):
             x[i, : a.shape[0]] = (np.asarray(a, dtype=np.float64) - self.mean) @ self.projection
             mask[i, : a.shape[0]] = True
         return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+# What a head reads: the first is the default (and what tune measures with).
+HEAD_INPUTS = {"standardised": _Standardized, "principal_axes": _PrincipalAxes}
 
 
 def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
@@ -334,18 +351,22 @@ def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
 class FittedHead:
     task: str
     head: torch.nn.Module
-    inputs: _PrincipalAxes
+    inputs: _Standardized | _PrincipalAxes      # fitted on the train split; maps any split's features
     vocabulary: list[str]
 
 
-def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: list[str] | None = None) -> FittedHead:
-    """Train the task's head on the train split (minibatch AdamW, fixed step count, seeded)."""
+def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: list[str] | None = None,
+             inputs: str = "standardised") -> FittedHead:
+    """Train the task's head on the train split (minibatch AdamW, fixed step count, seeded), reading
+    the features as ``inputs`` (a ``HEAD_INPUTS`` name) fitted on that split."""
     spec = _spec(task)
+    if inputs not in HEAD_INPUTS:
+        raise KeyError(f"unknown head inputs {inputs!r}; choose from {', '.join(HEAD_INPUTS)}")
     columns = {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("anomaly",)}[task]
     _require(train, task, columns)
     items = train.kind(spec.kind)
-    inputs = _PrincipalAxes(items)
-    x, mask = inputs.padded(items)
+    reader = HEAD_INPUTS[inputs](items)
+    x, mask = reader.padded(items)
     dim = x.shape[-1]
     vocabulary = list(vocabulary) if vocabulary is not None else (tad_vocabulary(train) if task == "tad" else [])
     with torch.random.fork_rng(devices=[]):
@@ -373,7 +394,7 @@ def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: l
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return FittedHead(task, head.eval(), inputs, vocabulary)
+    return FittedHead(task, head.eval(), reader, vocabulary)
 
 
 @torch.no_grad()
@@ -623,35 +644,41 @@ def resampled_values(task: str, items: dict[str, np.ndarray], weights: np.ndarra
 
 
 def fit_heads(task: str, train: FeatureSet, hyper: dict, seed: int, restarts: int = 1,
-              vocabulary: list[str] | None = None) -> list[FittedHead]:
+              vocabulary: list[str] | None = None, inputs: str = "standardised") -> list[FittedHead]:
     """``restarts`` heads from different initialisations; their outputs are averaged when scored
     (a steadier figure than one head's)."""
-    return [fit_head(task, train, hyper, seed * 1000 + r if r else seed, vocabulary) for r in range(max(1, restarts))]
+    return [fit_head(task, train, hyper, seed * 1000 + r if r else seed, vocabulary, inputs)
+            for r in range(max(1, restarts))]
 
 
 def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, seed: int,
-               restarts: int = 1, items: bool = False) -> dict:
-    """Fit the head for each hyper-parameter choice on train, keep the best on val, score it on test.
+               restarts: int = 1, items: bool = False, inputs: tuple[str, ...] = ("standardised",)) -> dict:
+    """Fit the head for each input form and hyper-parameter choice on train, keep the best on val,
+    score it on test.
 
     ``restarts`` > 1 averages that many heads' outputs; ``items`` adds the per-test-video pieces
-    for paired bootstrap intervals (``item_scores``)."""
+    for paired bootstrap intervals (``item_scores``); ``inputs``: the ``HEAD_INPUTS`` tried."""
     spec = _spec(task)
+    if not inputs:
+        raise ValueError("score_task: give at least one head input form")
     vocabulary = tad_vocabulary(train) if task == "tad" else None
     candidates = []
     best = None
-    for hyper in spec.grid:
-        fitted = fit_heads(task, train, hyper, seed, restarts, vocabulary)
-        value = evaluate_head(fitted, val)
-        candidates.append({"hyper": dict(hyper), "val_value": value})
-        if best is None or value > best[0]:
-            best = (value, hyper, fitted)
-    val_value, hyper, fitted = best
+    for form in inputs:
+        for hyper in spec.grid:
+            fitted = fit_heads(task, train, hyper, seed, restarts, vocabulary, form)
+            value = evaluate_head(fitted, val)
+            candidates.append({"hyper": dict(hyper), "inputs": form, "val_value": value})
+            if best is None or value > best[0]:
+                best = (value, hyper, form, fitted)
+    val_value, hyper, form, fitted = best
     result = {
         "task": task,
         "metric": spec.metric,
         "value": evaluate_head(fitted, test),
         "val_value": val_value,
         "selected": dict(hyper),
+        "inputs": form,
         "candidates": candidates,
         "seed": seed,
         "restarts": max(1, restarts),
