@@ -214,20 +214,27 @@ def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
     np.testing.assert_allclose(moved["items"][piece], plain["items"][piece], atol=2e-3)   # float32 drift over 300 steps
 
 
-def test_val_chooses_among_the_input_forms_and_the_default_reads_standardised_features():
-    train, val, test = _task_splits("tad")
-    default = score_task("tad", train, val, test, seed=0)
-    assert default["inputs"] == "standardised" and {c["inputs"] for c in default["candidates"]} == {"standardised"}
-    both = score_task("tad", train, val, test, seed=0, inputs=("standardised", "principal_axes"))
-    assert len(both["candidates"]) == 2 * len(default["candidates"])
-    assert {c["inputs"] for c in both["candidates"]} == {"standardised", "principal_axes"}
-    best = max(both["candidates"], key=lambda c: c["val_value"])
-    assert (both["inputs"], both["selected"], both["val_value"]) == (best["inputs"], best["hyper"], best["val_value"])
-    # the standardised candidates are the default's own: adding a form changes nothing about them
-    assert [c["val_value"] for c in both["candidates"] if c["inputs"] == "standardised"] == \
-        [c["val_value"] for c in default["candidates"]]
+@pytest.mark.parametrize("task", TASKS)
+def test_val_chooses_the_input_form_then_the_hyper_parameters_and_the_default_reads_standardised(task):
+    from latentanon.tasks.scoring import TASK_SPECS
+
+    train, val, test = _task_splits(task)
+    grid = TASK_SPECS[task].grid
+    default = score_task(task, train, val, test, seed=0)
+    assert default["inputs"] == "standardised" and [c["inputs"] for c in default["candidates"]] == ["standardised"] * len(grid)
+    both = score_task(task, train, val, test, seed=0, inputs=("standardised", "principal_axes"))
+    first = {c["inputs"]: c["val_value"] for c in both["candidates"][:2]}
+    assert [c["hyper"] for c in both["candidates"][:2]] == [dict(grid[0])] * 2
+    assert both["inputs"] == max(("standardised", "principal_axes"), key=first.get)
+    in_form = [c for c in both["candidates"] if c["inputs"] == both["inputs"]]
+    assert [c["hyper"] for c in in_form] == [dict(h) for h in grid]          # the whole grid, in the chosen form only
+    assert len(both["candidates"]) == len(grid) + 1
+    best = max(in_form, key=lambda c: c["val_value"])
+    assert (both["selected"], both["val_value"]) == (best["hyper"], best["val_value"])
+    # the standardised heads are the default's own: offering a second form changes none of them
+    assert first["standardised"] == default["candidates"][0]["val_value"]
     with pytest.raises(KeyError, match="unknown head inputs"):
-        score_task("tad", train, val, test, seed=0, inputs=("whitened",))
+        score_task(task, train, val, test, seed=0, inputs=("whitened",))
 
 
 def test_anomaly_head_reads_its_temporal_neighbours_and_never_the_padding():

@@ -28,9 +28,10 @@ class EvaluateConfig:
     bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
     # What the utility heads read (tasks.scoring.HEAD_INPUTS); given both, val picks per method,
-    # task and seed, so every method is read by its stronger head. principal_axes alone makes the
-    # rotation control read exactly zero; standardised alone is what the figures so far used.
-    head_inputs: tuple[Literal["standardised", "principal_axes"], ...] = ("standardised",)
+    # task and seed, so raw and every method are read by their stronger head (standardised alone
+    # read raw 3 points of AR and AD lower, flattering every method; principal axes alone read
+    # noisy features lower, and cannot be moved by a rotation)
+    head_inputs: tuple[Literal["standardised", "principal_axes"], ...] = ("standardised", "principal_axes")
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in
     # turn and that task scored as unseen, on these seeds (empty: skipped).
     unseen_seeds: tuple[int, ...] = (0,)
