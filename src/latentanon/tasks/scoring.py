@@ -284,6 +284,17 @@ def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndar
 
 # ----------------------------------------------------------------------------- heads
 
+def _padded(items: list[np.ndarray], dim: int, transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T_max, dim) float32 of each item's ``transform``ed rows, zero-padded, and its (N, T_max) mask."""
+    t_max = max(a.shape[0] for a in items)
+    x = np.zeros((len(items), t_max, dim), dtype=np.float32)
+    mask = np.zeros((len(items), t_max), dtype=bool)
+    for i, a in enumerate(items):
+        x[i, : a.shape[0]] = transform(a)
+        mask[i, : a.shape[0]] = True
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
 class _Standardized:
     """Feature-wise standardisation with statistics of the training features only."""
 
@@ -293,13 +304,7 @@ class _Standardized:
         self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
 
     def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        t_max = max(a.shape[0] for a in items)
-        x = np.zeros((len(items), t_max, len(self.mean)), dtype=np.float32)
-        mask = np.zeros((len(items), t_max), dtype=bool)
-        for i, a in enumerate(items):
-            x[i, : a.shape[0]] = (a - self.mean) / self.std
-            mask[i, : a.shape[0]] = True
-        return torch.from_numpy(x), torch.from_numpy(mask)
+        return _padded(items, len(self.mean), lambda a: (a - self.mean) / self.std)
 
 
 class _PrincipalAxes:
@@ -323,13 +328,8 @@ class _PrincipalAxes:
         self.projection = axes * signs / scale
 
     def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        t_max = max(a.shape[0] for a in items)
-        x = np.zeros((len(items), t_max, self.projection.shape[1]), dtype=np.float32)
-        mask = np.zeros((len(items), t_max), dtype=bool)
-        for i, a in enumerate(items):
-            x[i, : a.shape[0]] = (np.asarray(a, dtype=np.float64) - self.mean) @ self.projection
-            mask[i, : a.shape[0]] = True
-        return torch.from_numpy(x), torch.from_numpy(mask)
+        return _padded(items, self.projection.shape[1],
+                       lambda a: (np.asarray(a, dtype=np.float64) - self.mean) @ self.projection)
 
 
 # What a head reads: the first is the default (and what tune measures with).
