@@ -107,6 +107,23 @@ def test_metrics_tree_targets_and_report(tmp_path):
     assert "](evaluate/privacy_utility.png)" in text and "](audit_bias/bias.png)" in text
 
 
+def test_the_head_input_form_kept_on_each_seed_reaches_metrics_and_the_report(tmp_path):
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2)})
+    for seed, form in (("0", "principal_axes"), ("1", "standardised")):
+        per_seed["aam"][seed]["utility"]["tad"]["inputs"] = form
+        for task in TASKS:
+            per_seed["raw"][seed]["utility"][task]["inputs"] = "principal_axes"
+    evaluation = {**_evaluation(per_seed), "head_inputs": ["principal_axes", "standardised"]}
+    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    assert tree["utility"]["tad"]["aam"]["inputs"] == ["principal_axes", "standardised"]
+    assert tree["utility"]["ar"]["raw"]["inputs"] == ["principal_axes"] * 2
+    assert tree["utility"]["ar"]["aam"]["inputs"] == ["standardised"] * 2      # results that name none
+    text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
+    assert "| aam | std / std | axes / std | std / std |" in text
+    assert "| raw | axes / axes | axes / axes | axes / axes |" in text
+    assert "heads reading principal_axes features, or standardised where a paired bootstrap" in text
+
+
 def test_failing_leakage_and_utility_targets():
     per_seed = _per_seed({
         "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),

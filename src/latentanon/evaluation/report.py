@@ -90,6 +90,8 @@ def _utility_entry(task: str, block: dict, seen: bool, methods: list[str]) -> di
     entry = {"metric": block["metric"], "seen_in_training": seen}
     for method in methods:
         entry[method] = {"value": block[method]["value"]["mean"], "interval": _interval(block[method]["value"])}
+        if "inputs" in block[method]:
+            entry[method]["inputs"] = list(block[method]["inputs"])
         if "ensemble_value" in block[method]:
             entry[method]["ensemble_value"] = block[method]["ensemble_value"]
         if method != "raw":
@@ -234,6 +236,16 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
     return tree
 
 
+INPUT_ABBREVIATIONS = {"principal_axes": "axes", "standardised": "std"}
+
+
+def _head_inputs_rule(forms: list[str]) -> str:
+    if len(forms) == 1:
+        return f"heads reading {forms[0]} features"
+    return (f"heads reading {forms[0]} features, or {' or '.join(forms[1:])} where a paired bootstrap over "
+            "validation videos decides it scores better")
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
@@ -278,8 +290,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "test videos (static clips / moving clips), no training.",
         "- **Utility**: " + ", ".join(
             f"{t.upper()} ({utility[t]['metric']}, {'seen' if utility[t]['seen_in_training'] else 'unseen'} in training)"
-            for t in utility) + f"; heads reading {' or '.join(evaluation.get('head_inputs', ['standardised']))} "
-        "features, fitted on train, selected on validation.",
+            for t in utility) + f"; {_head_inputs_rule(evaluation.get('head_inputs', ['standardised']))}, "
+        "fitted on train, selected on validation.",
         "- **Bias**: NTU-Bias-F / -M protocol (see below), accuracy per gender and gap via fairlearn.",
         "",
         "Methods: `raw` (the identity baseline: features shared unchanged), `aam` (the method the train "
@@ -383,6 +395,14 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         cells = [f"[{_pct(utility[t][f'{m}_relative_drop_interval'][0])}, {_pct(utility[t][f'{m}_relative_drop_interval'][1])}]"
                  f" ({_pct(utility[t].get(f'{m}_relative_drop_half_width', float('nan')))})" for t in utility]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if any("inputs" in utility[t][m] for t in utility for m in methods):
+        lines += ["", "Head inputs kept on each seed (`axes`: principal axes, `std`: standardised; the first "
+                  "form offered is kept unless val decides another scores better):", "",
+                  "| method | " + " | ".join(t.upper() for t in utility) + " |", "|---|" + "---|" * len(utility)]
+        for m in methods:
+            cells = [" / ".join(INPUT_ABBREVIATIONS.get(f, f) for f in utility[t][m].get("inputs", [])) or "-"
+                     for t in utility]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     unseen = {t: utility[t]["aam_unseen"] for t in utility if "aam_unseen" in utility[t]}
     if unseen:
         lines += ["", "### Unseen tasks", "",

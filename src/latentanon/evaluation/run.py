@@ -407,6 +407,8 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                 "value": metrics.mean_interval(values, confidence),
                 "relative_drop": metrics.mean_interval(
                     [metrics.relative_drop(r, v) for r, v in zip(raw_values, values)], confidence),
+                # the head input form kept on each seed (older results name none: standardised)
+                "inputs": [runs[k]["utility"][task].get("inputs", "standardised") for k in keys],
             }
         utility[task] = entry
     if items is not None and n_resamples > 0:
