@@ -27,12 +27,11 @@ class EvaluateConfig:
     refit_baselines: bool = False
     bootstrap: int = 500                 # resamples of the test items for the paired intervals
     head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
-    # What the utility heads read (tasks.scoring.HEAD_INPUTS): the first form, or another where
-    # val decides it is better, per method, task and seed. Principal axes first: no rotation can
-    # move them, so the rotation control reads no change; standardised where val decides it
-    # better (noisy features: principal axes alone read them lower; standardised alone read raw
-    # 3 points of AR and AD lower, flattering every method).
-    head_inputs: tuple[Literal["standardised", "principal_axes"], ...] = ("principal_axes", "standardised")
+    # What the utility heads read (tasks.scoring.HEAD_INPUTS); given both, val picks per method,
+    # task and seed, so raw and every method are read by their stronger head (standardised alone
+    # read raw 3 points of AR and AD lower, flattering every method; principal axes alone read
+    # noisy features lower, and cannot be moved by a rotation)
+    head_inputs: tuple[Literal["standardised", "principal_axes"], ...] = ("standardised", "principal_axes")
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in
     # turn and that task scored as unseen, on these seeds (empty: skipped).
     unseen_seeds: tuple[int, ...] = (0,)

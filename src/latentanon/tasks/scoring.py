@@ -7,8 +7,7 @@
 | ad   | anomaly     | snippets | ``anomaly`` (video), test ``segments`` | frame-level ROC AUC                 |
 
 A head reads its features in one of ``HEAD_INPUTS`` (standardised per dimension, or principal axes,
-which no rotation of the features can change); given several, the first is kept unless val decides
-another is better, per method, task and seed.
+which no rotation of the features can change); given several, val chooses per method, task and seed.
 Test data is only ever passed to the final scoring of the already selected head.
 """
 from __future__ import annotations
@@ -47,13 +46,10 @@ TASK_SPECS: dict[str, TaskSpec] = {
 # Bump when the same features would be measured differently (heads, their grids, attackers,
 # metrics): tune's study name and evaluate's resume fingerprint carry it, so figures measured
 # the old way are never mixed with new ones.
-MEASUREMENT_VERSION = 4     # 2: temporal AD head; 3: its grid of two kernels; 4: val-decided input form
+MEASUREMENT_VERSION = 3     # 2: temporal AD head; 3: its grid of two kernels
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
-# A head input form other than the first is kept only when val decides it is better (_kept_form).
-FORM_SWITCH_RESAMPLES = 200
-FORM_SWITCH_CONFIDENCE = 0.95
 
 
 # set name -> (moving kind, task it carries): what a method co-trains task heads on.
@@ -659,10 +655,9 @@ def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, 
                restarts: int = 1, items: bool = False, inputs: tuple[str, ...] = ("standardised",)) -> dict:
     """Fit heads on train, keep the best on val, score it on test.
 
-    With several ``inputs`` (``HEAD_INPUTS`` names), a head with the default hyper-parameters is
-    fitted in each form and the first form is kept unless val decides another is better
-    (``_kept_form``); then each hyper-parameter choice is tried in the kept form: one extra head
-    per further form rather than a whole grid each. ``restarts`` > 1
+    With several ``inputs`` (``HEAD_INPUTS`` names), the form whose default-hyper-parameter head
+    scores best on val is kept (the first on a tie), then each hyper-parameter choice is tried in
+    that form: one extra head per further form rather than a whole grid each. ``restarts`` > 1
     averages that many heads' outputs; ``items`` adds the per-test-video pieces for paired
     bootstrap intervals (``item_scores``)."""
     spec = _spec(task)
@@ -678,7 +673,7 @@ def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, 
         return value, fitted
 
     defaults = {form: tried(spec.grid[0], form) for form in inputs}
-    form, gains = _kept_form(task, inputs, {f: fitted for f, (_, fitted) in defaults.items()}, val, seed)
+    form = max(inputs, key=lambda f: defaults[f][0])
     best = (*defaults[form], spec.grid[0])
     for hyper in spec.grid[1:]:
         value, fitted = tried(hyper, form)
@@ -692,7 +687,6 @@ def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, 
         "val_value": val_value,
         "selected": dict(hyper),
         "inputs": form,
-        "inputs_gain_on_val": gains,
         "candidates": candidates,
         "seed": seed,
         "restarts": max(1, restarts),
@@ -700,44 +694,6 @@ def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, 
     if items:
         result["items"] = item_scores(fitted, test)
     return result
-
-
-def _val_resamples(n_videos: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(B, n) multinomial counts over the val videos, the same for every form compared."""
-    rng = np.random.default_rng([seed, n_videos, n_resamples, 7])
-    draws = rng.integers(0, n_videos, size=(n_resamples, n_videos))
-    return np.stack([np.bincount(row, minlength=n_videos) for row in draws]).astype(np.float64)
-
-
-def _kept_form(task: str, inputs: tuple[str, ...], fitted: dict, val: FeatureSet, seed: int) -> tuple[str, dict]:
-    """The head input form to keep: the first of ``inputs`` unless another form's default head
-    beats it on val beyond val's noise, i.e. the paired bootstrap interval (over val videos) of
-    its gain lies wholly above zero; of several such forms, the better on all of val.
-
-    Why not simply the best on val: a method's forms often differ by less than val's noise (TAD's
-    val split holds 32 videos), and a coin-flip choice reads as a change of utility. With
-    principal axes first, the information-preserving rotation then keeps raw's form and reads
-    no change; the per-form val choice read 2.3% on TAD with 4,608 test videos. Returns the form
-    and, per other form, its gain over the first on val with its interval."""
-    kept = inputs[0]
-    if len(inputs) == 1:
-        return kept, {}
-    weights = _val_resamples(len(val.records), FORM_SWITCH_RESAMPLES, seed)
-    everything = np.ones((1, weights.shape[1]))
-    first_items = item_scores(fitted[kept], val)
-    first, first_all = resampled_values(task, first_items, weights), resampled_values(task, first_items, everything)[0]
-    alpha = (1.0 - FORM_SWITCH_CONFIDENCE) / 2
-    gains, best_gain = {}, 0.0
-    for form in inputs[1:]:
-        items = item_scores(fitted[form], val)
-        resampled = resampled_values(task, items, weights) - first
-        gain = float(resampled_values(task, items, everything)[0] - first_all)
-        finite = resampled[np.isfinite(resampled)]
-        low, high = (np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (np.nan, np.nan))
-        gains[form] = {"gain": gain, "low": float(low), "high": float(high)}
-        if low > 0 and gain > best_gain:
-            kept, best_gain = form, gain
-    return kept, gains
 
 
 def validation_utility(task: str, train: FeatureSet, val: FeatureSet, seed: int) -> float:
