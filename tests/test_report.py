@@ -121,7 +121,7 @@ def test_the_head_input_form_kept_on_each_seed_reaches_metrics_and_the_report(tm
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "| aam | std / std | axes / std | std / std |" in text
     assert "| raw | axes / axes | axes / axes | axes / axes |" in text
-    assert "heads reading principal_axes features, or standardised where a paired bootstrap" in text
+    assert "heads reading principal_axes or standardised features, whichever a default-hyper-parameter" in text
 
 
 def test_failing_leakage_and_utility_targets():

@@ -242,8 +242,8 @@ INPUT_ABBREVIATIONS = {"principal_axes": "axes", "standardised": "std"}
 def _head_inputs_rule(forms: list[str]) -> str:
     if len(forms) == 1:
         return f"heads reading {forms[0]} features"
-    return (f"heads reading {forms[0]} features, or {' or '.join(forms[1:])} where a paired bootstrap over "
-            "validation videos decides it scores better")
+    return (f"heads reading {' or '.join(forms)} features, whichever a default-hyper-parameter head scores "
+            "better on validation (the first on a tie)")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -396,8 +396,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
                  f" ({_pct(utility[t].get(f'{m}_relative_drop_half_width', float('nan')))})" for t in utility]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if any("inputs" in utility[t][m] for t in utility for m in methods):
-        lines += ["", "Head inputs kept on each seed (`axes`: principal axes, `std`: standardised; the first "
-                  "form offered is kept unless val decides another scores better):", "",
+        lines += ["", "Head inputs kept on each seed (`axes`: principal axes, `std`: standardised; the form "
+                  "whose default head scored better on validation):", "",
                   "| method | " + " | ".join(t.upper() for t in utility) + " |", "|---|" + "---|" * len(utility)]
         for m in methods:
             cells = [" / ".join(INPUT_ABBREVIATIONS.get(f, f) for f in utility[t][m].get("inputs", [])) or "-"
