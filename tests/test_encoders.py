@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -300,3 +301,53 @@ def test_wilson_interval_matches_the_closed_form_and_stays_in_range():
     assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
     with pytest.raises(ValueError):
         wilson_interval(0, 0)
+
+
+class _MeanEncoder:
+    """Feature of a clip: its mean pixel per channel; records each batch's size."""
+
+    def __init__(self):
+        self.batches = []
+
+    def encode(self, clips):
+        self.batches.append(len(clips))
+        return np.asarray(clips, dtype=np.float32).mean(axis=(1, 2, 3))
+
+
+def test_probe_encodes_clips_of_several_videos_per_batch_and_keeps_each_videos_rows(monkeypatch, tmp_path):
+    import pandas as pd
+
+    from latentanon.encoders import probe
+
+    frames = {f"v{i}.mp4": np.random.default_rng(i).integers(0, 255, size=(12 + i, 8, 8, 3), dtype=np.uint8)
+              for i in range(7)}
+    monkeypatch.setattr(probe, "decode", lambda path: frames[path.name])
+    manifest = pd.DataFrame({"path": list(frames)})
+    batched = _MeanEncoder()
+    rows = probe.encode_videos(batched, manifest, tmp_path, "clips", clip_frames=4, per_video=2, batch_size=5)
+    alone = _MeanEncoder()
+    for name, got in zip(frames, rows):
+        want = probe.encode_videos(alone, pd.DataFrame({"path": [name]}), tmp_path, "clips", 4, 2, batch_size=5)[0]
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == (2, 3)
+    assert batched.batches == [6, 6, 2]          # three videos' clips per pass, not one video's
+    assert probe.encode_videos(batched, manifest.iloc[:0], tmp_path, "clips", 4, 2) == []
+
+
+def test_read_ahead_keeps_order_and_holds_at_most_its_look_ahead():
+    from latentanon.encoders.probe import _read_ahead
+
+    started = []
+    consumed = 0
+
+    def work(x):
+        started.append(x)
+        assert len(started) - consumed <= 3          # never more than `ahead` results waiting
+        return x * x
+
+    out = []
+    for value in _read_ahead(work, range(10), ahead=3):
+        time.sleep(0.01)                             # a slow consumer: the thread must wait, not run on
+        out.append(value)
+        consumed += 1
+    assert out == [x * x for x in range(10)]

@@ -1,6 +1,10 @@
 """Linear probes on frozen features: action accuracy (useful?) and attribute attackers (leaky?)."""
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from statistics import NormalDist
 
@@ -19,14 +23,40 @@ from latentanon.encoders.extraction import decode
 ATTRIBUTES = ("skin_tone", "gender", "clothing", "face")
 
 
+def _read_ahead(function: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``function(item)`` of each item in order, computed in one thread up to ``ahead`` items in
+    advance: at most ``ahead`` results are held that the caller has not finished with."""
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queued = deque(pool.submit(function, item) for item in islice(items, ahead))
+        while queued:
+            yield queued.popleft().result()
+            queued.extend(pool.submit(function, item) for item in islice(items, 1))
+
+
 def encode_videos(encoder: ClipEncoder, manifest: pd.DataFrame, data_root: Path, kind: str, clip_frames: int,
                   per_video: int, batch_size: int = 64, desc: str = "probe") -> list[np.ndarray]:
-    """One (n, dim) array per manifest row: ``per_video`` clips or static clips of the video."""
-    out = []
-    for path in tqdm(list(manifest["path"]), desc=desc, unit="video", disable=None):
-        clips = video_clips(decode(Path(data_root) / path), (kind,), clip_frames, per_video, per_video, clip_frames)[kind]
-        out.append(np.concatenate([encoder.encode(clips[i:i + batch_size]) for i in range(0, len(clips), batch_size)]))
-    return out
+    """One (n, dim) array per manifest row: ``per_video`` clips or static clips of the video.
+
+    Clips of consecutive videos share a batch (a video gives two clips, and one forward pass per
+    video left the encoder mostly idle) and the next videos decode in a thread while a batch
+    encodes; each video's rows are the same as when it is encoded alone."""
+    def clips_of(path: str) -> np.ndarray:
+        return video_clips(decode(Path(data_root) / path), (kind,), clip_frames, per_video, per_video, clip_frames)[kind]
+
+    counts, waiting, encoded = [], [], []
+    paths = list(manifest["path"])
+    for clips in tqdm(_read_ahead(clips_of, paths, ahead=8), total=len(paths), desc=desc, unit="video", disable=None):
+        counts.append(len(clips))
+        waiting.append(clips)
+        if sum(map(len, waiting)) >= batch_size:
+            encoded.append(encoder.encode(np.concatenate(waiting)))
+            waiting = []
+    if waiting:
+        encoded.append(encoder.encode(np.concatenate(waiting)))
+    if not encoded:
+        return []
+    return np.split(np.concatenate(encoded), np.cumsum(counts)[:-1])
 
 
 def _classifier(seed: int):
