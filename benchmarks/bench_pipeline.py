@@ -42,6 +42,14 @@ def recorded_times(layout: Layout) -> dict[str, float]:
     return times
 
 
+def write_result(result: dict, path: str | Path) -> Path:
+    """A benchmark's figures as indented JSON at ``path`` (folders made)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -63,10 +71,7 @@ def main() -> int:
     for stage, seconds in result["stage_seconds"].items():
         print(f"{stage:>18s}  {seconds:8.1f} s (in-stage)")
     print(f"{'total':>18s}  {result['total_seconds']:8.1f} s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out}")
+    print(f"written {write_result(result, args.out)}")
     return 0
 
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_pipeline import recorded_times
+from bench_pipeline import recorded_times, write_result
 
 from latentanon.config import Layout, load_params
 from latentanon.data.config import TEST_MULTIPLIERS
@@ -243,9 +243,7 @@ def main() -> int:
         print(f"decision {name}: decided={decision.get('decided')} passed={decision.get('passed')} "
               f"interval={[round(v, 4) for v in decision.get('interval', [])]}")
     print(f"stages {result['total_stage_seconds']:.0f} s; utility targets met: {result['utility_targets_met']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(result, args.out)
     print(f"written {out} and {plot_widths(rows, out.with_suffix('.png'))}")
     return 0
 

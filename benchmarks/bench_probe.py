@@ -14,7 +14,6 @@ Writes benchmarks/results/probe_batching.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_pipeline import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_batching.json"
 
@@ -80,10 +80,7 @@ def main() -> int:
           f"batches of 64 {best['batches_of_64']:.2f} s ({result['speedup']}x); largest feature difference "
           f"{largest:.2e}; whole probe {result['whole_probe_seconds']} s (action top-1 "
           f"{result['whole_probe_action_top1']:.3f})")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out}")
+    print(f"written {write_result(result, args.out)}")
     return 0
 
 

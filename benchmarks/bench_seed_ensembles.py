@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+from bench_pipeline import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seed_ensembles.json"
 UTILITY_TARGET = 0.025
@@ -66,11 +66,8 @@ def main() -> int:
             print(f"{task:>4} {method:>12} {n_videos:>5} videos  half-width with 1..{len(seeds)} seeds: "
                   + " ".join(f"{w:.4f}" for w in widths)
                   + f"  x sqrt(n) {constant:.2f} -> {rows[-1]['videos_for_target']} videos for {UTILITY_TARGET}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": seeds, "resamples": args.resamples,
-                               "utility_target": UTILITY_TARGET, "rows": rows}, indent=2) + "\n")
-    print(f"written {out}")
+    result = {"seeds": seeds, "resamples": args.resamples, "utility_target": UTILITY_TARGET, "rows": rows}
+    print(f"written {write_result(result, args.out)}")
     return 0
 
 
