@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 
 from latentanon.errors import DataError, ModelError
 from latentanon.evaluation import privacy
-from latentanon.methods import METHODS, create_method, expand_names, needs_private_labels
+from latentanon.methods.registry import METHODS, create_method, expand_names, needs_private_labels
 from latentanon.methods.config import AdapterConfig, TrainConfig
 from test_privacy import private_feature_set
 

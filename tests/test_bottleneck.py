@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentanon.evaluation.privacy import attack
-from latentanon.methods import create_method
+from latentanon.methods.registry import create_method
 from latentanon.methods.config import BottleneckConfig, TrainConfig
 from latentanon.tasks.private import ATTRIBUTES
 from latentanon.tasks.scoring import score_task

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from latentanon.errors import ModelError
-from latentanon.methods import METHODS, create_method, fit_view, load_method, method_class
+from latentanon.methods.base import fit_view
+from latentanon.methods.registry import METHODS, create_method, load_method, method_class
 from latentanon.methods.base import PRIVATE_COLUMNS, Method
 from latentanon.methods.config import AdapterConfig, AdversarialConfig, TrainConfig
 from latentanon.tasks.private import ATTRIBUTES

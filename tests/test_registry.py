@@ -163,7 +163,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
 @pytest.mark.parametrize("method_name", ["noise@0.5", "leace"])
 def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name):
     """The registry and the pyfunc carry whatever the train stage saved, not only the AAM."""
-    from latentanon.methods import create_method
+    from latentanon.methods.registry import create_method
     from test_tuning import make_feature_sets
 
     params = params_for(tmp_path)

@@ -8,16 +8,9 @@ import time
 
 from latentanon import stages
 from latentanon.config import ConfigError, load_params
+from latentanon.environment import OFFLINE_ENV
 from latentanon.errors import LatentanonError
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-}
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:

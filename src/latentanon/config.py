@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from latentanon._configtools import ConfigError, from_dict, to_dict
+from latentanon.layout import Layout, PathsConfig
 from latentanon.methods.config import TrainConfig
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
@@ -18,13 +19,6 @@ from latentanon.tracking.config import GateConfig, TrackingConfig
 from latentanon.tuning.config import TuneConfig
 
 __all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
-
-
-@dataclass(frozen=True)
-class PathsConfig:
-    workdir: str = "."                  # every stage output lives under it (DVC outs are relative to it)
-    features_uri: str = ""              # empty: <workdir>/features; may be s3://bucket/prefix
-    anonymized_uri: str = ""            # empty: <workdir>/features_anon; may be s3://bucket/prefix
 
 
 @dataclass(frozen=True)
@@ -48,48 +42,6 @@ class Params:
         """A short stable hash of some sections, to tag outputs with the params that made them."""
         blob = json.dumps({s: to_dict(getattr(self, s)) for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each stage reads and writes, all derived from the params."""
-
-    workdir: Path
-    data_root: Path
-    features_uri: str
-    anonymized_uri: str
-
-    @classmethod
-    def from_params(cls, params: Params) -> "Layout":
-        workdir = Path(params.paths.workdir)
-        data_root = Path(params.data.root)
-        if not data_root.is_absolute():
-            data_root = workdir / data_root
-        return cls(
-            workdir=workdir,
-            data_root=data_root,
-            features_uri=params.paths.features_uri or str(workdir / "features"),
-            anonymized_uri=params.paths.anonymized_uri or str(workdir / "features_anon"),
-        )
-
-    @property
-    def manifests(self) -> Path:
-        return self.workdir / "data" / "manifests"
-
-    @property
-    def encoder_dir(self) -> Path:
-        return self.workdir / "models" / "encoder"
-
-    @property
-    def adapter_dir(self) -> Path:
-        return self.workdir / "models" / "aam"
-
-    @property
-    def reports(self) -> Path:
-        return self.workdir / "reports"
-
-    def report_dir(self, stage: str) -> Path:
-        return self.reports / stage
 
 
 def _set_override(tree: dict, assignment: str) -> None:

@@ -43,6 +43,7 @@ import yaml
 
 from latentanon._files import write_text_atomic
 from latentanon.config import ConfigError, Layout, Params, params_from_dict
+from latentanon.environment import TUNE_STORAGE_ENV
 from latentanon.errors import LatentanonError
 
 STORE_POINTER = "store.json"
@@ -52,7 +53,7 @@ REPORT_SUFFIX = "_report"
 
 # Where a component may find the settings that do not belong in params (they differ per cluster).
 ENV_SCRATCH = "LATENTANON_SCRATCH"                  # roomy scratch volume (an emptyDir in the pod)
-ENV_TUNE_STORAGE = "LATENTANON_TUNE_STORAGE"        # Optuna RDB URL from a Secret (read by the tune stage)
+ENV_TUNE_STORAGE = TUNE_STORAGE_ENV                # Optuna RDB URL from a Secret (read by the tune stage)
 ENV_MLFLOW_FALLBACK = "LATENTANON_MLFLOW_TRACKING_URI"  # used only when no MLFLOW_TRACKING_URI is set
 
 APPROVED = "approved"
@@ -352,7 +353,7 @@ def _set_metadata(artifact: Any, **values: Any) -> None:
 
 def _apply_environment_defaults() -> None:
     """Offline switches as in the CLI, and the cluster's MLflow URI when no integration set one."""
-    from latentanon.cli import OFFLINE_ENV
+    from latentanon.environment import OFFLINE_ENV
 
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)

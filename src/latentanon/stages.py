@@ -14,6 +14,7 @@ from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
 from latentanon._files import write_json_atomic
+from latentanon.layout import PIPELINE
 
 
 def generate(params: Params) -> dict:
@@ -258,17 +259,6 @@ def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, b
     return run(features, out, seeds, confidence, bootstrap)
 
 
-PIPELINE = (
-    "generate",
-    "validate",
-    "pretrain_encoder",
-    "extract",
-    "tune",
-    "train",
-    "evaluate",
-    "audit_bias",
-    "gate",
-)
 
 
 def stage_artifacts(stage: str, params: Params) -> list[Path]:

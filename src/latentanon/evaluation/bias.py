@@ -19,7 +19,8 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import Layout
 from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics

@@ -27,7 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latentanon._files import write_json_atomic
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import Layout
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
 from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack, recovery_attack

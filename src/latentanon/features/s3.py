@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from latentanon.errors import StoreError
-from latentanon.features.backends import ObjectNotFound, StorageBackend
+from latentanon.features.storage import ObjectNotFound, StorageBackend
 
 ACCESS_DENIED_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403",

@@ -1,17 +1,7 @@
 """Anonymizers: one interface (``latentanon.methods.base.Method``), every method registered by name
-(``latentanon.methods.registry.METHODS``): paper, paper_batch, leace, adversarial, noise@<scale>,
-identity."""
-from latentanon.methods.base import Method, fit_view
-from latentanon.methods.registry import (
-    METHODS,
-    base_name,
-    create_method,
-    expand_names,
-    load_method,
-    method_class,
-    method_files,
-    needs_private_labels,
-)
+(``latentanon.methods.registry.METHODS``): bottleneck, paper, paper_batch, leace, adversarial,
+noise@<scale>, rotation, identity.
 
-__all__ = ["METHODS", "Method", "base_name", "create_method", "expand_names", "fit_view", "load_method",
-           "method_class", "method_files", "needs_private_labels"]
+Import from the submodules (``latentanon.methods.registry``): this package file imports nothing,
+so reading a method's config never loads torch.
+"""

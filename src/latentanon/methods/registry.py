@@ -79,9 +79,7 @@ def load_method(directory: str | Path) -> Method:
     meta_path = directory / METHOD_JSON
     if not meta_path.exists():
         if all((directory / f).exists() for f in LEGACY_ADAPTER_FILES):
-            from latentanon.methods.paper import PaperMethod
-
-            return PaperMethod.from_adapter_dir(directory)
+            return method_class("paper").from_adapter_dir(directory)
         raise ModelError(f"{meta_path}: no saved method there (did the train stage run?)")
     try:
         meta = json.loads(meta_path.read_text())

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import Layout
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
 from latentanon.tracking.registry import (

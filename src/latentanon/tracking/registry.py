@@ -6,7 +6,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import Layout
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
 from latentanon.tracking.uri import tracking_uri

@@ -32,11 +32,13 @@ import yaml
 
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import PIPELINE, Layout
+from latentanon import environment
 from latentanon.errors import LatentanonError
 from latentanon.tracking.uri import TRACKING_URI_ENV, tracking_uri
 
-RUN_ID_ENV = "MLFLOW_RUN_ID"            # injected by the Kubeflow MLflow integration
+RUN_ID_ENV = environment.RUN_ID_ENV
 TAG_PIPELINE = "latentanon.pipeline_run"
 TAG_STATE = "latentanon.pipeline_state"
 TAG_PARAMS_HASH = "latentanon.params_hash"
@@ -180,8 +182,6 @@ def dvc_lock_hashes(workdir: Path, stage: str) -> dict[str, str]:
     dvc.lock is rewritten after a stage's command ends, so while ``stage`` runs only the entries
     of the stages before it (in pipeline order) describe this pipeline run; the rest are stale.
     """
-    from latentanon.stages import PIPELINE
-
     lock = workdir / "dvc.lock"
     if not lock.exists() or stage not in PIPELINE:
         return {}

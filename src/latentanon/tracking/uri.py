@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+from latentanon.environment import TRACKING_URI_ENV
+
+__all__ = ["DEFAULT_DB", "TRACKING_URI_ENV", "tracking_uri"]
 DEFAULT_DB = "mlflow.db"
 
 

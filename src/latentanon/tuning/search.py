@@ -28,14 +28,16 @@ import pandas as pd
 from latentanon._configtools import ConfigError, to_dict
 from latentanon._files import write_text_atomic
 from latentanon.methods.config import LossWeights, TrainConfig
-from latentanon.config import Layout, Params
+from latentanon.config import Params
+from latentanon.layout import Layout
+from latentanon.environment import TUNE_STORAGE_ENV
 from latentanon.errors import StoreError
 from latentanon.features.featureset import FeatureSet
 from latentanon.tracking import runs
 from latentanon.tuning import study as study_lib
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
 
-STORAGE_ENV = "LATENTANON_TUNE_STORAGE"
+STORAGE_ENV = TUNE_STORAGE_ENV
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
 SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
 DIRECTIONS = ("minimize", "maximize")  # leakage, utility
