@@ -120,7 +120,7 @@ def _extract_one(path: Path, frames: int, workdir: Path) -> int:
     import torch
 
     from latentanon.data.config import DataConfig
-    from latentanon.encoders import load_encoder
+    from latentanon.encoders.loading import load_encoder
     from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
     from latentanon.encoders.config import ExtractConfig
     from latentanon.encoders.extraction import extract_set

@@ -29,7 +29,7 @@ import torch
 
 from latentanon.data.config import DataConfig
 from latentanon.data.video_io import write_video
-from latentanon.encoders import load_encoder
+from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
 from latentanon.encoders.clips import video_clips
 from latentanon.encoders.config import ExtractConfig, PretrainConfig

@@ -37,7 +37,7 @@ def main() -> int:
 
     from latentanon.config import Layout, load_params
     from latentanon.data.manifests import read_manifest
-    from latentanon.encoders import load_encoder
+    from latentanon.encoders.loading import load_encoder
     from latentanon.encoders.pretrain import run_probe
     from latentanon.encoders.probe import encode_videos
 

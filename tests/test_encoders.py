@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from latentanon.data.config import DataConfig
-from latentanon.encoders import load_encoder
+from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.builtin import (
     BuiltinConfig,
     MaskedVideoPretrainer,

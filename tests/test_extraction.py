@@ -157,7 +157,7 @@ def test_extract_writes_every_set_with_its_kinds(bench, tmp_path):
 
 
 def test_features_match_the_encoder_and_static_clips_carry_no_motion(bench, tmp_path):
-    from latentanon.encoders import load_encoder
+    from latentanon.encoders.loading import load_encoder
     from latentanon.data.video_io import read_video
 
     cfg = replace(CFG, sets=("actions",))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentanon.encoders import load_encoder
+from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.hf import HFVideoEncoder
 from latentanon.errors import ModelError
 

@@ -275,7 +275,7 @@ def extract_features(cfg: ExtractConfig, data_cfg: DataConfig, manifests_dir: st
                      encoder_dir: str | Path, store_uri: str, worker: int = 0, num_workers: int = 1) -> dict:
     """The extract stage (one worker's part of it). Returns a summary of what was written and how fast."""
     from latentanon.data.manifests import read_manifest
-    from latentanon.encoders import load_encoder
+    from latentanon.encoders.loading import load_encoder
     from latentanon.features.store import FeatureStore
 
     _check_args(cfg, worker, num_workers)

@@ -338,7 +338,7 @@ def run_probe(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: Path, da
               encoder_dir: Path) -> dict:
     """Action probe on ``actions`` (train -> test) and static-clip attackers on ``privacy_videos``."""
     from latentanon.data.manifests import read_manifest
-    from latentanon.encoders import load_encoder
+    from latentanon.encoders.loading import load_encoder
     from latentanon.encoders.probe import action_probe, attribute_attack, encode_videos
 
     encoder = load_encoder(encoder_dir, device=cfg.device)
