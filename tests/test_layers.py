@@ -120,3 +120,13 @@ def test_light_modules_import_no_heavy_library(module):
                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"importing {module} loads {result.stdout.strip()}"
+
+
+def test_the_stage_table_names_every_pipeline_step_once():
+    from latentanon import stages
+    from latentanon.layout import PIPELINE
+
+    table = stages.stage_table()
+    assert list(table)[: len(PIPELINE)] == list(PIPELINE)
+    assert set(table) - set(PIPELINE) == {"finalize_extract"}
+    assert all(callable(f) and f.__module__ == "latentanon.stages" for f in table.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 from latentanon.methods.config import LossWeights, TrainConfig
@@ -270,15 +271,34 @@ def stage_artifacts(stage: str, params: Params) -> list[Path]:
     return artifacts
 
 
+def stage_table() -> dict[str, Callable[..., dict]]:
+    """Each pipeline step's stage function by name (PIPELINE's order), plus the extraction fan-in
+    the Kubeflow pipeline runs after its shards."""
+    table: dict[str, Callable[..., dict]] = {
+        "generate": generate,
+        "validate": validate,
+        "pretrain_encoder": pretrain_encoder,
+        "extract": extract,
+        "tune": tune,
+        "train": train,
+        "evaluate": evaluate,
+        "audit_bias": audit_bias,
+        "gate": gate,
+        "finalize_extract": finalize_extract,
+    }
+    return table
+
+
 def execute(name: str, params: Params, track: bool = True, **kwargs) -> dict:
     """Run one stage, record its summary and time, and log it to the pipeline's MLflow run.
 
     The CLI (hence DVC) and the KFP components both go through here.
     """
-    if name not in (*PIPELINE, "finalize_extract"):
+    stage_functions = stage_table()
+    if name not in stage_functions:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(PIPELINE)}")
     t0 = time.perf_counter()
-    summary = globals()[name](params, **kwargs) or {}
+    summary = stage_functions[name](params, **kwargs) or {}
     summary = {**summary, "seconds": round(time.perf_counter() - t0, 3)}
     write_summary(name, params, summary)
     if track:
