@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 
 from latentanon._files import write_json_atomic, write_text_atomic
 
@@ -21,3 +23,31 @@ def test_text_replaces_the_previous_file_whole(tmp_path):
     write_text_atomic(path, "first")
     write_text_atomic(path, "second")
     assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["notes.md"]
+
+
+def test_atomic_path_keeps_the_old_file_and_no_temp_when_the_writer_fails(tmp_path):
+    from latentanon._files import atomic_path
+
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_atomic_path_syncs_unless_the_file_is_regenerable(tmp_path, monkeypatch):
+    from latentanon import _files
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(_files.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    with _files.atomic_path(tmp_path / "a.png", suffix=".png") as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path and tmp.name.startswith(".a.png.tmp-")
+        tmp.write_bytes(b"png")
+    assert len(synced) == 1
+    with _files.atomic_path(tmp_path / "b.mp4", durable=False) as tmp:
+        tmp.write_bytes(b"mp4")
+    assert len(synced) == 1
+    assert (tmp_path / "a.png").read_bytes() == b"png" and (tmp_path / "b.mp4").read_bytes() == b"mp4"

@@ -2,20 +2,50 @@
 killed mid-write leaves the previous file, never a torn one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "", durable: bool = True) -> Iterator[Path]:
+    """A hidden, uniquely named temp path beside ``path`` for the caller to write; on success it is
+    flushed to disk (fsync) and renamed into place, on failure removed. Readers never see a torn
+    file and two writers never share a temp file. ``suffix`` keeps a writer that goes by the file
+    extension (matplotlib, PIL, PyAV) choosing the right format. ``durable=False`` skips the fsync
+    for files a stage regenerates bit for bit (the benchmark's videos: 4 ms each here, thousands of
+    them); the rename still keeps readers from torn files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def _plain(value):

@@ -1,8 +1,9 @@
 """Shared plotting plumbing: a headless pyplot and atomic PNG writes for every stage's figures."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from latentanon._files import atomic_path
 
 
 def pyplot():
@@ -21,9 +22,9 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     A stage killed mid-write leaves the previous figure, never a torn one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        pyplot().close(fig)
     return path

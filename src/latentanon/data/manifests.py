@@ -7,12 +7,12 @@ Column contract: docs/internals.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from latentanon._files import atomic_path
 from latentanon.errors import DataError
 
 # Columns every manifest has, in the order they are written.
@@ -68,10 +68,8 @@ def write_manifest(df: pd.DataFrame, manifests_dir: str | Path, set_name: str) -
         out[column] = [_encode_json_cell(v, column, i, set_name) for i, v in enumerate(out[column])]
     ordered = list(REQUIRED_COLUMNS) + [c for c in out.columns if c not in REQUIRED_COLUMNS]
     path = manifest_path(manifests_dir, set_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    out[ordered].to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        out[ordered].to_csv(tmp, index=False)
     return path
 
 

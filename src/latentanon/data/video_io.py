@@ -1,13 +1,13 @@
 """Reading and writing mp4 clips with PyAV; every failure names the file."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import av
 import numpy as np
 
+from latentanon._files import atomic_path
 from latentanon.errors import DataError
 
 
@@ -17,9 +17,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "li
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise DataError(f"{path}: expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(path, durable=False) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p" if codec != "libx264rgb" else "rgb24"
@@ -31,7 +29,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "li
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -170,10 +167,8 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise DataError(f"{path}: expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, durable=False) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def read_image(path: str | Path) -> np.ndarray:

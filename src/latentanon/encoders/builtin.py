@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from latentanon._configtools import ConfigError, from_dict
+from latentanon._files import atomic_path, write_json_atomic
 from latentanon.errors import ModelError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -397,14 +397,11 @@ def save_builtin(encoder: VideoEncoder, directory: str | Path, extra: dict | Non
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp_weights = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(weights, str(tmp_weights), metadata={"format": "pt"})
-    identity = "builtin:" + file_sha256(tmp_weights)[:16]
+    with atomic_path(directory / WEIGHTS_FILE) as tmp_weights:
+        save_file(weights, str(tmp_weights), metadata={"format": "pt"})
+        identity = "builtin:" + file_sha256(tmp_weights)[:16]
     meta = {"kind": "builtin", "identity": identity, "architecture": asdict(encoder.config), **(extra or {})}
-    tmp_config = directory / f".{CONFIG_FILE}.tmp"
-    tmp_config.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_weights, directory / WEIGHTS_FILE)
-    os.replace(tmp_config, directory / CONFIG_FILE)
+    write_json_atomic(directory / CONFIG_FILE, meta)
     return identity
 
 

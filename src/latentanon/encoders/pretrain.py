@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from latentanon._files import write_json_atomic, load_matching_checkpoint
+from latentanon._files import atomic_path, load_matching_checkpoint, write_json_atomic
 from latentanon.data.config import DataConfig
 from latentanon.encoders.builtin import (
     CONFIG_FILE,
@@ -39,7 +38,6 @@ from latentanon.encoders.builtin import (
 from latentanon.encoders.config import PretrainConfig
 from latentanon.errors import DataError, ModelError
 from latentanon.plots import pyplot, save_figure
-
 
 # settings that do not change the trained weights
 NOT_TRAINING = frozenset({"device", "probe", "probe_clips_per_video", "probe_static_per_video",
@@ -204,13 +202,8 @@ def evaluate(model: MaskedVideoPretrainer, videos, labels: np.ndarray, cfg: Pret
 
 def save_training_state(path: Path, state: dict) -> None:
     """torch.save to a hidden temp file renamed into place: a kill mid-write keeps the last good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def load_training_state(path: Path | None, fingerprint: str) -> dict | None:

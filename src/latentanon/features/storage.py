@@ -8,10 +8,10 @@ imports the other's module for the types they share.
 from __future__ import annotations
 
 import os
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from latentanon._files import write_bytes_atomic
 from latentanon.errors import StoreError
 
 
@@ -79,18 +79,9 @@ class LocalBackend(StorageBackend):
         path = self._path(rel)
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"{self.root}: store location exists and is not a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A hidden, uniquely named temporary file in the same directory, renamed into place:
-        # readers never see a half-written file and concurrent writers never share one.
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"{path}: cannot write: {exc}") from exc
 
     def exists(self, rel: str) -> bool:
