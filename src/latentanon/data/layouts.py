@@ -21,11 +21,18 @@ LAYOUT_OF = {
     "bias": "NTU RGB+D",
 }
 
+# The private attributes every privacy record carries (-1 where a dataset does not provide one).
+ATTRIBUTE_COLUMNS = ("skin_tone", "gender", "clothing", "face")
+# The sets labelled with those attributes: what privacy attackers and label-using methods train on.
+PRIVACY_SETS = ("privacy_videos", "privacy_images")
+# Files read as one still image (a static clip only) rather than as a video.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+
 CLASSES_FILE = "classes.json"
 STAMP_FILE = "latentanon_generation.json"
 # Per set folder: one row per video, path relative to the set folder.
 SIDECAR_FILE = "latentanon_sidecar.csv"
-SIDECAR_COLUMNS = ("path", "identity", "skin_tone", "gender", "clothing", "face")
+SIDECAR_COLUMNS = ("path", "identity", *ATTRIBUTE_COLUMNS)
 # NTU RGB+D: gender per subject, and the cross-subject training subjects (standard list if absent).
 SUBJECTS_FILE = "latentanon_subjects.csv"
 CROSS_SUBJECT_FILE = "latentanon_cross_subject_train.txt"
@@ -35,7 +42,6 @@ TEMPORAL_TRAIN_FILE = "latentanon_temporal_train.txt"
 # The cross-subject training subjects of NTU RGB+D 60 (Shahroudy et al., 2016).
 NTU_CROSS_SUBJECT_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 
-ATTRIBUTE_COLUMNS = ("skin_tone", "gender", "clothing", "face")
 UNKNOWN = -1
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from latentanon._files import atomic_path
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS
 from latentanon.errors import DataError
 
 # Columns every manifest has, in the order they are written.
@@ -33,7 +34,7 @@ REQUIRED_COLUMNS = (
 STRING_COLUMNS = frozenset({"video_id", "path", "set", "split", "label", "checksum"})
 # Ids are integers; -1 marks a value the dataset does not provide (layouts.UNKNOWN).
 INTEGER_COLUMNS = frozenset(
-    {"label_id", "identity", "frames", "width", "height", "skin_tone", "gender", "clothing", "face", "anomaly", "subject"}
+    {"label_id", "identity", "frames", "width", "height", *ATTRIBUTE_COLUMNS, "anomaly", "subject"}
 )
 FLOAT_COLUMNS = frozenset({"fps"})
 # Interval lists stored as JSON text in the CSV.

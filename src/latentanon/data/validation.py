@@ -26,16 +26,14 @@ from tqdm import tqdm
 
 from latentanon._files import write_text_atomic
 from latentanon.data.config import DataConfig, ValidateConfig
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS, IMAGE_SUFFIXES, UNKNOWN
 from latentanon.data.manifests import INTEGER_COLUMNS, REQUIRED_COLUMNS, STRING_COLUMNS, write_manifest
 from latentanon.errors import DataError, LatentanonError, ValidationFailed
 
 SPLITS = ("train", "val", "test")
-ATTRIBUTE_COLUMNS = ("skin_tone", "gender", "clothing", "face")
-UNKNOWN = -1   # an id the dataset does not provide
 # Sets whose purpose needs the labels: privacy attackers train on attributes, the bias audit on gender.
 REQUIRED_ATTRIBUTES = {"privacy_videos": ATTRIBUTE_COLUMNS, "privacy_images": ATTRIBUTE_COLUMNS, "bias": ("gender",)}
 NORMAL_CLASS = "Normal"   # the UCF-Crime class of videos without anomaly
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 QUARANTINE_COLUMNS = ("set", "video_id", "path", "reason")
 # Offending rows listed per failed check in messages and reports (the full count is always given),
 # and failed checks listed in the stage's error message (all are in the reports).
@@ -170,7 +168,7 @@ def load_vocabulary(root: Path) -> Vocabulary:
 
 
 def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_SUFFIXES)
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def file_problem(row: pd.Series, root: Path, check_decode: bool) -> str:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-
 
 def clip_starts(n_frames: int, clip_frames: int, count: int) -> list[int]:
     """``count`` evenly spaced start frames of ``clip_frames``-long clips (first at 0, last at the end)."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS
+
 
 @dataclass(frozen=True)
 class PretrainConfig:
@@ -37,7 +39,7 @@ class PretrainConfig:
     # Appearance heads on the pooled feature, trained on the pretraining people's own labels (never
     # a benchmark person's): a foundation model trained on human-centric data encodes who is seen,
     # and a 100k-parameter model trained on 600 clips learns it only when asked to.
-    appearance_attributes: tuple[str, ...] = ("skin_tone", "gender", "clothing", "face")
+    appearance_attributes: tuple[str, ...] = ATTRIBUTE_COLUMNS
     appearance_weight: float = 1.0      # 0: no appearance heads
     # share of training clips made static (one frame tiled): the appearance heads learn them too,
     # as static clips are what attackers read; the action loss skips them (a still has no action)

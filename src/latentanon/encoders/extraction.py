@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from latentanon.data.config import DataConfig
+from latentanon.data.layouts import IMAGE_SUFFIXES
 from latentanon.encoders.base import ClipEncoder
-from latentanon.encoders.clips import IMAGE_SUFFIXES, clip_plan, stream_clips, tile
+from latentanon.encoders.clips import clip_plan, stream_clips, tile
 from latentanon.encoders.config import ExtractConfig
 from latentanon.errors import DataError, StoreError
 from latentanon.features.featureset import FeatureSet

@@ -16,11 +16,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS
 from latentanon.encoders.base import ClipEncoder
 from latentanon.encoders.clips import video_clips
 from latentanon.encoders.extraction import decode
 
-ATTRIBUTES = ("skin_tone", "gender", "clothing", "face")
+ATTRIBUTES = ATTRIBUTE_COLUMNS
 
 
 def _read_ahead(function: Callable, items: Iterable, ahead: int) -> Iterator:

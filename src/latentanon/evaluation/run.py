@@ -28,15 +28,15 @@ from tqdm.auto import tqdm
 
 from latentanon._files import write_json_atomic
 from latentanon.config import Params
-from latentanon.layout import Layout
+from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.errors import StoreError
 from latentanon.evaluation import metrics, reid
 from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack, recovery_attack
-from latentanon.methods.registry import create_method, expand_names, needs_private_labels
 from latentanon.features.featureset import FeatureSet
+from latentanon.layout import Layout
+from latentanon.methods.registry import create_method, expand_names, needs_private_labels
 from latentanon.plots import pyplot, save_figure
 
-PRIVACY_SETS = ("privacy_videos", "privacy_images")
 MOVING_PRIVACY_SET = "privacy_videos"
 
 

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.errors import DataError
 from latentanon.methods.base import Method
 from latentanon.tasks.private import ATTRIBUTES, attack_data
-
-PRIVACY_SETS = ("privacy_videos", "privacy_images")
 
 
 def private_one_hot(labels: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
 
-ATTRIBUTES = ("skin_tone", "gender", "clothing", "face")
+ATTRIBUTES = ATTRIBUTE_COLUMNS
 
 
 @dataclass

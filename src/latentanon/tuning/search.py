@@ -27,18 +27,18 @@ import pandas as pd
 
 from latentanon._configtools import ConfigError, to_dict
 from latentanon._files import write_text_atomic
-from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Params
-from latentanon.layout import Layout
+from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.environment import TUNE_STORAGE_ENV
 from latentanon.errors import StoreError
 from latentanon.features.featureset import FeatureSet
+from latentanon.layout import Layout
+from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.tracking import runs
 from latentanon.tuning import study as study_lib
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
 
 STORAGE_ENV = TUNE_STORAGE_ENV
-PRIVACY_SETS = ("privacy_videos", "privacy_images")
 SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
 DIRECTIONS = ("minimize", "maximize")  # leakage, utility
 RAW_ATTR = "raw_reference"
@@ -75,8 +75,8 @@ def _search_rows(fs: FeatureSet) -> FeatureSet:
 
 
 def load_search_data(features_uri: str) -> SearchData:
-    from latentanon.methods.training import load_training_sets
     from latentanon.features.store import list_feature_sets, load_feature_set
+    from latentanon.methods.training import load_training_sets
 
     task_sets = {name: _search_rows(fs) for name, fs in load_training_sets(features_uri).items()}
     available = set(list_feature_sets(features_uri))

@@ -8,7 +8,6 @@ can quarantine it with that reason.
 """
 from latentanon.data.loaders.common import (
     BASE_COLUMNS,
-    IMAGE_SUFFIXES,
     INT_COLUMNS,
     SET_COLUMNS,
     manifest_columns,
@@ -17,6 +16,6 @@ from latentanon.data.loaders.common import (
 from latentanon.data.loaders.sets import LOADERS, build_manifests, load_set, manifest_hash
 
 __all__ = [
-    "BASE_COLUMNS", "IMAGE_SUFFIXES", "INT_COLUMNS", "LOADERS", "SET_COLUMNS", "build_manifests", "load_set",
+    "BASE_COLUMNS", "INT_COLUMNS", "LOADERS", "SET_COLUMNS", "build_manifests", "load_set",
     "manifest_columns", "manifest_hash", "probe_file",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from latentanon.data import layouts
 from latentanon.data.config import DataConfig
-from latentanon.data.layouts import ATTRIBUTE_COLUMNS, UNKNOWN
+from latentanon.data.layouts import ATTRIBUTE_COLUMNS, IMAGE_SUFFIXES, UNKNOWN
 from latentanon.data.video_io import read_image, scan_video
 from latentanon.errors import DataError
 
@@ -21,7 +21,6 @@ BASE_COLUMNS = (
 )
 SET_COLUMNS = {"untrimmed": ("segments",), "anomaly": ("segments", "anomaly"), "bias": ("subject",)}
 INT_COLUMNS = ("label_id", "identity", "frames", "width", "height", *ATTRIBUTE_COLUMNS, "anomaly", "subject")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 def manifest_columns(set_name: str) -> tuple[str, ...]:
