@@ -148,6 +148,14 @@ def test_hmdb51_with_pa_hmdb51_attributes(tmp_path):
     assert (df["identity"] == -1).all()
 
 
+def test_hmdb51_split_list_without_a_class_name_is_refused(tmp_path):
+    splits = tmp_path / "privacy_videos" / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    (splits / "_test_split1.txt").write_text("")      # matched by the listing glob, names no class
+    with pytest.raises(DataError, match=r"_test_split1.txt: expected <class>_test_split1.txt"):
+        load_set(REAL, tmp_path, "privacy_videos")
+
+
 def test_thumos14_real_format(tmp_path):
     set_dir = tmp_path / "untrimmed"
     for folder, tag, video in (("validation", "val", "video_validation_0000051"), ("test", "test", "video_test_0000004")):

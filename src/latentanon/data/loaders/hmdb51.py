@@ -38,7 +38,7 @@ def _pa_value(spans, where: str, attribute: str) -> int:
 
 def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
     """PrivacyAttributes/<class>.json -> {video stem: {attribute: class id}}."""
-    found = {}
+    found: dict[str, dict[str, int]] = {}
     if not folder.is_dir():
         return found
     names = {"face": "face", "gender": "gender", "skin_color": "skin_tone", "clothing": "clothing"}
@@ -60,6 +60,14 @@ def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
     return found
 
 
+def _split_class(listing: Path) -> str:
+    """The class a split list is named for: <class>_test_split1.txt."""
+    match = _HMDB_SPLIT.match(listing.name)
+    if match is None:                      # the listing glob's '*' also matches an empty class name
+        raise DataError(f"{listing}: expected <class>_test_split1.txt")
+    return match["cls"]
+
+
 def load_hmdb51(ctx: LoaderContext) -> list[dict]:
     """testTrainMulti_7030_splits/<class>_test_split1.txt ('<name> 1|2|0'); videos at
     hmdb51/<class>/<name> (or the official archive's hmdb51_org/<class>/<name>)."""
@@ -69,11 +77,11 @@ def load_hmdb51(ctx: LoaderContext) -> list[dict]:
         raise DataError(f"{split_dir}: no <class>_test_split1.txt files ({folder_contents(split_dir)})")
     videos = next((ctx.set_dir / d for d in HMDB_VIDEO_DIRS if (ctx.set_dir / d).is_dir()), None)
     base = videos or ctx.set_dir / HMDB_VIDEO_DIRS[0]
-    classes = ctx.classes or sorted(_HMDB_SPLIT.match(f.name)["cls"] for f in files)
+    classes = ctx.classes or sorted(_split_class(f) for f in files)
     attributes = _read_pa_hmdb(ctx.set_dir / "PrivacyAttributes", classes)
     rows = []
     for listing in files:
-        label = _HMDB_SPLIT.match(listing.name)["cls"]
+        label = _split_class(listing)
         label_id = label_index(classes, label, str(listing))
         for number, line in read_lines(listing):
             where = f"{listing}:{number}"
