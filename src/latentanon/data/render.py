@@ -85,6 +85,7 @@ def convex_quad(grid, corners: np.ndarray) -> Patch:
         signed = (xs - p[:, 0, None, None]) * nx[:, None, None] + (ys - p[:, 1, None, None]) * ny[:, None, None]
         edge = np.clip(signed + 0.5, 0.0, 1.0)
         cov = edge if cov is None else np.minimum(cov, edge)
+    assert cov is not None  # the loop above runs over all four edges
     return Patch(cov, rows, cols)
 
 
@@ -131,6 +132,11 @@ _SCENE_TINTS = {
 }
 
 
+def _rgb(colour: np.ndarray) -> tuple[float, float, float]:
+    red, green, blue = map(float, colour)
+    return red, green, blue
+
+
 def random_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     kind = SCENE_KINDS[int(rng.integers(len(SCENE_KINDS)))]
     wall, floor = (np.array(c, dtype=np.float32) for c in _SCENE_TINTS[kind])
@@ -138,15 +144,15 @@ def random_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     floor = np.clip(floor + rng.normal(0, 18, 3), 0, 255)
     period = float(width) * float(rng.uniform(1.5, 2.5))
     horizon = float(rng.uniform(0.55, 0.72))
-    boxes = []
+    boxes: list[tuple[float, float, float, float, float, float, float]] = []
     for _ in range(int(rng.integers(1, 4))):
         w = float(rng.uniform(0.1, 0.35)) * width
         h = float(rng.uniform(0.15, 0.45)) * height
         x = float(rng.uniform(0, period))
         y = horizon * height - h * float(rng.uniform(0.6, 1.0))
         colour = np.clip(wall * rng.uniform(0.4, 1.3) + rng.normal(0, 25, 3), 0, 255)
-        boxes.append((x, y, w, h, *map(float, colour)))
-    return Scene(tuple(map(float, wall)), tuple(map(float, floor)), horizon, tuple(boxes), period,
+        boxes.append((x, y, w, h, *_rgb(colour)))
+    return Scene(_rgb(wall), _rgb(floor), horizon, tuple(boxes), period,
                  float(rng.uniform(0.0, 14.0)))
 
 

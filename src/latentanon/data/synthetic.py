@@ -26,7 +26,16 @@ from tqdm import tqdm
 from latentanon._files import write_text_atomic
 from latentanon.data import layouts
 from latentanon.data.actions import (
-    ACTIONS, ANOMALIES, PAIRS, TRANSITIONS, action_pose, fall_pose, fight_pose, idle_pose, join, talk_pose,
+    ACTIONS,
+    ANOMALIES,
+    PAIRS,
+    TRANSITIONS,
+    action_pose,
+    fall_pose,
+    fight_pose,
+    idle_pose,
+    join,
+    talk_pose,
 )
 from latentanon.data.actors import ATTRIBUTES, Identity, Outfit, Placement, draw_actor, make_identity, random_outfit
 from latentanon.data.config import TEST_MULTIPLIERS, DataConfig
@@ -137,7 +146,8 @@ def _youtube_id(rng: np.random.Generator) -> str:
 
 def plan_pretrain(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]:
     base = layouts.SET_DIRS["pretrain"]
-    jobs, rows = [], {"train": [], "val": []}
+    jobs: list[Job] = []
+    rows: dict[str, list[tuple[str, str, int, int, str, str, Job]]] = {"train": [], "val": []}
     people = {"train": cast["pretrain_train"], "val": cast["pretrain_val"]}
     share = len(people["val"]) / (len(people["train"]) + len(people["val"]))
     count = 0
@@ -217,8 +227,8 @@ def _pa_hmdb_entry(job: Job) -> dict:
 def plan_privacy_videos(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]:
     base = layouts.SET_DIRS["privacy_videos"]
     jobs, side = [], []
-    splits = {c: [] for c in ACTIONS}
-    attrs = {c: {} for c in ACTIONS}
+    splits: dict[str, list[str]] = {c: [] for c in ACTIONS}
+    attrs: dict[str, dict[str, dict]] = {c: {} for c in ACTIONS}
     for split, person in _labelled_people(cast):
         for k in range(cfg.privacy_videos_per_identity):
             label = ACTIONS[int(rng.integers(len(ACTIONS)))]
@@ -245,7 +255,7 @@ def plan_privacy_images(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str
     folder = {"train": "train2017", "val": "val2017", "test": "test2017"}
     jobs, side, files = [], [], {}
     for split, person in _labelled_people(cast):
-        for k in range(cfg.privacy_images_per_identity):
+        for _k in range(cfg.privacy_images_per_identity):
             image_id = f"2017_{int(rng.integers(10**7, 10**8)):08d}"
             rel = f"images/{folder[split]}/{image_id}.png"
             action = ACTIONS[int(rng.integers(len(ACTIONS)))]
@@ -265,7 +275,8 @@ def plan_privacy_images(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str
 def _untrimmed_timeline(cfg: DataConfig, rng: np.random.Generator) -> list[tuple[int, int, str]]:
     """Idle gaps and action instances; postures chain (a SitDown is followed by a StandUp)."""
     fps, total = cfg.fps, cfg.untrimmed_frames
-    timeline, cursor, state = [], 0, "stand"
+    timeline: list[tuple[int, int, str]] = []
+    cursor, state = 0, "stand"
     while True:
         gap = int(rng.uniform(0.6, 1.6) * fps)
         length = int(rng.uniform(1.8, 3.2) * fps)
@@ -289,7 +300,7 @@ def _untrimmed_timeline(cfg: DataConfig, rng: np.random.Generator) -> list[tuple
 def plan_untrimmed(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]:
     base = layouts.SET_DIRS["untrimmed"]
     jobs, side = [], []
-    notes = {("validation", c): [] for c in ACTIONS} | {("test", c): [] for c in ACTIONS}
+    notes: dict[tuple[str, str], list[str]] = {(part, c): [] for part in ("validation", "test") for c in ACTIONS}
     counters = {"validation": 0, "test": 0}
     for split, person in _labelled_people(cast):
         for _ in range(_videos_per_identity(cfg.untrimmed_videos_per_identity, split, cfg.test_untrimmed_multiplier)):
@@ -328,7 +339,10 @@ def _anomaly_timeline(event: str, cfg: DataConfig, rng) -> tuple[list[tuple[int,
 def plan_anomaly(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]:
     base = layouts.SET_DIRS["anomaly"]
     jobs, side = [], []
-    train_list, test_list, test_notes, train_notes = [], [], [], []
+    train_list: list[str] = []
+    test_list: list[str] = []
+    test_notes: list[str] = []
+    train_notes: list[str] = []
     counters: dict[str, int] = {}
     n_events = 0
     for split, person in _labelled_people(cast):
@@ -536,6 +550,7 @@ def render_job(job: Job, cfg: DataConfig) -> np.ndarray:
         partner_pose = None if partner_pose is None else partner_pose[moment]
     canvas = render_scene(scene, background_cam, h, w)
     if partner_pose is not None and job.partner is not None:
+        assert partner_place is not None  # placed above whenever there is a partner pose
         draw_actor(canvas, partner_pose, job.partner, random_outfit(rng), partner_place, actor_cam)
     draw_actor(canvas, pose, job.person, job.outfit, place, actor_cam)
     frames = _finish(canvas, rng)

@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.data.layouts import ATTRIBUTE_COLUMNS, IMAGE_SUFFIXES, UNKNOWN
 from latentanon.data.manifests import INTEGER_COLUMNS, REQUIRED_COLUMNS, STRING_COLUMNS, write_manifest
 from latentanon.errors import DataError, LatentanonError, ValidationFailed
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 SPLITS = ("train", "val", "test")
 # Sets whose purpose needs the labels: privacy attackers train on attributes, the bias audit on gender.
@@ -114,7 +118,7 @@ def vocabulary_from_manifests(manifests: dict[str, pd.DataFrame]) -> Vocabulary:
     for name, df in manifests.items():
         names: dict[int, str] = {}
         if {"label", "label_id"} <= set(df.columns):
-            for label, label_id in zip(df["label"].tolist(), df["label_id"].tolist()):
+            for label, label_id in zip(df["label"].tolist(), df["label_id"].tolist(), strict=False):
                 if isinstance(label, str) and label and pd.notna(label_id) and int(label_id) >= 0:
                     names.setdefault(int(label_id), label)
         # ids no listed video uses keep their place; the placeholder matches no real label
@@ -297,14 +301,14 @@ def build_checks(
     other_train_identities: list,
     other_checksums: list,
     require_identity: bool = True,
-) -> list[tuple[str, object]]:
+) -> list[tuple[str, Expectation]]:
     """(check name, expectation) pairs for one set; ``df`` already has the ``v_*`` columns."""
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
     E = gx.expectations
     columns = set(df.columns)
-    checks: list[tuple[str, object]] = [
+    checks: list[tuple[str, Expectation]] = [
         ("schema: required columns", E.ExpectTableColumnsToMatchSet(column_set=list(REQUIRED_COLUMNS), exact_match=False)),
     ]
     # Integer columns cannot hold nulls, so their type check covers them; GX's cost is per expectation.
@@ -460,7 +464,9 @@ def _outcome(set_name: str, check: str, result) -> CheckOutcome:
     )
 
 
-def run_suite(context, suite_name: str, df: pd.DataFrame, checks: list[tuple[str, str, object]]) -> list[CheckOutcome]:
+def run_suite(
+    context, suite_name: str, df: pd.DataFrame, checks: list[tuple[str, str, Expectation]]
+) -> list[CheckOutcome]:
     """Validate ``df`` (the whole dataframe as one batch) against (set, check name, expectation)
     triples; one outcome per triple, in order."""
     import great_expectations as gx
@@ -493,7 +499,7 @@ def readability_checks(manifests: dict[str, pd.DataFrame], bad: set[tuple[str, s
         },
         dtype=object,
     )
-    frame["v_readable"] = [(s, v) not in bad for s, v in zip(frame["v_set"], frame["video_id"])]
+    frame["v_readable"] = [(s, v) not in bad for s, v in zip(frame["v_set"], frame["video_id"], strict=False)]
     checks = [
         (
             name,
@@ -557,7 +563,8 @@ def _summary_markdown(report: dict) -> str:
 
 def _cross_set_values(kept: dict[str, pd.DataFrame], set_name: str) -> tuple[list, list]:
     """Training identities and all checksums of every set other than ``set_name``."""
-    identities, checksums = set(), set()
+    identities: set = set()
+    checksums: set[str] = set()
     for other, df in kept.items():
         if other == set_name:
             continue
@@ -621,7 +628,7 @@ def validate_manifests(
     started = time.perf_counter()
     quarantine = check_files(manifests, root, cfg.check_decode and decoded_seconds is None)
     decode_seconds = time.perf_counter() - started + (decoded_seconds or 0.0)
-    bad = {(s, v) for s, v in zip(quarantine["set"], quarantine["video_id"])}
+    bad = {(s, v) for s, v in zip(quarantine["set"], quarantine["video_id"], strict=False)}
     kept = {}
     for set_name, df in manifests.items():
         mask = np.array([(set_name, str(v)) not in bad for v in df["video_id"]], dtype=bool)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -18,7 +19,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, codec: str = "li
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise DataError(f"{path}: expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
     with atomic_path(path, durable=False) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
+        # a str codec types as any stream kind; the codecs this writer is given all encode video
+        stream = cast(av.VideoStream, container.add_stream(codec, rate=fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p" if codec != "libx264rgb" else "rgb24"
         if codec == "libx264":
@@ -140,7 +142,7 @@ def iter_frames(path: str | Path, threads: int = 0, wanted: list[int] | None = N
 
 def _wanted_runs(wanted: list[int], gap: int) -> list[tuple[int, int]]:
     """[first, last] of runs of wanted frames separated by more than ``gap`` frames."""
-    runs = []
+    runs: list[list[int]] = []
     for index in sorted(set(wanted)):
         if runs and index - runs[-1][1] <= gap:
             runs[-1][1] = index

@@ -309,6 +309,8 @@ def tube_mask(batch: int, config: BuiltinConfig, ratio: float, generator: torch.
 class MaskedVideoPretrainer(nn.Module):
     """Encoder + light decoder reconstructing hidden tubelets, + a linear action head on the pooled feature."""
 
+    decoder_positions: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, config: BuiltinConfig):
         super().__init__()
         self.encoder = VideoEncoder(config)

@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -115,7 +116,7 @@ class VideoClipsDataset(IterableDataset):
         for position, (shard, paths, frames) in enumerate(self.shards):
             if position % workers != worker:
                 continue
-            for k, (path, n) in enumerate(zip(paths, frames)):
+            for k, (path, n) in enumerate(zip(paths, frames, strict=False)):
                 for kind, j, clip in iter_video_clips(path, n, self.kinds, self.clip_frames, self.cfg, self.size):
                     yield "clip", shard, k, kind, j, clip
                 yield "video", shard, k
@@ -163,14 +164,16 @@ class ShardEncoder:
         features = self.encoder.encode(np.stack([c for *_, c in batch]))
         self.encode_seconds += time.perf_counter() - t0
         self.clips_encoded += len(batch)
-        for (video, kind, j, _), feature in zip(batch, features):
+        for (video, kind, j, _), feature in zip(batch, features, strict=False):
             self.out[kind][video][j] = feature
 
     def finish(self, dim: int) -> dict[str, list[np.ndarray]]:
         while self.pending:
             self._run(min(self.batch_size, len(self.pending)))
         return {
-            kind: [np.stack(v).astype(np.float32) if v else np.zeros((0, dim), np.float32) for v in videos]
+            # the loop above ran every pending clip, so no placeholder None is left
+            kind: [np.stack(cast(list[np.ndarray], v)).astype(np.float32) if v else np.zeros((0, dim), np.float32)
+                   for v in videos]
             for kind, videos in self.out.items()
         }
 
@@ -243,7 +246,8 @@ def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataC
     frame_counts = (manifest["frames"] if "frames" in manifest else pd.Series(-1, index=manifest.index)).to_numpy()
     shards = [(s, [data_root / p for p in manifest["path"].iloc[slice(*ranges[s])]],
                [int(n) for n in frame_counts[slice(*ranges[s])]]) for s in todo]
-    dataset = VideoClipsDataset(shards, kinds, data_cfg.clip_frames, cfg, size=tuple(encoder.frame_size))
+    dataset = VideoClipsDataset(shards, kinds, data_cfg.clip_frames, cfg,
+                                size=(encoder.frame_size[0], encoder.frame_size[1]))
     # items are single clips: let each worker run a couple of batches ahead of the encoder
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
                         collate_fn=_as_is, prefetch_factor=max(4, 2 * cfg.batch_size) if cfg.num_workers else None)

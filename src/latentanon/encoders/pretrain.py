@@ -251,6 +251,8 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(0.1 * total))
     history, step = [], 0
+    order: np.ndarray | None             # this epoch's train rows, drawn at its start or restored
+    sums: dict[str, float] | None        # this epoch's running loss sums
     first_epoch, order, first_lo, sums = 1, None, 0, None
     resumed = load_training_state(checkpoint, fingerprint)
     if resumed is not None:
@@ -265,6 +267,8 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
         tqdm.write(f"pretrain_encoder: resuming at step {step} of {total} from {checkpoint}")
 
     def save_state(epoch: int, next_lo: int) -> None:
+        # only called inside an epoch (sums set) and with a checkpoint (``every`` is 0 without)
+        assert checkpoint is not None and sums is not None
         save_training_state(checkpoint, {
             "fingerprint": fingerprint, "step": step, "epoch": epoch, "batch_offset": next_lo,
             "order": torch.from_numpy(np.asarray(order, dtype=np.int64)), "sums": dict(sums),
@@ -279,6 +283,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
         if first_lo == 0:   # a resumed epoch keeps the order it drew before the interruption
             order = rng.permutation(train_idx)
             sums = {"reconstruction": 0.0, "cross_entropy": 0.0, "accuracy": 0.0}
+        assert order is not None and sums is not None   # a resumed epoch restored both
         for lo in range(first_lo, len(order), cfg.batch_size):
             index = order[lo:lo + cfg.batch_size]
             clips = sample_clips(videos, index, arch.frames, rng)
@@ -292,7 +297,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             target = torch.from_numpy(np.where(still, -1, labels[index]))
             ce = F.cross_entropy(logits, target, ignore_index=-1) if (~still).any() else logits.sum() * 0.0
             loss = recon + cfg.supervised_weight * ce
-            for head, values in zip(attribute_logits, appearance.values()):
+            for head, values in zip(attribute_logits, appearance.values(), strict=False):
                 known = torch.from_numpy(values[index])
                 if (known >= 0).any():
                     loss = loss + cfg.appearance_weight * F.cross_entropy(head, known, ignore_index=-1)

@@ -165,7 +165,7 @@ class S3Backend(StorageBackend):
 
         root = f"{self.prefix}/" if self.prefix else ""
         start = f"{root}{under.strip('/')}/" if under else root
-        found = []
+        found: list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
                 found.extend(item["Key"][len(root):] for item in page.get("Contents", []))

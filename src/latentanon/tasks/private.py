@@ -36,7 +36,9 @@ def _as_sets(sets: FeatureSet | Sequence[FeatureSet]) -> list[FeatureSet]:
 
 def attack_data(sets: FeatureSet | Sequence[FeatureSet], attributes: Sequence[str], kind: str = "static") -> AttackData:
     """Stack the ``kind`` clips of every video that has them, with its attribute labels."""
-    xs, videos, labels = [], [], {a: [] for a in attributes}
+    xs: list[np.ndarray] = []
+    videos: list[np.ndarray] = []
+    labels: dict[str, list[np.ndarray]] = {a: [] for a in attributes}
     offset = 0
     for fs in _as_sets(sets):
         if kind not in fs.arrays or len(fs) == 0:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from latentanon.tasks.heads import BACKGROUND, ADHead, ARHead, TADHead
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
+from latentanon.tasks.heads import BACKGROUND, ADHead, ARHead, TADHead
 
 TASKS = ("ar", "tad", "ad")
 TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -103,7 +103,7 @@ def _snippet_seconds(fs: FeatureSet, row) -> float:
 
 def tad_vocabulary(*sets: FeatureSet) -> list[str]:
     """Action names found in the segments of the given sets, sorted (class id = position)."""
-    names = set()
+    names: set[str] = set()
     for fs in sets:
         for i, value in enumerate(fs.records.get("segments", [])):
             names.update(label for _, _, label in parse_segments(value, f"{fs.name} row {i}"))
@@ -114,7 +114,7 @@ def tad_targets(fs: FeatureSet, vocabulary: list[str]) -> list[np.ndarray]:
     """Per-snippet class targets (0 background, 1 + vocabulary index) from each snippet's centre time."""
     index = {name: i + 1 for i, name in enumerate(vocabulary)}
     out = []
-    for i, (row, seq) in enumerate(zip(fs.records.to_dict("records"), fs.kind("snippets"))):
+    for i, (row, seq) in enumerate(zip(fs.records.to_dict("records"), fs.kind("snippets"), strict=False)):
         step = _snippet_seconds(fs, row)
         centres = (np.arange(seq.shape[0]) + 0.5) * step
         target = np.full(seq.shape[0], BACKGROUND, dtype=np.int64)
@@ -162,7 +162,7 @@ def temporal_nms(segments: np.ndarray, scores: np.ndarray, iou_threshold: float)
         keep.append(best)
         if order:
             ious = temporal_iou(tuple(segments[best]), segments[order])
-            order = [o for o, iou in zip(order, ious) if iou <= iou_threshold]
+            order = [o for o, iou in zip(order, ious, strict=False) if iou <= iou_threshold]
     return keep
 
 
@@ -187,7 +187,7 @@ def proposals_from_scores(
         for threshold in thresholds:
             above = np.concatenate([[False], curve >= threshold, [False]])
             edges = np.flatnonzero(np.diff(above.astype(int)))
-            for start, end in zip(edges[::2], edges[1::2]):
+            for start, end in zip(edges[::2], edges[1::2], strict=False):
                 segments.append((start * snippet_seconds, end * snippet_seconds))
                 scores.append(float(curve[start:end].mean()))
         if not segments:
@@ -269,7 +269,7 @@ def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndar
     """ROC AUC over every frame of every video; a frame takes the score of the snippet holding it
     (frames past the last full snippet take the last snippet's score)."""
     scores, labels = [], []
-    for s, y in zip(snippet_scores, frame_labels):
+    for s, y in zip(snippet_scores, frame_labels, strict=False):
         s = np.asarray(s, dtype=float)
         if not len(s):
             raise DataError("anomaly detection: a video has no snippet scores")
@@ -333,7 +333,9 @@ class _PrincipalAxes:
 
 
 # What a head reads: the first is the default (and what tune measures with).
-HEAD_INPUTS = {"standardised": _Standardized, "principal_axes": _PrincipalAxes}
+HEAD_INPUTS: dict[str, type[_Standardized] | type[_PrincipalAxes]] = {
+    "standardised": _Standardized, "principal_axes": _PrincipalAxes,
+}
 
 
 def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
@@ -371,6 +373,7 @@ def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: l
     vocabulary = list(vocabulary) if vocabulary is not None else (tad_vocabulary(train) if task == "tad" else [])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        head: ARHead | TADHead | ADHead
         if task == "ar":
             head = ARHead(dim, int(train.records["label_id"].max()) + 1)
             targets = torch.tensor(train.records["label_id"].to_numpy(dtype=np.int64))
@@ -509,7 +512,8 @@ def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray
     n_videos = len(counts)
     n_classes = int(gt_class.max()) + 1 if len(gt_class) else 0
     ground_truth = [(int(v), float(s), float(e), int(c))
-                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class)]
+                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class,
+                                          strict=False)]
     detections = []
     for i in range(n_videos):
         for start, end, cls, score in proposals_from_scores(probs[i, : int(counts[i])], float(seconds[i])):

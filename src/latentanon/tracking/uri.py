@@ -12,6 +12,7 @@ at once.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from latentanon.environment import TRACKING_URI_ENV
@@ -20,10 +21,10 @@ __all__ = ["DEFAULT_DB", "TRACKING_URI_ENV", "tracking_uri"]
 DEFAULT_DB = "mlflow.db"
 
 
-def tracking_uri(configured: str, workdir: str | os.PathLike, environ: dict | None = None) -> str:
+def tracking_uri(configured: str, workdir: str | os.PathLike, environ: Mapping[str, str] | None = None) -> str:
     """The tracking URI by the rule above; ``configured`` is params' ``tracking.tracking_uri``."""
-    environ = os.environ if environ is None else environ
-    from_env = (environ.get(TRACKING_URI_ENV) or "").strip()
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    from_env = (env.get(TRACKING_URI_ENV) or "").strip()
     if from_env:
         return from_env
     if configured and configured.strip():
@@ -31,10 +32,10 @@ def tracking_uri(configured: str, workdir: str | os.PathLike, environ: dict | No
     return f"sqlite:///{(Path(workdir) / DEFAULT_DB).resolve()}"
 
 
-def source_of(configured: str, environ: dict | None = None) -> str:
+def source_of(configured: str, environ: Mapping[str, str] | None = None) -> str:
     """Which rule chose the URI, in words (for the CLI and error messages)."""
-    environ = os.environ if environ is None else environ
-    if (environ.get(TRACKING_URI_ENV) or "").strip():
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if (env.get(TRACKING_URI_ENV) or "").strip():
         return f"the {TRACKING_URI_ENV} environment variable"
     if configured and configured.strip():
         return "tracking.tracking_uri in the params file"

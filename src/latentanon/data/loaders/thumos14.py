@@ -39,7 +39,7 @@ def load_thumos14(ctx: LoaderContext) -> list[dict]:
     videos are listed; a split without an annotation folder is left out."""
     segments: dict[tuple[str, Path], list] = {}
     seen_classes = set()
-    tried = []
+    tried: list[str] = []
     for folder, tag, note_dirs, video_dirs in THUMOS_SPLITS:
         tried += note_dirs
         notes = next((ctx.set_dir / d for d in note_dirs if (ctx.set_dir / d).is_dir()), None)

@@ -29,7 +29,7 @@ def load_ucf101(ctx: LoaderContext) -> list[dict]:
     videos = next((ctx.set_dir / d for d in UCF101_VIDEO_DIRS if (ctx.set_dir / d).is_dir()), None)
     base = videos or ctx.set_dir / UCF101_VIDEO_DIRS[0]
     class_file = require_file(lists / "classInd.txt")
-    classes = []
+    classes: list[str] = []
     for number, line in read_lines(class_file):
         parts = line.split()
         if len(parts) != 2 or parse_int(parts[0], f"{class_file}:{number}", "class index") != len(classes) + 1:

@@ -20,7 +20,7 @@ NORMAL = "Normal"
 
 def _crime_temporal(path: Path, classes: list[str]) -> dict[str, tuple[str, list[tuple[int, int]]]]:
     """'<video> <Class> s1 e1 s2 e2' in frames, -1 for no interval."""
-    found = {}
+    found: dict[str, tuple[str, list[tuple[int, int]]]] = {}
     if not path.exists():
         return found
     for number, line in read_lines(path):
