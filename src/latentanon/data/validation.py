@@ -118,7 +118,7 @@ def vocabulary_from_manifests(manifests: dict[str, pd.DataFrame]) -> Vocabulary:
     for name, df in manifests.items():
         names: dict[int, str] = {}
         if {"label", "label_id"} <= set(df.columns):
-            for label, label_id in zip(df["label"].tolist(), df["label_id"].tolist(), strict=False):
+            for label, label_id in zip(df["label"].tolist(), df["label_id"].tolist()):
                 if isinstance(label, str) and label and pd.notna(label_id) and int(label_id) >= 0:
                     names.setdefault(int(label_id), label)
         # ids no listed video uses keep their place; the placeholder matches no real label
@@ -499,7 +499,7 @@ def readability_checks(manifests: dict[str, pd.DataFrame], bad: set[tuple[str, s
         },
         dtype=object,
     )
-    frame["v_readable"] = [(s, v) not in bad for s, v in zip(frame["v_set"], frame["video_id"], strict=False)]
+    frame["v_readable"] = [(s, v) not in bad for s, v in zip(frame["v_set"], frame["video_id"])]
     checks = [
         (
             name,
@@ -628,7 +628,7 @@ def validate_manifests(
     started = time.perf_counter()
     quarantine = check_files(manifests, root, cfg.check_decode and decoded_seconds is None)
     decode_seconds = time.perf_counter() - started + (decoded_seconds or 0.0)
-    bad = {(s, v) for s, v in zip(quarantine["set"], quarantine["video_id"], strict=False)}
+    bad = {(s, v) for s, v in zip(quarantine["set"], quarantine["video_id"])}
     kept = {}
     for set_name, df in manifests.items():
         mask = np.array([(set_name, str(v)) not in bad for v in df["video_id"]], dtype=bool)

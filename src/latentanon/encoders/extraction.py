@@ -116,7 +116,7 @@ class VideoClipsDataset(IterableDataset):
         for position, (shard, paths, frames) in enumerate(self.shards):
             if position % workers != worker:
                 continue
-            for k, (path, n) in enumerate(zip(paths, frames, strict=False)):
+            for k, (path, n) in enumerate(zip(paths, frames)):
                 for kind, j, clip in iter_video_clips(path, n, self.kinds, self.clip_frames, self.cfg, self.size):
                     yield "clip", shard, k, kind, j, clip
                 yield "video", shard, k
@@ -164,7 +164,7 @@ class ShardEncoder:
         features = self.encoder.encode(np.stack([c for *_, c in batch]))
         self.encode_seconds += time.perf_counter() - t0
         self.clips_encoded += len(batch)
-        for (video, kind, j, _), feature in zip(batch, features, strict=False):
+        for (video, kind, j, _), feature in zip(batch, features):
             self.out[kind][video][j] = feature
 
     def finish(self, dim: int) -> dict[str, list[np.ndarray]]:

@@ -297,7 +297,7 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
             target = torch.from_numpy(np.where(still, -1, labels[index]))
             ce = F.cross_entropy(logits, target, ignore_index=-1) if (~still).any() else logits.sum() * 0.0
             loss = recon + cfg.supervised_weight * ce
-            for head, values in zip(attribute_logits, appearance.values(), strict=False):
+            for head, values in zip(attribute_logits, appearance.values()):
                 known = torch.from_numpy(values[index])
                 if (known >= 0).any():
                     loss = loss + cfg.appearance_weight * F.cross_entropy(head, known, ignore_index=-1)

@@ -114,7 +114,7 @@ def tad_targets(fs: FeatureSet, vocabulary: list[str]) -> list[np.ndarray]:
     """Per-snippet class targets (0 background, 1 + vocabulary index) from each snippet's centre time."""
     index = {name: i + 1 for i, name in enumerate(vocabulary)}
     out = []
-    for i, (row, seq) in enumerate(zip(fs.records.to_dict("records"), fs.kind("snippets"), strict=False)):
+    for i, (row, seq) in enumerate(zip(fs.records.to_dict("records"), fs.kind("snippets"))):
         step = _snippet_seconds(fs, row)
         centres = (np.arange(seq.shape[0]) + 0.5) * step
         target = np.full(seq.shape[0], BACKGROUND, dtype=np.int64)
@@ -162,7 +162,7 @@ def temporal_nms(segments: np.ndarray, scores: np.ndarray, iou_threshold: float)
         keep.append(best)
         if order:
             ious = temporal_iou(tuple(segments[best]), segments[order])
-            order = [o for o, iou in zip(order, ious, strict=False) if iou <= iou_threshold]
+            order = [o for o, iou in zip(order, ious) if iou <= iou_threshold]
     return keep
 
 
@@ -187,7 +187,7 @@ def proposals_from_scores(
         for threshold in thresholds:
             above = np.concatenate([[False], curve >= threshold, [False]])
             edges = np.flatnonzero(np.diff(above.astype(int)))
-            for start, end in zip(edges[::2], edges[1::2], strict=False):
+            for start, end in zip(edges[::2], edges[1::2]):
                 segments.append((start * snippet_seconds, end * snippet_seconds))
                 scores.append(float(curve[start:end].mean()))
         if not segments:
@@ -269,7 +269,7 @@ def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndar
     """ROC AUC over every frame of every video; a frame takes the score of the snippet holding it
     (frames past the last full snippet take the last snippet's score)."""
     scores, labels = [], []
-    for s, y in zip(snippet_scores, frame_labels, strict=False):
+    for s, y in zip(snippet_scores, frame_labels):
         s = np.asarray(s, dtype=float)
         if not len(s):
             raise DataError("anomaly detection: a video has no snippet scores")
@@ -512,8 +512,7 @@ def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray
     n_videos = len(counts)
     n_classes = int(gt_class.max()) + 1 if len(gt_class) else 0
     ground_truth = [(int(v), float(s), float(e), int(c))
-                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class,
-                                          strict=False)]
+                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class)]
     detections = []
     for i in range(n_videos):
         for start, end, cls, score in proposals_from_scores(probs[i, : int(counts[i])], float(seconds[i])):
