@@ -27,7 +27,7 @@ FIELD_SINCE: dict[str, tuple[str, str]] = {
         "cachingOptions", "enableCache", "sdkVersion", "triggerPolicy", "condition", "strategy",
         "parameterIterator", "items", "inputParameter", "itemInput", "parameterExpressionSelector",
         "artifactSelectors", "producerSubtask", "resources", "cpuLimit", "memoryLimit", "cpuRequest",
-        "memoryRequest", "accelerator", "type", "count", "platforms", "kubernetes",
+        "memoryRequest", "accelerator", "type", "count", "platforms", "kubernetes", "defaultPipelineRoot",
     )},
     # Exit handler with dsl.PipelineTaskFinalStatus.
     "taskFinalStatus": (NOT_PINNED, "dsl.ExitHandler exit task with PipelineTaskFinalStatus"),

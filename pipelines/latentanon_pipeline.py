@@ -30,6 +30,11 @@ from components.tune import tune_select, tune_trials, tune_workers
 from components.validate import validate
 
 PIPELINE_NAME = "latentanon"
+# The pipeline's own artifact root (the latentanon MinIO, bucket made by k8s/ bucket-init): compiled
+# in, so it applies to this pipeline only and KFP's kfp-launcher default stays every other
+# pipeline's. The launcher finds endpoint and credentials for the bucket in the provider entry that
+# k8s/install/kfp_launcher_provider.py merges into kfp-launcher. A run may still name another root.
+PIPELINE_ROOT = "s3://latentanon-pipelines/v2/artifacts"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "params.yaml"   # the run form's defaults are read from it at compile time
 
@@ -145,6 +150,7 @@ def make_pipeline(gpus_per_task: int = 1):
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
+        pipeline_root=PIPELINE_ROOT,
         description="Latent anonymization of video features: data, encoder, features, Optuna search, "
         "adapter training, utility/privacy/bias evaluation and a gated MLflow promotion.",
     )

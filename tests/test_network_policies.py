@@ -5,12 +5,13 @@ in both install modes."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
 import yaml
-
 from test_k8s import K8S, kubectl
 
 OURS = {"app.kubernetes.io/part-of": "latentanon"}
@@ -157,7 +158,8 @@ def test_evaluator_follows_networkpolicy_semantics():
 # ------------------------------------------------------------------------------------------------
 # the rendered policies, per install mode
 
-MODES = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon"}
+MODES = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon",
+         "overlays/standalone-minio": "kubeflow", "overlays/multi-user-minio": "latentanon"}
 
 
 @pytest.fixture(scope="module", params=sorted(MODES))
@@ -165,11 +167,26 @@ def mode(request):
     return request.param, MODES[request.param], render_policies(request.param)
 
 
+# KFP's object store as upstream installs it. Clients dial the Service minio-service:9000 in
+# kubeflow; a NetworkPolicy sees the backing pod and its container port after the Service's DNAT.
+#   SeaweedFS (KFP >= 2.15 default; kubeflow/manifests v1.11.0 applications/pipeline/upstream/
+#   third-party/seaweedfs): pods app=seaweedfs, Service port 9000 -> targetPort 8333 (S3); the pod
+#   also listens on 8111 (IAM), 9333/19333 (master), 8888 (filer).
+#   MinIO (kubeflow/manifests v1.10.2, KFP 2.5.0; KFP >= 2.15's MinIO option): pods app=minio, 9000.
+SEAWEEDFS = {"pod": Pod("kubeflow", {"app": "seaweedfs", "application-crd-id": "kubeflow-pipelines"}),
+             "port": 8333, "closed_ports": (8111, 9333, 19333, 8888)}
+MINIO = {"pod": Pod("kubeflow", {"app": "minio", "application-crd-id": "kubeflow-pipelines"}),
+         "port": 9000, "closed_ports": (9001,)}
+
+
+def kfp_object_store(overlay: str) -> dict:
+    return MINIO if overlay.endswith("-minio") else SEAWEEDFS
+
+
 def service(name: str) -> Pod:
     return Pod("latentanon", {"app.kubernetes.io/name": name, **OURS})
 
 
-KFP_OBJECT_STORE = Pod("kubeflow", {"app": "minio"})
 KFP_API = Pod("kubeflow", {"app": "ml-pipeline"})
 KFP_METADATA = Pod("kubeflow", {"component": "metadata-grpc-server"})
 KFP_UI = Pod("kubeflow", {"app": "ml-pipeline-ui"})
@@ -182,19 +199,42 @@ def test_pipeline_pods_reach_exactly_what_kfp_and_latentanon_need(mode):
     task = Pod(pipeline_namespace, dict(PIPELINE_POD_LABELS))
     for target, port, protocol in [
         (service("minio"), 9000, "TCP"), (service("mlflow"), 5000, "TCP"), (service("postgres"), 5432, "TCP"),
-        (KFP_OBJECT_STORE, 9000, "TCP"), (KFP_API, 8888, "TCP"), (KFP_API, 8887, "TCP"),
+        (kfp_object_store(overlay)["pod"], kfp_object_store(overlay)["port"], "TCP"), (KFP_API, 8888, "TCP"), (KFP_API, 8887, "TCP"),
         (KFP_METADATA, 8080, "TCP"), (KUBE_DNS, 53, "UDP"), (KUBE_DNS, 53, "TCP"),
         (Address(KUBE_API_SERVICE), 443, "TCP"), (Address(KUBE_API_ENDPOINT), 6443, "TCP"),
     ]:
         assert allowed(policies, task, target, port, protocol), f"{overlay}: task -> {target}:{port}/{protocol}"
     for target, port in [
         (Address("8.8.8.8"), 443), (Address("140.82.112.3"), 443), (Address("10.96.0.2"), 443),
-        (Address(KUBE_API_SERVICE), 80), (KFP_OBJECT_STORE, 9001), (KFP_API, 9090),
+        (Address(KUBE_API_SERVICE), 80), (KFP_API, 9090),
         (Pod("kubeflow", {"app": "katib-controller"}), 8443), (Pod("kubeflow", {"app": "ml-pipeline-ui"}), 3000),
         (service("postgres"), 5433), (Pod("kube-system", {"k8s-app": "metrics-server"}), 53),
         (Pod("team-b", {"app": "minio"}), 9000),
     ]:
         assert not allowed(policies, task, target, port), f"{overlay}: task -> {target}:{port} must be denied"
+
+
+def test_pipeline_pods_reach_the_object_store_their_overlay_names_and_no_other(mode):
+    """Launcher uploads and Argo's archived logs reach the backing pods on their S3 port only."""
+    overlay, pipeline_namespace, policies = mode
+    task = Pod(pipeline_namespace, dict(PIPELINE_POD_LABELS))
+    store = kfp_object_store(overlay)
+    other = MINIO if store is SEAWEEDFS else SEAWEEDFS
+    assert allowed(policies, task, store["pod"], store["port"]), f"{overlay}: task -> KFP object store"
+    for port in store["closed_ports"]:
+        assert not allowed(policies, task, store["pod"], port), f"{overlay}: object store port {port} stays closed"
+    assert not allowed(policies, task, other["pod"], other["port"]), f"{overlay}: only the installed store"
+    assert not allowed(policies, task, Pod("team-b", dict(store["pod"].labels)), store["port"])
+
+
+def test_the_default_overlays_follow_kfp_2_15s_seaweedfs_store():
+    """Without the object-store component the pipeline pods would reach no KFP store at all."""
+    for overlay in ("overlays/standalone", "overlays/multi-user"):
+        policies = render_policies(overlay)
+        task = Pod(MODES[overlay], dict(PIPELINE_POD_LABELS))
+        assert allowed(policies, task, SEAWEEDFS["pod"], 8333) and not allowed(policies, task, MINIO["pod"], 9000)
+    bare = [p for p in render_policies("overlays/standalone") if p["metadata"]["name"] != "pipeline-kfp-object-store"]
+    assert not allowed(bare, Pod("kubeflow", dict(PIPELINE_POD_LABELS)), SEAWEEDFS["pod"], 8333)
 
 
 def test_services_admit_only_their_clients(mode):
@@ -226,7 +266,7 @@ def test_services_admit_only_their_clients(mode):
 def test_istio_sidecars_reach_istiod_only_in_istio_mode(mode):
     overlay, pipeline_namespace, policies = mode
     task = Pod(pipeline_namespace, dict(PIPELINE_POD_LABELS))
-    istio = overlay == "overlays/multi-user"
+    istio = overlay.startswith("overlays/multi-user")
     for source in (task, service("mlflow"), service("minio")):
         for port in (15012, 15017):
             assert allowed(policies, source, ISTIOD, port) is istio, f"{overlay}: {source} -> istiod:{port}"
@@ -252,3 +292,65 @@ def test_no_egress_rule_allows_any_address(overlay):
                     assert network.prefixlen == network.max_prefixlen, f"{overlay} {name}: {network} is a range"
                 else:
                     assert peer.get("podSelector"), f"{overlay} {name}: a whole namespace is a destination"
+
+
+# ------------------------------------------------------------------------------------------------
+# the Kubernetes API addresses, filled from the target cluster at install time
+
+# `kubectl get service,endpoints kubernetes -n default -o json` of a managed cluster (EKS-like:
+# service CIDR 172.20.0.0/16, two control-plane endpoints on 443; nothing like kind's defaults).
+CLUSTER_DESCRIPTION = {
+    "apiVersion": "v1", "kind": "List",
+    "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"},
+         "spec": {"clusterIP": "172.20.0.1", "clusterIPs": ["172.20.0.1"],
+                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default"},
+         "subsets": [{"addresses": [{"ip": "10.0.12.34"}, {"ip": "10.0.45.6"}],
+                      "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}]},
+    ],
+}
+
+
+def kube_api_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kube_api_egress", K8S / "install" / "kube_api_egress.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("overlay", sorted(MODES))
+def test_kube_api_egress_is_filled_from_the_cluster_description(overlay, tmp_path):
+    """The generated policy replaces the overlay's: this cluster's API is reachable, kind's is not."""
+    done = subprocess.run([sys.executable, str(K8S / "install" / "kube_api_egress.py")],
+                          input=json.dumps(CLUSTER_DESCRIPTION), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    generated = yaml.safe_load(done.stdout)
+    assert generated["metadata"]["name"] == "pipeline-kube-api"
+    namespace = MODES[overlay]
+    generated["metadata"]["namespace"] = namespace
+    policies = [p for p in render_policies(overlay) if p["metadata"]["name"] != "pipeline-kube-api"] + [generated]
+    task = Pod(namespace, dict(PIPELINE_POD_LABELS))
+    for ip in ("172.20.0.1", "10.0.12.34", "10.0.45.6"):
+        assert allowed(policies, task, Address(ip), 443), f"{overlay}: task -> {ip}:443"
+    for ip, port in [(KUBE_API_SERVICE, 443), (KUBE_API_ENDPOINT, 6443), ("10.0.12.35", 443), ("10.0.12.34", 80)]:
+        assert not allowed(policies, task, Address(ip), port), f"{overlay}: {ip}:{port} must be denied"
+
+
+def test_kube_api_tool_rejects_descriptions_without_endpoints():
+    tool = kube_api_tool()
+    service_only = {"kind": "List", "items": [CLUSTER_DESCRIPTION["items"][0]]}
+    with pytest.raises(tool.ClusterDescriptionError, match="no Endpoints"):
+        tool.kube_api_policy(service_only)
+    empty = {"kind": "List", "items": [{**CLUSTER_DESCRIPTION["items"][1], "subsets": []}]}
+    with pytest.raises(tool.ClusterDescriptionError, match="no ready address"):
+        tool.kube_api_policy(empty)
+    bad = {"kind": "Endpoints", "metadata": {"name": "kubernetes"},
+           "subsets": [{"addresses": [{"ip": "not-an-ip"}], "ports": [{"port": 443}]}]}
+    with pytest.raises(tool.ClusterDescriptionError, match="not an IP address"):
+        tool.kube_api_policy(bad)
+    ipv6 = {"kind": "Endpoints", "metadata": {"name": "kubernetes"},
+            "subsets": [{"addresses": [{"ip": "fd00::10"}], "ports": [{"port": 6443}]}]}
+    assert tool.kube_api_destinations(ipv6) == [("fd00::10/128", 6443)]
