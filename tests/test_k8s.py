@@ -374,3 +374,26 @@ def test_gpu_overlay_requests_gpus_on_tolerating_pods():
     base_limits = [c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base"))
                    for c in containers(s)]
     assert not any("nvidia.com/gpu" in lim for lim in base_limits), "GPUs only in the gpu overlay"
+
+
+@pytest.mark.parametrize("overlay", ["overlays/multi-user", "overlays/multi-user-minio"])
+def test_gpu_quota_and_ephemeral_storage_sit_where_the_pipeline_pods_run(overlay):
+    """Profile namespace: a GPU quota no smaller than the compiled GPU fan-out, and a default
+    ephemeral-storage request for every container (the pipeline spec cannot set one)."""
+    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, extract_parallelism
+
+    objects = render(overlay)
+    where = PIPELINE_NAMESPACE[overlay]
+    quota = next(o for o in objects if o["kind"] == "ResourceQuota" and o["metadata"]["namespace"] == where)
+    gpus = int(quota["spec"]["hard"]["requests.nvidia.com/gpu"])
+    assert gpus == MAX_GPUS_AT_ONCE and extract_parallelism(1) <= gpus
+    limit_range = next(o for o in objects if o["kind"] == "LimitRange" and o["metadata"]["namespace"] == where)
+    (container,) = [lim for lim in limit_range["spec"]["limits"] if lim["type"] == "Container"]
+    assert "ephemeral-storage" in container["defaultRequest"] and "ephemeral-storage" in container["default"]
+
+
+def test_standalone_puts_no_quota_or_limit_range_into_the_shared_kubeflow_namespace():
+    for overlay in ("overlays/standalone", "overlays/gpu", "overlays/dev"):
+        shared = [o for o in render(overlay) if o["kind"] in ("ResourceQuota", "LimitRange")
+                  and o["metadata"].get("namespace") == "kubeflow"]
+        assert not shared, f"{overlay}: a quota in kubeflow would cap every tenant's pipelines"

@@ -87,7 +87,11 @@ def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
     # Bounded fan-out, whatever worker count a run asks for.
     from pipelines.latentanon_pipeline import MAX_PARALLEL_EXTRACT, MAX_PARALLEL_TUNE
 
-    assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_EXTRACT}
+    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, extract_parallelism
+
+    # The committed build holds one GPU per extract worker: the GPUs held at once are bounded too.
+    assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": extract_parallelism(1)}
+    assert extract_parallelism(1) * 1 <= MAX_GPUS_AT_ONCE and extract_parallelism(1) <= MAX_PARALLEL_EXTRACT
     assert loops["tune-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_TUNE}
     branches = {t["taskInfo"]["name"]: t for t in tasks.values() if "condition" in t.get("triggerPolicy", {})}
     assert set(branches) == {"gate-approved"}
@@ -278,3 +282,34 @@ def test_cpu_only_build_requests_no_gpus_and_runs_the_cpu_image(tmp_path):
     assert "device=cuda" not in yaml.safe_dump(spec)
     with pytest.raises(ValueError, match="gpus_per_task"):
         compile_pipeline(tmp_path / "bad.yaml", gpus_per_task=-1)
+    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, MAX_PARALLEL_EXTRACT, extract_parallelism
+
+    loop = next(t for t in _tasks(spec).values() if t.get("taskInfo", {}).get("name") == "extract-fan-out")
+    assert loop["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_EXTRACT}, "CPU workers are bounded alone"
+    assert [extract_parallelism(g) for g in (0, 1, 2, MAX_GPUS_AT_ONCE)] == [MAX_PARALLEL_EXTRACT, 4, 2, 1]
+    with pytest.raises(ValueError, match="MAX_GPUS_AT_ONCE"):
+        extract_parallelism(MAX_GPUS_AT_ONCE + 1)
+
+
+def test_scratch_volumes_are_bounded_per_kind_of_task(compiled):
+    """The v2 spec cannot request ephemeral storage; the scratch emptyDir carries a sizeLimit."""
+    from pipelines.latentanon_pipeline import HEAVY, LIGHT, MEDIUM, SCRATCH_LIMIT
+
+    _, platform = compiled
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    limits = {name: [m.get("sizeLimit") for m in config.get("emptyDirMounts", [])] for name, config in executors.items()}
+    assert limits["exec-extract-shards"] == [SCRATCH_LIMIT[HEAVY]] and limits["exec-train"] == [SCRATCH_LIMIT[HEAVY]]
+    assert limits["exec-generate"] == [SCRATCH_LIMIT[MEDIUM]] and limits["exec-gate"] == [SCRATCH_LIMIT[MEDIUM]]
+    assert limits["exec-log-stages"] == [SCRATCH_LIMIT[LIGHT]]
+    assert all(None not in values for values in limits.values()), f"a scratch volume without a limit: {limits}"
+    assert sum(bool(values) for values in limits.values()) >= 12, "the stage tasks all get a bounded scratch"
+
+
+def test_gate_receives_the_anonymized_store_and_hands_on_the_marked_one(compiled):
+    spec, _ = compiled
+    tasks = _tasks(spec)
+    gate = tasks["gate"]
+    source = gate["inputs"]["artifacts"]["anonymized"]["taskOutputArtifact"]
+    assert source == {"producerTask": "train", "outputArtifactKey": "anonymized"}
+    outputs = spec["components"][gate["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert {"gate_report", "released_store"} <= set(outputs)
