@@ -28,7 +28,7 @@ PIPELINE_NAMESPACE = {"overlays/standalone": "kubeflow", "overlays/multi-user": 
 PIPELINE_RUNNER = {"overlays/standalone": "pipeline-runner", "overlays/multi-user": "default-editor",
                    "overlays/standalone-minio": "pipeline-runner", "overlays/multi-user-minio": "default-editor",
                    "overlays/dev": "pipeline-runner", "overlays/gpu": "pipeline-runner"}
-CUSTOM_KINDS = ("Profile",)       # Kubeflow CRDs: no schema in kubernetes-validate, checked by hand
+CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs: no schema in kubernetes-validate
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",

@@ -354,3 +354,199 @@ def test_kube_api_tool_rejects_descriptions_without_endpoints():
     ipv6 = {"kind": "Endpoints", "metadata": {"name": "kubernetes"},
             "subsets": [{"addresses": [{"ip": "fd00::10"}], "ports": [{"port": 6443}]}]}
     assert tool.kube_api_destinations(ipv6) == [("fd00::10/128", 6443)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Istio (multi-user): a model of AuthorizationPolicy and PeerAuthentication on top of the
+# NetworkPolicies. A connection goes through when the NetworkPolicies allow it and, where the
+# target has a sidecar, the target's Istio policies do: PeerAuthentication STRICT refuses plain
+# text; then any matching DENY rule refuses; then, if any ALLOW policy applies to the target (the
+# mesh-wide deny-all is one that matches nothing), some ALLOW rule must match.
+
+ROOT_NAMESPACE = "istio-system"
+
+
+@dataclass(frozen=True)
+class Workload:
+    pod: Pod
+    sidecar: bool
+    principal: str = ""   # its mTLS identity when it has a sidecar
+
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        return (self.principal, self.pod.namespace) if self.sidecar else None
+
+
+def _applies(policy: dict, target: Pod) -> bool:
+    namespace = policy["metadata"]["namespace"]
+    if namespace not in (ROOT_NAMESPACE, target.namespace):
+        return False
+    selector = (policy.get("spec") or {}).get("selector")
+    return not selector or selects(selector, target.labels)
+
+
+def _values_match(patterns: list[str], value: str) -> bool:
+    return any(p == "*" and value or p == value for p in patterns)
+
+
+def _source_matches(source: dict, identity: tuple[str, str] | None) -> bool:
+    principal, namespace = identity or ("", "")
+    if "principals" in source and not _values_match(source["principals"], principal):
+        return False
+    if "namespaces" in source and not _values_match(source["namespaces"], namespace):
+        return False
+    if "notPrincipals" in source and _values_match(source["notPrincipals"], principal):
+        return False
+    # Negative fields match plain text too (no identity is "not" any listed one): that is why our
+    # DENY rule also asks for principals ["*"], which only an mTLS request has.
+    if "notNamespaces" in source and namespace in source["notNamespaces"]:
+        return False
+    return True
+
+
+def _rule_matches(rule: dict, identity, port: int, headers: dict) -> bool:
+    sources = rule.get("from")
+    if sources and not any(_source_matches(s.get("source", {}), identity) for s in sources):
+        return False
+    operations = rule.get("to")
+    if operations:
+        ok = False
+        for entry in operations:
+            operation = entry.get("operation", {})
+            if "ports" in operation and str(port) not in operation["ports"]:
+                continue
+            if "paths" in operation or "methods" in operation:
+                continue  # the connections modelled here are not matched on HTTP paths
+            ok = True
+        if not ok:
+            return False
+    for condition in rule.get("when", []):
+        key, values = condition["key"], condition.get("values", [])
+        if key == "source.namespace":
+            if not identity or identity[1] not in values:
+                return False
+        elif key.startswith("request.headers["):
+            if headers.get(key[len("request.headers["):-1]) not in values:
+                return False
+        else:
+            return False
+    return True
+
+
+def istio_allows(policies: list[dict], source: Workload, target: Workload, port: int, headers: dict | None = None):
+    if not target.sidecar:
+        return True  # nothing enforces Istio policy at a pod without a sidecar
+    headers = headers or {}
+    applying = [p for p in policies if _applies(p, target.pod)]
+    peer = [p for p in applying if p["kind"] == "PeerAuthentication"]
+    if not source.sidecar and any(p["spec"].get("mtls", {}).get("mode") == "STRICT" for p in peer) \
+            and not any(p["spec"].get("mtls", {}).get("mode") == "PERMISSIVE" and p["spec"].get("selector")
+                        for p in peer):
+        return False  # a workload-level PERMISSIVE overrides a namespace or mesh STRICT
+    authz = [p for p in applying if p["kind"] == "AuthorizationPolicy"]
+    identity = source.identity
+    for policy in authz:
+        if (policy.get("spec") or {}).get("action") == "DENY":
+            if any(_rule_matches(r, identity, port, headers) for r in policy["spec"].get("rules", [])):
+                return False
+    allows = [p for p in authz if (p.get("spec") or {}).get("action", "ALLOW") == "ALLOW"]
+    if not allows:
+        return True
+    return any(_rule_matches(r, identity, port, headers) for p in allows for r in (p.get("spec") or {}).get("rules", []))
+
+
+# What the Kubeflow platform installs (kubeflow/manifests v1.11.0): the mesh-wide deny-all
+# (common/istio/istio-install/base/deny_all_authorizationpolicy.yaml) and, in each profile
+# namespace, the profile controller's ns-owner-access-istio (the owner through the gateway, any
+# workload of the namespace, health probes). Mesh mTLS STRICT is assumed: the harder case.
+KUBEFLOW_ISTIO = [
+    {"kind": "AuthorizationPolicy", "metadata": {"name": "global-deny-all", "namespace": ROOT_NAMESPACE}, "spec": {}},
+    {"kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+     "spec": {"mtls": {"mode": "STRICT"}}},
+    {"kind": "AuthorizationPolicy", "metadata": {"name": "ns-owner-access-istio", "namespace": "latentanon"},
+     "spec": {"rules": [
+         {"from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
+          "when": [{"key": "request.headers[kubeflow-userid]", "values": ["owner@example.com"]}]},
+         {"when": [{"key": "source.namespace", "values": ["latentanon"]}]},
+         {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
+     ]}},
+]
+
+
+def render_istio(overlay: str) -> list[dict]:
+    done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout)
+            if d and d["kind"] in ("AuthorizationPolicy", "PeerAuthentication")]
+
+
+def in_mesh(pod: Pod, service_account: str) -> Workload:
+    return Workload(pod, True, f"cluster.local/ns/{pod.namespace}/sa/{service_account}")
+
+
+def test_istio_evaluator_follows_authorization_semantics():
+    target = in_mesh(Pod("a", {"app": "db"}), "db")
+    friend, stranger = in_mesh(Pod("a", {"app": "web"}), "web"), in_mesh(Pod("b", {"app": "web"}), "web")
+    plain = Workload(Pod("a", {"app": "job"}), False)
+    assert istio_allows([], stranger, target, 5432), "no policy: allowed"
+    assert not istio_allows(KUBEFLOW_ISTIO[:1], friend, target, 5432), "deny-all matches nothing"
+    profile = {**KUBEFLOW_ISTIO[2], "metadata": {"name": "p", "namespace": "a"},
+               "spec": {"rules": [{"when": [{"key": "source.namespace", "values": ["a"]}]}]}}
+    assert istio_allows([KUBEFLOW_ISTIO[0], profile], friend, target, 5432)
+    assert not istio_allows([KUBEFLOW_ISTIO[0], profile], stranger, target, 5432)
+    assert not istio_allows([KUBEFLOW_ISTIO[0], profile], plain, target, 5432), "plain text has no namespace"
+    assert not istio_allows(KUBEFLOW_ISTIO[1:2], plain, target, 5432), "STRICT refuses plain text"
+    assert istio_allows([], plain, Workload(Pod("a", {}), False), 80), "no sidecar, no enforcement"
+
+
+def test_istio_admits_every_path_a_run_needs_and_refuses_the_others():
+    for overlay in ("overlays/multi-user", "overlays/multi-user-minio"):
+        istio = KUBEFLOW_ISTIO + render_istio(overlay)
+        network = render_policies(overlay)
+        task = Workload(Pod("latentanon", dict(PIPELINE_POD_LABELS)), False)  # KFP: inject "false"
+        bucket_init = Workload(service("bucket-init"), False)
+        anonymize = Workload(Pod("latentanon", {"app.kubernetes.io/name": "anonymize",
+                                                "latentanon.io/store-client": "true", **OURS}), False)
+        minio, mlflow, postgres = (in_mesh(service(n), n) for n in ("minio", "mlflow", "postgres"))
+        ui = in_mesh(KFP_UI, "ml-pipeline-ui")
+        ui_artifact = in_mesh(Pod("latentanon", {"app": "ml-pipeline-ui-artifact"}), "default-editor")
+
+        def through(source: Workload, target: Workload, port: int) -> bool:
+            return (allowed(network, source.pod, target.pod, port)
+                    and istio_allows(istio, source, target, port))
+
+        for source, target, port in [
+            (task, minio, 9000), (task, mlflow, 5000), (task, postgres, 5432),
+            (mlflow, postgres, 5432), (mlflow, minio, 9000), (bucket_init, minio, 9000),
+            (anonymize, minio, 9000), (anonymize, mlflow, 5000), (ui, minio, 9000), (ui_artifact, minio, 9000),
+        ]:
+            assert through(source, target, port), f"{overlay}: {source.pod} -> {target.pod}:{port}"
+        # Without our policies the deny-all refuses the sidecar-less pipeline pods: what broke.
+        assert not istio_allows(KUBEFLOW_ISTIO, task, minio, 9000)
+        assert not istio_allows(KUBEFLOW_ISTIO, ui, minio, 9000)
+        foreign = in_mesh(Pod("team-b", {"app": "notebook"}), "default-editor")
+        kfp_api = in_mesh(KFP_API, "ml-pipeline")
+        for source, target, port in [
+            (foreign, minio, 9000), (foreign, mlflow, 5000), (kfp_api, postgres, 5432), (ui, mlflow, 5000),
+            (ui, postgres, 5432), (task, minio, 9001), (task, mlflow, 5001),
+        ]:
+            assert not through(source, target, port), f"{overlay}: {source.pod} -> {target.pod}:{port}"
+        # Istio alone refuses a foreign identity, whatever the NetworkPolicies would say.
+        for source, target, port in [(foreign, minio, 9000), (foreign, postgres, 5432), (kfp_api, mlflow, 5000)]:
+            assert not istio_allows(istio, source, target, port), f"{overlay}: Istio admits {source.pod}"
+        assert not istio_allows(istio, task, minio, 9001), "only the service port is opened"
+
+
+def test_jobs_run_without_a_sidecar_so_they_complete_under_either_istio_mode():
+    """A classic Envoy sidecar never exits, so a Job with one never completes; native sidecars
+    would end with it. Jobs opt out of injection and so work under both."""
+    for overlay in ("overlays/multi-user", "overlays/standalone"):
+        done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True,
+                              timeout=120)
+        jobs = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] in ("Job", "CronJob")]
+        assert {j["metadata"]["name"] for j in jobs} >= {"bucket-init", "latentanon-anonymize"}
+        for job in jobs:
+            template = (job["spec"]["jobTemplate"]["spec"]["template"] if job["kind"] == "CronJob"
+                        else job["spec"]["template"])
+            annotations = template["metadata"].get("annotations", {})
+            assert annotations.get("sidecar.istio.io/inject") == "false", f"{overlay}: {job['metadata']['name']}"

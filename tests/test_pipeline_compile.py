@@ -313,3 +313,42 @@ def test_gate_receives_the_anonymized_store_and_hands_on_the_marked_one(compiled
     assert source == {"producerTask": "train", "outputArtifactKey": "anonymized"}
     outputs = spec["components"][gate["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     assert {"gate_report", "released_store"} <= set(outputs)
+
+
+def test_compiled_yaml_parses_strictly_with_the_real_protos():
+    """Every field of the committed YAML is one the pipeline-spec and kfp-kubernetes protos know:
+    the pipeline spec as ml_pipelines.PipelineSpec, each executor's platform config as
+    kfp_kubernetes.KubernetesExecutorConfig (the PlatformSpec holds them as free Structs).
+
+    The installed protos are the newest supported backend's (2.17); the oldest's (2.15) are not
+    installable offline, so what 2.15 understands is still the field table of pipelines/backend.py.
+    """
+    from importlib.metadata import version
+
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from pipelines.backend import MIN_KFP_BACKEND
+
+    for package in ("kfp-pipeline-spec", "kfp-kubernetes"):
+        installed = tuple(int(x) for x in version(package).split(".")[:2])
+        assert tuple(int(x) for x in MIN_KFP_BACKEND.split(".")[:2]) <= installed, package
+    pipeline, platform = [d for d in yaml.safe_load_all(GOLDEN.read_text()) if d]
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    parsed = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(parsed.platforms["kubernetes"].deployment_spec.executors) == set(executors)
+    for name, config in executors.items():
+        try:
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
+                                  ignore_unknown_fields=False)
+        except json_format.ParseError as exc:
+            pytest.fail(f"{name}: {exc}")
+    # The parse is strict: a field the protos do not know is an error, at either level.
+    with pytest.raises(json_format.ParseError, match="bogusField"):
+        json_format.ParseDict({**pipeline, "bogusField": 1}, pipeline_spec_pb2.PipelineSpec())
+    some_executor = next(iter(executors.values()))
+    with pytest.raises(json_format.ParseError, match="bogusField"):
+        json_format.ParseDict({**some_executor, "bogusField": 1},
+                              kubernetes_executor_config_pb2.KubernetesExecutorConfig())
