@@ -65,7 +65,7 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     # while train's own artifact stays "unapproved" (KFP input artifacts are never modified).
     released = json.loads((gate / "released_store" / "PUBLISH_STATUS.json").read_text())
     assert released["status"] == decision and released["share"] is (decision == "approved")
-    (trained,) = task_dirs(pipeline_root, "train")
+    (trained,) = [d for d in task_dirs(pipeline_root, "train") if (d / "executor_output.json").is_file()]
     assert json.loads((trained / "anonymized" / "PUBLISH_STATUS.json").read_text())["status"] == "unapproved"
 
     # Extraction fanned out over two workers, then one store with an index.
