@@ -419,9 +419,8 @@ FINAL_STATUSES = [
 
 def _run_exit_handler(tmp_path, params_yaml: str, kfp_run_id: str, final_status: dict) -> dict:
     """The close_run component's function run by KFP's own executor, as a pod runs it."""
-    from kfp.dsl import executor
-
     from components.tracking import close_run
+    from kfp.dsl import executor
 
     output_file = tmp_path / f"executor_output_{kfp_run_id}.json"
     executor_input = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import yaml
+
 from test_k8s import K8S, kubectl
 
 OURS = {"app.kubernetes.io/part-of": "latentanon"}
@@ -399,9 +400,7 @@ def _source_matches(source: dict, identity: tuple[str, str] | None) -> bool:
         return False
     # Negative fields match plain text too (no identity is "not" any listed one): that is why our
     # DENY rule also asks for principals ["*"], which only an mTLS request has.
-    if "notNamespaces" in source and namespace in source["notNamespaces"]:
-        return False
-    return True
+    return not ("notNamespaces" in source and namespace in source["notNamespaces"])
 
 
 def _rule_matches(rule: dict, identity, port: int, headers: dict) -> bool:
@@ -446,9 +445,9 @@ def istio_allows(policies: list[dict], source: Workload, target: Workload, port:
     authz = [p for p in applying if p["kind"] == "AuthorizationPolicy"]
     identity = source.identity
     for policy in authz:
-        if (policy.get("spec") or {}).get("action") == "DENY":
-            if any(_rule_matches(r, identity, port, headers) for r in policy["spec"].get("rules", [])):
-                return False
+        denying = (policy.get("spec") or {}).get("action") == "DENY"
+        if denying and any(_rule_matches(r, identity, port, headers) for r in policy["spec"].get("rules", [])):
+            return False
     allows = [p for p in authz if (p.get("spec") or {}).get("action", "ALLOW") == "ALLOW"]
     if not allows:
         return True

@@ -85,9 +85,12 @@ def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
     assert body == {"extract-fan-out": ["extract-shards"], "tune-fan-out": ["tune-trials"]}
     assert loops["extract-fan-out"]["parameterIterator"]["items"]["inputParameter"].endswith("extract-workers-Output")
     # Bounded fan-out, whatever worker count a run asks for.
-    from pipelines.latentanon_pipeline import MAX_PARALLEL_EXTRACT, MAX_PARALLEL_TUNE
-
-    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, extract_parallelism
+    from pipelines.latentanon_pipeline import (
+        MAX_GPUS_AT_ONCE,
+        MAX_PARALLEL_EXTRACT,
+        MAX_PARALLEL_TUNE,
+        extract_parallelism,
+    )
 
     # The committed build holds one GPU per extract worker: the GPUs held at once are bounded too.
     assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": extract_parallelism(1)}
@@ -328,7 +331,6 @@ def test_compiled_yaml_parses_strictly_with_the_real_protos():
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2
     from kfp.pipeline_spec import pipeline_spec_pb2
-
     from pipelines.backend import MIN_KFP_BACKEND
 
     for package in ("kfp-pipeline-spec", "kfp-kubernetes"):
