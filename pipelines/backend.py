@@ -27,7 +27,7 @@ FIELD_SINCE: dict[str, tuple[str, str]] = {
         "cachingOptions", "enableCache", "sdkVersion", "triggerPolicy", "condition", "strategy",
         "parameterIterator", "items", "inputParameter", "itemInput", "parameterExpressionSelector",
         "artifactSelectors", "producerSubtask", "resources", "cpuLimit", "memoryLimit", "cpuRequest",
-        "memoryRequest", "accelerator", "type", "count", "platforms", "kubernetes",
+        "memoryRequest", "accelerator", "type", "count", "platforms", "kubernetes", "defaultPipelineRoot",
     )},
     # Exit handler with dsl.PipelineTaskFinalStatus.
     "taskFinalStatus": (NOT_PINNED, "dsl.ExitHandler exit task with PipelineTaskFinalStatus"),
@@ -55,6 +55,7 @@ FIELD_SINCE: dict[str, tuple[str, str]] = {
     "emptyDirMounts": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
     "volumeName": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
     "mountPath": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
+    "sizeLimit": (NOT_PINNED, "kfp-kubernetes empty_dir_mount(size_limit=...)"),
     "podMetadata": (NOT_PINNED, "kfp-kubernetes add_pod_label"),
     "labels": (NOT_PINNED, "kfp-kubernetes add_pod_label"),
     # kfp-kubernetes >= 2.15 writes these on every secret/config-map env; older drivers fail with

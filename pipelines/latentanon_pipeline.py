@@ -30,6 +30,11 @@ from components.tune import tune_select, tune_trials, tune_workers
 from components.validate import validate
 
 PIPELINE_NAME = "latentanon"
+# The pipeline's own artifact root (the latentanon MinIO, bucket made by k8s/ bucket-init): compiled
+# in, so it applies to this pipeline only and KFP's kfp-launcher default stays every other
+# pipeline's. The launcher finds endpoint and credentials for the bucket in the provider entry that
+# k8s/install/kfp_launcher_provider.py merges into kfp-launcher. A run may still name another root.
+PIPELINE_ROOT = "s3://latentanon-pipelines/v2/artifacts"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "params.yaml"   # the run form's defaults are read from it at compile time
 
@@ -52,11 +57,28 @@ POD_LABEL = ("app.kubernetes.io/part-of", "latentanon")
 LIGHT = ("250m", "1", "512Mi", "2Gi")
 MEDIUM = ("1", "4", "4Gi", "8Gi")
 HEAVY = ("4", "8", "16Gi", "32Gi")
+# The scratch emptyDir's sizeLimit per kind of task: a task that outgrows it is evicted instead of
+# filling the node's disk. (The v2 pipeline spec has no ephemeral-storage request; in a profile
+# namespace k8s/overlays/multi-user/pipelines/limits.yaml gives every container a default one.)
+SCRATCH_LIMIT = {LIGHT: "2Gi", MEDIUM: "20Gi", HEAVY: "100Gi"}
+_TASK_SIZES: dict[int, tuple] = {}   # id(task) -> its sizes, recorded by _task for _cluster_settings
 
 # At most this many loop iterations run at once, whatever the worker count (a cluster's quota
 # and the object store's bandwidth, not the run form, bound the fan-out).
 MAX_PARALLEL_EXTRACT = 8
 MAX_PARALLEL_TUNE = 4
+# GPU builds: at most this many GPUs held by extract workers at once (the multi-user overlay's quota
+# is the same number); a standalone namespace is shared, so there the compiled bound is the bound.
+MAX_GPUS_AT_ONCE = 4
+
+
+def extract_parallelism(gpus_per_task: int) -> int:
+    """How many extract workers may run at once: bounded by the GPUs they hold in a GPU build."""
+    if gpus_per_task <= 0:
+        return MAX_PARALLEL_EXTRACT
+    if gpus_per_task > MAX_GPUS_AT_ONCE:
+        raise ValueError(f"gpus_per_task={gpus_per_task} exceeds MAX_GPUS_AT_ONCE={MAX_GPUS_AT_ONCE}")
+    return min(MAX_PARALLEL_EXTRACT, MAX_GPUS_AT_ONCE // gpus_per_task)
 
 # Retries: tasks that only talk to MLflow / the object store retry quickly; heavy stages, which
 # also write to them, retry once (a deterministic error should not burn hours of GPU time).
@@ -95,6 +117,7 @@ def _task(task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache
     if retry:
         task.set_retry(**retry)
     kubernetes.add_pod_label(task, *POD_LABEL)
+    _TASK_SIZES[id(task)] = sizes
     return _resources(task, sizes)
 
 
@@ -109,7 +132,9 @@ def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True) -> dsl.Pipel
         task, config_map_name=ENV_CONFIG_MAP, config_map_key_to_env={key: key for key in ENV_CONFIG_KEYS}
     )
     if scratch:
-        kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT)
+        sizes = _TASK_SIZES.get(id(task), LIGHT)
+        kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT,
+                                   size_limit=SCRATCH_LIMIT[sizes])
         task.set_env_variable("LATENTANON_SCRATCH", SCRATCH_MOUNT)
     return task
 
@@ -145,6 +170,7 @@ def make_pipeline(gpus_per_task: int = 1):
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
+        pipeline_root=PIPELINE_ROOT,
         description="Latent anonymization of video features: data, encoder, features, Optuna search, "
         "adapter training, utility/privacy/bias evaluation and a gated MLflow promotion.",
     )
@@ -227,7 +253,8 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
     _gpu(_cluster_settings(_task(encoder, "pretrain encoder", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
 
     workers = _task(extract_workers(num_workers=extract_workers_count, params_yaml=resolved), "plan extract workers")
-    with dsl.ParallelFor(workers.output, name="extract-fan-out", parallelism=MAX_PARALLEL_EXTRACT) as item:
+    with dsl.ParallelFor(workers.output, name="extract-fan-out",
+                         parallelism=extract_parallelism(gpus_per_task)) as item:
         shard = extract_op(
             params_yaml=item.params_yaml,
             overrides=gpu_overrides("extract"),
@@ -294,8 +321,9 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
         evaluate_report=scored.outputs["evaluate_report"],
         audit_bias_report=audit.outputs["audit_bias_report"],
         metrics_json=audit.outputs["metrics_json"],
+        anonymized=adapter.outputs["anonymized"],
     )
-    _cluster_settings(_task(decision, "promotion gate", cache=False, retry=NETWORK_RETRY))
+    _cluster_settings(_task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY))
 
     with dsl.If(decision.outputs["Output"] == "approved", name="gate-approved"):
         champion = promote(**common, mlflow_run_id=run.output, gate_report=decision.outputs["gate_report"])

@@ -3,6 +3,7 @@ and keeps the security settings (non-root, read-only root, no capabilities, limi
 reference only, default-deny network policies)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,14 +18,17 @@ if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo roo
     sys.path.insert(0, str(REPO))
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.33.0"     # the schemas every manifest must validate against
-OVERLAYS = ("base", "overlays/standalone", "overlays/multi-user", "overlays/dev", "overlays/gpu")
+OVERLAYS = ("base", "overlays/standalone", "overlays/multi-user", "overlays/standalone-minio",
+            "overlays/multi-user-minio", "overlays/dev", "overlays/gpu")
 INSTALL_MODES = ("overlays/standalone", "overlays/multi-user")
 # Where the pipeline's task pods run, per install mode (and the account KFP runs them as).
 PIPELINE_NAMESPACE = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon",
+                      "overlays/standalone-minio": "kubeflow", "overlays/multi-user-minio": "latentanon",
                       "overlays/dev": "kubeflow", "overlays/gpu": "kubeflow"}
 PIPELINE_RUNNER = {"overlays/standalone": "pipeline-runner", "overlays/multi-user": "default-editor",
+                   "overlays/standalone-minio": "pipeline-runner", "overlays/multi-user-minio": "default-editor",
                    "overlays/dev": "pipeline-runner", "overlays/gpu": "pipeline-runner"}
-CUSTOM_KINDS = ("Profile",)       # Kubeflow CRDs: no schema in kubernetes-validate, checked by hand
+CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs: no schema in kubernetes-validate
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
@@ -193,25 +197,106 @@ def test_rbac_is_least_privilege(rendered):
         assert account.get("automountServiceAccountToken") is False, account["metadata"]["name"]
 
 
+def load_install_tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, K8S / "install" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "base"])
-def test_kfp_launcher_points_the_pipeline_root_at_minio(overlay):
+def test_no_overlay_ships_kfps_own_launcher_config(overlay):
+    """kfp-launcher belongs to KFP (standalone) or its profile controller (profile namespaces)."""
     objects = render(overlay)
-    where = PIPELINE_NAMESPACE[overlay]
-    named = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o for o in objects}
-    launcher = named[("ConfigMap", "kfp-launcher", where)]
-    root = launcher["data"]["defaultPipelineRoot"]
-    assert root.startswith("s3://latentanon-pipelines/")
-    providers = yaml.safe_load(launcher["data"]["providers"])
-    default = providers["s3"]["default"]
-    assert default["endpoint"] == "minio.latentanon.svc.cluster.local:9000" and default["forcePathStyle"] is True
-    ref = default["credentials"]["secretRef"]
-    assert ref["secretName"] == "latentanon-s3"
-    assert {ref["accessKeyKey"], ref["secretKeyKey"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kfp-launcher"]
     services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
     assert {"minio", "mlflow", "postgres"} <= services
-    for namespace in {"latentanon", where}:
+    named = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o for o in objects}
+    for namespace in {"latentanon", PIPELINE_NAMESPACE[overlay]}:
         env = named[("ConfigMap", "latentanon-env", namespace)]
         assert env["data"]["LATENTANON_MLFLOW_TRACKING_URI"] == "http://mlflow.latentanon.svc.cluster.local:5000"
+
+
+# KFP's kfp-launcher as standalone KFP 2.15 ships it, plus another tenant's override.
+KFP_LAUNCHER = {
+    "apiVersion": "v1", "kind": "ConfigMap",
+    "metadata": {"name": "kfp-launcher", "namespace": "kubeflow", "resourceVersion": "812", "uid": "u-1"},
+    "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts",
+             "providers": yaml.safe_dump({"s3": {"default": {"endpoint": "minio-service.kubeflow:9000"},
+                                                 "overrides": [{"bucketName": "team-b", "endpoint": "b:9000"}]}})},
+}
+
+
+def test_launcher_provider_entry_is_merged_for_our_bucket_only():
+    """The merge keeps KFP's default root and providers; only latentanon's bucket gets our MinIO."""
+    tool = load_install_tool("kfp_launcher_provider")
+    from pipelines.latentanon_pipeline import PIPELINE_ROOT
+
+    assert PIPELINE_ROOT == tool.PIPELINE_ROOT and PIPELINE_ROOT.startswith(f"s3://{tool.BUCKET}/")
+    merged = tool.merge_provider(KFP_LAUNCHER, "kubeflow")
+    assert merged["data"]["defaultPipelineRoot"] == "minio://mlpipeline/v2/artifacts", "other pipelines keep their root"
+    assert "resourceVersion" not in merged["metadata"] and KFP_LAUNCHER["metadata"]["resourceVersion"] == "812"
+    providers = yaml.safe_load(merged["data"]["providers"])
+    assert providers["s3"]["default"] == {"endpoint": "minio-service.kubeflow:9000"}
+    overrides = {o["bucketName"]: o for o in providers["s3"]["overrides"]}
+    assert overrides["team-b"] == {"bucketName": "team-b", "endpoint": "b:9000"}
+    ours = overrides[tool.BUCKET]
+    assert ours["endpoint"] == "minio.latentanon.svc.cluster.local:9000" and ours["forcePathStyle"] is True
+    ref = ours["credentials"]["secretRef"]
+    assert ref["secretName"] == "latentanon-s3"
+    assert {ref["accessKeyKey"], ref["secretKeyKey"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    again = tool.merge_provider(merged, "kubeflow")
+    assert again == merged, "a second run changes nothing (no duplicate entry)"
+    fresh = tool.merge_provider(None, "latentanon")
+    assert "defaultPipelineRoot" not in fresh["data"], "a new ConfigMap sets no root for anyone"
+    assert fresh["metadata"]["namespace"] == "latentanon"
+    with pytest.raises(tool.LauncherConfigError, match="not the kfp-launcher"):
+        tool.merge_provider({"kind": "ConfigMap", "metadata": {"name": "other"}}, "kubeflow")
+    with pytest.raises(tool.LauncherConfigError, match="not valid YAML"):
+        tool.merge_provider({**KFP_LAUNCHER, "data": {"providers": "s3: [unclosed"}}, "kubeflow")
+
+
+def test_launcher_provider_command_reads_kubectl_json(tmp_path):
+    done = subprocess.run([sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
+                          input=json.dumps(KFP_LAUNCHER), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "latentanon-pipelines" in json.loads(done.stdout)["data"]["providers"]
+    bad = subprocess.run([sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
+                         input="not json", capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "stdin" in bad.stderr
+
+
+# The objects KFP and its other tenants read in kubeflow (standalone KFP 2.15-2.17 manifests): a
+# latentanon object there must never carry one of these names.
+KFP_SHARED_OBJECTS = {
+    ("ConfigMap", "kfp-launcher"), ("ConfigMap", "artifact-repositories"),
+    ("ConfigMap", "workflow-controller-configmap"), ("ConfigMap", "pipeline-install-config"),
+    ("ConfigMap", "metadata-grpc-configmap"), ("ConfigMap", "ml-pipeline-ui-configmap"),
+    ("ConfigMap", "kfp-launcher-config"), ("Secret", "mlpipeline-minio-artifact"),
+    ("Secret", "mysql-secret"), ("ServiceAccount", "pipeline-runner"),
+}
+
+
+@pytest.mark.parametrize("overlay", ["overlays/standalone", "overlays/standalone-minio", "overlays/dev",
+                                     "overlays/gpu"])
+def test_standalone_creates_nothing_in_kubeflow_that_other_tenants_read(overlay):
+    objects = [o for o in render(overlay) if o["metadata"].get("namespace") == "kubeflow"]
+    assert objects, "the pipeline pods' config and policies do live in kubeflow"
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        assert (kind, name) not in KFP_SHARED_OBJECTS, f"{overlay}: {kind}/{name} is KFP's own"
+        assert name.startswith(("latentanon-", "pipeline-")), (kind, name)
+        if kind == "NetworkPolicy":  # isolates our pods only, never a KFP pod or another tenant's
+            selector = obj["spec"]["podSelector"]["matchLabels"]
+            assert selector.get("app.kubernetes.io/part-of") == "latentanon", name
+        elif kind == "ConfigMap":
+            assert name == "latentanon-env", name
+        elif kind == "RoleBinding":
+            assert obj["roleRef"]["name"].startswith("latentanon-"), name
+        else:
+            assert kind == "Role", f"{overlay}: unexpected {kind}/{name} in kubeflow"
 
 
 @pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "base"])
@@ -231,7 +316,7 @@ def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
         required_secrets |= {s["secretName"] for s in config.get("secretAsEnv", []) if not s.get("optional")}
     assert config_maps == {pipeline.ENV_CONFIG_MAP}
     assert {("ConfigMap", name) for name in config_maps} <= created, f"{overlay}: {config_maps} not in {where}"
-    assert ("ConfigMap", "kfp-launcher") in created and ("Role", "latentanon-pipeline-config-reader") in created
+    assert ("Role", "latentanon-pipeline-config-reader") in created
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == where)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER[overlay], "namespace": where}]
     assert required_secrets == {pipeline.S3_SECRET} and pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
@@ -257,7 +342,7 @@ def test_standalone_mode_creates_the_service_namespace_and_leaves_kubeflow_alone
     # Only what the pipeline pods need; nothing of ours shares names with KFP's own objects there.
     assert {kind for kind, _ in in_kubeflow} <= {"ConfigMap", "Role", "RoleBinding", "NetworkPolicy"}
     for kind, name in in_kubeflow:
-        assert name.startswith(("latentanon-", "pipeline-")) or name == "kfp-launcher", (kind, name)
+        assert name.startswith(("latentanon-", "pipeline-")), (kind, name)
 
 
 def test_pipeline_uses_the_objects_k8s_creates():
@@ -289,3 +374,26 @@ def test_gpu_overlay_requests_gpus_on_tolerating_pods():
     base_limits = [c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base"))
                    for c in containers(s)]
     assert not any("nvidia.com/gpu" in lim for lim in base_limits), "GPUs only in the gpu overlay"
+
+
+@pytest.mark.parametrize("overlay", ["overlays/multi-user", "overlays/multi-user-minio"])
+def test_gpu_quota_and_ephemeral_storage_sit_where_the_pipeline_pods_run(overlay):
+    """Profile namespace: a GPU quota no smaller than the compiled GPU fan-out, and a default
+    ephemeral-storage request for every container (the pipeline spec cannot set one)."""
+    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, extract_parallelism
+
+    objects = render(overlay)
+    where = PIPELINE_NAMESPACE[overlay]
+    quota = next(o for o in objects if o["kind"] == "ResourceQuota" and o["metadata"]["namespace"] == where)
+    gpus = int(quota["spec"]["hard"]["requests.nvidia.com/gpu"])
+    assert gpus == MAX_GPUS_AT_ONCE and extract_parallelism(1) <= gpus
+    limit_range = next(o for o in objects if o["kind"] == "LimitRange" and o["metadata"]["namespace"] == where)
+    (container,) = [lim for lim in limit_range["spec"]["limits"] if lim["type"] == "Container"]
+    assert "ephemeral-storage" in container["defaultRequest"] and "ephemeral-storage" in container["default"]
+
+
+def test_standalone_puts_no_quota_or_limit_range_into_the_shared_kubeflow_namespace():
+    for overlay in ("overlays/standalone", "overlays/gpu", "overlays/dev"):
+        shared = [o for o in render(overlay) if o["kind"] in ("ResourceQuota", "LimitRange")
+                  and o["metadata"].get("namespace") == "kubeflow"]
+        assert not shared, f"{overlay}: a quota in kubeflow would cap every tenant's pipelines"

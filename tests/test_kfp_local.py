@@ -61,6 +61,12 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     recorded = json.loads((gate / "gate_report" / "decision.json").read_text())
     decision = recorded["decision"]
     assert decision == "approved", "thresholds above let any adapter through"
+    # The gate marked the anonymized store it received: approved (or rejected) in Kubeflow too,
+    # while train's own artifact stays "unapproved" (KFP input artifacts are never modified).
+    released = json.loads((gate / "released_store" / "PUBLISH_STATUS.json").read_text())
+    assert released["status"] == decision and released["share"] is (decision == "approved")
+    (trained,) = [d for d in task_dirs(pipeline_root, "train") if (d / "executor_output.json").is_file()]
+    assert json.loads((trained / "anonymized" / "PUBLISH_STATUS.json").read_text())["status"] == "unapproved"
 
     # Extraction fanned out over two workers, then one store with an index.
     workers = task_dirs(pipeline_root, "extract-shards")

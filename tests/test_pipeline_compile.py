@@ -85,9 +85,16 @@ def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
     assert body == {"extract-fan-out": ["extract-shards"], "tune-fan-out": ["tune-trials"]}
     assert loops["extract-fan-out"]["parameterIterator"]["items"]["inputParameter"].endswith("extract-workers-Output")
     # Bounded fan-out, whatever worker count a run asks for.
-    from pipelines.latentanon_pipeline import MAX_PARALLEL_EXTRACT, MAX_PARALLEL_TUNE
+    from pipelines.latentanon_pipeline import (
+        MAX_GPUS_AT_ONCE,
+        MAX_PARALLEL_EXTRACT,
+        MAX_PARALLEL_TUNE,
+        extract_parallelism,
+    )
 
-    assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_EXTRACT}
+    # The committed build holds one GPU per extract worker: the GPUs held at once are bounded too.
+    assert loops["extract-fan-out"]["iteratorPolicy"] == {"parallelismLimit": extract_parallelism(1)}
+    assert extract_parallelism(1) * 1 <= MAX_GPUS_AT_ONCE and extract_parallelism(1) <= MAX_PARALLEL_EXTRACT
     assert loops["tune-fan-out"]["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_TUNE}
     branches = {t["taskInfo"]["name"]: t for t in tasks.values() if "condition" in t.get("triggerPolicy", {})}
     assert set(branches) == {"gate-approved"}
@@ -278,3 +285,72 @@ def test_cpu_only_build_requests_no_gpus_and_runs_the_cpu_image(tmp_path):
     assert "device=cuda" not in yaml.safe_dump(spec)
     with pytest.raises(ValueError, match="gpus_per_task"):
         compile_pipeline(tmp_path / "bad.yaml", gpus_per_task=-1)
+    from pipelines.latentanon_pipeline import MAX_GPUS_AT_ONCE, MAX_PARALLEL_EXTRACT, extract_parallelism
+
+    loop = next(t for t in _tasks(spec).values() if t.get("taskInfo", {}).get("name") == "extract-fan-out")
+    assert loop["iteratorPolicy"] == {"parallelismLimit": MAX_PARALLEL_EXTRACT}, "CPU workers are bounded alone"
+    assert [extract_parallelism(g) for g in (0, 1, 2, MAX_GPUS_AT_ONCE)] == [MAX_PARALLEL_EXTRACT, 4, 2, 1]
+    with pytest.raises(ValueError, match="MAX_GPUS_AT_ONCE"):
+        extract_parallelism(MAX_GPUS_AT_ONCE + 1)
+
+
+def test_scratch_volumes_are_bounded_per_kind_of_task(compiled):
+    """The v2 spec cannot request ephemeral storage; the scratch emptyDir carries a sizeLimit."""
+    from pipelines.latentanon_pipeline import HEAVY, LIGHT, MEDIUM, SCRATCH_LIMIT
+
+    _, platform = compiled
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    limits = {name: [m.get("sizeLimit") for m in config.get("emptyDirMounts", [])] for name, config in executors.items()}
+    assert limits["exec-extract-shards"] == [SCRATCH_LIMIT[HEAVY]] and limits["exec-train"] == [SCRATCH_LIMIT[HEAVY]]
+    assert limits["exec-generate"] == [SCRATCH_LIMIT[MEDIUM]] and limits["exec-gate"] == [SCRATCH_LIMIT[MEDIUM]]
+    assert limits["exec-log-stages"] == [SCRATCH_LIMIT[LIGHT]]
+    assert all(None not in values for values in limits.values()), f"a scratch volume without a limit: {limits}"
+    assert sum(bool(values) for values in limits.values()) >= 12, "the stage tasks all get a bounded scratch"
+
+
+def test_gate_receives_the_anonymized_store_and_hands_on_the_marked_one(compiled):
+    spec, _ = compiled
+    tasks = _tasks(spec)
+    gate = tasks["gate"]
+    source = gate["inputs"]["artifacts"]["anonymized"]["taskOutputArtifact"]
+    assert source == {"producerTask": "train", "outputArtifactKey": "anonymized"}
+    outputs = spec["components"][gate["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert {"gate_report", "released_store"} <= set(outputs)
+
+
+def test_compiled_yaml_parses_strictly_with_the_real_protos():
+    """Every field of the committed YAML is one the pipeline-spec and kfp-kubernetes protos know:
+    the pipeline spec as ml_pipelines.PipelineSpec, each executor's platform config as
+    kfp_kubernetes.KubernetesExecutorConfig (the PlatformSpec holds them as free Structs).
+
+    The installed protos are the newest supported backend's (2.17); the oldest's (2.15) are not
+    installable offline, so what 2.15 understands is still the field table of pipelines/backend.py.
+    """
+    from importlib.metadata import version
+
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from pipelines.backend import MIN_KFP_BACKEND
+
+    for package in ("kfp-pipeline-spec", "kfp-kubernetes"):
+        installed = tuple(int(x) for x in version(package).split(".")[:2])
+        assert tuple(int(x) for x in MIN_KFP_BACKEND.split(".")[:2]) <= installed, package
+    pipeline, platform = [d for d in yaml.safe_load_all(GOLDEN.read_text()) if d]
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    parsed = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(parsed.platforms["kubernetes"].deployment_spec.executors) == set(executors)
+    for name, config in executors.items():
+        try:
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
+                                  ignore_unknown_fields=False)
+        except json_format.ParseError as exc:
+            pytest.fail(f"{name}: {exc}")
+    # The parse is strict: a field the protos do not know is an error, at either level.
+    with pytest.raises(json_format.ParseError, match="bogusField"):
+        json_format.ParseDict({**pipeline, "bogusField": 1}, pipeline_spec_pb2.PipelineSpec())
+    some_executor = next(iter(executors.values()))
+    with pytest.raises(json_format.ParseError, match="bogusField"):
+        json_format.ParseDict({**some_executor, "bogusField": 1},
+                              kubernetes_executor_config_pb2.KubernetesExecutorConfig())

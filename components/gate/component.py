@@ -16,9 +16,16 @@ def gate(
     evaluate_report: Input[Dataset],
     audit_bias_report: Input[Dataset],
     metrics_json: Input[Dataset],
+    anonymized: Input[Dataset],
     gate_report: Output[Dataset],
+    released_store: Output[Dataset],
 ) -> str:
-    """Register the adapter as @candidate and decide; returns ``approved`` or ``rejected``."""
+    """Register the adapter as @candidate and decide; returns ``approved`` or ``rejected``.
+
+    ``anonymized`` is train's store, marked ``unapproved``; ``released_store`` is the same store
+    with the gate's ``PUBLISH_STATUS.json`` (``approved`` or ``rejected``): the one to share. An
+    ``s3://`` store is marked where it lives and both artifacts are pointers to it.
+    """
     import json
 
     from latentanon import kfp_io, stages
@@ -27,8 +34,8 @@ def gate(
     summary = kfp_io.run_component(
         "gate", stages.execute, params_yaml, overrides, mlflow_run_id,
         inputs={"adapter": adapter, "train_report": train_report, "evaluate_report": evaluate_report,
-                "audit_bias_report": audit_bias_report, "metrics_json": metrics_json},
-        outputs={"gate_report": gate_report},
+                "audit_bias_report": audit_bias_report, "metrics_json": metrics_json, "anonymized": anonymized},
+        outputs={"gate_report": gate_report, "anonymized": released_store},
         stage_kwargs={"promote": False},
     )
     decision = kfp_io.gate_decision(json.loads(summary))
