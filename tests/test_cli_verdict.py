@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from latentanon import cli, stages
+from latentanon import __version__, cli, stages
+from latentanon.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_USAGE, DataError, ValidationFailed
 from latentanon.config import params_from_dict
 from latentanon.tracking import runs
 from latentanon.tracking.uri import source_of, tracking_uri
@@ -80,7 +81,7 @@ def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys, mo
     approved = stages.verdict_text({**REJECTED, "decision": "approved", "reasons": []})
     assert "is @champion" in approved and "approved for sharing" in approved and "FAIL" not in approved
     (tmp_path / "reports" / "gate" / "decision.json").write_text("{broken")
-    assert cli.main(["verdict", "--params", str(tmp_path / "p.yaml")]) == 2
+    assert cli.main(["verdict", "--params", str(tmp_path / "p.yaml")]) == EXIT_BAD_INPUT
     assert "not valid JSON" in capsys.readouterr().err
 
 
@@ -140,7 +141,7 @@ def test_anonymize_without_a_registry_says_what_to_do(tmp_path, monkeypatch, cap
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     code = cli.main(["anonymize", "--model", "models:/latentanon-aam@champion", "--features", "f", "--out", "o"])
-    assert code == 2
+    assert code == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "no MLflow registry there" in err and "run the pipeline" in err
 
@@ -159,5 +160,38 @@ def test_run_from_validate_skips_generate_and_prints_each_stage(tmp_path, monkey
     assert calls == list(stages.PIPELINE[1:])
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(calls) and out[0].startswith("[validate] ") and out[0].endswith("(0.5s)")
-    assert cli.main(["run", "--from", "nope", "--params", str(params_file)]) == 2
+    assert cli.main(["run", "--from", "nope", "--params", str(params_file)]) == EXIT_USAGE
     assert "unknown stage" in capsys.readouterr().err
+
+
+def test_version_is_printed_on_stdout(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"latentanon {__version__}"
+
+
+@pytest.mark.parametrize(("raised", "status"), [
+    (ValidationFailed("set 'actions', check 'height = 24': 2 rows"), EXIT_CHECK_FAILED),
+    (DataError("data/x.mp4: not a video"), EXIT_BAD_INPUT),
+])
+def test_bad_input_and_failed_checks_have_their_own_exit_status(tmp_path, monkeypatch, capsys, raised, status):
+    def failing_execute(name, params, track=True, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(stages, "execute", failing_execute)
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text(json.dumps({"paths": {"workdir": str(tmp_path)}}))
+    assert cli.main(["validate", "--params", str(params_file)]) == status
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"latentanon: error: {raised}\n"
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["no-such-command"])
+    assert done.value.code == EXIT_USAGE
+    (tmp_path / "p.yaml").write_text(json.dumps({"nope": {}}))
+    assert cli.main(["validate", "--params", str(tmp_path / "p.yaml")]) == EXIT_USAGE
+    assert "nope" in capsys.readouterr().err
+    assert len({EXIT_USAGE, EXIT_BAD_INPUT, EXIT_CHECK_FAILED, 0, 1}) == 5

