@@ -1,7 +1,12 @@
 """The trained method (any registered anonymizer) as an MLflow pyfunc model: one video's feature
 sequence (T, d) in, its anonymized sequence (T, d) out. The method's own files (method.json +
 method.safetensors, or a legacy adapter's adapter.safetensors + config.json) travel as the model's
-artifacts, so the registry holds exactly what ``latentanon.methods.registry.load_method`` loads."""
+artifacts, so the registry holds exactly what ``latentanon.methods.registry.load_method`` loads.
+
+The model carries the latentanon package itself as a code path (``code/latentanon``), so
+``mlflow models serve -m models:/<name>@champion`` works in an environment that has the
+requirements below but no latentanon: nothing has to come from a package index that does not
+know the project."""
 from __future__ import annotations
 
 import json
@@ -18,9 +23,12 @@ from latentanon.errors import ModelError
 
 ADAPTER_ARTIFACT = "adapter"
 MODEL_NAME_IN_RUN = "aam"
-# What loading the model needs, pinned to the versions that trained it. Listed explicitly:
-# letting MLflow infer them loads the model in a subprocess, which costs seconds per log.
-_REQUIREMENTS = ("latentanon", "torch", "numpy", "safetensors", "cloudpickle")
+# What loading and running any method needs (latentanon itself travels as code), pinned to the
+# versions that trained it. Listed explicitly: letting MLflow infer them loads the model in a
+# subprocess, which costs seconds per log.
+_REQUIREMENTS = ("torch", "numpy", "pandas", "safetensors", "scikit-learn", "concept-erasure", "tqdm",
+                 "pyyaml", "cloudpickle")
+PROJECT_PACKAGE = "latentanon"
 
 
 class MethodPyfunc(mlflow.pyfunc.PythonModel):
@@ -94,6 +102,17 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def stage_project_code(staging: Path) -> Path:
+    """A clean copy of the installed latentanon package (sources only, no bytecode) under
+    ``staging``: the code path the logged model carries."""
+    import latentanon
+
+    source = Path(latentanon.__file__).resolve().parent
+    target = Path(staging) / "code" / PROJECT_PACKAGE
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
 def log_adapter_model(adapter_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
     """Log the method saved in ``adapter_dir`` in ``run_id`` (at ``tracking_uri``) as a pyfunc
     named ``aam``; returns MLflow's ModelInfo."""
@@ -132,5 +151,6 @@ def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, regi
             signature=signature(dim, output_dim(adapter_dir)),
             input_example=np.zeros((2, dim), dtype=np.float32),
             pip_requirements=pip_requirements(),
+            code_paths=[str(stage_project_code(Path(staging)))],
             registered_model_name=registered_model_name,
         )
