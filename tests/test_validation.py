@@ -126,6 +126,15 @@ def test_clean_benchmark_passes_and_writes_only_its_outputs(bench, tmp_path, mon
     assert report["success"] and all(e["success"] for s in report["sets"].values() for e in s["expectations"])
     assert "PASSED" in (tmp_path / "reports" / "summary.md").read_text()
     assert (tmp_path / "reports" / "quarantine.csv").read_text().strip() == "set,video_id,path,reason"
+    # great-expectations' own HTML report of every suite's validation, linked from the summary
+    docs = tmp_path / "reports" / "data_docs"
+    assert summary["data_docs"] == str(docs / "index.html") and report["data_docs"] == "data_docs/index.html"
+    assert "(data_docs/index.html)" in (tmp_path / "reports" / "summary.md").read_text()
+    index = (docs / "index.html").read_text()
+    for suite in ("files", "actions-content", "untrimmed-content"):
+        assert suite in index, suite
+    pages = list((docs / "validations").rglob("*.html"))
+    assert len(pages) == len(manifests) + 1, "one validation page per suite: files and each set's content"
     actions = read_manifest(tmp_path / "manifests", "actions")
     assert actions["video_id"].tolist() == manifests["actions"]["video_id"].tolist()
     assert read_manifest(tmp_path / "manifests", "untrimmed")["segments"].iat[0] == [[0.25, 0.75, "walk"], [1.0, 2.0, "run"]]
@@ -243,6 +252,8 @@ def test_each_broken_expectation_fails_with_a_clear_message(bench, tmp_path, gro
         assert not entry["success"] and row in entry["unexpected_rows"], (check, entry)
     assert "**FAIL**" in (tmp_path / "reports" / "summary.md").read_text()
     assert not (tmp_path / "manifests").exists()   # nothing downstream may read failed data
+    # the Data Docs of a failed validation say so too
+    assert "Failed" in (tmp_path / "reports" / "data_docs" / "index.html").read_text()
 
 
 def test_missing_column_and_wrong_type_fail_the_schema(bench, tmp_path):

@@ -8,8 +8,9 @@ and a readable summary; the stage fails with a message naming set, check and row
 expectation fails or too many files were quarantined. Manifests are written only on success,
 so later stages never read data that failed validation.
 
-great-expectations runs in an ephemeral context with analytics and its progress bars off; it
-writes nothing to disk. Checks GX has no native expectation for (interval lists, identities
+great-expectations runs in an ephemeral context with analytics and its progress bars off; the
+only thing it writes is its Data Docs (the HTML report of every suite and validation result) under
+``<report_dir>/data_docs/``, linked from the summary. Checks GX has no native expectation for (interval lists, identities
 across sets) are expressed as derived ``v_*`` columns that ordinary expectations then test, so
 every failure is reported by GX with its offending rows.
 """
@@ -43,6 +44,8 @@ QUARANTINE_COLUMNS = ("set", "video_id", "path", "reason")
 # and failed checks listed in the stage's error message (all are in the reports).
 LISTED_ROWS = 10
 LISTED_CHECKS = 20
+DATA_DOCS_DIR = "data_docs"   # great-expectations' HTML report, under the validate report folder
+DATA_DOCS_SITE = "validate"
 # Annotation ends may sit exactly on the last frame's end; allow float rounding only.
 INTERVAL_TOLERANCE_SEC = 1e-6
 
@@ -435,6 +438,29 @@ def _ephemeral_context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+def build_data_docs(context, directory: Path) -> Path:
+    """Write great-expectations' Data Docs of every validation run in ``context`` into
+    ``directory`` (replacing an older report there); returns its index.html."""
+    import shutil
+
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    context.add_data_docs_site(
+        site_name=DATA_DOCS_SITE,
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(directory)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    context.build_data_docs(site_names=[DATA_DOCS_SITE])
+    index = directory / "index.html"
+    if not index.is_file():
+        raise DataError(f"{directory}: great-expectations wrote no Data Docs index")
+    return index
+
+
 def _rows_of(result: dict) -> list[str]:
     rows = []
     for item in result.get("unexpected_index_list") or []:
@@ -530,6 +556,8 @@ def _summary_markdown(report: dict) -> str:
         f"Result: **{'PASSED' if report['success'] else 'FAILED'}**. "
         f"{report['files']} files checked ({_decode_words(report)}), "
         f"{report['quarantined']} quarantined (limit {report['max_quarantined_fraction']:.1%} per set).",
+        "",
+        f"great-expectations Data Docs (every suite and result, as HTML): [{report['data_docs']}]({report['data_docs']})",
         "",
         "| set | rows | kept | quarantined | checks | failed |",
         "|---|---:|---:|---:|---:|---:|",
@@ -645,6 +673,8 @@ def validate_manifests(
         other_ids, other_sums = _cross_set_values(kept, set_name)
         checks = build_checks(set_name, frame, vocab, data_cfg, other_ids, other_sums, cfg.require_identity)
         outcomes[set_name] += run_suite(context, f"{set_name}-content", frame, [(set_name, c, e) for c, e in checks])
+    report_dir.mkdir(parents=True, exist_ok=True)
+    docs_index = build_data_docs(context, report_dir / DATA_DOCS_DIR)
     gx_seconds = time.perf_counter() - started
 
     failures = [o for items in outcomes.values() for o in items if not o.success]
@@ -657,6 +687,7 @@ def validate_manifests(
         "quarantined": int(len(quarantine)),
         "decode_seconds": round(decode_seconds, 3),
         "gx_seconds": round(gx_seconds, 3),
+        "data_docs": docs_index.relative_to(report_dir).as_posix(),
         "sets": {
             name: {
                 "rows": int(len(manifests[name])),
@@ -696,6 +727,7 @@ def validate_manifests(
         "decode_seconds": report["decode_seconds"],
         "decoded_by": report["decoded_by"],
         "gx_seconds": report["gx_seconds"],
+        "data_docs": str(docs_index),
         "manifests": written,
         "manifest_hashes": hashes,
     }
