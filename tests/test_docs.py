@@ -49,3 +49,26 @@ def test_the_readme_leads_with_the_two_commands_and_names_the_platform():
     assert text.index("make run") < text.index("## Results")
     assert "Linux x86_64 with Python 3.11" in text
     assert len(text.splitlines()) < 200
+
+
+def test_stage_outputs_table_names_each_stage_once():
+    text = (ROOT / "docs" / "internals.md").read_text()
+    table = text.split("## Stage outputs (Layout)", 1)[1].split("\n\n", 1)[0]
+    stages = [line.split("|")[1].strip() for line in table.splitlines()[3:] if line.startswith("|")]
+    assert len(stages) == len(set(stages)), stages
+    assert "adapter.safetensors" not in table, "the train stage writes method.json + method.safetensors"
+
+
+def test_dvc_config_sets_no_remote_and_the_s3_test_endpoint_avoids_the_mlflow_ui_port():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read_string((ROOT / ".dvc" / "config").read_text())
+    # a clone must not push into a bucket its user does not own: remotes are the user's to add
+    assert "remote" not in config["core"] and not [s for s in config.sections() if s.startswith("'remote")]
+    storage = (ROOT / "docs" / "storage.md").read_text()
+    assert "The repository sets no\nremote" in storage
+    ui_port = re.search(r"mlflow ui .*--port (\d+)", (ROOT / "Makefile").read_text()).group(1)
+    moto_ports = re.findall(r"moto_server -H 127\.0\.0\.1 -p (\d+)", storage)
+    assert moto_ports and ui_port not in moto_ports
+    assert all(f"127.0.0.1:{port}" in storage for port in moto_ports)

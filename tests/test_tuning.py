@@ -12,7 +12,7 @@ import pytest
 from latentanon.config import Layout, params_from_dict
 from latentanon.features.featureset import FeatureSet
 from latentanon.tuning import search
-from latentanon.tuning.pareto import TrialPoint, choose_operating_point, dominates, pareto_front
+from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front
 
 ATTRIBUTE_CLASSES = {"skin_tone": 3, "gender": 2, "clothing": 3, "face": 3}
 ACTIONS = ("wave", "jump", "sit")
@@ -108,7 +108,19 @@ def point(n, leakage, utility, drops, normalized_leakage=float("nan")):
     return TrialPoint(n, leakage, utility, drops, {"w_lc": 1.0, "w_b": 1.0, "w_t": 1.0}, normalized_leakage)
 
 
-def test_pareto_front_on_hand_made_points():
+def study_of(points):
+    """An in-memory Optuna study holding ``points`` as completed trials (slot = point number)."""
+    import optuna
+
+    study = optuna.create_study(directions=list(search.DIRECTIONS))
+    for p in points:
+        study.add_trial(optuna.trial.create_trial(
+            values=[p.leakage, p.utility], user_attrs={"slot": p.number, "drops": p.drops},
+            params={}, distributions={}))
+    return study
+
+
+def test_pareto_front_is_optunas_best_trials_on_hand_made_points(tmp_path):
     points = [
         point(0, 0.50, 1.00, {"ar": 0.0}),
         point(1, 0.30, 0.99, {"ar": 0.01}),
@@ -116,8 +128,18 @@ def test_pareto_front_on_hand_made_points():
         point(3, 0.20, 0.90, {"ar": 0.10}),
         point(4, 0.60, 0.95, {"ar": 0.05}),   # dominated by 0
     ]
-    assert dominates(points[1], points[2]) and not dominates(points[2], points[1])
-    assert [p.number for p in pareto_front(points)] == [3, 1, 0]
+    study = study_of(points)
+    front = pareto_front(study, search.trial_point)
+    assert [p.number for p in front] == [3, 1, 0]
+    assert front[1].drops == {"ar": 0.01}
+    # Optuna's own plot, with the chosen operating point marked on it
+    import matplotlib
+
+    chosen, _ = choose_operating_point(search.trial_points(study), max_utility_drop=0.01)
+    style = matplotlib.rcParams["axes.facecolor"]
+    path = plot_front(study, chosen, raw_leakage=0.8, path=tmp_path / "pareto.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    assert matplotlib.rcParams["axes.facecolor"] == style, "Optuna's plot style leaked into later figures"
 
 
 def test_selection_rule_least_leakage_within_budget_then_fallback():

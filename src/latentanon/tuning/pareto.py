@@ -1,4 +1,5 @@
-"""Pareto front of the loss-weight search and the rule that picks the operating point."""
+"""The loss-weight search's Pareto front (Optuna's own: ``study.best_trials`` and its plot) and
+the project's rule that picks the operating point on it."""
 from __future__ import annotations
 
 import math
@@ -21,15 +22,10 @@ class TrialPoint:
         return max(self.drops.values(), default=0.0)
 
 
-def dominates(a: TrialPoint, b: TrialPoint) -> bool:
-    """a is no worse on both objectives and strictly better on one."""
-    no_worse = a.leakage <= b.leakage and a.utility >= b.utility
-    return no_worse and (a.leakage < b.leakage or a.utility > b.utility)
-
-
-def pareto_front(points: list[TrialPoint]) -> list[TrialPoint]:
-    """Non-dominated points, by increasing leakage."""
-    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+def pareto_front(study, point_of) -> list[TrialPoint]:
+    """Optuna's Pareto front of a (leakage down, utility up) study, ``study.best_trials``, as
+    TrialPoints (``point_of`` maps a trial), by increasing leakage."""
+    front = [point_of(t) for t in study.best_trials]
     return sorted(front, key=lambda p: (p.leakage, -p.utility, p.number))
 
 
@@ -58,22 +54,32 @@ def choose_operating_point(points: list[TrialPoint], max_utility_drop: float,
     return min(points, key=lambda p: (p.leakage, -p.utility, p.number)), "fallback"
 
 
-def plot_front(points: list[TrialPoint], front: list[TrialPoint], chosen: TrialPoint | None,
-               raw_leakage: float | None, path: Path) -> Path:
-    plt = pyplot()
+def plot_front(study, chosen: TrialPoint | None, raw_leakage: float | None, path: Path) -> Path:
+    """Optuna's Pareto-front plot of the study (every completed trial, the front highlighted),
+    with the operating point the rule chose and the raw features marked on it."""
+    import warnings
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([p.leakage for p in points], [p.utility for p in points], c="0.6", s=22, label="trials")
-    ax.plot([p.leakage for p in front], [p.utility for p in front], "o-", c="tab:blue", ms=6, label="Pareto front")
-    if chosen is not None:
-        ax.scatter([chosen.leakage], [chosen.utility], marker="*", s=260, c="tab:red", zorder=5,
-                   label=f"chosen (trial {chosen.number})")
-    if raw_leakage is not None:
-        ax.scatter([raw_leakage], [1.0], marker="s", s=50, c="k", label="raw features")
-    ax.set_xlabel("validation leakage (attacker cMAP, lower = more private)")
-    ax.set_ylabel("validation utility relative to raw (higher = better)")
-    ax.set_title("Loss-weight search: privacy vs utility")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    import optuna
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    plt = pyplot()   # the headless backend, before Optuna's matplotlib module draws
+    # Optuna switches pyplot's global style; the context puts it back for the figures after this one.
+    with warnings.catch_warnings(), plt.style.context("default"):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = plot_pareto_front(
+            study,
+            target_names=["validation leakage (attacker cMAP, lower = more private)",
+                          "validation utility relative to raw (higher = better)"],
+            include_dominated_trials=True,
+        )
+        if chosen is not None:
+            ax.scatter([chosen.leakage], [chosen.utility], marker="*", s=300, c="gold", edgecolors="k",
+                       zorder=5, label=f"chosen (trial {chosen.number})")
+        if raw_leakage is not None:
+            ax.scatter([raw_leakage], [1.0], marker="s", s=50, c="k", zorder=5, label="raw features")
+        ax.set_title("Loss-weight search (Optuna's Pareto front)")
+        ax.legend(fontsize=8)
+        fig = ax.figure
+        fig.set_size_inches(6.5, 4.8)
+        fig.tight_layout()
+        return save_figure(fig, path)

@@ -236,18 +236,19 @@ def optimize(study, objective, n_trials: int, progress_label: str = "tune") -> i
     return study_lib.optimize(study, objective, n_trials, progress_label)
 
 
+def trial_point(t) -> TrialPoint:
+    return TrialPoint(
+        number=study_lib.slot_of(t),    # the slot, not Optuna's number: a retried kill keeps it
+        leakage=float(t.values[0]),
+        utility=float(t.values[1]),
+        drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
+        normalized_leakage=float(t.user_attrs.get("normalized_leakage", math.nan)),
+        params=dict(t.params),
+    )
+
+
 def trial_points(study) -> list[TrialPoint]:
-    return [
-        TrialPoint(
-            number=study_lib.slot_of(t),    # the slot, not Optuna's number: a retried kill keeps it
-            leakage=float(t.values[0]),
-            utility=float(t.values[1]),
-            drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
-            normalized_leakage=float(t.user_attrs.get("normalized_leakage", math.nan)),
-            params=dict(t.params),
-        )
-        for t in completed(study)
-    ]
+    return [trial_point(t) for t in completed(study)]
 
 
 def chosen_method(point: TrialPoint, params: Params) -> str:
@@ -274,7 +275,7 @@ def chosen_weights(point: TrialPoint, params: Params) -> dict:
 def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
     """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
     points = trial_points(study)
-    front = pareto_front(points)
+    front = pareto_front(study, trial_point)
     chosen, branch = choose_operating_point(points, params.tune.max_utility_drop, params.tune.max_normalized_leakage)
     on_front = {p.number for p in front}
     rows = []
@@ -301,7 +302,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         "chosen_trial": chosen.number,
     }
     write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
-    plot_front(points, front, chosen, raw["leakage"], out_dir / "pareto.png")
+    plot_front(study, chosen, raw["leakage"], out_dir / "pareto.png")
     choice = {
         "method": chosen_method(chosen, params),
         "weights": chosen_weights(chosen, params),
