@@ -62,15 +62,65 @@ def test_readme_block_is_replaced_between_the_markers_only(tree):
         report.replace_results_block("no markers here", "x")
 
 
+def _load_results_table_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "benchmarks" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_reports(root: Path, script) -> Path:
+    """A reports folder as a run leaves it: metrics.json and every plot the README shows, each a
+    distinct small PNG."""
+    import shutil
+
+    reports = root / "reports"
+    reports.mkdir()
+    shutil.copy(FIXTURE, reports / "metrics.json")
+    for k, (relative, _) in enumerate(script.FIGURES.values()):
+        (reports / relative).parent.mkdir(parents=True, exist_ok=True)
+        (reports / relative).write_bytes(script.PNG_SIGNATURE + bytes([k]) * 32)
+    return reports
+
+
 def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
+    script = _load_results_table_script()
+    reports = _fake_reports(tmp_path, script)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{report.RESULTS_BEGIN}\n{report.RESULTS_END}\n")
+    blocks = f"{report.RESULTS_BEGIN}\n{report.RESULTS_END}\n{script.FIGURES_BEGIN}\n{script.FIGURES_END}\n"
+    readme.write_text(f"# x\n{blocks}")
+    results_doc = tmp_path / "docs" / "results.md"
+    results_doc.parent.mkdir()
+    results_doc.write_text(f"# results\n{script.FIGURES_BEGIN}\nold\n{script.FIGURES_END}\nmore\n")
+    images = tmp_path / "docs" / "images"
     out = tmp_path / "table.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--metrics", str(FIXTURE),
-                           "--readme", str(readme), "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"),
+                           "--metrics", str(reports / "metrics.json"), "--readme", str(readme),
+                           "--results-doc", str(results_doc), "--images", str(images), "--out", str(out)],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == report.results_table(tree)
-    assert report.results_table(tree) in readme.read_text()
+    text = readme.read_text()
+    assert report.results_table(tree) in text
+    # the run's own plots, copied byte for byte, and shown from the committed images folder
+    for name, (relative, _) in script.FIGURES.items():
+        assert (images / name).read_bytes() == (reports / relative).read_bytes(), name
+    for name in ("privacy_utility.png", "attribute_leakage.png", "contact_privacy_videos.png"):
+        assert f"](docs/images/{name})" in text, name
+    assert text.index("privacy_utility.png") > text.index(report.RESULTS_END)
+    doc = results_doc.read_text()
+    assert "old" not in doc and doc.endswith(f"{script.FIGURES_END}\nmore\n")
+    assert all(f"](images/{name})" in doc for name in script.FIGURES)
+    # a run that lacks a plot changes nothing: no README mixes two runs' pictures
+    (reports / "tune" / "pareto.png").unlink()
+    before = {p: p.read_bytes() for p in (readme, results_doc, *images.iterdir())}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"),
+                           "--metrics", str(reports / "metrics.json"), "--readme", str(readme),
+                           "--images", str(images), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "pareto.png: missing" in proc.stderr
+    assert {p: p.read_bytes() for p in (readme, results_doc, *images.iterdir())} == before
     missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--metrics",
                               str(tmp_path / "none.json"), "--out", str(out)], capture_output=True, text=True)
     assert missing.returncode == 2 and "none.json" in missing.stderr
