@@ -9,8 +9,16 @@ Writes benchmarks/results/extraction_cpu.json.
 code, model-only and with decoding of 224x224 videos; meant for a GPU, runs on a CPU at a
 tiny batch. Writes benchmarks/results/extraction_hf_videomae_base_<device>.json.
 
+--hf-videomae-base --variants fp32-eager,bf16-sdpa,bf16-sdpa-compile: the same model in each form
+(dtype, attention kernel, torch.compile), model-only and with decoding, one after the other on
+the same videos, against the anchors measured on one H200 (fp32 eager 91, bf16 + SDPA 964,
++ torch.compile 1020 clips/s, model-only). Writes
+benchmarks/results/extraction_hf_videomae_base_<device>_variants.json.
+
     python benchmarks/bench_extraction.py [--videos 48] [--batch 64] [--workers 1]
     python benchmarks/bench_extraction.py --hf-videomae-base --videos 4 --batch 2
+    python benchmarks/bench_extraction.py --hf-videomae-base --variants fp32-eager,bf16-sdpa,bf16-sdpa-compile \
+        --videos 64 --batch 64 --workers 8          # on a GPU
 """
 from __future__ import annotations
 
@@ -122,6 +130,65 @@ def run(args, encoder, size: int, frames: int, out_name: str, extra: dict) -> di
     return result
 
 
+# form -> (extract dtype, attention kernel, torch.compile)
+VARIANTS = {
+    "fp32-eager": ("float32", "eager", False),
+    "bf16-sdpa": ("bfloat16", "sdpa", False),
+    "bf16-sdpa-compile": ("bfloat16", "sdpa", True),
+}
+# model-only clips/s of VideoMAE-Base measured on one H200 (the issue's reference points)
+H200_ANCHORS = {"fp32-eager": 91.0, "bf16-sdpa": 964.0, "bf16-sdpa-compile": 1020.0}
+
+
+def variant_encoder(directory: Path, device: str, variant: str):
+    """The HF encoder of ``directory`` in one VARIANTS form."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"--variants: unknown form {variant!r}; forms: {', '.join(VARIANTS)}")
+    dtype, attention, compiled = VARIANTS[variant]
+    encoder = load_encoder(f"hf:{directory}", device=device, dtype=dtype)
+    encoder.model.set_attn_implementation(attention)
+    if compiled:
+        encoder.model = torch.compile(encoder.model)
+    return encoder
+
+
+def run_variants(args, directory: Path, variants: list[str]) -> dict:
+    """Each form of the same model on the same videos; one JSON with every form and the anchors."""
+    cfg = ExtractConfig(batch_size=args.batch, num_workers=args.workers, device=args.device, videos_per_shard=256)
+    forms, device_type = {}, "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        manifest = make_videos(root, args.videos, 32, args.size)
+        clips = decoded_clips(manifest, root, cfg, 16)
+        for variant in variants:
+            encoder = variant_encoder(directory, args.device, variant)
+            device_type = encoder.device.type
+            first = time.perf_counter()
+            encoder.encode(clips[:args.batch])     # compile (or kernel selection) before timing
+            forms[variant] = {
+                "first_batch_seconds": round(time.perf_counter() - first, 3),
+                "model_only": model_only(encoder, clips, args.batch, args.repeats),
+                "with_decoding": with_decoding(encoder, cfg, manifest, root, 16),
+                "h200_anchor_model_only_clips_per_second": H200_ANCHORS.get(variant),
+                "environment": environment(encoder),
+            }
+            print(f"{variant}: model-only {forms[variant]['model_only']['clips_per_second']} clips/s, "
+                  f"with decoding {forms[variant]['with_decoding']['clips_per_second']} clips/s")
+            del encoder
+            if device_type == "cuda":
+                torch.cuda.empty_cache()
+    result = {"what": f"hf VideoMAE {args.size}x{args.size} in several forms (random init)", "videos": args.videos,
+              "clips_per_video": cfg.clips_per_video + cfg.static_per_video, "batch_size": args.batch,
+              "decode_workers": args.workers, "forms": forms}
+    out = Path(args.out) if args.out else RESULTS / f"extraction_hf_videomae_base_{device_type}_variants.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, out)
+    print(f"-> {out}")
+    return result
+
+
 def builtin_encoder(args):
     if args.encoder_dir:
         return load_encoder(args.encoder_dir, device=args.device, dtype=args.dtype)
@@ -134,13 +201,20 @@ def builtin_encoder(args):
     return load_encoder(directory, device=args.device, dtype=args.dtype)
 
 
-def videomae_base_encoder(args):
+def videomae_base_directory(args) -> Path:
+    """--hf-dir when given (a real checkpoint, or a small config in tests), else a random-init Base."""
+    if args.hf_dir:
+        return Path(args.hf_dir)
     from transformers import VideoMAEConfig, VideoMAEModel
 
     torch.manual_seed(0)
     directory = Path(tempfile.mkdtemp(prefix="bench-videomae-base-"))
     VideoMAEModel(VideoMAEConfig()).save_pretrained(str(directory))     # Base: 768 wide, 12 layers, 16x224x224
-    return load_encoder(f"hf:{directory}", device=args.device, dtype=args.dtype)
+    return directory
+
+
+def videomae_base_encoder(args):
+    return load_encoder(f"hf:{videomae_base_directory(args)}", device=args.device, dtype=args.dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--encoder-dir", default="", help="a pretrained built-in encoder (default: random init)")
+    parser.add_argument("--variants", default="", help=f"comma-separated forms of the HF model: {', '.join(VARIANTS)}")
+    parser.add_argument("--hf-dir", default="", help="a local HF VideoMAE directory instead of a random-init Base")
+    parser.add_argument("--size", type=int, default=224, help="frame size of the synthetic videos (--variants)")
+    parser.add_argument("--out", default="", help="result JSON (--variants; default under benchmarks/results)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.variants:
+        if not args.hf_videomae_base:
+            parser.error("--variants compares forms of the HF model: add --hf-videomae-base")
+        run_variants(args, videomae_base_directory(args), [v.strip() for v in args.variants.split(",") if v.strip()])
+        return 0
     if args.hf_videomae_base:
         encoder = videomae_base_encoder(args)
         name = f"extraction_hf_videomae_base_{encoder.device.type}.json"
