@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_extraction as bench  # noqa: E402
+import bench_extraction as bench
 
 transformers = pytest.importorskip("transformers")
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from latentanon import __version__, cli, stages
-from latentanon.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_USAGE, DataError, ValidationFailed
 from latentanon.config import params_from_dict
+from latentanon.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_USAGE, DataError, ValidationFailed
 from latentanon.tracking import runs
 from latentanon.tracking.uri import source_of, tracking_uri
 
@@ -44,7 +44,7 @@ def test_every_stage_prints_its_key_result():
                                            "reasons": ["a", "b"], "promoted": False}),
     }
     assert lines["generate"] == "15 files in data/b"
-    assert "40 checks passed on 2 sets; 0 files quarantined" == lines["validate"]
+    assert lines["validate"] == "40 checks passed on 2 sets; 0 files quarantined"
     assert "action probe top-1 0.610" in lines["pretrain_encoder"] and "0.520" not in lines["pretrain_encoder"]
     assert "validation action accuracy 0.520" in stages.key_result("pretrain_encoder", {"trained": True,
                                                                                         "val_accuracy": 0.52})
