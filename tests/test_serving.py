@@ -26,7 +26,7 @@ from latentanon.tracking.pyfunc import PROJECT_PACKAGE
 
 def _register_leace(tmp_path):
     """A deterministic method (LEACE) registered as a candidate; returns it, its features and the registration."""
-    from latentanon.methods import create_method
+    from latentanon.methods.registry import create_method
     from test_tuning import make_feature_sets
 
     params = params_from_dict({"paths": {"workdir": str(tmp_path)}})
