@@ -18,7 +18,6 @@ from latentanon.environment import OFFLINE_ENV
 from latentanon.errors import EXIT_OK, EXIT_USAGE, LatentanonError
 
 
-
 def _add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument(
