@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from latentanon.plots import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def plot_front(study, chosen: TrialPoint | None, raw_leakage: float | None, path
             ax.scatter([raw_leakage], [1.0], marker="s", s=50, c="k", zorder=5, label="raw features")
         ax.set_title("Loss-weight search (Optuna's Pareto front)")
         ax.legend(fontsize=8)
-        fig = ax.figure
+        fig = cast("Figure", ax.figure)   # Optuna draws on a figure of its own, never a subfigure
         fig.set_size_inches(6.5, 4.8)
         fig.tight_layout()
         return save_figure(fig, path)
