@@ -28,7 +28,7 @@ CUSTOM_KINDS = ("Profile",)       # Kubeflow CRDs: no schema in kubernetes-valid
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
-                      "latentanon-optuna")
+                      "latentanon-optuna", "latentanon-gate-signing")
 
 
 def kubectl() -> str:

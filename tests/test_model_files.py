@@ -3,6 +3,7 @@ edited files, forged tags, metrics of another adapter and features of another en
 refused. Params reach MLflow redacted."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -10,6 +11,8 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 import pytest
+from test_gate import GOOD, save_random_adapter, write_metrics
+from test_registry import params_for, random_store
 
 from latentanon._redact import redact, redact_text
 from latentanon.config import Layout
@@ -17,8 +20,6 @@ from latentanon.errors import ModelError
 from latentanon.features import release
 from latentanon.tracking import decision_record, gate, registry, runs
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
-from test_gate import GOOD, save_random_adapter, write_metrics
-from test_registry import params_for, random_store
 
 
 class Payload:
@@ -72,7 +73,7 @@ def test_a_planted_pickle_is_never_executed_and_an_unapproved_file_is_refused(tm
     assert not (tmp_path / "out2" / "index.json").exists() and not (tmp_path / "out3" / "index.json").exists()
 
     # the plant is live: MLflow's own pyfunc loader does run it (what anonymize no longer calls)
-    with pytest.raises(Exception):
+    with contextlib.suppress(Exception):   # the payload returns no model; its side effect is the point
         mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     assert marker.exists()
 

@@ -195,9 +195,9 @@ def test_checksums_may_name_only_the_shards_own_files(tmp_path, name):
 
 
 def test_extraction_refuses_manifest_paths_outside_the_data_root(tmp_path):
+    from latentanon.data.config import DataConfig
     from latentanon.data.loaders.common import contained_path
     from latentanon.encoders.config import ExtractConfig
-    from latentanon.data.config import DataConfig
     from latentanon.encoders.extraction import extract_set
 
     class DescribedEncoder:  # extract_set reads only the description before it checks the paths

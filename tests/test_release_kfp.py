@@ -18,11 +18,11 @@ if str(REPO) not in sys.path:  # components/ lives at the repo root, not in src/
 def test_the_kubeflow_train_task_publishes_only_allow_listed_columns(tmp_path, monkeypatch, method):
     from kfp import dsl, local
     from kfp.dsl import Dataset, Output
+    from test_release import ENCODER, PRIVATE_OR_LINKING, source_sets, write_source
 
     from components.image import PROJECT_IMAGE
     from components.train.component import train
     from latentanon.features import release
-    from test_release import ENCODER, PRIVATE_OR_LINKING, source_sets, write_source
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
