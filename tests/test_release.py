@@ -12,7 +12,7 @@ from latentanon.errors import DataError, ModelError, StoreError
 from latentanon.features import release
 from latentanon.features.featureset import FeatureSet
 from latentanon.features.store import FeatureStore, load_feature_set, write_feature_set
-from latentanon.methods import METHODS, create_method
+from latentanon.methods.registry import METHODS, create_method
 from latentanon.methods.apply import anonymize_store
 from test_methods import TINY, concrete
 from test_s3 import BUCKET, s3_server  # noqa: F401  (the moto server fixture)

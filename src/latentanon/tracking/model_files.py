@@ -23,6 +23,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def adapter_digest(adapter_dir: Path) -> str:
+    """sha256 over the saved method's files: one registry version per distinct method."""
+    from latentanon.methods.registry import method_files
+
+    digest = hashlib.sha256()
+    for name in method_files(adapter_dir):
+        path = Path(adapter_dir) / name
+        if not path.is_file():
+            raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def download_method_files(client, model_version, dest: Path) -> Path:
     """The version's method folder (and nothing else of the model) downloaded under ``dest``."""
     import mlflow
@@ -60,7 +74,6 @@ def check_method_files(directory: Path, approved_files: dict, where: str) -> Non
 def load_approved_method(client, model_version, record: dict, work_dir: Path | None = None):
     """The method of ``model_version`` loaded from its checked files; returns (method, folder)."""
     from latentanon.methods.registry import load_method
-    from latentanon.tracking.registry import adapter_digest
 
     where = f"version {model_version.version} of {model_version.name}"
     dest = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="latentanon-method-"))

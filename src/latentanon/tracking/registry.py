@@ -2,7 +2,6 @@
 registered, gate-approved version to a feature store (``latentanon anonymize``)."""
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from latentanon.layout import Layout
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
 from latentanon.tracking.uri import tracking_uri
+from latentanon.tracking.model_files import adapter_digest
 from latentanon.tracking.pyfunc import log_adapter_model
 
 CANDIDATE = "candidate"
@@ -23,20 +23,6 @@ TAG_ADAPTER_SHA = "latentanon.adapter_sha256"
 TAG_SOURCE_RUN = "latentanon.source_run_id"
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w\-]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-
-
-def adapter_digest(adapter_dir: Path) -> str:
-    """sha256 over the saved method's files: one registry version per distinct method."""
-    from latentanon.methods.registry import method_files
-
-    digest = hashlib.sha256()
-    for name in method_files(adapter_dir):
-        path = Path(adapter_dir) / name
-        if not path.is_file():
-            raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
-        digest.update(name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def find_version_by_digest(client, model_name: str, digest: str):
