@@ -8,7 +8,6 @@ model through by leaving the gate without figures.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -219,10 +218,6 @@ def _version_tags(decision: dict) -> dict[str, str]:
     return tags
 
 
-def _sha256_file(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def judged_encoder(layout: Layout) -> str | None:
     """The encoder identity of the features the metrics were measured on: the anonymized store's
     index, else the train stage's summary (a Kubeflow gate step gets the train report, not the store)."""
@@ -248,13 +243,14 @@ def judged_inputs(client, name: str, version: str, layout: Layout, metrics: dict
     """What the decision binds (adapter files and digest, method fingerprint, encoder, metrics
     digest) and the reasons to reject when those do not belong together."""
     from latentanon.methods.registry import load_method, method_files
-    from latentanon.tracking.registry import TAG_ADAPTER_SHA, adapter_digest
+    from latentanon.tracking.model_files import adapter_digest, file_sha256
+    from latentanon.tracking.registry import TAG_ADAPTER_SHA
 
     problems = []
     adapter_dir = layout.adapter_dir
     try:
         digest = adapter_digest(adapter_dir)
-        files = {f: _sha256_file(adapter_dir / f) for f in method_files(adapter_dir)}
+        files = {f: file_sha256(adapter_dir / f) for f in method_files(adapter_dir)}
         fingerprint = load_method(adapter_dir).fingerprint()
     except ModelError as exc:
         return {}, [f"adapter: {exc}"]
@@ -271,7 +267,7 @@ def judged_inputs(client, name: str, version: str, layout: Layout, metrics: dict
         problems.append("encoder: the identity of the encoder the metrics were measured on is unknown (no "
                         "anonymized store index, no train summary)")
     return {"adapter_sha256": digest, "adapter_files": files, "method_fingerprint": fingerprint,
-            "encoder": encoder, "metrics_sha256": _sha256_file(metrics_path)}, problems
+            "encoder": encoder, "metrics_sha256": file_sha256(metrics_path)}, problems
 
 
 def decide(params: Params, layout: Layout | None = None, version: str | None = None, client=None,

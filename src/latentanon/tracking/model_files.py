@@ -19,8 +19,10 @@ from latentanon.tracking.pyfunc import ADAPTER_ARTIFACT
 ARTIFACTS_DIR = "artifacts"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: Path) -> str | None:
+    """A file's sha256, None when there is no such file."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def adapter_digest(adapter_dir: Path) -> str:
@@ -65,7 +67,7 @@ def check_method_files(directory: Path, approved_files: dict, where: str) -> Non
         path = directory / name
         if not path.is_file():
             raise ModelError(f"{where}: approved method file {name!r} is missing")
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != digest:
             raise ModelError(f"{where}: file {name!r} has sha256 {actual[:12]}..., the gate approved "
                              f"{str(digest)[:12]}...; refusing to load a changed method")
