@@ -146,13 +146,25 @@ def save_random_adapter(directory, seed: int, dim: int = 16) -> AAM:
     return model
 
 
-def write_metrics(layout: Layout, tree: dict | None) -> None:
+TEST_ENCODER = "builtin-test-encoder@0"
+
+
+def write_metrics(layout: Layout, tree: dict | None, method_id: str | None = None) -> None:
+    """metrics.json as evaluate writes it: the figures name the method they measured (by default
+    the adapter in ``layout.adapter_dir``), and the train summary names the encoder."""
+    from latentanon.methods.registry import load_method
+
     layout.reports.mkdir(parents=True, exist_ok=True)
     path = layout.reports / "metrics.json"
     if tree is None:
         path.unlink(missing_ok=True)
     else:
-        path.write_text(json.dumps(tree))
+        if method_id is None and layout.adapter_dir.is_dir() and any(layout.adapter_dir.iterdir()):
+            method_id = load_method(layout.adapter_dir).fingerprint()
+        path.write_text(json.dumps({**tree, "trained_method": {"name": "paper", "id": method_id}}))
+    summary = layout.report_dir("train") / "summary.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"anonymized": {"encoder": TEST_ENCODER}}))
 
 
 def aliases(client, name: str) -> dict:

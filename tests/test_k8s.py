@@ -32,7 +32,7 @@ CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs:
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
-                      "latentanon-optuna")
+                      "latentanon-optuna", "latentanon-gate-signing")
 
 
 def kubectl() -> str:

@@ -14,14 +14,14 @@ from latentanon.errors import ModelError
 from latentanon.features.featureset import FeatureSet
 from latentanon.tracking import gate, registry, runs
 
-from test_gate import GOOD, save_random_adapter, write_metrics
+from test_gate import GOOD, TEST_ENCODER, save_random_adapter, write_metrics
 
 
 def params_for(workdir, **tracking):
     return params_from_dict({"paths": {"workdir": str(workdir)}, "tracking": tracking})
 
 
-def random_store(uri, dim: int = 16, n: int = 6, seed: int = 0) -> FeatureSet:
+def random_store(uri, dim: int = 16, n: int = 6, seed: int = 0, encoder: str = TEST_ENCODER) -> FeatureSet:
     from latentanon.features.store import write_feature_set
 
     rng = np.random.default_rng(seed)
@@ -31,7 +31,10 @@ def random_store(uri, dim: int = 16, n: int = 6, seed: int = 0) -> FeatureSet:
         "clips": [rng.normal(size=(int(rng.integers(1, 4)), dim)).astype(np.float32) for _ in range(n)],
         "static": [rng.normal(size=(2, dim)).astype(np.float32) for _ in range(n)],
     })
+    from latentanon.features.store import FeatureStore
+
     write_feature_set(str(uri), fs)
+    FeatureStore(str(uri)).write_index({"encoder": {"identity": encoder}})
     return fs
 
 

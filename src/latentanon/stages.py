@@ -15,6 +15,7 @@ from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
 from latentanon._files import write_json_atomic
+from latentanon._redact import redact
 from latentanon.layout import PIPELINE
 
 
@@ -202,34 +203,21 @@ UNAPPROVED, APPROVED, REJECTED = "unapproved", "approved", "rejected"
 def write_publish_status(store_uri: str, status: str, reasons: list[str]) -> str:
     """Mark the anonymized store with whether the gate approved the adapter that made it.
 
-    train writes "unapproved" (awaiting the gate) and the gate rewrites it to "approved" or
+    The release is marked "unapproved" before its first shard is written (methods.apply), train
+    leaves it "unapproved" (awaiting the gate) and the gate rewrites it to "approved" or
     "rejected" with its reasons. DVC ignores the file (.dvcignore), so the gate's rewrite does
     not make train's output look changed. Returns the status written, or why none was.
     """
-    from latentanon.features.backends import open_backend
+    from latentanon.features.release import write_publish_status as write
 
-    backend = open_backend(store_uri)
-    if not backend.root_exists():  # e.g. a Kubeflow gate step that does not mount the store
-        return f"not written: no store at {store_uri}"
-    record = {
-        "status": status,
-        "share": status == APPROVED,
-        "reasons": list(reasons),
-        "decision_file": "reports/gate/decision.json",
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    backend.write_bytes(PUBLISH_STATUS_FILE, (json.dumps(record, indent=2) + "\n").encode())
-    return status
+    return write(store_uri, status, reasons)
 
 
 def read_publish_status(store_uri: str) -> dict | None:
     """The store's publish status record, or None when it has none."""
-    from latentanon.features.backends import open_backend
+    from latentanon.features.release import read_publish_status as read
 
-    backend = open_backend(store_uri)
-    if not backend.exists(PUBLISH_STATUS_FILE):
-        return None
-    return json.loads(backend.read_bytes(PUBLISH_STATUS_FILE))
+    return read(store_uri)
 
 
 def anonymize(model_uri: str, features: str, out: str, params: Params | None = None) -> dict:
@@ -299,7 +287,8 @@ def execute(name: str, params: Params, track: bool = True, **kwargs) -> dict:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(PIPELINE)}")
     t0 = time.perf_counter()
     summary = stage_functions[name](params, **kwargs) or {}
-    summary = {**summary, "seconds": round(time.perf_counter() - t0, 3)}
+    # what leaves as a log (summary.json, MLflow, the Kubeflow UI) carries no credential
+    summary = {**redact(summary), "seconds": round(time.perf_counter() - t0, 3)}
     write_summary(name, params, summary)
     if track:
         from latentanon.tracking.runs import log_stage

@@ -244,8 +244,12 @@ def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataC
     if not todo:
         return stats
     frame_counts = (manifest["frames"] if "frames" in manifest else pd.Series(-1, index=manifest.index)).to_numpy()
-    shards = [(s, [data_root / p for p in manifest["path"].iloc[slice(*ranges[s])]],
-               [int(n) for n in frame_counts[slice(*ranges[s])]]) for s in todo]
+    from latentanon.data.loaders.common import contained_path
+
+    # the loaders' rule: a manifest row never names a file outside the data root
+    paths = [contained_path(data_root, p, f"manifest of set {set_name!r}, row {i}")
+             for i, p in enumerate(manifest["path"])]
+    shards = [(s, paths[slice(*ranges[s])], [int(n) for n in frame_counts[slice(*ranges[s])]]) for s in todo]
     dataset = VideoClipsDataset(shards, kinds, data_cfg.clip_frames, cfg,
                                 size=(encoder.frame_size[0], encoder.frame_size[1]))
     # items are single clips: let each worker run a couple of batches ahead of the encoder

@@ -161,6 +161,10 @@ def run_audit(params: Params, layout: Layout) -> dict:
         if BIAS_SET not in list_feature_sets(uri):
             raise DataError(f"{uri}: no {BIAS_SET!r} feature set for the bias audit")
         sets[source] = load_feature_set(uri, BIAS_SET)
+        if source != "raw":  # a release holds no gender: the raw store's records, checked to align
+            from latentanon.features.release import with_source_records
+
+            sets[source] = with_source_records(sets[source], sets["raw"], uri)
         missing = [c for c in ("gender", "label_id", "split") if c not in sets[source].records.columns]
         if missing:
             raise DataError(f"{uri}: the {BIAS_SET!r} set lacks columns {missing}")

@@ -220,6 +220,8 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
     }
     trained = evaluation.get("trained_method") or {}
     privacy["aam"]["method"] = trained.get("name", "paper")
+    # the fingerprint the gate compares with the adapter it registers: figures bind to one method
+    tree["trained_method"] = {"name": trained.get("name", "paper"), "id": trained.get("id")}
     unseen = evaluation.get("unseen_tasks")
     if unseen:
         for task, block in unseen["tasks"].items():

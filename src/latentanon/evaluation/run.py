@@ -62,12 +62,20 @@ def load_sets(uri: str, names: tuple[str, ...]) -> dict[str, FeatureSet]:
     return {n: load_feature_set(uri, n) for n in names if n in available}
 
 
-def _check_aligned(raw: Mapping[str, FeatureSet], anonymized: Mapping[str, FeatureSet], uri: str) -> None:
+def _align_release(raw: Mapping[str, FeatureSet], anonymized: Mapping[str, FeatureSet],
+                   uri: str) -> dict[str, FeatureSet]:
+    """The released features with the raw store's records (labels and private attributes).
+
+    A release carries opaque video ids and task columns only; it mirrors the raw store row for
+    row, which ``with_source_records`` checks on every task column both hold."""
+    from latentanon.features.release import with_source_records
+
+    out = {}
     for name, fs in raw.items():
         if name not in anonymized:
             raise StoreError(f"{uri}: anonymized store lacks feature set {name!r}; re-run the train stage")
-        if list(anonymized[name].records["video_id"]) != list(fs.records["video_id"]):
-            raise StoreError(f"{uri}: set {name!r} does not hold the same videos as the raw store; re-run train")
+        out[name] = with_source_records(anonymized[name], fs, uri)
+    return out
 
 
 def _splits(sets: list[FeatureSet], split: str) -> list[FeatureSet]:
@@ -599,7 +607,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     names = needed_sets()
     raw = load_sets(layout.features_uri, names)
     anonymized = load_sets(layout.anonymized_uri, tuple(raw))
-    _check_aligned(raw, anonymized, layout.anonymized_uri)
+    anonymized = _align_release(raw, anonymized, layout.anonymized_uri)
     baselines = [b for b in expand_names(cfg.methods, cfg.noise_scales) if b != "identity"]
     methods = ["raw", "aam", *baselines]
 

@@ -215,7 +215,22 @@ class FeatureStore:
             manifest["files"]
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{self.backend.location(rel)}: unreadable shard checksums: {exc}") from exc
+        self._check_listed_files(manifest["files"], set_name, shard, self.backend.location(rel))
         return manifest
+
+    def _check_listed_files(self, files, set_name: str, shard: int, where: str) -> None:
+        """The names a checksums file lists are this shard's own data files, nothing else: no path
+        of another shard, set or directory is ever opened because a checksums file says so."""
+        expected = {PurePath(self._files(set_name, shard)[role]).name for role in ("arrays", "records")}
+        if not isinstance(files, dict):
+            raise StoreError(f"{where}: 'files' is not a table of file names")
+        for name, info in files.items():
+            match = SHARD_FILE.fullmatch(name) if isinstance(name, str) else None
+            if not match or int(match.group(1)) != shard or name not in expected:
+                raise StoreError(f"{where}: lists file {name!r}, which is not a data file of shard {shard} of "
+                                 f"set {set_name!r} (expected {sorted(expected)})")
+            if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+                raise StoreError(f"{where}: entry for {name!r} has no sha256")
 
     def shard_info(self, set_name: str, shard: int) -> dict | None:
         """A complete shard's summary (videos, kinds, dim, meta, file checksums) without reading

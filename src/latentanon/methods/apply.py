@@ -98,45 +98,104 @@ def anonymize_feature_set(model: AAM, fs: FeatureSet) -> FeatureSet:
     return fs.with_arrays(arrays, anonymized=True, adapter_id=adapter_fingerprint(model))
 
 
-def anonymize_store(method_dir, src_uri: str, dst_uri: str) -> dict:
-    """Anonymize every set of the source store shard by shard into ``dst_uri`` with the method
-    saved in ``method_dir`` (any registered method; legacy adapter directories are the paper AAM).
+def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None,
+                    expected_encoder: str | None = None) -> dict:
+    """Publish every set of the source store, anonymized, into ``dst_uri``: a release.
 
-    Resumable: a destination shard already written by this same method is kept. The index meta
-    records the method's name and identity and the source store.
+    ``method``: an already loaded (and checked) method; else the one saved in ``method_dir``.
+    ``expected_encoder``: refuse a source whose encoder identity differs (what the gate measured).
+
+    The release follows ``latentanon.features.release``: allow-listed record columns with fresh
+    opaque video ids (the mapping goes beside the source store), meta naming only the method, its
+    fingerprint and the encoder. Before its first write the destination is marked unapproved (the
+    caller marks it approved once it is complete and made by an approved method); it then mirrors the source exactly:
+    sets and shards the source lacks are removed, and a shard is kept only when it was made by this
+    method from the same source shard (same fingerprint, same source checksums).
     """
-    from latentanon.features.store import FeatureStore, list_feature_sets
+    from latentanon.features import release
+    from latentanon.features.store import FeatureStore
     from latentanon.methods.registry import load_method
 
-    method_dir = Path(method_dir)
-    method = load_method(method_dir)
+    if method is None:
+        method = load_method(Path(method_dir))
     method_id = method.fingerprint()
     src, dst = FeatureStore(src_uri), FeatureStore(dst_uri)
     source_index = src.read_index()
-    written, kept, per_set = 0, 0, {}
-    set_names = list(list_feature_sets(src_uri))
-    for set_name in tqdm(set_names, desc="anonymize", unit="set", disable=None):
-        shard = 0
-        while src.has_shard(set_name, shard):
-            if dst.has_shard(set_name, shard) and dst.read_shard(set_name, shard).meta.get("method_id") == method_id:
+    encoder = release.encoder_identity(source_index.get("meta"))
+    if expected_encoder is not None and encoder != expected_encoder:
+        raise ModelError(f"{src.uri}: features made by encoder {encoder or 'unknown'}, but the method was approved "
+                         f"on features of encoder {expected_encoder}; refusing to publish them")
+    release.write_publish_status(dst_uri, release.UNAPPROVED, [
+        "being written: these features are not approved for sharing until the gate (or `latentanon "
+        "anonymize` with an approved version) says so"], create=True)
+    release_id = _existing_release_id(dst) or release.new_release_id()
+    mappings = release.ReleaseIds(src_uri)
+    meta = release.release_meta(method.name, method_id, release_id, encoder)
+    written, kept, per_set, dropped = 0, 0, {}, {}
+    for set_name in tqdm(sorted(source_index["sets"]), desc="anonymize", unit="set", disable=None):
+        entry = source_index["sets"][set_name]
+        for shard in entry["shards"]:
+            source_files = entry["checksums"].get(_stem(shard))
+            if _shard_is_current(dst, mappings, set_name, shard, method_id, release_id, source_files):
                 kept += 1
-            else:
-                dst.write_shard(set_name, shard, method.transform(src.read_shard(set_name, shard)))
-                written += 1
-            shard += 1
-        for stale in dst.complete_shards(set_name):
-            if stale >= shard:  # left over from a larger earlier version of the set
-                dst.delete_shard(set_name, stale)
-        per_set[set_name] = shard
-    meta = dict(source_index.get("meta") or {})
-    meta.update({
-        "anonymized": True,
-        "method": {"name": method.name, "id": method_id, "dir": str(method_dir), "dim": method.dim,
-                   "output_dim": method.output_dim},
-        "adapter": {"id": method_id, "dir": str(method_dir), "dim": method.dim},
-        "source_uri": str(src_uri),
-    })
+                continue
+            fs = method.transform(src.read_shard(set_name, shard, expected_files=source_files))
+            records, dropped_here = release.release_records(fs.records, release.opaque_ids(len(fs)))
+            dropped.setdefault(set_name, set()).update(dropped_here)
+            source_ids = [str(v) for v in fs.records["video_id"]] if "video_id" in fs.records else []
+            # the mapping first: a release shard never exists without the way back to its source
+            mappings.write(release_id, set_name, shard, {
+                "method_id": method_id, "source_files": source_files,
+                "ids": dict(zip(records["video_id"].tolist(), source_ids)) if source_ids else {},
+                "videos": len(fs)})
+            release.check_release_records(records, dst.backend.location(set_name))
+            dst.write_shard(set_name, shard, FeatureSet(set_name, records, fs.arrays, meta=meta))
+            written += 1
+        per_set[set_name] = len(entry["shards"])
+    present = dst._scan()   # every shard file of the destination, complete or not
+    for name, shards in present.items():
+        for stale in set(shards) - set(source_index["sets"].get(name, {}).get("shards", [])):
+            dst.delete_shard(name, stale)
+    removed_sets = sorted(name for name in present if name not in source_index["sets"])
     index = dst.write_index(meta)
-    return {"method": method.name, "method_id": method_id, "adapter_id": method_id, "shards": per_set,
-            "shards_written": written, "shards_kept": kept, "dst_uri": str(dst_uri),
-            "videos": {name: entry.get("videos") for name, entry in index["sets"].items()}}
+    return {"method": method.name, "method_id": method_id, "adapter_id": method_id, "encoder": encoder,
+            "release_id": release_id, "shards": per_set, "shards_written": written, "shards_kept": kept,
+            "sets_removed": removed_sets, "dropped_columns": {k: sorted(v) for k, v in sorted(dropped.items())},
+            "dst_uri": str(dst_uri), "videos": {name: e.get("videos") for name, e in index["sets"].items()}}
+
+
+def _stem(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def _existing_release_id(dst) -> str | None:
+    """The release id a destination already carries (its index, else any complete shard)."""
+    from latentanon.errors import StoreError
+
+    if dst.backend.exists("index.json"):
+        try:
+            found = (dst.read_index().get("meta") or {}).get("release_id")
+        except StoreError:
+            found = None
+        if found:
+            return str(found)
+    for name in dst.set_names():
+        for shard in dst.complete_shards(name):
+            found = ((dst.shard_info(name, shard) or {}).get("meta") or {}).get("release_id")
+            if found:
+                return str(found)
+    return None
+
+
+def _shard_is_current(dst, mappings, set_name: str, shard: int, method_id: str, release_id: str,
+                      source_files: dict | None) -> bool:
+    """A release shard made by this method, in this release, from the source shard as it is now."""
+    info = dst.shard_info(set_name, shard)
+    if info is None or source_files is None:
+        return False
+    shard_meta = info.get("meta") or {}
+    if (shard_meta.get("method") or {}).get("id") != method_id or shard_meta.get("release_id") != release_id:
+        return False
+    mapping = mappings.read(release_id, set_name, shard)
+    return (mapping is not None and mapping.get("method_id") == method_id
+            and mapping.get("source_files") == source_files and mapping.get("videos") == info.get("videos"))

@@ -19,7 +19,7 @@ from latentanon._files import write_json_atomic
 from latentanon.config import Params
 from latentanon.layout import Layout
 from latentanon.errors import ModelError
-from latentanon.tracking import runs
+from latentanon.tracking import decision_record, runs
 from latentanon.tracking.registry import (
     APPROVED,
     CANDIDATE,
@@ -218,6 +218,58 @@ def _version_tags(decision: dict) -> dict[str, str]:
     return tags
 
 
+def judged_encoder(layout: Layout) -> str | None:
+    """The encoder identity of the features the metrics were measured on: the anonymized store's
+    index, else the train stage's summary (a Kubeflow gate step gets the train report, not the store)."""
+    from latentanon.errors import StoreError
+    from latentanon.features.release import encoder_identity
+    from latentanon.features.store import FeatureStore
+
+    try:
+        found = encoder_identity(FeatureStore(layout.anonymized_uri).read_index().get("meta"))
+    except StoreError:
+        found = None
+    summary = layout.report_dir("train") / "summary.json"
+    if found is None and summary.is_file():
+        try:
+            found = (json.loads(summary.read_text()).get("anonymized") or {}).get("encoder")
+        except (json.JSONDecodeError, AttributeError):
+            found = None
+    return str(found) if found else None
+
+
+def judged_inputs(client, name: str, version: str, layout: Layout, metrics: dict | None,
+                  metrics_path: Path) -> tuple[dict, list[str]]:
+    """What the decision binds (adapter files and digest, method fingerprint, encoder, metrics
+    digest) and the reasons to reject when those do not belong together."""
+    from latentanon.methods.registry import load_method, method_files
+    from latentanon.tracking.model_files import adapter_digest, file_sha256
+    from latentanon.tracking.registry import TAG_ADAPTER_SHA
+
+    problems = []
+    adapter_dir = layout.adapter_dir
+    try:
+        digest = adapter_digest(adapter_dir)
+        files = {f: file_sha256(adapter_dir / f) for f in method_files(adapter_dir)}
+        fingerprint = load_method(adapter_dir).fingerprint()
+    except ModelError as exc:
+        return {}, [f"adapter: {exc}"]
+    registered = client.get_model_version(name, str(version)).tags.get(TAG_ADAPTER_SHA)
+    if registered != digest:
+        problems.append(f"adapter: {adapter_dir} (sha256 {digest[:12]}...) is not the adapter registered as version "
+                        f"{version} (sha256 {(registered or 'missing')[:12]}...)")
+    measured = ((metrics or {}).get("trained_method") or {}).get("id") if isinstance(metrics, dict) else None
+    if metrics is not None and measured != fingerprint:
+        problems.append(f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered adapter "
+                        f"{fingerprint}; evaluate this adapter before judging it")
+    encoder = judged_encoder(layout)
+    if encoder is None:
+        problems.append("encoder: the identity of the encoder the metrics were measured on is unknown (no "
+                        "anonymized store index, no train summary)")
+    return {"adapter_sha256": digest, "adapter_files": files, "method_fingerprint": fingerprint,
+            "encoder": encoder, "metrics_sha256": file_sha256(metrics_path)}, problems
+
+
 def decide(params: Params, layout: Layout | None = None, version: str | None = None, client=None,
            blocking_problem: str = "") -> dict:
     """Approve or reject a registered version (default: the one at @candidate).
@@ -244,6 +296,10 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
     reasons = [p for p in (blocking_problem, metrics_problem) if p]
     if version is None and not blocking_problem:
         reasons.append(f"no version of {name!r} is registered as @{CANDIDATE}")
+    judged, binding_problems = {}, []
+    if version is not None:
+        judged, binding_problems = judged_inputs(client, name, version, layout, metrics, metrics_path)
+    reasons += binding_problems
     reasons += [f"{c.name}: {c.detail}" for c in checks if not c.passed]
     decision = {
         "decision": REJECTED if reasons else APPROVED,
@@ -259,7 +315,16 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if version is not None:
-        for key, value in _version_tags(decision).items():
+        record = decision_record.make_record(
+            model_name=name, version=str(version), decision=decision["decision"], thresholds=decision["thresholds"],
+            decided_at=decision["decided_at"], **judged)
+        signature = decision_record.sign(record, decision_record.signing_key())
+        decision.update(record=record, record_signature=signature)
+        tags = {**_version_tags(decision), **decision_record.record_tags(record, signature)}
+        stale_signature = decision_record.TAG_SIGNATURE in client.get_model_version(name, version).tags
+        if signature is None and stale_signature:  # an earlier signed record must not vouch for this one
+            client.delete_model_version_tag(name, version, decision_record.TAG_SIGNATURE)
+        for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         leakage = figure(metrics, "privacy.aam.normalized_leakage")
         if leakage is not None:

@@ -2,7 +2,6 @@
 registered, gate-approved version to a feature store (``latentanon anonymize``)."""
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from latentanon.layout import Layout
 from latentanon.errors import ModelError
 from latentanon.tracking import runs
 from latentanon.tracking.uri import tracking_uri
+from latentanon.tracking.model_files import adapter_digest
 from latentanon.tracking.pyfunc import log_adapter_model
 
 CANDIDATE = "candidate"
@@ -23,20 +23,6 @@ TAG_ADAPTER_SHA = "latentanon.adapter_sha256"
 TAG_SOURCE_RUN = "latentanon.source_run_id"
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w\-]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-
-
-def adapter_digest(adapter_dir: Path) -> str:
-    """sha256 over the saved method's files: one registry version per distinct method."""
-    from latentanon.methods.registry import method_files
-
-    digest = hashlib.sha256()
-    for name in method_files(adapter_dir):
-        path = Path(adapter_dir) / name
-        if not path.is_file():
-            raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
-        digest.update(name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def find_version_by_digest(client, model_name: str, digest: str):
@@ -113,16 +99,43 @@ def require_approved(model_version, model_uri: str) -> None:
         )
 
 
+def approved_record(model_version, model_uri: str) -> dict:
+    """The gate's decision record of an approved version, its signature checked where a key is set.
+
+    The ``gate.decision`` tag is not trusted alone: the record must say approved, name this version,
+    and (with ``LATENTANON_GATE_SIGNING_KEY``) carry the gate's signature."""
+    from latentanon.tracking import decision_record
+
+    require_approved(model_version, model_uri)
+    where = f"{model_uri} (version {model_version.version} of {model_version.name})"
+    record, signature = decision_record.read_record(model_version.tags, where)
+    decision_record.verify(record, signature, decision_record.signing_key(), where)
+    if (record.get("decision") != APPROVED or str(record.get("version")) != str(model_version.version)
+            or record.get("model_name") != model_version.name):
+        raise ModelError(f"{where}: the gate decision record says {record.get('decision')!r} for version "
+                         f"{record.get('version')} of {record.get('model_name')}; not an approval of this version")
+    if not record.get("encoder"):
+        raise ModelError(f"{where}: the decision record names no encoder; the gate cannot have measured it")
+    if record.get("adapter_sha256") != model_version.tags.get(TAG_ADAPTER_SHA):
+        raise ModelError(f"{where}: the decision record's adapter digest does not match the registered adapter")
+    return record
+
+
 def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str | None = None) -> dict:
-    """Load a registered adapter (``models:/<name>@champion`` or any alias/version), refuse it
-    unless the gate approved it, and write the anonymized store ``dst`` from ``src``.
+    """Load a registered method (``models:/<name>@champion`` or any alias/version), refuse it unless
+    the gate's decision record approves exactly its files, and write the release ``dst`` from ``src``.
+
+    Nothing from the registry is executed: the method's files are downloaded, checked against the
+    record's digests and loaded as JSON + safetensors (``latentanon.tracking.model_files``). The
+    source features must come from the encoder the gate measured.
 
     ``uri``: the registry (the CLI passes the one tracking rule's answer for its params file);
     None applies that rule with no params (MLFLOW_TRACKING_URI, else ./mlflow.db).
     """
-    import mlflow
+    import tempfile
 
     from latentanon.methods.apply import anonymize_store
+    from latentanon.tracking.model_files import load_approved_method
 
     uri = uri or tracking_uri("", ".")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -130,12 +143,10 @@ def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str
                          "first; the gate registers the adapter there)")
     client = runs.connect(uri)
     model_version = resolve_version(client, model_uri)
-    require_approved(model_version, model_uri)
-    # Load the exact version that was checked, not the alias again (it may move meanwhile).
-    pinned = f"models:/{model_version.name}/{model_version.version}"
-    with runs.fluent_uri(uri):
-        wrapper = mlflow.pyfunc.load_model(pinned).unwrap_python_model()
-        summary = anonymize_store(wrapper.adapter_dir, src, dst)
+    record = approved_record(model_version, model_uri)
+    with tempfile.TemporaryDirectory(prefix="latentanon-method-") as work:
+        method, _ = load_approved_method(client, model_version, record, Path(work))
+        summary = anonymize_store(None, src, dst, method=method, expected_encoder=record.get("encoder"))
     return {
         "model_uri": model_uri,
         "model_name": model_version.name,

@@ -32,6 +32,7 @@ import yaml
 
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
+from latentanon._redact import redact
 from latentanon.config import Params
 from latentanon.layout import PIPELINE, Layout
 from latentanon import environment
@@ -210,7 +211,8 @@ def _log_in_batches(client, run_id: str, *, params: dict | None = None, metrics:
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    items = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    # every param is redacted here too: no caller can log a credential by forgetting to
+    items = [Param(k, str(redact(v, k))[:6000]) for k, v in (params or {}).items()]
     for i in range(0, len(items), _MLFLOW_BATCH):
         client.log_batch(run_id, params=items[i: i + _MLFLOW_BATCH])
     items = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
@@ -225,7 +227,7 @@ def _ensure_params_logged(client, run, params: Params) -> None:
     """Log every param once per parent run (MLflow params are immutable)."""
     if run.data.tags.get(TAG_PARAMS_HASH):
         return
-    flat = {_BAD_KEY_CHARS.sub("_", k): v for k, v in flatten(to_dict(params)).items()}
+    flat = {_BAD_KEY_CHARS.sub("_", k): v for k, v in flatten(redact(to_dict(params))).items()}
     _log_in_batches(client, run.info.run_id, params=flat, tags={TAG_PARAMS_HASH: params_hash(params)})
 
 
@@ -300,7 +302,7 @@ def log_child_run(client, parent_run_id: str, name: str, params: dict, metrics: 
                   tags: dict | None = None, status: str = "FINISHED") -> str:
     """Create, fill and close a nested run in one go (e.g. one Optuna trial)."""
     run_id = start_child_run(client, parent_run_id, name, tags)
-    _log_in_batches(client, run_id, params=params, metrics=numeric_metrics(metrics, ""))
+    _log_in_batches(client, run_id, params=redact(params), metrics=numeric_metrics(metrics, ""))
     client.set_terminated(run_id, status=status)
     return run_id
 

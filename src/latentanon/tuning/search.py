@@ -60,12 +60,9 @@ def resolve_storage(params: Params, layout: Layout) -> str:
 
 
 def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from latentanon._redact import redact_text
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a parseable URL: show only its scheme
-        return url.split(":", 1)[0] + "://..."
+    return redact_text(url)
 
 
 def _search_rows(fs: FeatureSet) -> FeatureSet:

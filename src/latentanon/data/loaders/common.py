@@ -29,6 +29,18 @@ def manifest_columns(set_name: str) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- shared helpers
 
+def contained_path(root: Path, relative: str, where: str, base: Path | None = None) -> Path:
+    """``base / relative`` (base: the root) resolved, refusing a path that leaves the data root:
+    the one rule for every path a listing or a manifest names (the loaders and extraction)."""
+    root = Path(root).resolve()
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise DataError(f"{where}: empty or invalid file path {relative!r}")
+    candidate = ((base or root) / relative).resolve()
+    if not candidate.is_relative_to(root):
+        raise DataError(f"{where}: path {relative!r} escapes the dataset root {root}")
+    return candidate
+
+
 class LoaderContext:
     """What every loader needs: the data root, the set folder, class names and sidecar rows."""
 
@@ -42,13 +54,7 @@ class LoaderContext:
 
     def inside(self, relative: str, base: Path, source: Path, line: int | None) -> Path:
         """The file a listed path names, refusing any that leaves the data root."""
-        where = f"{source}:{line}" if line else str(source)
-        if not relative or "\x00" in relative:
-            raise DataError(f"{where}: empty or invalid file path {relative!r}")
-        candidate = (base / relative).resolve()
-        if not candidate.is_relative_to(self.root):
-            raise DataError(f"{where}: path {relative!r} escapes the dataset root {self.root}")
-        return candidate
+        return contained_path(self.root, relative, f"{source}:{line}" if line else str(source), base)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
