@@ -396,7 +396,12 @@ class FeatureStore:
         return index
 
     def _index_entry(self, set_name: str, ids: list[int]) -> dict:
-        manifests = [self._read_checksums(set_name, shard) for shard in ids]
+        manifests: list[dict] = []
+        for shard in ids:  # complete shards: each has its checksums
+            manifest = self._read_checksums(set_name, shard)
+            if manifest is None:
+                raise StoreError(f"{self.backend.location(set_name)}: shard {shard} lost its checksums while indexing")
+            manifests.append(manifest)
         kinds = {tuple(sorted(m["kinds"])) for m in manifests}
         if len(kinds) > 1:
             raise StoreError(

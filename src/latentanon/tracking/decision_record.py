@@ -73,6 +73,7 @@ def verify(record: dict, signature: str | None, key: bytes | None, where: str) -
     if not signature:
         raise ModelError(f"{where}: the gate decision record is unsigned, but {SIGNING_KEY_ENV} is set; "
                          "refusing a record the gate did not sign")
-    if not hmac.compare_digest(sign(record, key), signature):
+    expected = sign(record, key)
+    if expected is None or not hmac.compare_digest(expected, signature):
         raise ModelError(f"{where}: the gate decision record's signature does not verify (forged or edited "
                          "record, or another signing key)")

@@ -54,7 +54,7 @@ def download_method_files(client, model_version, dest: Path) -> Path:
     return Path(local)
 
 
-def check_method_files(directory: Path, approved_files: dict, where: str) -> None:
+def check_method_files(directory: Path, approved_files: dict | None, where: str) -> None:
     """Exactly the approved files, each with its approved sha256."""
     if not isinstance(approved_files, dict) or not approved_files:
         raise ModelError(f"{where}: the gate decision record lists no method files")
@@ -67,7 +67,7 @@ def check_method_files(directory: Path, approved_files: dict, where: str) -> Non
         path = directory / name
         if not path.is_file():
             raise ModelError(f"{where}: approved method file {name!r} is missing")
-        actual = file_sha256(path)
+        actual = file_sha256(path) or ""
         if actual != digest:
             raise ModelError(f"{where}: file {name!r} has sha256 {actual[:12]}..., the gate approved "
                              f"{str(digest)[:12]}...; refusing to load a changed method")

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+from mlflow.pyfunc.model import PythonModel
 import numpy as np
 
 from latentanon.errors import ModelError
@@ -31,7 +32,7 @@ _REQUIREMENTS = ("torch", "numpy", "pandas", "safetensors", "scikit-learn", "con
 PROJECT_PACKAGE = "latentanon"
 
 
-class MethodPyfunc(mlflow.pyfunc.PythonModel):
+class MethodPyfunc(PythonModel):
     """Wraps any saved ``latentanon.methods`` method; loaded from the model's ``adapter`` artifact."""
 
     def load_context(self, context) -> None:

@@ -212,15 +212,15 @@ def _log_in_batches(client, run_id: str, *, params: dict | None = None, metrics:
 
     now = int(time.time() * 1000)
     # every param is redacted here too: no caller can log a credential by forgetting to
-    items = [Param(k, str(redact(v, k))[:6000]) for k, v in (params or {}).items()]
-    for i in range(0, len(items), _MLFLOW_BATCH):
-        client.log_batch(run_id, params=items[i: i + _MLFLOW_BATCH])
-    items = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
-    for i in range(0, len(items), _MLFLOW_BATCH):
-        client.log_batch(run_id, metrics=items[i: i + _MLFLOW_BATCH])
-    items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    for i in range(0, len(items), _MLFLOW_BATCH):
-        client.log_batch(run_id, tags=items[i: i + _MLFLOW_BATCH])
+    param_items = [Param(k, str(redact(v, k))[:6000]) for k, v in (params or {}).items()]
+    for i in range(0, len(param_items), _MLFLOW_BATCH):
+        client.log_batch(run_id, params=param_items[i: i + _MLFLOW_BATCH])
+    metric_items = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
+    for i in range(0, len(metric_items), _MLFLOW_BATCH):
+        client.log_batch(run_id, metrics=metric_items[i: i + _MLFLOW_BATCH])
+    tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    for i in range(0, len(tag_items), _MLFLOW_BATCH):
+        client.log_batch(run_id, tags=tag_items[i: i + _MLFLOW_BATCH])
 
 
 def _ensure_params_logged(client, run, params: Params) -> None:
