@@ -51,3 +51,18 @@ def test_atomic_path_syncs_unless_the_file_is_regenerable(tmp_path, monkeypatch)
         tmp.write_bytes(b"mp4")
     assert len(synced) == 1
     assert (tmp_path / "a.png").read_bytes() == b"png" and (tmp_path / "b.mp4").read_bytes() == b"mp4"
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path):
+    from latentanon._files import read_json
+    from latentanon.errors import DataError
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    assert read_json(good, DataError) == {"a": 1}
+    with pytest.raises(DataError, match=r"missing\.json: not found \(run generate\)"):
+        read_json(tmp_path / "missing.json", DataError, missing="run generate")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(DataError, match=r"bad\.json: not valid JSON \(.*\); write it again"):
+        read_json(bad, DataError, invalid="write it again")

@@ -48,6 +48,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def read_json(path: str | Path, error: type[Exception], missing: str = "", invalid: str = ""):
+    """A JSON file's content, or ``error`` naming the file and the problem: missing (with the hint
+    ``missing``) or not valid JSON (with the hint ``invalid``)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise error(f"{path}: not found{f' ({missing})' if missing else ''}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+        raise error(f"{path}: not valid JSON ({exc}){f'; {invalid}' if invalid else ''}") from exc
+
+
 def _plain(value):
     """JSON fallback: numpy scalars as Python numbers, anything else as its string."""
     if isinstance(value, np.generic):

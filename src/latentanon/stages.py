@@ -14,7 +14,7 @@ from pathlib import Path
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
-from latentanon._files import write_json_atomic
+from latentanon._files import read_json, write_json_atomic
 from latentanon._redact import redact
 from latentanon.layout import PIPELINE
 
@@ -375,12 +375,8 @@ def verdict(params: Params) -> dict:
     from latentanon.errors import LatentanonError
 
     path = Layout.from_params(params).report_dir("gate") / "decision.json"
-    if not path.exists():
-        raise LatentanonError(f"{path}: no gate decision yet (run the pipeline: make run, or latentanon run)")
-    try:
-        decision = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LatentanonError(f"{path}: not valid JSON ({exc}); run the gate again: latentanon gate") from exc
+    decision = read_json(path, LatentanonError, missing="no gate decision yet: run the pipeline (make run, or latentanon run)",
+                         invalid="run the gate again: latentanon gate")
     workdir = Layout.from_params(params).workdir
     # the main job (DVC) runs in the repository itself; smoke and ad-hoc workdirs are not committed
     in_dvc_job = workdir.resolve() == Path.cwd().resolve() and Path("dvc.yaml").exists()

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from latentanon._files import write_text_atomic
+from latentanon._files import read_json, write_text_atomic
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.data.layouts import ATTRIBUTE_COLUMNS, IMAGE_SUFFIXES, UNKNOWN
 from latentanon.data.manifests import INTEGER_COLUMNS, REQUIRED_COLUMNS, STRING_COLUMNS, write_manifest
@@ -145,10 +145,7 @@ def load_vocabulary(root: Path) -> Vocabulary:
     path = Path(root) / "classes.json"
     if not path.exists():
         raise DataError(f"{path}: classes.json not found in the data root (run generate first)")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    payload = read_json(path, DataError)
     if isinstance(payload, list):
         return Vocabulary(classes_by_set={}, default_classes=_class_list(payload, path, "the class list"))
     if not isinstance(payload, dict):

@@ -9,7 +9,6 @@ requirements below but no latentanon: nothing has to come from a package index t
 know the project."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import mlflow
 from mlflow.pyfunc.model import PythonModel
 import numpy as np
 
+from latentanon._files import read_json
 from latentanon.errors import ModelError
 
 ADAPTER_ARTIFACT = "adapter"
@@ -62,10 +62,7 @@ def _method_meta(adapter_dir: Path) -> tuple[Path, dict]:
         config_path = adapter_dir / "config.json"
     if not config_path.exists():
         raise ModelError(f"{adapter_dir}: no method.json or config.json (did the train stage run?)")
-    try:
-        return config_path, json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_path}: not valid JSON: {exc}") from exc
+    return config_path, read_json(config_path, ModelError)
 
 
 def adapter_dim(adapter_dir: Path) -> int:
