@@ -195,3 +195,65 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "Decisions (gate criteria)" in text and "`noise@0.2`" in text
     assert "seed ensemble" in text
+
+
+def _with_scopes(run_: dict, video_mean: float, release: float, floor: float | None = None) -> dict:
+    run_ = json.loads(json.dumps(run_))
+    run_["privacy"]["scopes"] = {
+        "moving_video_mean": {**_privacy(video_mean), "n_test_videos": 12},
+        "untrimmed_video_mean": {"skipped": "feature set 'untrimmed': no private label column"},
+        "rerelease16": {**_privacy(release), "releases": 16},
+    }
+    if floor is not None:
+        run_["privacy"]["floor"] = {"moving": _privacy(floor), "moving_video_mean": _privacy(floor)}
+    return run_
+
+
+def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_table(tmp_path):
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2)})
+    for seed in ("0", "1"):
+        per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
+        # per clip 0.25, per video mean 0.5, 16 releases averaged 0.75: the worst scope is the re-release
+        per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
+    summary = run.summarize(per_seed, [0, 1], 0.95)
+    evaluation = {**_evaluation(per_seed), "privacy_floor": {**summary["floor"], "tasks": ["ar", "tad"]}}
+    assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)      # the plane's x: worst scope
+    assert evaluation["privacy_utility"]["aam"]["leakage_scope"] == "rerelease16"
+    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    scopes_ = tree["privacy"]["aam"]["scopes"]
+    assert scopes_["static"]["normalized_leakage"] == pytest.approx(0.25)
+    assert scopes_["moving_video_mean"]["normalized_leakage"] == pytest.approx(0.5)
+    assert scopes_["rerelease16"]["normalized_leakage"] == pytest.approx(0.75)
+    assert scopes_["rerelease16"]["reference"] == "moving"
+    assert "no private label column" in scopes_["untrimmed_video_mean"]["skipped"]
+    worst = tree["privacy"]["aam"]["worst_scope"]
+    assert worst["scope"] == "rerelease16" and worst["normalized_leakage"] == pytest.approx(0.75)
+    assert worst["skipped"] == ["untrimmed_video_mean"]
+    assert tree["privacy"]["raw"]["worst_scope"]["normalized_leakage"] == pytest.approx(1.0)
+    # floor: (0.8 - 0.5) / (0.9 - 0.5) = 0.75, above the 0.4 target
+    assert tree["privacy_floor"]["scopes"]["moving"]["normalized_leakage"] == pytest.approx(0.75)
+    assert tree["privacy_floor"]["above_target"] is True
+    assert "cannot be met at full utility" in tree["privacy_floor"]["implication"]
+    assert tree["targets"]["every_scope_upper_bound"]["value"]["scope"] == "rerelease16"
+    assert "worst_scope_normalized_leakage" in tree["decisions"]
+    json.dumps(tree)
+
+    text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
+    assert "### Privacy in every scope" in text and "16 releases averaged, per clip" in text
+    assert ("| aam | 0.250 [0.250, 0.250] | 0.250 [0.250, 0.250] | 0.500 [0.500, 0.500] | skipped | "
+            "0.750 [0.750, 0.750] | 16 releases averaged, per clip: 0.750 [0.750, 0.750] |") in text
+    assert "**The floor is above the 0.4 target**" in text
+    assert "Scope *untrimmed video, mean of its snippets* skipped" in text
+
+    headline = report.headline_metrics(tree)
+    assert headline["privacy"]["worst_scope"] == "rerelease16"
+    assert headline["privacy"]["worst_scope_leakage"] == pytest.approx(0.75)
+    assert headline["privacy"]["floor"] == pytest.approx(0.75)
+    assert headline["scopes"]["aam.moving_video_mean"] == pytest.approx(0.5)
+    assert headline["scopes"]["raw.worst"] == pytest.approx(1.0)
+    assert "aam.untrimmed_video_mean" not in headline["scopes"]
+
+    table = report.results_table(tree)
+    assert "normalised leakage, worst scope" in table and "(16 releases averaged, per clip)" in table
+    assert "leakage, privacy video, mean of its clips" in table
+    assert "The floor (what the raw seen-task posteriors leak" in table

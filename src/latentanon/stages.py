@@ -241,11 +241,13 @@ def tracking_uri_for(params: Params) -> str:
     return tracking_uri(params.tracking.tracking_uri, Layout.from_params(params).workdir)
 
 
-def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000) -> dict:
-    """The attack suite on any feature store with private labels (``latentanon audit``)."""
+def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000,
+          method: str | None = None) -> dict:
+    """The attack suite on any feature store with private labels (``latentanon audit``); ``method``:
+    a saved method's folder, whose re-releases are attacked too."""
     from latentanon.evaluation.audit import audit as run
 
-    return run(features, out, seeds, confidence, bootstrap)
+    return run(features, out, seeds, confidence, bootstrap, method)
 
 
 
