@@ -257,3 +257,37 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
     assert "normalised leakage, worst scope" in table and "(16 releases averaged, per clip)" in table
     assert "leakage, privacy video, mean of its clips" in table
     assert "The floor (what the raw seen-task posteriors leak" in table
+
+
+def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2)})
+    for seed in ("0", "1"):
+        per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
+        per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
+    raw_items, blind = _items(0.9, [1] * 10), _items(0.5, [1] * 10)      # 0.5: the attacker reads nothing
+    items = {
+        "raw": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"]},
+                    "floor": {"moving": blind["moving"]}} for k in ("0", "1")},
+        # the per-video mean leaks like raw; 16 releases averaged per clip read nothing beyond chance
+        "aam": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"],
+                                            "rerelease16": blind["moving"]}} for k in ("0", "1")},
+    }
+    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    aam = summary["privacy"]["aam"]["scopes"]
+    assert (aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
+            aam["moving_video_mean"]["normalized_leakage_paired"]["high"]) == pytest.approx((1.0, 1.0))
+    assert aam["rerelease16"]["normalized_leakage_paired"]["high"] < 0.5        # against raw per clip
+    assert "normalized_leakage_paired" not in aam["untrimmed_video_mean"]      # skipped stays skipped
+    assert aam["static"]["normalized_leakage_paired"]["mean"] == pytest.approx(1.0)
+    # the worst scope reads the paired interval that reaches highest
+    assert summary["privacy"]["aam"]["worst_scope"]["high"] == pytest.approx(1.0)
+    assert summary["floor"]["seeds"] == [0, 1]
+    assert summary["floor"]["scopes"]["moving"]["normalized_leakage_paired"]["high"] < 0.5
+
+
+def test_an_undefined_interval_is_the_worst_scope():
+    finite = {"normalized_leakage": {"mean": 0.9, "low": 0.8, "high": 0.95}}
+    undefined = {"normalized_leakage": {"mean": 0.1, "low": float("nan"), "high": float("nan")}}
+    worst = run.worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
+    assert worst["scope"] == "b" and worst["skipped"] == ["c"]
+    assert run.worst_scope({"c": {"skipped": "no labels"}})["scope"] is None

@@ -353,7 +353,9 @@ def key_result(stage: str, summary: dict) -> str:
                 f"{s.get('publish_status', '?')}")
     if stage == "evaluate":
         drops = s.get("aam_utility_relative_drop") or {}
-        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, utility drop "
+        worst = s.get("aam_worst_scope") or {}
+        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, worst scope "
+                f"{worst.get('scope') or 'n/a'} {_f(worst.get('mean'))} (upper {_f(worst.get('high'))}), utility drop "
                 + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items()))
     if stage == "audit_bias":
         h = s.get("headline") or {}

@@ -149,8 +149,9 @@ def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float 
         else:
             result["rerelease"] = {"method": getattr(method, "name", "?"), "releases": list(releases),
                                    "deterministic": False}
+        series = [scopes.averaged_releases(published, fs, releases) for fs in members] if releases else []
         for r in releases:
-            averaged = [scopes.averaged_releases(published, fs, r) for fs in members]
+            averaged = [by_count[int(r)] for by_count in series]
             for scope, reference, per_video_mean in ((f"rerelease{r}", "moving", False),
                                                      (f"rerelease{r}_video_mean", "moving_video_mean", True)):
                 if reference not in one_release:

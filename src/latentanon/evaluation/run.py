@@ -875,6 +875,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         "trained_method": trained["name"],
         "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
         "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
+        "aam_worst_scope": summary["privacy"]["aam"]["worst_scope"],
         "aam_utility_relative_drop": {t: utility_drop(summary["utility"][t]["aam"]) for t in summary["utility"]},
         "seconds": evaluation["seconds"],
     }

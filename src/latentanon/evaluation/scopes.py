@@ -104,17 +104,22 @@ def releases_identical(method, fs: FeatureSet) -> bool:
                for a, b in zip(first.arrays[kind], second.arrays[kind]))
 
 
-def averaged_releases(method, fs: FeatureSet, releases: int) -> FeatureSet:
-    """``fs`` published ``releases`` times by ``method`` (fresh noise each time), averaged per clip."""
-    if releases < 1:
-        raise ValueError(f"averaged_releases: releases must be at least 1, got {releases}")
-    total = None
-    for _ in range(releases):
+def averaged_releases(method, fs: FeatureSet, releases: int | Sequence[int]) -> FeatureSet | dict[int, FeatureSet]:
+    """``fs`` published ``releases`` times by ``method`` (fresh noise each time), averaged per clip.
+    Given several counts, one series of publications serves them all (the average of the first R
+    of the largest count's releases, per R): returns R -> averaged set."""
+    counts = sorted({int(r) for r in ([releases] if isinstance(releases, int) else releases)})
+    if not counts or counts[0] < 1:
+        raise ValueError(f"averaged_releases: each count of releases must be at least 1, got {releases}")
+    total, out = None, {}
+    for done in range(1, counts[-1] + 1):
         published = method.transform(fs)
         arrays = {k: [np.asarray(a, dtype=np.float64) for a in v] for k, v in published.arrays.items()}
         total = arrays if total is None else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
-    return published.with_arrays({k: [(a / releases).astype(np.float32) for a in v] for k, v in total.items()},
-                                 releases=int(releases))
+        if done in counts:
+            out[done] = published.with_arrays({k: [(a / done).astype(np.float32) for a in v]
+                                               for k, v in total.items()}, releases=done)
+    return out[counts[0]] if isinstance(releases, int) else out
 
 
 def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
@@ -147,8 +152,9 @@ def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
                     reference = attack_scope(sets[MOVING_SET], "clips", seed, False, grid=grid)
                 out[scope] = {**reference, "deterministic": why, "releases": int(r)}
         return out
+    series = averaged_releases(published, source, releases)
     for r in releases:
-        averaged = averaged_releases(published, source, r)
+        averaged = series[int(r)]
         out[f"rerelease{r}"] = {**attack_scope(averaged, "clips", seed, False, grid=grid), "releases": int(r)}
         out[f"rerelease{r}_video_mean"] = {**attack_scope(averaged, "clips", seed, True, grid=grid),
                                            "releases": int(r)}
