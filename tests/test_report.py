@@ -245,6 +245,13 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
     assert "**The floor is above the 0.4 target**" in text
     assert "Scope *untrimmed video, mean of its snippets* skipped" in text
 
+    # metrics.json sorts its keys; the tables read per clip, per video, then the re-releases by count
+    sorted_tree = json.loads(json.dumps(tree, sort_keys=True))
+    assert report.scope_order(sorted_tree["privacy"]["aam"]["scopes"]) == [
+        "static", "moving", "moving_video_mean", "untrimmed_video_mean", "rerelease16"]
+    assert report.scope_order(["rerelease64", "rerelease16_video_mean", "rerelease16"]) == [
+        "rerelease16", "rerelease16_video_mean", "rerelease64"]
+
     headline = report.headline_metrics(tree)
     assert headline["privacy"]["worst_scope"] == "rerelease16"
     assert headline["privacy"]["worst_scope_leakage"] == pytest.approx(0.75)

@@ -37,6 +37,20 @@ SCOPE_LABELS = {
 }
 
 
+def scope_order(names) -> list[str]:
+    """Scopes in reading order: per clip, per video mean, then the re-releases by count (metrics.json
+    sorts its keys alphabetically)."""
+    ranks = {name: i for i, name in enumerate(SCOPE_LABELS)}
+
+    def key(scope: str):
+        if scope.startswith("rerelease"):
+            count = scope[len("rerelease"):].split("_", 1)[0]
+            return (len(ranks), int(count) if count.isdigit() else 0, scope.endswith("_video_mean"), scope)
+        return (ranks.get(scope, len(ranks)), 0, False, scope)
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
 def scope_label(scope: str) -> str:
     """What a user shares in ``scope``, in words."""
     if scope.startswith("rerelease"):
@@ -357,7 +371,7 @@ def _scope_cell(entry: dict | None) -> str:
 
 def scope_report_lines(privacy: dict, methods: list[str], floor: dict | None) -> list[str]:
     """The per-scope table of every method, the skipped scopes with their reasons, and the floor."""
-    names = list(dict.fromkeys(s for m in methods for s in (privacy[m].get("scopes") or {})))
+    names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
     if not names:
         return []
     lines = ["", "### Privacy in every scope", "",
@@ -389,8 +403,8 @@ def scope_report_lines(privacy: dict, methods: list[str], floor: dict | None) ->
                   "validation), normalised against raw features in the same scope: any method that keeps every "
                   "seen task's utility keeps what these outputs carry.", "",
                   "| scope | normalised leakage |", "|---|---|"]
-        for n, e in floor["scopes"].items():
-            lines.append(f"| {scope_label(n)} | {_scope_cell(e)} |")
+        for n in scope_order(floor["scopes"]):
+            lines.append(f"| {scope_label(n)} | {_scope_cell(floor['scopes'][n])} |")
         lines += ["", ("**The floor is above the 0.4 target**: " if floor["above_target"] else "") +
                   floor["implication"][0].upper() + floor["implication"][1:] + "."]
     return lines
@@ -775,7 +789,7 @@ def _worst_cell(worst: dict | None) -> str:
 
 def _scope_table(privacy: dict, methods: list[str]) -> list[str]:
     """Every method's normalised leakage in every scope (README: below the results table)."""
-    names = list(dict.fromkeys(s for m in methods for s in (privacy[m].get("scopes") or {})))
+    names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
     if not names:
         return []
     lines = ["", "| method | " + " | ".join(f"leakage, {scope_label(n)}" for n in names) + " |",
