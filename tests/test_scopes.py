@@ -92,12 +92,12 @@ def test_stochastic_methods_publish_fresh_noise_even_after_evaluation_keyed_thei
     published = scopes.publisher(noise)
     assert not scopes.releases_identical(published, raw_videos)
     assert noise.reproducible_noise                                                  # the original is untouched
-    averaged = scopes.averaged_releases(published, raw_videos, 64)
+    averaged = scopes.averaged_releases(published, raw_videos, (64,))[64]
     gap = np.mean([np.abs(a - r).mean() for a, r in zip(averaged.arrays["clips"], raw_videos.arrays["clips"])])
     single = np.mean([np.abs(a - r).mean() for a, r in zip(keyed_a.arrays["clips"], raw_videos.arrays["clips"])])
     assert gap < single / 5          # 64 fresh draws: the noise's std falls eightfold
     series = scopes.averaged_releases(scopes.publisher(noise, entropy=1), raw_videos, (4, 64))
-    again = scopes.averaged_releases(scopes.publisher(noise, entropy=1), raw_videos, 4)
+    again = scopes.averaged_releases(scopes.publisher(noise, entropy=1), raw_videos, (4,))[4]
     assert set(series) == {4, 64} and series[64].meta["releases"] == 64
     assert np.array_equal(series[4].arrays["clips"][3], again.arrays["clips"][3])   # the first 4 of the series
 

@@ -68,7 +68,7 @@ def _scope_runs(members: list[FeatureSet], kind: str, seeds: list[int], per_vide
     splits = [[fs.split(s) for fs in members] for s in ("train", "val", "test")]
     runs, papers = [], []
     for seed in tqdm(seeds, desc=f"audit {scope}", unit="seed", disable=None):
-        runs.append(attack(*splits, attributes, seed, kind, grid, per_video_mean))
+        runs.append(attack(splits[0], splits[1], splits[2], attributes, seed, kind, grid, per_video_mean))
         if not per_video_mean:
             papers.append(paper_protocol_attack(splits[0], splits[2], attributes, seed, kind))
     return runs, papers
@@ -156,7 +156,10 @@ def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float 
                                                      (f"rerelease{r}_video_mean", "moving_video_mean", True)):
                 if reference not in one_release:
                     continue
-                runs, _ = _scope_runs(averaged, "clips", seeds, per_video_mean, scope, grid)
+                measured = _scope_runs(averaged, "clips", seeds, per_video_mean, scope, grid)
+                if measured is None:
+                    continue
+                runs = measured[0]
                 block = _scope_block(averaged, runs, [], confidence, n_resamples)
                 block["normalized_leakage"] = _paired_leakage(one_release[reference][1], runs, confidence,
                                                               n_resamples)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from latentanon._files import write_text_atomic
 from latentanon.config import Params
@@ -319,7 +320,7 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
 
 def floor_entry(floor: dict) -> dict:
     """The floor's figures, and what it implies when it is above the leakage target."""
-    entry = {"tasks": list(floor.get("tasks") or []), "seeds": list(floor.get("seeds") or []),
+    entry: dict[str, Any] = {"tasks": list(floor.get("tasks") or []), "seeds": list(floor.get("seeds") or []),
              "scopes": {scope: _scope_entry(b) for scope, b in floor["scopes"].items()},
              "worst_scope": _worst_entry(floor["worst_scope"])}
     worst = entry["worst_scope"]["normalized_leakage"]

@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -307,13 +308,14 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
             out[method]["privacy"][scope] = resampling.combine_seeds(values, confidence)
     for scope in sorted({s for m in out for s in (items[m][keys[0]].get("scopes") or {})}):
         reference = scopes.raw_reference(scope)
-        raw_items = [scope_items(raw[k], reference) for k in keys]
-        if any(r is None for r in raw_items):
+        found = [scope_items(raw[k], reference) for k in keys]
+        raw_items = [r for r in found if r is not None]
+        if len(raw_items) != len(keys):
             continue
         weights = resampling.shared_weights(len(next(iter(raw_items[0]["labels"].values()))), n_resamples)
         for method, block in out.items():
-            method_items = [scope_items(items[method][k], scope) for k in keys]
-            if any(r is None for r in method_items):
+            method_items = [r for r in (scope_items(items[method][k], scope) for k in keys) if r is not None]
+            if len(method_items) != len(keys):
                 continue
             values = np.stack([resampling.paired_leakage(r["labels"], r["probabilities"], m["probabilities"], weights)
                                for r, m in zip(raw_items, method_items)])
@@ -352,8 +354,10 @@ def paired_floor(items: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
     keys = [str(s) for s in seeds if raw[str(s)].get("floor")]
     out = {}
     for scope in sorted(raw[keys[0]].get("floor") or {} if keys else {}):
-        pairs = [(scope_items(raw[k], scopes.raw_reference(scope)), scope_items(raw[k], scope, "floor")) for k in keys]
-        if any(a is None or b is None for a, b in pairs):
+        pairs = [(a, b) for a, b in ((scope_items(raw[k], scopes.raw_reference(scope)),
+                                      scope_items(raw[k], scope, "floor")) for k in keys)
+                 if a is not None and b is not None]
+        if len(pairs) != len(keys):
             continue
         weights = resampling.shared_weights(len(next(iter(pairs[0][0]["labels"].values()))), n_resamples)
         values = np.stack([resampling.paired_leakage(a["labels"], a["probabilities"], b["probabilities"], weights)
@@ -486,11 +490,11 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                     utility[task]["raw"]["ensemble_value"] = intervals["ensemble"]["raw_value"]
                     utility[task][method]["ensemble_value"] = intervals["ensemble"]["value"]
         for scope, interval in (paired_floor(items, seeds, confidence, n_resamples) if floor else {}).items():
-            if "skipped" not in floor.get(scope, {"skipped": True}):
+            if floor is not None and "skipped" not in floor.get(scope, {"skipped": True}):
                 floor[scope]["normalized_leakage_paired"] = interval
     for block in privacy.values():
         block["worst_scope"] = worst_scope(block["scopes"])
-    out = {"privacy": privacy, "utility": utility}
+    out: dict[str, Any] = {"privacy": privacy, "utility": utility}
     if floor is not None:
         out["floor"] = {"scopes": floor, "worst_scope": worst_scope(floor), "seeds": [int(k) for k in floor_keys]}
     return out
@@ -512,12 +516,13 @@ def _scope_summaries(runs: Mapping[str, dict], raw: Mapping[str, dict], keys: li
     names += [n for n in (runs[keys[0]]["privacy"].get(where) or {}) if n not in names]
     out = {}
     for scope in names:
-        per_seed = [scope_run(runs[k], scope, where) for k in keys]
-        references = [scope_run(raw[k], scopes.raw_reference(scope)) for k in keys]
-        unusable = [r for r in [*per_seed, *references] if r is None or "skipped" in r]
-        if unusable:
-            out[scope] = {"skipped": next((r["skipped"] for r in unusable if r is not None),
-                                          "not measured on every seed")}
+        found = [scope_run(runs[k], scope, where) for k in keys]
+        found_references = [scope_run(raw[k], scopes.raw_reference(scope)) for k in keys]
+        per_seed = [r for r in found if r is not None and "skipped" not in r]
+        references = [r for r in found_references if r is not None and "skipped" not in r]
+        if len(per_seed) != len(keys) or len(references) != len(keys):
+            out[scope] = {"skipped": next((r["skipped"] for r in [*found, *found_references]
+                                           if r is not None and "skipped" in r), "not measured on every seed")}
             continue
         cmaps, chances = [r["cmap"] for r in per_seed], [r["chance"] for r in per_seed]
         raw_cmaps = [r["cmap"] for r in references]

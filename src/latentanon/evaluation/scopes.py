@@ -104,22 +104,23 @@ def releases_identical(method, fs: FeatureSet) -> bool:
                for a, b in zip(first.arrays[kind], second.arrays[kind]))
 
 
-def averaged_releases(method, fs: FeatureSet, releases: int | Sequence[int]) -> FeatureSet | dict[int, FeatureSet]:
-    """``fs`` published ``releases`` times by ``method`` (fresh noise each time), averaged per clip.
-    Given several counts, one series of publications serves them all (the average of the first R
-    of the largest count's releases, per R): returns R -> averaged set."""
-    counts = sorted({int(r) for r in ([releases] if isinstance(releases, int) else releases)})
+def averaged_releases(method, fs: FeatureSet, releases: Sequence[int]) -> dict[int, FeatureSet]:
+    """R -> ``fs`` published R times by ``method`` (fresh noise each time), averaged per clip, for
+    every R in ``releases``: one series of publications serves them all (the first R releases of
+    the largest count)."""
+    counts = sorted({int(r) for r in releases})
     if not counts or counts[0] < 1:
-        raise ValueError(f"averaged_releases: each count of releases must be at least 1, got {releases}")
-    total, out = None, {}
+        raise ValueError(f"averaged_releases: each count of releases must be at least 1, got {list(releases)}")
+    total: dict[str, list[np.ndarray]] = {}
+    out: dict[int, FeatureSet] = {}
     for done in range(1, counts[-1] + 1):
         published = method.transform(fs)
         arrays = {k: [np.asarray(a, dtype=np.float64) for a in v] for k, v in published.arrays.items()}
-        total = arrays if total is None else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
+        total = arrays if not total else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
         if done in counts:
             out[done] = published.with_arrays({k: [(a / done).astype(np.float32) for a in v]
                                                for k, v in total.items()}, releases=done)
-    return out[counts[0]] if isinstance(releases, int) else out
+    return out
 
 
 def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
@@ -213,8 +214,9 @@ def posterior_sets(sets: Mapping[str, FeatureSet], heads: Mapping[str, list]) ->
         if name not in sets:
             continue
         fs = sets[name]
-        arrays = {kind: _posteriors(heads, [np.asarray(a, dtype=np.float32) for a in fs.arrays[kind]])
-                  for kind in ("clips", "snippets") if kind in fs.arrays and len(fs.arrays[kind])}
+        arrays: dict[str, list[np.ndarray]] = {kind: _posteriors(heads, [np.asarray(a, dtype=np.float32) for a in fs.arrays[kind]])
+                                               for kind in ("clips", "snippets")
+                                               if kind in fs.arrays and len(fs.arrays[kind])}
         if arrays:
             out[name] = fs.with_arrays(arrays, posteriors=sorted(heads))
     return out

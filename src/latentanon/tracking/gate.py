@@ -119,7 +119,11 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
         return Check(name, None, threshold, "<=", False, "privacy.aam.scopes: every scope was skipped")
     checks = {scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
               for scope in measured}
-    worst = max(checks, key=lambda s: float("inf") if checks[s].interval is None else checks[s].interval[1])
+    def reach(scope: str) -> float:
+        bounds = checks[scope].interval
+        return float("inf") if bounds is None else bounds[1]
+
+    worst = max(checks, key=reach)
     check = checks[worst]
     over = sorted(s for s, c in checks.items() if not c.passed)
     detail = f"worst scope {worst}: {check.detail}" + (f"; scopes not passing: {', '.join(over)}" if over else "")
