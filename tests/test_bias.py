@@ -284,12 +284,26 @@ def test_metrics_json_has_the_gate_keys(stages_done):
         assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
         assert len(unseen["relative_drop_interval"]) == 2   # paired against raw's test videos
     # decisions: every gate criterion for a seen task, each saying whether its interval decides it
-    assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage", "utility_drop_ar",
-                                      "utility_drop_ad"}
+    assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage",
+                                      "worst_scope_normalized_leakage", "utility_drop_ar", "utility_drop_ad"}
+    # every scope a user shares, against raw in the same scope; the worst one named; the floor
+    assert set(aam["scopes"]) >= {"static", "moving", "moving_video_mean", "untrimmed_video_mean",
+                                  "anomaly_video_mean", "rerelease16", "rerelease64", "rerelease16_video_mean",
+                                  "rerelease64_video_mean"}
+    assert aam["scopes"]["static"]["normalized_leakage"] == pytest.approx(aam["normalized_leakage"])
+    measured = {s: b for s, b in aam["scopes"].items() if "skipped" not in b}
+    assert aam["worst_scope"]["scope"] in measured
+    assert aam["worst_scope"]["normalized_leakage_interval"][1] == max(
+        b["normalized_leakage_interval"][1] for b in measured.values())
+    assert "publishes identical features" in tree["privacy"]["leace"]["scopes"]["rerelease16"]["deterministic"]
+    assert "deterministic" not in tree["privacy"]["noise@1"]["scopes"]["rerelease16"]
+    assert tree["privacy_floor"]["tasks"] == ["ar", "ad"] and tree["privacy_floor"]["seeds"] == [0]
+    assert isinstance(tree["privacy_floor"]["above_target"], bool)
     for d in tree["decisions"].values():
         assert isinstance(d["decided"], bool) and (d["passed"] is None) == (not d["decided"])
     report = (root / "reports" / "report.md").read_text()
     assert "Decisions (gate criteria)" in report and "Unseen tasks" in report and "paper protocol" in report.lower()
+    assert "### Privacy in every scope" in report and "### The floor" in report
 
 
 @pytest.mark.slow

@@ -18,7 +18,14 @@ from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
 GOOD = {
     "privacy": {"aam": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36],
                         "relative_cmap_drop": 0.35,
-                        "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]}}},
+                        "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
+                        "scopes": {
+                            "static": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36]},
+                            "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
+                            "moving_video_mean": {"normalized_leakage": 0.2, "normalized_leakage_interval": [0.1, 0.3]},
+                            "untrimmed_video_mean": {"skipped": "no private labels"},
+                            "rerelease64": {"normalized_leakage": 0.36, "normalized_leakage_interval": [0.33, 0.38]},
+                        }}},
     "utility": {t: {"aam_relative_drop": 0.004, "aam_relative_drop_interval": [-0.002, 0.009],
                     "seen_in_training": True} for t in ("ar", "tad", "ad")},
     "bias": {"raw": {"gap": 0.20}, "aam": {"gap": 0.12}},
@@ -50,7 +57,7 @@ def test_good_metrics_pass_every_check(tmp_path):
     checks = gate.evaluate_checks(GOOD, params_for(tmp_path), champion=None)
     assert failed(checks) == set()
     assert {c.name for c in checks} == {"normalized_leakage", "relative_cmap_drop", "moving_normalized_leakage",
-                                        "utility_drop_ar",
+                                        "worst_scope_normalized_leakage", "utility_drop_ar",
                                         "utility_drop_tad", "utility_drop_ad", "bias_gap"}
 
 
@@ -58,6 +65,11 @@ def test_good_metrics_pass_every_check(tmp_path):
     ("privacy.aam.normalized_leakage_interval", [0.41, 0.5], "normalized_leakage"),
     ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
     ("privacy.aam.moving.normalized_leakage_interval", [0.41, 0.6], "moving_normalized_leakage"),  # shared clips leak
+    ("privacy.aam.scopes.moving_video_mean.normalized_leakage_interval", [0.3, 0.45],   # one scope straddles
+     "worst_scope_normalized_leakage"),
+    ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", [0.42, 0.5], "worst_scope_normalized_leakage"),
+    ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", KeyError, "worst_scope_normalized_leakage"),
+    ("privacy.aam.scopes", KeyError, "worst_scope_normalized_leakage"),     # scopes unmeasured: undecidable
     ("privacy.aam.moving", KeyError, "moving_normalized_leakage"),
     ("privacy.aam.normalized_leakage_interval", KeyError, "normalized_leakage"),  # no interval: undecidable
     ("privacy.aam.normalized_leakage_interval", [0.3, float("nan")], "normalized_leakage"),
@@ -106,8 +118,21 @@ def test_undecided_privacy_fails_and_undecided_utility_is_reported(tmp_path):
 def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
     strict = params_for(tmp_path, max_normalized_leakage=0.25, require_bias_gap_not_larger=False)
     checks = gate.evaluate_checks(with_value(GOOD, "bias.aam.gap", 0.9), strict, champion=None)
-    assert failed(checks) == {"normalized_leakage"}
+    # the static scope is over 0.25 in the scopes too, so the worst scope fails with it
+    assert failed(checks) == {"normalized_leakage", "worst_scope_normalized_leakage"}
     assert "bias_gap" not in {c.name for c in checks}
+
+
+def test_only_one_scope_over_the_threshold_fails_the_gate_and_is_named(tmp_path):
+    leaky = with_value(GOOD, "privacy.aam.scopes.moving_video_mean.normalized_leakage_interval", [0.41, 0.6])
+    checks = {c.name: c for c in gate.evaluate_checks(leaky, params_for(tmp_path), champion=None)}
+    worst = checks["worst_scope_normalized_leakage"]
+    assert not worst.passed and worst.decided and worst.interval == (0.41, 0.6)
+    assert "worst scope moving_video_mean" in worst.detail
+    assert all(c.passed for name, c in checks.items() if name != "worst_scope_normalized_leakage")
+    skipped_only = with_value(GOOD, "privacy.aam.scopes", {"rerelease64": {"skipped": "no labels"}})
+    assert failed(gate.evaluate_checks(skipped_only, params_for(tmp_path), champion=None)) == {
+        "worst_scope_normalized_leakage"}
 
 
 def test_champion_comparison(tmp_path):
@@ -200,6 +225,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     assert tags["gate.moving_normalized_leakage.decided"] == "true"
     decision = json.loads((layout.report_dir("gate") / "decision.json").read_text())
     assert decision["decided"] == {"normalized_leakage": True, "moving_normalized_leakage": True,
+                                   "worst_scope_normalized_leakage": True,
                                    "utility_drop_ar": True, "utility_drop_tad": True, "utility_drop_ad": True}
 
     # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged

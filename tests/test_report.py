@@ -195,3 +195,106 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "Decisions (gate criteria)" in text and "`noise@0.2`" in text
     assert "seed ensemble" in text
+
+
+def _with_scopes(run_: dict, video_mean: float, release: float, floor: float | None = None) -> dict:
+    run_ = json.loads(json.dumps(run_))
+    run_["privacy"]["scopes"] = {
+        "moving_video_mean": {**_privacy(video_mean), "n_test_videos": 12},
+        "untrimmed_video_mean": {"skipped": "feature set 'untrimmed': no private label column"},
+        "rerelease16": {**_privacy(release), "releases": 16},
+    }
+    if floor is not None:
+        run_["privacy"]["floor"] = {"moving": _privacy(floor), "moving_video_mean": _privacy(floor)}
+    return run_
+
+
+def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_table(tmp_path):
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2)})
+    for seed in ("0", "1"):
+        per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
+        # per clip 0.25, per video mean 0.5, 16 releases averaged 0.75: the worst scope is the re-release
+        per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
+    summary = run.summarize(per_seed, [0, 1], 0.95)
+    evaluation = {**_evaluation(per_seed), "privacy_floor": {**summary["floor"], "tasks": ["ar", "tad"]}}
+    assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)      # the plane's x: worst scope
+    assert evaluation["privacy_utility"]["aam"]["leakage_scope"] == "rerelease16"
+    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    scopes_ = tree["privacy"]["aam"]["scopes"]
+    assert scopes_["static"]["normalized_leakage"] == pytest.approx(0.25)
+    assert scopes_["moving_video_mean"]["normalized_leakage"] == pytest.approx(0.5)
+    assert scopes_["rerelease16"]["normalized_leakage"] == pytest.approx(0.75)
+    assert scopes_["rerelease16"]["reference"] == "moving"
+    assert "no private label column" in scopes_["untrimmed_video_mean"]["skipped"]
+    worst = tree["privacy"]["aam"]["worst_scope"]
+    assert worst["scope"] == "rerelease16" and worst["normalized_leakage"] == pytest.approx(0.75)
+    assert worst["skipped"] == ["untrimmed_video_mean"]
+    assert tree["privacy"]["raw"]["worst_scope"]["normalized_leakage"] == pytest.approx(1.0)
+    # floor: (0.8 - 0.5) / (0.9 - 0.5) = 0.75, above the 0.4 target
+    assert tree["privacy_floor"]["scopes"]["moving"]["normalized_leakage"] == pytest.approx(0.75)
+    assert tree["privacy_floor"]["above_target"] is True
+    assert "cannot be met at full utility" in tree["privacy_floor"]["implication"]
+    assert tree["targets"]["every_scope_upper_bound"]["value"]["scope"] == "rerelease16"
+    assert "worst_scope_normalized_leakage" in tree["decisions"]
+    json.dumps(tree)
+
+    text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
+    assert "### Privacy in every scope" in text and "16 releases averaged, per clip" in text
+    assert ("| aam | 0.250 [0.250, 0.250] | 0.250 [0.250, 0.250] | 0.500 [0.500, 0.500] | skipped | "
+            "0.750 [0.750, 0.750] | 16 releases averaged, per clip: 0.750 [0.750, 0.750] |") in text
+    assert "**The floor is above the 0.4 target**" in text
+    assert "Scope *untrimmed video, mean of its snippets* skipped" in text
+
+    # metrics.json sorts its keys; the tables read per clip, per video, then the re-releases by count
+    sorted_tree = json.loads(json.dumps(tree, sort_keys=True))
+    assert report.scope_order(sorted_tree["privacy"]["aam"]["scopes"]) == [
+        "static", "moving", "moving_video_mean", "untrimmed_video_mean", "rerelease16"]
+    assert report.scope_order(["rerelease64", "rerelease16_video_mean", "rerelease16"]) == [
+        "rerelease16", "rerelease16_video_mean", "rerelease64"]
+
+    headline = report.headline_metrics(tree)
+    assert headline["privacy"]["worst_scope"] == "rerelease16"
+    assert headline["privacy"]["worst_scope_leakage"] == pytest.approx(0.75)
+    assert headline["privacy"]["floor"] == pytest.approx(0.75)
+    assert headline["scopes"]["aam.moving_video_mean"] == pytest.approx(0.5)
+    assert headline["scopes"]["raw.worst"] == pytest.approx(1.0)
+    assert "aam.untrimmed_video_mean" not in headline["scopes"]
+
+    table = report.results_table(tree)
+    assert "normalised leakage, worst scope" in table and "(16 releases averaged, per clip)" in table
+    assert "leakage, privacy video, mean of its clips" in table
+    assert "The floor (what the raw seen-task posteriors leak" in table
+
+
+def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
+    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2)})
+    for seed in ("0", "1"):
+        per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
+        per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
+    raw_items, blind = _items(0.9, [1] * 10), _items(0.5, [1] * 10)      # 0.5: the attacker reads nothing
+    items = {
+        "raw": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"]},
+                    "floor": {"moving": blind["moving"]}} for k in ("0", "1")},
+        # the per-video mean leaks like raw; 16 releases averaged per clip read nothing beyond chance
+        "aam": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"],
+                                            "rerelease16": blind["moving"]}} for k in ("0", "1")},
+    }
+    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    aam = summary["privacy"]["aam"]["scopes"]
+    assert (aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
+            aam["moving_video_mean"]["normalized_leakage_paired"]["high"]) == pytest.approx((1.0, 1.0))
+    assert aam["rerelease16"]["normalized_leakage_paired"]["high"] < 0.5        # against raw per clip
+    assert "normalized_leakage_paired" not in aam["untrimmed_video_mean"]      # skipped stays skipped
+    assert aam["static"]["normalized_leakage_paired"]["mean"] == pytest.approx(1.0)
+    # the worst scope reads the paired interval that reaches highest
+    assert summary["privacy"]["aam"]["worst_scope"]["high"] == pytest.approx(1.0)
+    assert summary["floor"]["seeds"] == [0, 1]
+    assert summary["floor"]["scopes"]["moving"]["normalized_leakage_paired"]["high"] < 0.5
+
+
+def test_an_undefined_interval_is_the_worst_scope():
+    finite = {"normalized_leakage": {"mean": 0.9, "low": 0.8, "high": 0.95}}
+    undefined = {"normalized_leakage": {"mean": 0.1, "low": float("nan"), "high": float("nan")}}
+    worst = run.worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
+    assert worst["scope"] == "b" and worst["skipped"] == ["c"]
+    assert run.worst_scope({"c": {"skipped": "no labels"}})["scope"] is None

@@ -39,7 +39,8 @@ def test_results_table_has_every_method_with_its_intervals(tree):
     assert rows["aam"][1] == "1.130 [0.880, 1.390]"     # static normalised leakage
     assert rows["aam"][2] == "0.750 [0.600, 0.900]"     # moving
     assert rows["noise_0.2"][0] == "0.329 [0.309, 0.349]"
-    assert rows["aam"][4] == "0.816 [0.796, 0.836]"     # AR top-1 with its interval
+    assert rows["aam"][3] == "n/a"                      # worst scope: the fixture predates the scopes
+    assert rows["aam"][5] == "0.816 [0.796, 0.836]"     # AR top-1 with its interval
     assert "Means over 3 seeds with 95% intervals" in table
     assert "within these intervals" in table
 
@@ -49,7 +50,7 @@ def test_results_table_survives_missing_figures(tree):
     tree["utility"]["ar"]["aam"]["interval"] = [None, None]
     rows = _rows(report.results_table(tree))
     assert rows["aam"][2] == "n/a"
-    assert rows["aam"][4] == "0.816"
+    assert rows["aam"][5] == "0.816"
 
 
 def test_readme_block_is_replaced_between_the_markers_only(tree):
@@ -153,10 +154,11 @@ def test_plot_data_rows_and_csv(tmp_path, tree):
     rows = report.privacy_utility_rows(tree)
     assert {r["method"] for r in rows} == {"raw", "aam", "noise_0.2"}
     assert next(r for r in rows if r["method"] == "noise_0.2") == {
-        "method": "noise_0.2", "leakage": 0.4, "moving_leakage": 0.76, "relative_utility": 0.999}
+        "method": "noise_0.2", "leakage": 0.4, "moving_leakage": 0.76, "leakage_scope": None,
+        "relative_utility": 0.999}
     path = report.write_rows_csv(rows + [{"method": "x", "extra": 1}], tmp_path / "pu.csv")
     read = list(csv.DictReader(path.open()))
-    assert read[0].keys() == {"method", "leakage", "moving_leakage", "relative_utility", "extra"}
+    assert read[0].keys() == {"method", "leakage", "moving_leakage", "leakage_scope", "relative_utility", "extra"}
     assert read[-1]["leakage"] == "" and read[-1]["extra"] == "1"
 
     history = {"epoch": [1, 2], "train_total": [3.0, 2.0], "val_total": [3.5, 2.5], "heads": {"x": 1},

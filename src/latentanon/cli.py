@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated attacker seeds (default: 0,1,2)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: 0.95)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test items")
+    p.add_argument("--method", default=None,
+                   help="a saved method's folder (e.g. models/adapter): also attack its re-releases of the clips")
     p.set_defaults(stage="audit")
     return parser
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
             except ValueError as exc:
                 raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from exc
-            summary = stages.audit(args.features, args.out, seeds, args.confidence, args.bootstrap)
+            summary = stages.audit(args.features, args.out, seeds, args.confidence, args.bootstrap, args.method)
             print(f"[audit] report: {summary['report']}; cMAP {summary['cmap']} (chance {summary['chance']})",
                   flush=True)
             return EXIT_OK

@@ -241,11 +241,13 @@ def tracking_uri_for(params: Params) -> str:
     return tracking_uri(params.tracking.tracking_uri, Layout.from_params(params).workdir)
 
 
-def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000) -> dict:
-    """The attack suite on any feature store with private labels (``latentanon audit``)."""
+def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000,
+          method: str | None = None) -> dict:
+    """The attack suite on any feature store with private labels (``latentanon audit``); ``method``:
+    a saved method's folder, whose re-releases are attacked too."""
     from latentanon.evaluation.audit import audit as run
 
-    return run(features, out, seeds, confidence, bootstrap)
+    return run(features, out, seeds, confidence, bootstrap, method)
 
 
 
@@ -351,7 +353,9 @@ def key_result(stage: str, summary: dict) -> str:
                 f"{s.get('publish_status', '?')}")
     if stage == "evaluate":
         drops = s.get("aam_utility_relative_drop") or {}
-        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, utility drop "
+        worst = s.get("aam_worst_scope") or {}
+        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, worst scope "
+                f"{worst.get('scope') or 'n/a'} {_f(worst.get('mean'))} (upper {_f(worst.get('high'))}), utility drop "
                 + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items()))
     if stage == "audit_bias":
         h = s.get("headline") or {}

@@ -35,10 +35,15 @@ class EvaluateConfig:
     # Unseen tasks (the paper's Table 4): the trained method refitted with each task held out in
     # turn and that task scored as unseen, on these seeds (empty: skipped).
     unseen_seeds: tuple[int, ...] = (0,)
+    # Re-release scopes: the privacy videos published this many times through the method's real
+    # publish path (fresh noise each time), averaged per clip and attacked (empty: not measured)
+    releases: tuple[int, ...] = (16, 64)
 
     def __post_init__(self):
         if not self.head_inputs or len(set(self.head_inputs)) != len(self.head_inputs):
             raise ConfigError(f"evaluate.head_inputs: give each input form once, at least one; got {list(self.head_inputs)}")
+        if any(int(r) < 2 for r in self.releases):
+            raise ConfigError(f"evaluate.releases: each count of releases must be at least 2; got {list(self.releases)}")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from latentanon._files import write_text_atomic
 from latentanon.config import Params
@@ -28,9 +29,73 @@ def _half_width(interval: list[float]) -> float:
     return (high - low) / 2 if low is not None and high is not None else float("nan")
 
 
+SCOPE_LABELS = {
+    "static": "static clip",
+    "moving": "moving clip",
+    "moving_video_mean": "privacy video, mean of its clips",
+    "untrimmed_video_mean": "untrimmed video, mean of its snippets",
+    "anomaly_video_mean": "anomaly video, mean of its snippets",
+}
+
+
+def scope_order(names) -> list[str]:
+    """Scopes in reading order: per clip, per video mean, then the re-releases by count (metrics.json
+    sorts its keys alphabetically)."""
+    ranks = {name: i for i, name in enumerate(SCOPE_LABELS)}
+
+    def key(scope: str):
+        if scope.startswith("rerelease"):
+            count = scope[len("rerelease"):].split("_", 1)[0]
+            return (len(ranks), int(count) if count.isdigit() else 0, scope.endswith("_video_mean"), scope)
+        return (ranks.get(scope, len(ranks)), 0, False, scope)
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
+def scope_label(scope: str) -> str:
+    """What a user shares in ``scope``, in words."""
+    if scope.startswith("rerelease"):
+        releases = scope[len("rerelease"):].split("_", 1)[0]
+        what = "mean of its clips" if scope.endswith("_video_mean") else "per clip"
+        return f"{releases} releases averaged, {what}"
+    return SCOPE_LABELS.get(scope, scope)
+
+
+def _scope_entry(block: dict) -> dict:
+    """One scope's figures: normalised leakage (mean) with its interval (paired bootstrap when
+    evaluate made one), or why the scope was skipped."""
+    if "skipped" in block:
+        return {"skipped": block["skipped"]}
+    paired = block.get("normalized_leakage_paired")
+    entry = {
+        "normalized_leakage": block["normalized_leakage"]["mean"],
+        "normalized_leakage_interval": _interval(paired) if paired else _interval(block["normalized_leakage"]),
+        "normalized_leakage_seed_interval": _interval(block["normalized_leakage"]),
+        "interval_kind": "paired bootstrap" if paired else "seeds (Student-t)",
+        "cmap": block["cmap"]["mean"],
+        "chance": block["chance"]["mean"],
+        "reference": block.get("reference"),
+    }
+    if block.get("n_test_videos") is not None:
+        entry["n_test_videos"] = block["n_test_videos"]
+    if block.get("deterministic"):
+        entry["deterministic"] = block["deterministic"]
+    return entry
+
+
+def _worst_entry(worst: dict) -> dict:
+    return {"scope": worst.get("scope"), "normalized_leakage": worst.get("mean"),
+            "normalized_leakage_interval": [worst.get("low"), worst.get("high")],
+            "skipped": list(worst.get("skipped") or [])}
+
+
 def _privacy_entry(block: dict) -> dict:
     static, moving = block["static"], block["moving"]
     entry = _privacy_figures(block, static, moving)
+    if "scopes" in block:
+        entry["scopes"] = {scope: _scope_entry(b) for scope, b in block["scopes"].items()}
+    if "worst_scope" in block:
+        entry["worst_scope"] = _worst_entry(block["worst_scope"])
     entry["normalized_leakage_interval"] = _leakage_interval(static)
     entry["normalized_leakage_seed_interval"] = _interval(static["normalized_leakage"])
     entry["normalized_leakage_half_width"] = _half_width(entry["normalized_leakage_interval"])
@@ -136,6 +201,12 @@ def decisions(privacy: dict, utility: dict, params: Params) -> dict:
         "moving_normalized_leakage": one(privacy["aam"]["moving"]["normalized_leakage_interval"],
                                          cfg.max_moving_normalized_leakage, "<=", "privacy"),
     }
+    worst = privacy["aam"].get("worst_scope")
+    if worst is not None:
+        out["worst_scope_normalized_leakage"] = {
+            **one([v if v is not None else float("nan") for v in worst["normalized_leakage_interval"]],
+                  cfg.max_normalized_leakage, "<=", "privacy"),
+            "scope": worst["scope"]}
     for task in cfg.utility_tasks:
         if task in utility and utility[task]["seen_in_training"]:
             out[f"utility_drop_{task}"] = one(utility[task]["aam_relative_drop_interval"],
@@ -164,6 +235,7 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
     finite = lambda v: v is not None and math.isfinite(v)  # noqa: E731
     upper = privacy["aam"].get("normalized_leakage_interval", [None, None])[1]
     moving_upper = privacy["aam"]["moving"].get("normalized_leakage_interval", [None, None])[1]
+    worst_upper = ((privacy["aam"].get("worst_scope") or {}).get("normalized_leakage_interval") or [None, None])[1]
     return {
         "normalized_leakage": {
             "rule": f"privacy.aam.normalized_leakage <= {ISSUE_LEAKAGE_TARGET}",
@@ -175,12 +247,17 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
             "passed": bool(finite(upper) and finite(moving_upper)
                            and max(upper, moving_upper) <= ISSUE_LEAKAGE_TARGET),
         },
+        "every_scope_upper_bound": {
+            "rule": f"upper bound of the worst scope's normalised-leakage interval <= {ISSUE_LEAKAGE_TARGET}",
+            "value": {"scope": (privacy["aam"].get("worst_scope") or {}).get("scope"), "upper": worst_upper},
+            "passed": bool(finite(worst_upper) and worst_upper <= ISSUE_LEAKAGE_TARGET),
+        },
         "utility_within_1pct": {
             "rule": f"every utility.<task>.aam_relative_drop <= {ISSUE_UTILITY_TARGET}",
             "value": drops, "passed": bool(all(finite(d) and d <= ISSUE_UTILITY_TARGET for d in drops.values())),
         },
         "not_dominated": {
-            "rule": "no baseline has both lower static leakage and higher mean relative utility than AAM",
+            "rule": "no baseline has both lower worst-scope leakage and higher mean relative utility than AAM",
             "value": dominators, "passed": not dominators,
         },
         "gate_relative_cmap_drop": {
@@ -233,9 +310,30 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
                     "relative_drop_interval": (_interval(block["relative_drop_paired"]) if "relative_drop_paired" in block
                                                else _interval(block["relative_drop"])),
                 }
+    floor = evaluation.get("privacy_floor")
+    if floor:
+        tree["privacy_floor"] = floor_entry(floor)
     tree["targets"] = _targets(evaluation, privacy, utility, params)
     tree["decisions"] = decisions(privacy, utility, params)
     return tree
+
+
+def floor_entry(floor: dict) -> dict:
+    """The floor's figures, and what it implies when it is above the leakage target."""
+    entry: dict[str, Any] = {"tasks": list(floor.get("tasks") or []), "seeds": list(floor.get("seeds") or []),
+             "scopes": {scope: _scope_entry(b) for scope, b in floor["scopes"].items()},
+             "worst_scope": _worst_entry(floor["worst_scope"])}
+    worst = entry["worst_scope"]["normalized_leakage"]
+    entry["above_target"] = bool(worst is not None and math.isfinite(worst) and worst > ISSUE_LEAKAGE_TARGET)
+    entry["implication"] = ("the floor could not be measured in any scope" if worst is None or not math.isfinite(worst)
+                            else None) or (
+        f"the raw seen-task posteriors alone leak {worst:.3f} (scope {entry['worst_scope']['scope']}), above the "
+        f"{ISSUE_LEAKAGE_TARGET} target: a method that keeps every seen task's utility keeps at least this leak "
+        "there, so the target cannot be met at full utility in that scope; meeting it costs seen-task utility or "
+        "needs a target the posteriors allow" if entry["above_target"] else
+        f"the raw seen-task posteriors leak at most {ISSUE_LEAKAGE_TARGET} in every scope: full seen-task utility "
+        "and the leakage target are compatible")
+    return entry
 
 
 INPUT_ABBREVIATIONS = {"principal_axes": "axes", "standardised": "std"}
@@ -262,6 +360,55 @@ def _with_interval(mean, interval) -> str:
 
 def _pct(value) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.2f}%"
+
+
+def _scope_cell(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    if "skipped" in entry:
+        return "skipped"
+    return _with_interval(entry.get("normalized_leakage"), entry.get("normalized_leakage_interval"))
+
+
+def scope_report_lines(privacy: dict, methods: list[str], floor: dict | None) -> list[str]:
+    """The per-scope table of every method, the skipped scopes with their reasons, and the floor."""
+    names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
+    if not names:
+        return []
+    lines = ["", "### Privacy in every scope", "",
+             "Normalised leakage (cMAP - chance) / (raw cMAP - chance) of what a user shares, raw measured in the "
+             "same scope; attackers (linear and MLP, standardised and whitened) trained and scored in the scope, "
+             "chosen on validation. Re-release: the privacy videos published R times through the method's own "
+             "publish path (fresh noise each time, as the anonymize stage writes them), averaged per clip. "
+             "The gate judges the worst scope (the interval that reaches highest).", "",
+             "| method | " + " | ".join(scope_label(n) for n in names) + " | worst scope |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for m in methods:
+        entries = privacy[m].get("scopes") or {}
+        worst = privacy[m].get("worst_scope") or {}
+        lines.append(f"| {m} | " + " | ".join(_scope_cell(entries.get(n)) for n in names) + " | "
+                     f"{scope_label(worst['scope']) if worst.get('scope') else 'n/a'}: "
+                     f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} |")
+    skipped = {n: e["skipped"] for m in methods for n, e in (privacy[m].get("scopes") or {}).items() if "skipped" in e}
+    deterministic = sorted({m for m in methods for e in (privacy[m].get("scopes") or {}).values()
+                            if e.get("deterministic")} - {"raw"})
+    if deterministic:
+        lines += ["", "Publishing twice gave identical features for " + ", ".join(f"`{m}`" for m in deterministic)
+                  + ": their re-release scopes repeat the one-release figures (R releases were not drawn)."]
+    for n, why in skipped.items():
+        lines += ["", f"Scope *{scope_label(n)}* skipped: {why}."]
+    if floor:
+        lines += ["", "### The floor: what the seen tasks' posteriors leak", "",
+                  "Attackers on the raw features' seen-task posteriors (the outputs of the strongest raw heads "
+                  f"of {', '.join(t.upper() for t in floor['tasks']) or 'no task'}, as evaluate selected them on "
+                  "validation), normalised against raw features in the same scope: any method that keeps every "
+                  "seen task's utility keeps what these outputs carry.", "",
+                  "| scope | normalised leakage |", "|---|---|"]
+        for n in scope_order(floor["scopes"]):
+            lines.append(f"| {scope_label(n)} | {_scope_cell(floor['scopes'][n])} |")
+        lines += ["", ("**The floor is above the 0.4 target**: " if floor["above_target"] else "") +
+                  floor["implication"][0].upper() + floor["implication"][1:] + "."]
+    return lines
 
 
 def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
@@ -309,6 +456,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         value = target["value"]
         if isinstance(value, dict) and name == "normalized_leakage_upper_bounds":
             shown = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, dict) and name == "every_scope_upper_bound":
+            shown = f"{scope_label(value['scope']) if value.get('scope') else 'no scope measured'}: {_fmt(value.get('upper'))}"
         elif isinstance(value, dict):
             shown = ", ".join(f"{k} {_pct(v)}" for k, v in value.items())
         elif isinstance(value, list):
@@ -368,6 +517,7 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
     lines += ["", "The paper's protocol (its attacker: unstandardised inputs, L2-normalised logits, best "
               "TEST epoch) is shown beside the strong protocol above, never instead of it. Feature recovery: "
               "ridge regression from anonymized back to raw features, fitted on train, R^2 on test."]
+    lines += scope_report_lines(privacy, methods, tree.get("privacy_floor"))
     attributes = privacy["attributes"]
     lines += ["", "Normalised leakage per attribute (static clips):", "",
               "| method | " + " | ".join(attributes) + " |", "|---|" + "---|" * len(attributes)]
@@ -503,8 +653,14 @@ def headline_metrics(tree: dict) -> dict:
             "moving_leakage_high": moving_high,
             "relative_cmap_drop": _number(aam.get("relative_cmap_drop")),
             "reid_top1": _number(aam.get("reid_top1")),
+            "worst_scope": (aam.get("worst_scope") or {}).get("scope"),
+            "worst_scope_leakage": _number((aam.get("worst_scope") or {}).get("normalized_leakage")),
+            "worst_scope_leakage_low": _bounds((aam.get("worst_scope") or {}).get("normalized_leakage_interval"))[0],
+            "worst_scope_leakage_high": _bounds((aam.get("worst_scope") or {}).get("normalized_leakage_interval"))[1],
+            "floor": _number(_dig(tree, "privacy_floor", "worst_scope", "normalized_leakage")),
         },
         "utility_drop": {},
+        "scopes": headline_scopes(tree),
         "bias": {"gap_raw": _number(_mean(_dig(tree, "bias", "raw", "gap"))),
                  "gap_aam": _number(_mean(_dig(tree, "bias", "aam", "gap")))},
         "targets_passed": sum(bool(t.get("passed")) for t in (tree.get("targets") or {}).values()),
@@ -517,6 +673,20 @@ def headline_metrics(tree: dict) -> dict:
     return headline
 
 
+def headline_scopes(tree: dict) -> dict:
+    """``<method>.<scope>``: every method's normalised leakage in every measured scope (two levels
+    deep, as the KFP run page lists metrics), with ``<method>.worst`` beside them."""
+    out = {}
+    for method, block in (tree.get("privacy") or {}).items():
+        if not isinstance(block, dict) or "scopes" not in block:
+            continue
+        for scope, entry in block["scopes"].items():
+            if "skipped" not in entry:
+                out[f"{method}.{scope}"] = _number(entry.get("normalized_leakage"))
+        out[f"{method}.worst"] = _number((block.get("worst_scope") or {}).get("normalized_leakage"))
+    return out
+
+
 def privacy_utility_rows(tree: dict) -> list[dict]:
     """One point per method on the privacy-utility plane (DVC scatter plot data)."""
     rows = []
@@ -525,6 +695,7 @@ def privacy_utility_rows(tree: dict) -> list[dict]:
             "method": method,
             "leakage": _number(point.get("leakage")),
             "moving_leakage": _number(_dig(tree, "privacy", method, "moving", "normalized_leakage")),
+            "leakage_scope": point.get("leakage_scope"),
             "relative_utility": _number(point.get("relative_utility")),
         })
     return rows
@@ -579,7 +750,7 @@ def results_table(tree: dict) -> str:
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds
     chance = _dig(privacy, "raw", "chance")
     header = (["method", f"static cMAP (chance {_fmt(chance)})", "normalised leakage, static",
-               "normalised leakage, moving", "re-id top-1"]
+               "normalised leakage, moving", "normalised leakage, worst scope", "re-id top-1"]
               + [f"{t.upper()} {utility[t].get('metric', '')}".strip() for t in tasks])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
@@ -590,16 +761,44 @@ def results_table(tree: dict) -> str:
             _with_interval(p.get("cmap"), p.get("cmap_interval")),
             _with_interval(p.get("normalized_leakage"), p.get("normalized_leakage_interval")),
             _with_interval(moving.get("normalized_leakage"), moving.get("normalized_leakage_interval")),
+            _worst_cell(p.get("worst_scope")),
             _with_interval(p.get("reid_top1"), p.get("reid_top1_interval")),
         ]
         for t in tasks:
             entry = utility[t].get(m) or {}
             cells.append(_with_interval(entry.get("value"), entry.get("interval")))
         lines.append("| " + " | ".join(cells) + " |")
+    scope_lines = _scope_table(privacy, methods)
+    floor = _dig(tree, "privacy_floor", "worst_scope")
+    if floor and floor.get("scope"):
+        scope_lines += ["", f"The floor (what the raw seen-task posteriors leak, worst scope "
+                        f"*{scope_label(floor['scope'])}*): "
+                        f"{_with_interval(floor.get('normalized_leakage'), floor.get('normalized_leakage_interval'))}."]
+    lines += scope_lines
     note = (f"Means over {n_seeds} seeds with {int(round(100 * conf)) if conf else '?'}% intervals in "
             "brackets, from `reports/metrics.json`. Another machine gives other figures within these "
             "intervals (floating point and thread scheduling differ), not the same digits.")
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _worst_cell(worst: dict | None) -> str:
+    if not worst or not worst.get("scope"):
+        return "n/a"
+    return (f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} "
+            f"({scope_label(worst['scope'])})")
+
+
+def _scope_table(privacy: dict, methods: list[str]) -> list[str]:
+    """Every method's normalised leakage in every scope (README: below the results table)."""
+    names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
+    if not names:
+        return []
+    lines = ["", "| method | " + " | ".join(f"leakage, {scope_label(n)}" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for m in methods:
+        entries = privacy[m].get("scopes") or {}
+        lines.append(f"| {m} | " + " | ".join(_scope_cell(entries.get(n)) for n in names) + " |")
+    return lines
 
 
 def replace_results_block(document: str, table: str) -> str:

@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,7 +31,7 @@ from latentanon._files import write_json_atomic
 from latentanon.config import Params
 from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.errors import StoreError
-from latentanon.evaluation import metrics, reid
+from latentanon.evaluation import metrics, reid, scopes
 from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack, recovery_attack
 from latentanon.features.featureset import FeatureSet
 from latentanon.layout import Layout
@@ -83,12 +84,14 @@ def _splits(sets: list[FeatureSet], split: str) -> list[FeatureSet]:
 
 
 def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, FeatureSet] | None = None,
-            heads: Mapping | None = None) -> dict:
+            heads: Mapping | None = None, method=None, floor_tasks: tuple[str, ...] = (),
+            releases: tuple[int, ...] = scopes.RELEASES) -> dict:
     """Every privacy and utility figure of one method's features for one seed.
 
-    ``raw`` (the same sets unanonymized) adds the feature-recovery attack; ``heads``: ``score_task``'s
-    head protocol (``restarts``, ``inputs``); the result's ``items`` hold per-test-item arrays for
-    the paired intervals."""
+    ``raw`` (the same sets unanonymized) adds the feature-recovery attack and, with ``method`` (what
+    published ``sets``), the re-release scopes; ``heads``: ``score_task``'s head protocol
+    (``restarts``, ``inputs``); ``floor_tasks`` (raw only): the seen tasks whose heads' posteriors
+    the floor attacks. The result's ``items`` hold per-test-item arrays for the paired intervals."""
     from latentanon.tasks.scoring import score_task
 
     privacy_sets = [sets[n] for n in PRIVACY_SETS if n in sets]
@@ -107,6 +110,8 @@ def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, Feature
                             items=True, **(heads or {}))
         utility_items[task] = result.pop("items")
         utility[task] = result
+    scope_results = scopes.measure_scopes(sets, seed, method, raw, releases, {"moving": moving}, entropy=seed)
+    floor = scopes.floor_scopes(sets, utility, floor_tasks, seed) if floor_tasks else {}
     out = {
         "privacy": {
             "static": {k: v for k, v in static.items() if k != "items"},
@@ -118,6 +123,10 @@ def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, Feature
         "utility": utility,
         "items": {"static": static["items"], "moving": moving["items"], "utility": utility_items},
     }
+    for key, measured in (("scopes", scope_results), ("floor", floor)):
+        if measured:
+            out["privacy"][key] = {k: {f: v for f, v in r.items() if f != "items"} for k, r in measured.items()}
+            out["items"][key] = {k: r["items"] for k, r in measured.items() if "items" in r}
     if raw is not None:
         names = [n for n in PRIVACY_SETS if n in sets and n in raw]
         out["privacy"]["recovery"] = recovery_attack({n: sets[n] for n in names}, {n: raw[n] for n in names})
@@ -138,7 +147,7 @@ def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
     return create_method(name, train).fit(raw, seed=seed)
 
 
-def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method: {},
+def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method, seed: {},
                      refit: bool = True, fit_jobs: Mapping[str, tuple] | None = None,
                      side_jobs: Mapping | None = None) -> dict:
     """Measure (seed, method) pairs in worker processes while this one prepares the next ones.
@@ -171,7 +180,7 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
             if ready is not None and len(pending) < 2 * workers:
                 seed, method = queue.pop(ready)
                 sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else SHARED_FIT, {}))
-                pending[pool.submit(measure, sets, seed, **extra(method))] = (method, seed)
+                pending[pool.submit(measure, sets, seed, **extra(method, seed))] = (method, seed)
                 continue
             done, _ = wait([*pending, *fitting, *side], return_when=FIRST_COMPLETED)
             for future in done:
@@ -252,7 +261,8 @@ def _fingerprint(params: Params, layout: Layout) -> str:
     indexes = [FeatureStore(uri).read_index() for uri in (layout.features_uri, layout.anonymized_uri)]
     from latentanon.tasks.scoring import MEASUREMENT_VERSION
 
-    blob = json.dumps([params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION], sort_keys=True,
+    blob = json.dumps([params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION,
+                       scopes.SCOPES_VERSION], sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -296,6 +306,20 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
                                           items[method][k][scope]["probabilities"], weights, raw_cache[k])
                 for k in keys])
             out[method]["privacy"][scope] = resampling.combine_seeds(values, confidence)
+    for scope in sorted({s for m in out for s in (items[m][keys[0]].get("scopes") or {})}):
+        reference = scopes.raw_reference(scope)
+        found = [scope_items(raw[k], reference) for k in keys]
+        raw_items = [r for r in found if r is not None]
+        if len(raw_items) != len(keys):
+            continue
+        weights = resampling.shared_weights(len(next(iter(raw_items[0]["labels"].values()))), n_resamples)
+        for method, block in out.items():
+            method_items = [r for r in (scope_items(items[method][k], scope) for k in keys) if r is not None]
+            if len(method_items) != len(keys):
+                continue
+            values = np.stack([resampling.paired_leakage(r["labels"], r["probabilities"], m["probabilities"], weights)
+                               for r, m in zip(raw_items, method_items)])
+            block.setdefault("scopes", {})[scope] = resampling.combine_seeds(values, confidence)
     for task in raw[keys[0]]["utility"]:
         n_videos = _n_videos(task, raw[keys[0]]["utility"][task])
         weights = resampling.shared_weights(n_videos, n_resamples)
@@ -311,6 +335,34 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
                              "n_seeds": len(keys)},
                 "seeds": resampling.combine_seeds(np.stack(drops), confidence),
             }
+    return out
+
+
+def scope_items(tree: Mapping, scope: str, where: str = "scopes") -> dict | None:
+    """One seed's per-test-item arrays of ``scope`` (the per-clip ones sit at the top)."""
+    if where == "scopes" and scope in scopes.PER_CLIP_SCOPES:
+        return tree.get(scope)
+    return (tree.get(where) or {}).get(scope)
+
+
+def paired_floor(items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
+                 n_resamples: int) -> dict:
+    """The floor's paired intervals: raw posteriors against raw features in the same scope."""
+    from latentanon.evaluation import resampling
+
+    raw = items["raw"]
+    keys = [str(s) for s in seeds if raw[str(s)].get("floor")]
+    out = {}
+    for scope in sorted(raw[keys[0]].get("floor") or {} if keys else {}):
+        pairs = [(a, b) for a, b in ((scope_items(raw[k], scopes.raw_reference(scope)),
+                                      scope_items(raw[k], scope, "floor")) for k in keys)
+                 if a is not None and b is not None]
+        if len(pairs) != len(keys):
+            continue
+        weights = resampling.shared_weights(len(next(iter(pairs[0][0]["labels"].values()))), n_resamples)
+        values = np.stack([resampling.paired_leakage(a["labels"], a["probabilities"], b["probabilities"], weights)
+                           for a, b in pairs])
+        out[scope] = resampling.combine_seeds(values, confidence)
     return out
 
 
@@ -401,6 +453,7 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
         if "recovery" in runs[keys[0]]["privacy"]:
             summary["recovery_r2"] = metrics.mean_interval([runs[k]["privacy"]["recovery"]["r2"] for k in keys],
                                                            confidence)
+        summary["scopes"] = _scope_summaries(runs, raw, keys, confidence)
         for probe in ("reid", "gait"):
             summary[probe] = {
                 "top1": metrics.mean_interval([runs[k]["privacy"][probe]["top1"] for k in keys], confidence),
@@ -420,18 +473,94 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                 "inputs": [runs[k]["utility"][task].get("inputs", "standardised") for k in keys],
             }
         utility[task] = entry
+    floor_keys = [k for k in keys if "floor" in raw[k]["privacy"]]
+    floor = _scope_summaries(raw, raw, floor_keys, confidence, "floor") if floor_keys else None
     if items is not None and n_resamples > 0:
         paired = paired_intervals(items, seeds, confidence, n_resamples)
         for method, block in paired.items():
             for scope, interval in block["privacy"].items():
                 privacy[method][scope]["normalized_leakage_paired"] = interval
+            for scope, interval in [*block["privacy"].items(), *block.get("scopes", {}).items()]:
+                if "skipped" not in privacy[method]["scopes"].get(scope, {"skipped": True}):
+                    privacy[method]["scopes"][scope]["normalized_leakage_paired"] = interval
             for task, intervals in block["utility"].items():
                 if task in utility:
                     utility[task][method]["relative_drop_ensemble"] = intervals["ensemble"]
                     utility[task][method]["relative_drop_paired"] = intervals["seeds"]
                     utility[task]["raw"]["ensemble_value"] = intervals["ensemble"]["raw_value"]
                     utility[task][method]["ensemble_value"] = intervals["ensemble"]["value"]
-    return {"privacy": privacy, "utility": utility}
+        for scope, interval in (paired_floor(items, seeds, confidence, n_resamples) if floor else {}).items():
+            if floor is not None and "skipped" not in floor.get(scope, {"skipped": True}):
+                floor[scope]["normalized_leakage_paired"] = interval
+    for block in privacy.values():
+        block["worst_scope"] = worst_scope(block["scopes"])
+    out: dict[str, Any] = {"privacy": privacy, "utility": utility}
+    if floor is not None:
+        out["floor"] = {"scopes": floor, "worst_scope": worst_scope(floor), "seeds": [int(k) for k in floor_keys]}
+    return out
+
+
+def scope_run(run: Mapping, scope: str, where: str = "scopes") -> dict | None:
+    """One seed's result in ``scope``: the per-clip attacks sit at the top of ``privacy``."""
+    privacy = run["privacy"]
+    if where == "scopes" and scope in scopes.PER_CLIP_SCOPES:
+        return privacy.get(scope)
+    return (privacy.get(where) or {}).get(scope)
+
+
+def _scope_summaries(runs: Mapping[str, dict], raw: Mapping[str, dict], keys: list[str], confidence: float,
+                     where: str = "scopes") -> dict:
+    """Per scope a method's (or, ``where`` "floor", the raw posteriors') cMAP, chance and normalised
+    leakage against raw in the same scope of the same seed, over seeds; skipped scopes say why."""
+    names = [*scopes.PER_CLIP_SCOPES] if where == "scopes" else []
+    names += [n for n in (runs[keys[0]]["privacy"].get(where) or {}) if n not in names]
+    out = {}
+    for scope in names:
+        found = [scope_run(runs[k], scope, where) for k in keys]
+        found_references = [scope_run(raw[k], scopes.raw_reference(scope)) for k in keys]
+        per_seed = [r for r in found if r is not None and "skipped" not in r]
+        references = [r for r in found_references if r is not None and "skipped" not in r]
+        if len(per_seed) != len(keys) or len(references) != len(keys):
+            out[scope] = {"skipped": next((r["skipped"] for r in [*found, *found_references]
+                                           if r is not None and "skipped" in r), "not measured on every seed")}
+            continue
+        cmaps, chances = [r["cmap"] for r in per_seed], [r["chance"] for r in per_seed]
+        raw_cmaps = [r["cmap"] for r in references]
+        block = {
+            "cmap": metrics.mean_interval(cmaps, confidence),
+            "chance": metrics.mean_interval(chances, confidence),
+            "normalized_leakage": metrics.mean_interval(
+                [metrics.normalized_leakage(c, ch, r) for c, ch, r in zip(cmaps, chances, raw_cmaps)], confidence),
+            "reference": scopes.raw_reference(scope),
+            "n_test_videos": per_seed[0].get("n_test_videos"),
+        }
+        if per_seed[0].get("deterministic"):
+            block["deterministic"] = per_seed[0]["deterministic"]
+        out[scope] = block
+    return out
+
+
+def scope_interval(block: Mapping) -> dict:
+    """A scope's normalised-leakage interval: the paired bootstrap one when there is one."""
+    return block.get("normalized_leakage_paired") or block["normalized_leakage"]
+
+
+def worst_scope(blocks: Mapping[str, dict]) -> dict:
+    """The measured scope whose normalised-leakage interval reaches highest (what the gate judges);
+    an undefined upper bound counts as the worst, so an unmeasurable scope can never pass."""
+    measured = {name: b for name, b in blocks.items() if "skipped" not in b}
+    if not measured:
+        return {"scope": None, "mean": float("nan"), "low": float("nan"), "high": float("nan"),
+                "skipped": sorted(blocks)}
+
+    def reach(name: str) -> float:
+        high = scope_interval(measured[name]).get("high")
+        return float("inf") if high is None or not np.isfinite(high) else float(high)
+
+    name = max(measured, key=reach)
+    interval = scope_interval(measured[name])
+    return {"scope": name, "mean": measured[name]["normalized_leakage"]["mean"], "low": interval["low"],
+            "high": interval["high"], "skipped": sorted(n for n in blocks if n not in measured)}
 
 
 def utility_drop(block: Mapping) -> float:
@@ -441,15 +570,20 @@ def utility_drop(block: Mapping) -> float:
 
 
 def privacy_utility_points(summary: dict) -> dict[str, dict]:
-    """Per method: static normalised leakage (x) and mean utility relative to raw over tasks (y); a
+    """Per method: the worst scope's normalised leakage (x) and mean utility relative to raw over tasks (y); a
     task's drop is the seed ensemble's when evaluate made one, else the mean over seeds."""
     points = {}
     for method, priv in summary["privacy"].items():
         drops = [utility_drop(summary["utility"][task][method]) for task in summary["utility"]]
+        worst = priv.get("worst_scope") or {}
+        if worst.get("scope") is None:      # results without scopes: the static per-clip figure
+            static = priv["static"]["normalized_leakage"]
+            worst = {"scope": "static", "mean": static["mean"], "low": static["low"], "high": static["high"]}
         points[method] = {
-            "leakage": priv["static"]["normalized_leakage"]["mean"],
-            "leakage_low": priv["static"]["normalized_leakage"]["low"],
-            "leakage_high": priv["static"]["normalized_leakage"]["high"],
+            "leakage": worst["mean"],
+            "leakage_low": worst["low"],
+            "leakage_high": worst["high"],
+            "leakage_scope": worst["scope"],
             "relative_utility": float(1.0 - np.mean(drops)) if drops else float("nan"),
         }
     return points
@@ -491,7 +625,7 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
         ax.annotate(method, (p["leakage"], p["relative_utility"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.axvline(0.4, color="k", ls="--", lw=1)
     ax.axhline(0.99, color="grey", ls=":", lw=1)
-    ax.set_xlabel("normalised leakage, static clips (lower = more private)")
+    ax.set_xlabel("normalised leakage, worst scope (lower = more private)")
     ax.set_ylabel("utility relative to raw, mean over tasks")
     ax.set_title("Privacy-utility plane")
     fig.tight_layout()
@@ -624,10 +758,13 @@ def _evaluate(params: Params, layout: Layout) -> dict:
 
     trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
 
+    publishers: dict[str, object] = {}     # method -> what published its sets (the re-release scopes)
+
     def method_sets(method: str, seed: int, fitted: dict) -> dict[str, FeatureSet]:
         if method == "raw":
             return raw
         if method == "aam":
+            publishers[method] = trained
             if trained is None or not trained.stochastic:
                 return anonymized
             # The shared store carries fresh OS noise; evaluation keys the noise by its seed
@@ -636,13 +773,23 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         if method not in fitted:
             fitted[method] = fit_baseline(method, params.train, raw, seed if cfg.refit_baselines else seeds[0])
         fitted[method].with_reproducible_noise(seed)      # noise drawn per seed either way
+        publishers[method] = fitted[method]
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
     heads = {"restarts": cfg.head_restarts, "inputs": tuple(cfg.head_inputs)}
 
-    def extra(method: str) -> dict:
-        return {"raw": None if method == "raw" else raw_privacy, "heads": heads}
+    seen_tasks = tuple(t for t in task_sets() if getattr(params.train.tasks, t, 0) > 0)
+
+    def extra(method: str, seed: int) -> dict:
+        """Called right after ``method_sets`` for the same method: its publisher is current. The floor
+        is measured on the first seed only (a reference line; its interval is the bootstrap over the
+        test videos of that seed): its heads are refitted, which costs as much as the attacks."""
+        if method == "raw":
+            return {"raw": None, "heads": heads, "floor_tasks": seen_tasks if seed == seeds[0] else (),
+                    "releases": tuple(cfg.releases)}
+        return {"raw": raw_privacy, "heads": heads, "method": publishers.get(method),
+                "releases": tuple(cfg.releases)}
 
     def record(method: str, seed: int, result: dict) -> None:
         result = dict(result)
@@ -668,7 +815,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             for seed, method in pairs:
                 bar.set_postfix(method=method, seed=seed)
                 sets = method_sets(method, seed, fitted_by_seed.setdefault(seed if refit else SHARED_FIT, {}))
-                record(method, seed, measure(sets, seed, **extra(method)))
+                record(method, seed, measure(sets, seed, **extra(method, seed)))
                 bar.update(1)
 
         if cfg.workers <= 1 or len(todo) <= 1:
@@ -716,6 +863,9 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         "tasks": {task: {"metric": summary["utility"][task]["metric"], "seen_in_training": seen[task]}
                   for task in summary["utility"]},
         "privacy": summary["privacy"],
+        # what the raw seen-task heads' posteriors leak: the least any method keeping those tasks leaks
+        "privacy_floor": {**summary["floor"], "tasks": list(seen_tasks)} if "floor" in summary else None,
+        "releases": list(cfg.releases),
         "utility": summary["utility"],
         "privacy_utility": points,
         "plots": plots,
@@ -730,6 +880,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         "trained_method": trained["name"],
         "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
         "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
+        "aam_worst_scope": summary["privacy"]["aam"]["worst_scope"],
         "aam_utility_relative_drop": {t: utility_drop(summary["utility"][t]["aam"]) for t in summary["utility"]},
         "seconds": evaluation["seconds"],
     }

@@ -105,6 +105,31 @@ def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) 
                  "criterion", bounds, False)
 
 
+def _worst_scope(tree: dict | None, threshold: float) -> Check:
+    """Privacy in every scope a user shares (``privacy.aam.scopes``): each measured scope read as a
+    privacy bound, the one that reaches highest judged. A scope without a finite interval is
+    undecided and counts as the worst; no scopes at all cannot be decided. Both fail."""
+    name = "worst_scope_normalized_leakage"
+    node = (((tree or {}).get("privacy") or {}).get("aam") or {}).get("scopes") if isinstance(tree, dict) else None
+    if not isinstance(node, dict):
+        return Check(name, None, threshold, "<=", False,
+                     "privacy.aam.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided")
+    measured = {scope: b for scope, b in node.items() if isinstance(b, dict) and "skipped" not in b}
+    if not measured:
+        return Check(name, None, threshold, "<=", False, "privacy.aam.scopes: every scope was skipped")
+    checks = {scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
+              for scope in measured}
+    def reach(scope: str) -> float:
+        bounds = checks[scope].interval
+        return float("inf") if bounds is None else bounds[1]
+
+    worst = max(checks, key=reach)
+    check = checks[worst]
+    over = sorted(s for s, c in checks.items() if not c.passed)
+    detail = f"worst scope {worst}: {check.detail}" + (f"; scopes not passing: {', '.join(over)}" if over else "")
+    return Check(name, check.value, threshold, "<=", check.passed, detail, check.interval, check.decided)
+
+
 def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
     """A seen task's relative drop: passes when its mean is within the threshold; the paired
     interval says whether the data decide it (reported, not required)."""
@@ -152,6 +177,7 @@ def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None)
                  cfg.min_relative_cmap_drop, ">=", "privacy.aam.relative_cmap_drop"),
         _privacy_bound("moving_normalized_leakage", metrics, "privacy.aam.moving.normalized_leakage",
                        cfg.max_moving_normalized_leakage),
+        _worst_scope(metrics, cfg.max_normalized_leakage),
     ]
     for task in cfg.utility_tasks:
         if _seen(metrics, task):
