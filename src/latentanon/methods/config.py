@@ -72,6 +72,22 @@ class BottleneckConfig:
 
 
 @dataclass(frozen=True)
+class DistilConfig:
+    """The distilled task code (label-free; latentanon.methods.distil)."""
+
+    outputs: str = "logits"     # "logits" or "posteriors" (softmax / sigmoid of the heads)
+    step: float = 0.0           # > 0: the code rounded to this grid (identical on every release)
+
+
+@dataclass(frozen=True)
+class FisherConfig:
+    """The seen tasks' discriminant code with appearance as nuisance (label-free; methods.fisher)."""
+
+    shrinkage: float = 0.1          # share of the nuisance's mean variance added on its diagonal
+    static_weight: float = 1.0      # weight of the static clips' scatter (appearance) in the nuisance
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     # Registry name of the method the train stage fits (latentanon.methods.registry.METHODS):
     # paper, paper_batch, leace, adversarial, noise@<scale>, identity, ...; "tuned" takes the
@@ -95,3 +111,5 @@ class TrainConfig:
     device: str = "auto"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
+    fisher: FisherConfig = field(default_factory=FisherConfig)
