@@ -71,6 +71,7 @@ class FisherMethod(Method):
             raise ModelError(f"method {name}: train.fisher.static_weight must be >= 0, got {self.config.static_weight}")
         self.mean: np.ndarray | None = None
         self.projection: np.ndarray | None = None
+        self.tasks: tuple[str, ...] = ()
 
     @property
     def output_dim(self) -> int | None:
