@@ -60,6 +60,8 @@ def candidates(train) -> dict:
         "fisher": ("fisher", train),
         "bottleneck": ("bottleneck", replace(train, bottleneck=bottleneck)),
         "bottleneck_noise_free": ("bottleneck", replace(train, bottleneck=bottleneck)),
+        "bottleneck_keyed_clip": ("bottleneck", replace(train, bottleneck=replace(bottleneck, noise="keyed_clip"))),
+        "bottleneck_keyed_video": ("bottleneck", replace(train, bottleneck=replace(bottleneck, noise="keyed_video"))),
     }
 
 
@@ -179,6 +181,9 @@ def main() -> int:
     from latentanon.tasks.scoring import TASK_SPECS
 
     torch.set_num_threads(1)
+    # keyed-noise candidates publish under a secret of this run only (never written anywhere)
+    from latentanon.methods.bottleneck import NOISE_SECRET_ENV
+    os.environ.setdefault(NOISE_SECRET_ENV, os.urandom(16).hex())
     params = load_params(args.params)
     confidence = params.evaluate.confidence
     inputs = tuple(params.evaluate.head_inputs)

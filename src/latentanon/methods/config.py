@@ -69,6 +69,10 @@ class BottleneckConfig:
     eval_every: int = 20            # steps between val-loss checks; the best val step is kept
     lr: float = 3e-3
     weight_decay: float = 1e-2
+    # Publish-time noise: "fresh" (OS entropy, a new draw every release), "keyed_clip" (memoised per
+    # video, kind and clip under the secret in LATENTANON_NOISE_SECRET: every release identical),
+    # "keyed_video" (one draw per video and kind under the secret, the same on all its clips).
+    noise: str = "fresh"
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
     task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
     privacy = [method.transform(fs) for fs in data.privacy]
     videos = [fs for fs in data.privacy if fs.name == MOVING_SET]
-    again = released(method, videos[0], RELEASES, params.tune.seed) if method.stochastic and videos else None
+    again = released(method, videos[0], RELEASES, params.tune.seed) if method.releases_differ and videos else None
     measured = measure(task_sets, privacy, tasks, params.tune.seed, head_inputs(params), again)
     utility, drops = relative(raw, measured)
     per_scope = scope_leakage(measured, raw)
