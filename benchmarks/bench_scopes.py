@@ -52,6 +52,12 @@ def candidates(train) -> dict:
         "identity": ("identity", train),
         "floor": ("distil", replace(train, distil=DistilConfig(outputs="posteriors"))),
         "distil": ("distil", replace(train, distil=DistilConfig(outputs="logits"))),
+        **{f"distil_posteriors_t{t:g}": ("distil", replace(train, distil=DistilConfig(outputs="posteriors", temperature=t)))
+           for t in (0.5, 0.25, 0.1, 2.0)},
+        **{f"distil_posteriors_t{t:g}_step{q:g}": ("distil", replace(train, distil=DistilConfig(
+            outputs="posteriors", temperature=t, step=q))) for t in (1.0, 0.5) for q in (0.1, 0.25)},
+        **{f"distil_posteriors_step{q:g}_ad_logit": ("distil", replace(train, distil=DistilConfig(
+            outputs="posteriors", step=q, ad_logit=True))) for q in (0.1, 0.25)},
         "distil_step0.5": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=0.5))),
         "distil_step1": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=1.0))),
         "distil_step2": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=2.0))),

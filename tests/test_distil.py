@@ -124,6 +124,11 @@ def test_posteriors_and_a_step_change_the_code(sets, fitted, tmp_path):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs, np.exp(logits[:, : len(ACTIONS)]) / np.exp(logits[:, : len(ACTIONS)]).sum(
         axis=1, keepdims=True), atol=1e-5)
+    sharp = create_method("distil", replace(CONFIG, distil=DistilConfig(outputs="posteriors", temperature=0.25)))
+    ar = logits[:, : len(ACTIONS)] / 0.25
+    np.testing.assert_allclose(sharp.fit(sets, seed=0).transform(fs).kind("clips")[0][:, : len(ACTIONS)],
+                               np.exp(ar - ar.max(axis=1, keepdims=True)) / np.exp(ar - ar.max(axis=1, keepdims=True)).sum(
+                                   axis=1, keepdims=True), atol=1e-5)
     stepped = create_method("distil", replace(CONFIG, distil=DistilConfig(step=0.5))).fit(sets, seed=0)
     code = stepped.transform(fs).kind("clips")[0]
     np.testing.assert_allclose(code / 0.5, np.round(code / 0.5), atol=1e-4)
@@ -139,5 +144,7 @@ def test_seen_tasks_follow_the_task_weights_and_bad_knobs_fail(sets):
     assert method.info["seen_tasks"] == ["ar"] and method.output_dim == len(ACTIONS)
     with pytest.raises(ModelError, match="outputs"):
         create_method("distil", replace(CONFIG, distil=DistilConfig(outputs="probabilities")))
+    with pytest.raises(ModelError, match="temperature"):
+        create_method("distil", replace(CONFIG, distil=DistilConfig(temperature=0.0)))
     with pytest.raises(ModelError, match="step"):
         create_method("distil", replace(CONFIG, distil=DistilConfig(step=-1.0)))

@@ -86,3 +86,21 @@ def test_utility_reads_the_stronger_head_input_form(data):
     each = [search.stronger_head_utility("ar", train, val, 0, (form,)) for form in ("standardised", "principal_axes")]
     assert both == max(each)
     assert np.isfinite(both)
+
+
+def test_distil_searches_its_step_and_train_takes_the_choice(tmp_path):
+    import json
+
+    import optuna
+
+    from latentanon import stages
+    from latentanon.config import Layout
+
+    params = tiny_params(tmp_path, methods=["distil"], distil_step_range=[0.05, 0.5])
+    _, train_cfg = search.suggest(optuna.trial.FixedTrial({"distil_step": 0.2}), params)
+    assert (train_cfg.method, train_cfg.distil.step) == ("distil", 0.2)
+    chosen = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "distil"}})
+    out = Layout.from_params(chosen).report_dir("tune")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chosen.json").write_text(json.dumps({"method": "distil", "weights": {}, "distil": {"step": 0.3}}))
+    assert stages.chosen_train_config(chosen).distil.step == 0.3

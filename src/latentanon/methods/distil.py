@@ -6,7 +6,9 @@ features (``latentanon.tasks.scoring.fit_head``), picking its input form and hyp
 val exactly as evaluation picks a head (``score_task``), and publishes, per clip or snippet, the
 heads' outputs side by side: AR class logits, TAD per-snippet class logits (background included),
 the AD anomaly logit. ``distil.outputs`` "posteriors" publishes softmax / sigmoid outputs instead
-(what the floor attacker reads). No private label is read.
+(what the floor attacker reads), of the logits divided by ``distil.temperature``: a posterior
+saturates where a head is sure, which removes the within-class detail (appearance) that logits
+keep, and a temperature below 1 saturates more of them. No private label is read.
 
 The code is a deterministic function of each video's features: every release of a store is the
 same, so averaging releases, clips or snippets gains an attacker nothing the code did not already
@@ -88,6 +90,8 @@ class DistilMethod(Method):
         if self.config.outputs not in ("logits", "posteriors"):
             raise ModelError(f"method {name}: train.distil.outputs must be 'logits' or 'posteriors', "
                              f"got {self.config.outputs!r}")
+        if not self.config.temperature > 0:
+            raise ModelError(f"method {name}: train.distil.temperature must be > 0, got {self.config.temperature}")
         if not self.config.step >= 0:
             raise ModelError(f"method {name}: train.distil.step must be >= 0, got {self.config.step}")
         self.tasks: tuple[str, ...] = ()
@@ -105,6 +109,17 @@ class DistilMethod(Method):
         if task == "ar":
             return int(head.linear.out_features)
         return int(head.conv_out.out_channels)
+
+    @classmethod
+    def suggest(cls, trial, name, train, tune):
+        """Searches the code's grid step (log-uniform in tune.distil_step_range): a coarser grid
+        hides more of what a head is unsure about, at some cost to the ranking tasks."""
+        from dataclasses import replace
+
+        from latentanon.methods.base import search_range
+
+        step = trial.suggest_float("distil_step", *search_range(tune, "distil_step_range"), log=True)
+        return name, replace(train, distil=replace(train.distil, step=step))
 
     def seen_tasks(self) -> tuple[str, ...]:
         return tuple(t for t in TASK_SETS if getattr(self.train.tasks, t) > 0)
@@ -149,7 +164,8 @@ class DistilMethod(Method):
             else:
                 scores = head(x, mask).clamp(1e-6, 1 - 1e-6)
                 logits = torch.logit(scores)[..., None]
-            if self.config.outputs == "posteriors":
+            if self.config.outputs == "posteriors" and not (task == "ad" and self.config.ad_logit):
+                logits = logits / self.config.temperature
                 logits = torch.sigmoid(logits) if task == "ad" else logits.softmax(dim=-1)
             parts.append(logits[0].numpy())
         code = np.concatenate(parts, axis=1)

@@ -431,6 +431,8 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         compaction = chosen.params["bottleneck_compaction"]
         choice["bottleneck"] = {"sigma": chosen.params["bottleneck_sigma"], "compaction": compaction,
                                 "static_compaction": compaction}
+    if "distil_step" in chosen.params:
+        choice["distil"] = {"step": chosen.params["distil_step"]}
     if "fisher_static_weight" in chosen.params:
         choice["fisher"] = {"static_weight": chosen.params["fisher_static_weight"]}
     choice["scope_leakage"] = next((t.user_attrs.get("scope_leakage", {}) for t in completed(study)
