@@ -50,17 +50,14 @@ def candidates(train) -> dict:
     bottleneck = replace(train.bottleneck, sigma=0.87, compaction=0.14, static_compaction=0.14)
     return {
         "identity": ("identity", train),
-        "floor": ("distil", replace(train, distil=DistilConfig(outputs="posteriors"))),
-        "distil": ("distil", replace(train, distil=DistilConfig(outputs="logits"))),
-        **{f"distil_posteriors_t{t:g}": ("distil", replace(train, distil=DistilConfig(outputs="posteriors", temperature=t)))
-           for t in (0.5, 0.25, 0.1, 2.0)},
+        "floor": ("distil", replace(train, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=False))),
+        "distil": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=0.0, ad_logit=False))),
+        **{f"distil_posteriors_t{t:g}": ("distil", replace(train, distil=DistilConfig(
+            outputs="posteriors", temperature=t, step=0.0, ad_logit=False))) for t in (0.5, 0.25, 0.1, 2.0)},
         **{f"distil_posteriors_t{t:g}_step{q:g}": ("distil", replace(train, distil=DistilConfig(
-            outputs="posteriors", temperature=t, step=q))) for t in (1.0, 0.5) for q in (0.1, 0.25)},
+            outputs="posteriors", temperature=t, step=q, ad_logit=False))) for t in (1.0, 0.5) for q in (0.1, 0.25)},
         **{f"distil_posteriors_step{q:g}_ad_logit": ("distil", replace(train, distil=DistilConfig(
             outputs="posteriors", step=q, ad_logit=True))) for q in (0.1, 0.25)},
-        "distil_step0.5": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=0.5))),
-        "distil_step1": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=1.0))),
-        "distil_step2": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=2.0))),
         **{f"fisher_static{w:g}": ("fisher", replace(train, fisher=FisherConfig(static_weight=w)))
            for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)},
         "fisher": ("fisher", train),

@@ -79,12 +79,12 @@ class BottleneckConfig:
 class DistilConfig:
     """The distilled task code (label-free; latentanon.methods.distil)."""
 
-    outputs: str = "logits"     # "logits" or "posteriors" (softmax / sigmoid of the heads)
-    temperature: float = 1.0    # posteriors of logits / temperature: below 1 sharpens them
+    outputs: str = "posteriors"     # "logits" or "posteriors" (softmax / sigmoid of the heads)
+    temperature: float = 1.0        # posteriors of logits / temperature: below 1 sharpens them
     # with posteriors, AD's score as its logit instead: frame AUC ranks scores, and a saturated
     # sigmoid cannot rank (measured: AD drop 3.1% with the posterior, see docs/results.md)
-    ad_logit: bool = False
-    step: float = 0.0           # > 0: the code rounded to this grid (identical on every release)
+    ad_logit: bool = True
+    step: float = 0.25              # > 0: the code rounded to this grid (identical on every release)
 
 
 @dataclass(frozen=True)
