@@ -11,7 +11,7 @@ import pytest
 
 from latentanon.errors import ModelError
 from latentanon.evaluation.privacy import attack
-from latentanon.methods import create_method, load_method
+from latentanon.methods.registry import create_method, load_method
 from latentanon.methods.config import DistilConfig, TaskWeights, TrainConfig
 from latentanon.tasks.private import ATTRIBUTES
 from latentanon.tasks.scoring import score_task

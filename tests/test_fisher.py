@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latentanon.errors import ModelError
-from latentanon.methods import create_method, load_method
+from latentanon.methods.registry import create_method, load_method
 from latentanon.methods.config import FisherConfig, TaskWeights, TrainConfig
 from latentanon.tasks.scoring import score_task
 from test_distil import leakage, normalised_leakage, separated_sets
