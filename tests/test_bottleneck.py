@@ -78,3 +78,37 @@ def test_seen_tasks_follow_the_task_weights(sets):
     method = create_method("bottleneck", replace(CONFIG, tasks=TaskWeights(ar=1.0, tad=0.0, ad=0.0)))
     method.fit(sets, seed=0)
     assert method.info["seen_tasks"] == ["ar"]
+
+
+def test_keyed_noise_is_the_same_on_every_release_and_needs_the_secret(sets, monkeypatch):
+    from dataclasses import replace
+
+    from latentanon.errors import ModelError
+    from latentanon.methods.bottleneck import NOISE_SECRET_ENV
+
+    fs = sets["privacy_videos"]
+    per_clip = create_method("bottleneck", replace(CONFIG, bottleneck=replace(CONFIG.bottleneck, noise="keyed_clip")))
+    per_clip.fit(sets, seed=0)
+    assert per_clip.stochastic and not per_clip.releases_differ
+    monkeypatch.delenv(NOISE_SECRET_ENV, raising=False)
+    with pytest.raises(ModelError, match=NOISE_SECRET_ENV):
+        per_clip.transform(fs)
+    monkeypatch.setenv(NOISE_SECRET_ENV, "one secret")
+    first, second = per_clip.transform(fs), per_clip.transform(fs)
+    np.testing.assert_array_equal(first.kind("clips")[0], second.kind("clips")[0])
+    clips = first.kind("clips")[0]
+    assert not np.allclose(clips[0], clips[1])          # each clip its own draw
+    monkeypatch.setenv(NOISE_SECRET_ENV, "another secret")
+    assert not np.allclose(per_clip.transform(fs).kind("clips")[0], clips)
+    # keyed_video: one draw per video, the same offset on every clip (the code itself varies)
+    per_video = create_method("bottleneck", replace(CONFIG, bottleneck=replace(CONFIG.bottleneck, noise="keyed_video")))
+    per_video.fit(sets, seed=0)
+    noisy = per_video.transform(fs).kind("clips")[0]
+    code = replace(per_video.config, sigma=0.0)
+    per_video.config = code
+    clean = per_video.transform(fs).kind("clips")[0]
+    offsets = noisy - clean
+    np.testing.assert_allclose(offsets[0], offsets[1], atol=1e-5)
+    assert np.abs(offsets).max() > 0.1
+    with pytest.raises(ModelError, match="noise"):
+        create_method("bottleneck", replace(CONFIG, bottleneck=replace(CONFIG.bottleneck, noise="weekly")))

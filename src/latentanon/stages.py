@@ -123,9 +123,10 @@ def chosen_train_config(params: Params) -> TrainConfig:
     train = replace(params.train, method=trained_method_name(params), weights=chosen_weights(params))
     if _choice_applies(params, choice) and "lr" in choice:
         train = replace(train, lr=float(choice["lr"]))
-    if _choice_applies(params, choice) and "bottleneck" in choice:
-        knobs = {k: float(v) for k, v in choice["bottleneck"].items()}
-        train = replace(train, bottleneck=replace(train.bottleneck, **knobs))
+    for section in ("bottleneck", "fisher", "distil"):    # a method's searched knobs, under its own section
+        if _choice_applies(params, choice) and section in choice:
+            knobs = {k: float(v) for k, v in choice[section].items()}
+            train = replace(train, **{section: replace(getattr(train, section), **knobs)})
     return train
 
 

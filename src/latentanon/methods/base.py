@@ -88,6 +88,13 @@ class Method(ABC):
         self.reproducible_noise = False
         self.noise_key = 0
 
+    @property
+    def releases_differ(self) -> bool:
+        """Whether two publications of one store differ (fresh randomness at publish time): what
+        an attacker who averages re-releases can exploit. False for deterministic methods and for
+        noise memoised under a secret key."""
+        return self.stochastic
+
     def noise_rng(self, video_id: str, kind: str) -> np.random.Generator:
         """Randomness for one video's ``kind`` at transform time: fresh OS entropy (never derivable
         from a seed), or, with ``reproducible_noise`` (tests and evaluation only, see

@@ -22,13 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from latentanon.errors import DataError
+from latentanon.errors import DataError, ModelError
 from latentanon.methods.base import Method
 from latentanon.methods.config import TrainConfig
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
 from latentanon.tasks.scoring import tad_targets, tad_vocabulary
 
 TASK_SETS = {"ar": "actions", "tad": "untrimmed", "ad": "anomaly"}
+NOISE_SECRET_ENV = "LATENTANON_NOISE_SECRET"
+NOISE_FORMS = ("fresh", "keyed_clip", "keyed_video")
 
 
 def pad_sequences(items: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +75,9 @@ class BottleneckMethod(Method):
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         super().__init__(name, train)
         self.config = train.bottleneck
+        if self.config.noise not in NOISE_FORMS:
+            raise ModelError(f"method {name}: train.bottleneck.noise must be one of {', '.join(NOISE_FORMS)}, "
+                             f"got {self.config.noise!r}")
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.net: CodeNet | None = None
@@ -81,6 +86,11 @@ class BottleneckMethod(Method):
     @property
     def output_dim(self) -> int | None:
         return None if self.dim is None else self.config.code_dim
+
+    @property
+    def releases_differ(self) -> bool:
+        """Keyed noise is memoised: every release of a store is the same."""
+        return self.config.noise == "fresh"
 
     @classmethod
     def suggest(cls, trial, name, train, tune):
@@ -221,6 +231,21 @@ class BottleneckMethod(Method):
 
     # ------------------------------------------------------------------ applying
 
+    def _keyed_rng(self, video: str, kind: str) -> np.random.Generator:
+        """The memoised draw of (secret, video, kind): the secret comes from the environment and
+        is never stored with the method or a release. Evaluation's keyed noise stands in for it."""
+        import hashlib
+        import os
+
+        if self.reproducible_noise:
+            return self.noise_rng(video, kind)
+        secret = os.environ.get(NOISE_SECRET_ENV, "")
+        if not secret:
+            raise ModelError(f"method {self.name}: train.bottleneck.noise {self.config.noise!r} needs a secret in "
+                             f"{NOISE_SECRET_ENV} to publish (the same secret gives the same release)")
+        digest = hashlib.sha256(f"{secret}\0{video}\0{kind}".encode()).digest()
+        return np.random.default_rng(np.frombuffer(digest, dtype=np.uint32))
+
     @torch.no_grad()
     def _transform_kind(self, kind, items, ids):
         sigma = self.config.sigma
@@ -228,8 +253,13 @@ class BottleneckMethod(Method):
         out = []
         for a, video in zip(items, ids):
             code = self.net((torch.from_numpy(np.asarray(a, np.float32)) - mean) / std).numpy()
-            noise = self.noise_rng(video, kind).standard_normal(code.shape).astype(np.float32)
-            out.append(code + sigma * noise)
+            if self.config.noise == "fresh":
+                noise = self.noise_rng(video, kind).standard_normal(code.shape)
+            elif self.config.noise == "keyed_clip":
+                noise = self._keyed_rng(video, kind).standard_normal(code.shape)
+            else:   # keyed_video: one draw for every clip of the video
+                noise = np.broadcast_to(self._keyed_rng(video, kind).standard_normal((1, code.shape[1])), code.shape)
+            out.append(code + sigma * noise.astype(np.float32))
         return out
 
     # ------------------------------------------------------------------ state

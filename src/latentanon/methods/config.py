@@ -69,6 +69,30 @@ class BottleneckConfig:
     eval_every: int = 20            # steps between val-loss checks; the best val step is kept
     lr: float = 3e-3
     weight_decay: float = 1e-2
+    # Publish-time noise: "fresh" (OS entropy, a new draw every release), "keyed_clip" (memoised per
+    # video, kind and clip under the secret in LATENTANON_NOISE_SECRET: every release identical),
+    # "keyed_video" (one draw per video and kind under the secret, the same on all its clips).
+    noise: str = "fresh"
+
+
+@dataclass(frozen=True)
+class DistilConfig:
+    """The distilled task code (label-free; latentanon.methods.distil)."""
+
+    outputs: str = "posteriors"     # "logits" or "posteriors" (softmax / sigmoid of the heads)
+    temperature: float = 1.0        # posteriors of logits / temperature: below 1 sharpens them
+    # with posteriors, AD's score as its logit instead: frame AUC ranks scores, and a saturated
+    # sigmoid cannot rank (measured: AD drop 3.1% with the posterior, see docs/results.md)
+    ad_logit: bool = True
+    step: float = 0.25              # > 0: the code rounded to this grid (identical on every release)
+
+
+@dataclass(frozen=True)
+class FisherConfig:
+    """The seen tasks' discriminant code with appearance as nuisance (label-free; methods.fisher)."""
+
+    shrinkage: float = 0.1          # share of the nuisance's mean variance added on its diagonal
+    static_weight: float = 1.0      # weight of the static clips' scatter (appearance) in the nuisance
 
 
 @dataclass(frozen=True)
@@ -95,3 +119,5 @@ class TrainConfig:
     device: str = "auto"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
+    fisher: FisherConfig = field(default_factory=FisherConfig)

@@ -23,6 +23,8 @@ METHODS: dict[str, str] = {
     "paper": "latentanon.methods.paper:PaperMethod",
     "paper_batch": "latentanon.methods.paper:PaperBatchMethod",
     "bottleneck": "latentanon.methods.bottleneck:BottleneckMethod",
+    "distil": "latentanon.methods.distil:DistilMethod",
+    "fisher": "latentanon.methods.fisher:FisherMethod",
 }
 # Legacy adapter directories (adapter.safetensors + config.json, no method.json) hold a paper AAM.
 LEGACY_ADAPTER_FILES = ("adapter.safetensors", "config.json")

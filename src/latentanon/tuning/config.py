@@ -31,3 +31,5 @@ class TuneConfig:
     noise_scale_range: tuple[float, ...] = (0.05, 1.0)
     bottleneck_sigma_range: tuple[float, ...] = (0.5, 2.0)
     bottleneck_compaction_range: tuple[float, ...] = (0.1, 10.0)
+    fisher_static_weight_range: tuple[float, ...] = (0.1, 30.0)
+    distil_step_range: tuple[float, ...] = (0.05, 0.5)

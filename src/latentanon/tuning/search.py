@@ -1,10 +1,16 @@
 """The ``tune`` stage: a multi-objective Optuna search over the methods of ``tune.methods`` and
 their knobs (the AAM's loss weights, the noise scale, the bottleneck's noise and compaction).
 
-Objectives, on the validation split only: leakage (cMAP of one fixed attacker, the mean over the
-anonymized static clips of the privacy sets and the moving clips of the privacy videos;
-minimised) and utility (mean over the seen tasks of the anonymized validation metric relative to
-raw; maximised). Each trial fits on the train split (AAM methods for ``tune.epochs_per_trial``).
+Objectives, on the validation split only, measured the way evaluate measures: leakage (the worst
+scope's normalised leakage (cMAP - chance) / (raw cMAP - chance) of one fixed attacker of
+evaluate's kind, over the scopes a user shares: static clips of the privacy sets, moving clips of
+the privacy videos, each privacy video's mean moving clip, each long video's mean snippet where its
+records carry the private attributes, and, for a method with fresh noise, the privacy videos
+published ``RELEASES`` times and averaged per clip; minimised) and utility (mean over the seen
+tasks of the anonymized validation metric relative to raw, each task read by the stronger of
+evaluate's head input forms; maximised). Each trial fits on the train split (AAM methods for
+``tune.epochs_per_trial``). The operating point is chosen with the gate's thresholds (or tune's,
+where stricter): see ``gate_operating_point``.
 
 Storage is an RDB (``LATENTANON_TUNE_STORAGE``, else ``tune.storage``, else
 ``sqlite:///<reports>/tune/study.db``) so a killed study resumes and several workers can share
@@ -39,6 +45,11 @@ from latentanon.tuning import study as study_lib
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
 
 STORAGE_ENV = TUNE_STORAGE_ENV
+
+# What tune attacks besides single clips: per-video means, and re-releases of a noisy method.
+MOVING_SET = "privacy_videos"
+LONG_SCOPES = {"untrimmed_mean": "untrimmed", "anomaly_mean": "anomaly"}
+RELEASES = 16     # publications of the same store averaged per clip (a stochastic method only)
 SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
 DIRECTIONS = ("minimize", "maximize")  # leakage, utility
 RAW_ATTR = "raw_reference"
@@ -94,27 +105,61 @@ def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
     return tuple(seen or present)
 
 
-def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int) -> dict:
-    """Validation leakage and per-task validation utility of (possibly anonymized) features."""
-    from latentanon.evaluation.privacy import validation_chance, validation_leakage
-    from latentanon.tasks.scoring import TASK_SPECS, validation_utility
+def mean_clips(fs: FeatureSet, kind: str) -> FeatureSet:
+    """One row per video: the mean of its ``kind`` features, as a one-clip ``clips`` item (what an
+    attacker who averages a whole video sees)."""
+    means = [np.asarray(a, np.float32).mean(axis=0, keepdims=True) for a in fs.kind(kind)]
+    return FeatureSet(fs.name, fs.records, {"clips": means}, dict(fs.meta))
 
-    static_val = [fs.split("val") for fs in privacy]
-    static = validation_leakage([fs.split("train") for fs in privacy], static_val, seed)
-    chance = validation_chance(static_val)
-    # Moving clips are what users share: they count as much as static clips.
-    videos = [fs for fs in privacy if "clips" in fs.arrays and len(fs)]
-    moving, moving_chance = static, chance
+
+def leakage_scopes(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet],
+                   released: FeatureSet | None = None) -> dict[str, tuple[list[FeatureSet], str]]:
+    """Scope name -> (feature sets, kind) the validation attacker reads (see the module doc)."""
+    from latentanon.tasks.private import ATTRIBUTES
+
+    scopes = {"static": ([fs for fs in privacy if "static" in fs.arrays and len(fs)], "static")}
+    videos = [fs for fs in privacy if fs.name == MOVING_SET and "clips" in fs.arrays and len(fs)]
     if videos:
-        moving_val = [fs.split("val") for fs in videos]
-        moving = validation_leakage([fs.split("train") for fs in videos], moving_val, seed, kind="clips")
-        moving_chance = validation_chance(moving_val, kind="clips")
+        scopes["moving"] = (videos, "clips")
+        scopes["video_mean"] = ([mean_clips(fs, "clips") for fs in videos], "clips")
+    for scope, name in LONG_SCOPES.items():
+        fs = task_sets.get(name)
+        if fs is not None and len(fs) and all(a in fs.records.columns for a in ATTRIBUTES):
+            scopes[scope] = ([mean_clips(fs, "snippets")], "clips")
+    if released is not None:
+        scopes["release"] = ([released], "clips")
+    return {k: v for k, v in scopes.items() if v[0]}
+
+
+def stronger_head_utility(task: str, train: FeatureSet, val: FeatureSet, seed: int, inputs: tuple[str, ...]) -> float:
+    """The task's val metric read by the stronger of the head input forms ``inputs`` (default
+    hyper-parameters): the form evaluate keeps for a method is the one that scores best on val."""
+    from latentanon.tasks.scoring import TASK_SPECS, evaluate_head, fit_head
+
+    grid = TASK_SPECS[task].grid[0]
+    return max(float(evaluate_head(fit_head(task, train, grid, seed, inputs=form), val)) for form in inputs)
+
+
+def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int,
+            inputs: tuple[str, ...] = ("standardised",), released: FeatureSet | None = None) -> dict:
+    """Validation leakage of every scope (cMAP and chance), and per-task validation utility of
+    (possibly anonymized) features. ``leakage`` / ``chance`` keep the mean of the static and moving
+    scopes (what the study's raw reference reports); trials are judged per scope."""
+    from latentanon.evaluation.privacy import validation_chance, validation_leakage
+    from latentanon.tasks.scoring import TASK_SPECS
+
+    scopes = {}
+    for scope, (sets, kind) in leakage_scopes(task_sets, privacy, released).items():
+        val = [fs.split("val") for fs in sets]
+        scopes[scope] = {"cmap": float(validation_leakage([fs.split("train") for fs in sets], val, seed, kind=kind)),
+                         "chance": float(validation_chance(val, kind=kind))}
+    single = [scopes[s] for s in ("static", "moving") if s in scopes]
     utility = {}
     for task in tasks:
         fs = task_sets[TASK_SPECS[task].set_name]
-        utility[task] = float(validation_utility(task, fs.split("train"), fs.split("val"), seed))
-    return {"leakage": float(0.5 * (static + moving)), "chance": float(0.5 * (chance + moving_chance)),
-            "utility": utility}
+        utility[task] = stronger_head_utility(task, fs.split("train"), fs.split("val"), seed, tuple(inputs))
+    return {"leakage": float(np.mean([v["cmap"] for v in single])),
+            "chance": float(np.mean([v["chance"] for v in single])), "scopes": scopes, "utility": utility}
 
 
 def normalized(leakage: float, raw: dict) -> float:
@@ -123,6 +168,22 @@ def normalized(leakage: float, raw: dict) -> float:
     if chance is None or raw["leakage"] <= chance:
         return math.nan
     return (leakage - chance) / (raw["leakage"] - chance)
+
+
+def scope_leakage(measured: dict, raw: dict) -> dict[str, float]:
+    """Each scope's normalised val leakage against raw's same scope (a release scope against raw's
+    moving clips: publishing raw features again changes nothing); NaN where raw has no headroom."""
+    out = {}
+    for scope, value in measured["scopes"].items():
+        reference = raw["scopes"].get("moving" if scope == "release" else scope)
+        if reference is not None:
+            out[scope] = normalized(value["cmap"], {"leakage": reference["cmap"], "chance": reference["chance"]})
+    return out
+
+
+def worst_scope(per_scope: dict[str, float]) -> float:
+    finite = [v for v in per_scope.values() if np.isfinite(v)]
+    return float(max(finite)) if finite else math.nan
 
 
 def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
@@ -151,9 +212,27 @@ def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
     return train_cfg.weights, replace(train_cfg, method=name)
 
 
+def released(method, fs: FeatureSet, releases: int, key: int) -> FeatureSet:
+    """``fs`` published ``releases`` times (each with its own noise key) and averaged per clip:
+    what a user who receives every release of a stochastic method's store can average."""
+    total = None
+    for r in range(releases):
+        out = method.with_reproducible_noise(key * 1000 + r).transform(fs)
+        arrays = {k: [np.asarray(a, np.float64) for a in out.kind(k)] for k in out.arrays}
+        total = arrays if total is None else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
+    method.with_reproducible_noise(key)
+    return out.with_arrays({k: [(a / releases).astype(np.float32) for a in v] for k, v in total.items()})
+
+
+def head_inputs(params: Params) -> tuple[str, ...]:
+    """The head input forms evaluate chooses among (evaluate.head_inputs)."""
+    return tuple(params.evaluate.head_inputs) or ("standardised",)
+
+
 def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig,
               tasks: tuple[str, ...], raw: dict) -> dict:
-    """Fit ``train_cfg.method`` (with ``weights``) on the train split, anonymize, and measure on val."""
+    """Fit ``train_cfg.method`` (with ``weights``) on the train split, anonymize, and measure on val.
+    ``leakage`` (the trial's objective) is the worst scope's normalised leakage."""
     from latentanon.methods.registry import create_method
 
     started = time.perf_counter()
@@ -164,11 +243,16 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
     history = getattr(method, "history", {}) or {}
     task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
     privacy = [method.transform(fs) for fs in data.privacy]
-    measured = measure(task_sets, privacy, tasks, params.tune.seed)
+    videos = [fs for fs in data.privacy if fs.name == MOVING_SET]
+    again = released(method, videos[0], RELEASES, params.tune.seed) if method.releases_differ and videos else None
+    measured = measure(task_sets, privacy, tasks, params.tune.seed, head_inputs(params), again)
     utility, drops = relative(raw, measured)
+    per_scope = scope_leakage(measured, raw)
     return {
-        "leakage": measured["leakage"],
-        "normalized_leakage": normalized(measured["leakage"], raw),
+        "leakage": worst_scope(per_scope),
+        "normalized_leakage": worst_scope(per_scope),
+        "scope_leakage": per_scope,
+        "cmap": measured["leakage"],
         "utility": utility,
         "drops": drops,
         "task_utility": measured["utility"],
@@ -201,12 +285,13 @@ def completed(study) -> list:
     return study_lib.completed(study)
 
 
-def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int) -> dict:
+def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int,
+                  inputs: tuple[str, ...] = ("standardised",)) -> dict:
     """Leakage and utility of the raw features; computed once per study and kept in it."""
     cached = study.user_attrs.get(RAW_ATTR)
-    if cached and tuple(cached["utility"]) == tasks and "chance" in cached:
+    if cached and tuple(cached["utility"]) == tasks and "scopes" in cached and tuple(cached["inputs"]) == inputs:
         return cached
-    raw = measure(data.task_sets, data.privacy, tasks, seed)
+    raw = {**measure(data.task_sets, data.privacy, tasks, seed, inputs), "inputs": list(inputs)}
     study.set_user_attr(RAW_ATTR, raw)
     return raw
 
@@ -269,11 +354,38 @@ def chosen_weights(point: TrialPoint, params: Params) -> dict:
 
 
 
+def gate_thresholds(params: Params) -> tuple[float, float]:
+    """(largest task drop, largest normalised leakage) a trial may have: the gate's thresholds, or
+    tune's where stricter (a margin for the test split's noise)."""
+    gate = params.gate
+    return (min(params.tune.max_utility_drop, gate.max_utility_relative_drop),
+            min(params.tune.max_normalized_leakage, gate.max_normalized_leakage, gate.max_moving_normalized_leakage))
+
+
+def gate_operating_point(points: list[TrialPoint], max_utility_drop: float,
+                         max_normalized_leakage: float) -> tuple[TrialPoint, str]:
+    """The trial the gate would approve on val: among trials whose every drop and whose worst
+    scope's normalised leakage are within the thresholds, the least leakage (ties: higher utility,
+    then lower trial number), branch "gate_approvable"; if none passes both, ``pareto``'s rule with
+    the same thresholds (within the utility budget, else the private fallback, else least leakage)."""
+    passing = [p for p in points if p.worst_drop <= max_utility_drop and p.normalized_leakage <= max_normalized_leakage]
+    if passing:
+        return min(passing, key=lambda p: (p.leakage, -p.utility, p.number)), "gate_approvable"
+    return choose_operating_point(points, max_utility_drop, max_normalized_leakage)
+
+
+def gate_rule_text(max_utility_drop: float, max_normalized_leakage: float) -> str:
+    return (f"least validation leakage (worst scope's normalised leakage) among trials the gate would approve "
+            f"(every task's drop <= {max_utility_drop:g}, normalised leakage <= {max_normalized_leakage:g}); if none: "
+            + rule_text(max_utility_drop, max_normalized_leakage))
+
+
 def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
     """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
     points = trial_points(study)
     front = pareto_front(study, trial_point)
-    chosen, branch = choose_operating_point(points, params.tune.max_utility_drop, params.tune.max_normalized_leakage)
+    max_drop, max_leakage = gate_thresholds(params)
+    chosen, branch = gate_operating_point(points, max_drop, max_leakage)
     on_front = {p.number for p in front}
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -286,12 +398,14 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         row.update({"on_front": complete and slot in on_front, "chosen": complete and slot == chosen.number})
         rows.append(row)
     write_text_atomic(out_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
-    rule = rule_text(params.tune.max_utility_drop, params.tune.max_normalized_leakage)
+    rule = gate_rule_text(max_drop, max_leakage)
     pareto = {
         "study_name": study.study_name,
         "storage": _redacted(storage_url),
-        "objectives": {"leakage": "minimize: validation attacker cMAP, mean of anonymized static and moving clips",
-                       "utility": "maximize: mean validation utility of the tasks relative to raw"},
+        "objectives": {"leakage": "minimize: worst scope's normalised validation leakage (static, moving, per-video "
+                                  "and long-video means, re-release of a noisy method)",
+                       "utility": "maximize: mean validation utility of the tasks relative to raw, each task read "
+                                  "by the stronger head input form"},
         "raw": raw,
         "n_complete": len(points),
         "front": [{"trial": p.number, "leakage": p.leakage, "utility": p.utility, "drops": p.drops,
@@ -299,7 +413,7 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         "chosen_trial": chosen.number,
     }
     write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
-    plot_front(study, chosen, raw["leakage"], out_dir / "pareto.png")
+    plot_front(study, chosen, 1.0, out_dir / "pareto.png")   # raw's normalised leakage is 1
     choice = {
         "method": chosen_method(chosen, params),
         "weights": chosen_weights(chosen, params),
@@ -317,6 +431,12 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         compaction = chosen.params["bottleneck_compaction"]
         choice["bottleneck"] = {"sigma": chosen.params["bottleneck_sigma"], "compaction": compaction,
                                 "static_compaction": compaction}
+    if "distil_step" in chosen.params:
+        choice["distil"] = {"step": chosen.params["distil_step"]}
+    if "fisher_static_weight" in chosen.params:
+        choice["fisher"] = {"static_weight": chosen.params["fisher_static_weight"]}
+    choice["scope_leakage"] = next((t.user_attrs.get("scope_leakage", {}) for t in completed(study)
+                                    if study_lib.slot_of(t) == chosen.number), {})
     write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
     return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
 
@@ -347,7 +467,7 @@ def _run_search(params: Params, layout: Layout) -> dict:
     study_name = f"{params.tune.study_name}-{_fingerprint(params, data, tasks)}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(params, storage_url, study_name)
-    raw = raw_reference(study, data, tasks, params.tune.seed)
+    raw = raw_reference(study, data, tasks, params.tune.seed, head_inputs(params))
 
     def tags(trial) -> dict:
         return {"optuna.study": study_name, "optuna.trial": trial.number, runs.TAG_STAGE: "tune"}
@@ -365,8 +485,10 @@ def _run_search(params: Params, layout: Layout) -> dict:
         trial.set_user_attr("drops", result["drops"])
         trial.set_user_attr("task_utility", result["task_utility"])
         trial.set_user_attr("normalized_leakage", result["normalized_leakage"])
+        trial.set_user_attr("scope_leakage", result.get("scope_leakage", {}))
         trial.set_user_attr("seconds", result["seconds"])
         metrics = {"leakage": result["leakage"], "utility": result["utility"],
+                   **{f"leakage_{k}": v for k, v in result.get("scope_leakage", {}).items()},
                    "normalized_leakage": result["normalized_leakage"], "seconds": result["seconds"],
                    **{f"drop_{k}": v for k, v in result["drops"].items()},
                    **{f"utility_{k}": v for k, v in result["task_utility"].items()}}

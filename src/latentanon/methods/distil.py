@@ -1,0 +1,194 @@
+"""``distil``: the published code is what the seen tasks' strongest heads read out of the raw
+features, and nothing else.
+
+For each seen task (AR, TAD, AD) the method fits the project's own utility head on the raw train
+features (``latentanon.tasks.scoring.fit_head``), picking its input form and hyper-parameters on
+val exactly as evaluation picks a head (``score_task``), and publishes, per clip or snippet, the
+heads' outputs side by side: AR class logits, TAD per-snippet class logits (background included),
+the AD anomaly logit. ``distil.outputs`` "posteriors" publishes softmax / sigmoid outputs instead
+(what the floor attacker reads), of the logits divided by ``distil.temperature``: a posterior
+saturates where a head is sure, which removes the within-class detail (appearance) that logits
+keep, and a temperature below 1 saturates more of them. No private label is read.
+
+The code is a deterministic function of each video's features: every release of a store is the
+same, so averaging releases, clips or snippets gains an attacker nothing the code did not already
+give. A head reads one video's sequence at a time (TAD and AD are temporal convolutions), so a
+clip's output depends on its own video only, never on the batch. ``distil.step`` > 0 rounds
+the published code to a grid of that step (a coarser code, still identical on every release).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from latentanon.errors import DataError, ModelError
+from latentanon.methods.base import Method
+from latentanon.methods.config import TrainConfig
+from latentanon.tasks.heads import ADHead, ARHead, TADHead
+
+TASK_SETS = {"ar": "actions", "tad": "untrimmed", "ad": "anomaly"}
+
+
+def _affine_reader(reader) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, projection) of a fitted head input form: both forms are x -> (x - mean) @ projection."""
+    if hasattr(reader, "projection"):
+        return np.asarray(reader.mean, np.float64), np.asarray(reader.projection, np.float64)
+    return np.asarray(reader.mean, np.float64), np.diag(1.0 / np.asarray(reader.std, np.float64))
+
+
+def _strongest_head(task: str, train, val, seed: int):
+    """The head evaluation would keep for ``task`` on these raw features: the input form whose
+    default head scores best on val, then the grid's best in that form (``score_task``'s rule)."""
+    from latentanon.tasks.scoring import HEAD_INPUTS, TASK_SPECS, evaluate_head, fit_head, tad_vocabulary
+
+    spec = TASK_SPECS[task]
+    vocabulary = tad_vocabulary(train) if task == "tad" else None
+    tried = []
+    defaults = {}
+    for form in HEAD_INPUTS:
+        fitted = fit_head(task, train, spec.grid[0], seed, vocabulary, form)
+        defaults[form] = (evaluate_head(fitted, val), fitted)
+        tried.append({"inputs": form, "hyper": dict(spec.grid[0]), "val": defaults[form][0]})
+    form = max(HEAD_INPUTS, key=lambda f: defaults[f][0])
+    best = (*defaults[form], dict(spec.grid[0]))
+    for hyper in spec.grid[1:]:
+        fitted = fit_head(task, train, hyper, seed, vocabulary, form)
+        value = evaluate_head(fitted, val)
+        tried.append({"inputs": form, "hyper": dict(hyper), "val": value})
+        if value > best[0]:
+            best = (value, fitted, dict(hyper))
+    value, fitted, hyper = best
+    return fitted, {"inputs": form, "hyper": hyper, "val": float(value), "tried": tried}
+
+
+def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> torch.nn.Module:
+    """Rebuild a task head from its saved weights (its widths and kernel are in their shapes)."""
+    weights = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix)}
+    if task == "ar":
+        n_classes, dim = weights["linear.weight"].shape
+        head = ARHead(dim, n_classes)
+    else:
+        hidden, dim, kernel = weights["conv_in.weight"].shape
+        outputs = weights["conv_out.weight"].shape[0]
+        head = (TADHead(dim, outputs - 1, hidden=hidden, kernel=kernel) if task == "tad"
+                else ADHead(dim, hidden=hidden, kernel=kernel))
+    head.load_state_dict(weights)
+    return head.eval()
+
+
+class DistilMethod(Method):
+    """Label-free (task labels only); deterministic; output width = sum of the heads' outputs."""
+
+    needs_private_labels = False
+    stochastic = False
+
+    def __init__(self, name: str, train: TrainConfig = TrainConfig()):
+        super().__init__(name, train)
+        self.config = train.distil
+        if self.config.outputs not in ("logits", "posteriors"):
+            raise ModelError(f"method {name}: train.distil.outputs must be 'logits' or 'posteriors', "
+                             f"got {self.config.outputs!r}")
+        if not self.config.temperature > 0:
+            raise ModelError(f"method {name}: train.distil.temperature must be > 0, got {self.config.temperature}")
+        if not self.config.step >= 0:
+            raise ModelError(f"method {name}: train.distil.step must be >= 0, got {self.config.step}")
+        self.tasks: tuple[str, ...] = ()
+        self.heads: dict[str, torch.nn.Module] = {}
+        self.readers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def output_dim(self) -> int | None:
+        if self.dim is None or not self.heads:
+            return None
+        return sum(self._width(t) for t in self.tasks)
+
+    def _width(self, task: str) -> int:
+        head = self.heads[task]
+        if task == "ar":
+            return int(head.linear.out_features)
+        return int(head.conv_out.out_channels)
+
+    @classmethod
+    def suggest(cls, trial, name, train, tune):
+        """Searches the code's grid step (log-uniform in tune.distil_step_range): a coarser grid
+        hides more of what a head is unsure about, at some cost to the ranking tasks."""
+        from dataclasses import replace
+
+        from latentanon.methods.base import search_range
+
+        step = trial.suggest_float("distil_step", *search_range(tune, "distil_step_range"), log=True)
+        return name, replace(train, distil=replace(train.distil, step=step))
+
+    def seen_tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in TASK_SETS if getattr(self.train.tasks, t) > 0)
+
+    # ------------------------------------------------------------------ fitting
+
+    def _fit(self, sets, seed, checkpoint_dir) -> None:
+        started = time.perf_counter()
+        tasks = tuple(t for t in self.seen_tasks() if TASK_SETS[t] in sets)
+        if not tasks:
+            raise DataError(f"distil method: no seen task's feature set among {sorted(sets)} "
+                            f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})")
+        chosen = {}
+        for task in tasks:
+            fs = sets[TASK_SETS[task]]
+            train, val = fs.split("train"), fs.split("val")
+            if not len(train) or not len(val):
+                raise DataError(f"distil method: feature set {fs.name!r} needs train and val rows to pick "
+                                f"the {task} head (has {len(train)} train, {len(val)} val)")
+            fitted, chosen[task] = _strongest_head(task, train, val, seed)
+            self.heads[task] = fitted.head.eval()
+            self.readers[task] = _affine_reader(fitted.inputs)
+        self.tasks = tasks
+        self.info.update({"seen_tasks": list(tasks), "heads": chosen, "code_dim": self.output_dim,
+                          "seconds": round(time.perf_counter() - started, 3)})
+
+    # ------------------------------------------------------------------ applying
+
+    @torch.no_grad()
+    def _code(self, sequence: np.ndarray) -> np.ndarray:
+        """One video's (T, d) features -> its (T, k) code."""
+        parts = []
+        for task in self.tasks:
+            mean, projection = self.readers[task]
+            x = torch.from_numpy(((np.asarray(sequence, np.float64) - mean) @ projection).astype(np.float32))[None]
+            mask = torch.ones(x.shape[:2], dtype=torch.bool)
+            head = self.heads[task]
+            if task == "ar":
+                logits = head(x)
+            elif task == "tad":
+                logits = head(x, mask)
+            else:
+                scores = head(x, mask).clamp(1e-6, 1 - 1e-6)
+                logits = torch.logit(scores)[..., None]
+            if self.config.outputs == "posteriors" and not (task == "ad" and self.config.ad_logit):
+                logits = logits / self.config.temperature
+                logits = torch.sigmoid(logits) if task == "ad" else logits.softmax(dim=-1)
+            parts.append(logits[0].numpy())
+        code = np.concatenate(parts, axis=1)
+        if self.config.step > 0:
+            code = np.round(code / self.config.step) * self.config.step
+        return code.astype(np.float32)
+
+    def _transform_kind(self, kind, items, ids):
+        return [self._code(a) if len(a) else np.zeros((0, self.output_dim), np.float32) for a in items]
+
+    # ------------------------------------------------------------------ state
+
+    def state(self):
+        state = {"tasks": np.array([list(TASK_SETS).index(t) for t in self.tasks], dtype=np.int64)}
+        for task in self.tasks:
+            state[f"{task}.mean"], state[f"{task}.projection"] = self.readers[task]
+            state.update({f"{task}.head.{k}": v.detach().numpy() for k, v in self.heads[task].state_dict().items()})
+        return state
+
+    def set_state(self, state) -> None:
+        names = list(TASK_SETS)
+        self.tasks = tuple(names[int(i)] for i in np.asarray(state["tasks"]))
+        for task in self.tasks:
+            self.readers[task] = (np.asarray(state[f"{task}.mean"], np.float64),
+                                  np.asarray(state[f"{task}.projection"], np.float64))
+            self.heads[task] = _head_from_state(task, state, f"{task}.head.")
