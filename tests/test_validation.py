@@ -370,3 +370,14 @@ def test_quarantine_limit_must_be_a_fraction(bench, tmp_path):
     with pytest.raises(LatentanonError, match="max_quarantined_fraction must be in"):
         _run(root, _copy(manifests), tmp_path, max_quarantined_fraction=1.5)
     assert not list(tmp_path.iterdir())
+
+
+def test_data_docs_go_to_a_folder_given_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """The main job's workdir is ".": the report folder reaches great-expectations relative."""
+    from latentanon.data.validation import _ephemeral_context as ephemeral_context
+    from latentanon.data.validation import build_data_docs
+
+    monkeypatch.chdir(tmp_path)
+    index = build_data_docs(ephemeral_context(), Path("reports") / "validate" / "data_docs")
+    assert index == Path("reports") / "validate" / "data_docs" / "index.html"
+    assert (tmp_path / index).is_file()

@@ -440,7 +440,10 @@ def build_data_docs(context, directory: Path) -> Path:
     ``directory`` (replacing an older report there); returns its index.html."""
     import shutil
 
-    directory = Path(directory)
+    # absolute: great-expectations refuses a relative site folder in an ephemeral context, and the
+    # main job's workdir is "."
+    given = Path(directory)
+    directory = given.resolve()
     if directory.exists():
         shutil.rmtree(directory)
     context.add_data_docs_site(
@@ -452,10 +455,9 @@ def build_data_docs(context, directory: Path) -> Path:
         },
     )
     context.build_data_docs(site_names=[DATA_DOCS_SITE])
-    index = directory / "index.html"
-    if not index.is_file():
-        raise DataError(f"{directory}: great-expectations wrote no Data Docs index")
-    return index
+    if not (directory / "index.html").is_file():
+        raise DataError(f"{given}: great-expectations wrote no Data Docs index")
+    return given / "index.html"
 
 
 def _rows_of(result: dict) -> list[str]:
