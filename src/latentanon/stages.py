@@ -112,7 +112,7 @@ def _choice_applies(params: Params, choice: dict | None) -> bool:
 def chosen_weights(params: Params) -> LossWeights:
     """The loss weights train uses: the tune stage's choice when asked for and present, else params."""
     choice = tuned_choice(params)
-    if not _choice_applies(params, choice) or "weights" not in choice:
+    if choice is None or not _choice_applies(params, choice) or "weights" not in choice:
         return params.train.weights
     return from_dict(LossWeights, choice["weights"], "tune/chosen.json:weights")
 
@@ -121,10 +121,12 @@ def chosen_train_config(params: Params) -> TrainConfig:
     """params.train with the method to train, and the weights / learning rate the search chose."""
     choice = tuned_choice(params)
     train = replace(params.train, method=trained_method_name(params), weights=chosen_weights(params))
-    if _choice_applies(params, choice) and "lr" in choice:
+    if choice is None or not _choice_applies(params, choice):
+        return train
+    if "lr" in choice:
         train = replace(train, lr=float(choice["lr"]))
     for section in ("bottleneck", "fisher", "distil"):    # a method's searched knobs, under its own section
-        if _choice_applies(params, choice) and section in choice:
+        if section in choice:
             knobs = {k: float(v) for k, v in choice[section].items()}
             train = replace(train, **{section: replace(getattr(train, section), **knobs)})
     return train

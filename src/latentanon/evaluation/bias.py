@@ -62,7 +62,7 @@ def skewed_subset(train: FeatureSet, majority: int, shortcut: int, skew: float, 
 
 def balanced_subset(fs: FeatureSet, rng: np.random.Generator) -> FeatureSet:
     """Per action, as many videos of each gender (the smaller count)."""
-    keep = []
+    keep: list[np.integer] = []
     for _, group in fs.records.groupby("label_id", sort=True):
         by_gender = [group.index[group["gender"] == g].to_numpy() for g in sorted(GENDER_NAMES)]
         n = min(len(rows) for rows in by_gender)
@@ -86,7 +86,8 @@ def audit_variant(fs: FeatureSet, majority: int, shortcut: int, skew: float, see
     """Train the AR head on the skewed train split, select on balanced val, audit on balanced test."""
     import torch
 
-    from latentanon.tasks.scoring import TASK_SPECS, evaluate_head, fit_head
+    from latentanon.tasks.heads import ARHead
+    from latentanon.tasks.scoring import TASK_SPECS, FittedHead, evaluate_head, fit_head
 
     rng = np.random.default_rng(seed)
     train = skewed_subset(fs.split("train"), majority, shortcut, skew, rng)
@@ -95,13 +96,15 @@ def audit_variant(fs: FeatureSet, majority: int, shortcut: int, skew: float, see
     for split, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
             raise DataError(f"{BIAS_SET} set: the {split} split is empty after the bias protocol")
-    best = None
+    best: tuple[float, dict, FittedHead] | None = None
     for hyper in TASK_SPECS["ar"].grid:
         fitted = fit_head("ar", train, hyper, seed)
         value = evaluate_head(fitted, val)
         if best is None or value > best[0]:
             best = (value, hyper, fitted)
+    assert best is not None  # the AR grid is a non-empty constant
     _, hyper, fitted = best
+    assert isinstance(fitted.head, ARHead)  # fit_head("ar", ...) builds an ARHead
     x, mask = fitted.inputs.padded(test.kind("clips"))
     with torch.no_grad():
         predictions = fitted.head.video_probabilities(x, mask).numpy().argmax(axis=1)
@@ -176,7 +179,7 @@ def run_audit(params: Params, layout: Layout) -> dict:
         sets["aam"] = trained.with_reproducible_noise(0).transform(sets["raw"])
     shortcut = shortcut_label(sets["raw"].split("train"), cfg.shortcut_action)
     shortcut_name = str(sets["raw"].records.loc[sets["raw"].records["label_id"] == shortcut, "label"].iloc[0])
-    runs = {v: {s: [] for s in sources} for v in VARIANTS}
+    runs: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in sources} for v in VARIANTS}
     with tqdm(total=len(VARIANTS) * len(sources) * len(cfg.seeds), desc="audit_bias", unit="run", disable=None) as bar:
         for variant, majority in VARIANTS.items():
             for source in sources:

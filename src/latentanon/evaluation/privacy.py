@@ -118,7 +118,8 @@ class FittedAttacker:
 
 def _loss(model, x, targets) -> torch.Tensor:
     logits = model(x)
-    return sum(F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets)
+    # a tensor start keeps the result a tensor (0.0 + loss is exact, so the value is unchanged)
+    return sum((F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets), torch.zeros(()))
 
 
 def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec, seed: int,
@@ -141,19 +142,19 @@ def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec
     torch.set_num_threads(1)  # tiny full-batch problems: extra threads only add contention
     try:
         if spec.name == "linear":
-            optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=spec.steps, history_size=20,
-                                          line_search_fn="strong_wolfe")
+            lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=spec.steps, history_size=20,
+                                      line_search_fn="strong_wolfe")
             penalty = spec.weight_decay / 2
 
-            def closure():
-                optimizer.zero_grad(set_to_none=True)
+            def closure() -> torch.Tensor:
+                lbfgs.zero_grad(set_to_none=True)
                 loss = _loss(model, x, targets) + penalty * model.out.weight.pow(2).sum()
                 loss.backward()
                 return loss
 
-            optimizer.step(closure)
+            lbfgs.step(closure)
         else:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+            adamw = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
             val_x = val_targets = None
             if val is not None:
                 val_x = torch.from_numpy(((val.x - mean) @ projection).astype(np.float32))
@@ -162,9 +163,9 @@ def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec
                                if (t >= 0).any()]
             best, best_state, stale = float("inf"), None, 0
             for step in range(spec.steps):
-                optimizer.zero_grad(set_to_none=True)
+                adamw.zero_grad(set_to_none=True)
                 _loss(model, x, targets).backward()
-                optimizer.step()
+                adamw.step()
                 if val_targets and (step + 1) % EARLY_STOP_EVERY == 0:
                     with torch.no_grad():
                         current = float(_loss(model, val_x, val_targets))
@@ -355,7 +356,8 @@ def paper_protocol_attack(
     for epoch in range(1, epochs + 1):
         optimizer.zero_grad(set_to_none=True)
         logits = [PAPER_LOGIT_SCALE * F.normalize(lg, dim=1) for lg in model(x)]
-        sum(F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets if (t >= 0).any()).backward()
+        sum((F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets if (t >= 0).any()),
+            torch.zeros(())).backward()
         optimizer.step()
         if epoch % PAPER_EVAL_EVERY and epoch != epochs:
             continue
@@ -422,12 +424,13 @@ def recovery_attack(
     scale = x_train.std(axis=0) + 1e-9
     xs = (x_train - mean_x) / scale
     gram, cross = xs.T @ xs, xs.T @ (y_train - mean_y)
-    best = None
+    best: tuple[float, float, np.ndarray] | None = None
     for alpha in RIDGE_ALPHAS:
         coef = np.linalg.solve(gram + alpha * len(xs) * np.eye(len(gram)), cross)
         val_r2 = r_squared(y_val, (x_val - mean_x) / scale @ coef + mean_y)
         if best is None or val_r2 > best[0]:
             best = (val_r2, alpha, coef)
+    assert best is not None  # RIDGE_ALPHAS is a non-empty constant
     val_r2, alpha, coef = best
     return {"r2": r_squared(y_test, (x_test - mean_x) / scale @ coef + mean_y), "val_r2": val_r2,
             "alpha": alpha, "n_train": int(len(x_train)), "n_test": int(len(x_test)), "kinds": list(kinds)}

@@ -44,7 +44,8 @@ def nearest_neighbour_top1(vectors: np.ndarray, identities: np.ndarray) -> dict:
 def video_vectors(sets: FeatureSet | Sequence[FeatureSet], kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``kind`` feature and identity of every video (sets without that kind are skipped)."""
     sets = [sets] if isinstance(sets, FeatureSet) else list(sets)
-    vectors, identities = [], []
+    vectors: list[np.ndarray] = []
+    identities: list[str] = []
     for fs in sets:
         if kind not in fs.arrays or len(fs) == 0:
             continue

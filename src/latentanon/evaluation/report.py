@@ -272,7 +272,7 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
 def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
     """The nested metrics tree: privacy / utility / bias / baselines, with seeds and intervals."""
     methods = list(evaluation["methods"])
-    privacy = {m: _privacy_entry(evaluation["privacy"][m]) for m in methods}
+    privacy: dict[str, Any] = {m: _privacy_entry(evaluation["privacy"][m]) for m in methods}
     privacy["attributes"] = list(evaluation["attributes"])
     utility = {
         task: _utility_entry(task, block, evaluation["tasks"][task]["seen_in_training"], methods)
@@ -643,7 +643,7 @@ def headline_metrics(tree: dict) -> dict:
     static_low, static_high = _bounds(aam.get("normalized_leakage_interval"))
     moving = aam.get("moving") or {}
     moving_low, moving_high = _bounds(moving.get("normalized_leakage_interval"))
-    headline = {
+    headline: dict[str, Any] = {
         "privacy": {
             "static_leakage": _number(aam.get("normalized_leakage")),
             "static_leakage_low": static_low,

@@ -64,7 +64,8 @@ def weighted_cmap(labels: dict[str, np.ndarray], probabilities: dict[str, np.nda
                   weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(cMAP, chance cMAP) of every weight row: class-wise AP over every class with a positive in
     the row, and the prevalence-weighted chance of the same classes. Items with label -1 weigh 0."""
-    aps, chances = [], []
+    aps: list[np.ndarray] = []
+    chances: list[np.ndarray] = []
     for attribute, y in labels.items():
         y = np.asarray(y)
         probs = np.asarray(probabilities[attribute], dtype=np.float64)
@@ -78,9 +79,9 @@ def weighted_cmap(labels: dict[str, np.ndarray], probabilities: dict[str, np.nda
             aps.append(weighted_average_precision(positive, score, w))
             share = (w * positive).sum(axis=1) / np.where(total > 0, total, 1)
             chances.append(np.where(share > 0, share, np.nan))
-    aps, chances = np.array(aps), np.array(chances)      # (classes, B)
+    ap_matrix, chance_matrix = np.array(aps), np.array(chances)      # (classes, B)
     with np.errstate(invalid="ignore"):
-        return np.nanmean(aps, axis=0), np.nanmean(chances, axis=0)
+        return np.nanmean(ap_matrix, axis=0), np.nanmean(chance_matrix, axis=0)
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> dict:

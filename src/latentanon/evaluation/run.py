@@ -95,9 +95,11 @@ def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, Feature
     from latentanon.tasks.scoring import score_task
 
     privacy_sets = [sets[n] for n in PRIVACY_SETS if n in sets]
-    static = attack(*(_splits(privacy_sets, s) for s in ("train", "val", "test")), ATTRIBUTES, seed, "static")
+    static = attack(_splits(privacy_sets, "train"), _splits(privacy_sets, "val"), _splits(privacy_sets, "test"),
+                    ATTRIBUTES, seed, "static")
     moving_set = sets[MOVING_PRIVACY_SET]
-    moving = attack(*(moving_set.split(s) for s in ("train", "val", "test")), ATTRIBUTES, seed, "clips")
+    moving = attack(moving_set.split("train"), moving_set.split("val"), moving_set.split("test"),
+                    ATTRIBUTES, seed, "clips")
     paper = {
         "static": paper_protocol_attack(_splits(privacy_sets, "train"), _splits(privacy_sets, "test"), ATTRIBUTES,
                                         seed, "static"),
@@ -160,10 +162,13 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
     ``side_jobs`` (key -> (function, arguments)) run in the same workers; returns key -> result.
     """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    pending, fitting, side, side_results = {}, {}, {}, {}
+    pending: dict[Future[dict], tuple[str, int]] = {}    # measure -> (method, seed)
+    fitting: dict[Future[Any], str] = {}                 # fit_baseline -> method
+    side: dict[Future[Any], Any] = {}                    # side job -> its key
+    side_results: dict[Any, Any] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
         fitted_by_seed: dict[int | None, dict] = {}
         if not refit:
@@ -213,7 +218,9 @@ def save_items(path: Path, items: Mapping) -> Path:
     """Per-test-item arrays of one (method, seed) as .npz (nested keys joined by '/')."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **_flatten(items))
+    # numpy's stub types **kwds as ArrayLike but also offers allow_pickle: bool as a keyword, so
+    # mypy reads a str-keyed ** as possibly binding it
+    np.savez_compressed(tmp, **_flatten(items))  # type: ignore[arg-type]
     tmp.replace(path)
     return path
 
@@ -366,7 +373,7 @@ def paired_floor(items: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
     return out
 
 
-def ensemble_drop(task: str, raw_ensemble: Mapping[str, np.ndarray], ensemble: Mapping[str, np.ndarray],
+def ensemble_drop(task: str, raw_ensemble: dict[str, np.ndarray], ensemble: dict[str, np.ndarray],
                   weights: np.ndarray, confidence: float, raw_values: np.ndarray | None = None) -> dict:
     """A method's seed-ensemble items against raw's (``scoring.ensemble_items``): the relative drop
     over the video resamples ``weights`` (its percentile interval) and at all videos (``point``).
@@ -847,10 +854,10 @@ def _evaluate(params: Params, layout: Layout) -> dict:
                               results["raw"], heads, params.train,
                               {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
                                if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap, unseen_scored)
-    trained = _trained_method(layout)
+    trained_summary = _trained_method(layout)
     evaluation = {
         "methods": methods,
-        "trained_method": trained,
+        "trained_method": trained_summary,
         "unseen_tasks": unseen,
         "baselines": {
             m: {"needs_private_labels": needs_private_labels(m)} for m in ["identity", *baselines]
@@ -877,7 +884,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     return {
         "methods": methods,
         "seeds": seeds,
-        "trained_method": trained["name"],
+        "trained_method": trained_summary["name"],
         "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
         "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
         "aam_worst_scope": summary["privacy"]["aam"]["worst_scope"],

@@ -322,7 +322,8 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
     reasons = [p for p in (blocking_problem, metrics_problem) if p]
     if version is None and not blocking_problem:
         reasons.append(f"no version of {name!r} is registered as @{CANDIDATE}")
-    judged, binding_problems = {}, []
+    judged: dict = {}
+    binding_problems: list[str] = []
     if version is not None:
         judged, binding_problems = judged_inputs(client, name, version, layout, metrics, metrics_path)
     reasons += binding_problems

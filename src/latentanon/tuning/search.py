@@ -51,7 +51,7 @@ MOVING_SET = "privacy_videos"
 LONG_SCOPES = {"untrimmed_mean": "untrimmed", "anomaly_mean": "anomaly"}
 RELEASES = 16     # publications of the same store averaged per clip (a stochastic method only)
 SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
-DIRECTIONS = ("minimize", "maximize")  # leakage, utility
+DIRECTIONS: tuple[study_lib.Direction, ...] = ("minimize", "maximize")  # leakage, utility
 RAW_ATTR = "raw_reference"
 
 
@@ -215,12 +215,13 @@ def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
 def released(method, fs: FeatureSet, releases: int, key: int) -> FeatureSet:
     """``fs`` published ``releases`` times (each with its own noise key) and averaged per clip:
     what a user who receives every release of a stochastic method's store can average."""
-    total = None
+    total: dict[str, list[np.ndarray]] | None = None
     for r in range(releases):
         out = method.with_reproducible_noise(key * 1000 + r).transform(fs)
         arrays = {k: [np.asarray(a, np.float64) for a in out.kind(k)] for k in out.arrays}
         total = arrays if total is None else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
     method.with_reproducible_noise(key)
+    assert total is not None  # releases >= 1: without a release there is no ``out`` either
     return out.with_arrays({k: [(a / releases).astype(np.float32) for a in v] for k, v in total.items()})
 
 
@@ -310,6 +311,7 @@ def _trial_worker_init(features_uri: str, threads: int) -> None:
 
 def _run_trial_in_worker(params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...],
                          raw: dict) -> dict:
+    assert _WORKER_DATA is not None  # _trial_worker_init loaded it when this worker started
     return run_trial(_WORKER_DATA, params, weights, train_cfg, tasks, raw)
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 SLOT_ATTR = "slot"                     # completed trials before this one (sequential mode)
+Direction = Literal["minimize", "maximize"]   # optuna's objective directions
 
 
 def is_sequential(storage_url: str) -> bool:
@@ -104,7 +105,7 @@ def fail_interrupted_trials(study) -> list[int]:
     return numbers
 
 
-def open_study(storage_url: str, study_name: str, directions: list[str], seed: int, n_startup_trials: int,
+def open_study(storage_url: str, study_name: str, directions: list[Direction], seed: int, n_startup_trials: int,
                heartbeat_seconds: int):
     """Create or load the study, fail what a killed worker left behind, attach the seeded sampler."""
     import optuna
