@@ -25,7 +25,7 @@ class AttentionBlock(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.mlp = None
+        self.mlp: nn.Sequential | None = None
         if mlp:
             hidden = max(1, int(dim * mlp_ratio))
             self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -58,11 +58,14 @@ class AAM(nn.Module):
     def reset_to_identity(self) -> None:
         """Zero every residual branch's last layer: the module then returns its input exactly."""
         for block in self.blocks:
+            assert isinstance(block, AttentionBlock)  # __init__ fills blocks with these only
             nn.init.zeros_(block.proj.weight)
             nn.init.zeros_(block.proj.bias)
             if block.mlp is not None:
-                nn.init.zeros_(block.mlp[-1].weight)
-                nn.init.zeros_(block.mlp[-1].bias)
+                last = block.mlp[-1]
+                assert isinstance(last, nn.Linear)  # the MLP ends in its output Linear
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2:  # a single sequence (T, d)

@@ -159,4 +159,5 @@ class AdversarialMethod(Method):
         return aam_state(self.model)
 
     def set_state(self, state) -> None:
+        assert self.dim is not None  # restore() sets it before set_state
         self.model = aam_from_state(self.dim, self.train.adapter, state)

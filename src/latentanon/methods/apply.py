@@ -131,7 +131,9 @@ def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None,
     release_id = _existing_release_id(dst) or release.new_release_id()
     mappings = release.ReleaseIds(src_uri)
     meta = release.release_meta(method.name, method_id, release_id, encoder)
-    written, kept, per_set, dropped = 0, 0, {}, {}
+    written, kept = 0, 0
+    per_set: dict[str, int] = {}
+    dropped: dict[str, set[str]] = {}
     for set_name in tqdm(sorted(source_index["sets"]), desc="anonymize", unit="set", disable=None):
         entry = source_index["sets"][set_name]
         for shard in entry["shards"]:

@@ -111,6 +111,7 @@ class BottleneckMethod(Method):
         return tuple(t for t in TASK_SETS if getattr(weights, t) > 0)
 
     def _fit(self, sets, seed, checkpoint_dir) -> None:
+        assert self.dim is not None  # fit() sets it before _fit
         started = time.perf_counter()
         cfg = self.config
         tasks = [t for t in self.seen_tasks() if TASK_SETS[t] in sets]
@@ -141,7 +142,8 @@ class BottleneckMethod(Method):
             generator = torch.Generator().manual_seed(seed)
             params = list(self.net.parameters()) + [p for h in heads.values() for p in h.parameters()]
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            history, best = [], (float("inf"), -1, None)
+            history: list[dict[str, float]] = []
+            best: tuple[float, int, dict[str, torch.Tensor] | None] = (float("inf"), -1, None)
             for step in tqdm(range(cfg.steps), desc="bottleneck", unit="step", disable=None, leave=False):
                 loss, parts = self._loss(fit_batches, heads, generator)
                 optimizer.zero_grad(set_to_none=True)
@@ -185,7 +187,7 @@ class BottleneckMethod(Method):
             x, mask = pad_sequences(items, self.dim)
             return (x - mean) / std, mask
 
-        batches = {}
+        batches: dict[str, tuple[torch.Tensor | None, ...]] = {}
         if "ar" in split_sets:
             fs = split_sets["ar"]
             x, mask = standardised(fs.kind("clips"))
@@ -210,6 +212,7 @@ class BottleneckMethod(Method):
         """Seen tasks' losses on the noisy code, plus the compaction of moving clips / snippets
         within their class and of every static clip around one point (relative to the noise)."""
         cfg = self.config
+        assert self.net is not None  # _fit builds the net before it computes a loss
         scale = cfg.sigma ** 2 * cfg.code_dim
         losses, spread, static_spread = {}, torch.zeros(()), torch.zeros(())
         for t, head in heads.items():
@@ -269,6 +272,7 @@ class BottleneckMethod(Method):
         return {**state, "mean": self.mean, "std": self.std}
 
     def set_state(self, state) -> None:
+        assert self.dim is not None  # restore() sets it before set_state
         cfg = self.config
         self.mean = np.asarray(state["mean"], np.float32)
         self.std = np.asarray(state["std"], np.float32)

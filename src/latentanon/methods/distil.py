@@ -66,6 +66,7 @@ def _strongest_head(task: str, train, val, seed: int):
 def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> torch.nn.Module:
     """Rebuild a task head from its saved weights (its widths and kernel are in their shapes)."""
     weights = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix)}
+    head: ARHead | TADHead | ADHead
     if task == "ar":
         n_classes, dim = weights["linear.weight"].shape
         head = ARHead(dim, n_classes)
@@ -107,7 +108,9 @@ class DistilMethod(Method):
     def _width(self, task: str) -> int:
         head = self.heads[task]
         if task == "ar":
+            assert isinstance(head, ARHead)  # the ar head is always an ARHead
             return int(head.linear.out_features)
+        assert isinstance(head, (TADHead, ADHead))  # the tad and ad heads end in a Conv1d
         return int(head.conv_out.out_channels)
 
     @classmethod

@@ -112,6 +112,7 @@ class FisherMethod(Method):
         return x, np.concatenate([g for g, a in zip(groups, items) if len(a)])
 
     def _fit(self, sets, seed, checkpoint_dir) -> None:
+        assert self.dim is not None  # fit() sets it before _fit
         started = time.perf_counter()
         cfg = self.config
         tasks = tuple(t for t in self.seen_tasks() if TASK_SETS[t] in sets)

@@ -47,14 +47,16 @@ def train_method(name: str, train_cfg: TrainConfig, features_uri: str, method_di
 
         write_json_atomic(report_dir / "history.json", history)
         plot_history(history, report_dir / "loss_curves.png")
-        if getattr(method, "heads", None) is not None:
-            save_heads(method.heads, history["heads"], method_dir)
+        # the AAM methods' co-trained task heads; methods without any have none or None here
+        heads = getattr(method, "heads", None)
+        if heads is not None:
+            save_heads(heads, history["heads"], method_dir)
         summary.update({
             "epochs": len(history["epoch"]),
             "best_epoch": history.get("best_epoch"),
             "best_val_total": history.get("best_score"),
             "seconds": round(history.get("seconds", 0.0), 2),
-            "seen_tasks": sorted(method.heads.keys()) if method.heads is not None else [],
+            "seen_tasks": sorted(heads.keys()) if heads is not None else [],
             "last": {k: v[-1] for k, v in history.items() if isinstance(v, list) and v and k != "epoch"},
         })
     else:

@@ -13,7 +13,7 @@ from latentanon.methods.config import TrainConfig
 
 def train_feature_std(sets: Mapping[str, FeatureSet]) -> np.ndarray:
     """Per-dimension standard deviation over every train-split feature of every kind of every set."""
-    rows = []
+    rows: list[np.ndarray] = []
     for fs in sets.values():
         train = fs.split("train") if "split" in fs.records.columns else fs
         for items in train.arrays.values():

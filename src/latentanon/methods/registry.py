@@ -57,7 +57,7 @@ def needs_private_labels(name: str) -> bool:
 
 def expand_names(names: Iterable[str], noise_scales: Iterable[float]) -> list[str]:
     """Configured method names with a bare ``noise`` expanded over the scales, checked."""
-    out = []
+    out: list[str] = []
     for name in names:
         method_class(name)  # fails early on an unknown name
         if name == "noise":
@@ -81,7 +81,9 @@ def load_method(directory: str | Path) -> Method:
     meta_path = directory / METHOD_JSON
     if not meta_path.exists():
         if all((directory / f).exists() for f in LEGACY_ADAPTER_FILES):
-            return method_class("paper").from_adapter_dir(directory)
+            from latentanon.methods.paper import PaperMethod  # what METHODS["paper"] names
+
+            return PaperMethod.from_adapter_dir(directory)
         raise ModelError(f"{meta_path}: no saved method there (did the train stage run?)")
     try:
         meta = json.loads(meta_path.read_text())

@@ -12,6 +12,7 @@ from latentanon.methods.base import Method
 
 class RotationMethod(Method):
     def _fit(self, sets, seed, checkpoint_dir) -> None:
+        assert self.dim is not None  # fit() sets it before _fit
         rng = np.random.default_rng([seed, self.dim])
         q, r = np.linalg.qr(rng.standard_normal((self.dim, self.dim)))
         self.matrix = (q * np.sign(np.diag(r))).astype(np.float32)   # a uniformly random rotation

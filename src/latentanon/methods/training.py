@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -137,7 +138,8 @@ def _check_sets(sets: dict[str, FeatureSet]) -> int:
 
 def _build_heads(sets: dict[str, FeatureSet], train_cfg: TrainConfig, dim: int) -> tuple[torch.nn.ModuleDict, dict]:
     """Heads of the seen tasks (task weight > 0) and the label vocabularies they use."""
-    heads, info = torch.nn.ModuleDict(), {}
+    heads = torch.nn.ModuleDict()
+    info: dict[str, dict[str, int | list[str]]] = {}
     for name, fs in sets.items():
         task = TRAINING_SETS[name][1]
         if getattr(train_cfg.tasks, task) <= 0:
@@ -251,7 +253,9 @@ def _batch_losses(
         inputs.append(x[mask])
         task = TRAINING_SETS[name][1]
         if task in heads and split.targets is not None:
-            loss = heads[task].loss(out, mask, split.targets[index])
+            head = heads[task]
+            assert isinstance(head, (ARHead, TADHead, ADHead))  # what _build_heads puts there
+            loss = head.loss(out, mask, split.targets[index])
             parts[task] = loss.detach()
             utility = utility + getattr(train_cfg.tasks, task) * loss
         # two different static clips of each video that has at least two
@@ -311,8 +315,16 @@ def _load_checkpoint(path: Path, signature: str) -> dict | None:
     return load_matching_checkpoint(path, "signature", signature, "adapter")
 
 
-def _state_copy(module: torch.nn.Module) -> dict:
+def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+class _BestEpoch(TypedDict):
+    """The epoch kept so far: its number, selection score and weights."""
+    epoch: int
+    score: float
+    model: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -338,7 +350,8 @@ def fit_adapter_with_heads(
         heads = heads.to(device)
         critic = build_critic(dim, train_cfg.privacy.critic_hidden).to(device) if train_cfg.privacy.critic else None
     vocabularies = {"tad": head_info.get("tad", {}).get("vocabulary", [])}
-    train_data, val_data = {}, {}
+    train_data: dict[str, _SplitTensors] = {}
+    val_data: dict[str, _SplitTensors] = {}
     for name, fs in sets.items():
         kind, task = TRAINING_SETS[name]
         vocab = vocabularies["tad"] if task == "tad" else []
@@ -350,7 +363,7 @@ def fit_adapter_with_heads(
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     signature = _signature(train_cfg, weights, seed, dim, sets) + ("-batch" if across_batch else "")
     history: dict = {"epoch": [], "selection": "lowest val w_LC*L_LC - w_B*L_B", "heads": head_info}
-    best = {"epoch": 0, "score": math.inf, "model": _state_copy(model), "heads": _state_copy(heads)}
+    best: _BestEpoch = {"epoch": 0, "score": math.inf, "model": _state_copy(model), "heads": _state_copy(heads)}
     start = 0
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if checkpoint is not None:
@@ -378,8 +391,8 @@ def fit_adapter_with_heads(
             optimizer.zero_grad()
             losses.pop("step").backward()
             optimizer.step()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            for key, loss in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(loss.detach())
             n_batches += 1
         record = {f"train_{k}": v / n_batches for k, v in sums.items()}
         if not math.isfinite(record["train_total"]):
