@@ -223,7 +223,7 @@ def test_train_stage_and_anonymized_store(small_sets, tmp_path):
     assert result["method"] == "paper"
     assert list_feature_sets(tmp_path / "anon") == sorted(small_sets)
     anonymized = load_feature_set(tmp_path / "anon", "actions")
-    assert anonymized.meta["method_id"] == method.fingerprint()
+    assert anonymized.meta["method"]["id"] == method.fingerprint()   # the release meta names the method
     expected = anonymize_feature_set(loaded.model, small_sets["actions"])
     np.testing.assert_allclose(anonymized.arrays["clips"][3], expected.arrays["clips"][3], atol=1e-6)
     # a second run resumes: nothing is rewritten

@@ -145,6 +145,7 @@ def _rewrite_code_deps(dvc_yaml: Path, code_by_command: dict[str, list[str]]) ->
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)   # dvc.yaml's own layout
     tree = rt.load(dvc_yaml.read_text())
     for stage in tree["stages"].values():
         command = str(stage["cmd"]).split()[1]

@@ -81,9 +81,11 @@ def load_method(directory: str | Path) -> Method:
     meta_path = directory / METHOD_JSON
     if not meta_path.exists():
         if all((directory / f).exists() for f in LEGACY_ADAPTER_FILES):
-            from latentanon.methods.paper import PaperMethod  # what METHODS["paper"] names
-
-            return PaperMethod.from_adapter_dir(directory)
+            # through the import table: a static import of paper would close an import cycle
+            # (paper -> apply -> registry)
+            paper = method_class("paper")
+            from_adapter_dir = getattr(paper, "from_adapter_dir")  # noqa: B009 (only PaperMethod has it)
+            return from_adapter_dir(directory)
         raise ModelError(f"{meta_path}: no saved method there (did the train stage run?)")
     try:
         meta = json.loads(meta_path.read_text())
