@@ -11,6 +11,7 @@ leakage lives; like the AAM they use no private labels.
 
 Prints a table and writes benchmarks/results/adapter_variants.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latentanon._configtools import from_dict
-from latentanon.methods.config import TrainConfig
 from latentanon.config import Layout, load_params
 from latentanon.evaluation import metrics
+from latentanon.methods.config import TrainConfig
 
 _STRONG = {"latent_consistency": 10.0, "utility": 1.0, "privacy": 10.0, "temperature": 0.1}
 # name -> overrides of params.train (the AAM variants) or a projection diagnostic
@@ -37,10 +38,18 @@ VARIANTS: dict[str, dict] = {
     "low_consistency": {"weights": {"latent_consistency": 1.0, "utility": 1.0, "privacy": 1.0, "temperature": 0.1}},
     "strong_privacy": {"batch_size": 64, "lr": 3e-3, "weights": _STRONG},
     "moving_views": {"batch_size": 64, "lr": 3e-3, "weights": _STRONG, "privacy": {"views": "static+moving"}},
-    "critic": {"batch_size": 64, "lr": 1e-3, "weights": {**_STRONG, "latent_consistency": 100.0},
-               "privacy": {"critic": True}},
-    "critic_moving": {"batch_size": 64, "lr": 1e-3, "weights": {**_STRONG, "latent_consistency": 100.0},
-                      "privacy": {"critic": True, "views": "static+moving"}},
+    "critic": {
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weights": {**_STRONG, "latent_consistency": 100.0},
+        "privacy": {"critic": True},
+    },
+    "critic_moving": {
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weights": {**_STRONG, "latent_consistency": 100.0},
+        "privacy": {"critic": True, "views": "static+moving"},
+    },
     "projection:video_subspace_removed": {"projection": "video", "k": 32},
     "projection:action_subspace_kept": {"projection": "action", "k": 11},
 }
@@ -55,7 +64,7 @@ def _init_worker() -> None:
 def _whitening(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = x.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(x.T) + 1e-6 * np.eye(x.shape[1]))
-    return mean, vectors @ np.diag(values ** -0.5) @ vectors.T, vectors @ np.diag(values ** 0.5) @ vectors.T
+    return mean, vectors @ np.diag(values**-0.5) @ vectors.T, vectors @ np.diag(values**0.5) @ vectors.T
 
 
 def projection(kind: str, k: int, training_sets: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +103,10 @@ def transformed_sets(name: str, spec: dict, base_train: dict, training_sets: dic
             a = np.asarray(a, np.float32)
             return ((a - mean) @ transform + mean).astype(np.float32) if a.size else a
 
-        return {n: fs.with_arrays({kind: [apply(a) for a in items] for kind, items in fs.arrays.items()})
-                for n, fs in raw.items()}, {}
+        return {
+            n: fs.with_arrays({kind: [apply(a) for a in items] for kind, items in fs.arrays.items()})
+            for n, fs in raw.items()
+        }, {}
     cfg = from_dict(TrainConfig, {**base_train, **spec, "use_tuned_weights": False}, f"variant {name}")
     model, history = fit_adapter(training_sets, cfg, cfg.weights, cfg.epochs, cfg.seed)
     info = {"best_epoch": history["best_epoch"], "train_seconds": round(history["seconds"], 1)}
@@ -108,14 +119,25 @@ def compare(raw_runs: list[dict], runs: list[dict], confidence: float) -> dict:
     """Normalised leakage (static, moving), re-identification and utility drops, mean and interval."""
     out = {}
     for scope in ("static", "moving"):
-        out[f"{scope}_normalized_leakage"] = metrics.mean_interval([
-            metrics.normalized_leakage(r["privacy"][scope]["cmap"], r["privacy"][scope]["chance"], b["privacy"][scope]["cmap"])
-            for b, r in zip(raw_runs, runs)], confidence)
+        out[f"{scope}_normalized_leakage"] = metrics.mean_interval(
+            [
+                metrics.normalized_leakage(
+                    r["privacy"][scope]["cmap"], r["privacy"][scope]["chance"], b["privacy"][scope]["cmap"]
+                )
+                for b, r in zip(raw_runs, runs)
+            ],
+            confidence,
+        )
         out[f"{scope}_cmap"] = metrics.mean_interval([r["privacy"][scope]["cmap"] for r in runs], confidence)
     out["reid_top1"] = metrics.mean_interval([r["privacy"]["reid"]["top1"] for r in runs], confidence)
     out["utility_relative_drop"] = {
-        task: metrics.mean_interval([metrics.relative_drop(b["utility"][task]["value"], r["utility"][task]["value"])
-                                     for b, r in zip(raw_runs, runs)], confidence)
+        task: metrics.mean_interval(
+            [
+                metrics.relative_drop(b["utility"][task]["value"], r["utility"][task]["value"])
+                for b, r in zip(raw_runs, runs)
+            ],
+            confidence,
+        )
         for task in raw_runs[0]["utility"]
     }
     return out
@@ -123,6 +145,7 @@ def compare(raw_runs: list[dict], runs: list[dict], confidence: float) -> dict:
 
 def markdown_table(result: dict) -> str:
     """The measured variants as a markdown table (mean and interval over seeds)."""
+
     def cell(block: dict) -> str:
         return f"{block['mean']:.2f} [{block['low']:.2f}, {block['high']:.2f}]"
 
@@ -130,15 +153,21 @@ def markdown_table(result: dict) -> str:
 
     measured = next(iter(result["variants"].values()))["utility_relative_drop"] if result["variants"] else {}
     tasks = [t for t in TASKS if t in measured]
-    lines = ["| variant | normalised leakage, static | normalised leakage, moving | "
-             + " | ".join(f"{t.upper()} relative drop" for t in tasks) + " |",
-             "|---|---|---|" + "---|" * len(tasks)]
+    lines = [
+        "| variant | normalised leakage, static | normalised leakage, moving | "
+        + " | ".join(f"{t.upper()} relative drop" for t in tasks)
+        + " |",
+        "|---|---|---|" + "---|" * len(tasks),
+    ]
     names = [n for n in VARIANTS if n in result["variants"]] + sorted(set(result["variants"]) - set(VARIANTS))
     for name in names:
         row = result["variants"][name]
         drops = [f"{row['utility_relative_drop'][t]['mean']:+.1%}" for t in tasks]
-        lines.append(f"| {name} | {cell(row['static_normalized_leakage'])} | {cell(row['moving_normalized_leakage'])} | "
-                     + " | ".join(drops) + " |")
+        lines.append(
+            f"| {name} | {cell(row['static_normalized_leakage'])} | {cell(row['moving_normalized_leakage'])} | "
+            + " | ".join(drops)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -152,8 +181,8 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/adapter_variants.json")
     args = parser.parse_args()
 
-    from latentanon.methods.training import load_training_sets
     from latentanon.evaluation.run import load_sets, measure, needed_sets
+    from latentanon.methods.training import load_training_sets
 
     params = load_params(args.params, [f"paths.workdir={args.workdir}"] if args.workdir else [])
     layout = Layout.from_params(params)
@@ -188,8 +217,10 @@ def main() -> int:
             result["variants"][name] = {"overrides": VARIANTS[name], **info, **compare(raw_runs, runs, confidence)}
             row = result["variants"][name]
             drops = " ".join(f"{t} {v['mean']:+.3f}" for t, v in row["utility_relative_drop"].items())
-            tqdm.write(f"{name:>36s}  NL static {row['static_normalized_leakage']['mean']:.2f} "
-                       f"moving {row['moving_normalized_leakage']['mean']:.2f}  drops {drops}")
+            tqdm.write(
+                f"{name:>36s}  NL static {row['static_normalized_leakage']['mean']:.2f} "
+                f"moving {row['moving_normalized_leakage']['mean']:.2f}  drops {drops}"
+            )
     result["seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

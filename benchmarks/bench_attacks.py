@@ -7,6 +7,7 @@ figures and writes them as JSON.
 
     python benchmarks/bench_attacks.py --identities 96 --videos 6 --dim 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ def labelled_set(identities: int, videos: int, dim: int, seed: int = 0) -> Featu
         for v in range(videos):
             rows.append({"video_id": f"{person}-{v}", "split": split, "identity": str(person), **labels})
             static.append((look + 2.0 * rng.standard_normal((4, dim))).astype(np.float32))
-            clips.append((0.5 * look + actions[rng.integers(0, 8)] + 2.0 * rng.standard_normal((5, dim))).astype(np.float32))
+            clips.append(
+                (0.5 * look + actions[rng.integers(0, 8)] + 2.0 * rng.standard_normal((5, dim))).astype(np.float32)
+            )
     return FeatureSet("privacy_videos", pd.DataFrame(rows), {"static": static, "clips": clips})
 
 
@@ -61,23 +64,35 @@ def main() -> int:
 
     import torch
 
-    torch.set_num_threads(1)   # as in the evaluate stage's workers
+    torch.set_num_threads(1)  # as in the evaluate stage's workers
     fs = labelled_set(args.identities, args.videos, args.dim)
     splits = [fs.split(s) for s in ("train", "val", "test")]
-    privacy.fit_attacker(attack_data(splits[0], ATTRIBUTES, "static"), dict(CLASSES), privacy.ATTACKER_GRID[0], 0)  # warm-up
-    result = {"identities": args.identities, "videos_per_identity": args.videos, "dim": args.dim,
-              "machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": 1, "seconds": {}}
+    privacy.fit_attacker(
+        attack_data(splits[0], ATTRIBUTES, "static"), dict(CLASSES), privacy.ATTACKER_GRID[0], 0
+    )  # warm-up
+    result = {
+        "identities": args.identities,
+        "videos_per_identity": args.videos,
+        "dim": args.dim,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": 1,
+        "seconds": {},
+    }
     for kind in ("static", "clips"):
         train, val = attack_data(splits[0], ATTRIBUTES, kind), attack_data(splits[1], ATTRIBUTES, kind)
         per = {}
         for spec in privacy.ATTACKER_GRID:
             _, per[privacy.spec_label(spec)] = timed(lambda: privacy.fit_attacker(train, dict(CLASSES), spec, 0, val))
         full, per["validated attack (whole grid)"] = timed(lambda: privacy.attack(*splits, ATTRIBUTES, 0, kind))
-        _, per["paper protocol"] = timed(lambda: privacy.paper_protocol_attack(splits[0], splits[2], ATTRIBUTES, 0, kind))
+        _, per["paper protocol"] = timed(
+            lambda: privacy.paper_protocol_attack(splits[0], splits[2], ATTRIBUTES, 0, kind)
+        )
         items = full["items"]
         weights = resampling.shared_weights(len(items["labels"]["gender"]), args.resamples)
         _, per[f"paired cMAP x{args.resamples}"] = timed(
-            lambda: resampling.weighted_cmap(items["labels"], items["probabilities"], weights))
+            lambda: resampling.weighted_cmap(items["labels"], items["probabilities"], weights)
+        )
         per["train clips"] = int(train.x.shape[0])
         result["seconds"][kind] = per
     rotated = fs.with_arrays({k: [a[:, ::-1].copy() for a in v] for k, v in fs.arrays.items()})

@@ -11,6 +11,7 @@ test split is never loaded, so a variant can be chosen from these figures.
 
 Appends one record to benchmarks/results/bottleneck_val.json and prints it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,12 @@ def main() -> None:
     chosen_path = layout.report_dir("tune") / "chosen.json"
     chosen = json.loads(chosen_path.read_text()).get("bottleneck", {}) if chosen_path.exists() else {}
     bottleneck = replace(params.train.bottleneck, **{**chosen, **overrides.get("bottleneck", {})})
-    train = replace(params.train, method="bottleneck", bottleneck=bottleneck,
-                    tasks=replace(params.train.tasks, **overrides.get("tasks", {})))
+    train = replace(
+        params.train,
+        method="bottleneck",
+        bottleneck=bottleneck,
+        tasks=replace(params.train.tasks, **overrides.get("tasks", {})),
+    )
     started = time.perf_counter()
     data = search.load_search_data(layout.features_uri)
     raw = search.measure(data.task_sets, data.privacy, TASKS, args.seeds[0])
@@ -69,16 +74,27 @@ def main() -> None:
         trial_params = replace(params, tune=replace(params.tune, seed=seed))
         result = search.run_trial(data, trial_params, train.weights, train, TASKS, raw)
         runs.append({"seed": seed, "normalized_leakage": result["normalized_leakage"], "drops": result["drops"]})
-        print(f"{args.name} seed {seed}: normalised leakage {result['normalized_leakage']:.3f}, drops "
-              + ", ".join(f"{t} {v:+.1%}" for t, v in result["drops"].items()), flush=True)
+        print(
+            f"{args.name} seed {seed}: normalised leakage {result['normalized_leakage']:.3f}, drops "
+            + ", ".join(f"{t} {v:+.1%}" for t, v in result["drops"].items()),
+            flush=True,
+        )
     record = {
-        "name": args.name, "overrides": overrides, "ad_kernels": args.ad_kernels, "seeds": args.seeds,
-        "bottleneck": {k: getattr(bottleneck, k) for k in ("sigma", "compaction", "static_compaction", "code_dim",
-                                                           "hidden")},
+        "name": args.name,
+        "overrides": overrides,
+        "ad_kernels": args.ad_kernels,
+        "seeds": args.seeds,
+        "bottleneck": {
+            k: getattr(bottleneck, k) for k in ("sigma", "compaction", "static_compaction", "code_dim", "hidden")
+        },
         "raw_val_utility": raw["utility"],
-        "mean": {"normalized_leakage": float(np.mean([r["normalized_leakage"] for r in runs])),
-                 **{f"drop_{t}": float(np.mean([r["drops"][t] for r in runs])) for t in runs[0]["drops"]}},
-        "runs": runs, "seconds": round(time.perf_counter() - started, 1), "machine": platform.machine(),
+        "mean": {
+            "normalized_leakage": float(np.mean([r["normalized_leakage"] for r in runs])),
+            **{f"drop_{t}": float(np.mean([r["drops"][t] for r in runs])) for t in runs[0]["drops"]},
+        },
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": platform.machine(),
     }
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

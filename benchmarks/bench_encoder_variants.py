@@ -8,6 +8,7 @@ benchmarks/results/encoder_variants.json (name, overrides, train seconds, probe 
 
     python benchmarks/bench_encoder_variants.py NAME '{"pathways": "two_stream"}' [--params params.yaml]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,19 @@ def main() -> None:
         probe_cfg = replace(cfg, probe_clips_per_video=args.clips, probe_static_per_video=args.clips, device="cpu")
         probe = pretrain.run_probe(probe_cfg, params.data, manifests, data_root, Path(tmp))
     record = {
-        "name": args.name, "overrides": overrides, "probe_clips_per_video": args.clips,
+        "name": args.name,
+        "overrides": overrides,
+        "probe_clips_per_video": args.clips,
         "settings": {k: getattr(cfg, k) for k in SETTINGS},
-        "train_seconds": round(trained - started, 1), "probe_seconds": round(time.perf_counter() - trained, 1),
-        "train_cpu_seconds": info["train_cpu_seconds"], "encoder_parameters": info["encoder_parameters"],
-        "final_epoch": history[-1], "action_top1": probe["action_probe"]["top1"],
-        "attributes": {a: {"cmap": r["cmap"], "chance": r["chance_cmap"]}
-                       for a, r in probe["attribute_attack_static"].items()},
+        "train_seconds": round(trained - started, 1),
+        "probe_seconds": round(time.perf_counter() - trained, 1),
+        "train_cpu_seconds": info["train_cpu_seconds"],
+        "encoder_parameters": info["encoder_parameters"],
+        "final_epoch": history[-1],
+        "action_top1": probe["action_probe"]["top1"],
+        "attributes": {
+            a: {"cmap": r["cmap"], "chance": r["chance_cmap"]} for a, r in probe["attribute_attack_static"].items()
+        },
         "machine": {"platform": platform.platform()},
     }
     records = json.loads(RESULTS.read_text()) if RESULTS.exists() else []

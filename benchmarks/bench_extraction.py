@@ -20,6 +20,7 @@ benchmarks/results/extraction_hf_videomae_base_<device>_variants.json.
     python benchmarks/bench_extraction.py --hf-videomae-base --variants fp32-eager,bf16-sdpa,bf16-sdpa-compile \
         --videos 64 --batch 64 --workers 8          # on a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,11 @@ import torch
 
 from latentanon.data.config import DataConfig
 from latentanon.data.video_io import write_video
-from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
 from latentanon.encoders.clips import video_clips
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.encoders.extraction import decode, extract_set
+from latentanon.encoders.loading import load_encoder
 from latentanon.features.store import FeatureStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,20 +57,33 @@ def make_videos(root: Path, n: int, frames: int, size: int, seed: int = 0) -> pd
         video = np.stack([np.roll(base, shift=2 * t, axis=1) for t in range(frames)])
         rel = f"videos/v{i:04d}.mp4"
         write_video(root / rel, video, fps=16)
-        rows.append({"video_id": f"v{i:04d}", "path": rel, "set": "actions", "split": "train", "label": "a",
-                     "label_id": 0, "identity": str(i), "frames": frames, "fps": 16.0, "width": size, "height": size,
-                     "checksum": hashlib.sha256((root / rel).read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "video_id": f"v{i:04d}",
+                "path": rel,
+                "set": "actions",
+                "split": "train",
+                "label": "a",
+                "label_id": 0,
+                "identity": str(i),
+                "frames": frames,
+                "fps": 16.0,
+                "width": size,
+                "height": size,
+                "checksum": hashlib.sha256((root / rel).read_bytes()).hexdigest(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def model_only(encoder, clips: np.ndarray, batch: int, repeats: int) -> dict:
     """Clips/s of encoder.encode on decoded uint8 clips (host -> device, resize, forward, back)."""
-    encoder.encode(clips[:batch])                      # warm-up: allocations, kernels
+    encoder.encode(clips[:batch])  # warm-up: allocations, kernels
     t0 = time.perf_counter()
     n = 0
     for _ in range(repeats):
         for lo in range(0, len(clips), batch):
-            n += len(encoder.encode(clips[lo:lo + batch]))
+            n += len(encoder.encode(clips[lo : lo + batch]))
     seconds = time.perf_counter() - t0
     return {"clips": n, "seconds": round(seconds, 3), "clips_per_second": round(n / seconds, 2)}
 
@@ -78,26 +92,42 @@ def with_decoding(encoder, cfg: ExtractConfig, manifest: pd.DataFrame, root: Pat
     """Clips/s of the extract stage's own path: DataLoader decoding, batching, store writes."""
     with tempfile.TemporaryDirectory() as store_dir:
         t0 = time.perf_counter()
-        stats = extract_set(encoder, FeatureStore(store_dir), cfg, DataConfig(clip_frames=clip_frames), "actions",
-                            manifest, root, 0, 1)
+        stats = extract_set(
+            encoder, FeatureStore(store_dir), cfg, DataConfig(clip_frames=clip_frames), "actions", manifest, root, 0, 1
+        )
         seconds = time.perf_counter() - t0
-    return {"clips": stats["clips"], "videos": stats["videos"], "seconds": round(seconds, 3),
-            "clips_per_second": round(stats["clips"] / seconds, 2),
-            "encode_seconds": round(stats["encode_seconds"], 3)}
+    return {
+        "clips": stats["clips"],
+        "videos": stats["videos"],
+        "seconds": round(seconds, 3),
+        "clips_per_second": round(stats["clips"] / seconds, 2),
+        "encode_seconds": round(stats["encode_seconds"], 3),
+    }
 
 
 def decoded_clips(manifest: pd.DataFrame, root: Path, cfg: ExtractConfig, clip_frames: int) -> np.ndarray:
     parts = []
     for path in manifest["path"]:
-        clips = video_clips(decode(root / path), ("clips", "static"), clip_frames, cfg.clips_per_video,
-                            cfg.static_per_video, cfg.snippet_stride)
+        clips = video_clips(
+            decode(root / path),
+            ("clips", "static"),
+            clip_frames,
+            cfg.clips_per_video,
+            cfg.static_per_video,
+            cfg.snippet_stride,
+        )
         parts.extend([clips["clips"], clips["static"]])
     return np.concatenate(parts)
 
 
 def environment(encoder) -> dict:
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "encoder": encoder.describe()}
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "encoder": encoder.describe(),
+    }
     if encoder.device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(encoder.device)
     return info
@@ -124,9 +154,11 @@ def run(args, encoder, size: int, frames: int, out_name: str, extra: dict) -> di
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp_out, out)
-    print(f"{extra['what']}: model-only {result['model_only']['clips_per_second']} clips/s, "
-          f"with decoding {result['with_decoding']['clips_per_second']} clips/s "
-          f"({args.videos} videos, batch {args.batch}, {args.workers} decode workers) -> {out}")
+    print(
+        f"{extra['what']}: model-only {result['model_only']['clips_per_second']} clips/s, "
+        f"with decoding {result['with_decoding']['clips_per_second']} clips/s "
+        f"({args.videos} videos, batch {args.batch}, {args.workers} decode workers) -> {out}"
+    )
     return result
 
 
@@ -164,7 +196,7 @@ def run_variants(args, directory: Path, variants: list[str]) -> dict:
             encoder = variant_encoder(directory, args.device, variant)
             device_type = encoder.device.type
             first = time.perf_counter()
-            encoder.encode(clips[:args.batch])     # compile (or kernel selection) before timing
+            encoder.encode(clips[: args.batch])  # compile (or kernel selection) before timing
             forms[variant] = {
                 "first_batch_seconds": round(time.perf_counter() - first, 3),
                 "model_only": model_only(encoder, clips, args.batch, args.repeats),
@@ -172,14 +204,21 @@ def run_variants(args, directory: Path, variants: list[str]) -> dict:
                 "h200_anchor_model_only_clips_per_second": H200_ANCHORS.get(variant),
                 "environment": environment(encoder),
             }
-            print(f"{variant}: model-only {forms[variant]['model_only']['clips_per_second']} clips/s, "
-                  f"with decoding {forms[variant]['with_decoding']['clips_per_second']} clips/s")
+            print(
+                f"{variant}: model-only {forms[variant]['model_only']['clips_per_second']} clips/s, "
+                f"with decoding {forms[variant]['with_decoding']['clips_per_second']} clips/s"
+            )
             del encoder
             if device_type == "cuda":
                 torch.cuda.empty_cache()
-    result = {"what": f"hf VideoMAE {args.size}x{args.size} in several forms (random init)", "videos": args.videos,
-              "clips_per_video": cfg.clips_per_video + cfg.static_per_video, "batch_size": args.batch,
-              "decode_workers": args.workers, "forms": forms}
+    result = {
+        "what": f"hf VideoMAE {args.size}x{args.size} in several forms (random init)",
+        "videos": args.videos,
+        "clips_per_video": cfg.clips_per_video + cfg.static_per_video,
+        "batch_size": args.batch,
+        "decode_workers": args.workers,
+        "forms": forms,
+    }
     out = Path(args.out) if args.out else RESULTS / f"extraction_hf_videomae_base_{device_type}_variants.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.tmp")
@@ -194,8 +233,17 @@ def builtin_encoder(args):
         return load_encoder(args.encoder_dir, device=args.device, dtype=args.dtype)
     p, d = PretrainConfig(), DataConfig()
     torch.manual_seed(0)
-    arch = BuiltinConfig(dim=p.dim, depth=p.depth, heads=p.heads, tubelet=p.tubelet, patch=p.patch,
-                         frames=d.clip_frames, height=d.height, width=d.width, positions=p.positions)
+    arch = BuiltinConfig(
+        dim=p.dim,
+        depth=p.depth,
+        heads=p.heads,
+        tubelet=p.tubelet,
+        patch=p.patch,
+        frames=d.clip_frames,
+        height=d.height,
+        width=d.width,
+        positions=p.positions,
+    )
     directory = Path(tempfile.mkdtemp(prefix="bench-encoder-"))
     save_builtin(VideoEncoder(arch), directory)
     return load_encoder(directory, device=args.device, dtype=args.dtype)
@@ -209,7 +257,7 @@ def videomae_base_directory(args) -> Path:
 
     torch.manual_seed(0)
     directory = Path(tempfile.mkdtemp(prefix="bench-videomae-base-"))
-    VideoMAEModel(VideoMAEConfig()).save_pretrained(str(directory))     # Base: 768 wide, 12 layers, 16x224x224
+    VideoMAEModel(VideoMAEConfig()).save_pretrained(str(directory))  # Base: 768 wide, 12 layers, 16x224x224
     return directory
 
 
@@ -246,9 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         run(args, encoder, 224, 32, name, {"what": "hf VideoMAE-Base 16x224x224 (random init)"})
     else:
         encoder = builtin_encoder(args)
-        name = "extraction_cpu.json" if encoder.device.type == "cpu" else f"extraction_builtin_{encoder.device.type}.json"
-        run(args, encoder, DataConfig().height, DataConfig().trimmed_frames, name,
-            {"what": "built-in encoder (default architecture)"})
+        name = (
+            "extraction_cpu.json" if encoder.device.type == "cpu" else f"extraction_builtin_{encoder.device.type}.json"
+        )
+        run(
+            args,
+            encoder,
+            DataConfig().height,
+            DataConfig().trimmed_frames,
+            name,
+            {"what": "built-in encoder (default architecture)"},
+        )
     return 0
 
 

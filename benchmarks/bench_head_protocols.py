@@ -14,6 +14,7 @@ videos narrow it. Hyper-parameters are chosen and scored on val; the test split 
 
 Writes benchmarks/results/head_protocols.json and prints one line per protocol, task and method.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,6 @@ import json
 import platform
 import time
 from pathlib import Path
-
-import numpy as np
 
 from latentanon.config import Layout, load_params
 
@@ -49,8 +48,9 @@ def val_items(task: str, sets: dict, seed: int, restarts: int) -> dict:
     return scoring.score_task(task, fs.split("train"), val, val, seed, restarts=restarts, items=True)["items"]
 
 
-def paired_val_drop(task: str, raw_items: list[dict], method_items: list[dict], n_resamples: int,
-                    confidence: float) -> dict:
+def paired_val_drop(
+    task: str, raw_items: list[dict], method_items: list[dict], n_resamples: int, confidence: float
+) -> dict:
     """The seed ensemble's relative drop against raw's, over resamples of the val videos."""
     from latentanon.evaluation import resampling
     from latentanon.evaluation.run import _n_videos, ensemble_drop
@@ -60,8 +60,13 @@ def paired_val_drop(task: str, raw_items: list[dict], method_items: list[dict], 
     method = ensemble_items(task, method_items, "method")
     n = _n_videos(task, raw)
     drop = ensemble_drop(task, raw, method, resampling.shared_weights(n, n_resamples), confidence)
-    out = {"drop": drop["point"], "half_width": drop["half_width"], "low": drop["low"], "high": drop["high"],
-           "val_videos": n}
+    out = {
+        "drop": drop["point"],
+        "half_width": drop["half_width"],
+        "low": drop["low"],
+        "high": drop["high"],
+        "val_videos": n,
+    }
     if task == "ar":
         out["discordance"] = float((raw["correct"] != method["correct"]).mean())
     return out
@@ -83,10 +88,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--tasks", nargs="+", default=["ar", "tad"])
-    parser.add_argument("--methods", nargs="+", default=["aam", "rotation", "noise@1"],
-                        help="aam (the train stage's method) and baselines that need no private labels")
-    parser.add_argument("--protocols", nargs="+", type=parse_protocol, default=[(1, 300), (5, 300), (1, 1500)],
-                        help="RESTARTS:STEPS per protocol")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["aam", "rotation", "noise@1"],
+        help="aam (the train stage's method) and baselines that need no private labels",
+    )
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        type=parse_protocol,
+        default=[(1, 300), (5, 300), (1, 1500)],
+        help="RESTARTS:STEPS per protocol",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bootstrap", type=int, default=500)
     args = parser.parse_args()
@@ -116,12 +130,19 @@ def main() -> None:
                         items.setdefault(task, {}).setdefault(method, []).append(val_items(task, sets, seed, restarts))
             record = {"restarts": restarts, "steps": steps, "seeds": args.seeds, "tasks": {}}
             for task in args.tasks:
-                record["tasks"][task] = {m: paired_val_drop(task, items[task]["raw"], items[task][m], args.bootstrap,
-                                                            params.evaluate.confidence) for m in args.methods}
+                record["tasks"][task] = {
+                    m: paired_val_drop(
+                        task, items[task]["raw"], items[task][m], args.bootstrap, params.evaluate.confidence
+                    )
+                    for m in args.methods
+                }
                 for m, r in record["tasks"][task].items():
                     extra = f", discordance {r['discordance']:.1%}" if "discordance" in r else ""
-                    print(f"restarts {restarts} steps {steps} {task} {m}: drop {r['drop']:+.1%} "
-                          f"half-width {r['half_width']:.3f} on {r['val_videos']} val videos{extra}", flush=True)
+                    print(
+                        f"restarts {restarts} steps {steps} {task} {m}: drop {r['drop']:+.1%} "
+                        f"half-width {r['half_width']:.3f} on {r['val_videos']} val videos{extra}",
+                        flush=True,
+                    )
             record["seconds"] = round(time.perf_counter() - started, 1)
             records.append(record)
     finally:

@@ -6,6 +6,7 @@ does) or reads the times the last `dvc repro` left in reports/<stage>/summary.js
     python benchmarks/bench_pipeline.py --run --params params.yaml --workdir /tmp/bench
     python benchmarks/bench_pipeline.py            # after `make run`
 """
+
 from __future__ import annotations
 
 import argparse

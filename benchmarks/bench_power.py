@@ -18,6 +18,7 @@ from evaluate's saved per-video items): the interval that speaks for people outs
 ``--skip-run`` summarises a workdir that has already run. Writes benchmarks/results/power.json and
 power.png (half-width against test videos, per task).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,20 +32,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_pipeline import recorded_times, write_result
 
+from bench_pipeline import recorded_times, write_result
 from latentanon.config import Layout, load_params
 from latentanon.data.config import TEST_MULTIPLIERS
 from latentanon.plots import pyplot, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "power.json"
-UTILITY_TARGET = 0.025       # half-width of every method's paired relative drop, per task
-LEAKAGE_TARGET = 0.1         # half-width of every method's normalised-leakage interval, static and moving
+UTILITY_TARGET = 0.025  # half-width of every method's paired relative drop, per task
+LEAKAGE_TARGET = 0.1  # half-width of every method's normalised-leakage interval, static and moving
 
 
 def power_overrides(workdir: str, actions: int, untrimmed: int, anomaly: int) -> list[str]:
-    return [f"paths.workdir={workdir}", f"data.test_actions_multiplier={actions}",
-            f"data.test_untrimmed_multiplier={untrimmed}", f"data.test_anomaly_multiplier={anomaly}"]
+    return [
+        f"paths.workdir={workdir}",
+        f"data.test_actions_multiplier={actions}",
+        f"data.test_untrimmed_multiplier={untrimmed}",
+        f"data.test_anomaly_multiplier={anomaly}",
+    ]
 
 
 def run_pipeline(params_file: str, overrides: list[str]) -> float:
@@ -62,17 +67,28 @@ def utility_widths(metrics: dict) -> dict[str, dict[str, dict]]:
         # a method's paired figures end in _relative_drop_test_videos (aam_unseen has its own block)
         suffix = "_relative_drop_test_videos"
         methods = sorted(k[: -len(suffix)] for k in block if k.endswith(suffix))
-        out[task] = {m: {"drop": block[f"{m}_relative_drop"], "interval": block[f"{m}_relative_drop_interval"],
-                         "half_width": block[f"{m}_relative_drop_half_width"],
-                         "test_videos": int(block[f"{m}_relative_drop_test_videos"])} for m in methods}
+        out[task] = {
+            m: {
+                "drop": block[f"{m}_relative_drop"],
+                "interval": block[f"{m}_relative_drop_interval"],
+                "half_width": block[f"{m}_relative_drop_half_width"],
+                "test_videos": int(block[f"{m}_relative_drop_test_videos"]),
+            }
+            for m in methods
+        }
     return out
 
 
 def leakage_widths(metrics: dict) -> dict[str, dict[str, float]]:
     """Per method except raw (its leakage is 1 by definition): static and moving half-widths."""
-    return {m: {"static": block["normalized_leakage_half_width"],
-                "moving": block["moving"]["normalized_leakage_half_width"]}
-            for m, block in metrics["privacy"].items() if m != "raw" and "normalized_leakage_half_width" in block}
+    return {
+        m: {
+            "static": block["normalized_leakage_half_width"],
+            "moving": block["moving"]["normalized_leakage_half_width"],
+        }
+        for m, block in metrics["privacy"].items()
+        if m != "raw" and "normalized_leakage_half_width" in block
+    }
 
 
 def predicted_half_width(main: dict, test_videos: int) -> float:
@@ -84,8 +100,7 @@ def compare(power: dict, main: dict | None, target: float = UTILITY_TARGET) -> l
     rows = []
     for task, methods in power.items():
         for method, entry in methods.items():
-            row = {"task": task, "method": method, **entry, "target": target,
-                   "met": entry["half_width"] <= target}
+            row = {"task": task, "method": method, **entry, "target": target, "met": entry["half_width"] <= target}
             reference = (main or {}).get(task, {}).get(method)
             if reference:
                 row["main_half_width"] = reference["half_width"]
@@ -105,8 +120,9 @@ def identity_weights(identities, n_resamples: int, seed: int = 0) -> np.ndarray:
     return drawn[:, person_of_video]
 
 
-def identity_bootstrap(layout: Layout, seeds: list[int], n_resamples: int = 1000,
-                       confidence: float = 0.95) -> dict[str, dict[str, dict]]:
+def identity_bootstrap(
+    layout: Layout, seeds: list[int], n_resamples: int = 1000, confidence: float = 0.95
+) -> dict[str, dict[str, dict]]:
     """Per task and method: the seed ensemble's paired relative drop resampled by test identity,
     from evaluate's per-video items (``reports/evaluate/items``) and the test records' identities."""
     from latentanon.evaluation.run import ensemble_drop, load_items
@@ -115,7 +131,7 @@ def identity_bootstrap(layout: Layout, seeds: list[int], n_resamples: int = 1000
 
     items_dir = layout.report_dir("evaluate") / "items"
     if not all((items_dir / f"raw__{s}.npz").exists() for s in seeds):
-        return {}                                  # evaluate kept no items: nothing to resample
+        return {}  # evaluate kept no items: nothing to resample
     methods = sorted({p.name.split("__")[0] for p in items_dir.glob("*__*.npz")} - {"raw"})
     loaded = {(m, s): load_items(items_dir / f"{m}__{s}.npz")["utility"] for m in ["raw", *methods] for s in seeds}
     out = {}
@@ -127,11 +143,16 @@ def identity_bootstrap(layout: Layout, seeds: list[int], n_resamples: int = 1000
         raw = ensemble_items(task, [loaded[("raw", s)][task] for s in seeds], "raw")
         out[task] = {}
         for method in methods:
-            drop = ensemble_drop(task, raw, ensemble_items(task, [loaded[(method, s)][task] for s in seeds], method),
-                                 weights, confidence)
-            out[task][method] = {"drop": drop["point"], "interval": [drop["low"], drop["high"]],
-                                 "half_width": drop["half_width"], "identities": int(identities.nunique()),
-                                 "test_videos": drop["n_videos"]}
+            drop = ensemble_drop(
+                task, raw, ensemble_items(task, [loaded[(method, s)][task] for s in seeds], method), weights, confidence
+            )
+            out[task][method] = {
+                "drop": drop["point"],
+                "interval": [drop["low"], drop["high"]],
+                "half_width": drop["half_width"],
+                "identities": int(identities.nunique()),
+                "test_videos": drop["n_videos"],
+            }
     return out
 
 
@@ -157,23 +178,33 @@ def plot_widths(rows: list[dict], path: Path, target: float = UTILITY_TARGET) ->
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in rows if r["task"] == task):
             if "main_test_videos" in r:
-                line = ax.plot([r["main_test_videos"], r["test_videos"]],
-                               [r["main_half_width"], r["predicted_half_width"]], ":", lw=1)
+                line = ax.plot(
+                    [r["main_test_videos"], r["test_videos"]],
+                    [r["main_half_width"], r["predicted_half_width"]],
+                    ":",
+                    lw=1,
+                )
                 ax.plot([r["main_test_videos"]], [r["main_half_width"]], "o", color=line[0].get_color(), ms=4)
-                ax.plot([r["test_videos"]], [r["half_width"]], "s", color=line[0].get_color(), ms=5,
-                        label=r["method"])
+                ax.plot([r["test_videos"]], [r["half_width"]], "s", color=line[0].get_color(), ms=5, label=r["method"])
             else:
                 ax.plot([r["test_videos"]], [r["half_width"]], "s", ms=5, label=r["method"])
         ax.axhline(target, color="k", lw=1, ls="--")
-        ax.set(xscale="log", yscale="log", title=f"{task.upper()}: paired relative drop",
-               xlabel="test videos", ylabel="interval half-width")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"{task.upper()}: paired relative drop",
+            xlabel="test videos",
+            ylabel="interval half-width",
+        )
         # plain ticks at the two sizes and at round half-widths (log-scale minor labels crowd)
         task_rows = [r for r in rows if r["task"] == task]
         videos = sorted({r["test_videos"] for r in task_rows} | {r.get("main_test_videos", 0) for r in task_rows} - {0})
         widths = [w for r in task_rows for w in (r["half_width"], r.get("main_half_width", r["half_width"]))]
         ax.minorticks_off()
         ax.set_xticks(videos, [str(v) for v in videos])
-        ticks = [t for t in (0.005, 0.01, 0.025, 0.05, 0.1, 0.2) if min(widths + [target]) / 1.5 <= t <= max(widths) * 1.5]
+        ticks = [
+            t for t in (0.005, 0.01, 0.025, 0.05, 0.1, 0.2) if min(widths + [target]) / 1.5 <= t <= max(widths) * 1.5
+        ]
         ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     axes[0][0].legend(fontsize=6, ncol=2)
     fig.suptitle("circles: main job; squares: more test videos; dotted: 1/sqrt(n); dashed: target", fontsize=8)
@@ -188,8 +219,11 @@ def main() -> int:
     parser.add_argument("--actions", type=int, default=8, help="data.test_actions_multiplier (AR test videos)")
     parser.add_argument("--untrimmed", type=int, default=48, help="data.test_untrimmed_multiplier (TAD)")
     parser.add_argument("--anomaly", type=int, default=4, help="data.test_anomaly_multiplier (AD)")
-    parser.add_argument("--main-metrics", default="reports/metrics.json",
-                        help="the main job's metrics, for the 1/sqrt(n) prediction (skipped if absent)")
+    parser.add_argument(
+        "--main-metrics",
+        default="reports/metrics.json",
+        help="the main job's metrics, for the 1/sqrt(n) prediction (skipped if absent)",
+    )
     parser.add_argument("--skip-run", action="store_true", help="summarise the workdir's last run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -207,8 +241,9 @@ def main() -> int:
 
     rows = compare(utility_widths(metrics), main_widths)
     evaluate_seeds = [int(s) for s in (metrics.get("seeds") or {}).get("evaluate", [])]
-    by_identity = identity_bootstrap(layout, evaluate_seeds, confidence=metrics.get("confidence", 0.95)) \
-        if evaluate_seeds else {}
+    by_identity = (
+        identity_bootstrap(layout, evaluate_seeds, confidence=metrics.get("confidence", 0.95)) if evaluate_seeds else {}
+    )
     for row in rows:
         row["identity_bootstrap"] = by_identity.get(row["task"], {}).get(row["method"])
     probe_path = layout.report_dir("pretrain_encoder") / "probe.json"
@@ -216,32 +251,45 @@ def main() -> int:
     leakage = leakage_widths(metrics)
     stage_seconds = recorded_times(layout)
     result = {
-        "params": args.params, "workdir": args.workdir, "generated_with": generated_multipliers(layout),
+        "params": args.params,
+        "workdir": args.workdir,
+        "generated_with": generated_multipliers(layout),
         "wall_seconds": wall,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "stage_seconds": stage_seconds, "total_stage_seconds": round(sum(stage_seconds.values()), 1),
-        "utility_target": UTILITY_TARGET, "leakage_target": LEAKAGE_TARGET,
+        "stage_seconds": stage_seconds,
+        "total_stage_seconds": round(sum(stage_seconds.values()), 1),
+        "utility_target": UTILITY_TARGET,
+        "leakage_target": LEAKAGE_TARGET,
         "utility": rows,
         "utility_targets_met": all(r["met"] for r in rows),
         "leakage": leakage,
         "leakage_targets_met": all(v <= LEAKAGE_TARGET for w in leakage.values() for v in w.values()),
         "decisions": metrics.get("decisions", {}),
         "encoder_action_probe": probe,
-        "raw_utility": {t: metrics["utility"][t]["raw"]["ensemble_value"] for t in metrics["utility"]
-                        if "ensemble_value" in metrics["utility"][t].get("raw", {})},
+        "raw_utility": {
+            t: metrics["utility"][t]["raw"]["ensemble_value"]
+            for t in metrics["utility"]
+            if "ensemble_value" in metrics["utility"][t].get("raw", {})
+        },
     }
-    print(f"{'task':>4s} {'method':>12s} {'videos':>7s} {'half-width':>10s} {'predicted':>9s} {'by person':>9s}"
-          f"  target {UTILITY_TARGET}")
+    print(
+        f"{'task':>4s} {'method':>12s} {'videos':>7s} {'half-width':>10s} {'predicted':>9s} {'by person':>9s}"
+        f"  target {UTILITY_TARGET}"
+    )
     for r in rows:
         predicted = f"{r['predicted_half_width']:9.3f}" if "predicted_half_width" in r else f"{'-':>9s}"
         person = f"{r['identity_bootstrap']['half_width']:9.3f}" if r["identity_bootstrap"] else f"{'-':>9s}"
-        print(f"{r['task']:>4s} {r['method']:>12s} {r['test_videos']:7d} {r['half_width']:10.3f} {predicted} {person}  "
-              f"{'met' if r['met'] else 'NOT met'}")
+        print(
+            f"{r['task']:>4s} {r['method']:>12s} {r['test_videos']:7d} {r['half_width']:10.3f} {predicted} {person}  "
+            f"{'met' if r['met'] else 'NOT met'}"
+        )
     widest = max((v for w in leakage.values() for v in w.values()), default=float("nan"))
     print(f"leakage half-widths: widest {widest:.3f} (target {LEAKAGE_TARGET})")
     for name, decision in result["decisions"].items():
-        print(f"decision {name}: decided={decision.get('decided')} passed={decision.get('passed')} "
-              f"interval={[round(v, 4) for v in decision.get('interval', [])]}")
+        print(
+            f"decision {name}: decided={decision.get('decided')} passed={decision.get('passed')} "
+            f"interval={[round(v, 4) for v in decision.get('interval', [])]}"
+        )
     print(f"stages {result['total_stage_seconds']:.0f} s; utility targets met: {result['utility_targets_met']}")
     out = write_result(result, args.out)
     print(f"written {out} and {plot_widths(rows, out.with_suffix('.png'))}")

@@ -11,6 +11,7 @@ written there), checks that the features agree, and times the whole probe
     python benchmarks/bench_probe.py [--workdir .] [--params params.yaml] [--videos 240] [--repeats 2]
 Writes benchmarks/results/probe_batching.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from bench_pipeline import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_batching.json"
@@ -51,8 +53,16 @@ def main() -> int:
 
     def timed(batch_size: int) -> tuple[float, list[np.ndarray]]:
         started = time.perf_counter()
-        features = encode_videos(encoder, rows, layout.data_root, "clips", data_cfg.clip_frames, per_video,
-                                 batch_size=batch_size, desc=f"batch {batch_size}")
+        features = encode_videos(
+            encoder,
+            rows,
+            layout.data_root,
+            "clips",
+            data_cfg.clip_frames,
+            per_video,
+            batch_size=batch_size,
+            desc=f"batch {batch_size}",
+        )
         return time.perf_counter() - started, features
 
     seconds = {"one_video_per_pass": [], "batches_of_64": []}
@@ -69,17 +79,22 @@ def main() -> int:
     probe = run_probe(cfg, data_cfg, layout.manifests, layout.data_root, layout.encoder_dir)
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "videos": len(rows), "clips_per_video": per_video, "repeats": args.repeats,
-        "seconds": seconds, "best_seconds": best,
+        "videos": len(rows),
+        "clips_per_video": per_video,
+        "repeats": args.repeats,
+        "seconds": seconds,
+        "best_seconds": best,
         "speedup": round(best["one_video_per_pass"] / best["batches_of_64"], 2),
         "largest_feature_difference": largest,
         "whole_probe_seconds": round(time.perf_counter() - started, 2),
         "whole_probe_action_top1": probe["action_probe"]["top1"],
     }
-    print(f"{len(rows)} videos x {per_video} clips: one video per pass {best['one_video_per_pass']:.2f} s, "
-          f"batches of 64 {best['batches_of_64']:.2f} s ({result['speedup']}x); largest feature difference "
-          f"{largest:.2e}; whole probe {result['whole_probe_seconds']} s (action top-1 "
-          f"{result['whole_probe_action_top1']:.3f})")
+    print(
+        f"{len(rows)} videos x {per_video} clips: one video per pass {best['one_video_per_pass']:.2f} s, "
+        f"batches of 64 {best['batches_of_64']:.2f} s ({result['speedup']}x); largest feature difference "
+        f"{largest:.2e}; whole probe {result['whole_probe_seconds']} s (action top-1 "
+        f"{result['whole_probe_action_top1']:.3f})"
+    )
     print(f"written {write_result(result, args.out)}")
     return 0
 

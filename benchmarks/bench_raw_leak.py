@@ -12,6 +12,7 @@ Writes benchmarks/results/raw_leak.json.
 
     python benchmarks/bench_raw_leak.py [--features features] [--seeds 0 1 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,17 @@ PRIVACY_SETS = ("privacy_videos", "privacy_images")
 
 def leakage(sets: list, kind: str, seed: int) -> dict:
     result = attack(*([fs.split(s) for fs in sets] for s in ("train", "val", "test")), ATTRIBUTES, seed, kind)
-    per_attribute = {a: {"map": r["map"], "chance": r["chance"], "margin": r["map"] - r["chance"],
-                         "attacker": r["attacker"]["name"]} for a, r in result["attributes"].items()}
-    return {"cmap": result["cmap"], "chance": result["chance"], "margin": result["cmap"] - result["chance"],
-            "attributes": per_attribute, "test_videos": result["n_test_videos"]}
+    per_attribute = {
+        a: {"map": r["map"], "chance": r["chance"], "margin": r["map"] - r["chance"], "attacker": r["attacker"]["name"]}
+        for a, r in result["attributes"].items()
+    }
+    return {
+        "cmap": result["cmap"],
+        "chance": result["chance"],
+        "margin": result["cmap"] - result["chance"],
+        "attributes": per_attribute,
+        "test_videos": result["n_test_videos"],
+    }
 
 
 def sizes(fs) -> dict:
@@ -49,12 +57,18 @@ def sizes(fs) -> dict:
 
 def mean_over_seeds(runs: list[dict]) -> dict:
     """Seed-averaged figures (attacker initialisation differs per seed), with their spread."""
-    out = {"cmap": float(np.mean([r["cmap"] for r in runs])), "chance": runs[0]["chance"],
-           "cmap_seed_std": float(np.std([r["cmap"] for r in runs]))}
+    out = {
+        "cmap": float(np.mean([r["cmap"] for r in runs])),
+        "chance": runs[0]["chance"],
+        "cmap_seed_std": float(np.std([r["cmap"] for r in runs])),
+    }
     out["margin"] = out["cmap"] - out["chance"]
     out["attributes"] = {
-        a: {"map": float(np.mean([r["attributes"][a]["map"] for r in runs])), "chance": runs[0]["attributes"][a]["chance"],
-            "attackers": [r["attributes"][a]["attacker"] for r in runs]}
+        a: {
+            "map": float(np.mean([r["attributes"][a]["map"] for r in runs])),
+            "chance": runs[0]["attributes"][a]["chance"],
+            "attackers": [r["attributes"][a]["attacker"] for r in runs],
+        }
         for a in runs[0]["attributes"]
     }
     for a in out["attributes"].values():
@@ -78,36 +92,53 @@ def main() -> None:
     privacy = [load_feature_set(args.features, n) for n in PRIVACY_SETS if n in available]
     actions = load_feature_set(args.features, "actions")
     static = mean_over_seeds([leakage(privacy, "static", s) for s in args.seeds])
-    moving = mean_over_seeds([leakage([fs for fs in privacy if fs.name == "privacy_videos"], "clips", s)
-                              for s in args.seeds])
+    moving = mean_over_seeds(
+        [leakage([fs for fs in privacy if fs.name == "privacy_videos"], "clips", s) for s in args.seeds]
+    )
     train, test = actions.split("train"), actions.split("test")
-    probe = action_probe(train.kind("clips"), train.records["label_id"].to_numpy(),
-                         test.kind("clips"), test.records["label_id"].to_numpy(), seed=0)
+    probe = action_probe(
+        train.kind("clips"),
+        train.records["label_id"].to_numpy(),
+        test.kind("clips"),
+        test.records["label_id"].to_numpy(),
+        seed=0,
+    )
     result = {
         "features": args.features,
         "encoder": actions.meta.get("encoder"),
         "seeds": args.seeds,
         "static": static,
         "moving": moving,
-        "action_probe": {"top1": probe["top1"], "chance_top1": probe["chance_top1"], "classes": probe["classes"],
-                         "test_videos": probe["test_videos"]},
+        "action_probe": {
+            "top1": probe["top1"],
+            "chance_top1": probe["chance_top1"],
+            "classes": probe["classes"],
+            "test_videos": probe["test_videos"],
+        },
         "sizes": {fs.name: sizes(fs) for fs in [*privacy, actions]},
         "feature_dim": actions.dim,
         "seconds": round(time.perf_counter() - t0, 2),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"raw static-clip leakage (test): cMAP {static['cmap']:.3f} vs chance {static['chance']:.3f} "
-          f"(margin {static['margin']:+.3f}, seed std {static['cmap_seed_std']:.3f})")
+    print(
+        f"raw static-clip leakage (test): cMAP {static['cmap']:.3f} vs chance {static['chance']:.3f} "
+        f"(margin {static['margin']:+.3f}, seed std {static['cmap_seed_std']:.3f})"
+    )
     for a, r in static["attributes"].items():
         print(f"  {a:10s} mAP {r['map']:.3f} / chance {r['chance']:.3f} (margin {r['margin']:+.3f})")
     print(f"raw moving-clip leakage (test): cMAP {moving['cmap']:.3f} vs chance {moving['chance']:.3f}")
     for a, r in moving["attributes"].items():
         print(f"  {a:10s} mAP {r['map']:.3f} / chance {r['chance']:.3f}")
-    print(f"action probe: top-1 {probe['top1']:.3f} (chance {probe['chance_top1']:.3f}, "
-          f"{probe['test_videos']} test videos)")
+    print(
+        f"action probe: top-1 {probe['top1']:.3f} (chance {probe['chance_top1']:.3f}, "
+        f"{probe['test_videos']} test videos)"
+    )
     for name, s in result["sizes"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v['videos']} videos / {v['identities']} ids" for k, v in s.items()))
     print(f"wrote {args.out}")

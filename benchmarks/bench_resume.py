@@ -13,6 +13,7 @@ another checkout's code (e.g. before a change).
 
 Prints a table and writes benchmarks/results/resume_<label>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {   # stage -> the outputs deleted before each run (persisted ones included)
+STAGES = {  # stage -> the outputs deleted before each run (persisted ones included)
     "pretrain-encoder": ["models/encoder", "reports/pretrain_encoder"],
     "extract": ["features", "reports/extract"],
     "tune": ["reports/tune"],
@@ -38,14 +39,22 @@ STAGES = {   # stage -> the outputs deleted before each run (persisted ones incl
 ORDER = ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias")
 
 
-OVERRIDES: list[str] = []    # --set, for every command
+OVERRIDES: list[str] = []  # --set, for every command
 
 
 def command(stage: str, src: str | None) -> list[str]:
     prefix = f"import sys; sys.path.insert(0, {src!r}); " if src else ""
     sets = [arg for override in OVERRIDES for arg in ("--set", override)]
-    return [sys.executable, "-c", f"{prefix}from latentanon.cli import main; raise SystemExit(main())",
-            stage, "--params", "params.yaml", "--no-tracking", *sets]
+    return [
+        sys.executable,
+        "-c",
+        f"{prefix}from latentanon.cli import main; raise SystemExit(main())",
+        stage,
+        "--params",
+        "params.yaml",
+        "--no-tracking",
+        *sets,
+    ]
 
 
 def clear(workdir: Path, stage: str) -> None:
@@ -68,8 +77,9 @@ def timed_run(workdir: Path, stage: str, src: str | None) -> tuple[float, float]
 def killed_run(workdir: Path, stage: str, src: str | None, after: float) -> tuple[bool, float]:
     """Run ``stage``, SIGKILL it after ``after`` seconds: (killed, CPU seconds it used)."""
     cpu0 = children_cpu()
-    proc = subprocess.Popen(command(stage, src), cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        command(stage, src), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         proc.wait(timeout=after)
         killed = False
@@ -106,22 +116,41 @@ def main() -> None:
         killed, done_cpu = killed_run(workdir, stage, args.src, kill_at)
         rerun, rerun_cpu = timed_run(workdir, stage, args.src)
         lost, lost_cpu = rerun - (total - kill_at), rerun_cpu - (total_cpu - done_cpu)
-        rows[stage] = {"uninterrupted_s": round(total, 2), "killed_at_s": round(kill_at, 2), "killed": killed,
-                       "rerun_s": round(rerun, 2), "lost_s": round(lost, 2),
-                       "uninterrupted_cpu_s": round(total_cpu, 2), "cpu_before_kill_s": round(done_cpu, 2),
-                       "rerun_cpu_s": round(rerun_cpu, 2), "lost_cpu_s": round(lost_cpu, 2),
-                       "lost_cpu_share_of_done": round(lost_cpu / done_cpu, 3) if done_cpu > 0 else None}
-        print(f"{stage:17s} wall: T {total:6.1f}  kill {kill_at:6.1f}  re-run {rerun:6.1f}  lost {lost:6.1f} s | "
-              f"CPU: T {total_cpu:6.1f}  before kill {done_cpu:6.1f}  re-run {rerun_cpu:6.1f}  "
-              f"lost {lost_cpu:6.1f} s ({100 * lost_cpu / max(done_cpu, 1e-9):.0f}% of the CPU work before the kill)",
-              flush=True)
+        rows[stage] = {
+            "uninterrupted_s": round(total, 2),
+            "killed_at_s": round(kill_at, 2),
+            "killed": killed,
+            "rerun_s": round(rerun, 2),
+            "lost_s": round(lost, 2),
+            "uninterrupted_cpu_s": round(total_cpu, 2),
+            "cpu_before_kill_s": round(done_cpu, 2),
+            "rerun_cpu_s": round(rerun_cpu, 2),
+            "lost_cpu_s": round(lost_cpu, 2),
+            "lost_cpu_share_of_done": round(lost_cpu / done_cpu, 3) if done_cpu > 0 else None,
+        }
+        print(
+            f"{stage:17s} wall: T {total:6.1f}  kill {kill_at:6.1f}  re-run {rerun:6.1f}  lost {lost:6.1f} s | "
+            f"CPU: T {total_cpu:6.1f}  before kill {done_cpu:6.1f}  re-run {rerun_cpu:6.1f}  "
+            f"lost {lost_cpu:6.1f} s ({100 * lost_cpu / max(done_cpu, 1e-9):.0f}% of the CPU work before the kill)",
+            flush=True,
+        )
     out = ROOT / "benchmarks" / "results" / f"resume_{args.label}.json"
-    out.write_text(json.dumps({"label": args.label, "profile": Path(args.params).name, "stages": rows,
-                               "cpus": os.cpu_count(), "machine": platform.machine(),
-                               "overrides": args.overrides,
-                               "note": "lost = rerun - (uninterrupted - done before the kill), in wall and in "
-                                       "CPU seconds; wall time is from a shared, busy machine"},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "label": args.label,
+                "profile": Path(args.params).name,
+                "stages": rows,
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "overrides": args.overrides,
+                "note": "lost = rerun - (uninterrupted - done before the kill), in wall and in "
+                "CPU seconds; wall time is from a shared, busy machine",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -22,6 +22,7 @@ turn, then scored on its code).
 
     python benchmarks/bench_scopes.py --features features --candidates floor distil bottleneck
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import write_result  # noqa: E402
+from bench_pipeline import write_result
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
 MOVING_SET = "privacy_videos"
@@ -52,14 +53,32 @@ def candidates(train) -> dict:
         "identity": ("identity", train),
         "floor": ("distil", replace(train, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=False))),
         "distil": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=0.0, ad_logit=False))),
-        **{f"distil_posteriors_t{t:g}": ("distil", replace(train, distil=DistilConfig(
-            outputs="posteriors", temperature=t, step=0.0, ad_logit=False))) for t in (0.5, 0.25, 0.1, 2.0)},
-        **{f"distil_posteriors_t{t:g}_step{q:g}": ("distil", replace(train, distil=DistilConfig(
-            outputs="posteriors", temperature=t, step=q, ad_logit=False))) for t in (1.0, 0.5) for q in (0.1, 0.25)},
-        **{f"distil_posteriors_step{q:g}_ad_logit": ("distil", replace(train, distil=DistilConfig(
-            outputs="posteriors", step=q, ad_logit=True))) for q in (0.1, 0.25)},
-        **{f"fisher_static{w:g}": ("fisher", replace(train, fisher=FisherConfig(static_weight=w)))
-           for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)},
+        **{
+            f"distil_posteriors_t{t:g}": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", temperature=t, step=0.0, ad_logit=False)),
+            )
+            for t in (0.5, 0.25, 0.1, 2.0)
+        },
+        **{
+            f"distil_posteriors_t{t:g}_step{q:g}": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", temperature=t, step=q, ad_logit=False)),
+            )
+            for t in (1.0, 0.5)
+            for q in (0.1, 0.25)
+        },
+        **{
+            f"distil_posteriors_step{q:g}_ad_logit": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True)),
+            )
+            for q in (0.1, 0.25)
+        },
+        **{
+            f"fisher_static{w:g}": ("fisher", replace(train, fisher=FisherConfig(static_weight=w)))
+            for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
+        },
         "fisher": ("fisher", train),
         "bottleneck": ("bottleneck", replace(train, bottleneck=bottleneck)),
         "bottleneck_noise_free": ("bottleneck", replace(train, bottleneck=bottleneck)),
@@ -94,15 +113,17 @@ def scope_sets(sets: dict, method=None, releases: tuple[int, ...] = ()) -> dict:
         return fs if method is None else method.transform(fs)
 
     privacy = {n: view(sets[n]) for n in PRIVACY_SETS if n in sets}
-    scopes = {"static": ([fs for fs in privacy.values() if "static" in fs.arrays], "static"),
-              "moving": ([privacy[MOVING_SET]], "clips"),
-              "video_mean": ([mean_set(privacy[MOVING_SET], "clips")], "clips")}
+    scopes = {
+        "static": ([fs for fs in privacy.values() if "static" in fs.arrays], "static"),
+        "moving": ([privacy[MOVING_SET]], "clips"),
+        "video_mean": ([mean_set(privacy[MOVING_SET], "clips")], "clips"),
+    }
     for scope, name in LONG_SETS.items():
         if name in sets and all(a in sets[name].records.columns for a in ATTRIBUTES):
             scopes[scope] = ([mean_set(view(sets[name]), "snippets")], "clips")
     for r in releases:
         if method is None or identical_releases(method, sets[MOVING_SET]):
-            scopes[f"release_{r}"] = "moving"    # every release is the one already attacked
+            scopes[f"release_{r}"] = "moving"  # every release is the one already attacked
         else:
             scopes[f"release_{r}"] = ([released(method, sets[MOVING_SET], r)], "clips")
     return scopes
@@ -126,11 +147,17 @@ def leakage_interval(raw: dict, anonymized: dict, resamples: int, confidence: fl
 
     labels = raw["items"]["labels"]
     weights = resampling.shared_weights(len(next(iter(labels.values()))), resamples)
-    values = resampling.paired_leakage(labels, raw["items"]["probabilities"], anonymized["items"]["probabilities"],
-                                       weights)
+    values = resampling.paired_leakage(
+        labels, raw["items"]["probabilities"], anonymized["items"]["probabilities"], weights
+    )
     point = (anonymized["cmap"] - anonymized["chance"]) / (raw["cmap"] - raw["chance"])
-    return {"normalized": float(point), "cmap": anonymized["cmap"], "chance": anonymized["chance"],
-            "raw_cmap": raw["cmap"], **resampling.percentile_interval(values, confidence)}
+    return {
+        "normalized": float(point),
+        "cmap": anonymized["cmap"],
+        "chance": anonymized["chance"],
+        "raw_cmap": raw["cmap"],
+        **resampling.percentile_interval(values, confidence),
+    }
 
 
 def task_splits(fs):
@@ -150,16 +177,24 @@ def drop_interval(task: str, raw: dict, anonymized: dict, resamples: int, confid
     from latentanon.evaluation import resampling
     from latentanon.tasks.scoring import resampled_values
 
-    n = {"ar": lambda i: len(i["correct"]), "tad": lambda i: len(i["snippet_counts"]),
-         "ad": lambda i: int(i["unit_video"].max()) + 1}[task](raw["items"])
+    n = {
+        "ar": lambda i: len(i["correct"]),
+        "tad": lambda i: len(i["snippet_counts"]),
+        "ad": lambda i: int(i["unit_video"].max()) + 1,
+    }[task](raw["items"])
     weights = resampling.shared_weights(n, resamples)
     raw_values = resampled_values(task, raw["items"], weights)
     values = resampled_values(task, anonymized["items"], weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         drops = (raw_values - values) / raw_values
-    return {"raw": raw["value"], "value": anonymized["value"], "drop": (raw["value"] - anonymized["value"]) / raw["value"],
-            "inputs": anonymized["inputs"], "raw_inputs": raw["inputs"],
-            **resampling.percentile_interval(drops, confidence)}
+    return {
+        "raw": raw["value"],
+        "value": anonymized["value"],
+        "drop": (raw["value"] - anonymized["value"]) / raw["value"],
+        "inputs": anonymized["inputs"],
+        "raw_inputs": raw["inputs"],
+        **resampling.percentile_interval(drops, confidence),
+    }
 
 
 def main() -> int:
@@ -170,8 +205,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--releases", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--resamples", type=int, default=500)
-    parser.add_argument("--unseen", nargs="*", default=None,
-                        help="candidates that get the held-out-task refits (default: all but identity)")
+    parser.add_argument(
+        "--unseen",
+        nargs="*",
+        default=None,
+        help="candidates that get the held-out-task refits (default: all but identity)",
+    )
     parser.add_argument("--no-utility", action="store_true", help="privacy scopes only")
     parser.add_argument("--out", default="benchmarks/results/scopes.json")
     args = parser.parse_args()
@@ -186,21 +225,32 @@ def main() -> int:
     torch.set_num_threads(1)
     # keyed-noise candidates publish under a secret of this run only (never written anywhere)
     from latentanon.methods.bottleneck import NOISE_SECRET_ENV
+
     os.environ.setdefault(NOISE_SECRET_ENV, os.urandom(16).hex())
     params = load_params(args.params)
     confidence = params.evaluate.confidence
     inputs = tuple(params.evaluate.head_inputs)
-    sets = load_fit_sets(args.features)     # every split: Method.fit sees train and val rows only
+    sets = load_fit_sets(args.features)  # every split: Method.fit sees train and val rows only
     table = candidates(params.train)
     started = time.perf_counter()
     raw_scopes = scope_sets(sets, None, tuple(args.releases))
-    raw = {scope: attack_scope(*target, args.seed) for scope, target in raw_scopes.items() if not isinstance(target, str)}
+    raw = {
+        scope: attack_scope(*target, args.seed) for scope, target in raw_scopes.items() if not isinstance(target, str)
+    }
     raw.update({scope: raw[target] for scope, target in raw_scopes.items() if isinstance(target, str)})
-    result = {"features": args.features, "seed": args.seed, "resamples": args.resamples, "confidence": confidence,
-              "head_inputs": list(inputs), "machine": platform.machine(), "cpus": os.cpu_count(),
-              "raw": {s: {"cmap": r["cmap"], "chance": r["chance"], "n_test_videos": r["n_test_videos"]}
-                      for s, r in raw.items()},
-              "candidates": {}}
+    result = {
+        "features": args.features,
+        "seed": args.seed,
+        "resamples": args.resamples,
+        "confidence": confidence,
+        "head_inputs": list(inputs),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "raw": {
+            s: {"cmap": r["cmap"], "chance": r["chance"], "n_test_videos": r["n_test_videos"]} for s, r in raw.items()
+        },
+        "candidates": {},
+    }
     print(f"raw scopes: {result['raw']} ({time.perf_counter() - started:.0f}s)", flush=True)
     raw_utility: dict = {}
     for label in args.candidates:
@@ -210,17 +260,22 @@ def main() -> int:
         fit_seconds = time.perf_counter() - t0
         if label == "bottleneck_noise_free":
             method.config = replace(method.config, sigma=0.0)
-        row = {"method": name, "fit_seconds": round(fit_seconds, 1), "output_dim": method.output_dim,
-               "info": {k: v for k, v in method.info.items() if k in ("heads", "seen_tasks", "best_step")},
-               "scopes": {}}
+        row = {
+            "method": name,
+            "fit_seconds": round(fit_seconds, 1),
+            "output_dim": method.output_dim,
+            "info": {k: v for k, v in method.info.items() if k in ("heads", "seen_tasks", "best_step")},
+            "scopes": {},
+        }
         scopes = scope_sets(sets, method, tuple(args.releases))
         for scope, target in scopes.items():
             if isinstance(target, str):
                 row["scopes"][scope] = {**row["scopes"][target], "identical_to": target}
                 continue
             fss, kind = target
-            row["scopes"][scope] = leakage_interval(raw[scope], attack_scope(fss, kind, args.seed), args.resamples,
-                                                    confidence)
+            row["scopes"][scope] = leakage_interval(
+                raw[scope], attack_scope(fss, kind, args.seed), args.resamples, confidence
+            )
         row["worst_scope"] = max(row["scopes"], key=lambda s: row["scopes"][s]["high"])
         if not args.no_utility:
             row["utility"] = {}

@@ -11,6 +11,7 @@ workdir.
     python benchmarks/bench_seed_ensembles.py [--workdir .] [--resamples 300]
 Writes benchmarks/results/seed_ensembles.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from bench_pipeline import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seed_ensembles.json"
@@ -60,12 +62,21 @@ def main() -> int:
                     per_combination.append(ensemble_drop(task, raw, other, weights, 0.95)["half_width"])
                 widths.append(float(np.mean(per_combination)))
             constant = widths[-1] * math.sqrt(n_videos)
-            rows.append({"task": task, "method": method, "test_videos": n_videos, "half_width_by_seeds": widths,
-                         "half_width_times_sqrt_videos": constant,
-                         "videos_for_target": math.ceil((constant / UTILITY_TARGET) ** 2) if constant > 0 else 0})
-            print(f"{task:>4} {method:>12} {n_videos:>5} videos  half-width with 1..{len(seeds)} seeds: "
-                  + " ".join(f"{w:.4f}" for w in widths)
-                  + f"  x sqrt(n) {constant:.2f} -> {rows[-1]['videos_for_target']} videos for {UTILITY_TARGET}")
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "test_videos": n_videos,
+                    "half_width_by_seeds": widths,
+                    "half_width_times_sqrt_videos": constant,
+                    "videos_for_target": math.ceil((constant / UTILITY_TARGET) ** 2) if constant > 0 else 0,
+                }
+            )
+            print(
+                f"{task:>4} {method:>12} {n_videos:>5} videos  half-width with 1..{len(seeds)} seeds: "
+                + " ".join(f"{w:.4f}" for w in widths)
+                + f"  x sqrt(n) {constant:.2f} -> {rows[-1]['videos_for_target']} videos for {UTILITY_TARGET}"
+            )
     result = {"seeds": seeds, "resamples": args.resamples, "utility_target": UTILITY_TARGET, "rows": rows}
     print(f"written {write_result(result, args.out)}")
     return 0

@@ -10,6 +10,7 @@ leakage, bias, Pareto front, loss curves, contact sheets of the benchmark) are c
 reports/ into docs/images/, and the figure blocks of the README (--readme) and of docs/results.md
 (--results-doc) are rewritten to show them: commit them together with the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,18 @@ FIGURES_END = "<!-- results-figures:end -->"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # name in docs/images -> (file under the run's reports/, caption)
 FIGURES = {
-    "privacy_utility.png": ("evaluate/privacy_utility.png",
-                            "Privacy-utility plane: every method's normalised leakage against its utility relative to raw"),
-    "attribute_leakage.png": ("evaluate/attribute_leakage.png",
-                              "Per-attribute leakage of raw and anonymized features (attacker cMAP against chance)"),
-    "contact_privacy_videos.png": ("generate/contact_privacy_videos.png",
-                                   "The benchmark: privacy videos with their private attributes"),
+    "privacy_utility.png": (
+        "evaluate/privacy_utility.png",
+        "Privacy-utility plane: every method's normalised leakage against its utility relative to raw",
+    ),
+    "attribute_leakage.png": (
+        "evaluate/attribute_leakage.png",
+        "Per-attribute leakage of raw and anonymized features (attacker cMAP against chance)",
+    ),
+    "contact_privacy_videos.png": (
+        "generate/contact_privacy_videos.png",
+        "The benchmark: privacy videos with their private attributes",
+    ),
     "contact_actions.png": ("generate/contact_actions.png", "The benchmark: trimmed action clips"),
     "bias.png": ("audit_bias/bias.png", "Bias audit: per-gender accuracy, raw and anonymized"),
     "pareto.png": ("tune/pareto.png", "The tune stage's Optuna Pareto front and the chosen operating point"),
@@ -81,14 +88,19 @@ def replace_figures_block(text: str, block: str, where: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", default="reports/metrics.json", help="the audit_bias stage's metrics tree")
-    parser.add_argument("--reports", default=None,
-                        help="the run's reports folder with its plots (default: the folder of --metrics)")
+    parser.add_argument(
+        "--reports", default=None, help="the run's reports folder with its plots (default: the folder of --metrics)"
+    )
     parser.add_argument("--readme", default=None, help="a markdown file with the results-table markers to rewrite")
-    parser.add_argument("--results-doc", default=None,
-                        help="a markdown file whose figure block shows every plot (e.g. docs/results.md)")
+    parser.add_argument(
+        "--results-doc", default=None, help="a markdown file whose figure block shows every plot (e.g. docs/results.md)"
+    )
     parser.add_argument("--images", default=str(ROOT / "docs" / "images"), help="where the run's plots are copied")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "results_table.md"),
-                        help="where the table is also written")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results" / "results_table.md"),
+        help="where the table is also written",
+    )
     args = parser.parse_args(argv)
     metrics = Path(args.metrics)
     if not metrics.exists():

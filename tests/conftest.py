@@ -1,4 +1,5 @@
 """Shared test set-up: offline, no cloud probes, one thread per test process."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The AAM: batch invariance, exact identity at init, shapes, save/load, width errors."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,9 @@ import json
 import pytest
 import torch
 
+from latentanon.errors import ModelError
 from latentanon.methods.aam import AAM, load_adapter, save_adapter
 from latentanon.methods.config import AdapterConfig
-from latentanon.errors import ModelError
-
 
 DIM = 16
 

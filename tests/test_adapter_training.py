@@ -1,4 +1,5 @@
 """Adapter training: seeded, resumable, val-only selection, unseen tasks, apply, and behaviour."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,19 +12,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from latentanon.errors import DataError
+from latentanon.features.featureset import FeatureSet
 from latentanon.methods.aam import AAM
 from latentanon.methods.apply import anonymize_feature_set
 from latentanon.methods.config import AdapterConfig, LossWeights, PrivacyConfig, TaskWeights, TrainConfig
 from latentanon.methods.losses import nt_xent
 from latentanon.methods.training import CHECKPOINT_NAME, fit_adapter, fit_adapter_with_heads
-from latentanon.errors import DataError
 from latentanon.tasks.scoring import score_task
-from latentanon.features.featureset import FeatureSet
 
 SMALL = TrainConfig(adapter=AdapterConfig(blocks=1, heads=2), lr=1e-2, batch_size=64, device="cpu")
 
 
-def synthetic_sets(seed: int = 0, dim: int = 32, ids: tuple[int, int, int] = (24, 8, 8), n_classes: int = 4) -> dict[str, FeatureSet]:
+def synthetic_sets(
+    seed: int = 0, dim: int = 32, ids: tuple[int, int, int] = (24, 8, 8), n_classes: int = 4
+) -> dict[str, FeatureSet]:
     """Features = action part + private attribute part (+ per-frame pose and noise).
 
     Moving clips and snippets carry action + attribute; static clips (one frame) carry the
@@ -40,7 +43,9 @@ def synthetic_sets(seed: int = 0, dim: int = 32, ids: tuple[int, int, int] = (24
         return 0.3 * rng.normal(size=shape)
 
     def static(a):
-        return (attribute[a] + 1.5 * rng.normal(size=(4, 8)) @ pose + 0.1 * rng.normal(size=(4, dim))).astype(np.float32)
+        return (attribute[a] + 1.5 * rng.normal(size=(4, 8)) @ pose + 0.1 * rng.normal(size=(4, dim))).astype(
+            np.float32
+        )
 
     tables = {name: ([], {"static": []}) for name in ("actions", "untrimmed", "anomaly")}
     for split, identities in splits.items():
@@ -68,7 +73,9 @@ def synthetic_sets(seed: int = 0, dim: int = 32, ids: tuple[int, int, int] = (24
                     start = int(rng.integers(0, 9))
                     seq[start : start + 3] += anomaly
                     segments = [[float(start), float(start + 3), "fall"]]
-                rows.append(dict(base, video_id=f"n{ident}-{flag}", label_id=-1, frames=192, segments=segments, anomaly=flag))
+                rows.append(
+                    dict(base, video_id=f"n{ident}-{flag}", label_id=-1, frames=192, segments=segments, anomaly=flag)
+                )
                 arrays.setdefault("snippets", []).append(seq.astype(np.float32))
                 arrays["static"].append(static(a))
     return {name: FeatureSet(name, pd.DataFrame(rows), arrays) for name, (rows, arrays) in tables.items()}
@@ -88,8 +95,17 @@ def test_fit_is_seeded_and_records_history(small_sets):
     model_b, _ = fit_adapter(small_sets, SMALL, LossWeights(), epochs=3, seed=5)
     assert torch.equal(_parameters(model_a), _parameters(model_b))
     assert history["epoch"] == [1, 2, 3]
-    for key in ("train_total", "train_latent", "train_privacy", "train_utility", "train_ar", "train_tad",
-                "train_ad", "val_total", "val_privacy"):
+    for key in (
+        "train_total",
+        "train_latent",
+        "train_privacy",
+        "train_utility",
+        "train_ar",
+        "train_tad",
+        "train_ad",
+        "val_total",
+        "val_privacy",
+    ):
         assert len(history[key]) == 3, key
     selection = 100.0 * np.array(history["val_latent"]) - np.array(history["val_privacy"])
     assert history["val_selection"] == pytest.approx(selection.tolist())
@@ -102,12 +118,16 @@ def test_interrupted_run_resumes_to_the_same_result(small_sets, tmp_path):
     full, full_history = fit_adapter(small_sets, SMALL, LossWeights(), epochs=4, seed=1, checkpoint_dir=tmp_path / "a")
     fit_adapter(small_sets, SMALL, LossWeights(), epochs=2, seed=1, checkpoint_dir=tmp_path / "b")
     assert torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["epoch"] == 2
-    resumed, resumed_history = fit_adapter(small_sets, SMALL, LossWeights(), epochs=4, seed=1, checkpoint_dir=tmp_path / "b")
+    resumed, resumed_history = fit_adapter(
+        small_sets, SMALL, LossWeights(), epochs=4, seed=1, checkpoint_dir=tmp_path / "b"
+    )
     assert torch.allclose(_parameters(full), _parameters(resumed), atol=1e-6)
     assert resumed_history["epoch"] == [1, 2, 3, 4]
     assert resumed_history["train_total"] == pytest.approx(full_history["train_total"], rel=1e-5)
     # a checkpoint made with other loss weights is not resumed
-    other, other_history = fit_adapter(small_sets, SMALL, LossWeights(privacy=2.0), epochs=1, seed=1, checkpoint_dir=tmp_path / "b")
+    other, other_history = fit_adapter(
+        small_sets, SMALL, LossWeights(privacy=2.0), epochs=1, seed=1, checkpoint_dir=tmp_path / "b"
+    )
     assert other_history["epoch"] == [1]
 
 
@@ -187,7 +207,7 @@ def test_training_lowers_attribute_leakage_and_keeps_action_recognition():
         return score_task("ar", fs.split("train"), fs.split("val"), fs.split("test"), seed=0)["value"]
 
     raw_attack, raw_ar = _attack_accuracy(sets["actions"]), ar(sets["actions"])
-    assert raw_attack >= 0.95          # chance is 0.5
+    assert raw_attack >= 0.95  # chance is 0.5
     drops = []
     for seed in (0, 1, 2):
         model, history = fit_adapter(sets, cfg, LossWeights(latent_consistency=10.0), epochs=300, seed=seed)
@@ -223,7 +243,7 @@ def test_train_stage_and_anonymized_store(small_sets, tmp_path):
     assert result["method"] == "paper"
     assert list_feature_sets(tmp_path / "anon") == sorted(small_sets)
     anonymized = load_feature_set(tmp_path / "anon", "actions")
-    assert anonymized.meta["method"]["id"] == method.fingerprint()   # the release meta names the method
+    assert anonymized.meta["method"]["id"] == method.fingerprint()  # the release meta names the method
     expected = anonymize_feature_set(loaded.model, small_sets["actions"])
     np.testing.assert_allclose(anonymized.arrays["clips"][3], expected.arrays["clips"][3], atol=1e-6)
     # a second run resumes: nothing is rewritten
@@ -248,9 +268,7 @@ def test_critic_matches_while_the_adapter_unmatches():
     )
     for param, grad in zip(critic.parameters(), critic_grads):
         assert torch.allclose(param.grad, grad, atol=1e-6)  # the critic descends L_B
-    direct = torch.autograd.grad(
-        nt_xent(critic(first), critic(second), 0.5), [first, second]
-    )
+    direct = torch.autograd.grad(nt_xent(critic(first), critic(second), 0.5), [first, second])
     assert torch.allclose(first.grad, -direct[0], atol=1e-6)  # the adapter's outputs ascend it
     assert torch.allclose(second.grad, -direct[1], atol=1e-6)
 

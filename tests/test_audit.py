@@ -1,4 +1,5 @@
 """``latentanon audit``: the attack suite on a user's labelled feature store, with a report."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
-from test_privacy import private_feature_set
 
 from latentanon import cli
 from latentanon.errors import EXIT_BAD_INPUT, EXIT_USAGE, DataError
 from latentanon.evaluation.audit import audit, labelled_sets
 from latentanon.features.store import write_feature_set
+from test_privacy import private_feature_set
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,19 @@ def audited(tmp_path_factory):
     write_feature_set(str(root / "features"), private_feature_set(n_identities=24, signal=1.5))
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(["audit", "--features", str(root / "features"), "--out", str(root / "out"), "--seeds", "0",
-                         "--bootstrap", "100"])
+        code = cli.main(
+            [
+                "audit",
+                "--features",
+                str(root / "features"),
+                "--out",
+                str(root / "out"),
+                "--seeds",
+                "0",
+                "--bootstrap",
+                "100",
+            ]
+        )
     return code, root, stdout.getvalue(), stderr.getvalue()
 
 
@@ -35,8 +47,8 @@ def test_audit_finds_the_planted_leak_and_writes_a_report(audited):
     assert "[audit]" not in stderr
     result = json.loads((root / "out" / "audit.json").read_text())
     assert set(result["scopes"]) == {"static", "moving", "moving_video_mean"}
-    assert "snippets" in result["skipped"]["snippets_video_mean"]          # the store holds no snippets
-    assert "rerelease" not in result                                       # no method given
+    assert "snippets" in result["skipped"]["snippets_video_mean"]  # the store holds no snippets
+    assert "rerelease" not in result  # no method given
     for scope, block in result["scopes"].items():
         # the planted attributes are read well above chance, and the interval says so
         assert block["cmap_above_chance"]["low"] > 0.15, (scope, block["cmap_above_chance"])
@@ -78,11 +90,11 @@ def test_audit_attacks_a_methods_re_releases_only_when_they_differ(tmp_path):
     sets = {"privacy_videos": fs}
     noise = create_method("noise@3").fit(sets, seed=0)
     noise.save(tmp_path / "noise")
-    linear = tuple(spec for spec in ATTACKER_GRID if spec.name == "linear")   # fast; the scopes are the point
-    result = audit_sets(sets, [0], n_resamples=100, method=load_method(tmp_path / "noise"), releases=(16,),
-                        grid=linear)
-    rotated = audit_sets(sets, [0], n_resamples=100, method=create_method("rotation").fit(sets, seed=0),
-                         releases=(16,), grid=linear)
+    linear = tuple(spec for spec in ATTACKER_GRID if spec.name == "linear")  # fast; the scopes are the point
+    result = audit_sets(sets, [0], n_resamples=100, method=load_method(tmp_path / "noise"), releases=(16,), grid=linear)
+    rotated = audit_sets(
+        sets, [0], n_resamples=100, method=create_method("rotation").fit(sets, seed=0), releases=(16,), grid=linear
+    )
     assert result["rerelease"] == {"method": "noise@3", "releases": [16], "deterministic": False}
     for scope, reference in (("rerelease16", "moving"), ("rerelease16_video_mean", "moving_video_mean")):
         block = result["scopes"][scope]

@@ -1,4 +1,5 @@
 """Baseline methods: LEACE erases linear predictability, noise honours its scale, the adversarial adapter hides."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ from sklearn.linear_model import LogisticRegression
 
 from latentanon.errors import DataError, ModelError
 from latentanon.evaluation import privacy
-from latentanon.methods.registry import METHODS, create_method, expand_names, needs_private_labels
 from latentanon.methods.config import AdapterConfig, TrainConfig
+from latentanon.methods.registry import METHODS, create_method, expand_names, needs_private_labels
 from test_privacy import private_feature_set
 
 

@@ -1,4 +1,5 @@
 """The val-only bottleneck benchmark: its AD grid override and one small run end to end."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_bottleneck_val as bench  # noqa: E402
-
-from latentanon.tasks import scoring  # noqa: E402
-from test_tuning import make_feature_sets, write_store  # noqa: E402
+import bench_bottleneck_val as bench
+from latentanon.tasks import scoring
+from test_tuning import make_feature_sets, write_store
 
 
 def test_ad_kernels_replace_the_temporal_extents_of_the_grid(monkeypatch):
@@ -27,13 +27,28 @@ def test_ad_kernels_replace_the_temporal_extents_of_the_grid(monkeypatch):
 def test_a_variant_is_measured_on_val_and_recorded(tmp_path, monkeypatch):
     write_store(tmp_path / "features", make_feature_sets())
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"paths": {"workdir": str(tmp_path)},
-                                      "train": {"bottleneck": {"steps": 30, "eval_every": 10}}}))
+    params.write_text(
+        yaml.safe_dump({"paths": {"workdir": str(tmp_path)}, "train": {"bottleneck": {"steps": 30, "eval_every": 10}}})
+    )
     results = tmp_path / "bottleneck_val.json"
     monkeypatch.setattr(bench, "RESULTS", results)
     monkeypatch.setitem(scoring.TASK_SPECS, "ad", scoring.TASK_SPECS["ad"])
-    monkeypatch.setattr(sys, "argv", ["bench", "small_code", '{"bottleneck": {"code_dim": 8}}', "--params",
-                                      str(params), "--seeds", "0", "1", "--ad-kernels", "1"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "bench",
+            "small_code",
+            '{"bottleneck": {"code_dim": 8}}',
+            "--params",
+            str(params),
+            "--seeds",
+            "0",
+            "1",
+            "--ad-kernels",
+            "1",
+        ],
+    )
     bench.main()
     (record,) = json.loads(results.read_text())
     assert record["name"] == "small_code" and record["bottleneck"]["code_dim"] == 8

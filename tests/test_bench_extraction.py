@@ -1,6 +1,7 @@
 """bench_extraction.py's comparison of one HF model's forms (fp32 eager, bf16 + SDPA, + compile): each
 form is really what it says, and the run writes every form's model-only and decoding figures.
 On CPU with a tiny VideoMAE; the GPU run (VideoMAE-Base) is the same command with other sizes."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture
 def tiny_videomae(tmp_path) -> Path:
     torch.manual_seed(0)
-    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = transformers.VideoMAEConfig(
+        image_size=32,
+        patch_size=16,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     directory = tmp_path / "videomae"
     transformers.VideoMAEModel(config).save_pretrained(str(directory))
     return directory
@@ -43,9 +52,30 @@ def test_each_form_sets_dtype_and_attention_and_encodes_alike(tiny_videomae):
 
 def test_variants_run_writes_every_form_with_decoding(tiny_videomae, tmp_path):
     out = tmp_path / "variants.json"
-    assert bench.main(["--hf-videomae-base", "--hf-dir", str(tiny_videomae), "--variants", "fp32-eager,bf16-sdpa",
-                       "--videos", "2", "--batch", "4", "--workers", "0", "--size", "32", "--device", "cpu",
-                       "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--hf-videomae-base",
+                "--hf-dir",
+                str(tiny_videomae),
+                "--variants",
+                "fp32-eager,bf16-sdpa",
+                "--videos",
+                "2",
+                "--batch",
+                "4",
+                "--workers",
+                "0",
+                "--size",
+                "32",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert list(result["forms"]) == ["fp32-eager", "bf16-sdpa"]
     for form, block in result["forms"].items():

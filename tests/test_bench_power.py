@@ -1,4 +1,5 @@
 """The statistical-power benchmark: its reading of metrics.json and its 1/sqrt(n) prediction."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,10 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_power as bench  # noqa: E402
-
-from latentanon.config import Layout, load_params, params_from_dict  # noqa: E402
-from latentanon.evaluation.run import save_items  # noqa: E402
-from test_tuning import make_feature_sets, write_store  # noqa: E402
+import bench_power as bench
+from latentanon.config import Layout, load_params, params_from_dict
+from latentanon.evaluation.run import save_items
+from test_tuning import make_feature_sets, write_store
 
 
 def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int]) -> dict:
@@ -22,14 +22,25 @@ def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int
     for task, methods in half_widths.items():
         block = {"raw": {"ensemble_value": 0.7}, "aam_unseen": {"relative_drop_interval": [0.0, 0.2]}}
         for method, hw in methods.items():
-            block |= {f"{method}_relative_drop": 0.01, f"{method}_relative_drop_interval": [0.01 - hw, 0.01 + hw],
-                      f"{method}_relative_drop_half_width": hw, f"{method}_relative_drop_test_videos": videos[task],
-                      f"{method}_relative_drop_seed_interval": [0.0, 0.02]}
+            block |= {
+                f"{method}_relative_drop": 0.01,
+                f"{method}_relative_drop_interval": [0.01 - hw, 0.01 + hw],
+                f"{method}_relative_drop_half_width": hw,
+                f"{method}_relative_drop_test_videos": videos[task],
+                f"{method}_relative_drop_seed_interval": [0.0, 0.02],
+            }
         utility[task] = block
-    privacy = {"raw": {"normalized_leakage_half_width": 0.0, "moving": {"normalized_leakage_half_width": 0.0}},
-               "aam": {"normalized_leakage_half_width": 0.03, "moving": {"normalized_leakage_half_width": 0.05}}}
-    return {"utility": utility, "privacy": privacy, "seeds": {"evaluate": [0], "audit_bias": [0]}, "confidence": 0.95,
-            "decisions": {"utility_drop_ar": {"decided": True, "passed": True, "interval": [-0.01, 0.005]}}}
+    privacy = {
+        "raw": {"normalized_leakage_half_width": 0.0, "moving": {"normalized_leakage_half_width": 0.0}},
+        "aam": {"normalized_leakage_half_width": 0.03, "moving": {"normalized_leakage_half_width": 0.05}},
+    }
+    return {
+        "utility": utility,
+        "privacy": privacy,
+        "seeds": {"evaluate": [0], "audit_bias": [0]},
+        "confidence": 0.95,
+        "decisions": {"utility_drop_ar": {"decided": True, "passed": True, "interval": [-0.01, 0.005]}},
+    }
 
 
 def test_widths_are_read_per_task_and_method_and_unseen_is_not_a_method():
@@ -42,8 +53,10 @@ def test_widths_are_read_per_task_and_method_and_unseen_is_not_a_method():
 def test_prediction_scales_with_one_over_the_square_root_of_the_videos():
     main = {"half_width": 0.06, "test_videos": 576}
     assert bench.predicted_half_width(main, 576 * 4) == pytest.approx(0.03)
-    rows = bench.compare(bench.utility_widths(metrics_tree({"ar": {"aam": 0.02}}, {"ar": 2304})),
-                         bench.utility_widths(metrics_tree({"ar": {"aam": 0.05}}, {"ar": 576})))
+    rows = bench.compare(
+        bench.utility_widths(metrics_tree({"ar": {"aam": 0.02}}, {"ar": 2304})),
+        bench.utility_widths(metrics_tree({"ar": {"aam": 0.05}}, {"ar": 576})),
+    )
     assert rows[0]["met"] and rows[0]["predicted_half_width"] == pytest.approx(0.025)
     assert not bench.compare(bench.utility_widths(metrics_tree({"ar": {"aam": 0.03}}, {"ar": 9})), None)[0]["met"]
 
@@ -51,24 +64,44 @@ def test_prediction_scales_with_one_over_the_square_root_of_the_videos():
 def test_overrides_are_valid_params_and_a_summary_is_written(tmp_path, monkeypatch, capsys):
     overrides = bench.power_overrides(str(tmp_path / "power"), 8, 26, 4)
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", overrides)
-    assert (params.data.test_actions_multiplier, params.data.test_untrimmed_multiplier,
-            params.data.test_anomaly_multiplier) == (8, 26, 4)
+    assert (
+        params.data.test_actions_multiplier,
+        params.data.test_untrimmed_multiplier,
+        params.data.test_anomaly_multiplier,
+    ) == (8, 26, 4)
     reports = tmp_path / "power" / "reports"
     (reports / "gate").mkdir(parents=True)
     (reports / "gate" / "summary.json").write_text(json.dumps({"seconds": 2.5}))
-    (reports / "metrics.json").write_text(json.dumps(metrics_tree({"ar": {"aam": 0.02}, "tad": {"aam": 0.03}},
-                                                                   {"ar": 4608, "tad": 2496})))
+    (reports / "metrics.json").write_text(
+        json.dumps(metrics_tree({"ar": {"aam": 0.02}, "tad": {"aam": 0.03}}, {"ar": 4608, "tad": 2496}))
+    )
     main_metrics = tmp_path / "main.json"
-    main_metrics.write_text(json.dumps(metrics_tree({"ar": {"aam": 0.05}, "tad": {"aam": 0.11}}, {"ar": 576, "tad": 96})))
+    main_metrics.write_text(
+        json.dumps(metrics_tree({"ar": {"aam": 0.05}, "tad": {"aam": 0.11}}, {"ar": 576, "tad": 96}))
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({}))
     out = tmp_path / "power.json"
-    monkeypatch.setattr(sys, "argv", ["bench", "--params", str(params_file), "--workdir", str(tmp_path / "power"),
-                                      "--main-metrics", str(main_metrics), "--skip-run", "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "bench",
+            "--params",
+            str(params_file),
+            "--workdir",
+            str(tmp_path / "power"),
+            "--main-metrics",
+            str(main_metrics),
+            "--skip-run",
+            "--out",
+            str(out),
+        ],
+    )
     assert bench.main() == 0
     record = json.loads(out.read_text())
     assert record["stage_seconds"] == {"gate": 2.5} and record["wall_seconds"] is None
-    assert not record["utility_targets_met"]                     # TAD 0.03 > 0.025
+    assert not record["utility_targets_met"]  # TAD 0.03 > 0.025
     assert record["leakage_targets_met"]
     tad = next(r for r in record["utility"] if r["task"] == "tad")
     assert tad["predicted_half_width"] == pytest.approx(0.11 * (96 / 2496) ** 0.5)
@@ -79,8 +112,20 @@ def test_overrides_are_valid_params_and_a_summary_is_written(tmp_path, monkeypat
 def test_a_workdir_without_metrics_is_named(tmp_path, monkeypatch, capsys):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({}))
-    monkeypatch.setattr(sys, "argv", ["bench", "--params", str(params_file), "--workdir", str(tmp_path / "none"),
-                                      "--skip-run", "--out", str(tmp_path / "p.json")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "bench",
+            "--params",
+            str(params_file),
+            "--workdir",
+            str(tmp_path / "none"),
+            "--skip-run",
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+    )
     assert bench.main() == 2
     assert "metrics.json: no metrics" in capsys.readouterr().err
 
@@ -91,7 +136,7 @@ def test_identity_weights_draw_whole_people():
     assert weights.shape == (200, 6)
     for person in ("a", "b", "c"):
         videos = np.flatnonzero(identities == person)
-        assert (weights[:, videos] == weights[:, videos[:1]]).all()   # a person's videos move together
+        assert (weights[:, videos] == weights[:, videos[:1]]).all()  # a person's videos move together
     # three people drawn per resample: the draws of a, b and c add up to 3
     assert ((weights[:, 0] + weights[:, 1] + weights[:, 3]) == 3).all()
 
@@ -106,7 +151,7 @@ def test_identity_bootstrap_reads_evaluate_items_and_test_identities(tmp_path):
     probabilities = np.eye(classes)[labels] * 0.8 + 0.1 / classes
     raw = {"correct": np.ones(n), "probabilities": probabilities, "labels": labels}
     wrong = probabilities.copy()
-    wrong[:2] = np.roll(wrong[:2], 1, axis=1)                  # two videos now predicted wrong
+    wrong[:2] = np.roll(wrong[:2], 1, axis=1)  # two videos now predicted wrong
     changed = {"correct": np.r_[np.zeros(2), np.ones(n - 2)], "probabilities": wrong, "labels": labels}
     items = layout.report_dir("evaluate") / "items"
     items.mkdir(parents=True)
@@ -119,4 +164,4 @@ def test_identity_bootstrap_reads_evaluate_items_and_test_identities(tmp_path):
     assert (same["drop"], same["half_width"]) == (0.0, 0.0)
     assert moved["drop"] == pytest.approx(2 / n) and moved["half_width"] > 0
     assert (moved["identities"], moved["test_videos"]) == (test.records["identity"].nunique(), n)
-    assert bench.identity_bootstrap(layout, [5], n_resamples=10) == {}      # no items for that seed
+    assert bench.identity_bootstrap(layout, [5], n_resamples=10) == {}  # no items for that seed

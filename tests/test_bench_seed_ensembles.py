@@ -1,4 +1,5 @@
 """The seed-ensemble benchmark: half-widths per ensemble size from saved per-video items."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench_seed_ensembles as bench  # noqa: E402
-
-from latentanon.evaluation.run import save_items  # noqa: E402
+import bench_seed_ensembles as bench
+from latentanon.evaluation.run import save_items
 
 
 def _ar_items(labels: np.ndarray, right: np.ndarray) -> dict:
@@ -30,7 +30,7 @@ def test_half_widths_per_ensemble_size_and_the_videos_a_target_needs(tmp_path, m
     for seed in ("0", "1", "2"):
         raw_right = rng.random(200) < 0.8
         save_items(folder / f"raw__{seed}.npz", _ar_items(labels, raw_right))
-        save_items(folder / f"copy__{seed}.npz", _ar_items(labels, raw_right))            # raw's own outputs
+        save_items(folder / f"copy__{seed}.npz", _ar_items(labels, raw_right))  # raw's own outputs
         save_items(folder / f"worse__{seed}.npz", _ar_items(labels, raw_right & (rng.random(200) < 0.8)))
     out = tmp_path / "seed_ensembles.json"
     monkeypatch.setattr(sys, "argv", ["bench", "--workdir", str(tmp_path), "--resamples", "200", "--out", str(out)])

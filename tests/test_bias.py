@@ -1,8 +1,8 @@
 """The bias protocol on hand-made cases, and the evaluate + audit_bias stages on a tiny real store."""
+
 from __future__ import annotations
 
 import json
-
 from dataclasses import replace
 
 import numpy as np
@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from latentanon.methods.aam import AAM, save_adapter
-from latentanon.methods.apply import anonymize_store
-from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import bias, run
 from latentanon.features.featureset import FeatureSet
 from latentanon.features.store import write_feature_set
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.apply import anonymize_store
+from latentanon.methods.config import AdapterConfig
 from test_privacy import ATTRIBUTE_CLASSES, private_feature_set
 
 DIM = 16
@@ -32,8 +32,10 @@ def _split(person: int) -> str:
 
 
 def _people(rng):
-    return [{a: int(rng.integers(0, k)) for a, k in ATTRIBUTE_CLASSES.items()} | {"gender": p % 2}
-            for p in range(N_IDENTITIES)]
+    return [
+        {a: int(rng.integers(0, k)) for a, k in ATTRIBUTE_CLASSES.items()} | {"gender": p % 2}
+        for p in range(N_IDENTITIES)
+    ]
 
 
 def untrimmed_set(rng, directions) -> FeatureSet:
@@ -44,9 +46,18 @@ def untrimmed_set(rng, directions) -> FeatureSet:
             action = (person + v) % N_ACTIONS
             seq = 0.3 * rng.standard_normal((SNIPPETS, DIM))
             seq[2:5] += directions[action]
-            rows.append({"video_id": f"u{person}-{v}", "split": _split(person), "identity": f"id{person}",
-                         "label": "", "label_id": -1, "frames": SNIPPETS * FPS, "fps": FPS,
-                         "segments": json.dumps([[2.0, 5.0, f"action{action}"]])})
+            rows.append(
+                {
+                    "video_id": f"u{person}-{v}",
+                    "split": _split(person),
+                    "identity": f"id{person}",
+                    "label": "",
+                    "label_id": -1,
+                    "frames": SNIPPETS * FPS,
+                    "fps": FPS,
+                    "segments": json.dumps([[2.0, 5.0, f"action{action}"]]),
+                }
+            )
             snippets.append(seq.astype(np.float32))
             static.append(rng.standard_normal((1, DIM)).astype(np.float32))
     return FeatureSet("untrimmed", pd.DataFrame(rows), {"snippets": snippets, "static": static})
@@ -61,9 +72,19 @@ def anomaly_set(rng, direction) -> FeatureSet:
             seq = 0.3 * rng.standard_normal((SNIPPETS, DIM))
             if anomalous:
                 seq[3:6] += direction
-            rows.append({"video_id": f"a{person}-{v}", "split": _split(person), "identity": f"id{person}",
-                         "label": "", "label_id": -1, "frames": SNIPPETS * FPS, "fps": FPS, "anomaly": int(anomalous),
-                         "segments": json.dumps([[3.0, 6.0, "anomaly"]] if anomalous else [])})
+            rows.append(
+                {
+                    "video_id": f"a{person}-{v}",
+                    "split": _split(person),
+                    "identity": f"id{person}",
+                    "label": "",
+                    "label_id": -1,
+                    "frames": SNIPPETS * FPS,
+                    "fps": FPS,
+                    "anomaly": int(anomalous),
+                    "segments": json.dumps([[3.0, 6.0, "anomaly"]] if anomalous else []),
+                }
+            )
             snippets.append(seq.astype(np.float32))
             static.append(rng.standard_normal((1, DIM)).astype(np.float32))
     return FeatureSet("anomaly", pd.DataFrame(rows), {"snippets": snippets, "static": static})
@@ -76,8 +97,17 @@ def bias_set(rng, directions, gender_direction) -> FeatureSet:
         split = "train" if person < 2 * N_IDENTITIES else "val" if person < 5 * N_IDENTITIES // 2 else "test"
         gender = person % 2
         for action in range(N_ACTIONS):
-            rows.append({"video_id": f"b{person}-{action}", "split": split, "identity": f"s{person}",
-                         "subject": person, "gender": gender, "label": f"action{action}", "label_id": action})
+            rows.append(
+                {
+                    "video_id": f"b{person}-{action}",
+                    "split": split,
+                    "identity": f"s{person}",
+                    "subject": person,
+                    "gender": gender,
+                    "label": f"action{action}",
+                    "label_id": action,
+                }
+            )
             base = directions[action] + (gender - 0.5) * gender_direction
             clips.append((base + 0.8 * rng.standard_normal((2, DIM))).astype(np.float32))
             static.append((base + 0.8 * rng.standard_normal((2, DIM))).astype(np.float32))
@@ -89,8 +119,9 @@ def build_store(root) -> None:
     directions = 1.5 * rng.standard_normal((N_ACTIONS, DIM))
     sets = [
         private_feature_set("privacy_videos", n_identities=N_IDENTITIES, videos_per_identity=2, dim=DIM),
-        private_feature_set("privacy_images", n_identities=N_IDENTITIES, videos_per_identity=2, dim=DIM,
-                            kinds=("static",), seed=1),
+        private_feature_set(
+            "privacy_images", n_identities=N_IDENTITIES, videos_per_identity=2, dim=DIM, kinds=("static",), seed=1
+        ),
         private_feature_set("actions", n_identities=N_IDENTITIES, videos_per_identity=3, dim=DIM, seed=2),
         untrimmed_set(rng, directions),
         anomaly_set(rng, 2.0 * rng.standard_normal(DIM)),
@@ -108,14 +139,27 @@ def build_store(root) -> None:
 
 
 def tiny_params(root):
-    return params_from_dict({
-        "paths": {"workdir": str(root)},
-        "train": {"adapter": {"blocks": 1, "heads": 2}, "tasks": {"tad": 0.0}, "epochs": 2, "batch_size": 64,
-                  "adversarial": {"steps": 10}},
-        "evaluate": {"seeds": [0, 1], "noise_scales": [1.0], "workers": 2, "bootstrap": 200, "unseen_seeds": [0],
-                     "methods": ["identity", "leace", "adversarial", "noise"]},
-        "audit_bias": {"seeds": [0, 1]},
-    })
+    return params_from_dict(
+        {
+            "paths": {"workdir": str(root)},
+            "train": {
+                "adapter": {"blocks": 1, "heads": 2},
+                "tasks": {"tad": 0.0},
+                "epochs": 2,
+                "batch_size": 64,
+                "adversarial": {"steps": 10},
+            },
+            "evaluate": {
+                "seeds": [0, 1],
+                "noise_scales": [1.0],
+                "workers": 2,
+                "bootstrap": 200,
+                "unseen_seeds": [0],
+                "methods": ["identity", "leace", "adversarial", "noise"],
+            },
+            "audit_bias": {"seeds": [0, 1]},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +175,14 @@ def stages_done(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- protocol pieces
 
+
 def _protocol_set(n_per_gender: int = 20) -> FeatureSet:
-    rows = [{"video_id": f"v{a}-{g}-{i}", "split": "train", "label_id": a, "label": f"action{a}", "gender": g}
-            for a in range(3) for g in (0, 1) for i in range(n_per_gender)]
+    rows = [
+        {"video_id": f"v{a}-{g}-{i}", "split": "train", "label_id": a, "label": f"action{a}", "gender": g}
+        for a in range(3)
+        for g in (0, 1)
+        for i in range(n_per_gender)
+    ]
     return FeatureSet("bias", pd.DataFrame(rows), {"clips": [np.zeros((1, 2), np.float32)] * len(rows)})
 
 
@@ -151,8 +200,13 @@ def test_skewed_subset_flips_the_shortcut_action():
 
 def test_balanced_subset_equal_genders_per_action():
     fs = _protocol_set(5)
-    lopsided = fs.subset(~((fs.records["label_id"] == 0) & (fs.records["gender"] == 0)
-                           & (fs.records["video_id"].str.endswith(("-3", "-4")))).to_numpy())
+    lopsided = fs.subset(
+        ~(
+            (fs.records["label_id"] == 0)
+            & (fs.records["gender"] == 0)
+            & (fs.records["video_id"].str.endswith(("-3", "-4")))
+        ).to_numpy()
+    )
     out = bias.balanced_subset(lopsided, np.random.default_rng(0))
     counts = out.records.groupby(["label_id", "gender"]).size()
     assert counts[(0, 0)] == counts[(0, 1)] == 3
@@ -184,6 +238,7 @@ def test_audit_needs_evaluation_first(tmp_path):
 
 
 # ---------------------------------------------------------------------------- stages end to end
+
 
 @pytest.mark.slow
 def test_evaluate_writes_every_method_and_figure(stages_done):
@@ -224,8 +279,9 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
 
     build_store(tmp_path)
     base = tiny_params(tmp_path)
-    params = replace(base, evaluate=replace(base.evaluate, methods=("noise",), workers=1, unseen_seeds=(),
-                                            refit_baselines=refit))
+    params = replace(
+        base, evaluate=replace(base.evaluate, methods=("noise",), workers=1, unseen_seeds=(), refit_baselines=refit)
+    )
     fits, transforms = [], {}
     real_create = registry.create_method
 
@@ -233,8 +289,9 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
         method = real_create(name, train)
         fit, transform = method.fit, method.transform
         method.fit = lambda sets, seed=0, **kw: (fits.append(seed), fit(sets, seed=seed, **kw))[1]
-        method.transform = lambda fs: transforms.setdefault(method.noise_key, []).append(transform(fs)) or \
-            transforms[method.noise_key][-1]
+        method.transform = lambda fs: (
+            transforms.setdefault(method.noise_key, []).append(transform(fs)) or transforms[method.noise_key][-1]
+        )
         return method
 
     monkeypatch.setattr(registry, "create_method", counting_create)
@@ -261,7 +318,11 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     assert {"mean", "low", "high"} <= set(tree["bias"]["raw"]["gap"]) and "aam" in tree["bias"]
     assert set(tree["bias"]["variants"]) == {"F", "M"}
     assert tree["baselines"]["needs_private_labels"] == {
-        "identity": False, "leace": True, "adversarial": True, "noise@1": False}
+        "identity": False,
+        "leace": True,
+        "adversarial": True,
+        "noise@1": False,
+    }
     assert tree["seeds"] == {"evaluate": [0, 1], "audit_bias": [0, 1]}
     # the method the train stage trained is named; recovery, the paper protocol and paired intervals
     aam = tree["privacy"]["aam"]
@@ -282,19 +343,33 @@ def test_metrics_json_has_the_gate_keys(stages_done):
         assert isinstance(tree["utility"][task]["raw"]["ensemble_value"], float)
         unseen = tree["utility"][task]["aam_unseen"]
         assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
-        assert len(unseen["relative_drop_interval"]) == 2   # paired against raw's test videos
+        assert len(unseen["relative_drop_interval"]) == 2  # paired against raw's test videos
     # decisions: every gate criterion for a seen task, each saying whether its interval decides it
-    assert set(tree["decisions"]) == {"normalized_leakage", "moving_normalized_leakage",
-                                      "worst_scope_normalized_leakage", "utility_drop_ar", "utility_drop_ad"}
+    assert set(tree["decisions"]) == {
+        "normalized_leakage",
+        "moving_normalized_leakage",
+        "worst_scope_normalized_leakage",
+        "utility_drop_ar",
+        "utility_drop_ad",
+    }
     # every scope a user shares, against raw in the same scope; the worst one named; the floor
-    assert set(aam["scopes"]) >= {"static", "moving", "moving_video_mean", "untrimmed_video_mean",
-                                  "anomaly_video_mean", "rerelease16", "rerelease64", "rerelease16_video_mean",
-                                  "rerelease64_video_mean"}
+    assert set(aam["scopes"]) >= {
+        "static",
+        "moving",
+        "moving_video_mean",
+        "untrimmed_video_mean",
+        "anomaly_video_mean",
+        "rerelease16",
+        "rerelease64",
+        "rerelease16_video_mean",
+        "rerelease64_video_mean",
+    }
     assert aam["scopes"]["static"]["normalized_leakage"] == pytest.approx(aam["normalized_leakage"])
     measured = {s: b for s, b in aam["scopes"].items() if "skipped" not in b}
     assert aam["worst_scope"]["scope"] in measured
     assert aam["worst_scope"]["normalized_leakage_interval"][1] == max(
-        b["normalized_leakage_interval"][1] for b in measured.values())
+        b["normalized_leakage_interval"][1] for b in measured.values()
+    )
     assert "publishes identical features" in tree["privacy"]["leace"]["scopes"]["rerelease16"]["deterministic"]
     assert "deterministic" not in tree["privacy"]["noise@1"]["scopes"]["rerelease16"]
     assert tree["privacy_floor"]["tasks"] == ["ar", "ad"] and tree["privacy_floor"]["seeds"] == [0]
@@ -311,7 +386,7 @@ def test_bias_audit_sees_the_skew(stages_done):
     root, *_ = stages_done
     audit = json.loads((root / "reports" / "audit_bias" / "bias.json").read_text())
     assert audit["protocol"]["shortcut_action"] == "action0"
-    for variant, majority in (("F", 1), ("M", 0)):
+    for variant in ("F", "M"):
         for run_ in audit["runs"][variant]["raw"]:
             assert run_["train_majority_share"] > 0.6
             assert set(run_["by_gender"]) == {"masculine", "feminine"}

@@ -1,13 +1,14 @@
 """The default label-free method: a stochastic task bottleneck. Its learned effect (a planted
 attribute leak removed, the action kept) is asserted as a mean over three seeds with a margin."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from latentanon.evaluation.privacy import attack
-from latentanon.methods.registry import create_method
 from latentanon.methods.config import BottleneckConfig, TrainConfig
+from latentanon.methods.registry import create_method
 from latentanon.tasks.private import ATTRIBUTES
 from latentanon.tasks.scoring import score_task
 from test_tuning import make_feature_sets
@@ -67,7 +68,7 @@ def test_output_is_a_code_of_its_own_width_with_fresh_noise(sets):
     keyed = method.with_reproducible_noise(5)
     np.testing.assert_array_equal(keyed.transform(fs).kind("clips")[0], keyed.transform(fs).kind("clips")[0])
     # the code itself (noise aside) lies on the sphere of radius sqrt(k)
-    assert method.info["final_spread_per_dim"] < method.config.sigma ** 2
+    assert method.info["final_spread_per_dim"] < method.config.sigma**2
 
 
 def test_seen_tasks_follow_the_task_weights(sets):
@@ -97,7 +98,7 @@ def test_keyed_noise_is_the_same_on_every_release_and_needs_the_secret(sets, mon
     first, second = per_clip.transform(fs), per_clip.transform(fs)
     np.testing.assert_array_equal(first.kind("clips")[0], second.kind("clips")[0])
     clips = first.kind("clips")[0]
-    assert not np.allclose(clips[0], clips[1])          # each clip its own draw
+    assert not np.allclose(clips[0], clips[1])  # each clip its own draw
     monkeypatch.setenv(NOISE_SECRET_ENV, "another secret")
     assert not np.allclose(per_clip.transform(fs).kind("clips")[0], clips)
     # keyed_video: one draw per video, the same offset on every clip (the code itself varies)

@@ -1,5 +1,6 @@
 """What the terminal says: one key result per stage, the gate's verdict with its reasons and what
 to commit; the publish status of the shared features; the one tracking-URI rule."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,9 @@ from latentanon.tracking import runs
 from latentanon.tracking.uri import source_of, tracking_uri
 
 REJECTED = {
-    "decision": "rejected", "model_name": "latentanon-aam", "version": "3",
+    "decision": "rejected",
+    "model_name": "latentanon-aam",
+    "version": "3",
     "reasons": ["normalized_leakage: 1.13 <= 0.4: FAIL", "moving_normalized_leakage: 0.75 <= 0.4: FAIL"],
     "checks": [{"name": "normalized_leakage", "passed": False}, {"name": "utility_drop_ar", "passed": True}],
     "decided_at": "2026-01-01T00:00:00Z",
@@ -29,34 +32,49 @@ def test_every_stage_prints_its_key_result():
         "generate": stages.key_result("generate", {"videos": {"actions": 10, "privacy_videos": 5}, "root": "data/b"}),
         "validate": stages.key_result("validate", {"checks": 40, "sets": {"a": {}, "b": {}}, "quarantined": 0}),
         # the stage's own summary shape: the probe's figures, and the pretraining's val accuracy
-        "pretrain_encoder": stages.key_result("pretrain_encoder", {"trained": True, "val_accuracy": 0.52,
-                                                                   "probe": {"action_top1": 0.61, "action_chance": 0.083}}),
+        "pretrain_encoder": stages.key_result(
+            "pretrain_encoder",
+            {"trained": True, "val_accuracy": 0.52, "probe": {"action_top1": 0.61, "action_chance": 0.083}},
+        ),
         "extract": stages.key_result("extract", {"clips": 1200, "clips_per_second": 35.5, "store": "features"}),
-        "tune": stages.key_result("tune", {"trials_complete": 12, "front_size": 4, "raw_leakage": 0.42,
-                                           "chosen": {"trial": 7, "leakage": 0.4}}),
+        "tune": stages.key_result(
+            "tune",
+            {"trials_complete": 12, "front_size": 4, "raw_leakage": 0.42, "chosen": {"trial": 7, "leakage": 0.4}},
+        ),
         "train": stages.key_result("train", {"epochs": 30, "best_epoch": 21, "publish_status": "unapproved"}),
-        "evaluate": stages.key_result("evaluate", {"aam_normalized_leakage": 1.13,
-                                                   "aam_utility_relative_drop": {"ar": -0.13, "tad": 0.004}}),
-        "audit_bias": stages.key_result("audit_bias", {"bias_gap_raw": 0.12, "bias_gap_aam": 0.1, "report": "r.md",
-                                                       "headline": {"privacy": {"static_leakage": 1.13,
-                                                                                "moving_leakage": 0.75}}}),
-        "gate": stages.key_result("gate", {"decision": "rejected", "version": "3", "model_name": "m",
-                                           "reasons": ["a", "b"], "promoted": False}),
+        "evaluate": stages.key_result(
+            "evaluate", {"aam_normalized_leakage": 1.13, "aam_utility_relative_drop": {"ar": -0.13, "tad": 0.004}}
+        ),
+        "audit_bias": stages.key_result(
+            "audit_bias",
+            {
+                "bias_gap_raw": 0.12,
+                "bias_gap_aam": 0.1,
+                "report": "r.md",
+                "headline": {"privacy": {"static_leakage": 1.13, "moving_leakage": 0.75}},
+            },
+        ),
+        "gate": stages.key_result(
+            "gate",
+            {"decision": "rejected", "version": "3", "model_name": "m", "reasons": ["a", "b"], "promoted": False},
+        ),
     }
     assert lines["generate"] == "15 files in data/b"
     assert lines["validate"] == "40 checks passed on 2 sets; 0 files quarantined"
     assert "action probe top-1 0.610" in lines["pretrain_encoder"] and "0.520" not in lines["pretrain_encoder"]
-    assert "validation action accuracy 0.520" in stages.key_result("pretrain_encoder", {"trained": True,
-                                                                                        "val_accuracy": 0.52})
+    assert "validation action accuracy 0.520" in stages.key_result(
+        "pretrain_encoder", {"trained": True, "val_accuracy": 0.52}
+    )
     assert "1200 clips" in lines["extract"] and "35.5 clips/s" in lines["extract"]
     assert "chose trial 7" in lines["tune"] and "0.400" in lines["tune"]
     assert "marked unapproved" in lines["train"]
     assert "1.130" in lines["evaluate"] and "AR -13.0%" in lines["evaluate"] and "TAD +0.4%" in lines["evaluate"]
     assert "static 1.130" in lines["audit_bias"] and "moving 0.750" in lines["audit_bias"]
     assert lines["gate"].startswith("REJECTED: version 3 of m not promoted (2 reasons")
-    assert "now @champion" in stages.key_result("gate", {"decision": "approved", "version": "4", "model_name": "m",
-                                                          "promoted": True})
-    assert stages.key_result("extract", {}) .startswith("? clips")  # a summary short of keys still prints
+    assert "now @champion" in stages.key_result(
+        "gate", {"decision": "approved", "version": "4", "model_name": "m", "promoted": True}
+    )
+    assert stages.key_result("extract", {}).startswith("? clips")  # a summary short of keys still prints
 
 
 def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys, monkeypatch):
@@ -72,7 +90,7 @@ def test_verdict_reads_the_decision_and_says_what_to_commit(tmp_path, capsys, mo
     assert "  - normalized_leakage: 1.13 <= 0.4: FAIL" in out and "moving_normalized_leakage" in out
     assert "checks passed: utility_drop_ar" in out
     assert f"details: {tmp_path / 'reports' / 'gate' / 'decision.json'}, {tmp_path / 'reports' / 'report.md'}" in out
-    assert "outside the DVC job" in out    # a workdir other than the repository: no commit advice
+    assert "outside the DVC job" in out  # a workdir other than the repository: no commit advice
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text(json.dumps({"paths": {"workdir": "."}}))
@@ -114,14 +132,20 @@ def test_one_tracking_uri_rule(tmp_path, monkeypatch):
     assert tracking_uri("", tmp_path) == default
     assert tracking_uri("  ", tmp_path) == default
     assert tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
-    assert tracking_uri("http://127.0.0.1:5000", tmp_path, {"MLFLOW_TRACKING_URI": "sqlite:///x.db"}) == "sqlite:///x.db"
+    assert (
+        tracking_uri("http://127.0.0.1:5000", tmp_path, {"MLFLOW_TRACKING_URI": "sqlite:///x.db"}) == "sqlite:///x.db"
+    )
     assert source_of("", {}) == "the default: mlflow.db in paths.workdir"
     assert "params" in source_of("http://x", {}) and "environment" in source_of("", {"MLFLOW_TRACKING_URI": "y"})
     # the stages, anonymize and the CLI all answer the same
     configured = _params(tmp_path, tracking_uri="http://127.0.0.1:9")
     assert runs.resolve_tracking_uri(configured) == stages.tracking_uri_for(configured) == "http://127.0.0.1:9"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
-    assert runs.resolve_tracking_uri(configured) == stages.tracking_uri_for(configured) == f"sqlite:///{tmp_path / 'env.db'}"
+    assert (
+        runs.resolve_tracking_uri(configured)
+        == stages.tracking_uri_for(configured)
+        == f"sqlite:///{tmp_path / 'env.db'}"
+    )
 
 
 def test_tracking_uri_command(tmp_path, monkeypatch, capsys):
@@ -171,10 +195,13 @@ def test_version_is_printed_on_stdout(capsys):
     assert capsys.readouterr().out.strip() == f"latentanon {__version__}"
 
 
-@pytest.mark.parametrize(("raised", "status"), [
-    (ValidationFailed("set 'actions', check 'height = 24': 2 rows"), EXIT_CHECK_FAILED),
-    (DataError("data/x.mp4: not a video"), EXIT_BAD_INPUT),
-])
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (ValidationFailed("set 'actions', check 'height = 24': 2 rows"), EXIT_CHECK_FAILED),
+        (DataError("data/x.mp4: not a video"), EXIT_BAD_INPUT),
+    ],
+)
 def test_bad_input_and_failed_checks_have_their_own_exit_status(tmp_path, monkeypatch, capsys, raised, status):
     def failing_execute(name, params, track=True, **kwargs):
         raise raised

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_overrides_are_parsed_as_yaml_scalars():
 
 def test_config_is_frozen():
     params = Params()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         params.data.seed = 3  # type: ignore[misc]
 
 

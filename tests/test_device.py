@@ -1,13 +1,14 @@
 """Device resolution: ``auto`` may fall back to the CPU, an explicit ``cuda`` never does (a GPU task
 on a node or image without CUDA must stop with a clear error, not hold the GPU and run on the CPU)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from latentanon.methods.training import resolve_device as resolve_train_device
 from latentanon.encoders.base import resolve_device
 from latentanon.errors import ModelError
+from latentanon.methods.training import resolve_device as resolve_train_device
 
 
 def test_auto_and_cpu_resolve_where_there_is_no_gpu(monkeypatch):

@@ -2,6 +2,7 @@
 nothing), the seen tasks' heads chosen as evaluation chooses them, and its learned effect (a
 planted attribute leak mostly removed, the action kept) asserted as a mean over three seeds with
 a margin."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,13 +12,13 @@ import pytest
 
 from latentanon.errors import ModelError
 from latentanon.evaluation.privacy import attack
-from latentanon.methods.registry import create_method, load_method
 from latentanon.methods.config import DistilConfig, TaskWeights, TrainConfig
+from latentanon.methods.registry import create_method, load_method
 from latentanon.tasks.private import ATTRIBUTES
 from latentanon.tasks.scoring import score_task
 from test_tuning import ACTIONS, ATTRIBUTE_CLASSES, make_feature_sets
 
-CONFIG = TrainConfig(method="distil")     # the default: posteriors on a 0.25 grid, AD as its logit
+CONFIG = TrainConfig(method="distil")  # the default: posteriors on a 0.25 grid, AD as its logit
 LOGITS = TrainConfig(method="distil", distil=DistilConfig(outputs="logits", step=0.0, ad_logit=False))
 SEEDS = (0, 1, 2)
 
@@ -68,9 +69,11 @@ def separated_sets(task_dim: int = 8, private_dim: int = 8, seed: int = 0, per_s
                 if name == "actions" and kind == "clips":
                     task += action_dir[row["label_id"]]
                 for start, end, label in parse_segments(row.get("segments")) if kind == "snippets" else []:
-                    span = slice(int(start), int(end))   # 1 s snippets in these records (16 frames at 16 fps)
+                    span = slice(int(start), int(end))  # 1 s snippets in these records (16 frames at 16 fps)
                     task[span] += anomaly_dir if name == "anomaly" else action_dir[ACTIONS.index(label)]
-                private = sum(attribute_dir[k][row[k]] for k in ATTRIBUTE_CLASSES) + 0.3 * rng.normal(size=(n, private_dim))
+                private = sum(attribute_dir[k][row[k]] for k in ATTRIBUTE_CLASSES) + 0.3 * rng.normal(
+                    size=(n, private_dim)
+                )
                 arrays[kind].append(np.concatenate([task, private], axis=1).astype(np.float32))
         out[name] = fs.with_arrays(arrays)
     return out
@@ -86,12 +89,14 @@ def measured():
         videos = sets["privacy_videos"]
         raw = leakage(videos, "clips", seed)
         actions, anonymized = sets["actions"], method.transform(sets["actions"])
-        rows.append({
-            "moving": normalised_leakage(raw, leakage(method.transform(videos), "clips", seed)),
-            "moving_logits": normalised_leakage(raw, leakage(logits.transform(videos), "clips", seed)),
-            "ar_raw": score_task("ar", *(actions.split(s) for s in ("train", "val", "test")), seed)["value"],
-            "ar": score_task("ar", *(anonymized.split(s) for s in ("train", "val", "test")), seed)["value"],
-        })
+        rows.append(
+            {
+                "moving": normalised_leakage(raw, leakage(method.transform(videos), "clips", seed)),
+                "moving_logits": normalised_leakage(raw, leakage(logits.transform(videos), "clips", seed)),
+                "ar_raw": score_task("ar", *(actions.split(s) for s in ("train", "val", "test")), seed)["value"],
+                "ar": score_task("ar", *(anonymized.split(s) for s in ("train", "val", "test")), seed)["value"],
+            }
+        )
     return rows
 
 
@@ -126,19 +131,29 @@ def test_code_is_the_heads_outputs_and_identical_on_every_release(sets, fitted):
 def test_posteriors_and_a_step_change_the_code(sets, fitted, tmp_path):
     fs = sets["actions"]
     logits = fitted.transform(fs).kind("clips")[0]
-    posteriors = create_method("distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0,
-                                                                             ad_logit=False))).fit(sets, seed=0)
+    posteriors = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=False))
+    ).fit(sets, seed=0)
     probs = posteriors.transform(fs).kind("clips")[0][:, : len(ACTIONS)]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(probs, np.exp(logits[:, : len(ACTIONS)]) / np.exp(logits[:, : len(ACTIONS)]).sum(
-        axis=1, keepdims=True), atol=1e-5)
-    sharp = create_method("distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", temperature=0.25,
-                                                                        step=0.0)))
+    np.testing.assert_allclose(
+        probs,
+        np.exp(logits[:, : len(ACTIONS)]) / np.exp(logits[:, : len(ACTIONS)]).sum(axis=1, keepdims=True),
+        atol=1e-5,
+    )
+    sharp = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", temperature=0.25, step=0.0))
+    )
     ar = logits[:, : len(ACTIONS)] / 0.25
-    np.testing.assert_allclose(sharp.fit(sets, seed=0).transform(fs).kind("clips")[0][:, : len(ACTIONS)],
-                               np.exp(ar - ar.max(axis=1, keepdims=True)) / np.exp(ar - ar.max(axis=1, keepdims=True)).sum(
-                                   axis=1, keepdims=True), atol=1e-5)
-    stepped = create_method("distil", replace(LOGITS, distil=DistilConfig(outputs="logits", step=0.5))).fit(sets, seed=0)
+    np.testing.assert_allclose(
+        sharp.fit(sets, seed=0).transform(fs).kind("clips")[0][:, : len(ACTIONS)],
+        np.exp(ar - ar.max(axis=1, keepdims=True))
+        / np.exp(ar - ar.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True),
+        atol=1e-5,
+    )
+    stepped = create_method("distil", replace(LOGITS, distil=DistilConfig(outputs="logits", step=0.5))).fit(
+        sets, seed=0
+    )
     code = stepped.transform(fs).kind("clips")[0]
     np.testing.assert_allclose(code / 0.5, np.round(code / 0.5), atol=1e-4)
     assert np.abs(code - logits).max() <= 0.25 + 1e-4

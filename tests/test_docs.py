@@ -1,5 +1,6 @@
 """The documents a newcomer reads: local links resolve, the index lists every page, the licence
 and the citation file say what pyproject.toml says."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,12 @@ def _local_links(path: Path) -> list[str]:
 
 def test_local_links_resolve():
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    broken = [f"{page.relative_to(ROOT)} -> {link}" for page in pages for link in _local_links(page)
-              if not (page.parent / link).exists()]
+    broken = [
+        f"{page.relative_to(ROOT)} -> {link}"
+        for page in pages
+        for link in _local_links(page)
+        if not (page.parent / link).exists()
+    ]
     assert not broken, broken
 
 

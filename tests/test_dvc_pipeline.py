@@ -4,6 +4,7 @@ One end-to-end run (every stage, real code), then: every stage depends on each s
 imported, a docs-only or unrelated-module change re-runs nothing, a param change re-runs only the
 stages downstream of it, and `dvc exp run -S` works.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ atexit.register(_record_latentanon_imports)
 def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -69,13 +72,15 @@ def repo(tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(recorder), os.environ.get("PYTHONPATH")])),
         "LATENTANON_IMPORT_LOG": str(recorder / "log"),
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
     }
     _run(["git", "init", "-q", "-b", "main"], repo, env)
     _run([str(BIN / "dvc"), "init", "-q"], repo, env)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], repo, env)
-    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")   # the gate's PUBLISH_STATUS.json rewrite
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")  # the gate's PUBLISH_STATUS.json rewrite
     (repo / ".gitignore").write_text("mlflow.db\nmlruns/\n")
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
     _run(["git", "add", "-A"], repo, env)
@@ -145,7 +150,7 @@ def _rewrite_code_deps(dvc_yaml: Path, code_by_command: dict[str, list[str]]) ->
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 4096
-    rt.indent(mapping=2, sequence=4, offset=2)   # dvc.yaml's own layout
+    rt.indent(mapping=2, sequence=4, offset=2)  # dvc.yaml's own layout
     tree = rt.load(dvc_yaml.read_text())
     for stage in tree["stages"].values():
         command = str(stage["cmd"]).split()[1]
@@ -164,8 +169,9 @@ def test_docs_or_unrelated_module_change_reruns_no_stage(repo):
     path, env, _, _ = repo
     stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
     used = {str(dep) for stage in stages.values() for dep in stage["deps"]}
-    unused = sorted(str(p.relative_to(path)) for p in (path / "src").rglob("*.py")
-                    if str(p.relative_to(path)) not in used)
+    unused = sorted(
+        str(p.relative_to(path)) for p in (path / "src").rglob("*.py") if str(p.relative_to(path)) not in used
+    )
     assert unused, "every module is a dependency of some stage: nothing to change here"
     (path / "docs").mkdir(exist_ok=True)
     (path / "docs" / "notes.md").write_text("A docs-only change.\n")
@@ -191,8 +197,16 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
 
 def test_headline_is_the_dvc_metric_and_the_gate_marks_the_shared_store(repo):
     path, env, first, _ = repo
-    shown = json.loads(subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=path, env=env,
-                                      capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [str(BIN / "dvc"), "metrics", "show", "--json"],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
 
     def leaves(node):
         return [v for x in node.values() for v in (leaves(x) if isinstance(x, dict) else [x])]
@@ -223,7 +237,9 @@ def test_param_change_reruns_only_downstream_stages(repo):
 def test_experiment_with_a_param_override(repo):
     path, env, _, _ = repo
     # a gate threshold: the experiment re-runs the gate alone, so the test costs one stage, not six
-    out = _run([str(BIN / "dvc"), "exp", "run", "-S", "gate.max_normalized_leakage=0.5", "-n", "looser-gate"], path, env)
+    out = _run(
+        [str(BIN / "dvc"), "exp", "run", "-S", "gate.max_normalized_leakage=0.5", "-n", "looser-gate"], path, env
+    )
     assert _stages_run(out) == {"gate"}
     shown = subprocess.run(
         [str(BIN / "dvc"), "exp", "show", "--json"], cwd=path, env=env, capture_output=True, text=True, check=True

@@ -1,4 +1,5 @@
 """A DVC remote on S3 (dvc-s3) against a moto S3 server on 127.0.0.1: push, lose everything, pull."""
+
 from __future__ import annotations
 
 import os
@@ -70,8 +71,10 @@ def test_dvc_push_and_pull_through_s3_remote(tmp_path, s3_endpoint):
 
     config = (repo / ".dvc" / "config").read_text()
     assert s3_endpoint in config and "testing" not in config
-    stored = boto3.session.Session().client("s3", endpoint_url=s3_endpoint).list_objects_v2(
-        Bucket=BUCKET, Prefix="dvcstore/"
+    stored = (
+        boto3.session.Session()
+        .client("s3", endpoint_url=s3_endpoint)
+        .list_objects_v2(Bucket=BUCKET, Prefix="dvcstore/")
     )
     assert [item["Size"] for item in stored.get("Contents", [])] == [len(payload)]
 

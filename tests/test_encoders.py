@@ -1,4 +1,5 @@
 """The built-in encoder: architecture, frozen files with an identity, pretraining stage and its probe."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from latentanon.data.config import DataConfig
-from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.builtin import (
     BuiltinConfig,
     MaskedVideoPretrainer,
@@ -23,9 +23,9 @@ from latentanon.encoders.builtin import (
     tube_mask,
 )
 from latentanon.encoders.config import PretrainConfig
+from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.pretrain import appearance_labels, make_static, pretrain_encoder
 from latentanon.errors import DataError, ModelError
-
 from test_extraction import make_benchmark
 
 SMALL = BuiltinConfig(dim=16, depth=1, heads=2, tubelet=2, patch=8, frames=16, height=32, width=32, num_classes=3)
@@ -66,9 +66,9 @@ def test_patchify_follows_the_token_order():
     encoder = VideoEncoder(SMALL)
     video = torch.rand(2, 3, 16, 32, 32)
     with torch.no_grad():
-        weight = encoder.embed.weight.reshape(16, -1)                       # (dim, 3*t*p*p) in (c, t, y, x) order
+        weight = encoder.embed.weight.reshape(16, -1)  # (dim, 3*t*p*p) in (c, t, y, x) order
         tokens = encoder.embed(video).flatten(2).transpose(1, 2)
-        patches = patchify(video, SMALL)                                      # (B, N, t*p*p*3)  in (t, y, x, c) order
+        patches = patchify(video, SMALL)  # (B, N, t*p*p*3)  in (t, y, x, c) order
         reordered = patches.reshape(2, 128, 2, 8, 8, 3).permute(0, 1, 5, 2, 3, 4).reshape(2, 128, -1)
         torch.testing.assert_close(reordered @ weight.T + encoder.embed.bias, tokens, atol=1e-5, rtol=1e-5)
 
@@ -83,7 +83,9 @@ def test_pretrainer_losses_train():
     losses = []
     for _ in range(15):
         keep, hidden = tube_mask(4, SMALL, 0.75, gen)
-        loss = model.reconstruction_loss(video, keep, hidden) + torch.nn.functional.cross_entropy(model.logits(video), labels)
+        loss = model.reconstruction_loss(video, keep, hidden) + torch.nn.functional.cross_entropy(
+            model.logits(video), labels
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -124,15 +126,17 @@ def test_tampered_or_missing_files_are_model_errors(tmp_path):
 @pytest.fixture(scope="module")
 def pretrain_bench(tmp_path_factory):
     base = tmp_path_factory.mktemp("pretrain")
-    make_benchmark(base / "data", base / "manifests", sets=("pretrain", "actions", "privacy_videos"),
-                   videos_per_identity=6)
+    make_benchmark(
+        base / "data", base / "manifests", sets=("pretrain", "actions", "privacy_videos"), videos_per_identity=6
+    )
     return base
 
 
 @pytest.mark.slow
 def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path):
-    cfg = PretrainConfig(dim=32, depth=1, heads=2, patch=8, epochs=6, batch_size=16, lr=2e-3, device="cpu",
-                         probe_clips_per_video=2)
+    cfg = PretrainConfig(
+        dim=32, depth=1, heads=2, patch=8, epochs=6, batch_size=16, lr=2e-3, device="cpu", probe_clips_per_video=2
+    )
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
     out, reports = tmp_path / "encoder", tmp_path / "reports"
     summary = pretrain_encoder(cfg, data_cfg, pretrain_bench / "manifests", pretrain_bench / "data", out, reports)
@@ -151,8 +155,9 @@ def test_pretrain_stage_saves_the_encoder_and_probes_it(pretrain_bench, tmp_path
     skin = probe["attribute_attack_static"]["skin_tone"]
     assert skin["cmap"] > skin["chance_cmap"] + 0.3
     # a re-run with the same training inputs keeps the trained encoder (probe settings do not matter)
-    rerun = pretrain_encoder(replace(cfg, probe=False), data_cfg, pretrain_bench / "manifests",
-                             pretrain_bench / "data", out, reports)
+    rerun = pretrain_encoder(
+        replace(cfg, probe=False), data_cfg, pretrain_bench / "manifests", pretrain_bench / "data", out, reports
+    )
     assert rerun["reused"] and not rerun["trained"] and rerun["encoder"] == summary["encoder"]
 
 
@@ -161,7 +166,9 @@ def test_pretrain_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="pretrain.csv"):
         pretrain_encoder(cfg, DataConfig(), tmp_path / "manifests", tmp_path, tmp_path / "enc", tmp_path / "rep")
     with pytest.raises(ModelError, match="unknown encoder"):
-        pretrain_encoder(replace(cfg, encoder="resnet"), DataConfig(), tmp_path, tmp_path, tmp_path / "e", tmp_path / "r")
+        pretrain_encoder(
+            replace(cfg, encoder="resnet"), DataConfig(), tmp_path, tmp_path, tmp_path / "e", tmp_path / "r"
+        )
 
 
 def test_conv_stem_and_difference_inputs_keep_the_token_grid():
@@ -190,10 +197,10 @@ def test_two_stream_pathways_split_appearance_from_motion():
     brighter = (video + 0.1).clamp(0, 1)
     static = video[:, :, :1].expand(-1, -1, 16, -1, -1)
     motion_of_still = encoder.tokens(static)[..., 8:]
-    torch.testing.assert_close(motion_of_still[0], motion_of_still[1])        # no motion, same motion code
+    torch.testing.assert_close(motion_of_still[0], motion_of_still[1])  # no motion, same motion code
     assert not torch.allclose(encoder.tokens(static)[0, :, :8], encoder.tokens(static)[1, :, :8])
     hidden = encoder.tokens(video, rgb_scale=torch.zeros(2))[..., :8]
-    torch.testing.assert_close(hidden[0], hidden[1])                         # hidden frames: no appearance
+    torch.testing.assert_close(hidden[0], hidden[1])  # hidden frames: no appearance
     assert not torch.allclose(encoder.tokens(brighter)[..., :8], tokens[..., :8])
     keep = torch.tensor([[0, 5, 9], [1, 2, 127]])
     assert encoder.tokens(video, keep).shape == (2, 3, 16)
@@ -212,8 +219,17 @@ def test_two_stream_pathways_split_appearance_from_motion():
 
 @pytest.mark.parametrize("pathways", ["joint", "two_stream"])
 def test_one_shared_embedding_gives_the_same_step_as_two_passes(pathways):
-    config = replace(SMALL, stem="conv", stem_width=4, inputs="rgb+diff", pathways=pathways, dim=16, heads=2,
-                     num_classes=3, attribute_classes=(4, 2))
+    config = replace(
+        SMALL,
+        stem="conv",
+        stem_width=4,
+        inputs="rgb+diff",
+        pathways=pathways,
+        dim=16,
+        heads=2,
+        num_classes=3,
+        attribute_classes=(4, 2),
+    )
     video = torch.rand(3, 3, 16, 32, 32)
     keep, hidden = tube_mask(3, config, 0.75, torch.Generator().manual_seed(1))
     grads, outputs = [], []
@@ -248,8 +264,9 @@ def test_pixel_targets_keep_the_brightness_that_per_tubelet_normalisation_drops(
     assert reconstruction_targets(light, pixels).shape == (2, 128, 3 * 2 * 8 * 8)
     assert (reconstruction_targets(light, pixels) - reconstruction_targets(dark, pixels)).abs().min() > 1.0
     norm = replace(SMALL, target="patch_norm")
-    torch.testing.assert_close(reconstruction_targets(light, norm), reconstruction_targets(dark, norm),
-                               atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        reconstruction_targets(light, norm), reconstruction_targets(dark, norm), atol=1e-3, rtol=1e-3
+    )
     with pytest.raises(ModelError, match="target"):
         VideoEncoder(replace(SMALL, target="depth"))
     # the default pretraining hides nothing from the action head and reconstructs colour
@@ -264,13 +281,13 @@ def test_appearance_heads_and_static_training_clips():
     before = clips.clone()
     still = make_static(clips, 0.5, np.random.default_rng(0))
     assert 16 < still.sum() < 48
-    assert (clips[still] == clips[still][:, :, :1]).all()           # one frame, tiled
-    torch.testing.assert_close(clips[~still], before[~still])          # the others untouched
+    assert (clips[still] == clips[still][:, :, :1]).all()  # one frame, tiled
+    torch.testing.assert_close(clips[~still], before[~still])  # the others untouched
     import pandas as pd
 
     manifest = pd.DataFrame({"skin_tone": [0, 3, None], "gender": [1, 0, 1], "label": ["a", "b", "a"]})
     labels = appearance_labels(manifest, PretrainConfig(appearance_attributes=("skin_tone", "gender", "face")))
-    assert list(labels) == ["skin_tone", "gender"]                      # no face column: no face head
+    assert list(labels) == ["skin_tone", "gender"]  # no face column: no face head
     assert labels["skin_tone"].tolist() == [0, 3, -1]
     assert appearance_labels(manifest, PretrainConfig(appearance_weight=0.0)) == {}
 
@@ -294,9 +311,11 @@ def test_training_manifest_adds_only_train_rows_with_labels_matched_by_name(tmp_
 def test_wilson_interval_matches_the_closed_form_and_stays_in_range():
     from latentanon.encoders.probe import wilson_interval
 
-    low, high = wilson_interval(388, 576)           # 0.674 of 576 videos
+    low, high = wilson_interval(388, 576)  # 0.674 of 576 videos
     assert low == pytest.approx(0.6347, abs=1e-3) and high == pytest.approx(0.7104, abs=1e-3)
-    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10)[1] == pytest.approx(
+        1.0
+    )
     narrow, wide = wilson_interval(50, 100, 0.8), wilson_interval(50, 100, 0.99)
     assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
     with pytest.raises(ValueError):
@@ -319,8 +338,9 @@ def test_probe_encodes_clips_of_several_videos_per_batch_and_keeps_each_videos_r
 
     from latentanon.encoders import probe
 
-    frames = {f"v{i}.mp4": np.random.default_rng(i).integers(0, 255, size=(12 + i, 8, 8, 3), dtype=np.uint8)
-              for i in range(7)}
+    frames = {
+        f"v{i}.mp4": np.random.default_rng(i).integers(0, 255, size=(12 + i, 8, 8, 3), dtype=np.uint8) for i in range(7)
+    }
     monkeypatch.setattr(probe, "decode", lambda path: frames[path.name])
     manifest = pd.DataFrame({"path": list(frames)})
     batched = _MeanEncoder()
@@ -330,7 +350,7 @@ def test_probe_encodes_clips_of_several_videos_per_batch_and_keeps_each_videos_r
         want = probe.encode_videos(alone, pd.DataFrame({"path": [name]}), tmp_path, "clips", 4, 2, batch_size=5)[0]
         np.testing.assert_array_equal(got, want)
         assert got.shape == (2, 3)
-    assert batched.batches == [6, 6, 2]          # three videos' clips per pass, not one video's
+    assert batched.batches == [6, 6, 2]  # three videos' clips per pass, not one video's
     assert probe.encode_videos(batched, manifest.iloc[:0], tmp_path, "clips", 4, 2) == []
 
 
@@ -342,12 +362,12 @@ def test_read_ahead_keeps_order_and_holds_at_most_its_look_ahead():
 
     def work(x):
         started.append(x)
-        assert len(started) - consumed <= 3          # never more than `ahead` results waiting
+        assert len(started) - consumed <= 3  # never more than `ahead` results waiting
         return x * x
 
     out = []
     for value in _read_ahead(work, range(10), ahead=3):
-        time.sleep(0.01)                             # a slow consumer: the thread must wait, not run on
+        time.sleep(0.01)  # a slow consumer: the thread must wait, not run on
         out.append(value)
         consumed += 1
     assert out == [x * x for x in range(10)]

@@ -1,4 +1,5 @@
 """Feature extraction into the sharded store: kinds per set, resume after a kill, no videos needed to read."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ def render(action: int, colour: int, big: int, frames: int, seed: int) -> np.nda
     for t in range(frames):
         y = int((y0 + velocity[1] * t) % (SIZE - side))
         x = int((x0 + velocity[0] * t) % (SIZE - side))
-        video[t, y:y + side, x:x + side] = COLOURS[colour]
+        video[t, y : y + side, x : x + side] = COLOURS[colour]
     video += rng.normal(0, 4, video.shape)
     return np.clip(video, 0, 255).astype(np.uint8)
 
@@ -52,8 +53,9 @@ def actor_attributes(n: int) -> dict:
     return {"skin_tone": n % 3, "gender": (n // 3) % 2, "clothing": n % 2, "face": (n + 1) % 3}
 
 
-def make_benchmark(root: Path, manifests: Path, sets=tuple(SET_KINDS), trimmed=24, untrimmed=40,
-                   videos_per_identity=3) -> dict[str, pd.DataFrame]:
+def make_benchmark(
+    root: Path, manifests: Path, sets=tuple(SET_KINDS), trimmed=24, untrimmed=40, videos_per_identity=3
+) -> dict[str, pd.DataFrame]:
     """Tiny real files (mp4 / png) and validated-style manifests for the given sets."""
     out = {}
     seed = 0
@@ -74,12 +76,23 @@ def make_benchmark(root: Path, manifests: Path, sets=tuple(SET_KINDS), trimmed=2
                     else:
                         frames = untrimmed if set_name in ("untrimmed", "anomaly") else trimmed
                         rel = f"{set_name}/{video_id}.mp4"
-                        write_video(root / rel, render(action, attrs["skin_tone"], attrs["gender"], frames, seed), fps=16)
+                        write_video(
+                            root / rel, render(action, attrs["skin_tone"], attrs["gender"], frames, seed), fps=16
+                        )
                     row = {
-                        "video_id": video_id, "path": rel, "set": set_name, "split": split,
-                        "label": ["right", "left", "down"][action], "label_id": action, "identity": identity,
-                        "frames": frames, "fps": 16.0, "width": SIZE, "height": SIZE,
-                        "checksum": hashlib.sha256((root / rel).read_bytes()).hexdigest(), **attrs,
+                        "video_id": video_id,
+                        "path": rel,
+                        "set": set_name,
+                        "split": split,
+                        "label": ["right", "left", "down"][action],
+                        "label_id": action,
+                        "identity": identity,
+                        "frames": frames,
+                        "fps": 16.0,
+                        "width": SIZE,
+                        "height": SIZE,
+                        "checksum": hashlib.sha256((root / rel).read_bytes()).hexdigest(),
+                        **attrs,
                     }
                     if set_name in ("untrimmed", "anomaly"):
                         row["segments"] = [[0.25, 1.5, row["label"]]]
@@ -103,12 +116,19 @@ def bench(tmp_path_factory):
     root, manifests, encoder_dir = base / "data", base / "manifests", base / "encoder"
     frames = make_benchmark(root, manifests)
     identity = make_encoder(encoder_dir)
-    return {"base": base, "root": root, "manifests": manifests, "encoder": encoder_dir, "frames": frames,
-            "identity": identity}
+    return {
+        "base": base,
+        "root": root,
+        "manifests": manifests,
+        "encoder": encoder_dir,
+        "frames": frames,
+        "identity": identity,
+    }
 
 
-CFG = ExtractConfig(batch_size=8, num_workers=0, clips_per_video=3, static_per_video=2, videos_per_shard=4,
-                    device="cpu")
+CFG = ExtractConfig(
+    batch_size=8, num_workers=0, clips_per_video=3, static_per_video=2, videos_per_shard=4, device="cpu"
+)
 
 
 def test_clip_sampling():
@@ -124,7 +144,7 @@ def test_clip_sampling():
     assert clips["clips"][1, :, 0, 0, 0].tolist() == list(range(4, 20))
     assert clips["snippets"].shape == (1, 16, 2, 2, 3)
     assert clips["static"].shape == (3, 16, 2, 2, 3)
-    assert (clips["static"][1] == frames[10]).all()           # one frame tiled over the whole clip
+    assert (clips["static"][1] == frames[10]).all()  # one frame tiled over the whole clip
 
 
 def test_extract_writes_every_set_with_its_kinds(bench, tmp_path):
@@ -157,8 +177,8 @@ def test_extract_writes_every_set_with_its_kinds(bench, tmp_path):
 
 
 def test_features_match_the_encoder_and_static_clips_carry_no_motion(bench, tmp_path):
-    from latentanon.encoders.loading import load_encoder
     from latentanon.data.video_io import read_video
+    from latentanon.encoders.loading import load_encoder
 
     cfg = replace(CFG, sets=("actions",))
     extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], str(tmp_path / "s"))
@@ -190,7 +210,7 @@ def test_workers_split_shards_and_finalize_joins_them(bench, tmp_path):
     cfg = replace(CFG, sets=("actions",))
     uri = str(tmp_path / "s")
     first = extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], uri, 0, 2)
-    assert first["sets"]["actions"]["written"] == 3          # 21 videos / 4 per shard = 6 shards: 0, 2, 4
+    assert first["sets"]["actions"]["written"] == 3  # 21 videos / 4 per shard = 6 shards: 0, 2, 4
     with pytest.raises(StoreError, match="lacks shard"):
         finalize_store(uri)
     second = extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], uri, 1, 2)
@@ -213,13 +233,27 @@ def test_changed_encoder_redoes_the_shards(bench, tmp_path):
 
 def test_bad_arguments_are_clear_errors(bench, tmp_path):
     with pytest.raises(DataError, match="unknown sets"):
-        extract_features(replace(CFG, sets=("nope",)), DataConfig(), bench["manifests"], bench["root"],
-                         bench["encoder"], str(tmp_path / "s"))
+        extract_features(
+            replace(CFG, sets=("nope",)),
+            DataConfig(),
+            bench["manifests"],
+            bench["root"],
+            bench["encoder"],
+            str(tmp_path / "s"),
+        )
     with pytest.raises(DataError, match="worker 2 of 2"):
-        extract_features(CFG, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], str(tmp_path / "s"), 2, 2)
+        extract_features(
+            CFG, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], str(tmp_path / "s"), 2, 2
+        )
     with pytest.raises(DataError, match="manifest of set 'actions' not found"):
-        extract_features(replace(CFG, sets=("actions",)), DataConfig(), tmp_path / "no_manifests", bench["root"],
-                         bench["encoder"], str(tmp_path / "s"))
+        extract_features(
+            replace(CFG, sets=("actions",)),
+            DataConfig(),
+            tmp_path / "no_manifests",
+            bench["root"],
+            bench["encoder"],
+            str(tmp_path / "s"),
+        )
     with pytest.raises(StoreError, match="no extracted feature sets"):
         (tmp_path / "empty").mkdir()
         finalize_store(str(tmp_path / "empty"))
@@ -253,8 +287,15 @@ RUNNER = textwrap.dedent("""
 
 def _run(script: Path, bench, uri: str, slow: bool) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, str(script), str(bench["manifests"]), str(bench["root"]), str(bench["encoder"]), uri,
-            "1" if slow else "0"]
+    args = [
+        sys.executable,
+        str(script),
+        str(bench["manifests"]),
+        str(bench["root"]),
+        str(bench["encoder"]),
+        uri,
+        "1" if slow else "0",
+    ]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -274,7 +315,7 @@ def test_killed_extraction_resumes_to_the_same_result(bench, tmp_path):
     done_at_kill = store.complete_shards("actions")
     assert done_at_kill and len(done_at_kill) < 6 and "bias" not in store.set_names()
     with pytest.raises(StoreError):
-        finalize_store(killed_uri)                       # an interrupted store is never indexed as complete
+        finalize_store(killed_uri)  # an interrupted store is never indexed as complete
 
     resumed = _run(script, bench, killed_uri, slow=False)
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read().decode()[-2000:]
@@ -287,7 +328,7 @@ def test_killed_extraction_resumes_to_the_same_result(bench, tmp_path):
         pd.testing.assert_frame_equal(a.records, b.records)
         for kind in SET_KINDS[name]:
             for x, y in zip(a.kind(kind), b.kind(kind)):
-                assert x.tobytes() == y.tobytes()        # bitwise on the CPU
+                assert x.tobytes() == y.tobytes()  # bitwise on the CPU
     killed_index = json.loads((tmp_path / "killed" / "index.json").read_text())
     clean_index = json.loads((tmp_path / "clean" / "index.json").read_text())
     assert killed_index == clean_index
@@ -329,8 +370,15 @@ def test_loader_workers_give_the_same_features_as_decoding_in_process(tmp_path):
     make_encoder(encoder_dir)
     stores = {}
     for workers in (0, 2):
-        cfg = ExtractConfig(batch_size=4, num_workers=workers, clips_per_video=2, static_per_video=2,
-                            videos_per_shard=2, device="cpu", sets=("untrimmed",))
+        cfg = ExtractConfig(
+            batch_size=4,
+            num_workers=workers,
+            clips_per_video=2,
+            static_per_video=2,
+            videos_per_shard=2,
+            device="cpu",
+            sets=("untrimmed",),
+        )
         stores[workers] = str(tmp_path / f"store{workers}")
         extract_features(cfg, DataConfig(), manifests, root, encoder_dir, stores[workers])
         finalize_store(stores[workers])
@@ -357,5 +405,11 @@ def test_a_set_of_images_without_static_clips_is_refused(bench, tmp_path):
     with pytest.raises(DataError, match="static_sets must include \\['privacy_images'\\]"):
         extract_features(cfg, DataConfig(), bench["manifests"], bench["root"], bench["encoder"], str(tmp_path / "s"))
     with pytest.raises(DataError, match="static_sets: unknown sets \\['nope'\\]"):
-        extract_features(replace(CFG, static_sets=("nope",)), DataConfig(), bench["manifests"], bench["root"],
-                         bench["encoder"], str(tmp_path / "s"))
+        extract_features(
+            replace(CFG, static_sets=("nope",)),
+            DataConfig(),
+            bench["manifests"],
+            bench["root"],
+            bench["encoder"],
+            str(tmp_path / "s"),
+        )

@@ -1,4 +1,5 @@
 """Atomic writes: the whole file or the previous one, never a torn or temporary file."""
+
 from __future__ import annotations
 
 import json

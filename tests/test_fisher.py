@@ -1,6 +1,7 @@
 """The seen tasks' discriminant code with appearance (static clips) as nuisance: one fixed linear
 map (deterministic, batch invariant), label-free, and its learned effect (a planted leak kept
 apart from the tasks mostly removed, the action kept) asserted as a mean over seeds with a margin."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from latentanon.errors import ModelError
-from latentanon.methods.registry import create_method, load_method
 from latentanon.methods.config import FisherConfig, TaskWeights, TrainConfig
+from latentanon.methods.registry import create_method, load_method
 from latentanon.tasks.scoring import score_task
 from test_distil import leakage, normalised_leakage, separated_sets
 from test_tuning import ACTIONS
@@ -27,11 +28,15 @@ def measured():
         method = create_method("fisher", CONFIG).fit(sets, seed=seed)
         videos, actions = sets["privacy_videos"], sets["actions"]
         anonymized = method.transform(actions)
-        rows.append({
-            "moving": normalised_leakage(leakage(videos, "clips", seed), leakage(method.transform(videos), "clips", seed)),
-            "ar_raw": score_task("ar", *(actions.split(s) for s in ("train", "val", "test")), seed)["value"],
-            "ar": score_task("ar", *(anonymized.split(s) for s in ("train", "val", "test")), seed)["value"],
-        })
+        rows.append(
+            {
+                "moving": normalised_leakage(
+                    leakage(videos, "clips", seed), leakage(method.transform(videos), "clips", seed)
+                ),
+                "ar_raw": score_task("ar", *(actions.split(s) for s in ("train", "val", "test")), seed)["value"],
+                "ar": score_task("ar", *(anonymized.split(s) for s in ("train", "val", "test")), seed)["value"],
+            }
+        )
     return rows
 
 

@@ -1,4 +1,5 @@
 """The promotion gate: rules on hand-made metrics, and decisions against a real (sqlite) registry."""
+
 from __future__ import annotations
 
 import copy
@@ -8,26 +9,33 @@ import mlflow
 import pytest
 import torch
 
-from latentanon.methods.aam import AAM, save_adapter
-from latentanon.methods.config import AdapterConfig
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import ModelError
+from latentanon.methods.aam import AAM, save_adapter
+from latentanon.methods.config import AdapterConfig
 from latentanon.tracking import gate
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
 
 GOOD = {
-    "privacy": {"aam": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36],
-                        "relative_cmap_drop": 0.35,
-                        "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
-                        "scopes": {
-                            "static": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36]},
-                            "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
-                            "moving_video_mean": {"normalized_leakage": 0.2, "normalized_leakage_interval": [0.1, 0.3]},
-                            "untrimmed_video_mean": {"skipped": "no private labels"},
-                            "rerelease64": {"normalized_leakage": 0.36, "normalized_leakage_interval": [0.33, 0.38]},
-                        }}},
-    "utility": {t: {"aam_relative_drop": 0.004, "aam_relative_drop_interval": [-0.002, 0.009],
-                    "seen_in_training": True} for t in ("ar", "tad", "ad")},
+    "privacy": {
+        "aam": {
+            "normalized_leakage": 0.30,
+            "normalized_leakage_interval": [0.25, 0.36],
+            "relative_cmap_drop": 0.35,
+            "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
+            "scopes": {
+                "static": {"normalized_leakage": 0.30, "normalized_leakage_interval": [0.25, 0.36]},
+                "moving": {"normalized_leakage": 0.35, "normalized_leakage_interval": [0.31, 0.39]},
+                "moving_video_mean": {"normalized_leakage": 0.2, "normalized_leakage_interval": [0.1, 0.3]},
+                "untrimmed_video_mean": {"skipped": "no private labels"},
+                "rerelease64": {"normalized_leakage": 0.36, "normalized_leakage_interval": [0.33, 0.38]},
+            },
+        }
+    },
+    "utility": {
+        t: {"aam_relative_drop": 0.004, "aam_relative_drop_interval": [-0.002, 0.009], "seen_in_training": True}
+        for t in ("ar", "tad", "ad")
+    },
     "bias": {"raw": {"gap": 0.20}, "aam": {"gap": 0.12}},
 }
 
@@ -56,30 +64,47 @@ def failed(checks) -> set[str]:
 def test_good_metrics_pass_every_check(tmp_path):
     checks = gate.evaluate_checks(GOOD, params_for(tmp_path), champion=None)
     assert failed(checks) == set()
-    assert {c.name for c in checks} == {"normalized_leakage", "relative_cmap_drop", "moving_normalized_leakage",
-                                        "worst_scope_normalized_leakage", "utility_drop_ar",
-                                        "utility_drop_tad", "utility_drop_ad", "bias_gap"}
+    assert {c.name for c in checks} == {
+        "normalized_leakage",
+        "relative_cmap_drop",
+        "moving_normalized_leakage",
+        "worst_scope_normalized_leakage",
+        "utility_drop_ar",
+        "utility_drop_tad",
+        "utility_drop_ad",
+        "bias_gap",
+    }
 
 
-@pytest.mark.parametrize("dotted, value, check", [
-    ("privacy.aam.normalized_leakage_interval", [0.41, 0.5], "normalized_leakage"),
-    ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
-    ("privacy.aam.moving.normalized_leakage_interval", [0.41, 0.6], "moving_normalized_leakage"),  # shared clips leak
-    ("privacy.aam.scopes.moving_video_mean.normalized_leakage_interval", [0.3, 0.45],   # one scope straddles
-     "worst_scope_normalized_leakage"),
-    ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", [0.42, 0.5], "worst_scope_normalized_leakage"),
-    ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", KeyError, "worst_scope_normalized_leakage"),
-    ("privacy.aam.scopes", KeyError, "worst_scope_normalized_leakage"),     # scopes unmeasured: undecidable
-    ("privacy.aam.moving", KeyError, "moving_normalized_leakage"),
-    ("privacy.aam.normalized_leakage_interval", KeyError, "normalized_leakage"),  # no interval: undecidable
-    ("privacy.aam.normalized_leakage_interval", [0.3, float("nan")], "normalized_leakage"),
-    ("utility.tad.aam_relative_drop", 0.011, "utility_drop_tad"),
-    ("utility.ad.aam_relative_drop", KeyError, "utility_drop_ad"),          # missing task figure
-    ("utility.ar.aam_relative_drop", float("nan"), "utility_drop_ar"),     # not a finite number
-    ("privacy.aam.normalized_leakage_interval", ["0.1", 0.2], "normalized_leakage"),  # not numbers
-    ("bias.aam.gap", -0.25, "bias_gap"),                                   # |gap| larger than raw
-    ("bias.raw.gap", KeyError, "bias_gap"),
-])
+@pytest.mark.parametrize(
+    "dotted, value, check",
+    [
+        ("privacy.aam.normalized_leakage_interval", [0.41, 0.5], "normalized_leakage"),
+        ("privacy.aam.relative_cmap_drop", 0.19, "relative_cmap_drop"),
+        (
+            "privacy.aam.moving.normalized_leakage_interval",
+            [0.41, 0.6],
+            "moving_normalized_leakage",
+        ),  # shared clips leak
+        (
+            "privacy.aam.scopes.moving_video_mean.normalized_leakage_interval",
+            [0.3, 0.45],  # one scope straddles
+            "worst_scope_normalized_leakage",
+        ),
+        ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", [0.42, 0.5], "worst_scope_normalized_leakage"),
+        ("privacy.aam.scopes.rerelease64.normalized_leakage_interval", KeyError, "worst_scope_normalized_leakage"),
+        ("privacy.aam.scopes", KeyError, "worst_scope_normalized_leakage"),  # scopes unmeasured: undecidable
+        ("privacy.aam.moving", KeyError, "moving_normalized_leakage"),
+        ("privacy.aam.normalized_leakage_interval", KeyError, "normalized_leakage"),  # no interval: undecidable
+        ("privacy.aam.normalized_leakage_interval", [0.3, float("nan")], "normalized_leakage"),
+        ("utility.tad.aam_relative_drop", 0.011, "utility_drop_tad"),
+        ("utility.ad.aam_relative_drop", KeyError, "utility_drop_ad"),  # missing task figure
+        ("utility.ar.aam_relative_drop", float("nan"), "utility_drop_ar"),  # not a finite number
+        ("privacy.aam.normalized_leakage_interval", ["0.1", 0.2], "normalized_leakage"),  # not numbers
+        ("bias.aam.gap", -0.25, "bias_gap"),  # |gap| larger than raw
+        ("bias.raw.gap", KeyError, "bias_gap"),
+    ],
+)
 def test_each_rule_can_reject(tmp_path, dotted, value, check):
     checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path), champion=None)
     assert failed(checks) == {check}
@@ -132,15 +157,20 @@ def test_only_one_scope_over_the_threshold_fails_the_gate_and_is_named(tmp_path)
     assert all(c.passed for name, c in checks.items() if name != "worst_scope_normalized_leakage")
     skipped_only = with_value(GOOD, "privacy.aam.scopes", {"rerelease64": {"skipped": "no labels"}})
     assert failed(gate.evaluate_checks(skipped_only, params_for(tmp_path), champion=None)) == {
-        "worst_scope_normalized_leakage"}
+        "worst_scope_normalized_leakage"
+    }
 
 
 def test_champion_comparison(tmp_path):
     params = params_for(tmp_path)
     assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.30})) == set()
-    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.29})) == {"leakage_vs_champion"}
+    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.29})) == {
+        "leakage_vs_champion"
+    }
     # a champion without a recorded figure cannot be beaten knowingly: fail closed
-    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": None})) == {"leakage_vs_champion"}
+    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": None})) == {
+        "leakage_vs_champion"
+    }
     tolerant = params_for(tmp_path, champion_leakage_tolerance=0.02)
     assert failed(gate.evaluate_checks(GOOD, tolerant, {"version": "1", "normalized_leakage": 0.29})) == set()
 
@@ -160,6 +190,7 @@ def test_missing_or_broken_metrics_reject_everything(tmp_path):
 
 
 # ----------------------------------------------------------------------------- against a registry
+
 
 def save_random_adapter(directory, seed: int, dim: int = 16) -> AAM:
     torch.manual_seed(seed)
@@ -224,9 +255,14 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     assert tags["gate.normalized_leakage"] == "0.3" and tags["gate.threshold.max_normalized_leakage"] == "0.4"
     assert tags["gate.moving_normalized_leakage.decided"] == "true"
     decision = json.loads((layout.report_dir("gate") / "decision.json").read_text())
-    assert decision["decided"] == {"normalized_leakage": True, "moving_normalized_leakage": True,
-                                   "worst_scope_normalized_leakage": True,
-                                   "utility_drop_ar": True, "utility_drop_tad": True, "utility_drop_ad": True}
+    assert decision["decided"] == {
+        "normalized_leakage": True,
+        "moving_normalized_leakage": True,
+        "worst_scope_normalized_leakage": True,
+        "utility_drop_ar": True,
+        "utility_drop_tad": True,
+        "utility_drop_ad": True,
+    }
 
     # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=3)

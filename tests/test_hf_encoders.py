@@ -1,4 +1,5 @@
 """Hugging Face video encoders from local directories: tiny random configs saved with save_pretrained."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentanon.encoders.loading import load_encoder
 from latentanon.encoders.hf import HFVideoEncoder
+from latentanon.encoders.loading import load_encoder
 from latentanon.errors import ModelError
 
 transformers = pytest.importorskip("transformers")
@@ -22,8 +23,9 @@ def _videomae(**extra):
 
 
 def _videomae_classifier():
-    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, num_labels=3,
-                                         use_mean_pooling=True, **TINY)
+    config = transformers.VideoMAEConfig(
+        image_size=32, patch_size=16, num_frames=4, tubelet_size=2, num_labels=3, use_mean_pooling=True, **TINY
+    )
     return transformers.VideoMAEForVideoClassification(config)
 
 
@@ -33,9 +35,19 @@ def _timesformer():
 
 
 def _vjepa2():
-    config = transformers.VJEPA2Config(crop_size=32, patch_size=16, frames_per_clip=8, tubelet_size=2, hidden_size=32,
-                                       num_hidden_layers=1, num_attention_heads=2, pred_hidden_size=32,
-                                       pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=1)
+    config = transformers.VJEPA2Config(
+        crop_size=32,
+        patch_size=16,
+        frames_per_clip=8,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        pred_hidden_size=32,
+        pred_num_hidden_layers=1,
+        pred_num_attention_heads=2,
+        num_pooler_layers=1,
+    )
     return transformers.VJEPA2Model(config)
 
 
@@ -58,8 +70,13 @@ def _reference_pixels(clips, frames, size, mean, std):
     idx = torch.from_numpy(np.linspace(0, clips.shape[1] - 1, frames).round().astype(np.int64))
     x = x[:, idx].permute(0, 1, 4, 2, 3).float() / 255.0
     b, t = x.shape[:2]
-    x = torch.nn.functional.interpolate(x.reshape(b * t, 3, *x.shape[-2:]), size=size, mode="bilinear",
-                                        align_corners=False, antialias=True).clamp(0, 1).reshape(b, t, 3, *size)
+    x = (
+        torch.nn.functional.interpolate(
+            x.reshape(b * t, 3, *x.shape[-2:]), size=size, mode="bilinear", align_corners=False, antialias=True
+        )
+        .clamp(0, 1)
+        .reshape(b, t, 3, *size)
+    )
     return (x - torch.tensor(mean).view(1, 1, 3, 1, 1)) / torch.tensor(std).view(1, 1, 3, 1, 1)
 
 
@@ -159,13 +176,13 @@ def test_sizes_the_encoder_cannot_take_are_model_errors(tmp_path):
     directory = _save(_videomae(), tmp_path / "m")
     encoder = load_encoder(f"hf:{directory}", device="cpu")
     with pytest.raises(ModelError, match="must be"):
-        encoder.encode(np.zeros((2, 16, 32, 32), np.uint8))            # no channel axis
+        encoder.encode(np.zeros((2, 16, 32, 32), np.uint8))  # no channel axis
     with pytest.raises(ModelError, match="uint8"):
         encoder.encode(np.zeros((2, 16, 32, 32, 3), np.float32))
     with pytest.raises(ModelError, match="no empty axis"):
         encoder.encode(np.zeros((2, 0, 32, 32, 3), np.uint8))
     config = json.loads((directory / "config.json").read_text())
-    config["num_frames"] = 5                                             # not a multiple of the tubelet (2)
+    config["num_frames"] = 5  # not a multiple of the tubelet (2)
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="cannot take"):
         load_encoder(f"hf:{directory}")
@@ -178,9 +195,10 @@ def test_pretrain_stage_records_a_hf_encoder_that_extraction_then_loads(tmp_path
 
     directory = _save(_videomae(), tmp_path / "videomae")
     cfg = PretrainConfig(encoder=f"hf:{directory}", probe=False)
-    summary = pretrain_encoder(cfg, DataConfig(), tmp_path / "manifests", tmp_path / "data", tmp_path / "encoder",
-                               tmp_path / "reports")
+    summary = pretrain_encoder(
+        cfg, DataConfig(), tmp_path / "manifests", tmp_path / "data", tmp_path / "encoder", tmp_path / "reports"
+    )
     assert summary["trained"] is False and summary["encoder"].startswith("hf:videomae:")
-    encoder = load_encoder(tmp_path / "encoder", device="cpu")        # what extract does with the encoder dir
+    encoder = load_encoder(tmp_path / "encoder", device="cpu")  # what extract does with the encoder dir
     assert encoder.identity == summary["encoder"]
     assert encoder.encode(_clips(n=1)).shape == (1, 32)

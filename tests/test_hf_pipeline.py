@@ -1,5 +1,6 @@
 """The whole smoke pipeline with a Hugging Face video encoder from a local directory (a tiny random
 VideoMAE saved with save_pretrained, as docs/own-data.md describes for a real checkpoint)."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,23 @@ from latentanon import cli
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = 24   # the encoder's feature width: what every store and the method must then carry
+HIDDEN = 24  # the encoder's feature width: what every store and the method must then carry
 
 
 def _tiny_videomae(directory: Path) -> Path:
     import torch
 
     torch.manual_seed(0)
-    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2,
-                                         hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=48)
+    config = transformers.VideoMAEConfig(
+        image_size=32,
+        patch_size=16,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+    )
     transformers.VideoMAEModel(config).save_pretrained(str(directory))
     return directory
 

@@ -1,5 +1,6 @@
 """Paired bootstrap intervals and decided flags: weighted metrics equal the plain ones at unit
 weights and duplicated items at integer weights; pairing cancels what raw and method share."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,11 @@ from latentanon.tasks import scoring
 def test_weighted_ap_matches_sklearn_and_duplication():
     rng = np.random.default_rng(0)
     y = rng.random(60) < 0.3
-    scores = np.round(rng.random(60), 1)      # many ties
+    scores = np.round(rng.random(60), 1)  # many ties
     ones = np.ones((1, 60))
-    assert resampling.weighted_average_precision(y, scores, ones)[0] == pytest.approx(average_precision_score(y, scores))
+    assert resampling.weighted_average_precision(y, scores, ones)[0] == pytest.approx(
+        average_precision_score(y, scores)
+    )
     counts = rng.integers(0, 3, size=60).astype(float)
     duplicated = np.repeat(np.arange(60), counts.astype(int))
     expected = average_precision_score(y[duplicated], scores[duplicated])
@@ -29,8 +32,10 @@ def test_weighted_cmap_matches_plain_cmap():
     labels = {"a": rng.integers(0, 3, 40), "b": np.r_[rng.integers(0, 2, 38), -1, -1]}
     probs = {k: rng.dirichlet(np.ones(3 if k == "a" else 2), 40) for k in labels}
     cmap, chance = resampling.weighted_cmap(labels, probs, np.ones((1, 40)))
-    aps = {k: {c: metrics.average_precision(v[v >= 0] == c, probs[k][v >= 0][:, c]) for c in np.unique(v[v >= 0])}
-           for k, v in labels.items()}
+    aps = {
+        k: {c: metrics.average_precision(v[v >= 0] == c, probs[k][v >= 0][:, c]) for c in np.unique(v[v >= 0])}
+        for k, v in labels.items()
+    }
     assert cmap[0] == pytest.approx(metrics.cmap(aps))
     known = {k: v[v >= 0] for k, v in labels.items()}
     assert chance[0] == pytest.approx(metrics.chance_cmap(known, {k: sorted(np.unique(v)) for k, v in known.items()}))
@@ -51,6 +56,7 @@ def test_identical_method_has_leakage_exactly_one_and_zero_width():
 def test_interval_narrows_with_more_items_and_covers_the_truth():
     """A method that keeps about half of raw's above-chance signal: the interval holds its value
     and shrinks roughly as 1/sqrt(n)."""
+
     def case(n, seed):
         rng = np.random.default_rng(seed)
         y = rng.integers(0, 2, n)
@@ -75,13 +81,16 @@ def test_combine_seeds_spreads_with_seed_disagreement():
     assert agree["half_width"] < 0.02 < disagree["half_width"]
 
 
-@pytest.mark.parametrize("interval, rule, expected", [
-    ({"low": 0.1, "high": 0.3}, "<=", (True, True)),
-    ({"low": 0.3, "high": 0.5}, "<=", (False, None)),      # straddles 0.4: undecided
-    ({"low": 0.45, "high": 0.5}, "<=", (True, False)),
-    ({"low": 0.45, "high": 0.5}, ">=", (True, True)),
-    ({"low": float("nan"), "high": 0.5}, "<=", (False, None)),
-])
+@pytest.mark.parametrize(
+    "interval, rule, expected",
+    [
+        ({"low": 0.1, "high": 0.3}, "<=", (True, True)),
+        ({"low": 0.3, "high": 0.5}, "<=", (False, None)),  # straddles 0.4: undecided
+        ({"low": 0.45, "high": 0.5}, "<=", (True, False)),
+        ({"low": 0.45, "high": 0.5}, ">=", (True, True)),
+        ({"low": float("nan"), "high": 0.5}, "<=", (False, None)),
+    ],
+)
 def test_decided_flags(interval, rule, expected):
     out = resampling.decided(interval, 0.4, rule)
     assert (out["decided"], out["passed"]) == expected
@@ -90,8 +99,8 @@ def test_decided_flags(interval, rule, expected):
 def test_items_to_decide_scales_with_the_square_of_half_width_over_gap():
     # half-width 0.04, centre 0.0, threshold 0.01: (0.04 / 0.01)^2 = 16 times the items
     assert resampling.items_to_decide({"low": -0.04, "high": 0.04}, 0.01, 500) == 8000
-    assert resampling.items_to_decide({"low": 0.1, "high": 0.3}, 0.4, 500) == 500     # already decided
-    assert resampling.items_to_decide({"low": 0.3, "high": 0.5}, 0.4, 500) is None    # centre on the threshold
+    assert resampling.items_to_decide({"low": 0.1, "high": 0.3}, 0.4, 500) == 500  # already decided
+    assert resampling.items_to_decide({"low": 0.3, "high": 0.5}, 0.4, 500) is None  # centre on the threshold
     assert resampling.items_to_decide({"low": float("nan"), "high": 0.5}, 0.4, 500) is None
     # the estimate holds for a real bootstrap: four times the items halves the half-width
     rng = np.random.default_rng(0)
@@ -124,28 +133,37 @@ def test_resampled_task_metrics_equal_the_plain_ones():
     assert scoring.resampled_values("ad", items, np.ones((1, 6)))[0] == pytest.approx(plain)
     counts = np.array([2, 0, 1, 3, 1, 1])
     dup = np.repeat(np.arange(6), counts)
-    expected = roc_auc_score(np.concatenate([frame_labels[i] for i in dup]),
-                             np.concatenate([per_video_scores[i][np.minimum(np.arange(64) // 16, 3)] for i in dup]))
+    expected = roc_auc_score(
+        np.concatenate([frame_labels[i] for i in dup]),
+        np.concatenate([per_video_scores[i][np.minimum(np.arange(64) // 16, 3)] for i in dup]),
+    )
     assert scoring.resampled_values("ad", items, counts[None].astype(float))[0] == pytest.approx(expected)
 
 
 def test_resampled_detection_map_equals_detection_map():
     rng = np.random.default_rng(5)
     ground_truth = [(v, float(s), float(s) + 2.0, lab) for v in range(5) for s, lab in ((1, "a"), (6, "b"))]
-    detections = [(v, s + rng.normal(0, 0.5), s + 2.0 + rng.normal(0, 0.5), lab, float(rng.random()))
-                  for v, s, _, lab in ground_truth] + [(v, 3.0, 4.0, "a", float(rng.random())) for v in range(5)]
+    detections = [
+        (v, s + rng.normal(0, 0.5), s + 2.0 + rng.normal(0, 0.5), lab, float(rng.random()))
+        for v, s, _, lab in ground_truth
+    ] + [(v, 3.0, 4.0, "a", float(rng.random())) for v in range(5)]
     plain = scoring.detection_map(detections, ground_truth)["map"]
     classes = ["a", "b"]
     gt_counts = np.zeros((5, 2))
     for v, _, _, lab in ground_truth:
         gt_counts[v, classes.index(lab)] += 1
-    items = {"det_video": np.array([d[0] for d in detections]), "det_class": np.array([classes.index(d[3]) for d in detections]),
-             "det_score": np.array([d[4] for d in detections]), "gt_counts": gt_counts,
-             "det_tp": np.stack([scoring.match_detections(detections, ground_truth, t) for t in scoring.TIOU_THRESHOLDS])}
+    items = {
+        "det_video": np.array([d[0] for d in detections]),
+        "det_class": np.array([classes.index(d[3]) for d in detections]),
+        "det_score": np.array([d[4] for d in detections]),
+        "gt_counts": gt_counts,
+        "det_tp": np.stack([scoring.match_detections(detections, ground_truth, t) for t in scoring.TIOU_THRESHOLDS]),
+    }
     assert scoring.resampled_values("tad", items, np.ones((1, 5)))[0] == pytest.approx(plain)
 
 
 # ----------------------------------------------------------------------------- seed ensemble
+
 
 def _ar_items(logits: np.ndarray, labels: np.ndarray) -> dict:
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -156,10 +174,16 @@ def _ar_items(logits: np.ndarray, labels: np.ndarray) -> dict:
 def _tad_pieces(probabilities: np.ndarray, n_videos: int) -> dict:
     """Two action classes; every video has class 0 on [2, 6) s and class 1 on [10, 15) s, 1 s snippets."""
     gt = [(v, s, e, c) for v in range(n_videos) for s, e, c in ((2.0, 6.0, 0), (10.0, 15.0, 1))]
-    return {"snippet_probabilities": probabilities, "snippet_counts": np.full(n_videos, probabilities.shape[1]),
-            "snippet_seconds": np.ones(n_videos), "vocabulary_class": np.array([0, 1]),
-            "gt_video": np.array([g[0] for g in gt]), "gt_start": np.array([g[1] for g in gt]),
-            "gt_end": np.array([g[2] for g in gt]), "gt_class": np.array([g[3] for g in gt])}
+    return {
+        "snippet_probabilities": probabilities,
+        "snippet_counts": np.full(n_videos, probabilities.shape[1]),
+        "snippet_seconds": np.ones(n_videos),
+        "vocabulary_class": np.array([0, 1]),
+        "gt_video": np.array([g[0] for g in gt]),
+        "gt_start": np.array([g[1] for g in gt]),
+        "gt_end": np.array([g[2] for g in gt]),
+        "gt_class": np.array([g[3] for g in gt]),
+    }
 
 
 def _tad_truth(n_videos: int, n_snippets: int = 20) -> np.ndarray:
@@ -177,16 +201,22 @@ def _tad_items(probabilities: np.ndarray) -> dict:
 def _ad_items(scores: np.ndarray) -> dict:
     n_videos, n_snippets = scores.shape
     pos = np.zeros((n_videos, n_snippets))
-    pos[::2, 1:3] = 16                                   # even videos anomalous in snippets 1-2
-    return {"unit_video": np.repeat(np.arange(n_videos), n_snippets), "unit_score": scores.ravel(),
-            "unit_pos": pos.ravel(), "unit_neg": (16 - pos).ravel()}
+    pos[::2, 1:3] = 16  # even videos anomalous in snippets 1-2
+    return {
+        "unit_video": np.repeat(np.arange(n_videos), n_snippets),
+        "unit_score": scores.ravel(),
+        "unit_pos": pos.ravel(),
+        "unit_neg": (16 - pos).ravel(),
+    }
 
 
 def _utility_only(per_method: dict) -> dict:
     """Items as ``paired_intervals`` reads them, with a trivial privacy scope."""
     scope = {"labels": {"gender": np.arange(8) % 2}, "probabilities": {"gender": np.tile([[0.6, 0.4]], (8, 1))}}
-    return {m: {str(s): {"static": scope, "moving": scope, "utility": u} for s, u in enumerate(seeds)}
-            for m, seeds in per_method.items()}
+    return {
+        m: {str(s): {"static": scope, "moving": scope, "utility": u} for s, u in enumerate(seeds)}
+        for m, seeds in per_method.items()
+    }
 
 
 def test_ensemble_pairs_raw_and_method_on_the_same_resamples():
@@ -196,18 +226,29 @@ def test_ensemble_pairs_raw_and_method_on_the_same_resamples():
 
     rng = np.random.default_rng(7)
     labels = np.arange(30) % 4
-    raw_seeds = [{"ar": _ar_items(rng.normal(0, 1, (30, 4)) + 2 * np.eye(4)[labels], labels),
-                  "tad": _tad_items(np.clip(_tad_truth(6) + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
-                  "ad": _ad_items(rng.random((10, 4)))} for _ in range(3)]
-    other = [{"ar": _ar_items(rng.normal(0, 1, (30, 4)), labels),
-              "tad": _tad_items(np.clip(_tad_truth(6)[:, ::-1] + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
-              "ad": _ad_items(rng.random((10, 4)))} for _ in range(3)]
-    out = run.paired_intervals(_utility_only({"raw": raw_seeds, "same": raw_seeds, "other": other}),
-                               [0, 1, 2], 0.95, 300)
+    raw_seeds = [
+        {
+            "ar": _ar_items(rng.normal(0, 1, (30, 4)) + 2 * np.eye(4)[labels], labels),
+            "tad": _tad_items(np.clip(_tad_truth(6) + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
+            "ad": _ad_items(rng.random((10, 4))),
+        }
+        for _ in range(3)
+    ]
+    other = [
+        {
+            "ar": _ar_items(rng.normal(0, 1, (30, 4)), labels),
+            "tad": _tad_items(np.clip(_tad_truth(6)[:, ::-1] + rng.normal(0, 0.2, (6, 20, 3)), 0, 1)),
+            "ad": _ad_items(rng.random((10, 4))),
+        }
+        for _ in range(3)
+    ]
+    out = run.paired_intervals(
+        _utility_only({"raw": raw_seeds, "same": raw_seeds, "other": other}), [0, 1, 2], 0.95, 300
+    )
     for task in ("ar", "tad", "ad"):
         same = out["same"]["utility"][task]["ensemble"]
         assert (same["point"], same["low"], same["high"], same["half_width"]) == (0.0, 0.0, 0.0, 0.0)
-        assert same["n_finite"] > 250 and same["value"] == same["raw_value"]   # NaN: a resample without positives
+        assert same["n_finite"] > 250 and same["value"] == same["raw_value"]  # NaN: a resample without positives
         differing = out["other"]["utility"][task]["ensemble"]
         assert differing["point"] != 0.0 and differing["half_width"] > 0.0
         assert set(out["other"]["utility"][task]["seeds"]) >= {"low", "high", "half_width"}
@@ -224,8 +265,7 @@ def test_seed_ensemble_narrows_the_interval_of_noisy_heads():
         n, classes = 300, 6
         labels = rng.integers(0, classes, n)
         signal = 1.5 * np.eye(classes)[labels]
-        heads = lambda: [{"ar": _ar_items(signal + rng.normal(0, 1.5, (n, classes)), labels)}  # noqa: E731
-                         for _ in range(5)]
+        heads = lambda: [{"ar": _ar_items(signal + rng.normal(0, 1.5, (n, classes)), labels)} for _ in range(5)]
         items = _utility_only({"raw": heads(), "method": heads()})
         seeds = [0, 1, 2, 3, 4]
         ensemble = run.paired_intervals(items, seeds, 0.95, 400)["method"]["utility"]["ar"]
@@ -241,7 +281,7 @@ def _misplaced(rng: np.random.Generator, n_videos: int, n_snippets: int = 20) ->
     for v in range(n_videos):
         for cls, (start, end) in ((1, (2, 6)), (2, (10, 15))):
             shift = rng.choice([-2, 2])
-            probs[v, start + shift:end + shift, cls], probs[v, start + shift:end + shift, 0] = 0.9, 0.05
+            probs[v, start + shift : end + shift, cls], probs[v, start + shift : end + shift, 0] = 0.9, 0.05
     return np.clip(probs + rng.normal(0, 0.05, probs.shape), 0, 1)
 
 
@@ -255,8 +295,11 @@ def test_tad_ensemble_detects_on_the_averaged_snippet_scores():
         ensemble = scoring.ensemble_items("tad", seeds)
         averaged = np.mean([s["snippet_probabilities"] for s in seeds], axis=0)
         assert np.allclose(ensemble["snippet_probabilities"], averaged)
-        detections = [(v, s, e, ("a", "b")[c], score) for v in range(5)
-                      for s, e, c, score in scoring.proposals_from_scores(averaged[v], 1.0)]
+        detections = [
+            (v, s, e, ("a", "b")[c], score)
+            for v in range(5)
+            for s, e, c, score in scoring.proposals_from_scores(averaged[v], 1.0)
+        ]
         ground_truth = [(v, s, e, lab) for v in range(5) for s, e, lab in ((2.0, 6.0, "a"), (10.0, 15.0, "b"))]
         value = scoring.resampled_values("tad", ensemble, np.ones((1, 5)))[0]
         assert value == pytest.approx(scoring.detection_map(detections, ground_truth)["map"])
@@ -272,8 +315,11 @@ def test_ensemble_of_one_seed_is_that_seed_and_mismatches_are_refused():
     ad = _ad_items(rng.random((4, 5)))
     for task, items in (("ar", ar), ("tad", tad), ("ad", ad)):
         one = scoring.ensemble_items(task, [items])
-        assert scoring.resampled_values(task, one, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0] \
-            == pytest.approx(scoring.resampled_values(task, items, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0])
+        assert scoring.resampled_values(task, one, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[
+            0
+        ] == pytest.approx(
+            scoring.resampled_values(task, items, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0]
+        )
     with pytest.raises(DataError, match="lack 'probabilities'"):
         scoring.ensemble_items("ar", [ar, {"correct": ar["correct"]}], "aam")
     with pytest.raises(DataError, match="disagree on 'labels'"):
@@ -286,12 +332,24 @@ def test_items_without_the_ensemble_pieces_are_measured_again(tmp_path):
 
     rng = np.random.default_rng(1)
     labels = np.arange(6) % 3
-    full = {"utility": {"ar": _ar_items(rng.normal(0, 1, (6, 3)), labels),
-                        "tad": _tad_items(_tad_truth(2)), "ad": _ad_items(rng.random((2, 3)))}}
-    old = {"utility": {"ar": {"correct": full["utility"]["ar"]["correct"]},
-                       "tad": {k: v for k, v in full["utility"]["tad"].items() if not k.startswith(("snippet", "gt_", "voc"))
-                               or k == "gt_counts"},
-                       "ad": full["utility"]["ad"]}}
+    full = {
+        "utility": {
+            "ar": _ar_items(rng.normal(0, 1, (6, 3)), labels),
+            "tad": _tad_items(_tad_truth(2)),
+            "ad": _ad_items(rng.random((2, 3))),
+        }
+    }
+    old = {
+        "utility": {
+            "ar": {"correct": full["utility"]["ar"]["correct"]},
+            "tad": {
+                k: v
+                for k, v in full["utility"]["tad"].items()
+                if not k.startswith(("snippet", "gt_", "voc")) or k == "gt_counts"
+            },
+            "ad": full["utility"]["ad"],
+        }
+    }
     assert run._items_complete(run.save_items(tmp_path / "new.npz", full))
     assert not run._items_complete(run.save_items(tmp_path / "old.npz", old))
     assert not run._items_complete(tmp_path / "missing.npz")

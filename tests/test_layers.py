@@ -5,6 +5,7 @@ below it. It is checked on the source as it is, and shown to catch an upward imp
 a copy of the source. The graph also has no import cycle, and importing a config module or a
 light layer never loads torch, scikit-learn or MLflow.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -39,7 +40,9 @@ LIGHT = (
 def _lint(source_root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(LINT_IMPORTS), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         env={"PATH": str(LINT_IMPORTS.parent), "PYTHONPATH": str(source_root)},
     )
 
@@ -50,8 +53,7 @@ def test_the_source_keeps_the_layer_contract():
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path):
-    shutil.copytree(ROOT / "src" / "latentanon", tmp_path / "latentanon",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src" / "latentanon", tmp_path / "latentanon", ignore=shutil.ignore_patterns("__pycache__"))
     planted = tmp_path / "latentanon" / "features" / "featureset.py"
     planted.write_text(planted.read_text() + "\n\ndef _upward():\n    from latentanon.evaluation import run  # noqa\n")
     result = _lint(tmp_path)
@@ -96,7 +98,7 @@ def _strongly_connected(graph) -> list[list[str]]:
 
 def test_no_import_cycle():
     grimp = pytest.importorskip("grimp")
-    graph = grimp.build_graph("latentanon")   # function-level imports count: a lazy cycle is a cycle
+    graph = grimp.build_graph("latentanon")  # function-level imports count: a lazy cycle is a cycle
     assert _strongly_connected(graph) == []
 
 
@@ -113,11 +115,10 @@ def test_the_cycle_finder_finds_a_cycle():
 
 @pytest.mark.parametrize("module", LIGHT)
 def test_light_modules_import_no_heavy_library(module):
-    code = (f"import sys, {module}\n"
-            f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
-            "print(','.join(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""})
+    code = f"import sys, {module}\nheavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\nprint(','.join(heavy))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"importing {module} loads {result.stdout.strip()}"
 

@@ -1,4 +1,5 @@
 """Loaders: generated data, small hand-written files in the real datasets' formats, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,17 @@ from latentanon.data.video_io import write_image, write_video
 from latentanon.errors import DataError
 
 TINY = DataConfig(
-    n_identities_train=3, n_identities_val=1, n_identities_test=1, n_identities_pretrain=3,
-    pretrain_videos_per_class=1, trimmed_frames=16, untrimmed_frames=64, privacy_images_per_identity=1,
-    privacy_videos_per_identity=1, anomaly_videos_per_identity=2, workers=1,
+    n_identities_train=3,
+    n_identities_val=1,
+    n_identities_test=1,
+    n_identities_pretrain=3,
+    pretrain_videos_per_class=1,
+    trimmed_frames=16,
+    untrimmed_frames=64,
+    privacy_images_per_identity=1,
+    privacy_videos_per_identity=1,
+    anomaly_videos_per_identity=2,
+    workers=1,
 )
 # real datasets have no sidecars; their split rule still holds out validation identities
 REAL = DataConfig(n_identities_train=3, n_identities_val=1, n_identities_test=1)
@@ -37,6 +46,7 @@ def _video(path: Path, frames: int = 4) -> None:
 
 
 # ----------------------------------------------------------------------------- generated data
+
 
 def test_generated_manifests_follow_the_contract(generated):
     root, manifests = generated
@@ -106,6 +116,7 @@ def test_manifest_hash_is_stable(generated, tmp_path):
 
 # ----------------------------------------------------------------------------- hand-written real formats
 
+
 def test_ucf101_real_format(tmp_path):
     root = tmp_path
     lists = root / "actions" / "ucfTrainTestlist"
@@ -119,11 +130,13 @@ def test_ucf101_real_format(tmp_path):
             train.append(f"{name} {1 if cls == 'ApplyEyeMakeup' else 2}")
         _video(root / "actions" / "UCF101" / f"{cls}/v_{cls}_g01_c01.avi")
     (lists / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")
-    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\nArchery/v_Archery_g01_c01.avi\n")
+    (lists / "testlist01.txt").write_text(
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\nArchery/v_Archery_g01_c01.avi\n"
+    )
     df = load_set(REAL, root, "actions")
     assert len(df) == 10 and (df["error"] == "").all()
     assert set(df.loc[df["split"] == "test", "identity"]) == {1}
-    assert set(df.loc[df["split"] == "val", "identity"]) == {11}     # 1/4 of groups 8..11
+    assert set(df.loc[df["split"] == "val", "identity"]) == {11}  # 1/4 of groups 8..11
     assert df.loc[df["video_id"] == "v_Archery_g08_c01", "label_id"].item() == 1
     assert (df["skin_tone"] == -1).all() and (df["frames"] == 4).all()
 
@@ -140,7 +153,7 @@ def test_hmdb51_with_pa_hmdb51_attributes(tmp_path):
     (set_dir / "PrivacyAttributes").mkdir()
     (set_dir / "PrivacyAttributes" / "wave.json").write_text(json.dumps(pa))
     df = load_set(REAL, tmp_path, "privacy_videos")
-    assert len(df) == 3                                  # split value 0 = unused
+    assert len(df) == 3  # split value 0 = unused
     first = df.loc[df["video_id"] == Path(names[0]).stem].iloc[0]
     assert first["gender"] == 1 and first["skin_tone"] == -1 and first["face"] in (1, 2)
     assert set(df["split"]) <= {"train", "val", "test"} and (df["split"] == "test").sum() == 1
@@ -151,14 +164,17 @@ def test_hmdb51_with_pa_hmdb51_attributes(tmp_path):
 def test_hmdb51_split_list_without_a_class_name_is_refused(tmp_path):
     splits = tmp_path / "privacy_videos" / "testTrainMulti_7030_splits"
     splits.mkdir(parents=True)
-    (splits / "_test_split1.txt").write_text("")      # matched by the listing glob, names no class
+    (splits / "_test_split1.txt").write_text("")  # matched by the listing glob, names no class
     with pytest.raises(DataError, match=r"_test_split1.txt: expected <class>_test_split1.txt"):
         load_set(REAL, tmp_path, "privacy_videos")
 
 
 def test_thumos14_real_format(tmp_path):
     set_dir = tmp_path / "untrimmed"
-    for folder, tag, video in (("validation", "val", "video_validation_0000051"), ("test", "test", "video_test_0000004")):
+    for folder, tag, video in (
+        ("validation", "val", "video_validation_0000051"),
+        ("test", "test", "video_test_0000004"),
+    ):
         notes = set_dir / "annotation" / folder
         notes.mkdir(parents=True)
         (notes / f"BaseballPitch_{tag}.txt").write_text(f"{video} 0.2  0.6\n{video} 0.1 0.15\n")
@@ -177,14 +193,17 @@ def test_ucf_crime_real_format(tmp_path):
     _video(set_dir / "Training_Normal_Videos_Anomaly" / "Normal_Videos001_x264.mp4", frames=8)
     _video(set_dir / "Testing_Normal_Videos_Anomaly" / "Normal_Videos_003_x264.mp4", frames=8)
     (set_dir / "Anomaly_Train.txt").write_text(
-        "Abuse/Abuse001_x264.mp4\nTraining_Normal_Videos_Anomaly/Normal_Videos001_x264.mp4\n")
+        "Abuse/Abuse001_x264.mp4\nTraining_Normal_Videos_Anomaly/Normal_Videos001_x264.mp4\n"
+    )
     (set_dir / "Anomaly_Test.txt").write_text(
-        "Abuse/Abuse028_x264.mp4\nTesting_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4\n")
+        "Abuse/Abuse028_x264.mp4\nTesting_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4\n"
+    )
     (set_dir / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt").write_text(
-        "Abuse028_x264.mp4  Abuse  2  3  -1  -1\nNormal_Videos_003_x264.mp4  Normal  -1  -1  -1  -1\n")
+        "Abuse028_x264.mp4  Abuse  2  3  -1  -1\nNormal_Videos_003_x264.mp4  Normal  -1  -1  -1  -1\n"
+    )
     df = load_set(REAL, tmp_path, "anomaly").set_index("video_id")
     assert df.loc["Abuse028_x264", "anomaly"] == 1 and df.loc["Normal_Videos_003_x264", "anomaly"] == 0
-    assert json.loads(df.loc["Abuse028_x264", "segments"]) == [[0.25, 0.5, "Abuse"]]   # frames 2..3 at 8 fps
+    assert json.loads(df.loc["Abuse028_x264", "segments"]) == [[0.25, 0.5, "Abuse"]]  # frames 2..3 at 8 fps
     assert json.loads(df.loc["Abuse001_x264", "segments"]) == []
     assert df.loc["Normal_Videos001_x264", "label"] == "Normal"
 
@@ -193,9 +212,11 @@ def test_kinetics_vispr_and_ntu_real_formats(tmp_path):
     pre = tmp_path / "pretrain"
     (pre / "annotations").mkdir(parents=True)
     (pre / "annotations" / "train.csv").write_text(
-        "label,youtube_id,time_start,time_end,split\nabseiling,---QUuC4vJs,84,94,train\n")
+        "label,youtube_id,time_start,time_end,split\nabseiling,---QUuC4vJs,84,94,train\n"
+    )
     (pre / "annotations" / "validate.csv").write_text(
-        "label,youtube_id,time_start,time_end,split\nair drumming,--nQbRBEz2s,104,114,val\n")
+        "label,youtube_id,time_start,time_end,split\nair drumming,--nQbRBEz2s,104,114,val\n"
+    )
     _video(pre / "train" / "abseiling" / "---QUuC4vJs_000084_000094.mp4")
     _video(pre / "val" / "air drumming" / "--nQbRBEz2s_000104_000114.mp4")
     images = tmp_path / "privacy_images"
@@ -203,7 +224,8 @@ def test_kinetics_vispr_and_ntu_real_formats(tmp_path):
         write_image(images / "images" / folder / f"2017_1{folder[:2]}.png", np.zeros((6, 6, 3), np.uint8))
         (images / "annotations" / folder).mkdir(parents=True)
         (images / "annotations" / folder / f"2017_1{folder[:2]}.json").write_text(
-            json.dumps({"id": f"2017_1{folder[:2]}", "labels": ["a1_age_approx", "a10_face_partial"]}))
+            json.dumps({"id": f"2017_1{folder[:2]}", "labels": ["a1_age_approx", "a10_face_partial"]})
+        )
     ntu = tmp_path / "bias" / "nturgb+d_rgb"
     _video(ntu / "S001C001P001R001A001_rgb.avi")
     _video(ntu / "S001C002P003R002A002_rgb.avi")
@@ -221,6 +243,7 @@ def test_kinetics_vispr_and_ntu_real_formats(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def _ucf_skeleton(root: Path, train_lines: str) -> Path:
     lists = root / "actions" / "ucfTrainTestlist"
@@ -249,8 +272,8 @@ def test_corrupt_truncated_and_missing_videos_are_marked_not_raised(tmp_path):
     _video(base / "v_Archery_g08_c01.avi")
     _video(base / "v_Archery_g09_c01.avi", frames=30)
     data = (base / "v_Archery_g09_c01.avi").read_bytes()
-    (base / "v_Archery_g09_c01.avi").write_bytes(data[: len(data) // 3])          # truncated
-    (base / "v_Archery_g10_c01.avi").write_bytes(b"\x00" * 2048)                 # corrupt
+    (base / "v_Archery_g09_c01.avi").write_bytes(data[: len(data) // 3])  # truncated
+    (base / "v_Archery_g10_c01.avi").write_bytes(b"\x00" * 2048)  # corrupt
     df = load_set(REAL, tmp_path, "actions").set_index("video_id")
     assert df.loc["v_Archery_g08_c01", "error"] == "" and df.loc["v_Archery_g08_c01", "frames"] == 4
     assert df.loc["v_Archery_g11_c01", "error"] == "file not found"
@@ -278,7 +301,8 @@ def test_temporal_annotation_with_other_class_is_refused(tmp_path):
     (set_dir / "Anomaly_Train.txt").write_text("")
     (set_dir / "Anomaly_Test.txt").write_text("Abuse/Abuse028_x264.mp4\nArson/Arson001_x264.mp4\n")
     (set_dir / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt").write_text(
-        "Abuse028_x264.mp4  Arson  2  3  -1  -1\n")
+        "Abuse028_x264.mp4  Arson  2  3  -1  -1\n"
+    )
     with pytest.raises(DataError, match="Anomaly_Test.txt:1: .*temporal annotation says 'Arson'"):
         load_set(REAL, tmp_path, "anomaly")
 

@@ -1,4 +1,5 @@
 """Adapter losses: NT-Xent on hand-made cases, L_LC at identity, the direction of L_B's gradient."""
+
 from __future__ import annotations
 
 import math

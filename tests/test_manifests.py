@@ -1,4 +1,5 @@
 """Manifest CSVs: the contract's types survive a write/read round trip; bad files get clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,18 @@ def test_round_trip_restores_types_and_parses_segments(tmp_path):
     assert path == manifest_path(tmp_path, "untrimmed") and path.exists()
     df = read_manifest(tmp_path, "untrimmed")
     assert list(df.columns[:12]) == [
-        "video_id", "path", "set", "split", "label", "label_id", "identity",
-        "frames", "fps", "width", "height", "checksum",
+        "video_id",
+        "path",
+        "set",
+        "split",
+        "label",
+        "label_id",
+        "identity",
+        "frames",
+        "fps",
+        "width",
+        "height",
+        "checksum",
     ]
     # text ids stay text, leading zeros and empty labels included; -1 marks an unknown id
     assert df["identity"].tolist() == [7, 12, -1]
@@ -91,7 +102,7 @@ def test_fractional_integer_is_rejected(tmp_path):
 
 def test_bad_segments_json_is_reported(tmp_path):
     df = _manifest()
-    df["segments"] = ["[[0, 1, \"walk\"]]", "[[0, 1,", "[]"]
+    df["segments"] = ['[[0, 1, "walk"]]', "[[0, 1,", "[]"]
     df.to_csv(tmp_path / "untrimmed.csv", index=False)
     with pytest.raises(DataError, match=r"'segments' of row 1 \(video_test_0000001\) is not valid JSON"):
         read_manifest(tmp_path, "untrimmed")
@@ -99,7 +110,7 @@ def test_bad_segments_json_is_reported(tmp_path):
 
 def test_segments_must_be_a_list(tmp_path):
     df = _manifest()
-    df["segments"] = ["[]", "{\"a\": 1}", "[]"]
+    df["segments"] = ["[]", '{"a": 1}', "[]"]
     df.to_csv(tmp_path / "untrimmed.csv", index=False)
     with pytest.raises(DataError, match="must be a JSON list"):
         read_manifest(tmp_path, "untrimmed")

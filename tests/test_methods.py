@@ -1,5 +1,6 @@
 """The anonymizer interface: every registered method fits, transforms, saves, loads, fingerprints
 and (production methods) is batch invariant; label-free methods never see private labels."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,15 @@ import numpy as np
 import pytest
 
 from latentanon.errors import ModelError
-from latentanon.methods.base import fit_view
-from latentanon.methods.registry import METHODS, create_method, load_method, method_class
-from latentanon.methods.base import PRIVATE_COLUMNS, Method
+from latentanon.methods.base import PRIVATE_COLUMNS, Method, fit_view
 from latentanon.methods.config import AdapterConfig, AdversarialConfig, TrainConfig
+from latentanon.methods.registry import METHODS, create_method, load_method, method_class
 from latentanon.tasks.private import ATTRIBUTES
 from test_tuning import make_feature_sets
 
-TINY = TrainConfig(adapter=AdapterConfig(blocks=1, heads=2), epochs=2, batch_size=32, lr=1e-3,
-                   adversarial=AdversarialConfig(steps=3))
+TINY = TrainConfig(
+    adapter=AdapterConfig(blocks=1, heads=2), epochs=2, batch_size=32, lr=1e-3, adversarial=AdversarialConfig(steps=3)
+)
 
 
 def concrete(base: str) -> str:
@@ -33,7 +34,7 @@ def sets():
 def fitted(sets):
     methods = {base: create_method(concrete(base), TINY).fit(sets, seed=0) for base in METHODS}
     for method in methods.values():
-        method.reproducible_noise = True   # stochastic methods: comparable draws in these tests
+        method.reproducible_noise = True  # stochastic methods: comparable draws in these tests
     return methods
 
 

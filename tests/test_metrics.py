@@ -1,4 +1,5 @@
 """Privacy/utility metrics on hand-made cases with known answers."""
+
 from __future__ import annotations
 
 import math

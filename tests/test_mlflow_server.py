@@ -1,6 +1,7 @@
 """Against a real ``mlflow server`` on 127.0.0.1: trial runs nest under the pipeline run, the gate
 promotes only a passing candidate, and the champion loaded from the server anonymizes exactly like
 the in-process adapter."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,6 @@ import torch
 from latentanon.config import Layout, params_from_dict
 from latentanon.tracking import gate, registry
 from latentanon.tuning import search
-
 from test_gate import GOOD, aliases, save_random_adapter, with_value, write_metrics
 from test_tuning import make_feature_sets, write_store
 
@@ -37,14 +37,27 @@ def free_port() -> int:
 @pytest.fixture
 def mlflow_server(tmp_path, monkeypatch):
     port = free_port()
-    log = open(tmp_path / "server.log", "wb")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (the server writes it until the fixture's teardown)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -74,11 +87,13 @@ def mlflow_server(tmp_path, monkeypatch):
 
 
 def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, monkeypatch):
-    params = params_from_dict({
-        "paths": {"workdir": str(tmp_path / "work")},
-        "tune": {"n_trials": 2, "epochs_per_trial": 1},
-        "train": {"adapter": {"blocks": 1, "heads": 2}, "batch_size": 32, "lr": 1e-3},
-    })
+    params = params_from_dict(
+        {
+            "paths": {"workdir": str(tmp_path / "work")},
+            "tune": {"n_trials": 2, "epochs_per_trial": 1},
+            "train": {"adapter": {"blocks": 1, "heads": 2}, "batch_size": 32, "lr": 1e-3},
+        }
+    )
     layout = Layout.from_params(params)
     write_store(layout.features_uri, make_feature_sets())
     client = mlflow.MlflowClient()
@@ -98,7 +113,7 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     write_metrics(layout, with_value(GOOD, "privacy.aam.relative_cmap_drop", 0.1))
     rejected = gate.run_gate(params, layout)
     assert rejected["decision"] == "rejected"
-    assert aliases(client, name) == {"candidate": str(rejected["version"])}   # no @champion
+    assert aliases(client, name) == {"candidate": str(rejected["version"])}  # no @champion
 
     # a passing one is promoted
     champion = save_random_adapter(layout.adapter_dir, seed=12)
@@ -121,8 +136,8 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.predict(sequence), champion(torch.from_numpy(sequence)).numpy())
 
-    from latentanon.methods.apply import anonymize_feature_set
     from latentanon.features.store import load_feature_set
+    from latentanon.methods.apply import anonymize_feature_set
 
     out = tmp_path / "shared"
     registry.anonymize_with_registered_model(f"models:/{name}@champion", layout.features_uri, str(out))

@@ -1,6 +1,7 @@
 """`anonymize` runs nothing from the registry and only what the gate judged: planted pickles,
 edited files, forged tags, metrics of another adapter and features of another encoder are
 refused. Params reach MLflow redacted."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,6 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 import pytest
-from test_gate import GOOD, save_random_adapter, write_metrics
-from test_registry import params_for, random_store
 
 from latentanon._redact import redact, redact_text
 from latentanon.config import Layout
@@ -20,6 +19,8 @@ from latentanon.errors import ModelError
 from latentanon.features import release
 from latentanon.tracking import decision_record, gate, registry, runs
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
+from test_gate import GOOD, save_random_adapter, write_metrics
+from test_registry import params_for, random_store
 
 
 class Payload:
@@ -50,8 +51,9 @@ def model_dir(name: str, version: str) -> Path:
 
 
 def anonymize(tmp_path, name: str, alias: str = "champion", source: str = "features", out: str = "out"):
-    return registry.anonymize_with_registered_model(f"models:/{name}@{alias}", str(tmp_path / source),
-                                                    str(tmp_path / out))
+    return registry.anonymize_with_registered_model(
+        f"models:/{name}@{alias}", str(tmp_path / source), str(tmp_path / out)
+    )
 
 
 def test_a_planted_pickle_is_never_executed_and_an_unapproved_file_is_refused(tmp_path):
@@ -59,7 +61,7 @@ def test_a_planted_pickle_is_never_executed_and_an_unapproved_file_is_refused(tm
     marker = tmp_path / "pwned"
     folder = model_dir(name, version)
     (folder / "python_model.pkl").write_bytes(pickle.dumps(Payload(marker)))
-    summary = anonymize(tmp_path, name)            # the method's own files are intact: it runs
+    summary = anonymize(tmp_path, name)  # the method's own files are intact: it runs
     assert summary["version"] == version and not marker.exists()
 
     (folder / "artifacts" / "adapter" / "extra.pkl").write_bytes(pickle.dumps(Payload(marker)))
@@ -73,7 +75,7 @@ def test_a_planted_pickle_is_never_executed_and_an_unapproved_file_is_refused(tm
     assert not (tmp_path / "out2" / "index.json").exists() and not (tmp_path / "out3" / "index.json").exists()
 
     # the plant is live: MLflow's own pyfunc loader does run it (what anonymize no longer calls)
-    with contextlib.suppress(Exception):   # the payload returns no model; its side effect is the point
+    with contextlib.suppress(Exception):  # the payload returns no model; its side effect is the point
         mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     assert marker.exists()
 
@@ -84,15 +86,18 @@ def test_an_edited_safetensors_file_is_refused(tmp_path):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    with pytest.raises(ModelError, match=rf"version {version} of {name}: file 'adapter.safetensors' has sha256 .* "
-                                         "the gate approved"):
+    with pytest.raises(
+        ModelError,
+        match=rf"version {version} of {name}: file 'adapter.safetensors' has sha256 .* "
+        "the gate approved",
+    ):
         anonymize(tmp_path, name)
 
 
 def test_a_forged_gate_decision_tag_approves_nothing(tmp_path, monkeypatch):
     params, layout, name, version = approved_champion(tmp_path)
     client = mlflow.MlflowClient()
-    save_random_adapter(layout.adapter_dir, seed=8)          # a model the gate never judged
+    save_random_adapter(layout.adapter_dir, seed=8)  # a model the gate never judged
     forged = registry.register_candidate(params, layout)["version"]
     client.set_model_version_tag(name, forged, TAG_DECISION, APPROVED)
     client.set_registered_model_alias(name, "champion", forged)
@@ -144,8 +149,10 @@ def test_metrics_of_another_adapter_are_refused_by_the_gate(tmp_path):
     write_metrics(layout, GOOD, method_id="0123456789abcdef")
     summary = gate.run_gate(params, layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
-    assert any(r.startswith("metrics:") and "measured method 0123456789abcdef, not the registered adapter" in r
-               for r in summary["reasons"])
+    assert any(
+        r.startswith("metrics:") and "measured method 0123456789abcdef, not the registered adapter" in r
+        for r in summary["reasons"]
+    )
     write_metrics(layout, {k: v for k, v in GOOD.items()}, method_id="")
     assert gate.run_gate(params, layout)["decision"] == REJECTED, "metrics that name no method bind to none"
 
@@ -153,8 +160,10 @@ def test_metrics_of_another_adapter_are_refused_by_the_gate(tmp_path):
 def test_features_of_another_encoder_are_refused(tmp_path):
     _, _, name, _ = approved_champion(tmp_path)
     random_store(tmp_path / "other_features", encoder="hf-videomae@1234")
-    with pytest.raises(ModelError, match="encoder hf-videomae@1234, but the method was approved on features of "
-                                         "encoder builtin-test-encoder@0"):
+    with pytest.raises(
+        ModelError,
+        match="encoder hf-videomae@1234, but the method was approved on features of encoder builtin-test-encoder@0",
+    ):
         anonymize(tmp_path, name, source="other_features")
 
 
@@ -172,21 +181,34 @@ def test_the_release_of_anonymize_is_allow_listed_and_approved_after_it_is_compl
 def test_credentials_in_params_never_reach_mlflow_params(tmp_path):
     from latentanon.config import params_from_dict
 
-    params = params_from_dict({"paths": {"workdir": str(tmp_path)},
-                               "tune": {"storage": "postgresql://optuna:hunter2@db.internal:5432/optuna"}})
+    params = params_from_dict(
+        {
+            "paths": {"workdir": str(tmp_path)},
+            "tune": {"storage": "postgresql://optuna:hunter2@db.internal:5432/optuna"},
+        }
+    )
     run_id = runs.pipeline_run_id(params)
     client = mlflow.MlflowClient()
-    child = runs.log_child_run(client, run_id, "trial-0", {"storage": "mysql://u:hunter3@db/x", "api_key": "k-123"},
-                               {"value": 1.0})
+    child = runs.log_child_run(
+        client, run_id, "trial-0", {"storage": "mysql://u:hunter3@db/x", "api_key": "k-123"}, {"value": 1.0}
+    )
     for logged in (client.get_run(run_id).data.params, client.get_run(child).data.params):
         assert logged and not any(s in v for v in logged.values() for s in ("hunter2", "hunter3", "k-123"))
     assert client.get_run(run_id).data.params["tune.storage"] == "postgresql://optuna:***@db.internal:5432/optuna"
 
 
 def test_redaction_rule():
-    tree = {"aws_secret_access_key": "abc", "password": "p", "signingKey": "s", "bias_raw_gap_key": "bias.raw.gap",
-            "uri": "s3://bucket/x", "url": "https://user:pw@host/path?token=t1&x=1", "nested": [{"db_token": "t"}],
-            "empty_password": "", "monkey": "banana"}
+    tree = {
+        "aws_secret_access_key": "abc",
+        "password": "p",
+        "signingKey": "s",
+        "bias_raw_gap_key": "bias.raw.gap",
+        "uri": "s3://bucket/x",
+        "url": "https://user:pw@host/path?token=t1&x=1",
+        "nested": [{"db_token": "t"}],
+        "empty_password": "",
+        "monkey": "banana",
+    }
     out = redact(tree)
     assert out["aws_secret_access_key"] == out["password"] == out["signingKey"] == "***"
     assert out["nested"] == [{"db_token": "***"}] and out["empty_password"] == ""

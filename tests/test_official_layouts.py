@@ -1,5 +1,6 @@
 """Real datasets as their archives unpack: official folder names, AVI and mp4, CRLF lists, no
 sidecars and no classes.json; validate and extract run on them without the generator."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -20,7 +21,7 @@ from latentanon.features.store import load_feature_set
 from test_extraction import make_encoder
 
 FPS = 10
-SIZE = (30, 40)          # 4:3 like the real 320x240 sources, not the encoder's 32x32
+SIZE = (30, 40)  # 4:3 like the real 320x240 sources, not the encoder's 32x32
 
 
 def _write(path: Path, frames: int, seed: int, fps: int = FPS) -> None:
@@ -74,8 +75,10 @@ def build_official_root(root: Path) -> None:
         _lines(hmdb / "testTrainMulti_7030_splits" / f"{cls}_test_split1.txt", listing)
     # THUMOS14: the archives' annotation folders and validation/ + test/ video folders
     thumos = root / "untrimmed"
-    for folder, tag, notes in (("validation", "val", "TH14_Temporal_annotations_validation/annotation"),
-                               ("test", "test", "TH14_Temporal_annotations_test/annotation")):
+    for folder, tag, notes in (
+        ("validation", "val", "TH14_Temporal_annotations_validation/annotation"),
+        ("test", "test", "TH14_Temporal_annotations_test/annotation"),
+    ):
         spans = {"BaseballPitch": [], "CliffDiving": []}
         for k in range(3):
             seed += 1
@@ -137,9 +140,11 @@ def test_loaders_read_the_archives_own_folder_names(official):
     crime = load_set(cfg, official, "anomaly", progress=False).set_index("video_id")
     assert (crime["error"] == "").all()
     assert crime.loc["Abuse001_x264", "path"] == "anomaly/Anomaly-Videos-Part-1/Abuse/Abuse001_x264.mp4"
-    assert crime.loc["Normal_Videos001_x264", "path"] == "anomaly/Training-Normal-Videos-Part-1/Normal_Videos001_x264.mp4"
+    assert (
+        crime.loc["Normal_Videos001_x264", "path"] == "anomaly/Training-Normal-Videos-Part-1/Normal_Videos001_x264.mp4"
+    )
     assert crime.loc["Normal_Videos001_x264", "label"] == "Normal"
-    assert crime.loc["Arson003_x264", "segments"] == "[[0.5, 2.1, \"Arson\"]]"
+    assert crime.loc["Arson003_x264", "segments"] == '[[0.5, 2.1, "Arson"]]'
 
 
 def test_missing_layout_names_what_was_looked_for_and_found(tmp_path):
@@ -156,7 +161,9 @@ def test_missing_layout_names_what_was_looked_for_and_found(tmp_path):
     notes = tmp_path / "untrimmed" / "TH14_Temporal_annotations_validation" / "annotation"
     notes.mkdir(parents=True)
     (notes / "CliffDiving_val.txt").write_text("video_validation_0000001 1.0 2.0\n")
-    with pytest.raises(DataError, match=r"no THUMOS14 validation video folder \(looked for videos/validation/, validation/"):
+    with pytest.raises(
+        DataError, match=r"no THUMOS14 validation video folder \(looked for videos/validation/, validation/"
+    ):
         load_set(DataConfig(), tmp_path, "untrimmed", progress=False)
     (tmp_path / "anomaly").mkdir()
     with pytest.raises(DataError, match=r"no UCF-Crime split list .*Anomaly_Detection_splits/Anomaly_Train.txt"):
@@ -167,14 +174,22 @@ def test_missing_layout_names_what_was_looked_for_and_found(tmp_path):
 def test_validate_and_extract_without_classes_json(official, tmp_path):
     assert not (official / "classes.json").exists()
     data_cfg = DataConfig(root=str(official))
-    summary = validate_benchmark(data_cfg, ValidateConfig(require_identity=False), official,
-                                 tmp_path / "manifests", tmp_path / "report")
+    summary = validate_benchmark(
+        data_cfg, ValidateConfig(require_identity=False), official, tmp_path / "manifests", tmp_path / "report"
+    )
     assert summary["success"] and summary["quarantined"] == 0
     assert set(summary["sets"]) == {"actions", "privacy_videos", "untrimmed", "anomaly"}
     encoder_dir = tmp_path / "encoder"
     make_encoder(encoder_dir)
-    cfg = ExtractConfig(batch_size=8, num_workers=0, clips_per_video=2, static_per_video=2, videos_per_shard=8,
-                        device="cpu", sets=tuple(summary["sets"]))
+    cfg = ExtractConfig(
+        batch_size=8,
+        num_workers=0,
+        clips_per_video=2,
+        static_per_video=2,
+        videos_per_shard=8,
+        device="cpu",
+        sets=tuple(summary["sets"]),
+    )
     store = str(tmp_path / "store")
     extract_features(cfg, data_cfg, tmp_path / "manifests", official, encoder_dir, store)
     finalize_store(store)
@@ -200,6 +215,10 @@ def test_validate_refuses_a_wrong_size_only_when_classes_json_declares_the_bench
     shutil.copytree(official / "actions", root / "actions")
     (root / "classes.json").write_text(json.dumps({"sets": {"actions": ["ApplyEyeMakeup", "Archery"]}}))
     with pytest.raises(ValidationFailed, match=f"width = {DataConfig().width}"):
-        validate_benchmark(replace(DataConfig(), root=str(root)), ValidateConfig(require_identity=False), root,
-                           tmp_path / "m", tmp_path / "r")
-
+        validate_benchmark(
+            replace(DataConfig(), root=str(root)),
+            ValidateConfig(require_identity=False),
+            root,
+            tmp_path / "m",
+            tmp_path / "r",
+        )

@@ -5,6 +5,7 @@ The probe is a logistic regression on single frames, on translation-invariant pi
 (a colour histogram and globally pooled responses of fixed random 5x5 filters), trained on
 some identities and scored on others.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,14 +34,30 @@ def _frames():
                 for action in pair:
                     for _ in range(VIDEOS_PER_CLASS):
                         k += 1
-                        job = Job("probe", f"probe/{k}.mp4", "trimmed", person, random_outfit(rng), split,
-                                  cfg.trimmed_frames, (cfg.seed, 99, k), action=action)
+                        job = Job(
+                            "probe",
+                            f"probe/{k}.mp4",
+                            "trimmed",
+                            person,
+                            random_outfit(rng),
+                            split,
+                            cfg.trimmed_frames,
+                            (cfg.seed, 99, k),
+                            action=action,
+                        )
                         video = render_job(job, cfg)
                         for f in rng.choice(len(video), FRAMES_PER_VIDEO, replace=False):
                             images.append(video[f])
-                            rows.append({"split": split, "action": action, "skin_tone": person.skin_tone,
-                                         "gender": person.gender, "clothing": job.outfit.clothing,
-                                         "face": job.outfit.face})
+                            rows.append(
+                                {
+                                    "split": split,
+                                    "action": action,
+                                    "skin_tone": person.skin_tone,
+                                    "gender": person.gender,
+                                    "clothing": job.outfit.clothing,
+                                    "face": job.outfit.face,
+                                }
+                            )
     return np.stack(images), rows
 
 

@@ -1,4 +1,5 @@
 """Figures are written whole: through a hidden temp file, then renamed; the figure is closed."""
+
 from __future__ import annotations
 
 from latentanon.plots import pyplot, save_figure
@@ -11,5 +12,5 @@ def test_save_figure_writes_a_png_atomically_and_closes_it(tmp_path):
     target = tmp_path / "nested" / "curve.png"
     assert save_figure(fig, target, dpi=50) == target
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in target.parent.iterdir()] == ["curve.png"]   # no temp file left behind
+    assert [p.name for p in target.parent.iterdir()] == ["curve.png"]  # no temp file left behind
     assert not plt.fignum_exists(fig.number)

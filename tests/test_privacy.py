@@ -1,4 +1,5 @@
 """Privacy attackers and re-identification on constructed feature sets with known structure."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,16 @@ def private_feature_set(
         appearance = signal * sum(directions[a][c] for a, c in attributes.items())
         for v in range(videos_per_identity):
             action = int(rng.integers(0, N_ACTIONS))
-            rows.append({"video_id": f"{name}-{person}-{v}", "split": split, "identity": f"id{person:03d}",
-                         "label": f"action{action}", "label_id": action, **attributes})
+            rows.append(
+                {
+                    "video_id": f"{name}-{person}-{v}",
+                    "split": split,
+                    "identity": f"id{person:03d}",
+                    "label": f"action{action}",
+                    "label_id": action,
+                    **attributes,
+                }
+            )
             if "static" in kinds:
                 arrays["static"].append((appearance + rng.standard_normal((2, dim))).astype(np.float32))
             if "clips" in kinds:
@@ -61,7 +70,9 @@ def test_attacker_finds_planted_attributes_and_fails_on_noise():
         assert info["attacker"]["name"] in {"linear", "mlp"}
 
     rng = np.random.default_rng(1)
-    noise = fs.with_arrays({k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in fs.arrays.items()})
+    noise = fs.with_arrays(
+        {k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in fs.arrays.items()}
+    )
     blind = privacy.attack(*_splits(noise), seed=0)
     assert abs(blind["cmap"] - blind["chance"]) < 0.15
     assert blind["cmap"] < result["cmap"] - 0.2
@@ -133,6 +144,7 @@ def test_reidentification_and_gait_on_feature_sets():
 
 # ----------------------------------------------------------------------------- stronger attacks
 
+
 def anisotropic_leak(n_per_split=(160, 80, 80), seed=0, dim=12) -> FeatureSet:
     """Gender lives in x0 - x1, a direction of tiny variance: x0 and x1 share a large common
     nuisance, so each alone (and any standardised input) hides what their difference shows."""
@@ -145,8 +157,17 @@ def anisotropic_leak(n_per_split=(160, 80, 80), seed=0, dim=12) -> FeatureSet:
             x = rng.standard_normal((2, dim))
             x[:, :2] = common + 0.05 * rng.standard_normal((2, 2))
             x[:, 0] += 0.08 * (2 * gender - 1)
-            rows.append({"video_id": f"{split}-{i}", "split": split, "identity": f"{split}-{i}", "gender": gender,
-                         "skin_tone": 0, "clothing": 0, "face": 0})
+            rows.append(
+                {
+                    "video_id": f"{split}-{i}",
+                    "split": split,
+                    "identity": f"{split}-{i}",
+                    "gender": gender,
+                    "skin_tone": 0,
+                    "clothing": 0,
+                    "face": 0,
+                }
+            )
             static.append(x.astype(np.float32))
     return FeatureSet("privacy_videos", pd.DataFrame(rows), {"static": static})
 
@@ -171,7 +192,9 @@ def test_recovery_r2_near_one_for_an_invertible_map_and_near_zero_for_noise():
     rng = np.random.default_rng(0)
     rotation, _ = np.linalg.qr(rng.standard_normal((fs.dim, fs.dim)))
     rotated = fs.with_arrays({k: [a @ rotation + 3.0 for a in v] for k, v in fs.arrays.items()})
-    noise = fs.with_arrays({k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in fs.arrays.items()})
+    noise = fs.with_arrays(
+        {k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in fs.arrays.items()}
+    )
     invertible = privacy.recovery_attack({"privacy_videos": rotated}, {"privacy_videos": fs})
     erased = privacy.recovery_attack({"privacy_videos": noise}, {"privacy_videos": fs})
     assert invertible["r2"] > 0.99

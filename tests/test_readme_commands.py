@@ -5,6 +5,7 @@ runs this block -->`` in those files, so the documents cannot drift from what wo
 a throw-away folder holding only params.smoke.yaml (the installed package provides the rest), in
 that order: the quickstart trains the smoke model the walk-through then uses.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,22 +49,32 @@ def test_the_marked_blocks_are_found():
 def test_readme_and_own_data_commands_run_as_written(tmp_path):
     shutil.copy(ROOT / "params.smoke.yaml", tmp_path / "params.smoke.yaml")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)   # the documented default: mlflow.db in the workdir
+    env.pop("MLFLOW_TRACKING_URI", None)  # the documented default: mlflow.db in the workdir
     outputs = []
     for document in DOCUMENTS:
         for command in checked_commands((ROOT / document).read_text()):
             # as a user's shell would run it, with this interpreter's environment as .venv
             line = re.sub(r"(?<![\w/.])\.venv/bin/", shlex.quote(str(BIN)) + "/", command)
             proc = subprocess.run(["bash", "-euc", line], cwd=tmp_path, env=env, capture_output=True, text=True)
-            assert proc.returncode == 0, (f"{document}: `{command}` failed ({proc.returncode}):\n"
-                                          f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            assert proc.returncode == 0, (
+                f"{document}: `{command}` failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
             outputs.append(proc.stdout)
     text = "\n".join(outputs)
     # the quickstart: one key result per stage, then the verdict; nothing outside runs/
-    for stage in ("generate", "validate", "pretrain_encoder", "extract", "tune", "train", "evaluate",
-                  "audit_bias", "gate"):
+    for stage in (
+        "generate",
+        "validate",
+        "pretrain_encoder",
+        "extract",
+        "tune",
+        "train",
+        "evaluate",
+        "audit_bias",
+        "gate",
+    ):
         assert f"[{stage}] " in text, stage
-    assert "Gate decision: " in text and "outside the DVC job" in text   # smoke runs are not committed
+    assert "Gate decision: " in text and "outside the DVC job" in text  # smoke runs are not committed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.smoke.yaml", "runs"]
     smoke = tmp_path / "runs" / "smoke"
     headline = json.loads((smoke / "reports" / "headline.json").read_text())

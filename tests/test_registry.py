@@ -1,4 +1,5 @@
 """Pipeline runs, the pyfunc adapter model and ``anonymize_with_registered_model`` (sqlite store)."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from latentanon.config import Layout, params_from_dict
 from latentanon.errors import ModelError
 from latentanon.features.featureset import FeatureSet
 from latentanon.tracking import gate, registry, runs
-
 from test_gate import GOOD, TEST_ENCODER, save_random_adapter, write_metrics
 
 
@@ -25,12 +25,21 @@ def random_store(uri, dim: int = 16, n: int = 6, seed: int = 0, encoder: str = T
     from latentanon.features.store import write_feature_set
 
     rng = np.random.default_rng(seed)
-    records = pd.DataFrame({"video_id": [f"v{i}" for i in range(n)], "split": ["train", "val", "test"] * (n // 3),
-                            "label_id": list(range(n))})
-    fs = FeatureSet("privacy_videos", records, {
-        "clips": [rng.normal(size=(int(rng.integers(1, 4)), dim)).astype(np.float32) for _ in range(n)],
-        "static": [rng.normal(size=(2, dim)).astype(np.float32) for _ in range(n)],
-    })
+    records = pd.DataFrame(
+        {
+            "video_id": [f"v{i}" for i in range(n)],
+            "split": ["train", "val", "test"] * (n // 3),
+            "label_id": list(range(n)),
+        }
+    )
+    fs = FeatureSet(
+        "privacy_videos",
+        records,
+        {
+            "clips": [rng.normal(size=(int(rng.integers(1, 4)), dim)).astype(np.float32) for _ in range(n)],
+            "static": [rng.normal(size=(2, dim)).astype(np.float32) for _ in range(n)],
+        },
+    )
     from latentanon.features.store import FeatureStore
 
     write_feature_set(str(uri), fs)
@@ -39,6 +48,7 @@ def random_store(uri, dim: int = 16, n: int = 6, seed: int = 0, encoder: str = T
 
 
 # ----------------------------------------------------------------------------- pipeline runs
+
 
 @pytest.mark.slow
 def test_stages_share_one_parent_run_until_the_gate_closes_it(tmp_path):
@@ -72,8 +82,10 @@ def test_stages_share_one_parent_run_until_the_gate_closes_it(tmp_path):
     assert runs.log_stage(params, "generate", {}, []) != first
     # so does one with different params
     again = runs.pipeline_run_id(params, layout)
-    assert runs.pipeline_run_id(params_from_dict({"paths": {"workdir": str(tmp_path)},
-                                                  "tune": {"n_trials": 99}}), layout) != again
+    assert (
+        runs.pipeline_run_id(params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"n_trials": 99}}), layout)
+        != again
+    )
 
 
 def test_kubeflow_injected_run_is_the_parent_and_stays_open(tmp_path, monkeypatch):
@@ -101,12 +113,15 @@ def test_tracking_uri_resolution_and_unreachable_store(tmp_path, monkeypatch):
 
 
 def test_metric_flattening_keeps_finite_numbers_only():
-    metrics = runs.numeric_metrics({"a": 1, "b": {"c": 2.5, "d": float("nan"), "e": True, "f": "x"},
-                                    "g": [1, 2], "h": [{"i": 3}], "bad:key": 4}, "s")
+    metrics = runs.numeric_metrics(
+        {"a": 1, "b": {"c": 2.5, "d": float("nan"), "e": True, "f": "x"}, "g": [1, 2], "h": [{"i": 3}], "bad:key": 4},
+        "s",
+    )
     assert metrics == {"s.a": 1.0, "s.b.c": 2.5, "s.h.0.i": 3.0, "s.bad_key": 4.0}
 
 
 # ----------------------------------------------------------------------------- model and registry
+
 
 def test_model_uri_parsing():
     assert registry.parse_model_uri("models:/latentanon-aam@champion") == ("latentanon-aam", "champion", None)
@@ -118,8 +133,8 @@ def test_model_uri_parsing():
 
 @pytest.mark.slow
 def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path, monkeypatch):
-    from latentanon.methods.apply import anonymize_store
     from latentanon.features.store import load_feature_set
+    from latentanon.methods.apply import anonymize_store
 
     params = params_for(tmp_path)
     layout = Layout.from_params(params)

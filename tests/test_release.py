@@ -1,5 +1,6 @@
 """What a published store carries (the release schema), its lifecycle (unapproved before the first
 write, an exact mirror of its source) and the store's own checks on names it is told to open."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from latentanon.errors import DataError, ModelError, StoreError
 from latentanon.features import release
 from latentanon.features.featureset import FeatureSet
 from latentanon.features.store import FeatureStore, load_feature_set, write_feature_set
-from latentanon.methods.registry import METHODS, create_method
 from latentanon.methods.apply import anonymize_store
+from latentanon.methods.registry import METHODS, create_method
 from test_methods import TINY, concrete
 from test_s3 import BUCKET, s3_server  # noqa: F401  (the moto server fixture)
 from test_tuning import make_feature_sets
@@ -27,7 +28,7 @@ def source_sets(videos: int = 3) -> dict[str, FeatureSet]:
     bias = sets["actions"].subset(np.arange(len(sets["actions"])))
     bias.name = "bias"
     bias.records["subject"] = [f"S{i % 4:03d}" for i in range(len(bias))]
-    bias.records["user_note"] = "filmed at home"        # a column of a user's own manifest
+    bias.records["user_note"] = "filmed at home"  # a column of a user's own manifest
     sets["bias"] = bias
     return sets
 
@@ -46,8 +47,9 @@ def fitted_dirs(tmp_path_factory):
     return {base: create_method(concrete(base), TINY).fit(sets, seed=0).save(root / base) for base in METHODS}
 
 
-def assert_release(dst: str, src: str, sets: dict[str, FeatureSet], summary: dict, method_dir,
-                   load: bool = True) -> None:
+def assert_release(
+    dst: str, src: str, sets: dict[str, FeatureSet], summary: dict, method_dir, load: bool = True
+) -> None:
     store, mappings = FeatureStore(dst), release.ReleaseIds(src)
     index = store.read_index()
     assert set(index["sets"]) == set(sets)
@@ -88,7 +90,7 @@ def test_every_published_column_is_on_the_allow_list_s3(fitted_dirs, s3_server):
     """Every method through one moto server (starting one costs more than a method's release)."""
     sets = source_sets()
     src = f"s3://{BUCKET}/features"
-    write_source(src, sets, videos_per_shard=16)   # one shard a set: requests are what costs here
+    write_source(src, sets, videos_per_shard=16)  # one shard a set: requests are what costs here
     for base in sorted(METHODS):
         dst = f"s3://{BUCKET}/{base}/features_anon"
         summary = anonymize_store(fitted_dirs[base], src, dst)
@@ -113,7 +115,7 @@ def test_a_run_killed_after_the_first_shard_leaves_the_store_unapproved(fitted_d
 
     monkeypatch.setattr(FeatureStore, "write_shard", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
-        anonymize_store(fitted_dirs["rotation"], src, dst)   # another method: every shard is rewritten
+        anonymize_store(fitted_dirs["rotation"], src, dst)  # another method: every shard is rewritten
     assert len(writes) == 1
     status = release.read_publish_status(dst)
     assert status["status"] == release.UNAPPROVED and status["share"] is False
@@ -131,8 +133,9 @@ def test_the_release_mirrors_its_source_and_keeps_only_current_shards(fitted_dir
     assert (again["shards_written"], again["shards_kept"], again["release_id"]) == (0, total, first["release_id"])
 
     # a set and a shard the source does not have are removed
-    extra = FeatureSet("leftover", pd.DataFrame({"video_id": ["x"], "split": ["test"]}),
-                       {"clips": [np.zeros((1, 16), np.float32)]})
+    extra = FeatureSet(
+        "leftover", pd.DataFrame({"video_id": ["x"], "split": ["test"]}), {"clips": [np.zeros((1, 16), np.float32)]}
+    )
     FeatureStore(dst).write_shard("leftover", 0, extra)
     FeatureStore(dst).write_shard("actions", 40, extra)
     # one source shard changes: only that shard is redone, though the method is the same
@@ -146,8 +149,9 @@ def test_the_release_mirrors_its_source_and_keeps_only_current_shards(fitted_dir
     assert third["sets_removed"] == ["leftover"]
     assert FeatureStore(dst).set_names() == sorted(sets)
     assert 40 not in FeatureStore(dst).complete_shards("actions")
-    np.testing.assert_allclose(load_feature_set(dst, "anomaly").arrays["snippets"][0],
-                               changed.arrays["snippets"][0], atol=1e-5)
+    np.testing.assert_allclose(
+        load_feature_set(dst, "anomaly").arrays["snippets"][0], changed.arrays["snippets"][0], atol=1e-5
+    )
 
 
 def test_features_of_another_encoder_are_refused(fitted_dirs, tmp_path):
@@ -178,8 +182,10 @@ def test_misaligned_release_is_refused():
         release.with_source_records(fs.subset(np.arange(2)), fs, "store")
 
 
-@pytest.mark.parametrize("name", ["../actions/shard-00000.safetensors", "shard-00001.safetensors",
-                                  "shard-00000.checksums.json", "/etc/passwd"])
+@pytest.mark.parametrize(
+    "name",
+    ["../actions/shard-00000.safetensors", "shard-00001.safetensors", "shard-00000.checksums.json", "/etc/passwd"],
+)
 def test_checksums_may_name_only_the_shards_own_files(tmp_path, name):
     store = FeatureStore(str(tmp_path / "s"))
     fs = source_sets()["actions"].subset(np.arange(2))
@@ -209,11 +215,26 @@ def test_extraction_refuses_manifest_paths_outside_the_data_root(tmp_path):
 
     root = tmp_path / "data"
     root.mkdir()
-    manifest = pd.DataFrame({"video_id": ["a", "b"], "path": ["actions/a.mp4", "../outside.mp4"],
-                             "split": ["train", "test"], "frames": [16, 16]})
+    manifest = pd.DataFrame(
+        {
+            "video_id": ["a", "b"],
+            "path": ["actions/a.mp4", "../outside.mp4"],
+            "split": ["train", "test"],
+            "frames": [16, 16],
+        }
+    )
     with pytest.raises(DataError, match=r"row 1: path '\.\./outside\.mp4' escapes the dataset root"):
-        extract_set(DescribedEncoder(), FeatureStore(str(tmp_path / "f")), ExtractConfig(), DataConfig(), "actions",
-                    manifest, root, 0, 1)
+        extract_set(
+            DescribedEncoder(),
+            FeatureStore(str(tmp_path / "f")),
+            ExtractConfig(),
+            DataConfig(),
+            "actions",
+            manifest,
+            root,
+            0,
+            1,
+        )
     assert contained_path(root, "actions/a.mp4", "m") == (root / "actions" / "a.mp4").resolve()
     with pytest.raises(DataError, match="escapes the dataset root"):
         contained_path(root, "/etc/passwd", "m")
@@ -230,10 +251,10 @@ def test_evaluation_reads_the_release_features_with_the_source_labels(fitted_dir
     released = {name: load_feature_set(dst, name) for name in sets}
     aligned = _align_release(raw, released, dst)
     for name in sets:
-        pd.testing.assert_frame_equal(aligned[name].records, raw[name].records)   # private labels for the attacks
+        pd.testing.assert_frame_equal(aligned[name].records, raw[name].records)  # private labels for the attacks
         for kind in released[name].arrays:
             for a, b in zip(aligned[name].kind(kind), released[name].kind(kind)):
-                np.testing.assert_array_equal(a, b)                                # the published features
+                np.testing.assert_array_equal(a, b)  # the published features
     del released["bias"]
     with pytest.raises(StoreError, match="lacks feature set 'bias'"):
         _align_release(raw, released, dst)

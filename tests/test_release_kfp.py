@@ -1,10 +1,10 @@
 """The Kubeflow task that publishes the anonymized store (the train component) under kfp.local:
 its `anonymized` artifact holds only allow-listed record columns and the release meta."""
+
 # No ``from __future__ import annotations``: kfp reads the components' annotations as types.
 import json
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -16,13 +16,13 @@ if str(REPO) not in sys.path:  # components/ lives at the repo root, not in src/
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["identity", "noise@0.2"])
 def test_the_kubeflow_train_task_publishes_only_allow_listed_columns(tmp_path, monkeypatch, method):
-    from kfp import dsl, local
-    from kfp.dsl import Dataset, Output
-    from test_release import ENCODER, PRIVATE_OR_LINKING, source_sets, write_source
-
     from components.image import PROJECT_IMAGE
     from components.train.component import train
+    from kfp import dsl, local
+    from kfp.dsl import Dataset, Output
+
     from latentanon.features import release
+    from test_release import ENCODER, PRIVATE_OR_LINKING, source_sets, write_source
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
@@ -40,16 +40,23 @@ def test_the_kubeflow_train_task_publishes_only_allow_listed_columns(tmp_path, m
         os.makedirs(tune_report.path)
 
     @dsl.pipeline
-    def publish(params_yaml: str, store: str, overrides: List[str]):
+    def publish(params_yaml: str, store: str, overrides: list[str]):
         features = copy_store(store=store)
-        train(params_yaml=params_yaml, overrides=overrides, mlflow_run_id="",
-              features=features.outputs["features"], tune_report=features.outputs["tune_report"])
+        train(
+            params_yaml=params_yaml,
+            overrides=overrides,
+            mlflow_run_id="",
+            features=features.outputs["features"],
+            tune_report=features.outputs["tune_report"],
+        )
 
     pipeline_root = tmp_path / "pipeline-root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
-    publish(params_yaml=(REPO / "params.smoke.yaml").read_text(), store=str(made),
-            overrides=[f"train.method={method}", "train.use_tuned_weights=false"])
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    publish(
+        params_yaml=(REPO / "params.smoke.yaml").read_text(),
+        store=str(made),
+        overrides=[f"train.method={method}", "train.use_tuned_weights=false"],
+    )
 
     (anonymized,) = [p for p in pipeline_root.rglob("anonymized") if p.is_dir()]
     index = json.loads((anonymized / "index.json").read_text())

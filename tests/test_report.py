@@ -1,4 +1,5 @@
 """metrics.json and report.md from hand-made per-seed results with known summaries."""
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,20 @@ def _privacy(cmap: float, chance: float = 0.5) -> dict:
 
 def _run(static: float, utility: dict[str, float]) -> dict:
     return {
-        "privacy": {"static": _privacy(static), "moving": _privacy(static), "reid": {"top1": static, "chance": 0.1},
-                    "gait": {"top1": static / 2, "chance": 0.1}},
+        "privacy": {
+            "static": _privacy(static),
+            "moving": _privacy(static),
+            "reid": {"top1": static, "chance": 0.1},
+            "gait": {"top1": static / 2, "chance": 0.1},
+        },
         "utility": {t: {"value": v, "metric": f"{t}-metric"} for t, v in utility.items()},
     }
 
 
 def _per_seed(methods: dict[str, tuple[list[float], list[dict[str, float]]]]) -> dict:
-    return {m: {str(s): _run(c, u) for s, (c, u) in enumerate(zip(cmaps, utils))} for m, (cmaps, utils) in methods.items()}
+    return {
+        m: {str(s): _run(c, u) for s, (c, u) in enumerate(zip(cmaps, utils))} for m, (cmaps, utils) in methods.items()
+    }
 
 
 def _evaluation(per_seed: dict) -> dict:
@@ -35,8 +42,10 @@ def _evaluation(per_seed: dict) -> dict:
     methods = list(per_seed)
     return {
         "methods": methods,
-        "baselines": {"identity": {"needs_private_labels": False},
-                      **{m: {"needs_private_labels": m == "leace"} for m in methods if m not in ("raw", "aam")}},
+        "baselines": {
+            "identity": {"needs_private_labels": False},
+            **{m: {"needs_private_labels": m == "leace"} for m in methods if m not in ("raw", "aam")},
+        },
         "seeds": [0, 1],
         "confidence": 0.95,
         "attributes": list(ATTRS),
@@ -49,25 +58,39 @@ def _evaluation(per_seed: dict) -> dict:
 
 
 def _bias() -> dict:
-    block = {"overall": {"mean": 0.8, "low": 0.7, "high": 0.9},
-             "gap": {"mean": 0.1, "low": 0.05, "high": 0.15},
-             "by_gender": {"feminine": {"mean": 0.85, "low": 0.8, "high": 0.9},
-                           "masculine": {"mean": 0.75, "low": 0.7, "high": 0.8}}}
-    return {"sources": ["raw", "aam"], "seeds": [0, 1], "pooled": {"raw": block, "aam": block},
-            "variants": {"F": {"raw": block, "aam": block}, "M": {"raw": block, "aam": block}},
-            "protocol": {"skew": 0.95, "shortcut_action": "wave", "shortcut_label_id": 0,
-                         "variants": {"F": "feminine", "M": "masculine"}},
-            "plot": "bias.png"}
+    block = {
+        "overall": {"mean": 0.8, "low": 0.7, "high": 0.9},
+        "gap": {"mean": 0.1, "low": 0.05, "high": 0.15},
+        "by_gender": {
+            "feminine": {"mean": 0.85, "low": 0.8, "high": 0.9},
+            "masculine": {"mean": 0.75, "low": 0.7, "high": 0.8},
+        },
+    }
+    return {
+        "sources": ["raw", "aam"],
+        "seeds": [0, 1],
+        "pooled": {"raw": block, "aam": block},
+        "variants": {"F": {"raw": block, "aam": block}, "M": {"raw": block, "aam": block}},
+        "protocol": {
+            "skew": 0.95,
+            "shortcut_action": "wave",
+            "shortcut_label_id": 0,
+            "variants": {"F": "feminine", "M": "masculine"},
+        },
+        "plot": "bias.png",
+    }
 
 
 GOOD_UTILITY = {"ar": 0.9, "tad": 0.5, "ad": 0.8}
 
 
 def test_summaries_give_known_drops_and_leakage():
-    per_seed = _per_seed({
-        "raw": ([0.9, 0.7], [GOOD_UTILITY, GOOD_UTILITY]),
-        "aam": ([0.6, 0.6], [GOOD_UTILITY, {"ar": 0.81, "tad": 0.5, "ad": 0.8}]),
-    })
+    per_seed = _per_seed(
+        {
+            "raw": ([0.9, 0.7], [GOOD_UTILITY, GOOD_UTILITY]),
+            "aam": ([0.6, 0.6], [GOOD_UTILITY, {"ar": 0.81, "tad": 0.5, "ad": 0.8}]),
+        }
+    )
     evaluation = _evaluation(per_seed)
     aam = evaluation["privacy"]["aam"]["static"]
     # seed 0: (0.6-0.5)/(0.9-0.5) = 0.25; seed 1: (0.6-0.5)/(0.7-0.5) = 0.5.
@@ -78,12 +101,14 @@ def test_summaries_give_known_drops_and_leakage():
 
 
 def test_metrics_tree_targets_and_report(tmp_path):
-    per_seed = _per_seed({
-        "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
-        "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),                     # leakage 0.25, no utility drop
-        "leace": ([0.55, 0.55], [{"ar": 0.95, "tad": 0.5, "ad": 0.8}] * 2),  # dominates aam
-        "noise@1": ([0.8, 0.8], [{"ar": 0.5, "tad": 0.3, "ad": 0.6}] * 2),
-    })
+    per_seed = _per_seed(
+        {
+            "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
+            "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),  # leakage 0.25, no utility drop
+            "leace": ([0.55, 0.55], [{"ar": 0.95, "tad": 0.5, "ad": 0.8}] * 2),  # dominates aam
+            "noise@1": ([0.8, 0.8], [{"ar": 0.5, "tad": 0.3, "ad": 0.6}] * 2),
+        }
+    )
     evaluation = _evaluation(per_seed)
     params = params_from_dict({})
     tree = report.build_metrics(evaluation, _bias(), params)
@@ -117,7 +142,7 @@ def test_the_head_input_form_kept_on_each_seed_reaches_metrics_and_the_report(tm
     tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
     assert tree["utility"]["tad"]["aam"]["inputs"] == ["principal_axes", "standardised"]
     assert tree["utility"]["ar"]["raw"]["inputs"] == ["principal_axes"] * 2
-    assert tree["utility"]["ar"]["aam"]["inputs"] == ["standardised"] * 2      # results that name none
+    assert tree["utility"]["ar"]["aam"]["inputs"] == ["standardised"] * 2  # results that name none
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "| aam | std / std | axes / std | std / std |" in text
     assert "| raw | axes / axes | axes / axes | axes / axes |" in text
@@ -125,10 +150,12 @@ def test_the_head_input_form_kept_on_each_seed_reaches_metrics_and_the_report(tm
 
 
 def test_failing_leakage_and_utility_targets():
-    per_seed = _per_seed({
-        "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
-        "aam": ([0.8, 0.8], [{"ar": 0.85, "tad": 0.5, "ad": 0.8}] * 2),
-    })
+    per_seed = _per_seed(
+        {
+            "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
+            "aam": ([0.8, 0.8], [{"ar": 0.85, "tad": 0.5, "ad": 0.8}] * 2),
+        }
+    )
     tree = report.build_metrics(_evaluation(per_seed), _bias(), params_from_dict({}))
     assert tree["privacy"]["aam"]["normalized_leakage"] == pytest.approx(0.75)
     assert tree["targets"]["normalized_leakage"]["passed"] is False
@@ -142,7 +169,7 @@ def _items(probabilities: float, correct: list[int]) -> dict:
     labels = np.arange(20) % 2
     right = np.full(20, probabilities)
     probs = np.c_[np.where(labels == 0, right, 1 - right), np.where(labels == 1, right, 1 - right)]
-    probs[::3] = probs[::3, ::-1]          # some mistakes, so raw is not perfect
+    probs[::3] = probs[::3, ::-1]  # some mistakes, so raw is not perfect
     scope = {"labels": {"gender": labels}, "probabilities": {"gender": probs}}
     # AR: 3 classes; a correct video's probabilities peak at its label, a wrong one's at the next class
     ar_labels = np.arange(len(correct)) % 3
@@ -154,12 +181,19 @@ def _items(probabilities: float, correct: list[int]) -> dict:
 
 
 def test_paired_intervals_decisions_and_named_method(tmp_path):
-    per_seed = _per_seed({"raw": ([0.9, 0.9], [GOOD_UTILITY] * 2), "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),
-                          "noise@1": ([0.8, 0.8], [GOOD_UTILITY] * 2)})
+    per_seed = _per_seed(
+        {
+            "raw": ([0.9, 0.9], [GOOD_UTILITY] * 2),
+            "aam": ([0.6, 0.6], [GOOD_UTILITY] * 2),
+            "noise@1": ([0.8, 0.8], [GOOD_UTILITY] * 2),
+        }
+    )
     raw_items = _items(0.9, [1] * 8 + [0] * 2)
-    items = {"raw": {"0": raw_items, "1": raw_items},
-             "aam": {"0": raw_items, "1": raw_items},                           # identical to raw
-             "noise@1": {"0": _items(0.9, [0] * 10), "1": _items(0.9, [0] * 10)}}   # every video wrong
+    items = {
+        "raw": {"0": raw_items, "1": raw_items},
+        "aam": {"0": raw_items, "1": raw_items},  # identical to raw
+        "noise@1": {"0": _items(0.9, [0] * 10), "1": _items(0.9, [0] * 10)},
+    }  # every video wrong
     summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["static"]["normalized_leakage_paired"]
     assert (aam["low"], aam["high"]) == pytest.approx((1.0, 1.0))
@@ -181,7 +215,7 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     assert tree["utility"]["ar"]["noise@1_relative_drop_interval"][0] == pytest.approx(1.0)
     ar = tree["utility"]["ar"]
     assert ar["aam_relative_drop_interval"] == [0.0, 0.0] and ar["aam_relative_drop_half_width"] == 0.0
-    assert ar["noise@1_relative_drop"] == pytest.approx(1.0)          # the ensemble's point
+    assert ar["noise@1_relative_drop"] == pytest.approx(1.0)  # the ensemble's point
     assert ar["noise@1_relative_drop_seed_mean"] == pytest.approx(0.0)  # per-seed values (all GOOD_UTILITY)
     assert "aam_relative_drop_seed_bootstrap_interval" in ar and "aam_relative_drop_seed_interval" in ar
     assert ar["relative_drop_interval_kind"] == "seed ensemble, bootstrap over test videos"
@@ -189,7 +223,7 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     # leakage [1, 1] lies wholly above 0.4: decided, failed; AR drop [0, 0] wholly within 1%
     assert (decisions["normalized_leakage"]["decided"], decisions["normalized_leakage"]["passed"]) == (True, False)
     assert (decisions["utility_drop_ar"]["decided"], decisions["utility_drop_ar"]["passed"]) == (True, True)
-    assert "utility_drop_ad" not in decisions         # AD is unseen in this evaluation
+    assert "utility_drop_ad" not in decisions  # AD is unseen in this evaluation
     assert ar["aam_relative_drop_test_videos"] == decisions["utility_drop_ar"]["test_items"] == 10
     assert decisions["utility_drop_ar"]["test_items_to_decide"] == decisions["utility_drop_ar"]["test_items"]
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
@@ -217,7 +251,7 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
         per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
     summary = run.summarize(per_seed, [0, 1], 0.95)
     evaluation = {**_evaluation(per_seed), "privacy_floor": {**summary["floor"], "tasks": ["ar", "tad"]}}
-    assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)      # the plane's x: worst scope
+    assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)  # the plane's x: worst scope
     assert evaluation["privacy_utility"]["aam"]["leakage_scope"] == "rerelease16"
     tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
     scopes_ = tree["privacy"]["aam"]["scopes"]
@@ -240,17 +274,27 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
 
     text = report.write_report(tree, evaluation, _bias(), tmp_path / "report.md").read_text()
     assert "### Privacy in every scope" in text and "16 releases averaged, per clip" in text
-    assert ("| aam | 0.250 [0.250, 0.250] | 0.250 [0.250, 0.250] | 0.500 [0.500, 0.500] | skipped | "
-            "0.750 [0.750, 0.750] | 16 releases averaged, per clip: 0.750 [0.750, 0.750] |") in text
+    assert (
+        "| aam | 0.250 [0.250, 0.250] | 0.250 [0.250, 0.250] | 0.500 [0.500, 0.500] | skipped | "
+        "0.750 [0.750, 0.750] | 16 releases averaged, per clip: 0.750 [0.750, 0.750] |"
+    ) in text
     assert "**The floor is above the 0.4 target**" in text
     assert "Scope *untrimmed video, mean of its snippets* skipped" in text
 
     # metrics.json sorts its keys; the tables read per clip, per video, then the re-releases by count
     sorted_tree = json.loads(json.dumps(tree, sort_keys=True))
     assert report.scope_order(sorted_tree["privacy"]["aam"]["scopes"]) == [
-        "static", "moving", "moving_video_mean", "untrimmed_video_mean", "rerelease16"]
+        "static",
+        "moving",
+        "moving_video_mean",
+        "untrimmed_video_mean",
+        "rerelease16",
+    ]
     assert report.scope_order(["rerelease64", "rerelease16_video_mean", "rerelease16"]) == [
-        "rerelease16", "rerelease16_video_mean", "rerelease64"]
+        "rerelease16",
+        "rerelease16_video_mean",
+        "rerelease64",
+    ]
 
     headline = report.headline_metrics(tree)
     assert headline["privacy"]["worst_scope"] == "rerelease16"
@@ -271,20 +315,26 @@ def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
     for seed in ("0", "1"):
         per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
         per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
-    raw_items, blind = _items(0.9, [1] * 10), _items(0.5, [1] * 10)      # 0.5: the attacker reads nothing
+    raw_items, blind = _items(0.9, [1] * 10), _items(0.5, [1] * 10)  # 0.5: the attacker reads nothing
     items = {
-        "raw": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"]},
-                    "floor": {"moving": blind["moving"]}} for k in ("0", "1")},
+        "raw": {
+            k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"]}, "floor": {"moving": blind["moving"]}}
+            for k in ("0", "1")
+        },
         # the per-video mean leaks like raw; 16 releases averaged per clip read nothing beyond chance
-        "aam": {k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"],
-                                            "rerelease16": blind["moving"]}} for k in ("0", "1")},
+        "aam": {
+            k: {**raw_items, "scopes": {"moving_video_mean": raw_items["moving"], "rerelease16": blind["moving"]}}
+            for k in ("0", "1")
+        },
     }
     summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["scopes"]
-    assert (aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
-            aam["moving_video_mean"]["normalized_leakage_paired"]["high"]) == pytest.approx((1.0, 1.0))
-    assert aam["rerelease16"]["normalized_leakage_paired"]["high"] < 0.5        # against raw per clip
-    assert "normalized_leakage_paired" not in aam["untrimmed_video_mean"]      # skipped stays skipped
+    assert (
+        aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
+        aam["moving_video_mean"]["normalized_leakage_paired"]["high"],
+    ) == pytest.approx((1.0, 1.0))
+    assert aam["rerelease16"]["normalized_leakage_paired"]["high"] < 0.5  # against raw per clip
+    assert "normalized_leakage_paired" not in aam["untrimmed_video_mean"]  # skipped stays skipped
     assert aam["static"]["normalized_leakage_paired"]["mean"] == pytest.approx(1.0)
     # the worst scope reads the paired interval that reaches highest
     assert summary["privacy"]["aam"]["worst_scope"]["high"] == pytest.approx(1.0)

@@ -1,5 +1,6 @@
 """The README results table, the DVC headline metric and the DVC plot data, from a metrics
 tree fixture (tests/data/metrics_fixture.json, in the layout reports/metrics.json has)."""
+
 from __future__ import annotations
 
 import csv
@@ -36,11 +37,11 @@ def test_results_table_has_every_method_with_its_intervals(tree):
     assert "static cMAP (chance 0.267)" in header and "AR top1" in header and "AD auc" in header
     rows = _rows(table)
     assert list(rows) == ["raw", "aam", "noise_0.2"]
-    assert rows["aam"][1] == "1.130 [0.880, 1.390]"     # static normalised leakage
-    assert rows["aam"][2] == "0.750 [0.600, 0.900]"     # moving
+    assert rows["aam"][1] == "1.130 [0.880, 1.390]"  # static normalised leakage
+    assert rows["aam"][2] == "0.750 [0.600, 0.900]"  # moving
     assert rows["noise_0.2"][0] == "0.329 [0.309, 0.349]"
-    assert rows["aam"][3] == "n/a"                      # worst scope: the fixture predates the scopes
-    assert rows["aam"][5] == "0.816 [0.796, 0.836]"     # AR top-1 with its interval
+    assert rows["aam"][3] == "n/a"  # worst scope: the fixture predates the scopes
+    assert rows["aam"][5] == "0.816 [0.796, 0.836]"  # AR top-1 with its interval
     assert "Means over 3 seeds with 95% intervals" in table
     assert "within these intervals" in table
 
@@ -58,7 +59,7 @@ def test_readme_block_is_replaced_between_the_markers_only(tree):
     new = report.replace_results_block(doc, report.results_table(tree))
     assert new.startswith("intro\n") and new.endswith(f"{report.RESULTS_END}\noutro\n")
     assert "old table" not in new and "| `aam` |" in new
-    assert report.replace_results_block(new, report.results_table(tree)) == new   # idempotent
+    assert report.replace_results_block(new, report.results_table(tree)) == new  # idempotent
     with pytest.raises(ValueError, match="markers"):
         report.replace_results_block("no markers here", "x")
 
@@ -97,10 +98,24 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
     results_doc.write_text(f"# results\n{script.FIGURES_BEGIN}\nold\n{script.FIGURES_END}\nmore\n")
     images = tmp_path / "docs" / "images"
     out = tmp_path / "table.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"),
-                           "--metrics", str(reports / "metrics.json"), "--readme", str(readme),
-                           "--results-doc", str(results_doc), "--images", str(images), "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "results_table.py"),
+            "--metrics",
+            str(reports / "metrics.json"),
+            "--readme",
+            str(readme),
+            "--results-doc",
+            str(results_doc),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == report.results_table(tree)
     text = readme.read_text()
@@ -117,13 +132,36 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
     # a run that lacks a plot changes nothing: no README mixes two runs' pictures
     (reports / "tune" / "pareto.png").unlink()
     before = {p: p.read_bytes() for p in (readme, results_doc, *images.iterdir())}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"),
-                           "--metrics", str(reports / "metrics.json"), "--readme", str(readme),
-                           "--images", str(images), "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "results_table.py"),
+            "--metrics",
+            str(reports / "metrics.json"),
+            "--readme",
+            str(readme),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "pareto.png: missing" in proc.stderr
     assert {p: p.read_bytes() for p in (readme, results_doc, *images.iterdir())} == before
-    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--metrics",
-                              str(tmp_path / "none.json"), "--out", str(out)], capture_output=True, text=True)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "results_table.py"),
+            "--metrics",
+            str(tmp_path / "none.json"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "none.json" in missing.stderr
 
 
@@ -154,18 +192,34 @@ def test_plot_data_rows_and_csv(tmp_path, tree):
     rows = report.privacy_utility_rows(tree)
     assert {r["method"] for r in rows} == {"raw", "aam", "noise_0.2"}
     assert next(r for r in rows if r["method"] == "noise_0.2") == {
-        "method": "noise_0.2", "leakage": 0.4, "moving_leakage": 0.76, "leakage_scope": None,
-        "relative_utility": 0.999}
+        "method": "noise_0.2",
+        "leakage": 0.4,
+        "moving_leakage": 0.76,
+        "leakage_scope": None,
+        "relative_utility": 0.999,
+    }
     path = report.write_rows_csv(rows + [{"method": "x", "extra": 1}], tmp_path / "pu.csv")
     read = list(csv.DictReader(path.open()))
     assert read[0].keys() == {"method", "leakage", "moving_leakage", "leakage_scope", "relative_utility", "extra"}
     assert read[-1]["leakage"] == "" and read[-1]["extra"] == "1"
 
-    history = {"epoch": [1, 2], "train_total": [3.0, 2.0], "val_total": [3.5, 2.5], "heads": {"x": 1},
-               "diverged_at_epoch": 5, "short": [1.0]}
-    assert report.history_rows(history) == [{"epoch": 1, "train_total": 3.0, "val_total": 3.5},
-                                            {"epoch": 2, "train_total": 2.0, "val_total": 2.5}]
-    pareto = {"front": [{"trial": 4, "leakage": 0.5, "utility": 0.9}, {"trial": 1, "leakage": 0.3, "utility": 0.8}],
-              "chosen_trial": 4}
-    assert report.pareto_rows(pareto) == [{"trial": 1, "leakage": 0.3, "utility": 0.8, "chosen": False},
-                                          {"trial": 4, "leakage": 0.5, "utility": 0.9, "chosen": True}]
+    history = {
+        "epoch": [1, 2],
+        "train_total": [3.0, 2.0],
+        "val_total": [3.5, 2.5],
+        "heads": {"x": 1},
+        "diverged_at_epoch": 5,
+        "short": [1.0],
+    }
+    assert report.history_rows(history) == [
+        {"epoch": 1, "train_total": 3.0, "val_total": 3.5},
+        {"epoch": 2, "train_total": 2.0, "val_total": 2.5},
+    ]
+    pareto = {
+        "front": [{"trial": 4, "leakage": 0.5, "utility": 0.9}, {"trial": 1, "leakage": 0.3, "utility": 0.8}],
+        "chosen_trial": 4,
+    }
+    assert report.pareto_rows(pareto) == [
+        {"trial": 1, "leakage": 0.3, "utility": 0.8, "chosen": False},
+        {"trial": 4, "leakage": 0.5, "utility": 0.9, "chosen": True},
+    ]

@@ -8,6 +8,7 @@ shard, trial or partial result: a marker, not a fixed delay), started again, and
 compared with the reference, timing fields aside. Finally audit_bias recomputes metrics.json,
 which must equal the reference's.
 """
+
 from __future__ import annotations
 
 import filecmp
@@ -27,11 +28,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "latentanon"
-TUNE_TRIALS = 3          # one more than TPE's start-up trials: the resumed trial is proposed from history
-
+TUNE_TRIALS = 3  # one more than TPE's start-up trials: the resumed trial is proposed from history
 
 
 # ----------------------------------------------------------------------------- pretraining, in process
+
 
 class Killed(Exception):
     pass
@@ -48,16 +49,30 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
     rng = np.random.default_rng(0)
     videos = [torch.from_numpy(rng.integers(0, 256, size=(20, 3, 32, 32), dtype=np.uint8)) for _ in range(12)]
     monkeypatch.setattr(pretrain, "load_videos", lambda *args, **kwargs: videos)
-    manifest = pd.DataFrame({"label_id": [i % 3 for i in range(12)],
-                             "split": ["train"] * 10 + ["val"] * 2, "path": [f"{i}.mp4" for i in range(12)]})
-    cfg = PretrainConfig(dim=16, depth=1, heads=2, patch=8, decoder_dim=16, stem_width=4, epochs=2, batch_size=4,
-                         checkpoint_every_steps=2)          # 3 steps per epoch: checkpoints mid-epoch and across
+    manifest = pd.DataFrame(
+        {
+            "label_id": [i % 3 for i in range(12)],
+            "split": ["train"] * 10 + ["val"] * 2,
+            "path": [f"{i}.mp4" for i in range(12)],
+        }
+    )
+    cfg = PretrainConfig(
+        dim=16,
+        depth=1,
+        heads=2,
+        patch=8,
+        decoder_dim=16,
+        stem_width=4,
+        epochs=2,
+        batch_size=4,
+        checkpoint_every_steps=2,
+    )  # 3 steps per epoch: checkpoints mid-epoch and across
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
-    weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}   # noqa: E731
+    weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}  # noqa: E731
 
     reference, reference_history, _ = pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path)
     checkpoint = tmp_path / "checkpoints" / pretrain.CHECKPOINT_FILE
-    for kill_after_saves in (1, 2):      # step 2 (mid-epoch 1) and step 4 (mid-epoch 2)
+    for kill_after_saves in (1, 2):  # step 2 (mid-epoch 1) and step 4 (mid-epoch 2)
         checkpoint.unlink(missing_ok=True)
         saved, save = [], pretrain.save_training_state
 
@@ -71,8 +86,9 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
         with pytest.raises(Killed):
             pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="f")
         monkeypatch.setattr(pretrain, "save_training_state", save)
-        resumed, history, info = pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path,
-                                                         checkpoint=checkpoint, fingerprint="f")
+        resumed, history, info = pretrain.train_builtin(
+            cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="f"
+        )
         assert info["resumed_from_step"] == saved[-1] == 2 * kill_after_saves
         assert history == reference_history
         for name, tensor in weights(reference).items():
@@ -83,6 +99,7 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
 
 
 # ----------------------------------------------------------------------------- every stage, killed
+
 
 def is_timing(key: str) -> bool:
     return "seconds" in key or key in {"decided_at", "timestamp", "created_at"}
@@ -101,8 +118,9 @@ def read_json(path: Path):
 
 
 def run_stage(workdir: Path, env: dict, stage: str) -> None:
-    proc = subprocess.run([str(CLI), stage, "--params", "params.yaml"], cwd=workdir, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(CLI), stage, "--params", "params.yaml"], cwd=workdir, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise AssertionError(f"latentanon {stage} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
 
@@ -110,8 +128,14 @@ def run_stage(workdir: Path, env: dict, stage: str) -> None:
 def kill_when(workdir: Path, env: dict, stage: str, marker, timeout: float = 240.0) -> float:
     """Start ``stage``, SIGKILL it once ``marker()`` is true; the seconds it ran. Fails if it finished first."""
     started = time.perf_counter()
-    proc = subprocess.Popen([str(CLI), stage, "--params", "params.yaml"], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(CLI), stage, "--params", "params.yaml"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         while time.perf_counter() - started < timeout:
             if marker():
@@ -119,8 +143,10 @@ def kill_when(workdir: Path, env: dict, stage: str, marker, timeout: float = 240
                 proc.wait()
                 return time.perf_counter() - started
             if proc.poll() is not None:
-                raise AssertionError(f"{stage} finished (rc {proc.returncode}) before its kill marker:\n"
-                                     f"{proc.stderr.read().decode()[-3000:]}")
+                raise AssertionError(
+                    f"{stage} finished (rc {proc.returncode}) before its kill marker:\n"
+                    f"{proc.stderr.read().decode()[-3000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"{stage}: kill marker not seen within {timeout} s")
     finally:
@@ -136,13 +162,13 @@ def trials_in_state(db: Path, state: str) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
             return con.execute("SELECT COUNT(*) FROM trials WHERE state = ?", (state,)).fetchone()[0]
-    except sqlite3.Error:   # tables not created yet, or locked for a moment
+    except sqlite3.Error:  # tables not created yet, or locked for a moment
         return 0
 
 
 def same_tree(a: Path, b: Path, skip=()) -> list[str]:
     """Relative paths whose bytes differ between two trees (or exist in only one)."""
-    files = lambda root: {p.relative_to(root) for p in root.rglob("*") if p.is_file()}   # noqa: E731
+    files = lambda root: {p.relative_to(root) for p in root.rglob("*") if p.is_file()}  # noqa: E731
     left, right = files(a), files(b)
     diff = [str(p) for p in left ^ right]
     diff += [str(p) for p in left & right if p.name not in skip and not filecmp.cmp(a / p, b / p, shallow=False)]
@@ -153,7 +179,7 @@ def same_tree(a: Path, b: Path, skip=()) -> list[str]:
 def pipeline(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume")
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
-    params["paths"]["workdir"] = "."            # the smoke profile's own workdir is runs/smoke
+    params["paths"]["workdir"] = "."  # the smoke profile's own workdir is runs/smoke
     params["tune"]["n_trials"] = TUNE_TRIALS
     # lighter than smoke where only the amount of work changes: still several (method, seed) units
     params["evaluate"].update(seeds=[0, 1], methods=["identity", "noise"], unseen_seeds=[])
@@ -162,8 +188,12 @@ def pipeline(tmp_path_factory):
     params["tune"]["methods"] = ["paper"]
     params["audit_bias"]["seeds"] = [0]
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     env.pop("LATENTANON_TUNE_STORAGE", None)
     for stage in ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias"):
         run_stage(workdir, env, stage)
@@ -186,8 +216,8 @@ def test_pretrain_encoder_resumes_from_its_checkpoint(pipeline):
     checkpoint = workdir / "models/encoder/checkpoints/pretrain_state.pt"
     restart(workdir, env, "pretrain-encoder", ["models/encoder", "reports/pretrain_encoder"], checkpoint.exists)
     history = json.loads((workdir / "reports/pretrain_encoder/history.json").read_text())
-    assert history["resumed_from_step"] >= 1                      # it really resumed, not restarted
-    assert same_tree(reference / "models/encoder", workdir / "models/encoder") == []   # bitwise, no checkpoints left
+    assert history["resumed_from_step"] >= 1  # it really resumed, not restarted
+    assert same_tree(reference / "models/encoder", workdir / "models/encoder") == []  # bitwise, no checkpoints left
     for name in ("history.json", "probe.json"):
         resumed = read_json(workdir / "reports/pretrain_encoder" / name)
         resumed.pop("resumed_from_step", None)
@@ -197,8 +227,13 @@ def test_pretrain_encoder_resumes_from_its_checkpoint(pipeline):
 @pytest.mark.slow
 def test_extract_resumes_from_finished_shards(pipeline):
     workdir, env, reference = pipeline
-    restart(workdir, env, "extract", ["features", "reports/extract"],
-            lambda: any((workdir / "features").rglob("shard-*.safetensors")))
+    restart(
+        workdir,
+        env,
+        "extract",
+        ["features", "reports/extract"],
+        lambda: any((workdir / "features").rglob("shard-*.safetensors")),
+    )
     assert same_tree(reference / "features", workdir / "features", skip={"index.json"}) == []
     for index in (reference / "features").rglob("index.json"):
         assert read_json(workdir / index.relative_to(reference)) == read_json(index)
@@ -208,21 +243,35 @@ def test_extract_resumes_from_finished_shards(pipeline):
 def test_tune_resumes_the_same_study(pipeline):
     workdir, env, reference = pipeline
     db = workdir / "reports/tune/study.db"
-    restart(workdir, env, "tune", ["reports/tune"],
-            lambda: trials_in_state(db, "COMPLETE") >= 1 and trials_in_state(db, "RUNNING") >= 1)
+    restart(
+        workdir,
+        env,
+        "tune",
+        ["reports/tune"],
+        lambda: trials_in_state(db, "COMPLETE") >= 1 and trials_in_state(db, "RUNNING") >= 1,
+    )
     assert trials_in_state(db, "FAIL") == 1 and trials_in_state(db, "RUNNING") == 0
     for name in ("chosen.json", "pareto.json"):
         assert read_json(workdir / "reports/tune" / name) == read_json(reference / "reports/tune" / name), name
-    complete = lambda root: (pd.read_csv(root / "reports/tune/trials.csv")   # noqa: E731
-                             .query("state == 'COMPLETE'").drop(columns="optuna_trial").reset_index(drop=True))
+    complete = lambda root: (
+        pd.read_csv(root / "reports/tune/trials.csv")
+        .query("state == 'COMPLETE'")
+        .drop(columns="optuna_trial")
+        .reset_index(drop=True)
+    )
     pd.testing.assert_frame_equal(complete(workdir), complete(reference))
 
 
 @pytest.mark.slow
 def test_train_resumes_from_its_checkpoint(pipeline):
     workdir, env, reference = pipeline
-    restart(workdir, env, "train", ["models/aam", "features_anon", "reports/train"],
-            (workdir / "models/aam/checkpoints/last.pt").exists)
+    restart(
+        workdir,
+        env,
+        "train",
+        ["models/aam", "features_anon", "reports/train"],
+        (workdir / "models/aam/checkpoints/last.pt").exists,
+    )
     assert (workdir / "models/aam/method.safetensors").exists()
     for name in ("method.safetensors", "heads.safetensors"):
         assert filecmp.cmp(reference / "models/aam" / name, workdir / "models/aam" / name, shallow=False), name
@@ -230,7 +279,10 @@ def test_train_resumes_from_its_checkpoint(pipeline):
     for meta in (resumed, uninterrupted):
         meta["info"].pop("features_uri", None)
     assert resumed == uninterrupted
-    assert same_tree(reference / "features_anon", workdir / "features_anon", skip={"index.json", "PUBLISH_STATUS.json"}) == []
+    assert (
+        same_tree(reference / "features_anon", workdir / "features_anon", skip={"index.json", "PUBLISH_STATUS.json"})
+        == []
+    )
 
 
 @pytest.mark.slow
@@ -238,6 +290,7 @@ def test_evaluate_resumes_from_partial_results_and_metrics_are_unchanged(pipelin
     workdir, env, reference = pipeline
     restart(workdir, env, "evaluate", ["reports/evaluate"], (workdir / "reports/evaluate/partial.json").exists)
     assert read_json(workdir / "reports/evaluate/evaluation.json") == read_json(
-        reference / "reports/evaluate/evaluation.json")
+        reference / "reports/evaluate/evaluation.json"
+    )
     run_stage(workdir, env, "audit-bias")
     assert read_json(workdir / "reports/metrics.json") == read_json(reference / "reports/metrics.json")

@@ -1,4 +1,5 @@
 """The feature store on S3, against a moto S3 server on 127.0.0.1 with IAM authentication on."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ BUCKET = "latentanon-test"
 def _moto_api(endpoint: str, action: str, body: str) -> None:
     # A form content type would hide the body from moto's handler, hence octet-stream.
     request = urllib.request.Request(
-        f"{endpoint}/moto-api/{action}", data=body.encode(), method="POST",
+        f"{endpoint}/moto-api/{action}",
+        data=body.encode(),
+        method="POST",
         headers={"Content-Type": "application/octet-stream"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -92,8 +95,7 @@ def test_push_and_pull_feature_set(s3_server):
     index = write_feature_set(uri, fs, videos_per_shard=2)
     assert index["sets"]["anomaly"]["shards"] == [0, 1, 2]
     keys = {
-        item["Key"]
-        for item in fresh_s3_client().list_objects_v2(Bucket=BUCKET, Prefix="runs/features/")["Contents"]
+        item["Key"] for item in fresh_s3_client().list_objects_v2(Bucket=BUCKET, Prefix="runs/features/")["Contents"]
     }
     assert "runs/features/index.json" in keys
     assert "runs/features/anomaly/shard-00002.checksums.json" in keys

@@ -1,4 +1,5 @@
 """Privacy scopes (per-video mean, re-release, the floor) on constructed sets whose answer is known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,14 +17,21 @@ DIM = 12
 GRID = tuple(spec for spec in privacy.ATTACKER_GRID if spec.name == "linear")
 
 
-def shared_videos(n_identities: int = 24, videos_per_identity: int = 2, clips: int = 3, signal: float = 1.2,
-                  seed: int = 0, name: str = "privacy_videos", kind: str = "clips") -> FeatureSet:
+def shared_videos(
+    n_identities: int = 24,
+    videos_per_identity: int = 2,
+    clips: int = 3,
+    signal: float = 1.2,
+    seed: int = 0,
+    name: str = "privacy_videos",
+    kind: str = "clips",
+) -> FeatureSet:
     """Each clip = its person's appearance (attribute directions on the first dimensions) + a
     little clip noise; identities split train / val / test (half, quarter, quarter)."""
     rng = np.random.default_rng(seed)
     directions = {a: np.zeros((k, DIM)) for a, k in ATTRIBUTE_CLASSES.items()}
     for i, (a, k) in enumerate(ATTRIBUTE_CLASSES.items()):
-        directions[a][:, 4 * i: 4 * i + 4] = rng.standard_normal((k, 4)) * 2
+        directions[a][:, 4 * i : 4 * i + 4] = rng.standard_normal((k, 4)) * 2
     rows, arrays = [], []
     for person in range(n_identities):
         split = "train" if person < n_identities // 2 else "val" if person < 3 * n_identities // 4 else "test"
@@ -42,8 +50,9 @@ def leakage(result: dict, raw: dict) -> float:
 def one_release(raw: FeatureSet, method, seed: int = 0, releases: tuple[int, ...] = (16,)) -> tuple[dict, dict]:
     """(method's scopes, raw's scopes), per clip included; every draw keyed, so the test reproduces."""
     published = method.with_reproducible_noise(seed).transform(raw)
-    measured = scopes.measure_scopes({"privacy_videos": published}, seed, method, {"privacy_videos": raw},
-                                     releases=releases, grid=GRID, entropy=seed)
+    measured = scopes.measure_scopes(
+        {"privacy_videos": published}, seed, method, {"privacy_videos": raw}, releases=releases, grid=GRID, entropy=seed
+    )
     measured["moving"] = scopes.attack_scope(published, "clips", seed, False, grid=GRID)
     reference = scopes.measure_scopes({"privacy_videos": raw}, seed, releases=(), grid=GRID)
     reference["moving"] = scopes.attack_scope(raw, "clips", seed, False, grid=GRID)
@@ -88,29 +97,37 @@ def test_a_deterministic_transform_reads_the_same_in_every_release_and_a_rotatio
 def test_stochastic_methods_publish_fresh_noise_even_after_evaluation_keyed_theirs(raw_videos):
     noise = create_method("noise@1").fit({"privacy_videos": raw_videos}, seed=0).with_reproducible_noise(3)
     keyed_a, keyed_b = noise.transform(raw_videos), noise.transform(raw_videos)
-    assert np.array_equal(keyed_a.arrays["clips"][0], keyed_b.arrays["clips"][0])   # evaluation's keyed draw
+    assert np.array_equal(keyed_a.arrays["clips"][0], keyed_b.arrays["clips"][0])  # evaluation's keyed draw
     published = scopes.publisher(noise)
     assert not scopes.releases_identical(published, raw_videos)
-    assert noise.reproducible_noise                                                  # the original is untouched
+    assert noise.reproducible_noise  # the original is untouched
     averaged = scopes.averaged_releases(published, raw_videos, (64,))[64]
     gap = np.mean([np.abs(a - r).mean() for a, r in zip(averaged.arrays["clips"], raw_videos.arrays["clips"])])
     single = np.mean([np.abs(a - r).mean() for a, r in zip(keyed_a.arrays["clips"], raw_videos.arrays["clips"])])
-    assert gap < single / 5          # 64 fresh draws: the noise's std falls eightfold
+    assert gap < single / 5  # 64 fresh draws: the noise's std falls eightfold
     series = scopes.averaged_releases(scopes.publisher(noise, entropy=1), raw_videos, (4, 64))
     again = scopes.averaged_releases(scopes.publisher(noise, entropy=1), raw_videos, (4,))[4]
     assert set(series) == {4, 64} and series[64].meta["releases"] == 64
-    assert np.array_equal(series[4].arrays["clips"][3], again.arrays["clips"][3])   # the first 4 of the series
+    assert np.array_equal(series[4].arrays["clips"][3], again.arrays["clips"][3])  # the first 4 of the series
 
 
 def test_a_set_without_private_labels_is_skipped_with_its_reason(raw_videos):
-    unlabelled = FeatureSet("untrimmed", raw_videos.records.drop(columns=list(ATTRIBUTE_CLASSES)),
-                            {"snippets": raw_videos.arrays["clips"]})
+    unlabelled = FeatureSet(
+        "untrimmed", raw_videos.records.drop(columns=list(ATTRIBUTE_CLASSES)), {"snippets": raw_videos.arrays["clips"]}
+    )
     unknown = raw_videos.records.copy()
     for a in ATTRIBUTE_CLASSES:
         unknown[a] = -1
-    out = scopes.measure_scopes({"privacy_videos": raw_videos, "untrimmed": unlabelled,
-                                 "anomaly": FeatureSet("anomaly", unknown, {"snippets": raw_videos.arrays["clips"]})},
-                                0, releases=(), grid=GRID)
+    out = scopes.measure_scopes(
+        {
+            "privacy_videos": raw_videos,
+            "untrimmed": unlabelled,
+            "anomaly": FeatureSet("anomaly", unknown, {"snippets": raw_videos.arrays["clips"]}),
+        },
+        0,
+        releases=(),
+        grid=GRID,
+    )
     assert "no private label column" in out["untrimmed_video_mean"]["skipped"]
     assert "known private label" in out["anomaly_video_mean"]["skipped"]
     assert "cmap" in out["moving_video_mean"]
@@ -137,10 +154,10 @@ def _ar_head(reads: slice, n_classes: int = 3):
 
 
 def test_the_floor_reads_what_the_task_posteriors_carry():
-    raw_videos = shared_videos(n_identities=64, seed=1)     # more test videos: chance reads steadily
+    raw_videos = shared_videos(n_identities=64, seed=1)  # more test videos: chance reads steadily
     raw = {"privacy_videos": raw_videos}
     reference = scopes.attack_scope(raw_videos, "clips", 0, True, grid=GRID)
-    blind = scopes.posterior_sets(raw, {"ar": _ar_head(slice(8, 12))})        # dims no attribute lives on
+    blind = scopes.posterior_sets(raw, {"ar": _ar_head(slice(8, 12))})  # dims no attribute lives on
     seeing = scopes.posterior_sets(raw, {"ar": _ar_head(slice(0, 8), n_classes=6)})  # the attribute dims
     assert blind["privacy_videos"].arrays["clips"][0].shape == (3, 3)
     low = leakage(scopes.attack_scope(blind["privacy_videos"], "clips", 0, True, grid=GRID), reference)
@@ -153,7 +170,7 @@ def test_evaluation_publish_noise_is_fresh_per_release_yet_reproducible(raw_vide
     noise = create_method("noise@1").fit({"privacy_videos": raw_videos}, seed=0)
     first, again = scopes.publisher(noise, entropy=5), scopes.publisher(noise, entropy=5)
     release_a, release_b = first.transform(raw_videos), first.transform(raw_videos)
-    assert not np.array_equal(release_a.arrays["clips"][0], release_b.arrays["clips"][0])   # fresh each release
+    assert not np.array_equal(release_a.arrays["clips"][0], release_b.arrays["clips"][0])  # fresh each release
     assert np.array_equal(release_a.arrays["clips"][0], again.transform(raw_videos).arrays["clips"][0])
     other = scopes.publisher(noise, entropy=6).transform(raw_videos)
     assert not np.array_equal(release_a.arrays["clips"][0], other.arrays["clips"][0])

@@ -1,5 +1,6 @@
 """The registered method serves with ``mlflow models serve`` where latentanon is not installed: the
 logged pyfunc carries the package as a code path and lists only third-party requirements."""
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,11 @@ def _register_leace(tmp_path):
 
 def test_logged_model_carries_the_package_and_no_requirement_on_it(tmp_path):
     _, _, registered = _register_leace(tmp_path)
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{registered['model_name']}/{registered['version']}",
-                                                     dst_path=str(tmp_path / "download")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{registered['model_name']}/{registered['version']}", dst_path=str(tmp_path / "download")
+        )
+    )
     code = local / "code" / PROJECT_PACKAGE
     assert (code / "__init__.py").is_file() and (code / "tracking" / "pyfunc.py").is_file()
     assert not list(code.rglob("__pycache__")), "bytecode of the training machine travels with the model"
@@ -59,8 +63,12 @@ def _environment_without_the_project(root: Path) -> Path:
     processed when that folder is reached through a .pth line). Returns its python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     python = root / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(purelib, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # mlflow starts the scoring server as `uvicorn ...` from PATH: make it this environment's.
     Path(root, "bin", "uvicorn").write_text(f'#!/bin/sh\nexec "{python}" -m uvicorn "$@"\n')
@@ -83,16 +91,43 @@ def test_champion_serves_with_mlflow_models_serve_without_the_checkout(tmp_path)
     python = _environment_without_the_project(tmp_path / "env")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('latentanon'), "
-                            "u.find_spec('mlflow') is not None)"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('latentanon'), u.find_spec('mlflow') is not None)",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.split() == ["None", "True"], probe
 
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [str(python), "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(python),
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{name}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -106,9 +141,11 @@ def test_champion_serves_with_mlflow_models_serve_without_the_checkout(tmp_path)
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-4000:]
             time.sleep(1)
         sequence = sets["actions"].kind("clips")[0]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"inputs": sequence.tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": sequence.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
         predicted = np.asarray(answer["predictions"], dtype=np.float32)

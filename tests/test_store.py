@@ -1,4 +1,5 @@
 """The sharded feature store on a local directory: round trips, checksums, completeness, index, errors."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Generation of the synthetic benchmark on a tiny config: layouts, determinism, resumption."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,32 @@ from latentanon.data import layouts
 from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
 from latentanon.data.actors import FACES, Outfit, make_identity
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import (NEUTRAL_AT_ONE, Job, _config_stamp, generate_benchmark, job_scene, make_cast,
-                                       plan_benchmark, render_job)
+from latentanon.data.synthetic import (
+    NEUTRAL_AT_ONE,
+    Job,
+    _config_stamp,
+    generate_benchmark,
+    job_scene,
+    make_cast,
+    plan_benchmark,
+    render_job,
+)
 from latentanon.data.video_io import read_image, read_video, scan_video, write_image, write_video
 from latentanon.errors import DataError
 
 TINY = DataConfig(
-    n_identities_train=2, n_identities_val=1, n_identities_test=1, n_identities_pretrain=3,
-    pretrain_videos_per_class=1, trimmed_frames=16, untrimmed_frames=64, privacy_images_per_identity=1,
-    privacy_videos_per_identity=1, anomaly_videos_per_identity=2, height=32, width=32,
+    n_identities_train=2,
+    n_identities_val=1,
+    n_identities_test=1,
+    n_identities_pretrain=3,
+    pretrain_videos_per_class=1,
+    trimmed_frames=16,
+    untrimmed_frames=64,
+    privacy_images_per_identity=1,
+    privacy_videos_per_identity=1,
+    anomaly_videos_per_identity=2,
+    height=32,
+    width=32,
 )
 
 
@@ -34,22 +52,32 @@ def test_every_layout_is_written(generated):
     base, summary = generated
     root = base / "data"
     expected = {
-        "pretrain/annotations/train.csv", "pretrain/annotations/validate.csv",
-        "actions/ucfTrainTestlist/classInd.txt", "actions/ucfTrainTestlist/trainlist01.txt",
+        "pretrain/annotations/train.csv",
+        "pretrain/annotations/validate.csv",
+        "actions/ucfTrainTestlist/classInd.txt",
+        "actions/ucfTrainTestlist/trainlist01.txt",
         "actions/ucfTrainTestlist/testlist01.txt",
         f"privacy_videos/testTrainMulti_7030_splits/{ACTIONS[0]}_test_split1.txt",
         f"privacy_videos/PrivacyAttributes/{ACTIONS[0]}.json",
-        f"untrimmed/annotation/validation/{ACTIONS[0]}_val.txt", f"untrimmed/annotation/test/{ACTIONS[0]}_test.txt",
-        "anomaly/Anomaly_Train.txt", "anomaly/Anomaly_Test.txt",
+        f"untrimmed/annotation/validation/{ACTIONS[0]}_val.txt",
+        f"untrimmed/annotation/test/{ACTIONS[0]}_test.txt",
+        "anomaly/Anomaly_Train.txt",
+        "anomaly/Anomaly_Test.txt",
         "anomaly/Temporal_Anomaly_Annotation_for_Testing_Videos.txt",
-        f"bias/{layouts.SUBJECTS_FILE}", layouts.CLASSES_FILE,
+        f"bias/{layouts.SUBJECTS_FILE}",
+        layouts.CLASSES_FILE,
     }
     for rel in expected:
         assert (root / rel).is_file(), rel
     n_people = 4
     assert summary["videos"] == {
-        "pretrain": len(ACTIONS), "actions": n_people * len(ACTIONS), "privacy_videos": n_people,
-        "privacy_images": n_people, "untrimmed": n_people, "anomaly": 2 * n_people, "bias": n_people * len(ACTIONS),
+        "pretrain": len(ACTIONS),
+        "actions": n_people * len(ACTIONS),
+        "privacy_videos": n_people,
+        "privacy_images": n_people,
+        "untrimmed": n_people,
+        "anomaly": 2 * n_people,
+        "bias": n_people * len(ACTIONS),
     }
     videos = [p for p in root.rglob("*.mp4")]
     assert len(videos) == sum(summary["videos"].values()) - summary["videos"]["privacy_images"]
@@ -146,10 +174,12 @@ def test_bad_config_is_rejected(tmp_path):
 
 def test_videos_share_a_pool_of_scenes_when_asked():
     jobs, _ = plan_benchmark(TINY)
+
     def scenes(cfg):
         return [job_scene(cfg, np.random.default_rng(list(job.seed))) for job in jobs]
+
     own = scenes(replace(TINY, scenes=0))
-    assert len(set(own)) == len(jobs)            # 0: every video its own background
+    assert len(set(own)) == len(jobs)  # 0: every video its own background
     pooled = scenes(replace(TINY, scenes=3))
     assert len(set(pooled)) == 3
     assert set(scenes(replace(TINY, scenes=3, seed=0))) == set(pooled)
@@ -194,16 +224,19 @@ def test_test_multipliers_add_test_videos_and_leave_train_and_val_as_they_were()
     # every annotation file that names no test video is unchanged (train lists, val annotations)
     names_test = ("test", "Test", layouts.SIDECAR_FILE)
     fit_files = [k for k in base_files if not any(t in k.rsplit("/", 1)[-1] for t in names_test)]
-    assert {layouts.SET_DIRS["actions"] + "/ucfTrainTestlist/trainlist01.txt",
-            layouts.SET_DIRS["anomaly"] + "/Anomaly_Train.txt"} <= set(fit_files)
+    assert {
+        layouts.SET_DIRS["actions"] + "/ucfTrainTestlist/trainlist01.txt",
+        layouts.SET_DIRS["anomaly"] + "/Anomaly_Train.txt",
+    } <= set(fit_files)
     assert {k: files[k] for k in fit_files} == {k: base_files[k] for k in fit_files}
     assert len(files[layouts.SET_DIRS["actions"] + "/ucfTrainTestlist/testlist01.txt"].splitlines()) == count(
-        jobs, "actions", "test")
+        jobs, "actions", "test"
+    )
     with pytest.raises(DataError, match="multiplier"):
         plan_benchmark(replace(TINY, test_untrimmed_multiplier=0))
     # at 1 they are not in the generation stamp (a benchmark from before them is still the same one)
     assert not set(NEUTRAL_AT_ONE) & set(_config_stamp(TINY)["config"])
-    assert _config_stamp(DataConfig())["config_hash"] == "44fbb84f8a31b564"   # the stamp from before them
+    assert _config_stamp(DataConfig())["config_hash"] == "44fbb84f8a31b564"  # the stamp from before them
     assert _config_stamp(more)["config_hash"] != _config_stamp(TINY)["config_hash"]
 
 
@@ -213,8 +246,17 @@ def test_faces_are_drawn_apart_at_the_default_size():
     person = make_cast(cfg)["test"][0]
     heads = []
     for face in range(len(FACES)):
-        job = Job("probe", "probe.png", "image", person, Outfit(clothing=0, face=face, trousers=0), "test",
-                  cfg.clip_frames, (0, 1, 2), action=ACTIONS[0])
+        job = Job(
+            "probe",
+            "probe.png",
+            "image",
+            person,
+            Outfit(clothing=0, face=face, trousers=0),
+            "test",
+            cfg.clip_frames,
+            (0, 1, 2),
+            action=ACTIONS[0],
+        )
         heads.append(render_job(job, cfg).astype(np.float32))
     for a in range(len(FACES)):
         for b in range(a + 1, len(FACES)):

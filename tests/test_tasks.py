@@ -1,4 +1,5 @@
 """Utility task metrics on hand-made cases with known answers, and selection that never sees test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import pandas as pd
 import pytest
 
 from latentanon.errors import DataError
+from latentanon.features.featureset import FeatureSet
 from latentanon.tasks.scoring import (
     TASKS,
     anomaly_frame_labels,
@@ -19,7 +21,6 @@ from latentanon.tasks.scoring import (
     temporal_nms,
     validation_utility,
 )
-from latentanon.features.featureset import FeatureSet
 
 
 def test_temporal_iou_and_nms():
@@ -88,10 +89,11 @@ def test_labels_from_segments_in_seconds():
     labels = anomaly_frame_labels(fs)[0]
     assert labels.sum() == 24 and labels[16] == 1 and labels[39] == 1 and labels[40] == 0
     targets = tad_targets(fs, ["fall"])[0]
-    assert targets.tolist() == [0, 1, 0, 0]   # snippet centres at 0.5, 1.5, 2.5, 3.5 s
+    assert targets.tolist() == [0, 1, 0, 0]  # snippet centres at 0.5, 1.5, 2.5, 3.5 s
 
 
 # ----------------------------------------------------------------------------- heads on synthetic sets
+
 
 def _ar_split(rng, split, n, centres):
     labels = np.arange(n) % len(centres)
@@ -190,7 +192,9 @@ def test_saved_items_reproduce_the_test_value_alone_and_as_an_ensemble(task):
 
 def _moved(fs: FeatureSet, rotation: np.ndarray, shift: np.ndarray, scale: float) -> FeatureSet:
     kind = next(iter(fs.arrays))
-    return FeatureSet(fs.name, fs.records, {kind: [(scale * a @ rotation + shift).astype(np.float32) for a in fs.arrays[kind]]})
+    return FeatureSet(
+        fs.name, fs.records, {kind: [(scale * a @ rotation + shift).astype(np.float32) for a in fs.arrays[kind]]}
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -203,15 +207,20 @@ def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
     train, val, test = _task_splits(task)
     rng = np.random.default_rng(7)
     rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
-    rotation[:, 0] *= -1 if np.linalg.det(rotation) > 0 else 1      # include a reflection
+    rotation[:, 0] *= -1 if np.linalg.det(rotation) > 0 else 1  # include a reflection
     shift = rng.normal(size=8)
     plain = score_task(task, train, val, test, seed=0, items=True, inputs=("principal_axes",))
-    moved = score_task(task, *(_moved(fs, rotation, shift, 3.0) for fs in (train, val, test)), seed=0, items=True,
-                       inputs=("principal_axes",))
+    moved = score_task(
+        task,
+        *(_moved(fs, rotation, shift, 3.0) for fs in (train, val, test)),
+        seed=0,
+        items=True,
+        inputs=("principal_axes",),
+    )
     assert moved["selected"] == plain["selected"]
     assert moved["value"] == pytest.approx(plain["value"], abs=1e-9)
     piece = ENSEMBLE_PIECES[task]
-    np.testing.assert_allclose(moved["items"][piece], plain["items"][piece], atol=2e-3)   # float32 drift over 300 steps
+    np.testing.assert_allclose(moved["items"][piece], plain["items"][piece], atol=2e-3)  # float32 drift over 300 steps
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -221,13 +230,15 @@ def test_val_chooses_the_input_form_then_the_hyper_parameters_and_the_default_re
     train, val, test = _task_splits(task)
     grid = TASK_SPECS[task].grid
     default = score_task(task, train, val, test, seed=0)
-    assert default["inputs"] == "standardised" and [c["inputs"] for c in default["candidates"]] == ["standardised"] * len(grid)
+    assert default["inputs"] == "standardised" and [c["inputs"] for c in default["candidates"]] == [
+        "standardised"
+    ] * len(grid)
     both = score_task(task, train, val, test, seed=0, inputs=("standardised", "principal_axes"))
     first = {c["inputs"]: c["val_value"] for c in both["candidates"][:2]}
     assert [c["hyper"] for c in both["candidates"][:2]] == [dict(grid[0])] * 2
     assert both["inputs"] == max(("standardised", "principal_axes"), key=first.get)
     in_form = [c for c in both["candidates"] if c["inputs"] == both["inputs"]]
-    assert [c["hyper"] for c in in_form] == [dict(h) for h in grid]          # the whole grid, in the chosen form only
+    assert [c["hyper"] for c in in_form] == [dict(h) for h in grid]  # the whole grid, in the chosen form only
     assert len(both["candidates"]) == len(grid) + 1
     best = max(in_form, key=lambda c: c["val_value"])
     assert (both["selected"], both["val_value"]) == (best["hyper"], best["val_value"])
@@ -251,11 +262,11 @@ def test_anomaly_head_reads_its_temporal_neighbours_and_never_the_padding():
         base = head(x, mask)
         assert base.shape == (2, 6) and (base[1, 4:] == 0).all()
         moved = x.clone()
-        moved[0, 0] += 1.0                      # a change at snippet 0 reaches `reach` snippets on
+        moved[0, 0] += 1.0  # a change at snippet 0 reaches `reach` snippets on
         changed = (head(moved, mask) - base)[0].abs() > 0
         assert changed.tolist() == [i <= reach for i in range(6)], kernel
         padded = x.clone()
-        padded[1, 4:] = 100.0                   # what lies in the padding changes nothing
+        padded[1, 4:] = 100.0  # what lies in the padding changes nothing
         torch.testing.assert_close(head(padded, mask), base)
     with pytest.raises(ValueError, match="odd"):
         ADHead(8, kernel=2)

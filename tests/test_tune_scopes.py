@@ -1,6 +1,7 @@
 """Tune measures what evaluate measures: every leakage scope (per-video means, long videos,
 re-releases of a noisy method) judged by its worst, utility by the stronger head input form, and
 the operating point picked with the gate's thresholds."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,9 @@ def point(n, leakage, drops, normalized=None):
 def test_gate_rule_prefers_the_trial_the_gate_would_approve():
     points = [
         point(0, 0.10, {"ar": 0.002, "tad": 0.005}, normalized=0.55),  # least leakage, but above 0.4
-        point(1, 0.30, {"ar": 0.004, "tad": 0.009}),                  # approvable
-        point(2, 0.35, {"ar": 0.001, "tad": 0.001}),                  # approvable, more leakage
-        point(3, 0.05, {"ar": 0.020, "tad": 0.001}),                  # a drop over budget
+        point(1, 0.30, {"ar": 0.004, "tad": 0.009}),  # approvable
+        point(2, 0.35, {"ar": 0.001, "tad": 0.001}),  # approvable, more leakage
+        point(3, 0.05, {"ar": 0.020, "tad": 0.001}),  # a drop over budget
     ]
     chosen, branch = search.gate_operating_point(points, 0.01, 0.4)
     assert (chosen.number, branch) == (1, "gate_approvable")
@@ -35,23 +36,38 @@ def test_gate_rule_prefers_the_trial_the_gate_would_approve():
 
 
 def test_gate_thresholds_take_the_stricter_of_gate_and_tune(tmp_path):
-    params = params_from_dict({"paths": {"workdir": str(tmp_path)},
-                               "gate": {"max_utility_relative_drop": 0.02, "max_moving_normalized_leakage": 0.3},
-                               "tune": {"max_utility_drop": 0.015, "max_normalized_leakage": 0.4}})
+    params = params_from_dict(
+        {
+            "paths": {"workdir": str(tmp_path)},
+            "gate": {"max_utility_relative_drop": 0.02, "max_moving_normalized_leakage": 0.3},
+            "tune": {"max_utility_drop": 0.015, "max_normalized_leakage": 0.4},
+        }
+    )
     assert search.gate_thresholds(params) == (0.015, 0.3)
     looser_tune = params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"max_utility_drop": 0.05}})
     assert search.gate_thresholds(looser_tune)[0] == looser_tune.gate.max_utility_relative_drop
 
 
 def test_worst_scope_is_the_objective_and_a_release_is_judged_against_raw_moving():
-    raw = {"scopes": {"static": {"cmap": 0.9, "chance": 0.4}, "moving": {"cmap": 0.8, "chance": 0.4},
-                      "video_mean": {"cmap": 0.4, "chance": 0.4}}}
-    measured = {"scopes": {"static": {"cmap": 0.5, "chance": 0.4}, "moving": {"cmap": 0.5, "chance": 0.4},
-                           "video_mean": {"cmap": 0.6, "chance": 0.4}, "release": {"cmap": 0.6, "chance": 0.4}}}
+    raw = {
+        "scopes": {
+            "static": {"cmap": 0.9, "chance": 0.4},
+            "moving": {"cmap": 0.8, "chance": 0.4},
+            "video_mean": {"cmap": 0.4, "chance": 0.4},
+        }
+    }
+    measured = {
+        "scopes": {
+            "static": {"cmap": 0.5, "chance": 0.4},
+            "moving": {"cmap": 0.5, "chance": 0.4},
+            "video_mean": {"cmap": 0.6, "chance": 0.4},
+            "release": {"cmap": 0.6, "chance": 0.4},
+        }
+    }
     per_scope = search.scope_leakage(measured, raw)
     assert per_scope["static"] == pytest.approx(0.2) and per_scope["moving"] == pytest.approx(0.25)
-    assert per_scope["release"] == pytest.approx(0.5)          # against raw moving clips
-    assert math.isnan(per_scope["video_mean"])                  # raw has no headroom there
+    assert per_scope["release"] == pytest.approx(0.5)  # against raw moving clips
+    assert math.isnan(per_scope["video_mean"])  # raw has no headroom there
     assert search.worst_scope(per_scope) == pytest.approx(0.5)
     assert math.isnan(search.worst_scope({"a": math.nan}))
 
@@ -59,8 +75,11 @@ def test_worst_scope_is_the_objective_and_a_release_is_judged_against_raw_moving
 @pytest.fixture(scope="module")
 def data():
     sets = make_feature_sets(dim=16, per_split={"train": 10, "val": 6, "test": 4})
-    return search.SearchData({k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
-                             [search._search_rows(sets["privacy_videos"])], "fp")
+    return search.SearchData(
+        {k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
+        [search._search_rows(sets["privacy_videos"])],
+        "fp",
+    )
 
 
 def test_a_trial_reports_every_scope_and_a_noisy_method_its_re_release(tmp_path, data):
@@ -68,15 +87,17 @@ def test_a_trial_reports_every_scope_and_a_noisy_method_its_re_release(tmp_path,
     tasks = ("ar",)
     raw = search.measure(data.task_sets, data.privacy, tasks, 0, search.head_inputs(params))
     assert {"static", "moving", "video_mean", "untrimmed_mean", "anomaly_mean"} <= set(raw["scopes"])
-    noisy = search.run_trial(data, params, params.train.weights, search.replace(params.train, method="noise@2"),
-                             tasks, raw)
+    noisy = search.run_trial(
+        data, params, params.train.weights, search.replace(params.train, method="noise@2"), tasks, raw
+    )
     assert "release" in noisy["scope_leakage"]
     assert noisy["leakage"] == pytest.approx(search.worst_scope(noisy["scope_leakage"]))
     # averaging 16 releases removes most of the fresh noise: the release scope leaks more
     assert noisy["scope_leakage"]["release"] > noisy["scope_leakage"]["moving"]
-    clean = search.run_trial(data, params, params.train.weights, search.replace(params.train, method="rotation"),
-                             tasks, raw)
-    assert "release" not in clean["scope_leakage"]      # a deterministic method: every release is the same
+    clean = search.run_trial(
+        data, params, params.train.weights, search.replace(params.train, method="rotation"), tasks, raw
+    )
+    assert "release" not in clean["scope_leakage"]  # a deterministic method: every release is the same
 
 
 def test_utility_reads_the_stronger_head_input_form(data):

@@ -1,4 +1,5 @@
 """Optuna loss-weight search: Pareto front and selection rule, storage, resume, the tune stage."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,18 @@ def make_feature_sets(dim: int = 16, per_split: dict | None = None, seed: int = 
         rows = []
         for split, n in per_split.items():
             for i in range(n):
-                row = {"video_id": f"{set_name}-{split}-{i}", "path": f"{set_name}/{split}/{i}.mp4",
-                       "set": set_name, "split": split, "identity": f"{split}-{i % 3}",
-                       "frames": 128, "fps": 16.0, "width": 32, "height": 32, "checksum": "0" * 64}
+                row = {
+                    "video_id": f"{set_name}-{split}-{i}",
+                    "path": f"{set_name}/{split}/{i}.mp4",
+                    "set": set_name,
+                    "split": split,
+                    "identity": f"{split}-{i % 3}",
+                    "frames": 128,
+                    "fps": 16.0,
+                    "width": 32,
+                    "height": 32,
+                    "checksum": "0" * 64,
+                }
                 # every class of every attribute appears in every split
                 row.update({a: int((i + j) % k) for j, (a, k) in enumerate(ATTRIBUTE_CLASSES.items())})
                 rows.append(row)
@@ -51,10 +61,14 @@ def make_feature_sets(dim: int = 16, per_split: dict | None = None, seed: int = 
     rows = base_records("actions")
     for i, row in enumerate(rows):
         row.update({"label_id": i % len(ACTIONS), "label": ACTIONS[i % len(ACTIONS)], "segments": []})
-    sets["actions"] = FeatureSet("actions", pd.DataFrame(rows), {
-        "clips": [action_dir[r["label_id"]] + private(r) + noise(2, dim) for r in rows],
-        "static": [private(r) + noise(2, dim) for r in rows],
-    })
+    sets["actions"] = FeatureSet(
+        "actions",
+        pd.DataFrame(rows),
+        {
+            "clips": [action_dir[r["label_id"]] + private(r) + noise(2, dim) for r in rows],
+            "static": [private(r) + noise(2, dim) for r in rows],
+        },
+    )
     rows = base_records("untrimmed")
     snippets = []
     for i, row in enumerate(rows):
@@ -63,27 +77,34 @@ def make_feature_sets(dim: int = 16, per_split: dict | None = None, seed: int = 
         seq = private(row) + noise(8, dim)
         seq[2:5] += action_dir[i % len(ACTIONS)]
         snippets.append(seq)
-    sets["untrimmed"] = FeatureSet("untrimmed", pd.DataFrame(rows), {
-        "snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]})
+    sets["untrimmed"] = FeatureSet(
+        "untrimmed", pd.DataFrame(rows), {"snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]}
+    )
     rows = base_records("anomaly")
     snippets = []
     for i, row in enumerate(rows):
         anomalous = i % 2
-        row.update({"label_id": -1, "label": "", "anomaly": anomalous,
-                    "segments": [[3.0, 6.0, "fall"]] if anomalous else []})
+        row.update(
+            {"label_id": -1, "label": "", "anomaly": anomalous, "segments": [[3.0, 6.0, "fall"]] if anomalous else []}
+        )
         seq = private(row) + noise(8, dim)
         if anomalous:
             seq[3:6] += 2 * anomaly_dir
         snippets.append(seq)
-    sets["anomaly"] = FeatureSet("anomaly", pd.DataFrame(rows), {
-        "snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]})
+    sets["anomaly"] = FeatureSet(
+        "anomaly", pd.DataFrame(rows), {"snippets": snippets, "static": [private(r) + noise(2, dim) for r in rows]}
+    )
     rows = base_records("privacy_videos")
     for row in rows:
         row.update({"label_id": -1, "label": ""})
-    sets["privacy_videos"] = FeatureSet("privacy_videos", pd.DataFrame(rows), {
-        "clips": [private(r) + noise(2, dim) for r in rows],
-        "static": [private(r) + noise(2, dim) for r in rows],
-    })
+    sets["privacy_videos"] = FeatureSet(
+        "privacy_videos",
+        pd.DataFrame(rows),
+        {
+            "clips": [private(r) + noise(2, dim) for r in rows],
+            "static": [private(r) + noise(2, dim) for r in rows],
+        },
+    )
     return sets
 
 
@@ -95,14 +116,17 @@ def write_store(uri, sets: dict[str, FeatureSet]) -> None:
 
 
 def tiny_params(workdir, **tune) -> object:
-    return params_from_dict({
-        "paths": {"workdir": str(workdir)},
-        "tune": {"n_trials": 2, "epochs_per_trial": 1, **tune},
-        "train": {"adapter": {"blocks": 1, "heads": 2}, "batch_size": 32, "lr": 1e-3},
-    })
+    return params_from_dict(
+        {
+            "paths": {"workdir": str(workdir)},
+            "tune": {"n_trials": 2, "epochs_per_trial": 1, **tune},
+            "train": {"adapter": {"blocks": 1, "heads": 2}, "batch_size": 32, "lr": 1e-3},
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- Pareto + rule
+
 
 def point(n, leakage, utility, drops, normalized_leakage=float("nan")):
     return TrialPoint(n, leakage, utility, drops, {"w_lc": 1.0, "w_b": 1.0, "w_t": 1.0}, normalized_leakage)
@@ -114,9 +138,14 @@ def study_of(points):
 
     study = optuna.create_study(directions=list(search.DIRECTIONS))
     for p in points:
-        study.add_trial(optuna.trial.create_trial(
-            values=[p.leakage, p.utility], user_attrs={"slot": p.number, "drops": p.drops},
-            params={}, distributions={}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[p.leakage, p.utility],
+                user_attrs={"slot": p.number, "drops": p.drops},
+                params={},
+                distributions={},
+            )
+        )
     return study
 
 
@@ -124,9 +153,9 @@ def test_pareto_front_is_optunas_best_trials_on_hand_made_points(tmp_path):
     points = [
         point(0, 0.50, 1.00, {"ar": 0.0}),
         point(1, 0.30, 0.99, {"ar": 0.01}),
-        point(2, 0.40, 0.98, {"ar": 0.02}),   # dominated by 1
+        point(2, 0.40, 0.98, {"ar": 0.02}),  # dominated by 1
         point(3, 0.20, 0.90, {"ar": 0.10}),
-        point(4, 0.60, 0.95, {"ar": 0.05}),   # dominated by 0
+        point(4, 0.60, 0.95, {"ar": 0.05}),  # dominated by 0
     ]
     study = study_of(points)
     front = pareto_front(study, search.trial_point)
@@ -146,7 +175,7 @@ def test_selection_rule_least_leakage_within_budget_then_fallback():
     points = [
         point(0, 0.50, 1.00, {"ar": 0.0, "tad": 0.0}),
         point(1, 0.30, 0.995, {"ar": 0.005, "tad": 0.008}),
-        point(2, 0.25, 0.99, {"ar": 0.002, "tad": 0.02}),   # less leakage but one task over budget
+        point(2, 0.25, 0.99, {"ar": 0.002, "tad": 0.02}),  # less leakage but one task over budget
         point(3, 0.30, 0.990, {"ar": 0.009, "tad": 0.001}),  # ties 1 on leakage, lower utility
     ]
     chosen, branch = choose_operating_point(points, max_utility_drop=0.01)
@@ -155,14 +184,17 @@ def test_selection_rule_least_leakage_within_budget_then_fallback():
     assert (chosen.number, branch) == (2, "within_budget")
     over = [point(5, 0.2, 0.9, {"ar": 0.1}), point(6, 0.4, 0.95, {"ar": 0.05}), point(7, 0.3, 0.95, {"ar": 0.05})]
     chosen, branch = choose_operating_point(over, max_utility_drop=0.01)
-    assert (chosen.number, branch) == (5, "fallback")      # nothing meets either target: least leakage
+    assert (chosen.number, branch) == (5, "fallback")  # nothing meets either target: least leakage
 
 
 def test_selection_rule_past_the_utility_budget_keeps_to_the_privacy_target():
-    over = [point(5, 0.20, 0.90, {"ar": 0.10}, 0.15), point(6, 0.30, 0.95, {"ar": 0.05}, 0.35),
-            point(7, 0.40, 0.97, {"ar": 0.03}, 0.60)]
+    over = [
+        point(5, 0.20, 0.90, {"ar": 0.10}, 0.15),
+        point(6, 0.30, 0.95, {"ar": 0.05}, 0.35),
+        point(7, 0.40, 0.97, {"ar": 0.03}, 0.60),
+    ]
     chosen, branch = choose_operating_point(over, max_utility_drop=0.01, max_normalized_leakage=0.4)
-    assert (chosen.number, branch) == (6, "private_fallback")   # trial 7 loses less utility but leaks
+    assert (chosen.number, branch) == (6, "private_fallback")  # trial 7 loses less utility but leaks
     chosen, branch = choose_operating_point(over, max_utility_drop=0.01, max_normalized_leakage=0.1)
     assert (chosen.number, branch) == (5, "fallback")
     with pytest.raises(ValueError):
@@ -171,11 +203,14 @@ def test_selection_rule_past_the_utility_budget_keeps_to_the_privacy_target():
 
 # ----------------------------------------------------------------------------- storage and resume
 
+
 def test_storage_resolution_env_over_params_over_default(tmp_path, monkeypatch):
     layout_params = params_from_dict({"paths": {"workdir": str(tmp_path)}})
     layout = Layout.from_params(layout_params)
     monkeypatch.delenv(search.STORAGE_ENV, raising=False)
-    assert search.resolve_storage(layout_params, layout) == f"sqlite:///{(tmp_path / 'reports/tune/study.db').resolve()}"
+    assert (
+        search.resolve_storage(layout_params, layout) == f"sqlite:///{(tmp_path / 'reports/tune/study.db').resolve()}"
+    )
     with_url = params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"storage": "sqlite:///x.db"}})
     assert search.resolve_storage(with_url, layout) == "sqlite:///x.db"
     monkeypatch.setenv(search.STORAGE_ENV, "postgresql://u:secret@db/optuna")
@@ -228,6 +263,7 @@ def test_bad_search_range_is_a_config_error(tmp_path):
 
 # ----------------------------------------------------------------------------- the stage
 
+
 @pytest.mark.slow
 def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
     import mlflow
@@ -269,7 +305,8 @@ def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
     from latentanon import stages
 
     assert stages.chosen_weights(more).latent_consistency == pytest.approx(
-        json.loads((out / "chosen.json").read_text())["weights"]["latent_consistency"])
+        json.loads((out / "chosen.json").read_text())["weights"]["latent_consistency"]
+    )
 
 
 @pytest.mark.slow
@@ -301,7 +338,7 @@ def _history(study) -> list:
 def _abandon_running_trial(study) -> dict:
     """What a SIGKILL mid-trial leaves: a RUNNING trial whose parameters were drawn."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)          # "heartbeat is meant for Study.optimize"
+        warnings.simplefilter("ignore", UserWarning)  # "heartbeat is meant for Study.optimize"
         trial = study.ask()
     trial.set_user_attr(search.study_lib.SLOT_ATTR, len(search.completed(study)))
     _toy_objective(trial)
@@ -309,26 +346,26 @@ def _abandon_running_trial(study) -> dict:
 
 
 def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_uninterrupted_one(tmp_path):
-    params = tiny_params(tmp_path, n_trials=8, seed=3)   # 2 random start-up trials, then TPE on the history
+    params = tiny_params(tmp_path, n_trials=8, seed=3)  # 2 random start-up trials, then TPE on the history
     reference = search.open_study(params, f"sqlite:///{tmp_path / 'a.db'}", "det")
     search.optimize(reference, _toy_objective, n_trials=8)
     expected = _history(reference)
-    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8   # really different proposals
+    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8  # really different proposals
 
     url = f"sqlite:///{tmp_path / 'b.db'}"
     study = search.open_study(params, url, "det")
     search.optimize(study, _toy_objective, n_trials=3)
-    killed_params = _abandon_running_trial(study)            # killed in slot 3
+    killed_params = _abandon_running_trial(study)  # killed in slot 3
     calls = []
 
     def fails_once(trial):
         calls.append(trial.number)
         values = _toy_objective(trial)
         if len(calls) == 2:
-            raise Interrupted("a trial that raised")          # failed in slot 4, parameters drawn
+            raise Interrupted("a trial that raised")  # failed in slot 4, parameters drawn
         return values
 
-    study = search.open_study(params, url, "det")           # restart: the RUNNING trial is failed now
+    study = search.open_study(params, url, "det")  # restart: the RUNNING trial is failed now
     with pytest.raises(Interrupted):
         search.optimize(study, fails_once, n_trials=8)
     study = search.open_study(params, url, "det")
@@ -342,7 +379,7 @@ def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_u
     assert killed_params == retried[3] == failed[0].params
     assert failed[1].params == retried[4]
     # the selection works on slots, so the chosen point is the same trial as well
-    pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]   # noqa: E731
+    pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]  # noqa: E731
     assert (pick(study).number, pick(study).params) == (pick(reference).number, pick(reference).params)
 
 
@@ -356,8 +393,9 @@ def _batched(study, n_trials: int, fail_in_batch: int | None = None) -> int:
             raise Interrupted("a batch that raised")
         return proposals
 
-    return search.study_lib.optimize_in_batches(study, _toy_objective, measure, lambda trial, values: values,
-                                                n_trials, batch=3)
+    return search.study_lib.optimize_in_batches(
+        study, _toy_objective, measure, lambda trial, values: values, n_trials, batch=3
+    )
 
 
 def test_batched_trials_are_deterministic_and_a_failed_batch_is_proposed_again(tmp_path):
@@ -366,7 +404,7 @@ def test_batched_trials_are_deterministic_and_a_failed_batch_is_proposed_again(t
     assert _batched(reference, 8) == 8
     expected = _history(reference)
     assert [slot for slot, _, _ in expected] == list(range(8))
-    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8   # a batch's trials differ
+    assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8  # a batch's trials differ
     # slots draw from the same seeds as one trial at a time; the 2 random start-up draws agree, the
     # third differs (in its batch it saw no completed trial, one at a time it saw two)
     sequential = search.open_study(params, f"sqlite:///{tmp_path / 'c.db'}", "batched")
@@ -412,8 +450,11 @@ def test_suggest_searches_across_methods_and_their_knobs(tmp_path):
 
 def test_a_trial_fits_any_method_through_the_interface(tmp_path):
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
-    data = search.SearchData({k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
-                             [search._search_rows(sets["privacy_videos"])], "fp")
+    data = search.SearchData(
+        {k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
+        [search._search_rows(sets["privacy_videos"])],
+        "fp",
+    )
     params = tiny_params(tmp_path)
     tasks = ("ar", "ad")
     raw = search.measure(data.task_sets, data.privacy, tasks, 0)
@@ -427,11 +468,17 @@ def test_train_uses_the_tuned_method_when_asked(tmp_path):
     from latentanon import stages
 
     params = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "tuned"}})
-    assert stages.chosen_train_config(params).method == "paper"          # nothing tuned yet
+    assert stages.chosen_train_config(params).method == "paper"  # nothing tuned yet
     out = Layout.from_params(params).report_dir("tune")
     out.mkdir(parents=True)
-    (out / "chosen.json").write_text(json.dumps({"method": "noise@0.3", "weights": {"latent_consistency": 5.0,
-                                                 "utility": 1.0, "privacy": 1.0, "temperature": 0.1}}))
+    (out / "chosen.json").write_text(
+        json.dumps(
+            {
+                "method": "noise@0.3",
+                "weights": {"latent_consistency": 5.0, "utility": 1.0, "privacy": 1.0, "temperature": 0.1},
+            }
+        )
+    )
     chosen = stages.chosen_train_config(params)
     assert chosen.method == "noise@0.3" and chosen.weights.latent_consistency == 5.0
     # knobs searched for another method never leak into the configured one

@@ -1,5 +1,6 @@
 """Streaming decode: the clips equal the whole-video path, frames are resized in the decoder,
 and a clip leaves the reader before the rest of the video is read."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_plan_streamed_equals_the_whole_video_cut(n, kinds):
 
 def test_clips_leave_before_the_video_is_read_and_unused_frames_are_never_converted():
     n, read, converted = 2000, [], []
-    plan = clip_plan(n, ("snippets",), 16, 3, 2, 64)      # 16 of every 64 frames are used
+    plan = clip_plan(n, ("snippets",), 16, 3, 2, 64)  # 16 of every 64 frames are used
 
     def frames():
         for i in range(n):
@@ -47,15 +48,15 @@ def test_clips_leave_before_the_video_is_read_and_unused_frames_are_never_conver
 
     stream = stream_clips(frames(), plan, convert)
     kind, j, first = next(stream)
-    assert (kind, j) == ("snippets", 0) and len(read) == 16      # yielded at its last frame
+    assert (kind, j) == ("snippets", 0) and len(read) == 16  # yielded at its last frame
     rest = list(stream)
     assert len(rest) + 1 == len(plan) and len(converted) == 16 * len(plan)
 
 
 def test_short_video_repeats_its_last_frame():
     frames = _noise(10, 2, 2)
-    plan = clip_plan(14, ("clips",), 16, 1, 1, 16)                # the count claimed 14 frames
-    (_, _, clip), = stream_clips(((i, frames[i]) for i in range(10)), plan, lambda f: f)
+    plan = clip_plan(14, ("clips",), 16, 1, 1, 16)  # the count claimed 14 frames
+    ((_, _, clip),) = stream_clips(((i, frames[i]) for i in range(10)), plan, lambda f: f)
     np.testing.assert_array_equal(clip[9:], np.broadcast_to(frames[9], (7, 2, 2, 3)))
 
 
@@ -74,16 +75,16 @@ def test_same_size_video_streams_exactly_like_the_whole_video_path(tmp_path):
 
 def test_other_sizes_are_scaled_to_cover_and_centre_cropped_in_the_decoder(tmp_path):
     frame = np.full((30, 80, 3), 128, np.uint8)
-    frame[:, :20] = (0, 255, 0)                                   # wide borders the crop removes
+    frame[:, :20] = (0, 255, 0)  # wide borders the crop removes
     frame[:, -20:] = (0, 255, 0)
     path = tmp_path / "wide.mp4"
     write_video(path, np.stack([frame] * 4), fps=16)
     video = read_video(path, size=(32, 32))
     assert video.shape == (4, 32, 32, 3)
-    assert np.abs(video.astype(int) - 128).max() < 12             # grey only: the green sides are cut
+    assert np.abs(video.astype(int) - 128).max() < 12  # grey only: the green sides are cut
     image = resize_image(frame, (32, 32))
     assert image.shape == (32, 32, 3) and np.abs(image.astype(int) - 128).max() < 12
-    assert resize_image(frame, (30, 80)) is frame                 # already that size: untouched
+    assert resize_image(frame, (30, 80)) is frame  # already that size: untouched
 
 
 def test_unreadable_video_names_the_file(tmp_path):
@@ -104,9 +105,9 @@ def test_seeking_over_long_gaps_gives_the_frames_a_straight_decode_gives(tmp_pat
     wanted = [*range(0, 16), *range(150, 166), *range(300, 316), 410]
     seen = {}
     for index, frame in iter_frames(path, wanted=wanted, seek_gap=20):
-        assert index not in seen                          # increasing, never repeated
+        assert index not in seen  # increasing, never repeated
         seen[index] = frame_rgb(frame)
-    assert set(wanted) <= set(seen) and len(seen) < len(straight)   # it skipped frames
+    assert set(wanted) <= set(seen) and len(seen) < len(straight)  # it skipped frames
     for index in wanted:
         np.testing.assert_array_equal(seen[index], straight[index])
     # the extractor's clips of a long video agree whether it seeks or not

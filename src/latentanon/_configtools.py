@@ -1,4 +1,5 @@
 """Typed, frozen config from plain dicts: unknown keys are rejected, types are checked."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,9 +86,7 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(names))}")
     kwargs = {}
     for name in names:
         if name in data:

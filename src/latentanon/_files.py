@@ -1,5 +1,6 @@
 """Atomic file writes shared by every stage: a hidden temp file renamed into place, so a stage
 killed mid-write leaves the previous file, never a torn one."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,7 +57,7 @@ def read_json(path: str | Path, error: type[Exception], missing: str = "", inval
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise error(f"{path}: not found{f' ({missing})' if missing else ''}") from exc
-    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise error(f"{path}: not valid JSON ({exc}){f'; {invalid}' if invalid else ''}") from exc
 
 

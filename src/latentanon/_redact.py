@@ -5,18 +5,31 @@ A value under a key named like a secret (password, secret, token, credentials, a
 private/signing key) is replaced whole; in every other string a URL's password
 (``scheme://user:password@host``) is replaced. Stdlib only: the lowest layer may use it.
 """
+
 from __future__ import annotations
 
 import re
 from typing import Any
 
 REDACTED = "***"
-_SECRET_WORDS = {"password", "passwd", "pwd", "secret", "secrets", "token", "tokens", "credential",
-                 "credentials", "apikey", "passphrase"}
+_SECRET_WORDS = {
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "credential",
+    "credentials",
+    "apikey",
+    "passphrase",
+}
 _KEY_QUALIFIERS = {"access", "secret", "api", "private", "signing", "encryption", "auth"}
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@/\s]+)@")
-_QUERY_SECRET = re.compile(r"(?P<head>[?&](?:password|passwd|secret|token|api_key|apikey|access_key)=)[^&\s]+",
-                           re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:password|passwd|secret|token|api_key|apikey|access_key)=)[^&\s]+", re.IGNORECASE
+)
 
 
 def is_secret_key(key: str) -> bool:

@@ -4,6 +4,7 @@ Results go to stdout (one line per stage, the verdict, the audit's figures); dia
 bars, log messages, errors) go to stderr, so ``latentanon audit ... > result.txt`` keeps only the
 result. Exit status: 0 done, 1 an unexpected error (a bug), 2 a usage error (option or setting),
 3 bad input, 4 a failed check (latentanon.errors)."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,13 @@ def _add_params_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentanon", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="latentanon", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in stages.PIPELINE:
-        p = sub.add_parser(name.replace("_", "-"), aliases=[name] if "_" in name else [],
-                           help=f"run the {name} stage")
+        p = sub.add_parser(name.replace("_", "-"), aliases=[name] if "_" in name else [], help=f"run the {name} stage")
         _add_params_args(p)
         if name == "extract":
             p.add_argument("--worker", type=int, default=0, help="this worker's index (fan-out)")
@@ -50,17 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(stage="finalize_extract")
     p = sub.add_parser("run", help="run every stage in order (what dvc repro does, without caching)")
     _add_params_args(p)
-    p.add_argument("--from", dest="start", default=None,
-                   help="first stage to run, e.g. --from validate for data you brought (skips generate)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        help="first stage to run, e.g. --from validate for data you brought (skips generate)",
+    )
     p.set_defaults(stage="run")
     p = sub.add_parser("anonymize", help="apply a gate-approved registered adapter (@champion) to a feature store")
-    p.add_argument("--model", required=True,
-                   help="e.g. models:/latentanon-aam@champion (exists only after the gate approved a model)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="e.g. models:/latentanon-aam@champion (exists only after the gate approved a model)",
+    )
     p.add_argument("--features", required=True, help="source store (path or s3:// URI)")
     p.add_argument("--out", required=True, help="destination store (path or s3:// URI)")
-    p.add_argument("--params", default="params.yaml",
-                   help="params file naming the registry (tracking section) and workdir; "
-                        "default params.yaml when present, else the defaults")
+    p.add_argument(
+        "--params",
+        default="params.yaml",
+        help="params file naming the registry (tracking section) and workdir; "
+        "default params.yaml when present, else the defaults",
+    )
     p.set_defaults(stage="anonymize")
     p = sub.add_parser("verdict", help="the last gate decision, its reasons, and what to commit")
     _add_params_args(p)
@@ -75,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated attacker seeds (default: 0,1,2)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: 0.95)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test items")
-    p.add_argument("--method", default=None,
-                   help="a saved method's folder (e.g. models/adapter): also attack its re-releases of the clips")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="a saved method's folder (e.g. models/adapter): also attack its re-releases of the clips",
+    )
     p.set_defaults(stage="audit")
     return parser
 
@@ -122,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 raise ConfigError(f"--seeds {args.seeds!r}: expected integers separated by commas") from exc
             summary = stages.audit(args.features, args.out, seeds, args.confidence, args.bootstrap, args.method)
-            print(f"[audit] report: {summary['report']}; cMAP {summary['cmap']} (chance {summary['chance']})",
-                  flush=True)
+            print(
+                f"[audit] report: {summary['report']}; cMAP {summary['cmap']} (chance {summary['chance']})", flush=True
+            )
             return EXIT_OK
         params = load_params(args.params, args.overrides)
         if args.stage == "verdict":
@@ -135,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = args.start.replace("-", "_")
                 if start not in names:
                     raise ConfigError(f"--from {args.start}: unknown stage; stages: {', '.join(names)}")
-                names = names[names.index(start):]
+                names = names[names.index(start) :]
         else:
             names = [args.stage]
         for name in names:

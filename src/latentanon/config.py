@@ -1,4 +1,5 @@
 """The typed, frozen parameters of every stage, read once from params.yaml at the entry point."""
+
 from __future__ import annotations
 
 import copy
@@ -10,11 +11,11 @@ from pathlib import Path
 import yaml
 
 from latentanon._configtools import ConfigError, from_dict, to_dict
-from latentanon.layout import Layout, PathsConfig
-from latentanon.methods.config import TrainConfig
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig
+from latentanon.layout import Layout, PathsConfig
+from latentanon.methods.config import TrainConfig
 from latentanon.tracking.config import GateConfig, TrackingConfig
 from latentanon.tuning.config import TuneConfig
 

@@ -3,6 +3,7 @@
 Below every layer: the CLI, the Kubeflow components, tracking and tuning all import the names
 from here.
 """
+
 from __future__ import annotations
 
 # Set by every entry point unless the user set them: nothing phones home, no hub is asked.
@@ -15,5 +16,5 @@ OFFLINE_ENV = {
     "GX_ANALYTICS_ENABLED": "false",
 }
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-RUN_ID_ENV = "MLFLOW_RUN_ID"               # injected by the Kubeflow MLflow integration
+RUN_ID_ENV = "MLFLOW_RUN_ID"  # injected by the Kubeflow MLflow integration
 TUNE_STORAGE_ENV = "LATENTANON_TUNE_STORAGE"

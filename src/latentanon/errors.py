@@ -4,6 +4,7 @@ The command line maps them to exit statuses (documented in the README, "Exit sta
 0 success, 1 an unexpected error (a bug: Python's traceback), 2 a usage error (a bad option or
 setting), 3 bad input (data, a store, a model, a missing upstream result), 4 a check that failed
 (the data broke an expectation)."""
+
 from __future__ import annotations
 
 EXIT_OK = 0

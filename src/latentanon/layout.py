@@ -3,6 +3,7 @@
 The lowest config module: every layer that needs a path takes a ``Layout``; nothing here imports
 a layer of the project, so any layer may import it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,10 +25,9 @@ PIPELINE = (
 
 @dataclass(frozen=True)
 class PathsConfig:
-    workdir: str = "."                  # every stage output lives under it (DVC outs are relative to it)
-    features_uri: str = ""              # empty: <workdir>/features; may be s3://bucket/prefix
-    anonymized_uri: str = ""            # empty: <workdir>/features_anon; may be s3://bucket/prefix
-
+    workdir: str = "."  # every stage output lives under it (DVC outs are relative to it)
+    features_uri: str = ""  # empty: <workdir>/features; may be s3://bucket/prefix
+    anonymized_uri: str = ""  # empty: <workdir>/features_anon; may be s3://bucket/prefix
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Layout:
     anonymized_uri: str
 
     @classmethod
-    def from_params(cls, params) -> "Layout":
+    def from_params(cls, params) -> Layout:
         """From the whole ``Params`` (only ``paths`` and ``data.root`` are read): the entry points
         build the layout once and hand it down with each layer's own section."""
         workdir = Path(params.paths.workdir)

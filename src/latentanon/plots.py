@@ -1,4 +1,5 @@
 """Shared plotting plumbing: a headless pyplot and atomic PNG writes for every stage's figures."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,20 +3,21 @@
 Each stage reads the typed params, writes its files under the layout, and returns a small
 summary dict (also written as reports/<stage>/summary.json by the CLI).
 """
+
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from latentanon.methods.config import LossWeights, TrainConfig
-from latentanon.config import Layout, Params
 from latentanon._configtools import from_dict
 from latentanon._files import read_json, write_json_atomic
 from latentanon._redact import redact
+from latentanon.config import Layout, Params
 from latentanon.layout import PIPELINE
+from latentanon.methods.config import LossWeights, TrainConfig
 
 
 def generate(params: Params) -> dict:
@@ -125,7 +126,7 @@ def chosen_train_config(params: Params) -> TrainConfig:
         return train
     if "lr" in choice:
         train = replace(train, lr=float(choice["lr"]))
-    for section in ("bottleneck", "fisher", "distil"):    # a method's searched knobs, under its own section
+    for section in ("bottleneck", "fisher", "distil"):  # a method's searched knobs, under its own section
         if section in choice:
             knobs = {k: float(v) for k, v in choice[section].items()}
             train = replace(train, **{section: replace(getattr(train, section), **knobs)})
@@ -139,8 +140,9 @@ def train(params: Params) -> dict:
 
     layout = Layout.from_params(params)
     train_cfg = chosen_train_config(params)
-    _, summary = train_method(train_cfg.method, train_cfg, layout.features_uri, layout.adapter_dir,
-                              layout.report_dir("train"))
+    _, summary = train_method(
+        train_cfg.method, train_cfg, layout.features_uri, layout.adapter_dir, layout.report_dir("train")
+    )
     history = layout.report_dir("train") / "history.json"
     if history.exists():  # data for `dvc plots` next to loss_curves.png
         from latentanon.evaluation.report import history_rows, write_rows_csv
@@ -148,8 +150,10 @@ def train(params: Params) -> dict:
         write_rows_csv(history_rows(json.loads(history.read_text())), history.with_name("loss_curves.csv"))
     summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
     summary["publish_status"] = write_publish_status(
-        layout.anonymized_uri, UNAPPROVED, ["awaiting the gate: these features were made by an adapter the "
-                                            "gate has not judged yet; do not share them"])
+        layout.anonymized_uri,
+        UNAPPROVED,
+        ["awaiting the gate: these features were made by an adapter the gate has not judged yet; do not share them"],
+    )
     return summary
 
 
@@ -191,8 +195,9 @@ def gate(params: Params, promote: bool = True) -> dict:
     layout = Layout.from_params(params)
     summary = run_gate(params, layout) if promote else register_and_decide(params, layout)
     status = APPROVED if summary["decision"] == APPROVED else REJECTED
-    reasons = summary["reasons"] or [f"all gate checks passed; version {summary['version']} of "
-                                     f"{summary['model_name']} is the model that made them"]
+    reasons = summary["reasons"] or [
+        f"all gate checks passed; version {summary['version']} of {summary['model_name']} is the model that made them"
+    ]
     summary["publish_status"] = write_publish_status(layout.anonymized_uri, status, reasons)
     return summary
 
@@ -233,7 +238,8 @@ def anonymize(model_uri: str, features: str, out: str, params: Params | None = N
 
     summary = anonymize_with_registered_model(model_uri, features, out, tracking_uri_for(params or Params()))
     summary["publish_status"] = write_publish_status(
-        out, APPROVED, [f"made by version {summary['version']} of {summary['model_name']}, approved by the gate"])
+        out, APPROVED, [f"made by version {summary['version']} of {summary['model_name']}, approved by the gate"]
+    )
     return summary
 
 
@@ -244,15 +250,19 @@ def tracking_uri_for(params: Params) -> str:
     return tracking_uri(params.tracking.tracking_uri, Layout.from_params(params).workdir)
 
 
-def audit(features: str, out: str, seeds: list[int], confidence: float = 0.95, bootstrap: int = 1000,
-          method: str | None = None) -> dict:
+def audit(
+    features: str,
+    out: str,
+    seeds: list[int],
+    confidence: float = 0.95,
+    bootstrap: int = 1000,
+    method: str | None = None,
+) -> dict:
     """The attack suite on any feature store with private labels (``latentanon audit``); ``method``:
     a saved method's folder, whose re-releases are attacked too."""
     from latentanon.evaluation.audit import audit as run
 
     return run(features, out, seeds, confidence, bootstrap, method)
-
-
 
 
 def stage_artifacts(stage: str, params: Params) -> list[Path]:
@@ -311,6 +321,7 @@ def write_summary(stage: str, params: Params, summary: dict) -> Path:
 
 # --------------------------------------------------------------------------- what the terminal shows
 
+
 def _f(value, digits: int = 3) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "n/a"
@@ -339,8 +350,10 @@ def key_result(stage: str, summary: dict) -> str:
         probe = s.get("probe") or {}
         if "action_top1" in probe:
             low, high = probe.get("action_top1_interval") or (None, None)
-            return (f"encoder trained; action probe top-1 {_f(probe['action_top1'])} [{_f(low)}, {_f(high)}] "
-                    f"(chance {_f(probe.get('action_chance'))})")
+            return (
+                f"encoder trained; action probe top-1 {_f(probe['action_top1'])} [{_f(low)}, {_f(high)}] "
+                f"(chance {_f(probe.get('action_chance'))})"
+            )
         return f"encoder trained; validation action accuracy {_f(s.get('val_accuracy'))} (no probe)"
     if stage == "finalize_extract":
         return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"
@@ -348,24 +361,32 @@ def key_result(stage: str, summary: dict) -> str:
         return f"{s.get('clips', '?')} clips encoded ({_f(s.get('clips_per_second'), 1)} clips/s) into {s.get('store', '?')}"
     if stage == "tune":
         chosen = s.get("chosen") or {}
-        return (f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
-                f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})")
+        return (
+            f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
+            f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})"
+        )
     if stage == "train":
-        fit = (f" ({s['epochs']} checkpoints on val, best at {s.get('best_epoch', '?')})" if "epochs" in s else "")
-        return (f"method {s.get('method', '?')} fitted{fit}; anonymized store written, marked "
-                f"{s.get('publish_status', '?')}")
+        fit = f" ({s['epochs']} checkpoints on val, best at {s.get('best_epoch', '?')})" if "epochs" in s else ""
+        return (
+            f"method {s.get('method', '?')} fitted{fit}; anonymized store written, marked "
+            f"{s.get('publish_status', '?')}"
+        )
     if stage == "evaluate":
         drops = s.get("aam_utility_relative_drop") or {}
         worst = s.get("aam_worst_scope") or {}
-        return (f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, worst scope "
-                f"{worst.get('scope') or 'n/a'} {_f(worst.get('mean'))} (upper {_f(worst.get('high'))}), utility drop "
-                + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items()))
+        return (
+            f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, worst scope "
+            f"{worst.get('scope') or 'n/a'} {_f(worst.get('mean'))} (upper {_f(worst.get('high'))}), utility drop "
+            + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items())
+        )
     if stage == "audit_bias":
         h = s.get("headline") or {}
         p = h.get("privacy") or {}
-        return (f"leakage static {_f(p.get('static_leakage'))} [{_f(p.get('static_leakage_low'))}, "
-                f"{_f(p.get('static_leakage_high'))}], moving {_f(p.get('moving_leakage'))}; bias gap raw "
-                f"{_f(s.get('bias_gap_raw'))} -> adapter {_f(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}")
+        return (
+            f"leakage static {_f(p.get('static_leakage'))} [{_f(p.get('static_leakage_low'))}, "
+            f"{_f(p.get('static_leakage_high'))}], moving {_f(p.get('moving_leakage'))}; bias gap raw "
+            f"{_f(s.get('bias_gap_raw'))} -> adapter {_f(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}"
+        )
     if stage == "gate":
         line = f"{str(s.get('decision', '?')).upper()}: version {s.get('version')} of {s.get('model_name', '?')}"
         if s.get("promoted"):
@@ -382,8 +403,12 @@ def verdict(params: Params) -> dict:
     from latentanon.errors import LatentanonError
 
     path = Layout.from_params(params).report_dir("gate") / "decision.json"
-    decision = read_json(path, LatentanonError, missing="no gate decision yet: run the pipeline (make run, or latentanon run)",
-                         invalid="run the gate again: latentanon gate")
+    decision = read_json(
+        path,
+        LatentanonError,
+        missing="no gate decision yet: run the pipeline (make run, or latentanon run)",
+        invalid="run the gate again: latentanon gate",
+    )
     workdir = Layout.from_params(params).workdir
     # the main job (DVC) runs in the repository itself; smoke and ad-hoc workdirs are not committed
     in_dvc_job = workdir.resolve() == Path.cwd().resolve() and Path("dvc.yaml").exists()
@@ -394,21 +419,27 @@ def verdict_text(decision: dict) -> str:
     """The verdict for people: decision, each reason, where to look, what to commit."""
     approved = decision.get("decision") == APPROVED
     name, version = decision.get("model_name", "?"), decision.get("version")
-    lines = [f"Gate decision: {str(decision.get('decision', '?')).upper()} "
-             f"(model {name}, version {version or 'none registered'}, {decision.get('decided_at', '?')})"]
+    lines = [
+        f"Gate decision: {str(decision.get('decision', '?')).upper()} "
+        f"(model {name}, version {version or 'none registered'}, {decision.get('decided_at', '?')})"
+    ]
     if approved:
-        lines.append(f"  version {version} is @champion: `latentanon anonymize --model models:/{name}@champion ...` "
-                     "uses it; the features in features_anon/ are marked approved for sharing.")
+        lines.append(
+            f"  version {version} is @champion: `latentanon anonymize --model models:/{name}@champion ...` "
+            "uses it; the features in features_anon/ are marked approved for sharing."
+        )
     else:
         lines.append("  not promoted; features_anon/ is marked rejected: do not share it. Because:")
         lines += [f"  - {reason}" for reason in decision.get("reasons") or ["(no reason recorded)"]]
     passed = [c["name"] for c in decision.get("checks") or [] if c.get("passed")]
     if passed:
         lines.append(f"  checks passed: {', '.join(passed)}")
-    lines.append(f"  details: {decision.get('path', 'reports/gate/decision.json')}, "
-                 f"{decision.get('report', 'reports/report.md')}")
+    lines.append(
+        f"  details: {decision.get('path', 'reports/gate/decision.json')}, "
+        f"{decision.get('report', 'reports/report.md')}"
+    )
     if decision.get("dvc_job", True):
-        lines.append("  record this run: git add dvc.lock params.yaml && git commit -m \"<what you changed>\"")
+        lines.append('  record this run: git add dvc.lock params.yaml && git commit -m "<what you changed>"')
     else:
         lines.append("  this run's workdir is outside the DVC job: nothing of it is committed")
     return "\n".join(lines)

@@ -6,22 +6,37 @@ Three pairs are built so that no single frame tells them apart:
 - WaveSlow / WaveFast: the same arm poses with a uniformly random phase, only the speed differs.
 Every trajectory also carries the actor's gait (stride frequency, arm swing, sway).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from latentanon.data.actors import D, DOF, Identity
+from latentanon.data.actors import DOF, D, Identity
 
 ACTIONS = (
-    "WaveSlow", "WaveFast", "SitDown", "StandUp", "RaiseArms", "LowerArms",
-    "Walk", "Run", "Jump", "Punch", "Kick", "Bow",
+    "WaveSlow",
+    "WaveFast",
+    "SitDown",
+    "StandUp",
+    "RaiseArms",
+    "LowerArms",
+    "Walk",
+    "Run",
+    "Jump",
+    "Punch",
+    "Kick",
+    "Bow",
 )
 PAIRS = (("WaveSlow", "WaveFast"), ("SitDown", "StandUp"), ("RaiseArms", "LowerArms"))
 REVERSED = {"StandUp": "SitDown", "LowerArms": "RaiseArms"}
 ANOMALIES = ("Falling", "Fighting", "Running")
 # Posture an action starts from and ends in (untrimmed timelines follow these states).
-TRANSITIONS = {"SitDown": ("stand", "seated"), "RaiseArms": ("stand", "arms_up"),
-               "StandUp": ("seated", "stand"), "LowerArms": ("arms_up", "stand")}
+TRANSITIONS = {
+    "SitDown": ("stand", "seated"),
+    "RaiseArms": ("stand", "arms_up"),
+    "StandUp": ("seated", "stand"),
+    "LowerArms": ("arms_up", "stand"),
+}
 
 _ARMS_UP = np.pi - 0.25
 
@@ -72,7 +87,7 @@ def _transition(kind: str, t: np.ndarray, person: Identity, rng: np.random.Gener
     pose = _blend(idle_pose(begin, t, person, phase), idle_pose(end, t, person, phase), g)
     bump = np.sin(np.pi * g)
     if kind == "SitDown":
-        pose[:, D["lean"]] += 0.5 * bump            # lean forward while lowering
+        pose[:, D["lean"]] += 0.5 * bump  # lean forward while lowering
         pose[:, D["arm_r"]] += 0.5 * bump
         pose[:, D["arm_l"]] += 0.5 * bump
     return pose
@@ -94,7 +109,7 @@ def _periodic(name: str, t: np.ndarray, person: Identity, rng: np.random.Generat
         c = np.cos(2 * np.pi * hz * t + phase)
         amp = 0.75 if fast else 0.42
         pose[:, D["leg_r"]], pose[:, D["leg_l"]] = amp * s, -amp * s
-        bend = (1.1 if fast else 0.55)
+        bend = 1.1 if fast else 0.55
         pose[:, D["knee_r"]] = bend * np.maximum(0, c) + (0.3 if fast else 0.05)
         pose[:, D["knee_l"]] = bend * np.maximum(0, -c) + (0.3 if fast else 0.05)
         swing = person.arm_swing * (1.6 if fast else 1.0)
@@ -198,5 +213,5 @@ def join(pieces: list[np.ndarray], ramp: int = 4) -> np.ndarray:
         jump = out[boundary] - out[boundary - 1]
         n = min(ramp, len(out) - boundary)
         weights = np.linspace(1.0, 0.0, n + 1, dtype=np.float32)[:-1]
-        out[boundary:boundary + n] -= weights[:, None] * jump
+        out[boundary : boundary + n] -= weights[:, None] * jump
     return out

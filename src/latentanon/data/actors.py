@@ -4,6 +4,7 @@ A pose is a (T, len(DOF)) array of joint angles in the body frame (positive = to
 the actor faces), plus a lift (jump height) and a horizontal offset. Kinematics turn it into
 joint positions; the ground contact is solved so that the lowest body point rests on the floor.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,15 +40,15 @@ class Identity:
     identity: int
     skin_tone: int
     gender: int
-    stature: float        # overall height factor
-    shoulder: float       # half shoulder width (body units; person height = 1)
-    hip: float            # half hip width
-    limb: float           # limb length factor
-    head: float           # head radius
-    hair: int             # hair colour index
-    stride_hz: float      # walking stride frequency (gait)
-    arm_swing: float      # arm swing amplitude while walking (gait)
-    sway_hz: float        # idle sway frequency
+    stature: float  # overall height factor
+    shoulder: float  # half shoulder width (body units; person height = 1)
+    hip: float  # half hip width
+    limb: float  # limb length factor
+    head: float  # head radius
+    hair: int  # hair colour index
+    stride_hz: float  # walking stride frequency (gait)
+    arm_swing: float  # arm swing amplitude while walking (gait)
+    sway_hz: float  # idle sway frequency
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def kinematics(pose: np.ndarray, person: Identity, facing: float) -> dict[str, n
     upper_arm, forearm = 0.165 * limb, 0.155 * limb
     thigh, shin = 0.235 * limb, 0.235 * limb
     lean = facing * pose[:, D["lean"]]
-    axis = _direction(np.pi - lean)                      # torso axis, up when lean = 0
+    axis = _direction(np.pi - lean)  # torso axis, up when lean = 0
     across = np.stack([axis[:, 1], -axis[:, 0]], axis=-1)  # perpendicular, to the actor's right
     pelvis = np.zeros((pose.shape[0], 2), dtype=np.float32)
     pelvis[:, 0] = pose[:, D["shift"]]
@@ -139,8 +140,8 @@ class Placement:
 
     x: float
     ground: float
-    scale: float       # pixels per body unit (body height = 1 unit times stature)
-    facing: float      # +1 faces right, -1 faces left
+    scale: float  # pixels per body unit (body height = 1 unit times stature)
+    facing: float  # +1 faces right, -1 faces left
 
 
 def draw_actor(
@@ -183,8 +184,9 @@ def draw_actor(
         # a knee-length skirt in the outfit's colour, flared from the hips
         down = (px("pelvis") - neck) / np.float32(0.9)
         flare = (px("hip_r") - px("hip_l")) * np.float32(0.35)
-        skirt = np.stack([px("hip_r"), px("hip_l"), px("hip_l") + down * 0.55 - flare,
-                          px("hip_r") + down * 0.55 + flare], axis=1)
+        skirt = np.stack(
+            [px("hip_r"), px("hip_l"), px("hip_l") + down * 0.55 - flare, px("hip_r") + down * 0.55 + flare], axis=1
+        )
         paint(canvas, convex_quad(grid, skirt), shirt * np.float32(0.8))
     paint(canvas, capsule(grid, neck, head, 0.03 * scale), skin)
     for side in ("l", "r"):
@@ -198,7 +200,7 @@ def draw_actor(
     head_cov = disc(grid, head, head_r, box)
     paint(canvas, head_cov, skin)
     up = head - neck
-    up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6)   # unit vector to the crown
+    up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6)  # unit vector to the crown
     # features scale with the head so a face stays readable at every frame size
     eye_r = np.maximum(0.5, 0.2 * head_r).astype(np.float32)
     face = FACES[outfit.face]
@@ -212,9 +214,17 @@ def draw_actor(
         eye = head + np.array([offset * head_r, 0.05 * head_r], dtype=np.float32)
         paint(canvas, disc(grid, eye, eye_r, box), (20, 15, 15))
     mouth = head - up * head_r * 0.5
-    paint(canvas, capsule(grid, mouth - np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1),
-                          mouth + np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1), eye_r, box),
-          (170, 30, 40))
+    paint(
+        canvas,
+        capsule(
+            grid,
+            mouth - np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1),
+            mouth + np.float32(0.3) * head_r * np.stack([up[:, 1], -up[:, 0]], -1),
+            eye_r,
+            box,
+        ),
+        (170, 30, 40),
+    )
     if face == "partial":
         # the lower half of the face is covered (a light mask), as in partly visible faces
         lower = disc(grid, head - up * head_r * 0.75, head_r * 0.85, box)

@@ -1,4 +1,5 @@
 """Config of the synthetic benchmark (``data``) and of the ``validate`` stage."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,26 +7,26 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/benchmark"        # where the benchmark is written and read
+    root: str = "data/benchmark"  # where the benchmark is written and read
     seed: int = 0
     # 48x48: a face (about 8 px across), skin and clothing stay readable to a probe, at 2.25x the
     # pixels of 32x32 (the encoder's 12-px patches keep its token count)
     height: int = 48
     width: int = 48
     fps: int = 16
-    clip_frames: int = 16               # frames per clip fed to the encoder
-    trimmed_frames: int = 32            # length of a trimmed action video
-    untrimmed_frames: int = 192         # length of an untrimmed (THUMOS / UCF-Crime style) video
+    clip_frames: int = 16  # frames per clip fed to the encoder
+    trimmed_frames: int = 32  # length of a trimmed action video
+    untrimmed_frames: int = 192  # length of an untrimmed (THUMOS / UCF-Crime style) video
     codec: str = "libx264"
-    workers: int = 2                    # processes rendering the benchmark (1 = in this process)
+    workers: int = 2  # processes rendering the benchmark (1 = in this process)
     # re-identification and gait are scored among the test identities: 48 of them for tight intervals
     n_identities_train: int = 32
     n_identities_val: int = 16
     n_identities_test: int = 48
-    n_identities_pretrain: int = 32     # the pretraining corpus's own people (ids from 1001)
+    n_identities_pretrain: int = 32  # the pretraining corpus's own people (ids from 1001)
     pretrain_videos_per_class: int = 24
     actions_videos_per_identity_class: int = 1
-    privacy_images_per_identity: int = 16   # single frames: cheap, and they tighten the leakage intervals
+    privacy_images_per_identity: int = 16  # single frames: cheap, and they tighten the leakage intervals
     privacy_videos_per_identity: int = 6
     untrimmed_videos_per_identity: int = 1
     anomaly_videos_per_identity: int = 2
@@ -48,7 +49,7 @@ TEST_MULTIPLIERS = ("test_actions_multiplier", "test_untrimmed_multiplier", "tes
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    max_quarantined_fraction: float = 0.02   # the stage fails above this share of unreadable videos
+    max_quarantined_fraction: float = 0.02  # the stage fails above this share of unreadable videos
     check_decode: bool = True
     # every video needs a known identity; false for real datasets without identity sidecars
     # (split disjointness is then checked over the known identities only)

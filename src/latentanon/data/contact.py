@@ -1,4 +1,5 @@
 """Contact sheets: a grid of sample frames per benchmark set, so a person can see the data."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,10 @@ def _caption(job) -> str:
         what = ",".join(w for _, _, w in job.timeline if not w.startswith("idle:"))[:40]
     text = f"{job.split} id{job.person.identity} {what}"
     if job.set_name in ("privacy_videos", "privacy_images"):
-        text += (f"\n{ATTRIBUTES['gender'][job.person.gender]}, {ATTRIBUTES['skin_tone'][job.person.skin_tone]}, "
-                 f"{ATTRIBUTES['clothing'][job.outfit.clothing]}, face {ATTRIBUTES['face'][job.outfit.face]}")
+        text += (
+            f"\n{ATTRIBUTES['gender'][job.person.gender]}, {ATTRIBUTES['skin_tone'][job.person.skin_tone]}, "
+            f"{ATTRIBUTES['clothing'][job.outfit.clothing]}, face {ATTRIBUTES['face'][job.outfit.face]}"
+        )
     return text
 
 
@@ -36,7 +39,7 @@ def _strip(frames: np.ndarray) -> np.ndarray:
     h, w = frames.shape[1:3]
     strip = np.full((h + 2, FRAMES_PER_ROW * (w + 2), 3), 255, dtype=np.uint8)
     for k, frame in enumerate(frames[:FRAMES_PER_ROW]):
-        strip[1:h + 1, k * (w + 2) + 1:k * (w + 2) + 1 + w] = frame
+        strip[1 : h + 1, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = frame
     return strip
 
 
@@ -57,7 +60,7 @@ def write_contact_sheets(jobs, root: Path, report_dir: Path) -> list[Path]:
         rows, captions = [], []
         step = FRAMES_PER_ROW if images else 1
         for start in range(0, len(picks), step):
-            group = picks[start:start + step]
+            group = picks[start : start + step]
             if images:
                 rows.append(_strip(np.stack([read_image(root / job.path) for job in group])))
                 captions.append(", ".join(f"{j.split} id{j.person.identity}" for j in group[:3]) + " ...")

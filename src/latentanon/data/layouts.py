@@ -4,6 +4,7 @@ The real datasets have no identity, clothing or (outside PA-HMDB51 / VISPR) attr
 synthetic benchmark writes them to documented sidecar files that the loaders read when present
 (docs/datasets.md).
 """
+
 from __future__ import annotations
 
 import hashlib

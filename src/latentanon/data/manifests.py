@@ -4,6 +4,7 @@ A manifest is what every stage after ``validate`` reads. CSV keeps it readable a
 the price is that types must be restored on read, which this module does in one place.
 Column contract: docs/internals.md.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Every primitive returns a coverage map (T, H, W) in [0, 1] for T frames; shapes 
 because their coordinates are (T, ...) arrays. Coverage is "distance to the edge + half a pixel",
 clipped, which gives one pixel of anti-aliasing and keeps thin limbs visible at 32x32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -115,10 +116,10 @@ class Scene:
 
     wall: tuple[float, float, float]
     floor: tuple[float, float, float]
-    horizon: float                       # fraction of the height where the floor starts
+    horizon: float  # fraction of the height where the floor starts
     boxes: tuple[tuple[float, float, float, float, float, float, float], ...]  # x, y, w, h, r, g, b
-    period: float                        # pixels after which the pattern repeats
-    texture: float                       # strength of the floor's stripes
+    period: float  # pixels after which the pattern repeats
+    texture: float  # strength of the floor's stripes
 
 
 SCENE_KINDS = ("indoor", "street", "park", "gym", "office", "night")
@@ -152,8 +153,7 @@ def random_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
         y = horizon * height - h * float(rng.uniform(0.6, 1.0))
         colour = np.clip(wall * rng.uniform(0.4, 1.3) + rng.normal(0, 25, 3), 0, 255)
         boxes.append((x, y, w, h, *_rgb(colour)))
-    return Scene(_rgb(wall), _rgb(floor), horizon, tuple(boxes), period,
-                 float(rng.uniform(0.0, 14.0)))
+    return Scene(_rgb(wall), _rgb(floor), horizon, tuple(boxes), period, float(rng.uniform(0.0, 14.0)))
 
 
 def render_scene(scene: Scene, camera: np.ndarray, height: int, width: int) -> np.ndarray:

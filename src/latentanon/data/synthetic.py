@@ -5,6 +5,7 @@ annotation files of each layout, then renders the videos (skipping those already
 interrupted run resumes), and finally draws a contact sheet per set. docs/datasets.md documents
 the layouts and the split rule.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,8 +47,8 @@ from latentanon.errors import DataError
 
 SPLITS = ("train", "val", "test")
 ANOMALY_CLASSES = ("Normal",) + ANOMALIES
-GENERATOR_VERSION = "latentanon.synthetic/3"   # bump when the same settings would give other files
-PRETRAIN_IDENTITY_BASE = 1000   # pretraining identities never meet the other sets' identities
+GENERATOR_VERSION = "latentanon.synthetic/3"  # bump when the same settings would give other files
+PRETRAIN_IDENTITY_BASE = 1000  # pretraining identities never meet the other sets' identities
 
 
 @dataclass
@@ -55,19 +56,20 @@ class Job:
     """One file to render: everything needed is planned up front so annotations come first."""
 
     set_name: str
-    path: str                  # relative to the data root
-    kind: str                  # trimmed | timeline | image
+    path: str  # relative to the data root
+    kind: str  # trimmed | timeline | image
     person: Identity
     outfit: Outfit
     split: str
     n_frames: int
     seed: tuple[int, ...]
     action: str = ""
-    timeline: list = field(default_factory=list)   # [(start_frame, end_frame, what)] for long videos
-    partner: Identity | None = None                 # second person in two-person scenes
+    timeline: list = field(default_factory=list)  # [(start_frame, end_frame, what)] for long videos
+    partner: Identity | None = None  # second person in two-person scenes
 
 
 # ----------------------------------------------------------------------------- cast
+
 
 def _balanced_people(ids: list[int], rng: np.random.Generator) -> list[Identity]:
     """Identities whose (gender, skin tone) combinations are as balanced as the count allows."""
@@ -94,7 +96,7 @@ def make_cast(cfg: DataConfig) -> dict[str, list[Identity]]:
     n_pre_val = max(1, round(n_pre * layouts.val_fraction(cfg.n_identities_train, cfg.n_identities_val)))
     pre_ids = list(range(PRETRAIN_IDENTITY_BASE + 1, PRETRAIN_IDENTITY_BASE + n_pre + 1))
     people = _balanced_people(pre_ids, rng)
-    cast["pretrain_train"], cast["pretrain_val"] = people[: n_pre - n_pre_val], people[n_pre - n_pre_val:]
+    cast["pretrain_train"], cast["pretrain_val"] = people[: n_pre - n_pre_val], people[n_pre - n_pre_val :]
     return cast
 
 
@@ -123,6 +125,7 @@ def _check_config(cfg: DataConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- planning per layout
+
 
 def _official(split: str) -> str:
     """The real dataset's split a synthetic split sits in: val identities are part of train."""
@@ -161,8 +164,19 @@ def plan_pretrain(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]
             start = int(rng.integers(0, 600))
             yid = _youtube_id(rng)
             rel = f"{split}/{label}/{yid}_{start:06d}_{start + 10:06d}.mp4"
-            jobs.append(Job("pretrain", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
-                            cfg.trimmed_frames, (), action=label))
+            jobs.append(
+                Job(
+                    "pretrain",
+                    f"{base}/{rel}",
+                    "trimmed",
+                    person,
+                    random_outfit(rng),
+                    split,
+                    cfg.trimmed_frames,
+                    (),
+                    action=label,
+                )
+            )
             rows[split].append((label, yid, start, start + 10, split, rel, jobs[-1]))
     files = {}
     for split, name in (("train", "train.csv"), ("val", "validate.csv")):
@@ -194,8 +208,19 @@ def plan_actions(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
             for c in range(per_class):
                 name = f"v_{label}_g{person.identity:02d}_c{c + 1:02d}"
                 rel = f"UCF101/{label}/{name}.mp4"
-                jobs.append(Job("actions", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
-                                cfg.trimmed_frames, (), action=label))
+                jobs.append(
+                    Job(
+                        "actions",
+                        f"{base}/{rel}",
+                        "trimmed",
+                        person,
+                        random_outfit(rng),
+                        split,
+                        cfg.trimmed_frames,
+                        (),
+                        action=label,
+                    )
+                )
                 side.append((rel, jobs[-1]))
                 entry = f"{label}/{name}.mp4"
                 (test.append(entry) if split == "test" else train.append(f"{entry} {ACTIONS.index(label) + 1}"))
@@ -234,8 +259,17 @@ def plan_privacy_videos(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str
             label = ACTIONS[int(rng.integers(len(ACTIONS)))]
             name = f"Person{person.identity:03d}_{label}_u_nm_np1_fr_med_{k}"
             rel = f"hmdb51/{label}/{name}.mp4"
-            job = Job("privacy_videos", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
-                      cfg.trimmed_frames, (), action=label)
+            job = Job(
+                "privacy_videos",
+                f"{base}/{rel}",
+                "trimmed",
+                person,
+                random_outfit(rng),
+                split,
+                cfg.trimmed_frames,
+                (),
+                action=label,
+            )
             jobs.append(job)
             side.append((rel, job))
             splits[label].append(f"{name}.mp4 {2 if split == 'test' else 1}")
@@ -259,8 +293,17 @@ def plan_privacy_images(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str
             image_id = f"2017_{int(rng.integers(10**7, 10**8)):08d}"
             rel = f"images/{folder[split]}/{image_id}.png"
             action = ACTIONS[int(rng.integers(len(ACTIONS)))]
-            job = Job("privacy_images", f"{base}/{rel}", "image", person, random_outfit(rng), split,
-                      cfg.clip_frames, (), action=action)
+            job = Job(
+                "privacy_images",
+                f"{base}/{rel}",
+                "image",
+                person,
+                random_outfit(rng),
+                split,
+                cfg.clip_frames,
+                (),
+                action=action,
+            )
             jobs.append(job)
             side.append((rel, job))
             face = ATTRIBUTES["face"][job.outfit.face]
@@ -309,8 +352,17 @@ def plan_untrimmed(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str
             name = f"video_{folder}_{counters[folder]:07d}"
             rel = f"videos/{folder}/{name}.mp4"
             timeline = _untrimmed_timeline(cfg, rng)
-            job = Job("untrimmed", f"{base}/{rel}", "timeline", person, random_outfit(rng), split,
-                      cfg.untrimmed_frames, (), timeline=timeline)
+            job = Job(
+                "untrimmed",
+                f"{base}/{rel}",
+                "timeline",
+                person,
+                random_outfit(rng),
+                split,
+                cfg.untrimmed_frames,
+                (),
+                timeline=timeline,
+            )
             jobs.append(job)
             side.append((rel, job))
             for start, end, what in timeline:
@@ -367,8 +419,19 @@ def plan_anomaly(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]
             if any(what.endswith(":talk") or what.endswith("Fighting") for _, _, what in timeline) and len(pool) > 1:
                 others = [p for p in pool if p.identity != person.identity]
                 partner = others[int(rng.integers(len(others)))]
-            job = Job("anomaly", f"{base}/{rel}", "timeline", person, random_outfit(rng), split,
-                      cfg.untrimmed_frames, (), action=event, timeline=timeline, partner=partner)
+            job = Job(
+                "anomaly",
+                f"{base}/{rel}",
+                "timeline",
+                person,
+                random_outfit(rng),
+                split,
+                cfg.untrimmed_frames,
+                (),
+                action=event,
+                timeline=timeline,
+                partner=partner,
+            )
             jobs.append(job)
             side.append((rel, job))
             # UCF-Crime frame intervals are inclusive: the last anomalous frame is end - 1
@@ -397,8 +460,19 @@ def plan_bias(cfg: DataConfig, cast, rng) -> tuple[list[Job], dict[str, str]]:
                 camera = int(rng.integers(1, 4))
                 name = f"S001C{camera:03d}P{person.identity:03d}R{r + 1:03d}A{a + 1:03d}_rgb.mp4"
                 rel = f"nturgb+d_rgb/{name}"
-                jobs.append(Job("bias", f"{base}/{rel}", "trimmed", person, random_outfit(rng), split,
-                                cfg.trimmed_frames, (), action=label))
+                jobs.append(
+                    Job(
+                        "bias",
+                        f"{base}/{rel}",
+                        "trimmed",
+                        person,
+                        random_outfit(rng),
+                        split,
+                        cfg.trimmed_frames,
+                        (),
+                        action=label,
+                    )
+                )
                 side.append((rel, jobs[-1]))
     files = {
         f"{base}/{layouts.SUBJECTS_FILE}": "subject,gender\n" + "".join(f"{x}\n" for x in subjects),
@@ -455,6 +529,7 @@ def class_lists() -> dict:
 
 # ----------------------------------------------------------------------------- rendering
 
+
 def _camera(n: int, rng: np.random.Generator) -> np.ndarray:
     """Per-frame camera offsets in pixels: a random vertical offset and, half the time, a shake."""
     cam = np.zeros((n, 2), dtype=np.float32)
@@ -464,7 +539,9 @@ def _camera(n: int, rng: np.random.Generator) -> np.ndarray:
     return cam
 
 
-def _placement(cfg: DataConfig, rng: np.random.Generator, x: float | None = None, facing: float | None = None) -> Placement:
+def _placement(
+    cfg: DataConfig, rng: np.random.Generator, x: float | None = None, facing: float | None = None
+) -> Placement:
     return Placement(
         x=float(cfg.width / 2 + rng.uniform(-0.12, 0.12) * cfg.width) if x is None else x,
         ground=float(cfg.height * rng.uniform(0.86, 0.94)),
@@ -493,7 +570,7 @@ def _timeline_poses(job: Job, cfg: DataConfig, rng) -> tuple[np.ndarray, np.ndar
             pose = talk_pose(t, job.person, rng)
             other = talk_pose(t, job.partner or job.person, rng)
         elif kind == "normal":
-            pose = talk_pose(t, job.person, rng)          # standing alone, gesturing a little
+            pose = talk_pose(t, job.person, rng)  # standing alone, gesturing a little
         elif name == "Falling":
             pose = fall_pose(t, job.person, rng)
         elif name == "Fighting":
@@ -510,7 +587,7 @@ def _timeline_poses(job: Job, cfg: DataConfig, rng) -> tuple[np.ndarray, np.ndar
     return join(pieces), np.concatenate(speeds), partner
 
 
-SCENE_POOL_STREAM = 7919   # seeds the shared scene pool apart from every job's own stream
+SCENE_POOL_STREAM = 7919  # seeds the shared scene pool apart from every job's own stream
 
 
 def job_scene(cfg: DataConfig, rng: np.random.Generator) -> Scene:
@@ -559,6 +636,7 @@ def render_job(job: Job, cfg: DataConfig) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- writing
 
+
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
@@ -573,11 +651,17 @@ NEUTRAL_AT_ONE = TEST_MULTIPLIERS
 
 def _config_stamp(cfg: DataConfig) -> dict:
     # where it is written and how many processes write it do not change the content
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("root", "workers") and not (k in NEUTRAL_AT_ONE and v == 1)}
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("root", "workers") and not (k in NEUTRAL_AT_ONE and v == 1)
+    }
     blob = json.dumps({"generator": GENERATOR_VERSION, **settings}, sort_keys=True)
-    return {"generator": GENERATOR_VERSION, "config": settings,
-            "config_hash": hashlib.sha256(blob.encode()).hexdigest()[:16]}
+    return {
+        "generator": GENERATOR_VERSION,
+        "config": settings,
+        "config_hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
+    }
 
 
 def _claim_root(root: Path, cfg: DataConfig) -> None:

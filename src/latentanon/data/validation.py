@@ -14,6 +14,7 @@ only thing it writes is its Data Docs (the HTML report of every suite and valida
 across sets) are expressed as derived ``v_*`` columns that ordinary expectations then test, so
 every failure is reported by GX with its offending rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,13 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 # Sets whose purpose needs the labels: privacy attackers train on attributes, the bias audit on gender.
 REQUIRED_ATTRIBUTES = {"privacy_videos": ATTRIBUTE_COLUMNS, "privacy_images": ATTRIBUTE_COLUMNS, "bias": ("gender",)}
-NORMAL_CLASS = "Normal"   # the UCF-Crime class of videos without anomaly
+NORMAL_CLASS = "Normal"  # the UCF-Crime class of videos without anomaly
 QUARANTINE_COLUMNS = ("set", "video_id", "path", "reason")
 # Offending rows listed per failed check in messages and reports (the full count is always given),
 # and failed checks listed in the stage's error message (all are in the reports).
 LISTED_ROWS = 10
 LISTED_CHECKS = 20
-DATA_DOCS_DIR = "data_docs"   # great-expectations' HTML report, under the validate report folder
+DATA_DOCS_DIR = "data_docs"  # great-expectations' HTML report, under the validate report folder
 DATA_DOCS_SITE = "validate"
 # Annotation ends may sit exactly on the last frame's end; allow float rounding only.
 INTERVAL_TOLERANCE_SEC = 1e-6
@@ -131,7 +132,7 @@ def vocabulary_from_manifests(manifests: dict[str, pd.DataFrame]) -> Vocabulary:
                 try:
                     spans = json.loads(cell) if isinstance(cell, str) and cell else []
                 except json.JSONDecodeError:
-                    continue        # the segment checks report it
+                    continue  # the segment checks report it
                 for span in spans if isinstance(spans, list) else []:
                     if isinstance(span, list) and len(span) > 2 and str(span[2]) not in classes:
                         classes.append(str(span[2]))
@@ -212,8 +213,12 @@ def check_files(manifests: dict[str, pd.DataFrame], root: Path, check_decode: bo
     """One row per unusable file: set, video_id, path, reason."""
     total = sum(len(df) for df in manifests.values())
     problems = []
-    with tqdm(total=total, desc="validate: decode check" if check_decode else "validate: file check",
-              unit="file", disable=None) as bar:
+    with tqdm(
+        total=total,
+        desc="validate: decode check" if check_decode else "validate: file check",
+        unit="file",
+        disable=None,
+    ) as bar:
         for set_name, df in manifests.items():
             for _, row in df.iterrows():
                 reason = file_problem(row, root, check_decode)
@@ -309,7 +314,10 @@ def build_checks(
     E = gx.expectations
     columns = set(df.columns)
     checks: list[tuple[str, Expectation]] = [
-        ("schema: required columns", E.ExpectTableColumnsToMatchSet(column_set=list(REQUIRED_COLUMNS), exact_match=False)),
+        (
+            "schema: required columns",
+            E.ExpectTableColumnsToMatchSet(column_set=list(REQUIRED_COLUMNS), exact_match=False),
+        ),
     ]
     # Integer columns cannot hold nulls, so their type check covers them; GX's cost is per expectation.
     for column in REQUIRED_COLUMNS:
@@ -319,37 +327,62 @@ def build_checks(
         checks.append((f"schema: {column} is text", E.ExpectColumnValuesToBeOfType(column=column, type_="str")))
     for column in sorted(INTEGER_COLUMNS & columns):
         checks.append(
-            (f"schema: {column} is integer", E.ExpectColumnValuesToBeInTypeList(column=column, type_list=["int64", "int32", "int16", "int8"]))
+            (
+                f"schema: {column} is integer",
+                E.ExpectColumnValuesToBeInTypeList(column=column, type_list=["int64", "int32", "int16", "int8"]),
+            )
         )
     if "fps" in columns:
-        checks.append(("schema: fps is numeric", E.ExpectColumnValuesToBeInTypeList(column="fps", type_list=["float64", "float32", "int64", "int32"])))
+        checks.append(
+            (
+                "schema: fps is numeric",
+                E.ExpectColumnValuesToBeInTypeList(column="fps", type_list=["float64", "float32", "int64", "int32"]),
+            )
+        )
 
     # identity and uniqueness
     for column in ("video_id", "path", "checksum"):
         if column in columns:
             checks.append((f"unique {column}", E.ExpectColumnValuesToBeUnique(column=column)))
     if "checksum" in columns:
-        checks.append(("checksum is sha256 hex", E.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$")))
-        checks.append(("checksum not shared with another set", E.ExpectColumnValuesToNotBeInSet(column="checksum", value_set=other_checksums)))
+        checks.append(
+            ("checksum is sha256 hex", E.ExpectColumnValuesToMatchRegex(column="checksum", regex=r"^[0-9a-f]{64}$"))
+        )
+        checks.append(
+            (
+                "checksum not shared with another set",
+                E.ExpectColumnValuesToNotBeInSet(column="checksum", value_set=other_checksums),
+            )
+        )
     if "identity" in columns:
         if require_identity:
             # real datasets carry identities only for UCF101 (groups) and NTU (subjects)
-            name = "identity known" if vocab.from_classes_file else \
-                "identity known (real data without identity sidecars: validate.require_identity=false)"
+            name = (
+                "identity known"
+                if vocab.from_classes_file
+                else "identity known (real data without identity sidecars: validate.require_identity=false)"
+            )
             checks.append((name, E.ExpectColumnValuesToBeBetween(column="identity", min_value=0)))
         else:
-            checks.append(("identity known or -1", E.ExpectColumnValuesToBeBetween(column="identity", min_value=UNKNOWN)))
+            checks.append(
+                ("identity known or -1", E.ExpectColumnValuesToBeBetween(column="identity", min_value=UNKNOWN))
+            )
 
     # label sets
     if "set" in columns:
         checks.append(("set column names this set", E.ExpectColumnValuesToBeInSet(column="set", value_set=[set_name])))
     if "split" in columns:
-        checks.append(("split in train/val/test", E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))))
+        checks.append(
+            ("split in train/val/test", E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
+        )
     classes = vocab.classes(set_name)
     if {"label", "label_id"} <= columns:
         pairs = [(name, index) for index, name in enumerate(classes)] + [("", UNKNOWN)]
         checks.append(
-            ("label in classes.json with its index", E.ExpectColumnPairValuesToBeInSet(column_A="label", column_B="label_id", value_pairs_set=pairs))
+            (
+                "label in classes.json with its index",
+                E.ExpectColumnPairValuesToBeInSet(column_A="label", column_B="label_id", value_pairs_set=pairs),
+            )
         )
     for attribute in ATTRIBUTE_COLUMNS:
         if attribute in columns:
@@ -358,59 +391,148 @@ def build_checks(
             checks.append(
                 (
                     f"{attribute} id {'labelled and ' if labelled else ''}in range",
-                    E.ExpectColumnValuesToBeBetween(column=attribute, min_value=0 if labelled else UNKNOWN, max_value=None if size is None else size - 1),
+                    E.ExpectColumnValuesToBeBetween(
+                        column=attribute,
+                        min_value=0 if labelled else UNKNOWN,
+                        max_value=None if size is None else size - 1,
+                    ),
                 )
             )
     if "anomaly" in columns:
         checks.append(("anomaly is 0/1", E.ExpectColumnValuesToBeInSet(column="anomaly", value_set=[0, 1])))
         if NORMAL_CLASS in classes and "label" in columns:
             pairs = [(name, int(name != NORMAL_CLASS)) for name in classes]
-            checks.append(("anomaly flag matches the class", E.ExpectColumnPairValuesToBeInSet(column_A="label", column_B="anomaly", value_pairs_set=pairs)))
+            checks.append(
+                (
+                    "anomaly flag matches the class",
+                    E.ExpectColumnPairValuesToBeInSet(column_A="label", column_B="anomaly", value_pairs_set=pairs),
+                )
+            )
     if "subject" in columns:
         checks.append(("subject known", E.ExpectColumnValuesToBeBetween(column="subject", min_value=0)))
 
     # ranges
     if "frames" in columns:
         checks.append(("frames > 0", E.ExpectColumnValuesToBeBetween(column="frames", min_value=1)))
-        checks.append(("images have one frame", E.ExpectColumnValuesToBeBetween(column="frames", min_value=1, max_value=1, row_condition=Column("v_kind") == "image")))
+        checks.append(
+            (
+                "images have one frame",
+                E.ExpectColumnValuesToBeBetween(
+                    column="frames", min_value=1, max_value=1, row_condition=Column("v_kind") == "image"
+                ),
+            )
+        )
     if not vocab.from_classes_file:
         # real datasets keep their own frame size and rate; extraction resizes and resamples
         if "fps" in columns:
-            checks.append(("fps > 0", E.ExpectColumnValuesToBeBetween(column="fps", min_value=0, strict_min=True, row_condition=Column("v_kind") == "video")))
+            checks.append(
+                (
+                    "fps > 0",
+                    E.ExpectColumnValuesToBeBetween(
+                        column="fps", min_value=0, strict_min=True, row_condition=Column("v_kind") == "video"
+                    ),
+                )
+            )
         for column in ("width", "height"):
             if column in columns:
                 checks.append((f"{column} > 0", E.ExpectColumnValuesToBeBetween(column=column, min_value=1)))
     else:
         if "fps" in columns:
             checks.append(
-                (f"fps = {data_cfg.fps}", E.ExpectColumnValuesToBeBetween(column="fps", min_value=data_cfg.fps - 1e-3, max_value=data_cfg.fps + 1e-3, row_condition=Column("v_kind") == "video"))
+                (
+                    f"fps = {data_cfg.fps}",
+                    E.ExpectColumnValuesToBeBetween(
+                        column="fps",
+                        min_value=data_cfg.fps - 1e-3,
+                        max_value=data_cfg.fps + 1e-3,
+                        row_condition=Column("v_kind") == "video",
+                    ),
+                )
             )
         if "width" in columns:
-            checks.append((f"width = {data_cfg.width}", E.ExpectColumnValuesToBeInSet(column="width", value_set=[data_cfg.width])))
+            checks.append(
+                (f"width = {data_cfg.width}", E.ExpectColumnValuesToBeInSet(column="width", value_set=[data_cfg.width]))
+            )
         if "height" in columns:
-            checks.append((f"height = {data_cfg.height}", E.ExpectColumnValuesToBeInSet(column="height", value_set=[data_cfg.height])))
+            checks.append(
+                (
+                    f"height = {data_cfg.height}",
+                    E.ExpectColumnValuesToBeInSet(column="height", value_set=[data_cfg.height]),
+                )
+            )
 
     # splits disjoint by identity, within the set and against other sets' training data
     if {"identity", "split"} <= columns:
         train, val = _identities(df, "train"), _identities(df, "val")
-        checks.append(("val identities not in train", E.ExpectColumnValuesToNotBeInSet(column="identity", value_set=train, row_condition=Column("split") == "val")))
-        checks.append(("test identities not in train or val", E.ExpectColumnValuesToNotBeInSet(column="identity", value_set=sorted(set(train) | set(val), key=str), row_condition=Column("split") == "test")))
-        checks.append(("test identities not in train of other sets", E.ExpectColumnValuesToNotBeInSet(column="identity", value_set=other_train_identities, row_condition=Column("split") == "test")))
+        checks.append(
+            (
+                "val identities not in train",
+                E.ExpectColumnValuesToNotBeInSet(
+                    column="identity", value_set=train, row_condition=Column("split") == "val"
+                ),
+            )
+        )
+        checks.append(
+            (
+                "test identities not in train or val",
+                E.ExpectColumnValuesToNotBeInSet(
+                    column="identity",
+                    value_set=sorted(set(train) | set(val), key=str),
+                    row_condition=Column("split") == "test",
+                ),
+            )
+        )
+        checks.append(
+            (
+                "test identities not in train of other sets",
+                E.ExpectColumnValuesToNotBeInSet(
+                    column="identity", value_set=other_train_identities, row_condition=Column("split") == "test"
+                ),
+            )
+        )
 
     # annotation intervals inside the video
     if "v_segment_end_max" in columns:
         checks += [
             ("segments well formed", E.ExpectColumnValuesToBeInSet(column="v_segments_well_formed", value_set=[True])),
-            ("segment labels in classes.json", E.ExpectColumnValuesToBeInSet(column="v_segment_labels_known", value_set=[True])),
+            (
+                "segment labels in classes.json",
+                E.ExpectColumnValuesToBeInSet(column="v_segment_labels_known", value_set=[True]),
+            ),
             ("segments start >= 0", E.ExpectColumnValuesToBeBetween(column="v_segment_start_min", min_value=0)),
-            ("segments start < end", E.ExpectColumnValuesToBeBetween(column="v_segment_length_min", min_value=0, strict_min=True)),
-            ("segments end <= duration", E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="v_duration_sec", column_B="v_segment_end_max", or_equal=True, ignore_row_if="either_value_is_missing")),
+            (
+                "segments start < end",
+                E.ExpectColumnValuesToBeBetween(column="v_segment_length_min", min_value=0, strict_min=True),
+            ),
+            (
+                "segments end <= duration",
+                E.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="v_duration_sec",
+                    column_B="v_segment_end_max",
+                    or_equal=True,
+                    ignore_row_if="either_value_is_missing",
+                ),
+            ),
         ]
         if "anomaly" in columns:
-            checks.append(("normal videos have no anomaly interval", E.ExpectColumnValuesToBeInSet(column="v_segment_count", value_set=[0], row_condition=Column("anomaly") == 0)))
+            checks.append(
+                (
+                    "normal videos have no anomaly interval",
+                    E.ExpectColumnValuesToBeInSet(
+                        column="v_segment_count", value_set=[0], row_condition=Column("anomaly") == 0
+                    ),
+                )
+            )
             # frame-level AUC needs where each test anomaly happens (UCF-Crime's temporal annotation)
             checks.append(
-                ("test anomalies have an interval", E.ExpectColumnValuesToBeBetween(column="v_segment_count", min_value=1, row_condition=(Column("anomaly") == 1) & (Column("split") == "test")))
+                (
+                    "test anomalies have an interval",
+                    E.ExpectColumnValuesToBeBetween(
+                        column="v_segment_count",
+                        min_value=1,
+                        row_condition=(Column("anomaly") == 1) & (Column("split") == "test"),
+                    ),
+                )
             )
     return checks
 
@@ -563,7 +685,9 @@ def _summary_markdown(report: dict) -> str:
     ]
     for name, entry in report["sets"].items():
         failed = sum(not e["success"] for e in entry["expectations"])
-        lines.append(f"| {name} | {entry['rows']} | {entry['kept']} | {entry['quarantined']} | {len(entry['expectations'])} | {failed} |")
+        lines.append(
+            f"| {name} | {entry['rows']} | {entry['kept']} | {entry['quarantined']} | {len(entry['expectations'])} | {failed} |"
+        )
     for name, entry in report["sets"].items():
         lines += ["", f"## {name}", "", "| check | expectation | result | detail |", "|---|---|---|---|"]
         for e in entry["expectations"]:
@@ -621,8 +745,7 @@ def validate_benchmark(
         raise DataError(f"{root}: no benchmark sets found")
     # the loaders just decoded every file in full to fill frames and size (a failure is in the
     # row's error column), so the decode check would only repeat that decode
-    return validate_manifests(manifests, data_cfg, cfg, root, manifests_dir, report_dir,
-                              decoded_seconds=probe_seconds)
+    return validate_manifests(manifests, data_cfg, cfg, root, manifests_dir, report_dir, decoded_seconds=probe_seconds)
 
 
 def validate_manifests(
@@ -642,7 +765,9 @@ def validate_manifests(
     a decode failure is the loader's error. None: manifests from elsewhere are decoded here when
     ``cfg.check_decode``."""
     if not 0.0 <= cfg.max_quarantined_fraction <= 1.0:
-        raise LatentanonError(f"validate.max_quarantined_fraction must be in [0, 1], got {cfg.max_quarantined_fraction}")
+        raise LatentanonError(
+            f"validate.max_quarantined_fraction must be in [0, 1], got {cfg.max_quarantined_fraction}"
+        )
     root, manifests_dir, report_dir = Path(root), Path(manifests_dir), Path(report_dir)
     # real data may come without classes.json: its classes are then the loaders' (read from
     # each dataset's own files)
@@ -719,7 +844,9 @@ def validate_manifests(
         hashes[set_name] = manifest_hash(clean)
     return {
         "success": True,
-        "sets": {name: {k: v for k, v in entry.items() if k != "expectations"} for name, entry in report["sets"].items()},
+        "sets": {
+            name: {k: v for k, v in entry.items() if k != "expectations"} for name, entry in report["sets"].items()
+        },
         "checks": int(sum(len(items) for items in outcomes.values())),
         "files": report["files"],
         "quarantined": report["quarantined"],

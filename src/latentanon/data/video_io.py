@@ -1,4 +1,5 @@
 """Reading and writing mp4 clips with PyAV; every failure names the file."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -68,7 +69,7 @@ def frame_rgb(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.n
     sh, sw = cover_size(frame.height, frame.width, size)
     scaled = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
     top, left = (sh - th) // 2, (sw - tw) // 2
-    return np.ascontiguousarray(scaled[top:top + th, left:left + tw])
+    return np.ascontiguousarray(scaled[top : top + th, left : left + tw])
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -98,12 +99,12 @@ def iter_frames(path: str | Path, threads: int = 0, wanted: list[int] | None = N
         if len(runs) < 2 or not rate or not time_base:
             yield from enumerate(frames)
             return
-        origin = None                       # pts of frame 0
+        origin = None  # pts of frame 0
         for index, frame in enumerate(frames):
             if origin is None:
                 origin = frame.pts
             if frame.pts is None or origin is None or round((frame.pts - origin) * time_base * rate) != index:
-                yield index, frame          # timestamps do not number the frames: no seeking
+                yield index, frame  # timestamps do not number the frames: no seeking
                 yield from enumerate(frames, start=index + 1)
                 return
             yield index, frame
@@ -114,8 +115,7 @@ def iter_frames(path: str | Path, threads: int = 0, wanted: list[int] | None = N
         last = index
         for run_start, run_end in runs[1:]:
             for attempt in (run_start, 0):  # seek from the start when a seek lands past the run
-                container.seek(origin + int(attempt / rate / time_base), stream=stream, backward=True,
-                               any_frame=False)
+                container.seek(origin + int(attempt / rate / time_base), stream=stream, backward=True, any_frame=False)
                 outcome, decoded = "overshot", False
                 for frame in container.decode(stream):
                     if frame.pts is None:
@@ -194,7 +194,7 @@ def scan_video(path: str | Path) -> dict:
     path = Path(path)
     frames, sizes = 0, set()
     with _decoding(path) as (container, stream):
-        stream.thread_type = "AUTO"         # frame threads: long videos scan on every core
+        stream.thread_type = "AUTO"  # frame threads: long videos scan on every core
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         for frame in container.decode(stream):
             frames += 1

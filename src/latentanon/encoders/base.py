@@ -1,4 +1,5 @@
 """What every frozen encoder offers extraction: uint8 clips in, pooled float32 features out."""
+
 from __future__ import annotations
 
 import abc
@@ -94,10 +95,17 @@ class ClipEncoder(abc.ABC):
             x = x.index_select(1, idx.to(x.device))
         x = x.permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, T, 3, H, W)
         if (h, w) != tuple(self.frame_size):
-            x = F.interpolate(
-                x.reshape(b * frames, 3, h, w), size=self.frame_size, mode="bilinear",
-                align_corners=False, antialias=True,
-            ).clamp_(0.0, 1.0).reshape(b, frames, 3, *self.frame_size)
+            x = (
+                F.interpolate(
+                    x.reshape(b * frames, 3, h, w),
+                    size=self.frame_size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
+                .clamp_(0.0, 1.0)
+                .reshape(b, frames, 3, *self.frame_size)
+            )
         return x.transpose(1, 2).contiguous()
 
     def frames_for(self, input_frames: int) -> int:

@@ -5,6 +5,7 @@ Input clips are (B, 3, T, H, W) floats in [0, 1]; the model normalises them itse
 embedding (``tubelet`` frames x ``patch`` x ``patch`` pixels; linear or a small conv stem with the
 same grid); the pooled output is the mean of the final (layer-normed) tokens, of width ``dim``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,8 @@ class BuiltinConfig:
     height: int = 32
     width: int = 32
     mlp_ratio: float = 4.0
-    positions: str = "learned"          # "learned" or "sinusoidal"
-    num_classes: int = 0                # action classes of the pretraining head (0: no head)
+    positions: str = "learned"  # "learned" or "sinusoidal"
+    num_classes: int = 0  # action classes of the pretraining head (0: no head)
     # classes of each appearance head of the pretrainer (skin tone, gender, ...; empty: none)
     attribute_classes: tuple[int, ...] = ()
     decoder_dim: int = 64
@@ -84,8 +85,9 @@ class BuiltinConfig:
             problems.append(f"target {self.target!r} is not 'pixels' or 'patch_norm'")
         if self.pathways not in ("joint", "two_stream"):
             problems.append(f"pathways {self.pathways!r} is not 'joint' or 'two_stream'")
-        elif self.pathways == "two_stream" and (self.inputs != "rgb+diff" or self.dim % 2
-                                                 or (self.dim // 2) % self.heads):
+        elif self.pathways == "two_stream" and (
+            self.inputs != "rgb+diff" or self.dim % 2 or (self.dim // 2) % self.heads
+        ):
             problems.append("two_stream pathways need inputs 'rgb+diff' and dim / 2 divisible by heads")
         if self.stem not in ("linear", "conv"):
             problems.append(f"stem {self.stem!r} is not 'linear' or 'conv'")
@@ -141,7 +143,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-DIFF_SCALE = 4.0   # frame differences are small next to normalised pixels
+DIFF_SCALE = 4.0  # frame differences are small next to normalised pixels
 
 
 def input_channels(config: BuiltinConfig) -> int:
@@ -177,16 +179,24 @@ def conv_stem(config: BuiltinConfig, channels: int, dim: int) -> nn.Sequential:
         nn.GELU(),
         nn.Conv3d(width, 2 * width, kernel_size=3, stride=(2, 2, 2), padding=1),
         nn.GELU(),
-        nn.Conv3d(2 * width, dim, kernel_size=(config.tubelet // 2, config.patch // 4, config.patch // 4),
-                  stride=(config.tubelet // 2, config.patch // 4, config.patch // 4)),
+        nn.Conv3d(
+            2 * width,
+            dim,
+            kernel_size=(config.tubelet // 2, config.patch // 4, config.patch // 4),
+            stride=(config.tubelet // 2, config.patch // 4, config.patch // 4),
+        ),
     )
 
 
 def token_embedding(config: BuiltinConfig, channels: int, dim: int) -> nn.Module:
     if config.stem == "conv":
         return conv_stem(config, channels, dim)
-    return nn.Conv3d(channels, dim, kernel_size=(config.tubelet, config.patch, config.patch),
-                     stride=(config.tubelet, config.patch, config.patch))
+    return nn.Conv3d(
+        channels,
+        dim,
+        kernel_size=(config.tubelet, config.patch, config.patch),
+        stride=(config.tubelet, config.patch, config.patch),
+    )
 
 
 class Pathway(nn.Module):
@@ -232,7 +242,9 @@ class VideoEncoder(nn.Module):
         if config.positions == "learned":
             self.positions = nn.Parameter(torch.randn(1, config.num_tokens, config.dim) * 0.02)
         else:
-            self.register_buffer("positions", sinusoidal_positions(config.num_tokens, config.dim)[None], persistent=False)
+            self.register_buffer(
+                "positions", sinusoidal_positions(config.num_tokens, config.dim)[None], persistent=False
+            )
         self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
 
@@ -240,7 +252,9 @@ class VideoEncoder(nn.Module):
         c = self.config
         expected = (3, c.frames, c.height, c.width)
         if video.dim() != 5 or tuple(video.shape[1:]) != expected:
-            raise ModelError(f"built-in encoder takes (B, {', '.join(map(str, expected))}) clips, got {tuple(video.shape)}")
+            raise ModelError(
+                f"built-in encoder takes (B, {', '.join(map(str, expected))}) clips, got {tuple(video.shape)}"
+            )
 
     def embedded(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Each pathway's (B, N, width) embedded tokens with positions: the convolutional part,
@@ -254,8 +268,7 @@ class VideoEncoder(nn.Module):
     def encode(self, embedded: tuple[torch.Tensor, ...], keep: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N or K, dim) final tokens from ``embedded``; ``keep`` (B, K) token indices encodes only those."""
         if self.config.pathways == "two_stream":
-            return torch.cat([self.appearance.encode(embedded[0], keep), self.motion.encode(embedded[1], keep)],
-                             dim=-1)
+            return torch.cat([self.appearance.encode(embedded[0], keep), self.motion.encode(embedded[1], keep)], dim=-1)
         x = embedded[0]
         if keep is not None:
             x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
@@ -263,8 +276,9 @@ class VideoEncoder(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def tokens(self, video: torch.Tensor, keep: torch.Tensor | None = None,
-               rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(
+        self, video: torch.Tensor, keep: torch.Tensor | None = None, rgb_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, N, dim) final tokens; ``keep`` (B, K) token indices encodes only those (masked modelling)."""
         return self.encode(self.embedded(video, rgb_scale), keep)
 
@@ -288,7 +302,9 @@ def reconstruction_targets(video: torch.Tensor, config: BuiltinConfig) -> torch.
     return (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
 
 
-def tube_mask(batch: int, config: BuiltinConfig, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def tube_mask(
+    batch: int, config: BuiltinConfig, ratio: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """VideoMAE tube masking: the same spatial patches hidden in every time slot.
 
     Returns (keep, hidden) token indices, each (B, K) sorted ascending.
@@ -325,11 +341,12 @@ class MaskedVideoPretrainer(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_dim)
         self.to_pixels = nn.Linear(config.decoder_dim, config.patch_pixels)
         self.classifier = nn.Linear(config.dim, config.num_classes) if config.num_classes > 0 else None
-        self.attribute_head = (nn.Linear(config.dim, sum(config.attribute_classes))
-                               if config.attribute_classes else None)
+        self.attribute_head = nn.Linear(config.dim, sum(config.attribute_classes)) if config.attribute_classes else None
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def losses(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(
+        self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction MSE on hidden tubelets, action logits).
 
         Targets follow ``config.target`` (see BuiltinConfig). The action head reads every
@@ -337,8 +354,13 @@ class MaskedVideoPretrainer(nn.Module):
         """
         return self.reconstruction_loss(video, keep, hidden), self.logits(video)
 
-    def reconstruction_loss(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor,
-                            embedded: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    def reconstruction_loss(
+        self,
+        video: torch.Tensor,
+        keep: torch.Tensor,
+        hidden: torch.Tensor,
+        embedded: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
         """MSE of the decoder's prediction of the hidden tubelets from one pass over the visible tokens
         (``embedded``: the encoder's embedding of ``video``, when already computed)."""
         if embedded is None:
@@ -362,20 +384,28 @@ class MaskedVideoPretrainer(nn.Module):
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
         return self.classifier(self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1))
 
-    def heads(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None,
-              embedded: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def heads(
+        self,
+        video: torch.Tensor,
+        rgb_scale: torch.Tensor | None = None,
+        embedded: tuple[torch.Tensor, ...] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Action logits and one logit tensor per appearance attribute, from one pass over all tokens."""
         if self.classifier is None:
             raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
         if embedded is None:
             embedded = self.encoder.embedded(video, rgb_scale)
         pooled = self.encoder.encode(embedded).mean(dim=1)
-        attributes = [] if self.attribute_head is None else list(
-            torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
+        attributes = (
+            []
+            if self.attribute_head is None
+            else list(torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
+        )
         return self.classifier(pooled), attributes
 
-    def training_outputs(self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor,
-                         rgb_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def training_outputs(
+        self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor, rgb_scale: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(reconstruction loss, action logits, attribute logits) of one training step. Without
         ``rgb_scale`` both passes see the same inputs, so the convolutional embedding (about half
         of a step's time) is computed once and shared."""

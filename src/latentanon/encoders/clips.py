@@ -1,4 +1,5 @@
 """Which frames make each clip: evenly spaced clips, strided snippets and static (tiled-frame) clips."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,14 @@ def tile(frame: np.ndarray, length: int) -> np.ndarray:
     return np.broadcast_to(frame, (length, *frame.shape)).copy()
 
 
-def video_clips(frames: np.ndarray, kinds: tuple[str, ...], clip_frames: int, clips_per_video: int,
-                static_per_video: int, snippet_stride: int) -> dict[str, np.ndarray]:
+def video_clips(
+    frames: np.ndarray,
+    kinds: tuple[str, ...],
+    clip_frames: int,
+    clips_per_video: int,
+    static_per_video: int,
+    snippet_stride: int,
+) -> dict[str, np.ndarray]:
     """kind -> (n_k, clip_frames, H, W, 3) uint8 clips of one decoded video (or a 1-frame image)."""
     n = frames.shape[0]
     out = {}
@@ -61,8 +68,14 @@ def video_clips(frames: np.ndarray, kinds: tuple[str, ...], clip_frames: int, cl
 KIND_ORDER = ("clips", "snippets", "static")
 
 
-def clip_plan(n_frames: int, kinds: tuple[str, ...], clip_frames: int, clips_per_video: int,
-              static_per_video: int, snippet_stride: int) -> list[tuple[str, int, list[int]]]:
+def clip_plan(
+    n_frames: int,
+    kinds: tuple[str, ...],
+    clip_frames: int,
+    clips_per_video: int,
+    static_per_video: int,
+    snippet_stride: int,
+) -> list[tuple[str, int, list[int]]]:
     """(kind, j, frame indices) of every clip video_clips would cut from ``n_frames`` frames, in
     video_clips' order; indices past the end repeat the last frame, a static clip repeats one."""
     last = n_frames - 1
@@ -95,7 +108,7 @@ def stream_clips(frames, plan: list[tuple[str, int, list[int]]], convert):
         for i in set(indices):
             uses[i] = uses.get(i, 0) + 1
     kept: dict[int, np.ndarray] = {}
-    done = 0                       # clips of the plan already yielded
+    done = 0  # clips of the plan already yielded
 
     def ready(upto: int):
         nonlocal done

@@ -13,6 +13,7 @@ resumes where it stopped. Clips are batched within one shard only, so a shard's 
 not depend on which shards were already done: a resumed run is bitwise equal to an
 uninterrupted one on the CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,6 +56,8 @@ def set_kinds(set_name: str, cfg: ExtractConfig) -> tuple[str, ...]:
     """The kinds of features extract writes for one set under these settings."""
     kinds = SET_KINDS[set_name]
     return kinds if set_name in cfg.static_sets else tuple(k for k in kinds if k != "static")
+
+
 # Gaps between the frames clips use longer than this are skipped by seeking, not decoded: about
 # a default x264 keyframe interval, so short (trimmed) videos are always read straight through.
 SEEK_GAP_FRAMES = 250
@@ -69,15 +72,21 @@ def video_frame_count(path: Path, frames: int) -> int:
     return scan_video(path)["frames"]
 
 
-def iter_video_clips(path: Path, frames: int, kinds: tuple[str, ...], clip_frames: int, cfg: ExtractConfig,
-                     size: tuple[int, int] | None = None):
+def iter_video_clips(
+    path: Path,
+    frames: int,
+    kinds: tuple[str, ...],
+    clip_frames: int,
+    cfg: ExtractConfig,
+    size: tuple[int, int] | None = None,
+):
     """(kind, j, (clip_frames, h, w, 3) uint8) for every clip of one video or image, in
     video_clips' order, decoded in one streaming pass: frames are resized in the decoder to
     ``size`` (the encoder's frame size; cover + centre crop) and only the frames a clip uses are
     kept, so memory does not grow with the video's length. ``frames``: the manifest's count."""
     from latentanon.data.video_io import frame_rgb, iter_frames, read_image, resize_image
 
-    if path.suffix.lower() in IMAGE_SUFFIXES:      # an image has only a static clip
+    if path.suffix.lower() in IMAGE_SUFFIXES:  # an image has only a static clip
         image = resize_image(read_image(path), size)
         if "static" in kinds:
             yield "static", 0, tile(image, clip_frames)
@@ -102,9 +111,15 @@ class VideoClipsDataset(IterableDataset):
     several loader workers each takes every n-th shard, so one shard's clips always arrive in
     order from one worker (its batches, hence its features, do not depend on the others)."""
 
-    def __init__(self, shards: list[tuple[int, list[Path], list[int]]], kinds: tuple[str, ...], clip_frames: int,
-                 cfg: ExtractConfig, size: tuple[int, int] | None = None):
-        self.shards = shards            # (shard number, video paths, manifest frame counts)
+    def __init__(
+        self,
+        shards: list[tuple[int, list[Path], list[int]]],
+        kinds: tuple[str, ...],
+        clip_frames: int,
+        cfg: ExtractConfig,
+        size: tuple[int, int] | None = None,
+    ):
+        self.shards = shards  # (shard number, video paths, manifest frame counts)
         self.kinds = kinds
         self.clip_frames = clip_frames
         self.cfg = cfg
@@ -172,15 +187,19 @@ class ShardEncoder:
             self._run(min(self.batch_size, len(self.pending)))
         return {
             # the loop above ran every pending clip, so no placeholder None is left
-            kind: [np.stack(cast(list[np.ndarray], v)).astype(np.float32) if v else np.zeros((0, dim), np.float32)
-                   for v in videos]
+            kind: [
+                np.stack(cast(list[np.ndarray], v)).astype(np.float32) if v else np.zeros((0, dim), np.float32)
+                for v in videos
+            ]
             for kind, videos in self.out.items()
         }
 
 
 def shard_ranges(n_rows: int, videos_per_shard: int) -> list[tuple[int, int]]:
-    return [(s * videos_per_shard, min(n_rows, (s + 1) * videos_per_shard))
-            for s in range(math.ceil(n_rows / videos_per_shard))]
+    return [
+        (s * videos_per_shard, min(n_rows, (s + 1) * videos_per_shard))
+        for s in range(math.ceil(n_rows / videos_per_shard))
+    ]
 
 
 def _check_args(cfg: ExtractConfig, worker: int, num_workers: int) -> None:
@@ -200,8 +219,9 @@ def _check_args(cfg: ExtractConfig, worker: int, num_workers: int) -> None:
         raise DataError(f"extract.static_sets must include {empty}: those sets have only static clips")
 
 
-def extraction_meta(cfg: ExtractConfig, data_cfg: DataConfig, encoder: ClipEncoder, set_name: str,
-                    manifest: pd.DataFrame, n_shards: int) -> dict:
+def extraction_meta(
+    cfg: ExtractConfig, data_cfg: DataConfig, encoder: ClipEncoder, set_name: str, manifest: pd.DataFrame, n_shards: int
+) -> dict:
     """What the index records about how a set's features were made."""
     from latentanon.data.loaders import manifest_hash
 
@@ -231,32 +251,55 @@ def shard_is_current(store, set_name: str, shard: int, meta: dict) -> bool:
     return stored == to_jsonable(meta)
 
 
-def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataConfig, set_name: str,
-                manifest: pd.DataFrame, data_root: Path, worker: int, num_workers: int) -> dict:
+def extract_set(
+    encoder: ClipEncoder,
+    store,
+    cfg: ExtractConfig,
+    data_cfg: DataConfig,
+    set_name: str,
+    manifest: pd.DataFrame,
+    data_root: Path,
+    worker: int,
+    num_workers: int,
+) -> dict:
     """Write this worker's missing shards of one set; returns counts and timings."""
     kinds = set_kinds(set_name, cfg)
     ranges = shard_ranges(len(manifest), cfg.videos_per_shard)
     meta = extraction_meta(cfg, data_cfg, encoder, set_name, manifest, len(ranges))
     mine = [s for s in range(len(ranges)) if s % num_workers == worker]
     todo = [s for s in mine if not shard_is_current(store, set_name, s, meta)]
-    stats = {"shards": len(ranges), "assigned": len(mine), "skipped": len(mine) - len(todo), "written": 0,
-             "videos": 0, "clips": 0, "encode_seconds": 0.0}
+    stats = {
+        "shards": len(ranges),
+        "assigned": len(mine),
+        "skipped": len(mine) - len(todo),
+        "written": 0,
+        "videos": 0,
+        "clips": 0,
+        "encode_seconds": 0.0,
+    }
     if not todo:
         return stats
     frame_counts = (manifest["frames"] if "frames" in manifest else pd.Series(-1, index=manifest.index)).to_numpy()
     from latentanon.data.loaders.common import contained_path
 
     # the loaders' rule: a manifest row never names a file outside the data root
-    paths = [contained_path(data_root, p, f"manifest of set {set_name!r}, row {i}")
-             for i, p in enumerate(manifest["path"])]
+    paths = [
+        contained_path(data_root, p, f"manifest of set {set_name!r}, row {i}") for i, p in enumerate(manifest["path"])
+    ]
     shards = [(s, paths[slice(*ranges[s])], [int(n) for n in frame_counts[slice(*ranges[s])]]) for s in todo]
-    dataset = VideoClipsDataset(shards, kinds, data_cfg.clip_frames, cfg,
-                                size=(encoder.frame_size[0], encoder.frame_size[1]))
+    dataset = VideoClipsDataset(
+        shards, kinds, data_cfg.clip_frames, cfg, size=(encoder.frame_size[0], encoder.frame_size[1])
+    )
     # items are single clips: let each worker run a couple of batches ahead of the encoder
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.num_workers,
-                        collate_fn=_as_is, prefetch_factor=max(4, 2 * cfg.batch_size) if cfg.num_workers else None)
-    bar = tqdm(total=sum(len(paths) for _, paths, _ in shards), desc=f"extract {set_name}", unit="video",
-               disable=None)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        collate_fn=_as_is,
+        prefetch_factor=max(4, 2 * cfg.batch_size) if cfg.num_workers else None,
+    )
+    bar = tqdm(total=sum(len(paths) for _, paths, _ in shards), desc=f"extract {set_name}", unit="video", disable=None)
     open_shards: dict[int, ShardEncoder] = {}
     for item in loader:
         s = item[1]
@@ -280,8 +323,16 @@ def extract_set(encoder: ClipEncoder, store, cfg: ExtractConfig, data_cfg: DataC
     return stats
 
 
-def extract_features(cfg: ExtractConfig, data_cfg: DataConfig, manifests_dir: str | Path, data_root: str | Path,
-                     encoder_dir: str | Path, store_uri: str, worker: int = 0, num_workers: int = 1) -> dict:
+def extract_features(
+    cfg: ExtractConfig,
+    data_cfg: DataConfig,
+    manifests_dir: str | Path,
+    data_root: str | Path,
+    encoder_dir: str | Path,
+    store_uri: str,
+    worker: int = 0,
+    num_workers: int = 1,
+) -> dict:
     """The extract stage (one worker's part of it). Returns a summary of what was written and how fast."""
     from latentanon.data.manifests import read_manifest
     from latentanon.encoders.loading import load_encoder
@@ -301,8 +352,9 @@ def extract_features(cfg: ExtractConfig, data_cfg: DataConfig, manifests_dir: st
         for name, manifest in manifests.items():
             if manifest.empty:
                 raise DataError(f"{Path(manifests_dir) / (name + '.csv')}: manifest of set {name!r} has no rows")
-            per_set[name] = extract_set(encoder, store, cfg, data_cfg, name, manifest, Path(data_root), worker,
-                                        num_workers)
+            per_set[name] = extract_set(
+                encoder, store, cfg, data_cfg, name, manifest, Path(data_root), worker, num_workers
+            )
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
@@ -348,11 +400,15 @@ def finalize_store(uri: str) -> dict:
             metas.pop(stale)
         missing = sorted(set(range(expected)) - set(metas))
         if missing:
-            raise StoreError(f"{store.uri}: set {name!r} lacks shard(s) {missing} of {expected}; "
-                             "run the remaining extract workers (a rerun resumes)")
+            raise StoreError(
+                f"{store.uri}: set {name!r} lacks shard(s) {missing} of {expected}; "
+                "run the remaining extract workers (a rerun resumes)"
+            )
         if len({json.dumps(m, sort_keys=True) for m in metas.values()}) > 1:
-            raise StoreError(f"{store.uri}: shards of set {name!r} come from different manifests, encoders or "
-                             "params; rerun extract to redo the outdated ones")
+            raise StoreError(
+                f"{store.uri}: shards of set {name!r} come from different manifests, encoders or "
+                "params; rerun extract to redo the outdated ones"
+            )
         meta = firsts[name] = metas[0]
         encoders[name] = meta["encoder"]["identity"]
         params[name] = meta["params"]
@@ -362,9 +418,17 @@ def finalize_store(uri: str) -> dict:
     if len({json.dumps(p, sort_keys=True) for p in params.values()}) > 1:
         raise StoreError(f"{store.uri}: sets were extracted with different extract params; re-extract them")
     first = firsts[names[0]]
-    index_meta = {"encoder": first["encoder"], "extract": first["params"], "clip_frames": first["clip_frames"],
-                  "sets": sets}
+    index_meta = {
+        "encoder": first["encoder"],
+        "extract": first["params"],
+        "clip_frames": first["clip_frames"],
+        "sets": sets,
+    }
     index = store.write_index(index_meta)
-    return {"uri": store.uri, "encoder": first["encoder"]["identity"],
-            "sets": {n: {"videos": e["videos"], "shards": len(e["shards"]), "rows": e["rows"]}
-                     for n, e in index["sets"].items()}}
+    return {
+        "uri": store.uri,
+        "encoder": first["encoder"]["identity"],
+        "sets": {
+            n: {"videos": e["videos"], "shards": len(e["shards"]), "rows": e["rows"]} for n, e in index["sets"].items()
+        },
+    }

@@ -4,6 +4,7 @@ Supported ``config.model_type``: videomae, timesformer, vjepa2. The directory is
 ``save_pretrained`` writes (config.json + weights), optionally with the model's
 (video_)preprocessor_config.json whose image_mean / image_std are then used. Never touches the hub.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,14 @@ class Geometry:
     tubelet: int
     patch: tuple[int, int]
     input_name: str
-    pooling: str                        # "mean", "cls", "mean_fc_norm"
+    pooling: str  # "mean", "cls", "mean_fc_norm"
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    keep_input_frames: bool = False     # RoPE models (V-JEPA 2) take any multiple of the tubelet
+    keep_input_frames: bool = False  # RoPE models (V-JEPA 2) take any multiple of the tubelet
 
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-KINETICS = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))   # TimeSformer checkpoints' processor stats
+KINETICS = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))  # TimeSformer checkpoints' processor stats
 
 
 def _pair(value, name: str, where: Path) -> tuple[int, int]:
@@ -55,16 +56,34 @@ def _geometry(config, directory: Path, has_fc_norm: bool) -> Geometry:
         h, w = _pair(config.image_size, "image_size", where)
         # mean of the last hidden state; the classification checkpoints' fc_norm when the config pools by mean
         pooling = "mean_fc_norm" if config.use_mean_pooling and has_fc_norm else "mean"
-        geometry = Geometry(config.num_frames, h, w, config.tubelet_size, _pair(config.patch_size, "patch_size", where),
-                            "pixel_values", pooling, *IMAGENET)
+        geometry = Geometry(
+            config.num_frames,
+            h,
+            w,
+            config.tubelet_size,
+            _pair(config.patch_size, "patch_size", where),
+            "pixel_values",
+            pooling,
+            *IMAGENET,
+        )
     elif kind == "timesformer":
         h, w = _pair(config.image_size, "image_size", where)
-        geometry = Geometry(config.num_frames, h, w, 1, _pair(config.patch_size, "patch_size", where),
-                            "pixel_values", "cls", *KINETICS)
+        geometry = Geometry(
+            config.num_frames, h, w, 1, _pair(config.patch_size, "patch_size", where), "pixel_values", "cls", *KINETICS
+        )
     elif kind == "vjepa2":
         h = w = int(config.crop_size)
-        geometry = Geometry(config.frames_per_clip, h, w, config.tubelet_size, _pair(config.patch_size, "patch_size", where),
-                            "pixel_values_videos", "mean", *IMAGENET, keep_input_frames=True)
+        geometry = Geometry(
+            config.frames_per_clip,
+            h,
+            w,
+            config.tubelet_size,
+            _pair(config.patch_size, "patch_size", where),
+            "pixel_values_videos",
+            "mean",
+            *IMAGENET,
+            keep_input_frames=True,
+        )
     else:
         raise ModelError(
             f"{where}: model_type {kind!r} is not a supported video encoder (supported: {', '.join(SUPPORTED)})"
@@ -108,9 +127,9 @@ def _head_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
         if path.suffix != ".safetensors":
             continue
         with safe_open(str(path), framework="pt") as fh:
-            for key in fh.keys():
+            for key in fh.keys():  # noqa: SIM118 (safe_open is no dict: keys() is its API)
                 if key.startswith(prefix):
-                    found[key[len(prefix):]] = fh.get_tensor(key)
+                    found[key[len(prefix) :]] = fh.get_tensor(key)
     return found
 
 
@@ -177,7 +196,7 @@ class HFVideoEncoder(ClipEncoder):
         return max(usable, self.geometry.tubelet)
 
     def pooled(self, video: torch.Tensor) -> torch.Tensor:
-        x = (video.transpose(1, 2) - self.pixel_mean) / self.pixel_std       # (B, T, 3, H, W)
+        x = (video.transpose(1, 2) - self.pixel_mean) / self.pixel_std  # (B, T, 3, H, W)
         kwargs = {"skip_predictor": True} if self.model_type == "vjepa2" else {}
         tokens = self.model(**{self.geometry.input_name: x}, **kwargs).last_hidden_state
         if self.geometry.pooling == "cls":

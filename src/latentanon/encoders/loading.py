@@ -1,4 +1,5 @@
 """Which frozen encoder a spec names: the built-in one or a Hugging Face video model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ from latentanon.encoders.base import ClipEncoder
 from latentanon.errors import ModelError
 
 
-def load_encoder(spec: str | Path, encoder_dir: str | Path | None = None, device: str = "auto",
-                 dtype: str = "auto") -> ClipEncoder:
+def load_encoder(
+    spec: str | Path, encoder_dir: str | Path | None = None, device: str = "auto", dtype: str = "auto"
+) -> ClipEncoder:
     """The frozen encoder a spec names.
 
     ``spec``: "builtin" (the pretrained built-in encoder in ``encoder_dir``, default models/encoder),

@@ -8,6 +8,7 @@ on ``actions`` (useful?) and attribute attackers on static clips of ``privacy_vi
 written to report_dir/probe.json. With ``encoder: hf:<dir>`` nothing is trained: the stage
 records the Hugging Face encoder in the encoder directory and probes it the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,18 +41,25 @@ from latentanon.errors import DataError, ModelError
 from latentanon.plots import pyplot, save_figure
 
 # settings that do not change the trained weights
-NOT_TRAINING = frozenset({"device", "probe", "probe_clips_per_video", "probe_static_per_video",
-                          "checkpoint_every_steps"})
-CHECKPOINT_DIR = "checkpoints"          # under the encoder directory; removed once the encoder is saved
+NOT_TRAINING = frozenset(
+    {"device", "probe", "probe_clips_per_video", "probe_static_per_video", "checkpoint_every_steps"}
+)
+CHECKPOINT_DIR = "checkpoints"  # under the encoder directory; removed once the encoder is saved
 CHECKPOINT_FILE = "pretrain_state.pt"
 
 
 def params_fingerprint(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame) -> str:
     """Identifies one training run's inputs, so a re-run with the same inputs is skipped."""
     training = {k: v for k, v in asdict(cfg).items() if k not in NOT_TRAINING}
-    blob = json.dumps({"pretrain": training, "clip_frames": data_cfg.clip_frames,
-                       "size": [data_cfg.height, data_cfg.width],
-                       "videos": sorted(manifest["checksum"].astype(str))}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "pretrain": training,
+            "clip_frames": data_cfg.clip_frames,
+            "size": [data_cfg.height, data_cfg.width],
+            "videos": sorted(manifest["checksum"].astype(str)),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -111,7 +119,7 @@ def make_static(clips: torch.Tensor, share: float, rng: np.random.Generator) -> 
     still = rng.random(clips.shape[0]) < share
     for i in np.flatnonzero(still):
         frame = int(rng.integers(clips.shape[2]))
-        clips[i] = clips[i, :, frame:frame + 1].expand_as(clips[i]).clone()
+        clips[i] = clips[i, :, frame : frame + 1].expand_as(clips[i]).clone()
     return still
 
 
@@ -127,8 +135,9 @@ def load_videos(manifest: pd.DataFrame, data_root: Path, height: int, width: int
     return videos
 
 
-def sample_clips(videos: list[torch.Tensor], index: np.ndarray, frames: int, rng: np.random.Generator,
-                 random_start: bool = True) -> torch.Tensor:
+def sample_clips(
+    videos: list[torch.Tensor], index: np.ndarray, frames: int, rng: np.random.Generator, random_start: bool = True
+) -> torch.Tensor:
     """(B, 3, frames, H, W) floats in [0, 1]: one clip per chosen video, random (or centred) start."""
     clips = []
     for i in index:
@@ -144,11 +153,12 @@ def augment(clips: torch.Tensor, rng: np.random.Generator, max_shift: int = 3) -
     """Random horizontal flip and a small translation (edge-padded) per clip: fewer shortcuts to memorise."""
     out = torch.empty_like(clips)
     h, w = clips.shape[-2:]
-    padded = F.pad(clips.flatten(1, 2), (max_shift,) * 4, mode="replicate").view(*clips.shape[:3], h + 2 * max_shift,
-                                                                               w + 2 * max_shift)
+    padded = F.pad(clips.flatten(1, 2), (max_shift,) * 4, mode="replicate").view(
+        *clips.shape[:3], h + 2 * max_shift, w + 2 * max_shift
+    )
     for i in range(clips.shape[0]):
         dy, dx = rng.integers(0, 2 * max_shift + 1, size=2)
-        clip = padded[i, :, :, dy:dy + h, dx:dx + w]
+        clip = padded[i, :, :, dy : dy + h, dx : dx + w]
         out[i] = clip.flip(-1) if rng.random() < 0.5 else clip
     return out
 
@@ -200,6 +210,7 @@ def evaluate(model: MaskedVideoPretrainer, videos, labels: np.ndarray, cfg: Pret
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 def save_training_state(path: Path, state: dict) -> None:
     """torch.save to a hidden temp file renamed into place: a kill mid-write keeps the last good one."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -212,13 +223,23 @@ def load_training_state(path: Path | None, fingerprint: str) -> dict | None:
 
 
 def _numpy_state(rng: np.random.Generator) -> dict:
-    state = rng.bit_generator.state     # PCG64: plain ints and strings, safe for weights_only loading
-    return {"bit_generator": state["bit_generator"], "state": dict(state["state"]),
-            "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+    state = rng.bit_generator.state  # PCG64: plain ints and strings, safe for weights_only loading
+    return {
+        "bit_generator": state["bit_generator"],
+        "state": dict(state["state"]),
+        "has_uint32": state["has_uint32"],
+        "uinteger": state["uinteger"],
+    }
 
 
-def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame, data_root: Path,
-                  checkpoint: Path | None = None, fingerprint: str = "") -> tuple:
+def train_builtin(
+    cfg: PretrainConfig,
+    data_cfg: DataConfig,
+    manifest: pd.DataFrame,
+    data_root: Path,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+) -> tuple:
     """Train and return (frozen encoder, history, info).
 
     With ``checkpoint``, the whole training state (weights, optimiser, step of the schedule, the
@@ -230,12 +251,25 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     labels = manifest["label_id"].to_numpy().astype(np.int64)
-    arch = BuiltinConfig(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, tubelet=cfg.tubelet, patch=cfg.patch,
-                         frames=data_cfg.clip_frames, height=data_cfg.height, width=data_cfg.width,
-                         positions=cfg.positions, num_classes=int(labels.max()) + 1,
-                         decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth, stem=cfg.stem,
-                         stem_width=cfg.stem_width, inputs=cfg.inputs, target=cfg.target,
-                         pathways=cfg.pathways)
+    arch = BuiltinConfig(
+        dim=cfg.dim,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        tubelet=cfg.tubelet,
+        patch=cfg.patch,
+        frames=data_cfg.clip_frames,
+        height=data_cfg.height,
+        width=data_cfg.width,
+        positions=cfg.positions,
+        num_classes=int(labels.max()) + 1,
+        decoder_dim=cfg.decoder_dim,
+        decoder_depth=cfg.decoder_depth,
+        stem=cfg.stem,
+        stem_width=cfg.stem_width,
+        inputs=cfg.inputs,
+        target=cfg.target,
+        pathways=cfg.pathways,
+    )
     appearance = appearance_labels(manifest, cfg)
     arch = replace(arch, attribute_classes=tuple(int(v.max()) + 1 for v in appearance.values()))
     model = MaskedVideoPretrainer(arch)
@@ -246,13 +280,13 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     if len(train_idx) == 0:
         raise DataError("pretrain manifest has no rows with split 'train'")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rgb_dropout = cfg.rgb_dropout if cfg.inputs == "rgb+diff" else 0.0   # only frames next to differences can hide
+    rgb_dropout = cfg.rgb_dropout if cfg.inputs == "rgb+diff" else 0.0  # only frames next to differences can hide
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(0.1 * total))
     history, step = [], 0
-    order: np.ndarray | None             # this epoch's train rows, drawn at its start or restored
-    sums: dict[str, float] | None        # this epoch's running loss sums
+    order: np.ndarray | None  # this epoch's train rows, drawn at its start or restored
+    sums: dict[str, float] | None  # this epoch's running loss sums
     first_epoch, order, first_lo, sums = 1, None, 0, None
     resumed = load_training_state(checkpoint, fingerprint)
     if resumed is not None:
@@ -269,30 +303,42 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     def save_state(epoch: int, next_lo: int) -> None:
         # only called inside an epoch (sums set) and with a checkpoint (``every`` is 0 without)
         assert checkpoint is not None and sums is not None
-        save_training_state(checkpoint, {
-            "fingerprint": fingerprint, "step": step, "epoch": epoch, "batch_offset": next_lo,
-            "order": torch.from_numpy(np.asarray(order, dtype=np.int64)), "sums": dict(sums),
-            "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "numpy_rng": _numpy_state(rng), "torch_generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-        })
+        save_training_state(
+            checkpoint,
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "epoch": epoch,
+                "batch_offset": next_lo,
+                "order": torch.from_numpy(np.asarray(order, dtype=np.int64)),
+                "sums": dict(sums),
+                "history": history,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "numpy_rng": _numpy_state(rng),
+                "torch_generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
 
     every = cfg.checkpoint_every_steps if checkpoint is not None else 0
     bar = tqdm(total=total, initial=step, desc="pretrain encoder", unit="step", disable=None)
     t0, cpu0 = time.perf_counter(), time.process_time()
     for epoch in range(first_epoch, cfg.epochs + 1):
-        if first_lo == 0:   # a resumed epoch keeps the order it drew before the interruption
+        if first_lo == 0:  # a resumed epoch keeps the order it drew before the interruption
             order = rng.permutation(train_idx)
             sums = {"reconstruction": 0.0, "cross_entropy": 0.0, "accuracy": 0.0}
-        assert order is not None and sums is not None   # a resumed epoch restored both
+        assert order is not None and sums is not None  # a resumed epoch restored both
         for lo in range(first_lo, len(order), cfg.batch_size):
-            index = order[lo:lo + cfg.batch_size]
+            index = order[lo : lo + cfg.batch_size]
             clips = sample_clips(videos, index, arch.frames, rng)
             if cfg.augment:
                 clips = augment(clips, rng)
             still = make_static(clips, cfg.static_share, rng)
             keep, hidden = tube_mask(len(index), arch, cfg.mask_ratio, gen)
-            recon, logits, attribute_logits = model.training_outputs(clips, keep, hidden,
-                                                                     rgb_keep(len(index), rgb_dropout, gen))
+            recon, logits, attribute_logits = model.training_outputs(
+                clips, keep, hidden, rgb_keep(len(index), rgb_dropout, gen)
+            )
             # a still shows no action: its action label is ignored
             target = torch.from_numpy(np.where(still, -1, labels[index]))
             ce = F.cross_entropy(logits, target, ignore_index=-1) if (~still).any() else logits.sum() * 0.0
@@ -323,17 +369,24 @@ def train_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFr
     bar.close()
     seconds = time.perf_counter() - t0
     # CPU time as well: wall time on a shared machine says little about the cost on a dedicated one
-    info = {"train_videos": int(len(train_idx)), "val_videos": int(len(val_idx)), "steps": step,
-            "train_seconds": round(seconds, 2), "train_cpu_seconds": round(time.process_time() - cpu0, 2),
-            "encoder_parameters": count_parameters(model.encoder),
-            "classes": arch.num_classes, "appearance_heads": list(appearance)}
+    info = {
+        "train_videos": int(len(train_idx)),
+        "val_videos": int(len(val_idx)),
+        "steps": step,
+        "train_seconds": round(seconds, 2),
+        "train_cpu_seconds": round(time.process_time() - cpu0, 2),
+        "encoder_parameters": count_parameters(model.encoder),
+        "classes": arch.num_classes,
+        "appearance_heads": list(appearance),
+    }
     if resumed is not None:
         info["resumed_from_step"] = int(resumed["step"])
     return model.encoder.eval().requires_grad_(False), history, info
 
 
-def run_probe(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: Path, data_root: Path,
-              encoder_dir: Path) -> dict:
+def run_probe(
+    cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: Path, data_root: Path, encoder_dir: Path
+) -> dict:
     """Action probe on ``actions`` (train -> test) and static-clip attackers on ``privacy_videos``."""
     from latentanon.data.manifests import read_manifest
     from latentanon.encoders.loading import load_encoder
@@ -344,21 +397,32 @@ def run_probe(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: Path, da
     actions = read_manifest(manifests_dir, "actions")
     privacy = read_manifest(manifests_dir, "privacy_videos")
     feats = {}
-    for name, frame, kind, per_video in (("actions", actions, "clips", cfg.probe_clips_per_video),
-                                         ("privacy_videos", privacy, "static", cfg.probe_static_per_video)):
+    for name, frame, kind, per_video in (
+        ("actions", actions, "clips", cfg.probe_clips_per_video),
+        ("privacy_videos", privacy, "static", cfg.probe_static_per_video),
+    ):
         for split in ("train", "test"):
             rows = frame[frame["split"] == split].reset_index(drop=True)
             if rows.empty:
                 raise DataError(f"{manifests_dir / (name + '.csv')}: no {split!r} rows to probe on")
-            feats[name, split] = (rows, encode_videos(encoder, rows, data_root, kind, data_cfg.clip_frames,
-                                                      per_video, desc=f"probe {name} {split}"))
+            feats[name, split] = (
+                rows,
+                encode_videos(
+                    encoder, rows, data_root, kind, data_cfg.clip_frames, per_video, desc=f"probe {name} {split}"
+                ),
+            )
     (tr, ftr), (te, fte) = feats["actions", "train"], feats["actions", "test"]
     action = action_probe(ftr, tr["label_id"].to_numpy(), fte, te["label_id"].to_numpy(), cfg.seed)
     (tr, ftr), (te, fte) = feats["privacy_videos", "train"], feats["privacy_videos", "test"]
     attributes = attribute_attack(ftr, tr, fte, te, cfg.seed)
-    return {"encoder": encoder.identity, "action_probe": action, "attribute_attack_static": attributes,
-            "clips_per_video": cfg.probe_clips_per_video, "static_per_video": cfg.probe_static_per_video,
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "encoder": encoder.identity,
+        "action_probe": action,
+        "attribute_attack_static": attributes,
+        "clips_per_video": cfg.probe_clips_per_video,
+        "static_per_video": cfg.probe_static_per_video,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _record_hf(cfg: PretrainConfig, out_dir: Path) -> dict:
@@ -372,8 +436,14 @@ def _record_hf(cfg: PretrainConfig, out_dir: Path) -> dict:
     return {"encoder": encoder.identity, "trained": False, "source": str(source)}
 
 
-def pretrain_encoder(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: str | Path, data_root: str | Path,
-                     out_dir: str | Path, report_dir: str | Path) -> dict:
+def pretrain_encoder(
+    cfg: PretrainConfig,
+    data_cfg: DataConfig,
+    manifests_dir: str | Path,
+    data_root: str | Path,
+    out_dir: str | Path,
+    report_dir: str | Path,
+) -> dict:
     """The pretrain_encoder stage. Returns a summary (identity, timings, probe accuracies)."""
     from latentanon.data.manifests import read_manifest
 
@@ -400,8 +470,9 @@ def pretrain_encoder(cfg: PretrainConfig, data_cfg: DataConfig, manifests_dir: s
     return summary
 
 
-def _pretrain_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame, data_root: Path,
-                      out_dir: Path, report_dir: Path) -> dict:
+def _pretrain_builtin(
+    cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.DataFrame, data_root: Path, out_dir: Path, report_dir: Path
+) -> dict:
     if manifest.empty:
         raise DataError("pretrain manifest has no rows")
     fingerprint = params_fingerprint(cfg, data_cfg, manifest)
@@ -415,17 +486,30 @@ def _pretrain_builtin(cfg: PretrainConfig, data_cfg: DataConfig, manifest: pd.Da
         except ModelError:
             pass  # damaged files: train again
     checkpoints = out_dir / CHECKPOINT_DIR
-    encoder, history, info = train_builtin(cfg, data_cfg, manifest, data_root,
-                                           checkpoint=checkpoints / CHECKPOINT_FILE, fingerprint=fingerprint)
+    encoder, history, info = train_builtin(
+        cfg, data_cfg, manifest, data_root, checkpoint=checkpoints / CHECKPOINT_FILE, fingerprint=fingerprint
+    )
     timing = {k: info[k] for k in ("train_seconds", "train_cpu_seconds", "resumed_from_step") if k in info}
-    identity = save_builtin(encoder, out_dir, extra={"fingerprint": fingerprint, "pretrain": asdict(cfg),
-                                                     "history": history,
-                                                     **{k: v for k, v in info.items() if k not in timing}})
-    shutil.rmtree(checkpoints, ignore_errors=True)   # the saved encoder supersedes them; keep them out of the output
+    identity = save_builtin(
+        encoder,
+        out_dir,
+        extra={
+            "fingerprint": fingerprint,
+            "pretrain": asdict(cfg),
+            "history": history,
+            **{k: v for k, v in info.items() if k not in timing},
+        },
+    )
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the saved encoder supersedes them; keep them out of the output
     write_json_atomic(report_dir / "history.json", {"history": history, **info})
     plot_curves(history, report_dir / "loss_curve.png")
     last = history[-1]
-    return {"encoder": identity, "trained": True, "fingerprint": fingerprint, **info,
-            "final_reconstruction": round(last["reconstruction"], 4),
-            "final_cross_entropy": round(last["cross_entropy"], 4),
-            **({"val_accuracy": round(last["val_accuracy"], 4)} if "val_accuracy" in last else {})}
+    return {
+        "encoder": identity,
+        "trained": True,
+        "fingerprint": fingerprint,
+        **info,
+        "final_reconstruction": round(last["reconstruction"], 4),
+        "final_cross_entropy": round(last["cross_entropy"], 4),
+        **({"val_accuracy": round(last["val_accuracy"], 4)} if "val_accuracy" in last else {}),
+    }

@@ -1,4 +1,5 @@
 """Linear probes on frozen features: action accuracy (useful?) and attribute attackers (leaky?)."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -35,15 +36,26 @@ def _read_ahead(function: Callable, items: Iterable, ahead: int) -> Iterator:
             queued.extend(pool.submit(function, item) for item in islice(items, 1))
 
 
-def encode_videos(encoder: ClipEncoder, manifest: pd.DataFrame, data_root: Path, kind: str, clip_frames: int,
-                  per_video: int, batch_size: int = 64, desc: str = "probe") -> list[np.ndarray]:
+def encode_videos(
+    encoder: ClipEncoder,
+    manifest: pd.DataFrame,
+    data_root: Path,
+    kind: str,
+    clip_frames: int,
+    per_video: int,
+    batch_size: int = 64,
+    desc: str = "probe",
+) -> list[np.ndarray]:
     """One (n, dim) array per manifest row: ``per_video`` clips or static clips of the video.
 
     Clips of consecutive videos share a batch (a video gives two clips, and one forward pass per
     video left the encoder mostly idle) and the next videos decode in a thread while a batch
     encodes; each video's rows are the same as when it is encoded alone."""
+
     def clips_of(path: str) -> np.ndarray:
-        return video_clips(decode(Path(data_root) / path), (kind,), clip_frames, per_video, per_video, clip_frames)[kind]
+        return video_clips(decode(Path(data_root) / path), (kind,), clip_frames, per_video, per_video, clip_frames)[
+            kind
+        ]
 
     counts, waiting, encoded = [], [], []
     paths = list(manifest["path"])
@@ -79,8 +91,14 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def action_probe(train: list[np.ndarray], train_labels: np.ndarray, test: list[np.ndarray],
-                 test_labels: np.ndarray, seed: int = 0, confidence: float = 0.95) -> dict:
+def action_probe(
+    train: list[np.ndarray],
+    train_labels: np.ndarray,
+    test: list[np.ndarray],
+    test_labels: np.ndarray,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
     """Top-1 of a linear probe trained on single clips, softmax averaged over each test video's clips,
     with its Wilson interval over the test videos (so that two runs' figures can be compared)."""
     x, y = _repeat(train, train_labels)
@@ -106,8 +124,13 @@ def class_map(labels: np.ndarray, scores: np.ndarray, classes: list) -> float:
     return float(np.mean(aps))
 
 
-def attribute_attack(train: list[np.ndarray], train_records: pd.DataFrame, test: list[np.ndarray],
-                     test_records: pd.DataFrame, seed: int = 0) -> dict:
+def attribute_attack(
+    train: list[np.ndarray],
+    train_records: pd.DataFrame,
+    test: list[np.ndarray],
+    test_records: pd.DataFrame,
+    seed: int = 0,
+) -> dict:
     """Per attribute: a linear attacker on single static clips; accuracy and cMAP on test with chance."""
     results = {}
     for attribute in [a for a in ATTRIBUTES if a in train_records.columns]:

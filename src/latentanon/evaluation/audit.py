@@ -12,6 +12,7 @@ through that method's publish path and averaged (``rerelease<R>``, per clip and 
 with its normalised leakage against the store's own features in the same scope. Writes audit.json
 and audit.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,10 @@ def labelled_sets(uri: str) -> dict[str, FeatureSet]:
             raise DataError(f"{uri}: set {name!r} carries private labels but not a train / val / test 'split' column")
         out[name] = fs
     if not out:
-        raise DataError(f"{uri}: no feature set carries private-attribute labels ({', '.join(ATTRIBUTES)}); "
-                        "the audit needs them to train its attackers")
+        raise DataError(
+            f"{uri}: no feature set carries private-attribute labels ({', '.join(ATTRIBUTES)}); "
+            "the audit needs them to train its attackers"
+        )
     return out
 
 
@@ -58,8 +61,14 @@ def _attributes(sets: list[FeatureSet]) -> tuple[str, ...]:
     return tuple(a for a in ATTRIBUTES if all(a in fs.records.columns for fs in sets))
 
 
-def _scope_runs(members: list[FeatureSet], kind: str, seeds: list[int], per_video_mean: bool,
-                scope: str, grid: tuple = ATTACKER_GRID) -> tuple[list[dict], list[dict]] | None:
+def _scope_runs(
+    members: list[FeatureSet],
+    kind: str,
+    seeds: list[int],
+    per_video_mean: bool,
+    scope: str,
+    grid: tuple = ATTACKER_GRID,
+) -> tuple[list[dict], list[dict]] | None:
     """Per seed, the attack on ``members``' ``kind`` (and the paper's protocol for single clips);
     None when the sets share no private-attribute column."""
     attributes = _attributes(members)
@@ -74,8 +83,9 @@ def _scope_runs(members: list[FeatureSet], kind: str, seeds: list[int], per_vide
     return runs, papers
 
 
-def _scope_block(members: list[FeatureSet], runs: list[dict], papers: list[dict], confidence: float,
-                 n_resamples: int) -> dict:
+def _scope_block(
+    members: list[FeatureSet], runs: list[dict], papers: list[dict], confidence: float, n_resamples: int
+) -> dict:
     weights = resampling.shared_weights(len(next(iter(runs[0]["items"]["labels"].values()))), n_resamples)
     above = []
     for run in runs:
@@ -108,15 +118,26 @@ def _scope_block(members: list[FeatureSet], runs: list[dict], papers: list[dict]
 def _paired_leakage(raw_runs: list[dict], runs: list[dict], confidence: float, n_resamples: int) -> dict:
     """Normalised leakage against the store's own features in the same scope, paired per seed."""
     weights = resampling.shared_weights(len(next(iter(raw_runs[0]["items"]["labels"].values()))), n_resamples)
-    values = np.stack([resampling.paired_leakage(r["items"]["labels"], r["items"]["probabilities"],
-                                                 m["items"]["probabilities"], weights)
-                       for r, m in zip(raw_runs, runs)])
+    values = np.stack(
+        [
+            resampling.paired_leakage(
+                r["items"]["labels"], r["items"]["probabilities"], m["items"]["probabilities"], weights
+            )
+            for r, m in zip(raw_runs, runs)
+        ]
+    )
     return resampling.combine_seeds(values, confidence)
 
 
-def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float = 0.95,
-               n_resamples: int = 1000, method=None, releases: tuple[int, ...] = (16, 64),
-               grid: tuple = ATTACKER_GRID) -> dict:
+def audit_sets(
+    sets: dict[str, FeatureSet],
+    seeds: list[int],
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    method=None,
+    releases: tuple[int, ...] = (16, 64),
+    grid: tuple = ATTACKER_GRID,
+) -> dict:
     """Attack every scope the sets support, for every seed; summarise with intervals. ``method`` (a
     fitted or loaded anonymizer) adds the re-release scopes of the moving clips; ``grid``: the
     attackers searched (the evaluation's by default)."""
@@ -124,8 +145,7 @@ def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float 
 
     if not seeds:
         raise ValueError("audit: at least one seed is needed")
-    result: dict = {"sets": sorted(sets), "seeds": list(seeds), "confidence": confidence, "scopes": {},
-                    "skipped": {}}
+    result: dict = {"sets": sorted(sets), "seeds": list(seeds), "confidence": confidence, "scopes": {}, "skipped": {}}
     one_release: dict[str, tuple[list[FeatureSet], list[dict]]] = {}
     plan = [(scope, kind, False) for scope, kind in SCOPES.items()]
     plan += [(scope, kind, True) for scope, kind in VIDEO_MEAN_SCOPES.items()]
@@ -143,17 +163,25 @@ def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float 
         members, _ = one_release["moving"]
         published = scopes.publisher(method)
         if all(scopes.releases_identical(published, fs.subset(np.arange(min(len(fs), 8)))) for fs in members):
-            result["rerelease"] = {"method": getattr(method, "name", "?"), "releases": list(releases),
-                                   "deterministic": True}
+            result["rerelease"] = {
+                "method": getattr(method, "name", "?"),
+                "releases": list(releases),
+                "deterministic": True,
+            }
             releases = ()
         else:
-            result["rerelease"] = {"method": getattr(method, "name", "?"), "releases": list(releases),
-                                   "deterministic": False}
+            result["rerelease"] = {
+                "method": getattr(method, "name", "?"),
+                "releases": list(releases),
+                "deterministic": False,
+            }
         series = [scopes.averaged_releases(published, fs, releases) for fs in members] if releases else []
         for r in releases:
             averaged = [by_count[int(r)] for by_count in series]
-            for scope, reference, per_video_mean in ((f"rerelease{r}", "moving", False),
-                                                     (f"rerelease{r}_video_mean", "moving_video_mean", True)):
+            for scope, reference, per_video_mean in (
+                (f"rerelease{r}", "moving", False),
+                (f"rerelease{r}_video_mean", "moving_video_mean", True),
+            ):
                 if reference not in one_release:
                     continue
                 measured = _scope_runs(averaged, "clips", seeds, per_video_mean, scope, grid)
@@ -161,8 +189,7 @@ def audit_sets(sets: dict[str, FeatureSet], seeds: list[int], confidence: float 
                     continue
                 runs = measured[0]
                 block = _scope_block(averaged, runs, [], confidence, n_resamples)
-                block["normalized_leakage"] = _paired_leakage(one_release[reference][1], runs, confidence,
-                                                              n_resamples)
+                block["normalized_leakage"] = _paired_leakage(one_release[reference][1], runs, confidence, n_resamples)
                 block["reference"] = reference
                 result["scopes"][scope] = block
     if not result["scopes"]:
@@ -175,8 +202,12 @@ def _fmt(value) -> str:
 
 
 def _spec(attacker: dict) -> str:
-    tags = [attacker["name"], str(attacker["hidden"]) if attacker["hidden"] else "",
-            "ZCA" if attacker.get("whiten") else "", f"x{attacker.get('depth', 1)}" if attacker.get("depth", 1) > 1 else ""]
+    tags = [
+        attacker["name"],
+        str(attacker["hidden"]) if attacker["hidden"] else "",
+        "ZCA" if attacker.get("whiten") else "",
+        f"x{attacker.get('depth', 1)}" if attacker.get("depth", 1) > 1 else "",
+    ]
     return " ".join(t for t in tags if t)
 
 
@@ -197,42 +228,69 @@ def write_audit_report(result: dict, uri: str, path: Path) -> Path:
     for scope, b in result["scopes"].items():
         above = b["cmap_above_chance"]
         paper = b.get("paper_protocol")
-        lines.append(f"| {scope} | {_fmt(b['cmap']['mean'])} | {_fmt(b['chance']['mean'])} | "
-                     f"{_fmt(above['mean'])} [{_fmt(above['low'])}, {_fmt(above['high'])}] | "
-                     f"{_fmt(paper['cmap']['mean']) if paper else '-'} | {b['n_test_items']} |")
-    lines += ["", "`<kind>_video_mean`: attackers trained and scored on each video's mean feature (what a user "
-              "shares with a whole video)."]
+        lines.append(
+            f"| {scope} | {_fmt(b['cmap']['mean'])} | {_fmt(b['chance']['mean'])} | "
+            f"{_fmt(above['mean'])} [{_fmt(above['low'])}, {_fmt(above['high'])}] | "
+            f"{_fmt(paper['cmap']['mean']) if paper else '-'} | {b['n_test_items']} |"
+        )
+    lines += [
+        "",
+        "`<kind>_video_mean`: attackers trained and scored on each video's mean feature (what a user "
+        "shares with a whole video).",
+    ]
     for scope, why in result.get("skipped", {}).items():
         lines.append(f"Scope `{scope}` skipped: {why}.")
     rerelease = result.get("rerelease")
     if rerelease:
         lines += ["", f"## Re-release through method `{rerelease['method']}`", ""]
         if rerelease["deterministic"]:
-            lines.append("Publishing twice gave identical features: every re-release is the first release, "
-                         "so R releases were not drawn.")
+            lines.append(
+                "Publishing twice gave identical features: every re-release is the first release, "
+                "so R releases were not drawn."
+            )
         else:
-            lines += [f"The moving clips published {', '.join(map(str, rerelease['releases']))} times through the "
-                      "method's publish path (fresh noise each time), averaged per clip: normalised leakage "
-                      "(cMAP - chance) / (the store's own cMAP - chance) in the same scope, paired bootstrap.", "",
-                      "| scope | normalised leakage | against |", "|---|---|---|"]
+            lines += [
+                f"The moving clips published {', '.join(map(str, rerelease['releases']))} times through the "
+                "method's publish path (fresh noise each time), averaged per clip: normalised leakage "
+                "(cMAP - chance) / (the store's own cMAP - chance) in the same scope, paired bootstrap.",
+                "",
+                "| scope | normalised leakage | against |",
+                "|---|---|---|",
+            ]
             for scope, b in result["scopes"].items():
                 if "normalized_leakage" in b:
                     n = b["normalized_leakage"]
-                    lines.append(f"| {scope} | {_fmt(n['mean'])} [{_fmt(n['low'])}, {_fmt(n['high'])}] | "
-                                 f"{b['reference']} |")
+                    lines.append(
+                        f"| {scope} | {_fmt(n['mean'])} [{_fmt(n['low'])}, {_fmt(n['high'])}] | {b['reference']} |"
+                    )
     for scope, b in result["scopes"].items():
-        lines += ["", f"## {scope.capitalize()} clips, per attribute", "",
-                  "| attribute | mAP | chance | attacker chosen on validation |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {scope.capitalize()} clips, per attribute",
+            "",
+            "| attribute | mAP | chance | attacker chosen on validation |",
+            "|---|---|---|---|",
+        ]
         for a, v in b["attributes"].items():
             chosen = sorted({_spec(s) for s in v["attackers"]})
             lines.append(f"| {a} | {_fmt(v['map']['mean'])} | {_fmt(v['chance']['mean'])} | {', '.join(chosen)} |")
-    lines += ["", "A leak well above chance here is what an anonymizer must remove; `latentanon evaluate` "
-              "reports the same attacks on anonymized features as normalised leakage against these figures.", ""]
+    lines += [
+        "",
+        "A leak well above chance here is what an anonymizer must remove; `latentanon evaluate` "
+        "reports the same attacks on anonymized features as normalised leakage against these figures.",
+        "",
+    ]
     return write_text_atomic(path, "\n".join(lines))
 
 
-def audit(uri: str, out_dir: str | Path, seeds: list[int], confidence: float = 0.95, n_resamples: int = 1000,
-          method_dir: str | Path | None = None) -> dict:
+def audit(
+    uri: str,
+    out_dir: str | Path,
+    seeds: list[int],
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    method_dir: str | Path | None = None,
+) -> dict:
     """Audit the store at ``uri``; writes ``out_dir``/audit.json and audit.md; returns a summary.
     ``method_dir``: a saved method (``method.json`` + weights) whose re-releases are attacked too."""
     started = time.perf_counter()
@@ -251,7 +309,8 @@ def audit(uri: str, out_dir: str | Path, seeds: list[int], confidence: float = 0
         "report": str(out_dir / "audit.md"),
         "cmap": {s: b["cmap"]["mean"] for s, b in result["scopes"].items()},
         "chance": {s: b["chance"]["mean"] for s, b in result["scopes"].items()},
-        "cmap_above_chance_interval": {s: [b["cmap_above_chance"]["low"], b["cmap_above_chance"]["high"]]
-                                       for s, b in result["scopes"].items()},
+        "cmap_above_chance_interval": {
+            s: [b["cmap_above_chance"]["low"], b["cmap_above_chance"]["high"]] for s, b in result["scopes"].items()
+        },
         "seconds": round(time.perf_counter() - started, 2),
     }

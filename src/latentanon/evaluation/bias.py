@@ -8,6 +8,7 @@ hyper-parameters) and test are gender-balanced per action. A linear AR head on m
 MetricFrame gives accuracy per gender, overall, and the gap between genders. The stage then
 writes reports/metrics.json and reports/report.md from this audit and the evaluate stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,17 @@ from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
 from latentanon.config import Params
-from latentanon.layout import Layout
 from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics
 from latentanon.features.featureset import FeatureSet
+from latentanon.layout import Layout
 from latentanon.plots import pyplot, save_figure
 
 BIAS_SET = "bias"
 # Gender ids as the benchmark and its loaders write them: 0 masculine, 1 feminine.
 GENDER_NAMES = dict(enumerate(GENDERS))
-VARIANTS = {"F": 1, "M": 0}   # NTU-Bias-F trains mostly on feminine-presenting subjects
+VARIANTS = {"F": 1, "M": 0}  # NTU-Bias-F trains mostly on feminine-presenting subjects
 
 
 def shortcut_label(train: FeatureSet, name: str) -> int:
@@ -73,8 +74,12 @@ def balanced_subset(fs: FeatureSet, rng: np.random.Generator) -> FeatureSet:
 
 def fairness(y_true: np.ndarray, y_pred: np.ndarray, gender: np.ndarray) -> dict:
     """Accuracy overall and per gender, and the gap (largest minus smallest group accuracy)."""
-    frame = MetricFrame(metrics=accuracy_score, y_true=y_true, y_pred=y_pred,
-                        sensitive_features=[GENDER_NAMES.get(int(g), str(g)) for g in gender])
+    frame = MetricFrame(
+        metrics=accuracy_score,
+        y_true=y_true,
+        y_pred=y_pred,
+        sensitive_features=[GENDER_NAMES.get(int(g), str(g)) for g in gender],
+    )
     return {
         "overall": float(frame.overall),
         "by_gender": {str(k): float(v) for k, v in frame.by_group.items()},
@@ -110,8 +115,13 @@ def audit_variant(fs: FeatureSet, majority: int, shortcut: int, skew: float, see
         predictions = fitted.head.video_probabilities(x, mask).numpy().argmax(axis=1)
     result = fairness(test.records["label_id"].to_numpy(), predictions, test.records["gender"].to_numpy())
     train_share = float((train.records["gender"] == majority).mean())
-    return {**result, "selected": dict(hyper), "n_train": len(train), "n_test": len(test),
-            "train_majority_share": train_share}
+    return {
+        **result,
+        "selected": dict(hyper),
+        "n_train": len(train),
+        "n_test": len(test),
+        "train_majority_share": train_share,
+    }
 
 
 def _summaries(runs: list[dict], confidence: float) -> dict:
@@ -119,8 +129,9 @@ def _summaries(runs: list[dict], confidence: float) -> dict:
     return {
         "overall": metrics.mean_interval([r["overall"] for r in runs], confidence),
         "gap": metrics.mean_interval([r["gap"] for r in runs], confidence),
-        "by_gender": {g: metrics.mean_interval([r["by_gender"].get(g, float("nan")) for r in runs], confidence)
-                      for g in genders},
+        "by_gender": {
+            g: metrics.mean_interval([r["by_gender"].get(g, float("nan")) for r in runs], confidence) for g in genders
+        },
     }
 
 
@@ -139,8 +150,14 @@ def plot_bias(summary: dict, path: Path) -> Path:
             stats = [block["by_gender"][g] for g in genders] + [block["overall"]]
             means = np.array([s["mean"] for s in stats])
             errs = np.nan_to_num(np.array([[s["mean"] - s["low"], s["high"] - s["mean"]] for s in stats]).T)
-            ax.bar(np.arange(len(labels)) + (i - (len(sources) - 1) / 2) * width, means, width,
-                   yerr=errs, capsize=2, label=f"{source} (gap {block['gap']['mean']:.3f})")
+            ax.bar(
+                np.arange(len(labels)) + (i - (len(sources) - 1) / 2) * width,
+                means,
+                width,
+                yerr=errs,
+                capsize=2,
+                label=f"{source} (gap {block['gap']['mean']:.3f})",
+            )
         ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_title(f"NTU-Bias-{variant}")
         ax.set_ylim(0, 1)
@@ -187,8 +204,12 @@ def run_audit(params: Params, layout: Layout) -> dict:
                     runs[variant][source].append(audit_variant(sets[source], majority, shortcut, cfg.skew, seed))
                     bar.update(1)
     summary = {
-        "protocol": {"skew": cfg.skew, "shortcut_action": shortcut_name, "shortcut_label_id": shortcut,
-                     "variants": {v: GENDER_NAMES[m] for v, m in VARIANTS.items()}},
+        "protocol": {
+            "skew": cfg.skew,
+            "shortcut_action": shortcut_name,
+            "shortcut_label_id": shortcut,
+            "variants": {v: GENDER_NAMES[m] for v, m in VARIANTS.items()},
+        },
         "seeds": list(cfg.seeds),
         "confidence": cfg.confidence,
         "sources": list(sources),

@@ -1,4 +1,5 @@
 """Config of the ``evaluate`` and ``audit_bias`` stages."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,13 +21,13 @@ class EvaluateConfig:
     # rotation: the control (information-preserving; reads leakage 1 and no utility change when
     # the measurement is sound, so its spread is the noise floor)
     methods: tuple[str, ...] = ("identity", "rotation", "leace", "adversarial", "noise")
-    workers: int = 2                     # processes measuring (method, seed) pairs; 1 = in-process
+    workers: int = 2  # processes measuring (method, seed) pairs; 1 = in-process
     # false: each fitted baseline is fitted once (on the first seed) and its features measured on
     # every seed (attackers and heads retrained per seed; noise drawn per seed). true: refitted per
     # seed, so its intervals also cover its own training variance (the paper AAMs take minutes).
     refit_baselines: bool = False
-    bootstrap: int = 500                 # resamples of the test items for the paired intervals
-    head_restarts: int = 1               # utility heads averaged per (task, seed): steadier figures
+    bootstrap: int = 500  # resamples of the test items for the paired intervals
+    head_restarts: int = 1  # utility heads averaged per (task, seed): steadier figures
     # What the utility heads read (tasks.scoring.HEAD_INPUTS); given both, val picks per method,
     # task and seed, so raw and every method are read by their stronger head (standardised alone
     # read raw 3 points of AR and AD lower, flattering every method; principal axes alone read
@@ -41,9 +42,13 @@ class EvaluateConfig:
 
     def __post_init__(self):
         if not self.head_inputs or len(set(self.head_inputs)) != len(self.head_inputs):
-            raise ConfigError(f"evaluate.head_inputs: give each input form once, at least one; got {list(self.head_inputs)}")
+            raise ConfigError(
+                f"evaluate.head_inputs: give each input form once, at least one; got {list(self.head_inputs)}"
+            )
         if any(int(r) < 2 for r in self.releases):
-            raise ConfigError(f"evaluate.releases: each count of releases must be at least 2; got {list(self.releases)}")
+            raise ConfigError(
+                f"evaluate.releases: each count of releases must be at least 2; got {list(self.releases)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -51,4 +56,4 @@ class BiasConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     skew: float = 0.95
     confidence: float = 0.95
-    shortcut_action: str = ""            # the action whose gender skew is flipped; "" = lowest label id
+    shortcut_action: str = ""  # the action whose gender skew is flipped; "" = lowest label id

@@ -1,4 +1,5 @@
 """Privacy and utility numbers: cMAP and its chance level, relative drops, leakage, seed intervals."""
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,9 @@ def cmap(per_attribute_aps: Mapping[str, Mapping[int, float]]) -> float:
     return float(np.mean(values))
 
 
-def chance_cmap(labels_by_attribute: Mapping[str, np.ndarray], classes_by_attribute: Mapping[str, Sequence[int]]) -> float:
+def chance_cmap(
+    labels_by_attribute: Mapping[str, np.ndarray], classes_by_attribute: Mapping[str, Sequence[int]]
+) -> float:
     """cMAP of an uninformative attacker: a class's AP is then its prevalence in the test labels.
 
     Averaged over the same classes cMAP averages (those with at least one positive).

@@ -7,6 +7,7 @@ Attackers learn from single clips; a video (or image) is scored with its clips' 
 With ``per_video_mean`` they learn from and score each video's mean feature instead: what an
 attacker reads when a user shares a whole video, and noise drawn per clip averages away.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,16 +24,15 @@ from latentanon.features.featureset import FeatureSet
 from latentanon.tasks.private import ATTRIBUTES, AttackData, attack_data
 
 
-
 @dataclass(frozen=True)
 class AttackerSpec:
-    name: str               # "linear" (multinomial logistic regression, L-BFGS) or "mlp"
-    hidden: int = 0         # width of each MLP hidden layer; 0 for linear
+    name: str  # "linear" (multinomial logistic regression, L-BFGS) or "mlp"
+    hidden: int = 0  # width of each MLP hidden layer; 0 for linear
     weight_decay: float = 1e-3
     lr: float = 1e-2
-    steps: int = 200        # full-batch steps (MLP: at most, early-stopped on val; linear: L-BFGS iterations)
-    whiten: bool = False    # ZCA-whitened inputs (decorrelated) instead of per-dimension standardised
-    depth: int = 1          # hidden layers of the MLP
+    steps: int = 200  # full-batch steps (MLP: at most, early-stopped on val; linear: L-BFGS iterations)
+    whiten: bool = False  # ZCA-whitened inputs (decorrelated) instead of per-dimension standardised
+    depth: int = 1  # hidden layers of the MLP
 
 
 # Searched per attribute on validation; the strongest honest attacker wins. Whitened inputs find
@@ -43,17 +43,22 @@ ATTACKER_GRID = (
     AttackerSpec("linear", 0, 1e-3, steps=60, whiten=True),
     AttackerSpec("mlp", 128, 1e-3, lr=5e-3, steps=200),
     AttackerSpec("mlp", 128, 1e-3, lr=5e-3, steps=200, whiten=True),
-    AttackerSpec("mlp", 256, 1e-3, lr=3e-3, steps=250, depth=2),     # the larger MLP
+    AttackerSpec("mlp", 256, 1e-3, lr=3e-3, steps=250, depth=2),  # the larger MLP
 )
 # The tuner's objective: one fixed attacker, no search, so trials stay cheap and comparable.
 VALIDATION_ATTACKER = AttackerSpec("mlp", 128, 1e-3, lr=3e-3, steps=150)
-EARLY_STOP_EVERY = 25       # MLP attackers: val loss checked this often, stop after 2 checks without gain
-WHITEN_SHRINK = 1e-2        # ZCA: eigenvalues floored at this share of their mean (no noise blow-up)
+EARLY_STOP_EVERY = 25  # MLP attackers: val loss checked this often, stop after 2 checks without gain
+WHITEN_SHRINK = 1e-2  # ZCA: eigenvalues floored at this share of their mean (no noise blow-up)
 
 
 def spec_label(spec: AttackerSpec) -> str:
-    tags = [spec.name, str(spec.hidden) if spec.hidden else "", f"wd{spec.weight_decay:g}",
-            "zca" if spec.whiten else "", f"x{spec.depth}" if spec.depth > 1 else ""]
+    tags = [
+        spec.name,
+        str(spec.hidden) if spec.hidden else "",
+        f"wd{spec.weight_decay:g}",
+        "zca" if spec.whiten else "",
+        f"x{spec.depth}" if spec.depth > 1 else "",
+    ]
     return ":".join(t for t in tags if t)
 
 
@@ -122,16 +127,18 @@ def _loss(model, x, targets) -> torch.Tensor:
     return sum((F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets), torch.zeros(()))
 
 
-def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec, seed: int,
-                 val: AttackData | None = None) -> FittedAttacker:
+def fit_attacker(
+    data: AttackData, n_classes: dict[str, int], spec: AttackerSpec, seed: int, val: AttackData | None = None
+) -> FittedAttacker:
     """Fit on clip features (each clip carries its video's labels), inputs standardised or whitened
     with train statistics. Linear: L-BFGS to convergence on the L2-penalised loss. MLP: full-batch
     AdamW, early-stopped on the val loss when ``val`` is given."""
     attributes = tuple(n_classes)
     mean, projection = input_transform(data.x, spec.whiten)
     x = torch.from_numpy(((data.x - mean) @ projection).astype(np.float32))
-    targets = [(i, t) for i, t in enumerate(torch.from_numpy(data.labels[a][data.video]) for a in attributes)
-               if (t >= 0).any()]
+    targets = [
+        (i, t) for i, t in enumerate(torch.from_numpy(data.labels[a][data.video]) for a in attributes) if (t >= 0).any()
+    ]
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -142,8 +149,9 @@ def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec
     torch.set_num_threads(1)  # tiny full-batch problems: extra threads only add contention
     try:
         if spec.name == "linear":
-            lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=spec.steps, history_size=20,
-                                      line_search_fn="strong_wolfe")
+            lbfgs = torch.optim.LBFGS(
+                model.parameters(), lr=1.0, max_iter=spec.steps, history_size=20, line_search_fn="strong_wolfe"
+            )
             penalty = spec.weight_decay / 2
 
             def closure() -> torch.Tensor:
@@ -158,9 +166,11 @@ def fit_attacker(data: AttackData, n_classes: dict[str, int], spec: AttackerSpec
             val_x = val_targets = None
             if val is not None:
                 val_x = torch.from_numpy(((val.x - mean) @ projection).astype(np.float32))
-                val_targets = [(i, t) for i, t in
-                               enumerate(torch.from_numpy(val.labels[a][val.video]) for a in attributes)
-                               if (t >= 0).any()]
+                val_targets = [
+                    (i, t)
+                    for i, t in enumerate(torch.from_numpy(val.labels[a][val.video]) for a in attributes)
+                    if (t >= 0).any()
+                ]
             best, best_state, stale = float("inf"), None, 0
             for step in range(spec.steps):
                 adamw.zero_grad(set_to_none=True)
@@ -190,8 +200,7 @@ def mean_per_video(data: AttackData) -> AttackData:
     sums = np.zeros((data.n_videos, data.x.shape[1]), dtype=np.float64)
     np.add.at(sums, data.video, data.x)
     means = (sums[present] / counts[present, None]).astype(np.float32)
-    return AttackData(x=means, video=np.arange(len(present)),
-                      labels={a: v[present] for a, v in data.labels.items()})
+    return AttackData(x=means, video=np.arange(len(present)), labels={a: v[present] for a, v in data.labels.items()})
 
 
 def _attribute_aps(labels: np.ndarray, probabilities: np.ndarray) -> dict[int, float]:
@@ -282,8 +291,10 @@ def attack(
         "n_train_clips": int(train_data.x.shape[0]),
         "n_test_videos": test_data.n_videos,
         # per test item, for paired bootstrap intervals (arrays: kept out of the JSON reports)
-        "items": {"labels": {a: test_data.labels[a] for a in usable},
-                  "probabilities": {a: test_probabilities[a][chosen_index] for a, chosen_index in chosen_by.items()}},
+        "items": {
+            "labels": {a: test_data.labels[a] for a in usable},
+            "probabilities": {a: test_probabilities[a][chosen_index] for a, chosen_index in chosen_by.items()},
+        },
     }
 
 
@@ -306,8 +317,9 @@ def validation_leakage(
     return metrics.cmap({a: _attribute_aps(val_data.labels[a], probabilities[a]) for a in usable})
 
 
-def validation_chance(val: FeatureSet | Sequence[FeatureSet], attributes: Sequence[str] = ATTRIBUTES,
-                      kind: str = "static") -> float:
+def validation_chance(
+    val: FeatureSet | Sequence[FeatureSet], attributes: Sequence[str] = ATTRIBUTES, kind: str = "static"
+) -> float:
     """cMAP of an uninformative attacker on the val ``kind`` clips (the floor of ``validation_leakage``)."""
     val_data = attack_data(val, attributes, kind)
     known = {a: val_data.labels[a][val_data.labels[a] >= 0] for a in attributes}
@@ -319,7 +331,7 @@ def validation_chance(val: FeatureSet | Sequence[FeatureSet], attributes: Sequen
 
 # ----------------------------------------------------------------------------- the paper's protocol
 
-PAPER_LOGIT_SCALE = 10.0    # L2-normalised logits, times this scale before the softmax
+PAPER_LOGIT_SCALE = 10.0  # L2-normalised logits, times this scale before the softmax
 PAPER_EPOCHS = 100
 PAPER_EVAL_EVERY = 10
 
@@ -356,8 +368,9 @@ def paper_protocol_attack(
     for epoch in range(1, epochs + 1):
         optimizer.zero_grad(set_to_none=True)
         logits = [PAPER_LOGIT_SCALE * F.normalize(lg, dim=1) for lg in model(x)]
-        sum((F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets if (t >= 0).any()),
-            torch.zeros(())).backward()
+        sum(
+            (F.cross_entropy(logits[i], t, ignore_index=-1) for i, t in targets if (t >= 0).any()), torch.zeros(())
+        ).backward()
         optimizer.step()
         if epoch % PAPER_EVAL_EVERY and epoch != epochs:
             continue
@@ -373,13 +386,19 @@ def paper_protocol_attack(
             best = {"cmap": value, "epoch": epoch}
     known = {a: test_data.labels[a][test_data.labels[a] >= 0] for a in usable}
     chance = metrics.chance_cmap(known, {a: sorted(int(c) for c in np.unique(v)) for a, v in known.items()})
-    return {"kind": kind, "seed": seed, "cmap": best["cmap"], "best_test_epoch": best["epoch"], "chance": chance,
-            "protocol": "linear on unstandardised inputs, L2-normalised logits, best test epoch"}
+    return {
+        "kind": kind,
+        "seed": seed,
+        "cmap": best["cmap"],
+        "best_test_epoch": best["epoch"],
+        "chance": chance,
+        "protocol": "linear on unstandardised inputs, L2-normalised logits, best test epoch",
+    }
 
 
 # ----------------------------------------------------------------------------- feature recovery
 
-RIDGE_ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)   # per training row, on standardised inputs
+RIDGE_ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # per training row, on standardised inputs
 
 
 def _paired_rows(anonymized: Sequence[FeatureSet], raw: Sequence[FeatureSet], kinds: Sequence[str]):
@@ -417,8 +436,9 @@ def recovery_attack(
     names = [n for n in anonymized if n in raw]
     pieces = {}
     for split in ("train", "val", "test"):
-        pieces[split] = _paired_rows([anonymized[n].split(split) for n in names],
-                                     [raw[n].split(split) for n in names], kinds)
+        pieces[split] = _paired_rows(
+            [anonymized[n].split(split) for n in names], [raw[n].split(split) for n in names], kinds
+        )
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = pieces["train"], pieces["val"], pieces["test"]
     mean_x, mean_y = x_train.mean(axis=0), y_train.mean(axis=0)
     scale = x_train.std(axis=0) + 1e-9
@@ -432,5 +452,11 @@ def recovery_attack(
             best = (val_r2, alpha, coef)
     assert best is not None  # RIDGE_ALPHAS is a non-empty constant
     val_r2, alpha, coef = best
-    return {"r2": r_squared(y_test, (x_test - mean_x) / scale @ coef + mean_y), "val_r2": val_r2,
-            "alpha": alpha, "n_train": int(len(x_train)), "n_test": int(len(x_test)), "kinds": list(kinds)}
+    return {
+        "r2": r_squared(y_test, (x_test - mean_x) / scale @ coef + mean_y),
+        "val_r2": val_r2,
+        "alpha": alpha,
+        "n_train": int(len(x_train)),
+        "n_test": int(len(x_test)),
+        "kinds": list(kinds),
+    }

@@ -5,6 +5,7 @@ another test video is a query; the gallery is every other test video. Top-1 coun
 cosine nearest neighbour has the query's identity. Static clips give identity re-identification;
 moving clips give gait retrieval.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

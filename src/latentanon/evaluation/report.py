@@ -1,4 +1,5 @@
 """reports/metrics.json (the nested figures the gate reads) and reports/report.md (for people)."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,8 @@ from latentanon._files import write_text_atomic
 from latentanon.config import Params
 from latentanon.evaluation import metrics
 
-
-ISSUE_LEAKAGE_TARGET = 0.4          # normalised leakage at or below this
-ISSUE_UTILITY_TARGET = 0.01         # every task within 1% relative of raw
+ISSUE_LEAKAGE_TARGET = 0.4  # normalised leakage at or below this
+ISSUE_UTILITY_TARGET = 0.01  # every task within 1% relative of raw
 
 
 def _interval(stat: dict) -> list[float]:
@@ -45,7 +45,7 @@ def scope_order(names) -> list[str]:
 
     def key(scope: str):
         if scope.startswith("rerelease"):
-            count = scope[len("rerelease"):].split("_", 1)[0]
+            count = scope[len("rerelease") :].split("_", 1)[0]
             return (len(ranks), int(count) if count.isdigit() else 0, scope.endswith("_video_mean"), scope)
         return (ranks.get(scope, len(ranks)), 0, False, scope)
 
@@ -55,7 +55,7 @@ def scope_order(names) -> list[str]:
 def scope_label(scope: str) -> str:
     """What a user shares in ``scope``, in words."""
     if scope.startswith("rerelease"):
-        releases = scope[len("rerelease"):].split("_", 1)[0]
+        releases = scope[len("rerelease") :].split("_", 1)[0]
         what = "mean of its clips" if scope.endswith("_video_mean") else "per clip"
         return f"{releases} releases averaged, {what}"
     return SCOPE_LABELS.get(scope, scope)
@@ -84,9 +84,12 @@ def _scope_entry(block: dict) -> dict:
 
 
 def _worst_entry(worst: dict) -> dict:
-    return {"scope": worst.get("scope"), "normalized_leakage": worst.get("mean"),
-            "normalized_leakage_interval": [worst.get("low"), worst.get("high")],
-            "skipped": list(worst.get("skipped") or [])}
+    return {
+        "scope": worst.get("scope"),
+        "normalized_leakage": worst.get("mean"),
+        "normalized_leakage_interval": [worst.get("low"), worst.get("high")],
+        "skipped": list(worst.get("skipped") or []),
+    }
 
 
 def _privacy_entry(block: dict) -> dict:
@@ -108,9 +111,12 @@ def _privacy_entry(block: dict) -> dict:
         entry["recovery_r2_interval"] = _interval(block["recovery_r2"])
     if "paper_protocol" in block:
         entry["paper_protocol"] = {
-            scope: {"cmap": b["cmap"]["mean"], "relative_cmap_drop": b["relative_cmap_drop"]["mean"],
-                    "relative_cmap_drop_interval": _interval(b["relative_cmap_drop"]),
-                    "normalized_leakage": b["normalized_leakage"]["mean"]}
+            scope: {
+                "cmap": b["cmap"]["mean"],
+                "relative_cmap_drop": b["relative_cmap_drop"]["mean"],
+                "relative_cmap_drop_interval": _interval(b["relative_cmap_drop"]),
+                "normalized_leakage": b["normalized_leakage"]["mean"],
+            }
             for scope, b in block["paper_protocol"].items()
         }
     return entry
@@ -126,9 +132,12 @@ def _privacy_figures(block: dict, static: dict, moving: dict) -> dict:
         "normalized_leakage": static["normalized_leakage"]["mean"],
         "normalized_leakage_interval": _interval(static["normalized_leakage"]),
         "attributes": {
-            a: {"map": v["map"]["mean"], "chance": v["chance"]["mean"],
+            a: {
+                "map": v["map"]["mean"],
+                "chance": v["chance"]["mean"],
                 "normalized_leakage": v["normalized_leakage"]["mean"],
-                "normalized_leakage_interval": _interval(v["normalized_leakage"])}
+                "normalized_leakage_interval": _interval(v["normalized_leakage"]),
+            }
             for a, v in static["attributes"].items()
         },
         "moving": {
@@ -163,8 +172,9 @@ def _utility_entry(task: str, block: dict, seen: bool, methods: list[str]) -> di
             ensemble = block[method].get("relative_drop_ensemble")
             seed_bootstrap = block[method].get("relative_drop_paired")
             entry[f"{method}_relative_drop"] = ensemble["point"] if ensemble else block[method]["relative_drop"]["mean"]
-            entry[f"{method}_relative_drop_interval"] = (_interval(ensemble) if ensemble
-                                                         else _interval(block[method]["relative_drop"]))
+            entry[f"{method}_relative_drop_interval"] = (
+                _interval(ensemble) if ensemble else _interval(block[method]["relative_drop"])
+            )
             entry[f"{method}_relative_drop_half_width"] = _half_width(entry[f"{method}_relative_drop_interval"])
             if ensemble and "n_videos" in ensemble:
                 entry[f"{method}_relative_drop_test_videos"] = int(ensemble["n_videos"])
@@ -173,8 +183,10 @@ def _utility_entry(task: str, block: dict, seen: bool, methods: list[str]) -> di
             if seed_bootstrap:
                 entry[f"{method}_relative_drop_seed_bootstrap_interval"] = _interval(seed_bootstrap)
     entry["relative_drop_interval_kind"] = (
-        "seed ensemble, bootstrap over test videos" if any(
-            block[m].get("relative_drop_ensemble") for m in methods if m != "raw") else "seeds (Student-t)")
+        "seed ensemble, bootstrap over test videos"
+        if any(block[m].get("relative_drop_ensemble") for m in methods if m != "raw")
+        else "seeds (Student-t)"
+    )
     return entry
 
 
@@ -191,27 +203,39 @@ def decisions(privacy: dict, utility: dict, params: Params) -> dict:
         if n_items:
             # how much test data the criterion needs: what a user collects to decide it
             out["test_items"] = int(n_items)
-            out["test_items_to_decide"] = items_to_decide({"low": interval[0], "high": interval[1]}, threshold,
-                                                          int(n_items))
+            out["test_items_to_decide"] = items_to_decide(
+                {"low": interval[0], "high": interval[1]}, threshold, int(n_items)
+            )
         return out
 
     out = {
-        "normalized_leakage": one(privacy["aam"]["normalized_leakage_interval"], cfg.max_normalized_leakage,
-                                  "<=", "privacy"),
-        "moving_normalized_leakage": one(privacy["aam"]["moving"]["normalized_leakage_interval"],
-                                         cfg.max_moving_normalized_leakage, "<=", "privacy"),
+        "normalized_leakage": one(
+            privacy["aam"]["normalized_leakage_interval"], cfg.max_normalized_leakage, "<=", "privacy"
+        ),
+        "moving_normalized_leakage": one(
+            privacy["aam"]["moving"]["normalized_leakage_interval"], cfg.max_moving_normalized_leakage, "<=", "privacy"
+        ),
     }
     worst = privacy["aam"].get("worst_scope")
     if worst is not None:
         out["worst_scope_normalized_leakage"] = {
-            **one([v if v is not None else float("nan") for v in worst["normalized_leakage_interval"]],
-                  cfg.max_normalized_leakage, "<=", "privacy"),
-            "scope": worst["scope"]}
+            **one(
+                [v if v is not None else float("nan") for v in worst["normalized_leakage_interval"]],
+                cfg.max_normalized_leakage,
+                "<=",
+                "privacy",
+            ),
+            "scope": worst["scope"],
+        }
     for task in cfg.utility_tasks:
         if task in utility and utility[task]["seen_in_training"]:
-            out[f"utility_drop_{task}"] = one(utility[task]["aam_relative_drop_interval"],
-                                              cfg.max_utility_relative_drop, "<=", "utility",
-                                              utility[task].get("aam_relative_drop_test_videos"))
+            out[f"utility_drop_{task}"] = one(
+                utility[task]["aam_relative_drop_interval"],
+                cfg.max_utility_relative_drop,
+                "<=",
+                "utility",
+                utility[task].get("aam_relative_drop_test_videos"),
+            )
     return out
 
 
@@ -229,7 +253,8 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
     points = evaluation["privacy_utility"]
     aam_point = (points["aam"]["leakage"], points["aam"]["relative_utility"])
     dominators = [
-        m for m, p in points.items()
+        m
+        for m, p in points.items()
         if m not in ("aam", "raw") and metrics.dominates((p["leakage"], p["relative_utility"]), aam_point)
     ]
     finite = lambda v: v is not None and math.isfinite(v)  # noqa: E731
@@ -239,13 +264,13 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
     return {
         "normalized_leakage": {
             "rule": f"privacy.aam.normalized_leakage <= {ISSUE_LEAKAGE_TARGET}",
-            "value": leakage, "passed": bool(finite(leakage) and leakage <= ISSUE_LEAKAGE_TARGET),
+            "value": leakage,
+            "passed": bool(finite(leakage) and leakage <= ISSUE_LEAKAGE_TARGET),
         },
         "normalized_leakage_upper_bounds": {
             "rule": f"upper bounds of the static and moving normalised-leakage intervals <= {ISSUE_LEAKAGE_TARGET}",
             "value": {"static": upper, "moving": moving_upper},
-            "passed": bool(finite(upper) and finite(moving_upper)
-                           and max(upper, moving_upper) <= ISSUE_LEAKAGE_TARGET),
+            "passed": bool(finite(upper) and finite(moving_upper) and max(upper, moving_upper) <= ISSUE_LEAKAGE_TARGET),
         },
         "every_scope_upper_bound": {
             "rule": f"upper bound of the worst scope's normalised-leakage interval <= {ISSUE_LEAKAGE_TARGET}",
@@ -254,17 +279,21 @@ def _targets(evaluation: dict, privacy: dict, utility: dict, params: Params) -> 
         },
         "utility_within_1pct": {
             "rule": f"every utility.<task>.aam_relative_drop <= {ISSUE_UTILITY_TARGET}",
-            "value": drops, "passed": bool(all(finite(d) and d <= ISSUE_UTILITY_TARGET for d in drops.values())),
+            "value": drops,
+            "passed": bool(all(finite(d) and d <= ISSUE_UTILITY_TARGET for d in drops.values())),
         },
         "not_dominated": {
             "rule": "no baseline has both lower worst-scope leakage and higher mean relative utility than AAM",
-            "value": dominators, "passed": not dominators,
+            "value": dominators,
+            "passed": not dominators,
         },
         "gate_relative_cmap_drop": {
             "rule": f"privacy.aam.relative_cmap_drop >= {params.gate.min_relative_cmap_drop} (gate threshold)",
             "value": privacy["aam"]["relative_cmap_drop"],
-            "passed": bool(finite(privacy["aam"]["relative_cmap_drop"])
-                           and privacy["aam"]["relative_cmap_drop"] >= params.gate.min_relative_cmap_drop),
+            "passed": bool(
+                finite(privacy["aam"]["relative_cmap_drop"])
+                and privacy["aam"]["relative_cmap_drop"] >= params.gate.min_relative_cmap_drop
+            ),
         },
     }
 
@@ -304,11 +333,17 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
         for task, block in unseen["tasks"].items():
             if task in utility:
                 utility[task]["aam_unseen"] = {
-                    "method": unseen["method"], "trained_on": block["trained_on"], "seeds": unseen["seeds"],
-                    "value": block["value"]["mean"], "raw_value": block["raw_value"]["mean"],
+                    "method": unseen["method"],
+                    "trained_on": block["trained_on"],
+                    "seeds": unseen["seeds"],
+                    "value": block["value"]["mean"],
+                    "raw_value": block["raw_value"]["mean"],
                     "relative_drop": block["relative_drop"]["mean"],
-                    "relative_drop_interval": (_interval(block["relative_drop_paired"]) if "relative_drop_paired" in block
-                                               else _interval(block["relative_drop"])),
+                    "relative_drop_interval": (
+                        _interval(block["relative_drop_paired"])
+                        if "relative_drop_paired" in block
+                        else _interval(block["relative_drop"])
+                    ),
                 }
     floor = evaluation.get("privacy_floor")
     if floor:
@@ -320,19 +355,25 @@ def build_metrics(evaluation: dict, bias: dict, params: Params) -> dict:
 
 def floor_entry(floor: dict) -> dict:
     """The floor's figures, and what it implies when it is above the leakage target."""
-    entry: dict[str, Any] = {"tasks": list(floor.get("tasks") or []), "seeds": list(floor.get("seeds") or []),
-             "scopes": {scope: _scope_entry(b) for scope, b in floor["scopes"].items()},
-             "worst_scope": _worst_entry(floor["worst_scope"])}
+    entry: dict[str, Any] = {
+        "tasks": list(floor.get("tasks") or []),
+        "seeds": list(floor.get("seeds") or []),
+        "scopes": {scope: _scope_entry(b) for scope, b in floor["scopes"].items()},
+        "worst_scope": _worst_entry(floor["worst_scope"]),
+    }
     worst = entry["worst_scope"]["normalized_leakage"]
     entry["above_target"] = bool(worst is not None and math.isfinite(worst) and worst > ISSUE_LEAKAGE_TARGET)
-    entry["implication"] = ("the floor could not be measured in any scope" if worst is None or not math.isfinite(worst)
-                            else None) or (
+    entry["implication"] = (
+        "the floor could not be measured in any scope" if worst is None or not math.isfinite(worst) else None
+    ) or (
         f"the raw seen-task posteriors alone leak {worst:.3f} (scope {entry['worst_scope']['scope']}), above the "
         f"{ISSUE_LEAKAGE_TARGET} target: a method that keeps every seen task's utility keeps at least this leak "
         "there, so the target cannot be met at full utility in that scope; meeting it costs seen-task utility or "
-        "needs a target the posteriors allow" if entry["above_target"] else
-        f"the raw seen-task posteriors leak at most {ISSUE_LEAKAGE_TARGET} in every scope: full seen-task utility "
-        "and the leakage target are compatible")
+        "needs a target the posteriors allow"
+        if entry["above_target"]
+        else f"the raw seen-task posteriors leak at most {ISSUE_LEAKAGE_TARGET} in every scope: full seen-task utility "
+        "and the leakage target are compatible"
+    )
     return entry
 
 
@@ -342,8 +383,10 @@ INPUT_ABBREVIATIONS = {"principal_axes": "axes", "standardised": "std"}
 def _head_inputs_rule(forms: list[str]) -> str:
     if len(forms) == 1:
         return f"heads reading {forms[0]} features"
-    return (f"heads reading {' or '.join(forms)} features, whichever a default-hyper-parameter head scores "
-            "better on validation (the first on a tie)")
+    return (
+        f"heads reading {' or '.join(forms)} features, whichever a default-hyper-parameter head scores "
+        "better on validation (the first on a tie)"
+    )
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -375,39 +418,62 @@ def scope_report_lines(privacy: dict, methods: list[str], floor: dict | None) ->
     names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
     if not names:
         return []
-    lines = ["", "### Privacy in every scope", "",
-             "Normalised leakage (cMAP - chance) / (raw cMAP - chance) of what a user shares, raw measured in the "
-             "same scope; attackers (linear and MLP, standardised and whitened) trained and scored in the scope, "
-             "chosen on validation. Re-release: the privacy videos published R times through the method's own "
-             "publish path (fresh noise each time, as the anonymize stage writes them), averaged per clip. "
-             "The gate judges the worst scope (the interval that reaches highest).", "",
-             "| method | " + " | ".join(scope_label(n) for n in names) + " | worst scope |",
-             "|---|" + "---|" * (len(names) + 1)]
+    lines = [
+        "",
+        "### Privacy in every scope",
+        "",
+        "Normalised leakage (cMAP - chance) / (raw cMAP - chance) of what a user shares, raw measured in the "
+        "same scope; attackers (linear and MLP, standardised and whitened) trained and scored in the scope, "
+        "chosen on validation. Re-release: the privacy videos published R times through the method's own "
+        "publish path (fresh noise each time, as the anonymize stage writes them), averaged per clip. "
+        "The gate judges the worst scope (the interval that reaches highest).",
+        "",
+        "| method | " + " | ".join(scope_label(n) for n in names) + " | worst scope |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
     for m in methods:
         entries = privacy[m].get("scopes") or {}
         worst = privacy[m].get("worst_scope") or {}
-        lines.append(f"| {m} | " + " | ".join(_scope_cell(entries.get(n)) for n in names) + " | "
-                     f"{scope_label(worst['scope']) if worst.get('scope') else 'n/a'}: "
-                     f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} |")
+        lines.append(
+            f"| {m} | " + " | ".join(_scope_cell(entries.get(n)) for n in names) + " | "
+            f"{scope_label(worst['scope']) if worst.get('scope') else 'n/a'}: "
+            f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} |"
+        )
     skipped = {n: e["skipped"] for m in methods for n, e in (privacy[m].get("scopes") or {}).items() if "skipped" in e}
-    deterministic = sorted({m for m in methods for e in (privacy[m].get("scopes") or {}).values()
-                            if e.get("deterministic")} - {"raw"})
+    deterministic = sorted(
+        {m for m in methods for e in (privacy[m].get("scopes") or {}).values() if e.get("deterministic")} - {"raw"}
+    )
     if deterministic:
-        lines += ["", "Publishing twice gave identical features for " + ", ".join(f"`{m}`" for m in deterministic)
-                  + ": their re-release scopes repeat the one-release figures (R releases were not drawn)."]
+        lines += [
+            "",
+            "Publishing twice gave identical features for "
+            + ", ".join(f"`{m}`" for m in deterministic)
+            + ": their re-release scopes repeat the one-release figures (R releases were not drawn).",
+        ]
     for n, why in skipped.items():
         lines += ["", f"Scope *{scope_label(n)}* skipped: {why}."]
     if floor:
-        lines += ["", "### The floor: what the seen tasks' posteriors leak", "",
-                  "Attackers on the raw features' seen-task posteriors (the outputs of the strongest raw heads "
-                  f"of {', '.join(t.upper() for t in floor['tasks']) or 'no task'}, as evaluate selected them on "
-                  "validation), normalised against raw features in the same scope: any method that keeps every "
-                  "seen task's utility keeps what these outputs carry.", "",
-                  "| scope | normalised leakage |", "|---|---|"]
+        lines += [
+            "",
+            "### The floor: what the seen tasks' posteriors leak",
+            "",
+            "Attackers on the raw features' seen-task posteriors (the outputs of the strongest raw heads "
+            f"of {', '.join(t.upper() for t in floor['tasks']) or 'no task'}, as evaluate selected them on "
+            "validation), normalised against raw features in the same scope: any method that keeps every "
+            "seen task's utility keeps what these outputs carry.",
+            "",
+            "| scope | normalised leakage |",
+            "|---|---|",
+        ]
         for n in scope_order(floor["scopes"]):
             lines.append(f"| {scope_label(n)} | {_scope_cell(floor['scopes'][n])} |")
-        lines += ["", ("**The floor is above the 0.4 target**: " if floor["above_target"] else "") +
-                  floor["implication"][0].upper() + floor["implication"][1:] + "."]
+        lines += [
+            "",
+            ("**The floor is above the 0.4 target**: " if floor["above_target"] else "")
+            + floor["implication"][0].upper()
+            + floor["implication"][1:]
+            + ".",
+        ]
     return lines
 
 
@@ -437,15 +503,21 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "- **Privacy (moving)**: the same attackers on moving-clip features of the privacy videos.",
         "- **Re-identification / gait**: top-1 identity retrieval by cosine nearest neighbour among "
         "test videos (static clips / moving clips), no training.",
-        "- **Utility**: " + ", ".join(
+        "- **Utility**: "
+        + ", ".join(
             f"{t.upper()} ({utility[t]['metric']}, {'seen' if utility[t]['seen_in_training'] else 'unseen'} in training)"
-            for t in utility) + f"; {_head_inputs_rule(evaluation.get('head_inputs', ['standardised']))}, "
+            for t in utility
+        )
+        + f"; {_head_inputs_rule(evaluation.get('head_inputs', ['standardised']))}, "
         "fitted on train, selected on validation.",
         "- **Bias**: NTU-Bias-F / -M protocol (see below), accuracy per gender and gap via fairlearn.",
         "",
         "Methods: `raw` (the identity baseline: features shared unchanged), `aam` (the method the train "
-        f"stage trained: `{privacy['aam'].get('method', 'paper')}`), " + ", ".join(
-            f"`{m}`{' (needs private labels)' if needs.get(m) else ''}" for m in methods if m not in ("raw", "aam")) + ".",
+        f"stage trained: `{privacy['aam'].get('method', 'paper')}`), "
+        + ", ".join(
+            f"`{m}`{' (needs private labels)' if needs.get(m) else ''}" for m in methods if m not in ("raw", "aam")
+        )
+        + ".",
         "",
         "## Targets",
         "",
@@ -465,19 +537,29 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         else:
             shown = _fmt(value)
         lines.append(f"| {target['rule']} | {shown} | {'PASS' if target['passed'] else 'FAIL'} |")
-    lines += ["", "## Decisions (gate criteria)", "",
-              "An interval decides a criterion when it lies wholly on one side of the threshold; an "
-              "undecided privacy criterion fails the gate. *Test videos to decide*: about how many test videos "
-              "would narrow an undecided interval to its distance from the threshold (half-widths shrink "
-              "as one over the square root of the videos; an estimate).", "",
-              "| criterion | interval | threshold | decided | result | test videos (to decide) |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Decisions (gate criteria)",
+        "",
+        "An interval decides a criterion when it lies wholly on one side of the threshold; an "
+        "undecided privacy criterion fails the gate. *Test videos to decide*: about how many test videos "
+        "would narrow an undecided interval to its distance from the threshold (half-widths shrink "
+        "as one over the square root of the videos; an estimate).",
+        "",
+        "| criterion | interval | threshold | decided | result | test videos (to decide) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, d in tree.get("decisions", {}).items():
         verdict = "PASS" if d["passed"] else ("FAIL" if d["decided"] else "undecided")
-        videos = "-" if "test_items" not in d else (
-            f"{d['test_items']}" if d["decided"] else f"{d['test_items']} ({d['test_items_to_decide'] or 'n/a'})")
-        lines.append(f"| {name} | [{_fmt(d['interval'][0])}, {_fmt(d['interval'][1])}] | {d['rule']} "
-                     f"{_fmt(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} | {videos} |")
+        videos = (
+            "-"
+            if "test_items" not in d
+            else (f"{d['test_items']}" if d["decided"] else f"{d['test_items']} ({d['test_items_to_decide'] or 'n/a'})")
+        )
+        lines.append(
+            f"| {name} | [{_fmt(d['interval'][0])}, {_fmt(d['interval'][1])}] | {d['rule']} "
+            f"{_fmt(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} | {videos} |"
+        )
     lines += [
         "",
         "The paper reports a 29-35% relative cMAP drop at 1-2.6% relative utility cost; this project "
@@ -499,12 +581,16 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
             f"{_with_interval(p['moving']['normalized_leakage'], p['moving']['normalized_leakage_interval'])} | "
             f"{_fmt(p['reid_top1'])} ({_fmt(p['reid_chance'])}) | {_fmt(p['gait_top1'])} ({_fmt(p['gait_chance'])}) |"
         )
-    lines += ["", f"Normalised-leakage intervals: {privacy['aam'].get('interval_kind', 'seeds')} "
-              "(raw and each method on the same resamples of the same test items, combined with the seeds). "
-              f"`aam` is method `{privacy['aam'].get('method', 'paper')}`.", "",
-              "| method | static leakage half-width | moving leakage half-width | feature recovery R^2 | "
-              "paper protocol: static relative cMAP drop | paper protocol: moving relative cMAP drop |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Normalised-leakage intervals: {privacy['aam'].get('interval_kind', 'seeds')} "
+        "(raw and each method on the same resamples of the same test items, combined with the seeds). "
+        f"`aam` is method `{privacy['aam'].get('method', 'paper')}`.",
+        "",
+        "| method | static leakage half-width | moving leakage half-width | feature recovery R^2 | "
+        "paper protocol: static relative cMAP drop | paper protocol: moving relative cMAP drop |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in methods:
         p = privacy[m]
         protocol = p.get("paper_protocol", {})
@@ -513,57 +599,100 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
             f"{_fmt(p['moving'].get('normalized_leakage_half_width'))} | "
             f"{_with_interval(p.get('recovery_r2'), p.get('recovery_r2_interval')) if 'recovery_r2' in p else '-'} | "
             f"{_pct(protocol.get('static', {}).get('relative_cmap_drop', float('nan')))} | "
-            f"{_pct(protocol.get('moving', {}).get('relative_cmap_drop', float('nan')))} |")
-    lines += ["", "The paper's protocol (its attacker: unstandardised inputs, L2-normalised logits, best "
-              "TEST epoch) is shown beside the strong protocol above, never instead of it. Feature recovery: "
-              "ridge regression from anonymized back to raw features, fitted on train, R^2 on test."]
+            f"{_pct(protocol.get('moving', {}).get('relative_cmap_drop', float('nan')))} |"
+        )
+    lines += [
+        "",
+        "The paper's protocol (its attacker: unstandardised inputs, L2-normalised logits, best "
+        "TEST epoch) is shown beside the strong protocol above, never instead of it. Feature recovery: "
+        "ridge regression from anonymized back to raw features, fitted on train, R^2 on test.",
+    ]
     lines += scope_report_lines(privacy, methods, tree.get("privacy_floor"))
     attributes = privacy["attributes"]
-    lines += ["", "Normalised leakage per attribute (static clips):", "",
-              "| method | " + " | ".join(attributes) + " |", "|---|" + "---|" * len(attributes)]
+    lines += [
+        "",
+        "Normalised leakage per attribute (static clips):",
+        "",
+        "| method | " + " | ".join(attributes) + " |",
+        "|---|" + "---|" * len(attributes),
+    ]
     for m in methods:
-        cells = [_with_interval(privacy[m]["attributes"][a]["normalized_leakage"],
-                                privacy[m]["attributes"][a]["normalized_leakage_interval"]) for a in attributes]
+        cells = [
+            _with_interval(
+                privacy[m]["attributes"][a]["normalized_leakage"],
+                privacy[m]["attributes"][a]["normalized_leakage_interval"],
+            )
+            for a in attributes
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "## Utility", "", "| method | " + " | ".join(
-        f"{t.upper()} {utility[t]['metric']}" for t in utility) + " | " + " | ".join(
-        f"{t.upper()} relative drop" for t in utility) + " |",
-        "|---|" + "---|" * (2 * len(utility))]
+    lines += [
+        "",
+        "## Utility",
+        "",
+        "| method | "
+        + " | ".join(f"{t.upper()} {utility[t]['metric']}" for t in utility)
+        + " | "
+        + " | ".join(f"{t.upper()} relative drop" for t in utility)
+        + " |",
+        "|---|" + "---|" * (2 * len(utility)),
+    ]
     for m in methods:
         values = [_with_interval(utility[t][m]["value"], utility[t][m]["interval"]) for t in utility]
         drops = ["-" if m == "raw" else _pct(utility[t][f"{m}_relative_drop"]) for t in utility]
         lines.append(f"| {m} | " + " | ".join(values) + " | " + " | ".join(drops) + " |")
-    lines += ["", "Relative drops and their intervals are those of the seed ensemble: each method's and raw's "
-              f"task heads of the {len(tree['seeds']['evaluate'])} evaluation seeds averaged (AR class "
-              "probabilities, TAD snippet class scores before detection, AD anomaly scores), then a paired "
-              "bootstrap over the test videos (raw and each method on the same resamples). The per-seed "
-              "figures stay in metrics.json (`<method>_relative_drop_seed_mean`, `_seed_interval`, "
-              "`_seed_bootstrap_interval`).", "",
-              "| method | " + " | ".join(f"{t.upper()} drop interval (half-width)" for t in utility) + " |",
-              "|---|" + "---|" * len(utility)]
+    lines += [
+        "",
+        "Relative drops and their intervals are those of the seed ensemble: each method's and raw's "
+        f"task heads of the {len(tree['seeds']['evaluate'])} evaluation seeds averaged (AR class "
+        "probabilities, TAD snippet class scores before detection, AD anomaly scores), then a paired "
+        "bootstrap over the test videos (raw and each method on the same resamples). The per-seed "
+        "figures stay in metrics.json (`<method>_relative_drop_seed_mean`, `_seed_interval`, "
+        "`_seed_bootstrap_interval`).",
+        "",
+        "| method | " + " | ".join(f"{t.upper()} drop interval (half-width)" for t in utility) + " |",
+        "|---|" + "---|" * len(utility),
+    ]
     for m in methods:
         if m == "raw":
             continue
-        cells = [f"[{_pct(utility[t][f'{m}_relative_drop_interval'][0])}, {_pct(utility[t][f'{m}_relative_drop_interval'][1])}]"
-                 f" ({_pct(utility[t].get(f'{m}_relative_drop_half_width', float('nan')))})" for t in utility]
+        cells = [
+            f"[{_pct(utility[t][f'{m}_relative_drop_interval'][0])}, {_pct(utility[t][f'{m}_relative_drop_interval'][1])}]"
+            f" ({_pct(utility[t].get(f'{m}_relative_drop_half_width', float('nan')))})"
+            for t in utility
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if any("inputs" in utility[t][m] for t in utility for m in methods):
-        lines += ["", "Head inputs kept on each seed (`axes`: principal axes, `std`: standardised; the form "
-                  "whose default head scored better on validation):", "",
-                  "| method | " + " | ".join(t.upper() for t in utility) + " |", "|---|" + "---|" * len(utility)]
+        lines += [
+            "",
+            "Head inputs kept on each seed (`axes`: principal axes, `std`: standardised; the form "
+            "whose default head scored better on validation):",
+            "",
+            "| method | " + " | ".join(t.upper() for t in utility) + " |",
+            "|---|" + "---|" * len(utility),
+        ]
         for m in methods:
-            cells = [" / ".join(INPUT_ABBREVIATIONS.get(f, f) for f in utility[t][m].get("inputs", [])) or "-"
-                     for t in utility]
+            cells = [
+                " / ".join(INPUT_ABBREVIATIONS.get(f, f) for f in utility[t][m].get("inputs", [])) or "-"
+                for t in utility
+            ]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     unseen = {t: utility[t]["aam_unseen"] for t in utility if "aam_unseen" in utility[t]}
     if unseen:
-        lines += ["", "### Unseen tasks", "",
-                  "The trained method refitted with each task held out of its training in turn, that task "
-                  "then scored as unseen (the paper's Table 4 analogue).", "",
-                  "| held-out task | trained on | value (raw) | relative drop |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "### Unseen tasks",
+            "",
+            "The trained method refitted with each task held out of its training in turn, that task "
+            "then scored as unseen (the paper's Table 4 analogue).",
+            "",
+            "| held-out task | trained on | value (raw) | relative drop |",
+            "|---|---|---|---|",
+        ]
         for t, u in unseen.items():
-            lines.append(f"| {t.upper()} | {', '.join(u['trained_on']) or 'none'} | {_fmt(u['value'])} "
-                         f"({_fmt(u['raw_value'])}) | {_with_interval(u['relative_drop'], u['relative_drop_interval'])} |")
+            lines.append(
+                f"| {t.upper()} | {', '.join(u['trained_on']) or 'none'} | {_fmt(u['value'])} "
+                f"({_fmt(u['raw_value'])}) | {_with_interval(u['relative_drop'], u['relative_drop_interval'])} |"
+            )
     protocol = bias["protocol"]
     lines += [
         "",
@@ -574,16 +703,21 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         f"(F: mostly {protocol['variants']['F']}, M: mostly {protocol['variants']['M']}); validation and "
         "test are gender-balanced per action. AR linear head on moving clips.",
         "",
-        "| variant | features | overall accuracy | " + " | ".join(
-            f"{g} accuracy" for g in sorted(bias["pooled"]["raw"]["by_gender"])) + " | gap |",
+        "| variant | features | overall accuracy | "
+        + " | ".join(f"{g} accuracy" for g in sorted(bias["pooled"]["raw"]["by_gender"]))
+        + " | gap |",
         "|---|---|---|" + "---|" * len(bias["pooled"]["raw"]["by_gender"]) + "---|",
     ]
     for variant, block in bias["variants"].items():
         for source, b in block.items():
-            cells = [_with_interval(b["by_gender"][g]["mean"], _interval(b["by_gender"][g]))
-                     for g in sorted(b["by_gender"])]
-            lines.append(f"| {variant} | {source} | {_with_interval(b['overall']['mean'], _interval(b['overall']))} | "
-                         + " | ".join(cells) + f" | {_with_interval(b['gap']['mean'], _interval(b['gap']))} |")
+            cells = [
+                _with_interval(b["by_gender"][g]["mean"], _interval(b["by_gender"][g])) for g in sorted(b["by_gender"])
+            ]
+            lines.append(
+                f"| {variant} | {source} | {_with_interval(b['overall']['mean'], _interval(b['overall']))} | "
+                + " | ".join(cells)
+                + f" | {_with_interval(b['gap']['mean'], _interval(b['gap']))} |"
+            )
     plots = evaluation.get("plots", {})
     lines += [
         "",
@@ -661,8 +795,10 @@ def headline_metrics(tree: dict) -> dict:
         },
         "utility_drop": {},
         "scopes": headline_scopes(tree),
-        "bias": {"gap_raw": _number(_mean(_dig(tree, "bias", "raw", "gap"))),
-                 "gap_aam": _number(_mean(_dig(tree, "bias", "aam", "gap")))},
+        "bias": {
+            "gap_raw": _number(_mean(_dig(tree, "bias", "raw", "gap"))),
+            "gap_aam": _number(_mean(_dig(tree, "bias", "aam", "gap"))),
+        },
         "targets_passed": sum(bool(t.get("passed")) for t in (tree.get("targets") or {}).values()),
     }
     for task, block in sorted((tree.get("utility") or {}).items()):
@@ -691,13 +827,15 @@ def privacy_utility_rows(tree: dict) -> list[dict]:
     """One point per method on the privacy-utility plane (DVC scatter plot data)."""
     rows = []
     for method, point in (_dig(tree, "baselines", "privacy_utility") or {}).items():
-        rows.append({
-            "method": method,
-            "leakage": _number(point.get("leakage")),
-            "moving_leakage": _number(_dig(tree, "privacy", method, "moving", "normalized_leakage")),
-            "leakage_scope": point.get("leakage_scope"),
-            "relative_utility": _number(point.get("relative_utility")),
-        })
+        rows.append(
+            {
+                "method": method,
+                "leakage": _number(point.get("leakage")),
+                "moving_leakage": _number(_dig(tree, "privacy", method, "moving", "normalized_leakage")),
+                "leakage_scope": point.get("leakage_scope"),
+                "relative_utility": _number(point.get("relative_utility")),
+            }
+        )
     return rows
 
 
@@ -720,17 +858,29 @@ def write_rows_csv(rows: list[dict], path: Path) -> Path:
 def history_rows(history: dict) -> list[dict]:
     """Per-epoch loss rows from a training history (lists aligned with ``history['epoch']``)."""
     epochs = history.get("epoch") or []
-    series = {k: v for k, v in history.items()
-              if k != "epoch" and isinstance(v, list) and len(v) == len(epochs)
-              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}
+    series = {
+        k: v
+        for k, v in history.items()
+        if k != "epoch"
+        and isinstance(v, list)
+        and len(v) == len(epochs)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    }
     return [{"epoch": e, **{k: _number(v[i]) for k, v in series.items()}} for i, e in enumerate(epochs)]
 
 
 def pareto_rows(pareto: dict) -> list[dict]:
     """The Pareto front of the tune stage's pareto.json, sorted by leakage."""
     front = sorted(pareto.get("front") or [], key=lambda p: (p.get("leakage") is None, p.get("leakage")))
-    return [{"trial": p.get("trial"), "leakage": _number(p.get("leakage")), "utility": _number(p.get("utility")),
-             "chosen": p.get("trial") == pareto.get("chosen_trial")} for p in front]
+    return [
+        {
+            "trial": p.get("trial"),
+            "leakage": _number(p.get("leakage")),
+            "utility": _number(p.get("utility")),
+            "chosen": p.get("trial") == pareto.get("chosen_trial"),
+        }
+        for p in front
+    ]
 
 
 RESULTS_BEGIN = "<!-- results-table:begin (benchmarks/results_table.py writes this block) -->"
@@ -749,9 +899,14 @@ def results_table(tree: dict) -> str:
     seeds = _dig(tree, "seeds", "evaluate")
     n_seeds = len(seeds) if isinstance(seeds, list) else seeds
     chance = _dig(privacy, "raw", "chance")
-    header = (["method", f"static cMAP (chance {_fmt(chance)})", "normalised leakage, static",
-               "normalised leakage, moving", "normalised leakage, worst scope", "re-id top-1"]
-              + [f"{t.upper()} {utility[t].get('metric', '')}".strip() for t in tasks])
+    header = [
+        "method",
+        f"static cMAP (chance {_fmt(chance)})",
+        "normalised leakage, static",
+        "normalised leakage, moving",
+        "normalised leakage, worst scope",
+        "re-id top-1",
+    ] + [f"{t.upper()} {utility[t].get('metric', '')}".strip() for t in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in methods:
         p = privacy[m]
@@ -771,21 +926,28 @@ def results_table(tree: dict) -> str:
     scope_lines = _scope_table(privacy, methods)
     floor = _dig(tree, "privacy_floor", "worst_scope")
     if floor and floor.get("scope"):
-        scope_lines += ["", f"The floor (what the raw seen-task posteriors leak, worst scope "
-                        f"*{scope_label(floor['scope'])}*): "
-                        f"{_with_interval(floor.get('normalized_leakage'), floor.get('normalized_leakage_interval'))}."]
+        scope_lines += [
+            "",
+            f"The floor (what the raw seen-task posteriors leak, worst scope "
+            f"*{scope_label(floor['scope'])}*): "
+            f"{_with_interval(floor.get('normalized_leakage'), floor.get('normalized_leakage_interval'))}.",
+        ]
     lines += scope_lines
-    note = (f"Means over {n_seeds} seeds with {int(round(100 * conf)) if conf else '?'}% intervals in "
-            "brackets, from `reports/metrics.json`. Another machine gives other figures within these "
-            "intervals (floating point and thread scheduling differ), not the same digits.")
+    note = (
+        f"Means over {n_seeds} seeds with {int(round(100 * conf)) if conf else '?'}% intervals in "
+        "brackets, from `reports/metrics.json`. Another machine gives other figures within these "
+        "intervals (floating point and thread scheduling differ), not the same digits."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def _worst_cell(worst: dict | None) -> str:
     if not worst or not worst.get("scope"):
         return "n/a"
-    return (f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} "
-            f"({scope_label(worst['scope'])})")
+    return (
+        f"{_with_interval(worst.get('normalized_leakage'), worst.get('normalized_leakage_interval'))} "
+        f"({scope_label(worst['scope'])})"
+    )
 
 
 def _scope_table(privacy: dict, methods: list[str]) -> list[str]:
@@ -793,8 +955,11 @@ def _scope_table(privacy: dict, methods: list[str]) -> list[str]:
     names = scope_order(s for m in methods for s in (privacy[m].get("scopes") or {}))
     if not names:
         return []
-    lines = ["", "| method | " + " | ".join(f"leakage, {scope_label(n)}" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        "",
+        "| method | " + " | ".join(f"leakage, {scope_label(n)}" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for m in methods:
         entries = privacy[m].get("scopes") or {}
         lines.append(f"| {m} | " + " | ".join(_scope_cell(entries.get(n)) for n in names) + " |")

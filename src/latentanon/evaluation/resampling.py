@@ -7,6 +7,7 @@ cost about as much as a few plain evaluations. One resample b draws the test ite
 for every method and for raw) and the seeds (with replacement); a figure's value under b is its
 mean over the drawn seeds. The interval is the percentile interval of those B values.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,7 +49,7 @@ def weighted_average_precision(is_positive: np.ndarray, scores: np.ndarray, weig
     w = weights[:, order]
     # integer counts are exact in float32 far beyond any test set; half the memory traffic
     tp = np.cumsum(w[:, is_positive[order]], axis=1, dtype=np.float32)
-    positive_rank = np.cumsum(is_positive[order])           # positives up to each sorted position
+    positive_rank = np.cumsum(is_positive[order])  # positives up to each sorted position
     total = np.cumsum(w, axis=1, dtype=np.float32)[:, ends]
     n_pos_at_end = positive_rank[ends]
     tp_at_end = np.concatenate([np.zeros((tp.shape[0], 1), np.float32), tp], axis=1)[:, n_pos_at_end]
@@ -60,8 +61,9 @@ def weighted_average_precision(is_positive: np.ndarray, scores: np.ndarray, weig
     return np.where(positives > 0, ap, np.nan)
 
 
-def weighted_cmap(labels: dict[str, np.ndarray], probabilities: dict[str, np.ndarray],
-                  weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def weighted_cmap(
+    labels: dict[str, np.ndarray], probabilities: dict[str, np.ndarray], weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(cMAP, chance cMAP) of every weight row: class-wise AP over every class with a positive in
     the row, and the prevalence-weighted chance of the same classes. Items with label -1 weigh 0."""
     aps: list[np.ndarray] = []
@@ -79,7 +81,7 @@ def weighted_cmap(labels: dict[str, np.ndarray], probabilities: dict[str, np.nda
             aps.append(weighted_average_precision(positive, score, w))
             share = (w * positive).sum(axis=1) / np.where(total > 0, total, 1)
             chances.append(np.where(share > 0, share, np.nan))
-    ap_matrix, chance_matrix = np.array(aps), np.array(chances)      # (classes, B)
+    ap_matrix, chance_matrix = np.array(aps), np.array(chances)  # (classes, B)
     with np.errstate(invalid="ignore"):
         return np.nanmean(ap_matrix, axis=0), np.nanmean(chance_matrix, axis=0)
 
@@ -89,12 +91,24 @@ def percentile_interval(values: np.ndarray, confidence: float) -> dict:
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if not finite.size:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "half_width": float("nan"),
-                "n_resamples": int(values.size), "n_finite": 0}
+        return {
+            "mean": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+            "half_width": float("nan"),
+            "n_resamples": int(values.size),
+            "n_finite": 0,
+        }
     alpha = (1.0 - confidence) / 2
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return {"mean": float(finite.mean()), "low": float(low), "high": float(high),
-            "half_width": float((high - low) / 2), "n_resamples": int(values.size), "n_finite": int(finite.size)}
+    return {
+        "mean": float(finite.mean()),
+        "low": float(low),
+        "high": float(high),
+        "half_width": float((high - low) / 2),
+        "n_resamples": int(values.size),
+        "n_finite": int(finite.size),
+    }
 
 
 def shared_weights(n_items: int, n_resamples: int, seed: int = 0) -> np.ndarray:
@@ -108,27 +122,40 @@ def combine_seeds(per_seed_values: np.ndarray, confidence: float, seed: int = 0)
     n_seeds, n_resamples = per_seed_values.shape
     draws = seed_draws(n_seeds, n_resamples, np.random.default_rng([seed, n_seeds, n_resamples, 1]))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN resamples stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resamples stay NaN
         combined = np.nanmean(per_seed_values[draws, np.arange(n_resamples)[:, None]], axis=1)
     return percentile_interval(combined, confidence)
 
 
-def paired_interval(per_seed: Sequence[Callable[[np.ndarray], np.ndarray]], n_items: int, n_resamples: int,
-                    confidence: float, seed: int = 0) -> dict:
+def paired_interval(
+    per_seed: Sequence[Callable[[np.ndarray], np.ndarray]],
+    n_items: int,
+    n_resamples: int,
+    confidence: float,
+    seed: int = 0,
+) -> dict:
     """Interval of a paired figure: ``per_seed[s](weights) -> (B,)`` computes the figure (e.g. a
     method's normalised leakage against raw of the same seed) for seed s under each weight row."""
     weights = shared_weights(n_items, n_resamples, seed)
     return combine_seeds(np.stack([f(weights) for f in per_seed]), confidence, seed)
 
 
-def paired_leakage(labels: dict, raw_probabilities: dict, probabilities: dict, weights: np.ndarray,
-                   raw_cache: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def paired_leakage(
+    labels: dict,
+    raw_probabilities: dict,
+    probabilities: dict,
+    weights: np.ndarray,
+    raw_cache: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Normalised leakage (cMAP - chance) / (raw cMAP - chance) per weight row, raw and method on
     the same resampled items; NaN where raw has no headroom above chance."""
     attributes = [a for a in labels if a in raw_probabilities and a in probabilities]
     labels = {a: labels[a] for a in attributes}
-    raw_cmap, chance = raw_cache if raw_cache is not None else weighted_cmap(
-        labels, {a: raw_probabilities[a] for a in attributes}, weights)
+    raw_cmap, chance = (
+        raw_cache
+        if raw_cache is not None
+        else weighted_cmap(labels, {a: raw_probabilities[a] for a in attributes}, weights)
+    )
     cmap, _ = weighted_cmap(labels, {a: probabilities[a] for a in attributes}, weights)
     headroom = raw_cmap - chance
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -150,8 +177,12 @@ def decided(interval: dict, threshold: float, rule: str) -> dict:
         within, beyond = low >= threshold, high < threshold
     else:
         raise ValueError(f"decided: unknown rule {rule!r}")
-    return {"decided": bool(within or beyond), "passed": True if within else (False if beyond else None),
-            "threshold": threshold, "rule": rule}
+    return {
+        "decided": bool(within or beyond),
+        "passed": True if within else (False if beyond else None),
+        "threshold": threshold,
+        "rule": rule,
+    }
 
 
 def items_to_decide(interval: dict, threshold: float, n_items: int) -> int | None:

@@ -12,6 +12,7 @@ the utility drop from the seed ensemble (heads' outputs averaged over seeds) ove
 re-run with the same inputs resumes from reports/evaluate/partial.json instead of redoing finished
 (method, seed) pairs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,9 @@ def load_sets(uri: str, names: tuple[str, ...]) -> dict[str, FeatureSet]:
     return {n: load_feature_set(uri, n) for n in names if n in available}
 
 
-def _align_release(raw: Mapping[str, FeatureSet], anonymized: Mapping[str, FeatureSet],
-                   uri: str) -> dict[str, FeatureSet]:
+def _align_release(
+    raw: Mapping[str, FeatureSet], anonymized: Mapping[str, FeatureSet], uri: str
+) -> dict[str, FeatureSet]:
     """The released features with the raw store's records (labels and private attributes).
 
     A release carries opaque video ids and task columns only; it mirrors the raw store row for
@@ -83,9 +85,15 @@ def _splits(sets: list[FeatureSet], split: str) -> list[FeatureSet]:
     return [fs.split(split) for fs in sets]
 
 
-def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, FeatureSet] | None = None,
-            heads: Mapping | None = None, method=None, floor_tasks: tuple[str, ...] = (),
-            releases: tuple[int, ...] = scopes.RELEASES) -> dict:
+def measure(
+    sets: Mapping[str, FeatureSet],
+    seed: int,
+    raw: Mapping[str, FeatureSet] | None = None,
+    heads: Mapping | None = None,
+    method=None,
+    floor_tasks: tuple[str, ...] = (),
+    releases: tuple[int, ...] = scopes.RELEASES,
+) -> dict:
     """Every privacy and utility figure of one method's features for one seed.
 
     ``raw`` (the same sets unanonymized) adds the feature-recovery attack and, with ``method`` (what
@@ -95,21 +103,30 @@ def measure(sets: Mapping[str, FeatureSet], seed: int, raw: Mapping[str, Feature
     from latentanon.tasks.scoring import score_task
 
     privacy_sets = [sets[n] for n in PRIVACY_SETS if n in sets]
-    static = attack(_splits(privacy_sets, "train"), _splits(privacy_sets, "val"), _splits(privacy_sets, "test"),
-                    ATTRIBUTES, seed, "static")
+    static = attack(
+        _splits(privacy_sets, "train"),
+        _splits(privacy_sets, "val"),
+        _splits(privacy_sets, "test"),
+        ATTRIBUTES,
+        seed,
+        "static",
+    )
     moving_set = sets[MOVING_PRIVACY_SET]
-    moving = attack(moving_set.split("train"), moving_set.split("val"), moving_set.split("test"),
-                    ATTRIBUTES, seed, "clips")
+    moving = attack(
+        moving_set.split("train"), moving_set.split("val"), moving_set.split("test"), ATTRIBUTES, seed, "clips"
+    )
     paper = {
-        "static": paper_protocol_attack(_splits(privacy_sets, "train"), _splits(privacy_sets, "test"), ATTRIBUTES,
-                                        seed, "static"),
+        "static": paper_protocol_attack(
+            _splits(privacy_sets, "train"), _splits(privacy_sets, "test"), ATTRIBUTES, seed, "static"
+        ),
         "moving": paper_protocol_attack(moving_set.split("train"), moving_set.split("test"), ATTRIBUTES, seed, "clips"),
     }
     utility, utility_items = {}, {}
     for task, set_name in task_sets().items():
         fs = sets[set_name]
-        result = score_task(task, fs.split("train"), fs.split("val"), fs.split("test"), seed,
-                            items=True, **(heads or {}))
+        result = score_task(
+            task, fs.split("train"), fs.split("val"), fs.split("test"), seed, items=True, **(heads or {})
+        )
         utility_items[task] = result.pop("items")
         utility[task] = result
     scope_results = scopes.measure_scopes(sets, seed, method, raw, releases, {"moving": moving}, entropy=seed)
@@ -141,7 +158,7 @@ def _pool_worker_init() -> None:
     torch.set_num_threads(1)
 
 
-SHARED_FIT = None   # key of the fitted baselines that serve every seed (evaluate.refit_baselines false)
+SHARED_FIT = None  # key of the fitted baselines that serve every seed (evaluate.refit_baselines false)
 
 
 def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
@@ -149,9 +166,17 @@ def fit_baseline(name: str, train, raw: Mapping[str, FeatureSet], seed: int):
     return create_method(name, train).fit(raw, seed=seed)
 
 
-def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda method, seed: {},
-                     refit: bool = True, fit_jobs: Mapping[str, tuple] | None = None,
-                     side_jobs: Mapping | None = None) -> dict:
+def _measure_in_pool(
+    todo,
+    method_sets,
+    record,
+    bar,
+    workers: int,
+    extra=lambda method, seed: {},
+    refit: bool = True,
+    fit_jobs: Mapping[str, tuple] | None = None,
+    side_jobs: Mapping | None = None,
+) -> dict:
     """Measure (seed, method) pairs in worker processes while this one prepares the next ones.
 
     Workers are spawned (not forked: torch's thread pools do not survive a fork safely) and each
@@ -165,9 +190,9 @@ def _measure_in_pool(todo, method_sets, record, bar, workers: int, extra=lambda 
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    pending: dict[Future[dict], tuple[str, int]] = {}    # measure -> (method, seed)
-    fitting: dict[Future[Any], str] = {}                 # fit_baseline -> method
-    side: dict[Future[Any], Any] = {}                    # side job -> its key
+    pending: dict[Future[dict], tuple[str, int]] = {}  # measure -> (method, seed)
+    fitting: dict[Future[Any], str] = {}  # fit_baseline -> method
+    side: dict[Future[Any], Any] = {}  # side job -> its key
     side_results: dict[Any, Any] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init) as pool:
         fitted_by_seed: dict[int | None, dict] = {}
@@ -256,7 +281,7 @@ def _trained_method(layout: Layout) -> dict:
     """Name and fingerprint of the method the train stage saved (what ``aam`` stands for)."""
     from latentanon.features.store import FeatureStore
 
-    meta = (FeatureStore(layout.anonymized_uri).read_index().get("meta") or {})
+    meta = FeatureStore(layout.anonymized_uri).read_index().get("meta") or {}
     method = meta.get("method") or {}
     return {"name": method.get("name", "paper"), "id": method.get("id", (meta.get("adapter") or {}).get("id"))}
 
@@ -268,9 +293,11 @@ def _fingerprint(params: Params, layout: Layout) -> str:
     indexes = [FeatureStore(uri).read_index() for uri in (layout.features_uri, layout.anonymized_uri)]
     from latentanon.tasks.scoring import MEASUREMENT_VERSION
 
-    blob = json.dumps([params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION,
-                       scopes.SCOPES_VERSION], sort_keys=True,
-                      default=str)
+    blob = json.dumps(
+        [params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION, scopes.SCOPES_VERSION],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -284,9 +311,9 @@ def _load_partial(path: Path, fingerprint: str) -> dict:
     return partial.get("results", {}) if partial.get("fingerprint") == fingerprint else {}
 
 
-
-def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
-                     n_resamples: int) -> dict:
+def paired_intervals(
+    items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float, n_resamples: int
+) -> dict:
     """Per method (not raw): paired bootstrap intervals, raw and method on the same resamples of the
     same test items (``latentanon.evaluation.resampling``).
 
@@ -305,13 +332,22 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
         first = raw[keys[0]][scope]["labels"]
         n_items = len(next(iter(first.values())))
         weights = resampling.shared_weights(n_items, n_resamples)
-        raw_cache = {k: resampling.weighted_cmap(raw[k][scope]["labels"], raw[k][scope]["probabilities"], weights)
-                     for k in keys}
+        raw_cache = {
+            k: resampling.weighted_cmap(raw[k][scope]["labels"], raw[k][scope]["probabilities"], weights) for k in keys
+        }
         for method in out:
-            values = np.stack([
-                resampling.paired_leakage(raw[k][scope]["labels"], raw[k][scope]["probabilities"],
-                                          items[method][k][scope]["probabilities"], weights, raw_cache[k])
-                for k in keys])
+            values = np.stack(
+                [
+                    resampling.paired_leakage(
+                        raw[k][scope]["labels"],
+                        raw[k][scope]["probabilities"],
+                        items[method][k][scope]["probabilities"],
+                        weights,
+                        raw_cache[k],
+                    )
+                    for k in keys
+                ]
+            )
             out[method]["privacy"][scope] = resampling.combine_seeds(values, confidence)
     for scope in sorted({s for m in out for s in (items[m][keys[0]].get("scopes") or {})}):
         reference = scopes.raw_reference(scope)
@@ -324,8 +360,12 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
             method_items = [r for r in (scope_items(items[method][k], scope) for k in keys) if r is not None]
             if len(method_items) != len(keys):
                 continue
-            values = np.stack([resampling.paired_leakage(r["labels"], r["probabilities"], m["probabilities"], weights)
-                               for r, m in zip(raw_items, method_items)])
+            values = np.stack(
+                [
+                    resampling.paired_leakage(r["labels"], r["probabilities"], m["probabilities"], weights)
+                    for r, m in zip(raw_items, method_items)
+                ]
+            )
             block.setdefault("scopes", {})[scope] = resampling.combine_seeds(values, confidence)
     for task in raw[keys[0]]["utility"]:
         n_videos = _n_videos(task, raw[keys[0]]["utility"][task])
@@ -334,12 +374,15 @@ def paired_intervals(items: Mapping[str, Mapping[str, dict]], seeds: list[int], 
         raw_ensemble = ensemble_items(task, [raw[k]["utility"][task] for k in keys], "raw")
         raw_ensemble_values = resampled_values(task, raw_ensemble, weights)
         for method in out:
-            drops = [_drops(raw_values[k], resampled_values(task, items[method][k]["utility"][task], weights))
-                     for k in keys]
+            drops = [
+                _drops(raw_values[k], resampled_values(task, items[method][k]["utility"][task], weights)) for k in keys
+            ]
             ensemble = ensemble_items(task, [items[method][k]["utility"][task] for k in keys], method)
             out[method]["utility"][task] = {
-                "ensemble": {**ensemble_drop(task, raw_ensemble, ensemble, weights, confidence, raw_ensemble_values),
-                             "n_seeds": len(keys)},
+                "ensemble": {
+                    **ensemble_drop(task, raw_ensemble, ensemble, weights, confidence, raw_ensemble_values),
+                    "n_seeds": len(keys),
+                },
                 "seeds": resampling.combine_seeds(np.stack(drops), confidence),
             }
     return out
@@ -352,8 +395,9 @@ def scope_items(tree: Mapping, scope: str, where: str = "scopes") -> dict | None
     return (tree.get(where) or {}).get(scope)
 
 
-def paired_floor(items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
-                 n_resamples: int) -> dict:
+def paired_floor(
+    items: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float, n_resamples: int
+) -> dict:
     """The floor's paired intervals: raw posteriors against raw features in the same scope."""
     from latentanon.evaluation import resampling
 
@@ -361,20 +405,31 @@ def paired_floor(items: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
     keys = [str(s) for s in seeds if raw[str(s)].get("floor")]
     out = {}
     for scope in sorted(raw[keys[0]].get("floor") or {} if keys else {}):
-        pairs = [(a, b) for a, b in ((scope_items(raw[k], scopes.raw_reference(scope)),
-                                      scope_items(raw[k], scope, "floor")) for k in keys)
-                 if a is not None and b is not None]
+        pairs = [
+            (a, b)
+            for a, b in (
+                (scope_items(raw[k], scopes.raw_reference(scope)), scope_items(raw[k], scope, "floor")) for k in keys
+            )
+            if a is not None and b is not None
+        ]
         if len(pairs) != len(keys):
             continue
         weights = resampling.shared_weights(len(next(iter(pairs[0][0]["labels"].values()))), n_resamples)
-        values = np.stack([resampling.paired_leakage(a["labels"], a["probabilities"], b["probabilities"], weights)
-                           for a, b in pairs])
+        values = np.stack(
+            [resampling.paired_leakage(a["labels"], a["probabilities"], b["probabilities"], weights) for a, b in pairs]
+        )
         out[scope] = resampling.combine_seeds(values, confidence)
     return out
 
 
-def ensemble_drop(task: str, raw_ensemble: dict[str, np.ndarray], ensemble: dict[str, np.ndarray],
-                  weights: np.ndarray, confidence: float, raw_values: np.ndarray | None = None) -> dict:
+def ensemble_drop(
+    task: str,
+    raw_ensemble: dict[str, np.ndarray],
+    ensemble: dict[str, np.ndarray],
+    weights: np.ndarray,
+    confidence: float,
+    raw_values: np.ndarray | None = None,
+) -> dict:
     """A method's seed-ensemble items against raw's (``scoring.ensemble_items``): the relative drop
     over the video resamples ``weights`` (its percentile interval) and at all videos (``point``).
     ``raw_values``: raw's values under ``weights``, when the caller already has them."""
@@ -386,9 +441,13 @@ def ensemble_drop(task: str, raw_ensemble: dict[str, np.ndarray], ensemble: dict
         raw_values = resampled_values(task, raw_ensemble, weights)
     raw_point = float(resampled_values(task, raw_ensemble, everything)[0])
     point = float(resampled_values(task, ensemble, everything)[0])
-    return {**resampling.percentile_interval(_drops(raw_values, resampled_values(task, ensemble, weights)), confidence),
-            "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
-            "value": point, "raw_value": raw_point, "n_videos": int(weights.shape[1])}
+    return {
+        **resampling.percentile_interval(_drops(raw_values, resampled_values(task, ensemble, weights)), confidence),
+        "point": float(_drops(np.array([raw_point]), np.array([point]))[0]),
+        "value": point,
+        "raw_value": raw_point,
+        "n_videos": int(weights.shape[1]),
+    }
 
 
 def _drops(raw_values: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -405,8 +464,13 @@ def _n_videos(task: str, items: Mapping[str, np.ndarray]) -> int:
     return int(items["unit_video"].max()) + 1 if len(items["unit_video"]) else 0
 
 
-def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], confidence: float,
-              items: Mapping[str, Mapping[str, dict]] | None = None, n_resamples: int = 1000) -> dict:
+def summarize(
+    per_seed: Mapping[str, Mapping[str, dict]],
+    seeds: list[int],
+    confidence: float,
+    items: Mapping[str, Mapping[str, dict]] | None = None,
+    n_resamples: int = 1000,
+) -> dict:
     """Mean and interval over seeds of every figure; drops and leakage against raw of the same seed;
     with ``items``, paired bootstrap intervals as well (``paired_intervals``)."""
     keys = [str(s) for s in seeds]
@@ -426,9 +490,11 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                 "cmap": metrics.mean_interval(cmaps, confidence),
                 "chance": metrics.mean_interval(chances, confidence),
                 "relative_cmap_drop": metrics.mean_interval(
-                    [metrics.relative_drop(r, c) for r, c in zip(raw_cmaps, cmaps)], confidence),
+                    [metrics.relative_drop(r, c) for r, c in zip(raw_cmaps, cmaps)], confidence
+                ),
                 "normalized_leakage": metrics.mean_interval(
-                    [metrics.normalized_leakage(c, ch, r) for c, ch, r in zip(cmaps, chances, raw_cmaps)], confidence),
+                    [metrics.normalized_leakage(c, ch, r) for c, ch, r in zip(cmaps, chances, raw_cmaps)], confidence
+                ),
                 "attributes": {},
             }
             for attribute in runs[keys[0]]["privacy"][scope]["attributes"]:
@@ -439,7 +505,8 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                     "map": metrics.mean_interval(maps, confidence),
                     "chance": metrics.mean_interval(ch, confidence),
                     "normalized_leakage": metrics.mean_interval(
-                        [metrics.normalized_leakage(m, c, r) for m, c, r in zip(maps, ch, raw_maps)], confidence),
+                        [metrics.normalized_leakage(m, c, r) for m, c, r in zip(maps, ch, raw_maps)], confidence
+                    ),
                     "attackers": [runs[k]["privacy"][scope]["attributes"][attribute]["attacker"]["name"] for k in keys],
                 }
             summary[scope] = block
@@ -452,14 +519,17 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
                 protocol[scope] = {
                     "cmap": metrics.mean_interval(cm, confidence),
                     "relative_cmap_drop": metrics.mean_interval(
-                        [metrics.relative_drop(r, c) for r, c in zip(raw_cm, cm)], confidence),
+                        [metrics.relative_drop(r, c) for r, c in zip(raw_cm, cm)], confidence
+                    ),
                     "normalized_leakage": metrics.mean_interval(
-                        [metrics.normalized_leakage(c, h, r) for c, h, r in zip(cm, ch, raw_cm)], confidence),
+                        [metrics.normalized_leakage(c, h, r) for c, h, r in zip(cm, ch, raw_cm)], confidence
+                    ),
                 }
             summary["paper_protocol"] = protocol
         if "recovery" in runs[keys[0]]["privacy"]:
-            summary["recovery_r2"] = metrics.mean_interval([runs[k]["privacy"]["recovery"]["r2"] for k in keys],
-                                                           confidence)
+            summary["recovery_r2"] = metrics.mean_interval(
+                [runs[k]["privacy"]["recovery"]["r2"] for k in keys], confidence
+            )
         summary["scopes"] = _scope_summaries(runs, raw, keys, confidence)
         for probe in ("reid", "gait"):
             summary[probe] = {
@@ -475,7 +545,8 @@ def summarize(per_seed: Mapping[str, Mapping[str, dict]], seeds: list[int], conf
             entry[method] = {
                 "value": metrics.mean_interval(values, confidence),
                 "relative_drop": metrics.mean_interval(
-                    [metrics.relative_drop(r, v) for r, v in zip(raw_values, values)], confidence),
+                    [metrics.relative_drop(r, v) for r, v in zip(raw_values, values)], confidence
+                ),
                 # the head input form kept on each seed (older results name none: standardised)
                 "inputs": [runs[k]["utility"][task].get("inputs", "standardised") for k in keys],
             }
@@ -515,8 +586,9 @@ def scope_run(run: Mapping, scope: str, where: str = "scopes") -> dict | None:
     return (privacy.get(where) or {}).get(scope)
 
 
-def _scope_summaries(runs: Mapping[str, dict], raw: Mapping[str, dict], keys: list[str], confidence: float,
-                     where: str = "scopes") -> dict:
+def _scope_summaries(
+    runs: Mapping[str, dict], raw: Mapping[str, dict], keys: list[str], confidence: float, where: str = "scopes"
+) -> dict:
     """Per scope a method's (or, ``where`` "floor", the raw posteriors') cMAP, chance and normalised
     leakage against raw in the same scope of the same seed, over seeds; skipped scopes say why."""
     names = [*scopes.PER_CLIP_SCOPES] if where == "scopes" else []
@@ -528,8 +600,12 @@ def _scope_summaries(runs: Mapping[str, dict], raw: Mapping[str, dict], keys: li
         per_seed = [r for r in found if r is not None and "skipped" not in r]
         references = [r for r in found_references if r is not None and "skipped" not in r]
         if len(per_seed) != len(keys) or len(references) != len(keys):
-            out[scope] = {"skipped": next((r["skipped"] for r in [*found, *found_references]
-                                           if r is not None and "skipped" in r), "not measured on every seed")}
+            out[scope] = {
+                "skipped": next(
+                    (r["skipped"] for r in [*found, *found_references] if r is not None and "skipped" in r),
+                    "not measured on every seed",
+                )
+            }
             continue
         cmaps, chances = [r["cmap"] for r in per_seed], [r["chance"] for r in per_seed]
         raw_cmaps = [r["cmap"] for r in references]
@@ -537,7 +613,8 @@ def _scope_summaries(runs: Mapping[str, dict], raw: Mapping[str, dict], keys: li
             "cmap": metrics.mean_interval(cmaps, confidence),
             "chance": metrics.mean_interval(chances, confidence),
             "normalized_leakage": metrics.mean_interval(
-                [metrics.normalized_leakage(c, ch, r) for c, ch, r in zip(cmaps, chances, raw_cmaps)], confidence),
+                [metrics.normalized_leakage(c, ch, r) for c, ch, r in zip(cmaps, chances, raw_cmaps)], confidence
+            ),
             "reference": scopes.raw_reference(scope),
             "n_test_videos": per_seed[0].get("n_test_videos"),
         }
@@ -557,8 +634,13 @@ def worst_scope(blocks: Mapping[str, dict]) -> dict:
     an undefined upper bound counts as the worst, so an unmeasurable scope can never pass."""
     measured = {name: b for name, b in blocks.items() if "skipped" not in b}
     if not measured:
-        return {"scope": None, "mean": float("nan"), "low": float("nan"), "high": float("nan"),
-                "skipped": sorted(blocks)}
+        return {
+            "scope": None,
+            "mean": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+            "skipped": sorted(blocks),
+        }
 
     def reach(name: str) -> float:
         high = scope_interval(measured[name]).get("high")
@@ -566,8 +648,13 @@ def worst_scope(blocks: Mapping[str, dict]) -> dict:
 
     name = max(measured, key=reach)
     interval = scope_interval(measured[name])
-    return {"scope": name, "mean": measured[name]["normalized_leakage"]["mean"], "low": interval["low"],
-            "high": interval["high"], "skipped": sorted(n for n in blocks if n not in measured)}
+    return {
+        "scope": name,
+        "mean": measured[name]["normalized_leakage"]["mean"],
+        "low": interval["low"],
+        "high": interval["high"],
+        "skipped": sorted(n for n in blocks if n not in measured),
+    }
 
 
 def utility_drop(block: Mapping) -> float:
@@ -583,7 +670,7 @@ def privacy_utility_points(summary: dict) -> dict[str, dict]:
     for method, priv in summary["privacy"].items():
         drops = [utility_drop(summary["utility"][task][method]) for task in summary["utility"]]
         worst = priv.get("worst_scope") or {}
-        if worst.get("scope") is None:      # results without scopes: the static per-clip figure
+        if worst.get("scope") is None:  # results without scopes: the static per-clip figure
             static = priv["static"]["normalized_leakage"]
             worst = {"scope": "static", "mean": static["mean"], "low": static["low"], "high": static["high"]}
         points[method] = {
@@ -627,9 +714,18 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
         xerr = None
         if np.isfinite(p["leakage_low"]):
             xerr = [[p["leakage"] - p["leakage_low"]], [p["leakage_high"] - p["leakage"]]]
-        ax.errorbar(p["leakage"], p["relative_utility"], xerr=xerr, fmt="o", capsize=3, label=method,
-                    ms=9 if method == "aam" else 6)
-        ax.annotate(method, (p["leakage"], p["relative_utility"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.errorbar(
+            p["leakage"],
+            p["relative_utility"],
+            xerr=xerr,
+            fmt="o",
+            capsize=3,
+            label=method,
+            ms=9 if method == "aam" else 6,
+        )
+        ax.annotate(
+            method, (p["leakage"], p["relative_utility"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
     ax.axvline(0.4, color="k", ls="--", lw=1)
     ax.axhline(0.99, color="grey", ls=":", lw=1)
     ax.set_xlabel("normalised leakage, worst scope (lower = more private)")
@@ -646,8 +742,9 @@ def unseen_present(raw: Mapping[str, FeatureSet]) -> list[str]:
     return [t for t in TASKS if TASK_SPECS[t].set_name in raw]
 
 
-def held_out_score(name: str, train, held_out: str, raw: Mapping[str, FeatureSet], seed: int,
-                   heads: Mapping | None = None) -> dict:
+def held_out_score(
+    name: str, train, held_out: str, raw: Mapping[str, FeatureSet], seed: int, heads: Mapping | None = None
+) -> dict:
     """The method refitted with ``held_out`` out of its training, that task scored on its
     anonymized features (with items); module level, so a pool worker can run it."""
     from dataclasses import replace
@@ -657,8 +754,7 @@ def held_out_score(name: str, train, held_out: str, raw: Mapping[str, FeatureSet
     method = create_method(name, replace(train, tasks=replace(train.tasks, **{held_out: 0.0}))).fit(raw, seed=seed)
     method.with_reproducible_noise(seed)
     fs = method.transform(raw[TASK_SPECS[held_out].set_name])
-    return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, items=True,
-                      **(heads or {}))
+    return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, items=True, **(heads or {}))
 
 
 def trained_for_unseen(method_dir: Path, fallback_train=None):
@@ -672,10 +768,18 @@ def trained_for_unseen(method_dir: Path, fallback_train=None):
     return trained
 
 
-def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[int], confidence: float,
-                 raw_results: Mapping[str, dict], heads: Mapping | None = None, fallback_train=None,
-                 raw_items: Mapping[str, dict] | None = None, n_resamples: int = 0,
-                 scored: Mapping[tuple[str, int], dict] | None = None) -> dict:
+def unseen_tasks(
+    method_dir: Path,
+    raw: Mapping[str, FeatureSet],
+    seeds: list[int],
+    confidence: float,
+    raw_results: Mapping[str, dict],
+    heads: Mapping | None = None,
+    fallback_train=None,
+    raw_items: Mapping[str, dict] | None = None,
+    n_resamples: int = 0,
+    scored: Mapping[tuple[str, int], dict] | None = None,
+) -> dict:
     """The paper's Table 4 analogue: the trained method refitted with each task held out of its
     training in turn (task weight 0), that task then scored on the anonymized features as unseen,
     against raw of the same seed. Methods that use no task labels give the same fit each time.
@@ -708,8 +812,13 @@ def unseen_tasks(method_dir: Path, raw: Mapping[str, FeatureSet], seeds: list[in
                 with np.errstate(invalid="ignore", divide="ignore"):
                     paired.append(np.where(before != 0, (before - after) / before, np.nan))
             cached = raw_results.get(str(seed), {}).get("utility", {}).get(held_out)
-            raw_value = cached["value"] if cached else score_task(
-                held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, **(heads or {}))["value"]
+            raw_value = (
+                cached["value"]
+                if cached
+                else score_task(
+                    held_out, fs_raw.split("train"), fs_raw.split("val"), fs_raw.split("test"), seed, **(heads or {})
+                )["value"]
+            )
             values.append(value)
             raw_values.append(raw_value)
             drops.append(metrics.relative_drop(raw_value, value))
@@ -757,15 +866,17 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     results: dict[str, dict[str, dict]] = _load_partial(partial_path, fingerprint)
     items_dir = report_dir / "items"
     # a finished pair counts only with complete items (the paired intervals need them)
-    results = {m: {k: v for k, v in runs.items() if _items_complete(items_dir / f"{m}__{k}.npz")}
-               for m, runs in results.items()}
+    results = {
+        m: {k: v for k, v in runs.items() if _items_complete(items_dir / f"{m}__{k}.npz")}
+        for m, runs in results.items()
+    }
     todo = [(seed, m) for seed in seeds for m in methods if str(seed) not in results.get(m, {})]
 
     from latentanon.methods.registry import load_method
 
     trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
 
-    publishers: dict[str, object] = {}     # method -> what published its sets (the re-release scopes)
+    publishers: dict[str, object] = {}  # method -> what published its sets (the re-release scopes)
 
     def method_sets(method: str, seed: int, fitted: dict) -> dict[str, FeatureSet]:
         if method == "raw":
@@ -779,7 +890,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
             fitted[method] = fit_baseline(method, params.train, raw, seed if cfg.refit_baselines else seeds[0])
-        fitted[method].with_reproducible_noise(seed)      # noise drawn per seed either way
+        fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
         publishers[method] = fitted[method]
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
 
@@ -793,10 +904,13 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         is measured on the first seed only (a reference line; its interval is the bootstrap over the
         test videos of that seed): its heads are refitted, which costs as much as the attacks."""
         if method == "raw":
-            return {"raw": None, "heads": heads, "floor_tasks": seen_tasks if seed == seeds[0] else (),
-                    "releases": tuple(cfg.releases)}
-        return {"raw": raw_privacy, "heads": heads, "method": publishers.get(method),
-                "releases": tuple(cfg.releases)}
+            return {
+                "raw": None,
+                "heads": heads,
+                "floor_tasks": seen_tasks if seed == seeds[0] else (),
+                "releases": tuple(cfg.releases),
+            }
+        return {"raw": raw_privacy, "heads": heads, "method": publishers.get(method), "releases": tuple(cfg.releases)}
 
     def record(method: str, seed: int, result: dict) -> None:
         result = dict(result)
@@ -812,11 +926,20 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         if not cfg.unseen_seeds or trained is None:
             return {}
         method = trained_for_unseen(layout.adapter_dir, params.train)
-        return {(task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
-                for task in unseen_present(raw) for seed in cfg.unseen_seeds}
+        return {
+            (task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
+            for task in unseen_present(raw)
+            for seed in cfg.unseen_seeds
+        }
 
-    with tqdm(total=len(methods) * len(seeds), initial=len(methods) * len(seeds) - len(todo),
-              desc="evaluate", unit="run", disable=None) as bar:
+    with tqdm(
+        total=len(methods) * len(seeds),
+        initial=len(methods) * len(seeds) - len(todo),
+        desc="evaluate",
+        unit="run",
+        disable=None,
+    ) as bar:
+
         def in_process(pairs) -> None:
             fitted_by_seed: dict[int | None, dict] = {}
             for seed, method in pairs:
@@ -830,13 +953,15 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         else:
             try:
                 fit_jobs = {m: (m, params.train, raw, seeds[0]) for m in baselines}
-                unseen_scored = _measure_in_pool(todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs,
-                                                 unseen_jobs())
+                unseen_scored = _measure_in_pool(
+                    todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs, unseen_jobs()
+                )
             except BrokenProcessPool:
                 warnings.warn(
                     "evaluate: worker processes died (a calling script without an "
                     "`if __name__ == '__main__':` guard cannot spawn them); measuring in this process",
-                    RuntimeWarning, stacklevel=2,
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
                 in_process([(seed, m) for seed, m in todo if str(seed) not in results.get(m, {})])
 
@@ -850,25 +975,37 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     }
     unseen = None
     if cfg.unseen_seeds:
-        unseen = unseen_tasks(layout.adapter_dir, raw, list(cfg.unseen_seeds), cfg.confidence,
-                              results["raw"], heads, params.train,
-                              {str(s): load_items(items_dir / f"raw__{s}.npz") for s in cfg.unseen_seeds
-                               if (items_dir / f"raw__{s}.npz").exists()}, cfg.bootstrap, unseen_scored)
+        unseen = unseen_tasks(
+            layout.adapter_dir,
+            raw,
+            list(cfg.unseen_seeds),
+            cfg.confidence,
+            results["raw"],
+            heads,
+            params.train,
+            {
+                str(s): load_items(items_dir / f"raw__{s}.npz")
+                for s in cfg.unseen_seeds
+                if (items_dir / f"raw__{s}.npz").exists()
+            },
+            cfg.bootstrap,
+            unseen_scored,
+        )
     trained_summary = _trained_method(layout)
     evaluation = {
         "methods": methods,
         "trained_method": trained_summary,
         "unseen_tasks": unseen,
-        "baselines": {
-            m: {"needs_private_labels": needs_private_labels(m)} for m in ["identity", *baselines]
-        },
+        "baselines": {m: {"needs_private_labels": needs_private_labels(m)} for m in ["identity", *baselines]},
         "identity_is_raw": True,
         "seeds": seeds,
         "head_inputs": list(cfg.head_inputs),
         "confidence": cfg.confidence,
         "attributes": list(ATTRIBUTES),
-        "tasks": {task: {"metric": summary["utility"][task]["metric"], "seen_in_training": seen[task]}
-                  for task in summary["utility"]},
+        "tasks": {
+            task: {"metric": summary["utility"][task]["metric"], "seen_in_training": seen[task]}
+            for task in summary["utility"]
+        },
         "privacy": summary["privacy"],
         # what the raw seen-task heads' posteriors leak: the least any method keeping those tasks leaks
         "privacy_floor": {**summary["floor"], "tasks": list(seen_tasks)} if "floor" in summary else None,

@@ -13,6 +13,7 @@ videos again later. Per scope here:
   what any method that keeps every seen task's utility must leak.
 Each scope is normalised against raw in the same scope (``RAW_REFERENCE``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,9 +33,9 @@ VIDEO_MEAN_SCOPES: dict[str, tuple[str, str]] = {
     "anomaly_video_mean": ("anomaly", "snippets"),
 }
 RELEASES = (16, 64)
-PUBLISH_ENTROPY = 2026     # tags the evaluation's streams of fresh publish noise (``publisher``)
-SCOPES_VERSION = 1      # evaluate's resume fingerprint: results measured before the scopes are redone
-PER_CLIP_SCOPES = ("static", "moving")     # measured by the evaluation's per-clip attacks
+PUBLISH_ENTROPY = 2026  # tags the evaluation's streams of fresh publish noise (``publisher``)
+SCOPES_VERSION = 1  # evaluate's resume fingerprint: results measured before the scopes are redone
+PER_CLIP_SCOPES = ("static", "moving")  # measured by the evaluation's per-clip attacks
 
 
 def rerelease_scopes(releases: Sequence[int] = RELEASES) -> tuple[str, ...]:
@@ -56,14 +57,23 @@ def raw_reference(scope: str) -> str:
 def _labelled_test(fs: FeatureSet, kind: str, attributes: Sequence[str]) -> None:
     """Refuse a set whose test split has no known private label: its cMAP would be undefined."""
     test = fs.split("test")
-    known = [a for a in attributes if a in test.records.columns
-             and (test.records[a].to_numpy(dtype=np.float64, na_value=np.nan) >= 0).any()]
+    known = [
+        a
+        for a in attributes
+        if a in test.records.columns and (test.records[a].to_numpy(dtype=np.float64, na_value=np.nan) >= 0).any()
+    ]
     if not known or kind not in fs.arrays:
         raise DataError(f"feature set {fs.name!r}: no {kind!r} test video carries a known private label")
 
 
-def attack_scope(fs: FeatureSet, kind: str, seed: int, per_video_mean: bool,
-                 attributes: Sequence[str] = ATTRIBUTES, grid: Sequence | None = None) -> dict:
+def attack_scope(
+    fs: FeatureSet,
+    kind: str,
+    seed: int,
+    per_video_mean: bool,
+    attributes: Sequence[str] = ATTRIBUTES,
+    grid: Sequence | None = None,
+) -> dict:
     """``privacy.attack`` on one set's ``kind``; ``{"skipped": why}`` when the set carries no
     private labels to train or score on (reported, never read as a pass)."""
     from latentanon.evaluation.privacy import attack
@@ -73,8 +83,16 @@ def attack_scope(fs: FeatureSet, kind: str, seed: int, per_video_mean: bool,
         if not present:
             raise DataError(f"feature set {fs.name!r}: no private label column ({', '.join(attributes)})")
         _labelled_test(fs, kind, present)
-        return attack(fs.split("train"), fs.split("val"), fs.split("test"), present, seed, kind,
-                      per_video_mean=per_video_mean, **({"grid": tuple(grid)} if grid else {}))
+        return attack(
+            fs.split("train"),
+            fs.split("val"),
+            fs.split("test"),
+            present,
+            seed,
+            kind,
+            per_video_mean=per_video_mean,
+            **({"grid": tuple(grid)} if grid else {}),
+        )
     except DataError as exc:
         return {"skipped": str(exc)}
 
@@ -100,8 +118,7 @@ def releases_identical(method, fs: FeatureSet) -> bool:
     if method is None:
         return True
     first, second = method.transform(fs), method.transform(fs)
-    return all(np.array_equal(a, b) for kind in first.arrays
-               for a, b in zip(first.arrays[kind], second.arrays[kind]))
+    return all(np.array_equal(a, b) for kind in first.arrays for a, b in zip(first.arrays[kind], second.arrays[kind]))
 
 
 def averaged_releases(method, fs: FeatureSet, releases: Sequence[int]) -> dict[int, FeatureSet]:
@@ -118,15 +135,22 @@ def averaged_releases(method, fs: FeatureSet, releases: Sequence[int]) -> dict[i
         arrays = {k: [np.asarray(a, dtype=np.float64) for a in v] for k, v in published.arrays.items()}
         total = arrays if not total else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
         if done in counts:
-            out[done] = published.with_arrays({k: [(a / done).astype(np.float32) for a in v]
-                                               for k, v in total.items()}, releases=done)
+            out[done] = published.with_arrays(
+                {k: [(a / done).astype(np.float32) for a in v] for k, v in total.items()}, releases=done
+            )
     return out
 
 
-def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
-                   raw: Mapping[str, FeatureSet] | None = None,
-                   releases: Sequence[int] = RELEASES, one_release: Mapping[str, dict] | None = None,
-                   grid: Sequence | None = None, entropy: int | None = None) -> dict:
+def measure_scopes(
+    sets: Mapping[str, FeatureSet],
+    seed: int,
+    method=None,
+    raw: Mapping[str, FeatureSet] | None = None,
+    releases: Sequence[int] = RELEASES,
+    one_release: Mapping[str, dict] | None = None,
+    grid: Sequence | None = None,
+    entropy: int | None = None,
+) -> dict:
     """Per scope beyond the per-clip ones: the attack result (with ``items``) or ``{"skipped": why}``.
 
     ``sets``: one release of a method's features; ``method`` (None for raw) and ``raw`` (the raw
@@ -135,17 +159,26 @@ def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
     the root of the fresh publish noise (``publisher``)."""
     out: dict[str, dict] = {}
     for scope, (set_name, kind) in VIDEO_MEAN_SCOPES.items():
-        out[scope] = (attack_scope(sets[set_name], kind, seed, True, grid=grid) if set_name in sets
-                      else {"skipped": f"no {set_name!r} feature set"})
+        out[scope] = (
+            attack_scope(sets[set_name], kind, seed, True, grid=grid)
+            if set_name in sets
+            else {"skipped": f"no {set_name!r} feature set"}
+        )
     if not releases:
         return out
     source = (raw or {}).get(MOVING_SET)
     published = publisher(method, entropy)
-    if published is None or source is None or releases_identical(published, source.subset(
-            np.arange(min(len(source), 8)))):
+    if (
+        published is None
+        or source is None
+        or releases_identical(published, source.subset(np.arange(min(len(source), 8))))
+    ):
         # deterministic: every release is the first, so each re-release scope repeats its one-release figure
-        why = ("no publishing method: one release is all there is" if method is None else
-               f"method {getattr(method, 'name', '?')} publishes identical features on every release")
+        why = (
+            "no publishing method: one release is all there is"
+            if method is None
+            else f"method {getattr(method, 'name', '?')} publishes identical features on every release"
+        )
         for r in releases:
             for scope in (f"rerelease{r}", f"rerelease{r}_video_mean"):
                 reference = (one_release or {}).get(raw_reference(scope)) or out.get(raw_reference(scope))
@@ -157,15 +190,16 @@ def measure_scopes(sets: Mapping[str, FeatureSet], seed: int, method=None,
     for r in releases:
         averaged = series[int(r)]
         out[f"rerelease{r}"] = {**attack_scope(averaged, "clips", seed, False, grid=grid), "releases": int(r)}
-        out[f"rerelease{r}_video_mean"] = {**attack_scope(averaged, "clips", seed, True, grid=grid),
-                                           "releases": int(r)}
+        out[f"rerelease{r}_video_mean"] = {**attack_scope(averaged, "clips", seed, True, grid=grid), "releases": int(r)}
     return out
 
 
 # ----------------------------------------------------------------------------- the floor
 
-def fitted_seen_heads(sets: Mapping[str, FeatureSet], utility: Mapping[str, dict], tasks: Sequence[str],
-                      seed: int) -> dict[str, list]:
+
+def fitted_seen_heads(
+    sets: Mapping[str, FeatureSet], utility: Mapping[str, dict], tasks: Sequence[str], seed: int
+) -> dict[str, list]:
     """The heads ``score_task`` kept for each seen task (refitted with the kind, hyper-parameters and
     input form it chose on val: the fit is seeded, so these are the same heads)."""
     from latentanon.tasks.scoring import TASK_SPECS, fit_heads, tad_vocabulary
@@ -178,8 +212,15 @@ def fitted_seen_heads(sets: Mapping[str, FeatureSet], utility: Mapping[str, dict
             continue
         train = sets[spec.set_name].split("train")
         vocabulary = tad_vocabulary(train) if task == "tad" else None
-        heads[task] = fit_heads(task, train, result["selected"], seed, result.get("restarts", 1), vocabulary,
-                                result.get("inputs", "standardised"))
+        heads[task] = fit_heads(
+            task,
+            train,
+            result["selected"],
+            seed,
+            result.get("restarts", 1),
+            vocabulary,
+            result.get("inputs", "standardised"),
+        )
     return heads
 
 
@@ -214,20 +255,26 @@ def posterior_sets(sets: Mapping[str, FeatureSet], heads: Mapping[str, list]) ->
         if name not in sets:
             continue
         fs = sets[name]
-        arrays: dict[str, list[np.ndarray]] = {kind: _posteriors(heads, [np.asarray(a, dtype=np.float32) for a in fs.arrays[kind]])
-                                               for kind in ("clips", "snippets")
-                                               if kind in fs.arrays and len(fs.arrays[kind])}
+        arrays: dict[str, list[np.ndarray]] = {
+            kind: _posteriors(heads, [np.asarray(a, dtype=np.float32) for a in fs.arrays[kind]])
+            for kind in ("clips", "snippets")
+            if kind in fs.arrays and len(fs.arrays[kind])
+        }
         if arrays:
             out[name] = fs.with_arrays(arrays, posteriors=sorted(heads))
     return out
 
 
-def floor_scopes(raw: Mapping[str, FeatureSet], utility: Mapping[str, dict], tasks: Sequence[str],
-                 seed: int) -> dict:
+def floor_scopes(raw: Mapping[str, FeatureSet], utility: Mapping[str, dict], tasks: Sequence[str], seed: int) -> dict:
     """The floor: attacks on the raw seen-task posteriors, per clip of the privacy videos and per
     video mean in every video-mean scope (each normalised later against raw in the same scope)."""
     posteriors = posterior_sets(raw, fitted_seen_heads(raw, utility, tasks, seed))
-    out = {"moving": (attack_scope(posteriors[MOVING_SET], "clips", seed, False) if MOVING_SET in posteriors
-                      else {"skipped": f"no {MOVING_SET!r} feature set"})}
+    out = {
+        "moving": (
+            attack_scope(posteriors[MOVING_SET], "clips", seed, False)
+            if MOVING_SET in posteriors
+            else {"skipped": f"no {MOVING_SET!r} feature set"}
+        )
+    }
     out.update(measure_scopes(posteriors, seed, releases=()))
     return out

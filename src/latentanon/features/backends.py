@@ -1,5 +1,6 @@
 """Where store files live: a local directory or an s3:// prefix, behind one small interface
 (``latentanon.features.storage``); this module picks the backend for a uri."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ def open_backend(uri: str | os.PathLike) -> StorageBackend:
 
         return S3Backend(text)
     if text.startswith("file://"):
-        return LocalBackend(text[len("file://"):])
+        return LocalBackend(text[len("file://") :])
     if "://" in text:
         raise StoreError(f"{text}: unsupported store location (use a local path or s3://bucket/prefix)")
     return LocalBackend(text)

@@ -1,4 +1,5 @@
 """In-memory form of one stored feature set: a table of videos and their feature arrays."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,17 +17,16 @@ KINDS = ("clips", "static", "snippets")
 @dataclass
 class FeatureSet:
     name: str
-    records: pd.DataFrame                      # one row per video (manifest columns, incl. video_id, split)
-    arrays: dict[str, list[np.ndarray]]        # kind -> list aligned with records rows
-    meta: dict = field(default_factory=dict)   # encoder identity, manifest hash, params, ...
+    records: pd.DataFrame  # one row per video (manifest columns, incl. video_id, split)
+    arrays: dict[str, list[np.ndarray]]  # kind -> list aligned with records rows
+    meta: dict = field(default_factory=dict)  # encoder identity, manifest hash, params, ...
 
     def __post_init__(self) -> None:
         self.records = self.records.reset_index(drop=True)
         for kind, items in self.arrays.items():
             if len(items) != len(self.records):
                 raise ValueError(
-                    f"feature set {self.name!r}: kind {kind!r} has {len(items)} entries "
-                    f"for {len(self.records)} records"
+                    f"feature set {self.name!r}: kind {kind!r} has {len(items)} entries for {len(self.records)} records"
                 )
 
     def __len__(self) -> int:
@@ -44,7 +44,7 @@ class FeatureSet:
             raise KeyError(f"feature set {self.name!r} has no {kind!r} features (has {sorted(self.arrays)})")
         return self.arrays[kind]
 
-    def subset(self, rows: np.ndarray | pd.Series | list) -> "FeatureSet":
+    def subset(self, rows: np.ndarray | pd.Series | list) -> FeatureSet:
         """Rows selected by a boolean mask or integer positions."""
         idx = np.asarray(rows)
         if idx.dtype == bool:
@@ -56,7 +56,7 @@ class FeatureSet:
             meta=dict(self.meta),
         )
 
-    def split(self, split: str) -> "FeatureSet":
+    def split(self, split: str) -> FeatureSet:
         return self.subset((self.records["split"] == split).to_numpy())
 
     def padded(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +70,6 @@ class FeatureSet:
             mask[i, : a.shape[0]] = True
         return out, mask
 
-    def with_arrays(self, arrays: dict[str, list[np.ndarray]], **meta) -> "FeatureSet":
+    def with_arrays(self, arrays: dict[str, list[np.ndarray]], **meta) -> FeatureSet:
         """Same records, new arrays (e.g. after anonymization)."""
         return FeatureSet(name=self.name, records=self.records.copy(), arrays=arrays, meta={**self.meta, **meta})

@@ -10,6 +10,7 @@ The mapping from opaque ids back to the source ids is kept beside the source sto
 does not need it: a release mirrors its source row for row, and ``with_source_records``
 checks the task columns agree before it puts the source's labels next to the released features.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from latentanon.features.backends import ObjectNotFound, open_backend
 from latentanon.features.featureset import FeatureSet
 
 # Record columns a release may carry, in this order.
-RELEASE_COLUMNS = ("video_id", "split", "label", "label_id", "segments", "anomaly", "anomaly_segments",
-                   "frames", "fps")
+RELEASE_COLUMNS = ("video_id", "split", "label", "label_id", "segments", "anomaly", "anomaly_segments", "frames", "fps")
 # Task columns compared with the source when a release is aligned with it (video_id differs by design).
 ALIGNMENT_COLUMNS = tuple(c for c in RELEASE_COLUMNS if c != "video_id")
 # Keys of a release's shard and index meta; nothing else (no directories, URIs, params) is published.
@@ -61,8 +61,12 @@ def release_records(records: pd.DataFrame, ids: list[str]) -> tuple[pd.DataFrame
 
 def release_meta(method_name: str, method_id: str, release_id: str, encoder: str | None) -> dict:
     """The meta of a release's shards and index: the method, its fingerprint, the encoder identity."""
-    return {"anonymized": True, "method": {"name": method_name, "id": method_id}, "release_id": release_id,
-            "encoder": {"identity": encoder}}
+    return {
+        "anonymized": True,
+        "method": {"name": method_name, "id": method_id},
+        "release_id": release_id,
+        "encoder": {"identity": encoder},
+    }
 
 
 def encoder_identity(meta: dict | None) -> str | None:
@@ -77,8 +81,9 @@ def check_release_records(records: pd.DataFrame, where: str) -> None:
     """Refuse to publish records with a column the allow-list does not name."""
     extra = [str(c) for c in records.columns if c not in RELEASE_COLUMNS]
     if extra:
-        raise StoreError(f"{where}: release records carry columns {extra} outside the allow-list "
-                         f"{list(RELEASE_COLUMNS)}")
+        raise StoreError(
+            f"{where}: release records carry columns {extra} outside the allow-list {list(RELEASE_COLUMNS)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +107,9 @@ class ReleaseIds:
 
     def write(self, release_id: str, set_name: str, shard: int, entry: dict) -> None:
         body = {"format": MAPPING_FORMAT, "release_id": release_id, "set": set_name, "shard": int(shard), **entry}
-        self.backend.write_bytes(_mapping_rel(release_id, set_name, shard),
-                                 (json.dumps(body, sort_keys=True) + "\n").encode())
+        self.backend.write_bytes(
+            _mapping_rel(release_id, set_name, shard), (json.dumps(body, sort_keys=True) + "\n").encode()
+        )
 
     def read(self, release_id: str, set_name: str, shard: int) -> dict | None:
         rel = _mapping_rel(release_id, set_name, shard)
@@ -135,18 +141,23 @@ def with_source_records(released: FeatureSet, source: FeatureSet, where: str) ->
     A release mirrors its source row for row; every task column both hold must agree, row by row,
     or the two are not the same videos in the same order and nothing is measured."""
     if len(released) != len(source):
-        raise StoreError(f"{where}: set {released.name!r} holds {len(released)} videos, the source "
-                         f"{len(source)}; re-run the anonymization")
+        raise StoreError(
+            f"{where}: set {released.name!r} holds {len(released)} videos, the source "
+            f"{len(source)}; re-run the anonymization"
+        )
     for column in ALIGNMENT_COLUMNS:
         if column in released.records.columns and column in source.records.columns:
             a = released.records[column].astype(str).tolist()
             b = source.records[column].astype(str).tolist()
             if a != b:
                 row = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-                raise StoreError(f"{where}: set {released.name!r} does not hold the source's videos in order "
-                                 f"(column {column!r} differs at row {row}); re-run the anonymization")
-    return FeatureSet(name=released.name, records=source.records.copy(), arrays=released.arrays,
-                      meta=dict(released.meta))
+                raise StoreError(
+                    f"{where}: set {released.name!r} does not hold the source's videos in order "
+                    f"(column {column!r} differs at row {row}); re-run the anonymization"
+                )
+    return FeatureSet(
+        name=released.name, records=source.records.copy(), arrays=released.arrays, meta=dict(released.meta)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

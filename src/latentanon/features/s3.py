@@ -4,6 +4,7 @@ The endpoint comes from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (unset: AWS itse
 credentials from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, ...).
 The client uses short timeouts and few retries, so a wrong endpoint fails fast with a clear error.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,16 @@ from latentanon.errors import StoreError
 from latentanon.features.storage import ObjectNotFound, StorageBackend
 
 ACCESS_DENIED_CODES = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403",
-     "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "Forbidden",
+        "403",
+        "InvalidToken",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+    }
 )
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 
@@ -22,7 +31,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """("bucket", "prefix/without/slashes") of an s3://bucket/prefix uri."""
     if not uri.startswith("s3://"):
         raise StoreError(f"{uri}: not an s3:// uri")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise StoreError(f"{uri}: no bucket name (expected s3://bucket/prefix)")
     return bucket, prefix.strip("/")
@@ -67,8 +76,7 @@ def describe_s3_error(exc: Exception, uri: str, action: str) -> StoreError:
     endpoint = s3_endpoint() or "AWS"
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreError(
-            f"{uri}: cannot {action}: no S3 credentials found "
-            "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            f"{uri}: cannot {action}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         )
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
         return StoreError(f"{uri}: cannot {action}: S3 endpoint {endpoint} not reachable ({exc})")
@@ -116,8 +124,7 @@ class S3Backend(StorageBackend):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise StoreError(
-                    f"{self.uri}: bucket {self.bucket!r} does not exist on {s3_endpoint() or 'AWS'} "
-                    "(NoSuchBucket)"
+                    f"{self.uri}: bucket {self.bucket!r} does not exist on {s3_endpoint() or 'AWS'} (NoSuchBucket)"
                 ) from exc
             raise describe_s3_error(exc, self.uri, "open the bucket") from exc
         except BotoCoreError as exc:
@@ -139,8 +146,9 @@ class S3Backend(StorageBackend):
             raise describe_s3_error(exc, self.location(rel), action) from exc
 
     def root_exists(self) -> bool:
-        listing = self._call("list objects", "", "list_objects_v2",
-                             Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
+        listing = self._call(
+            "list objects", "", "list_objects_v2", Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1
+        )
         return bool(listing.get("KeyCount", 0))
 
     def read_bytes(self, rel: str) -> bytes:
@@ -168,7 +176,7 @@ class S3Backend(StorageBackend):
         found: list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
-                found.extend(item["Key"][len(root):] for item in page.get("Contents", []))
+                found.extend(item["Key"][len(root) :] for item in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise describe_s3_error(exc, self.location(under), "list objects") from exc
         return sorted(found)

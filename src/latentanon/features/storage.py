@@ -5,6 +5,7 @@ locally a temporary file is renamed into place; on S3 a PUT replaces an object a
 Below ``backends`` (which picks a backend for a uri) and ``s3`` (the S3 backend), so neither
 imports the other's module for the types they share.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ Layout under the store uri:
 A shard counts as present only once its checksums file exists, so a writer killed mid-shard
 leaves nothing that looks complete, and every read verifies the checksums.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,8 +89,7 @@ def encode_records(records: pd.DataFrame, where: str) -> bytes:
         "columns": columns,
         "dtypes": {str(c): str(records[c].dtype) for c in records.columns},
         "values": {
-            str(c): [to_jsonable(v, f"{where}: column {c!r}") for v in records[c].tolist()]
-            for c in records.columns
+            str(c): [to_jsonable(v, f"{where}: column {c!r}") for v in records[c].tolist()] for c in records.columns
         },
         "rows": len(records),
     }
@@ -159,11 +159,15 @@ def decode_arrays(data: bytes, videos: int, where: str) -> dict[str, list[np.nda
         features, offsets = tensors.get(f"{kind}.features"), tensors.get(f"{kind}.offsets")
         if features is None or offsets is None:
             raise StoreError(f"{where}: kind {kind!r} lacks its features or offsets tensor")
-        if (offsets.shape != (videos + 1,) or offsets[0] != 0 or offsets[-1] != features.shape[0]
-                or np.any(np.diff(offsets) < 0)):
+        if (
+            offsets.shape != (videos + 1,)
+            or offsets[0] != 0
+            or offsets[-1] != features.shape[0]
+            or np.any(np.diff(offsets) < 0)
+        ):
             raise StoreError(f"{where}: offsets of kind {kind!r} do not fit {videos} records")
         # views into one writable array: no per-video copies
-        arrays[kind] = [features[offsets[i]: offsets[i + 1]] for i in range(videos)]
+        arrays[kind] = [features[offsets[i] : offsets[i + 1]] for i in range(videos)]
     return arrays
 
 
@@ -186,9 +190,7 @@ class FeatureStore:
 
     def _check_name(self, set_name: str) -> None:
         if not isinstance(set_name, str) or not SET_NAME.fullmatch(set_name):
-            raise StoreError(
-                f"{self.uri}: invalid feature set name {set_name!r} (letters, digits, '_', '.', '-')"
-            )
+            raise StoreError(f"{self.uri}: invalid feature set name {set_name!r} (letters, digits, '_', '.', '-')")
 
     def _check_shard(self, shard: int) -> None:
         if isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) or not 0 <= shard < MAX_SHARDS:
@@ -227,8 +229,10 @@ class FeatureStore:
         for name, info in files.items():
             match = SHARD_FILE.fullmatch(name) if isinstance(name, str) else None
             if not match or int(match.group(1)) != shard or name not in expected:
-                raise StoreError(f"{where}: lists file {name!r}, which is not a data file of shard {shard} of "
-                                 f"set {set_name!r} (expected {sorted(expected)})")
+                raise StoreError(
+                    f"{where}: lists file {name!r}, which is not a data file of shard {shard} of "
+                    f"set {set_name!r} (expected {sorted(expected)})"
+                )
             if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
                 raise StoreError(f"{where}: entry for {name!r} has no sha256")
 
@@ -358,7 +362,8 @@ class FeatureStore:
         """Sorted ids of the complete shards of a set."""
         self._check_name(set_name)
         return sorted(
-            shard for shard, present in self._scan().get(set_name, {}).items()
+            shard
+            for shard, present in self._scan().get(set_name, {}).items()
             if {"safetensors", "records.json", "checksums.json"} <= present
         )
 
@@ -376,8 +381,11 @@ class FeatureStore:
         sets = {}
         for set_name in sorted(scan):
             shards = scan[set_name]
-            incomplete = sorted(s for s, present in shards.items() if "checksums.json" not in present
-                                or not {"safetensors", "records.json"} <= present)
+            incomplete = sorted(
+                s
+                for s, present in shards.items()
+                if "checksums.json" not in present or not {"safetensors", "records.json"} <= present
+            )
             if incomplete:
                 raise StoreError(
                     f"{self.backend.location(set_name)}: shard(s) {incomplete} of set {set_name!r} are "
@@ -476,14 +484,22 @@ def load_feature_set(uri: str | os.PathLike, name: str) -> FeatureSet:
     entry = index["sets"].get(name)
     if entry is None:
         raise StoreError(f"{store.uri}: no feature set {name!r} (has: {sorted(index['sets'])})")
+
     def read(shard: int) -> FeatureSet:
         return store.read_shard(name, shard, expected_files=entry["checksums"].get(_shard_stem(shard)))
 
     # Object stores answer slowly but in parallel; local reads gain nothing from threads.
     workers = S3_READ_THREADS if isinstance(store.backend, S3Backend) else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(tqdm(pool.map(read, entry["shards"]), total=len(entry["shards"]),
-                          desc=f"load {name}", unit="shard", disable=None))
+        parts = list(
+            tqdm(
+                pool.map(read, entry["shards"]),
+                total=len(entry["shards"]),
+                desc=f"load {name}",
+                unit="shard",
+                disable=None,
+            )
+        )
     records = pd.concat([p.records for p in parts], ignore_index=True) if parts else pd.DataFrame()
     arrays = {kind: [a for p in parts for a in p.arrays.get(kind, [])] for kind in entry["kinds"]}
     if len(records) != entry["videos"]:

@@ -1,4 +1,5 @@
 """The Anonymizing Adapter Module: residual self-attention over one video's feature sequence."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from latentanon._configtools import from_dict
-from latentanon.methods.config import AdapterConfig
 from latentanon.errors import ModelError
+from latentanon.methods.config import AdapterConfig
 
 
 class AttentionBlock(nn.Module):
@@ -105,12 +106,12 @@ def load_adapter(directory: str | Path, device: str = "cpu") -> AAM:
     return model.eval()
 
 
-def aam_state(model: "AAM") -> dict:
+def aam_state(model: AAM) -> dict:
     """An AAM's weights as numpy arrays (a method's saved state)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def aam_from_state(dim: int, config, state) -> "AAM":
+def aam_from_state(dim: int, config, state) -> AAM:
     """The AAM that ``aam_state`` saved, in eval mode."""
     import numpy as np
 

@@ -7,9 +7,10 @@ outputs; the reversed gradient teaches the adapter to defeat it. An AR head on m
 the action signal and a scale-free MSE keeps outputs close to inputs. Unlike AAM it needs private
 labels for training.
 """
+
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,13 +19,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from latentanon.methods.aam import AAM, aam_from_state, aam_state
-from latentanon.methods.config import AdapterConfig
-from latentanon.tasks.heads import ARHead
-from latentanon.methods.losses import latent_consistency
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
+from latentanon.methods.aam import AAM, aam_from_state, aam_state
 from latentanon.methods.base import Method
+from latentanon.methods.config import AdapterConfig
+from latentanon.methods.losses import latent_consistency
+from latentanon.tasks.heads import ARHead
 from latentanon.tasks.private import ATTRIBUTES, attack_data
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
@@ -35,10 +36,10 @@ class AdversarialSettings:
     steps: int = 200
     lr: float = 3e-3
     batch_size: int = 256
-    reversal: float = 1.0        # gradient-reversal strength (lambda)
-    utility: float = 1.0         # AR cross-entropy weight
-    consistency: float = 0.1     # weight of MSE(AAM(h), h) / Var(h)
-    hidden: int = 128            # discriminator hidden width
+    reversal: float = 1.0  # gradient-reversal strength (lambda)
+    utility: float = 1.0  # AR cross-entropy weight
+    consistency: float = 0.1  # weight of MSE(AAM(h), h) / Var(h)
+    hidden: int = 128  # discriminator hidden width
     discriminator_lr_ratio: float = 1.0
 
 
@@ -109,10 +110,12 @@ def fit_adversarial(
         torch.random.set_rng_state(state)
     # The discriminator learns faster than the adapter so that the reversed gradient it sends
     # reflects what a freshly trained attacker could still read.
-    optimizer = torch.optim.AdamW([
-        {"params": [*adapter.parameters(), *ar_head.parameters()], "lr": settings.lr},
-        {"params": discriminator.parameters(), "lr": settings.lr * settings.discriminator_lr_ratio},
-    ])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [*adapter.parameters(), *ar_head.parameters()], "lr": settings.lr},
+            {"params": discriminator.parameters(), "lr": settings.lr * settings.discriminator_lr_ratio},
+        ]
+    )
     adapter.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small batches: one thread avoids contention on shared cores

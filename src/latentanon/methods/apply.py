@@ -5,6 +5,7 @@ sequence per video (padding masked); every static clip is its own length-1 seque
 appearance leaks between static clips. ``paper_batch`` (the released form) instead attends
 across consecutive mini-batches of clips.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,12 +15,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latentanon.methods.aam import AAM, load_adapter
 from latentanon.errors import ModelError
 from latentanon.features.featureset import FeatureSet
+from latentanon.methods.aam import AAM
 
-SEQUENCE_BATCH = 256      # videos per forward pass for clips / snippets
-STATIC_BATCH = 4096       # static clips per forward pass
+SEQUENCE_BATCH = 256  # videos per forward pass for clips / snippets
+STATIC_BATCH = 4096  # static clips per forward pass
 
 
 def adapter_fingerprint(model: AAM) -> str:
@@ -79,8 +80,9 @@ def apply_aam_across_batch(model: AAM, items: list[np.ndarray], batch_size: int)
     if not sum(lengths):
         return [a.astype(np.float32, copy=True) for a in items]
     flat = np.concatenate([a for a in items if len(a)], axis=0).astype(np.float32)
-    outputs = [model(torch.from_numpy(flat[start : start + batch_size])).numpy()
-               for start in range(0, len(flat), batch_size)]
+    outputs = [
+        model(torch.from_numpy(flat[start : start + batch_size])).numpy() for start in range(0, len(flat), batch_size)
+    ]
     flat_out = np.concatenate(outputs, axis=0)
     return [part.copy() for part in np.split(flat_out, np.cumsum(lengths)[:-1])]
 
@@ -98,8 +100,7 @@ def anonymize_feature_set(model: AAM, fs: FeatureSet) -> FeatureSet:
     return fs.with_arrays(arrays, anonymized=True, adapter_id=adapter_fingerprint(model))
 
 
-def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None,
-                    expected_encoder: str | None = None) -> dict:
+def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None, expected_encoder: str | None = None) -> dict:
     """Publish every set of the source store, anonymized, into ``dst_uri``: a release.
 
     ``method``: an already loaded (and checked) method; else the one saved in ``method_dir``.
@@ -123,11 +124,19 @@ def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None,
     source_index = src.read_index()
     encoder = release.encoder_identity(source_index.get("meta"))
     if expected_encoder is not None and encoder != expected_encoder:
-        raise ModelError(f"{src.uri}: features made by encoder {encoder or 'unknown'}, but the method was approved "
-                         f"on features of encoder {expected_encoder}; refusing to publish them")
-    release.write_publish_status(dst_uri, release.UNAPPROVED, [
-        "being written: these features are not approved for sharing until the gate (or `latentanon "
-        "anonymize` with an approved version) says so"], create=True)
+        raise ModelError(
+            f"{src.uri}: features made by encoder {encoder or 'unknown'}, but the method was approved "
+            f"on features of encoder {expected_encoder}; refusing to publish them"
+        )
+    release.write_publish_status(
+        dst_uri,
+        release.UNAPPROVED,
+        [
+            "being written: these features are not approved for sharing until the gate (or `latentanon "
+            "anonymize` with an approved version) says so"
+        ],
+        create=True,
+    )
     release_id = _existing_release_id(dst) or release.new_release_id()
     mappings = release.ReleaseIds(src_uri)
     meta = release.release_meta(method.name, method_id, release_id, encoder)
@@ -146,24 +155,41 @@ def anonymize_store(method_dir, src_uri: str, dst_uri: str, method=None,
             dropped.setdefault(set_name, set()).update(dropped_here)
             source_ids = [str(v) for v in fs.records["video_id"]] if "video_id" in fs.records else []
             # the mapping first: a release shard never exists without the way back to its source
-            mappings.write(release_id, set_name, shard, {
-                "method_id": method_id, "source_files": source_files,
-                "ids": dict(zip(records["video_id"].tolist(), source_ids)) if source_ids else {},
-                "videos": len(fs)})
+            mappings.write(
+                release_id,
+                set_name,
+                shard,
+                {
+                    "method_id": method_id,
+                    "source_files": source_files,
+                    "ids": dict(zip(records["video_id"].tolist(), source_ids)) if source_ids else {},
+                    "videos": len(fs),
+                },
+            )
             release.check_release_records(records, dst.backend.location(set_name))
             dst.write_shard(set_name, shard, FeatureSet(set_name, records, fs.arrays, meta=meta))
             written += 1
         per_set[set_name] = len(entry["shards"])
-    present = dst._scan()   # every shard file of the destination, complete or not
+    present = dst._scan()  # every shard file of the destination, complete or not
     for name, shards in present.items():
         for stale in set(shards) - set(source_index["sets"].get(name, {}).get("shards", [])):
             dst.delete_shard(name, stale)
     removed_sets = sorted(name for name in present if name not in source_index["sets"])
     index = dst.write_index(meta)
-    return {"method": method.name, "method_id": method_id, "adapter_id": method_id, "encoder": encoder,
-            "release_id": release_id, "shards": per_set, "shards_written": written, "shards_kept": kept,
-            "sets_removed": removed_sets, "dropped_columns": {k: sorted(v) for k, v in sorted(dropped.items())},
-            "dst_uri": str(dst_uri), "videos": {name: e.get("videos") for name, e in index["sets"].items()}}
+    return {
+        "method": method.name,
+        "method_id": method_id,
+        "adapter_id": method_id,
+        "encoder": encoder,
+        "release_id": release_id,
+        "shards": per_set,
+        "shards_written": written,
+        "shards_kept": kept,
+        "sets_removed": removed_sets,
+        "dropped_columns": {k: sorted(v) for k, v in sorted(dropped.items())},
+        "dst_uri": str(dst_uri),
+        "videos": {name: e.get("videos") for name, e in index["sets"].items()},
+    }
 
 
 def _stem(shard: int) -> str:
@@ -189,8 +215,9 @@ def _existing_release_id(dst) -> str | None:
     return None
 
 
-def _shard_is_current(dst, mappings, set_name: str, shard: int, method_id: str, release_id: str,
-                      source_files: dict | None) -> bool:
+def _shard_is_current(
+    dst, mappings, set_name: str, shard: int, method_id: str, release_id: str, source_files: dict | None
+) -> bool:
     """A release shard made by this method, in this release, from the source shard as it is now."""
     info = dst.shard_info(set_name, shard)
     if info is None or source_files is None:
@@ -199,5 +226,9 @@ def _shard_is_current(dst, mappings, set_name: str, shard: int, method_id: str, 
     if (shard_meta.get("method") or {}).get("id") != method_id or shard_meta.get("release_id") != release_id:
         return False
     mapping = mappings.read(release_id, set_name, shard)
-    return (mapping is not None and mapping.get("method_id") == method_id
-            and mapping.get("source_files") == source_files and mapping.get("videos") == info.get("videos"))
+    return (
+        mapping is not None
+        and mapping.get("method_id") == method_id
+        and mapping.get("source_files") == source_files
+        and mapping.get("videos") == info.get("videos")
+    )

@@ -9,6 +9,7 @@ A method keeps its learned state as named numpy arrays (``state`` / ``set_state`
 as the ``train`` config it was built with; the base class turns those into ``method.json`` +
 ``method.safetensors``, a content fingerprint, and the MLflow pyfunc (tracking.pyfunc).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,7 @@ from latentanon.tasks.private import ATTRIBUTES
 METHOD_JSON = "method.json"
 METHOD_STATE = "method.safetensors"
 FORMAT_VERSION = 1
-FIT_SPLITS = ("train", "val")        # a method never sees the test split
+FIT_SPLITS = ("train", "val")  # a method never sees the test split
 # Columns a label-free method never receives: the private attributes and the person identity.
 PRIVATE_COLUMNS = (*ATTRIBUTES, "identity")
 
@@ -84,7 +85,7 @@ class Method(ABC):
         self.name = name
         self.train = train
         self.dim: int | None = None
-        self.info: dict = {}        # JSON-able facts about the fit (best epoch, seed, ...)
+        self.info: dict = {}  # JSON-able facts about the fit (best epoch, seed, ...)
         self.reproducible_noise = False
         self.noise_key = 0
 
@@ -106,7 +107,7 @@ class Method(ABC):
 
         return np.random.default_rng([self.noise_key, zlib.crc32(video_id.encode()), zlib.crc32(kind.encode())])
 
-    def with_reproducible_noise(self, key: int) -> "Method":
+    def with_reproducible_noise(self, key: int) -> Method:
         """This method with its transform noise keyed by ``key``: what evaluation measures, so that
         figures reproduce run to run. Never for a store that is shared: anyone who knows the key
         could subtract the noise. A no-op for methods without fresh randomness."""
@@ -116,7 +117,7 @@ class Method(ABC):
 
     # ------------------------------------------------------------------ fitting and applying
 
-    def fit(self, sets: Mapping[str, FeatureSet], seed: int = 0, checkpoint_dir: Path | None = None) -> "Method":
+    def fit(self, sets: Mapping[str, FeatureSet], seed: int = 0, checkpoint_dir: Path | None = None) -> Method:
         """Fit on the train (and, for selection, val) rows of ``sets`` (set name -> FeatureSet)."""
         view = fit_view(sets, self.needs_private_labels)
         dims = {fs.dim for fs in view.values() if len(fs)}
@@ -128,8 +129,7 @@ class Method(ABC):
         return self
 
     @abstractmethod
-    def _fit(self, sets: dict[str, FeatureSet], seed: int, checkpoint_dir: Path | None) -> None:
-        ...
+    def _fit(self, sets: dict[str, FeatureSet], seed: int, checkpoint_dir: Path | None) -> None: ...
 
     @abstractmethod
     def _transform_kind(self, kind: str, items: list[np.ndarray], ids: list[str]) -> list[np.ndarray]:
@@ -144,8 +144,11 @@ class Method(ABC):
         ids = video_ids(fs)
         arrays = {}
         for kind, items in fs.arrays.items():
-            arrays[kind] = ([] if not items else
-                            [np.asarray(a, dtype=np.float32) for a in self._transform_kind(kind, list(items), ids)])
+            arrays[kind] = (
+                []
+                if not items
+                else [np.asarray(a, dtype=np.float32) for a in self._transform_kind(kind, list(items), ids)]
+            )
         return fs.with_arrays(arrays, anonymized=True, anonymizer=self.name, method_id=self.fingerprint())
 
     def transform_sequence(self, sequence: np.ndarray, kind: str = "clips", video_id: str = "sequence") -> np.ndarray:
@@ -181,8 +184,14 @@ class Method(ABC):
         return self.dim
 
     def description(self) -> dict:
-        return {"method": self.name, "format": FORMAT_VERSION, "dim": self.dim, "output_dim": self.output_dim,
-                "needs_private_labels": self.needs_private_labels, "train": to_dict(self.train)}
+        return {
+            "method": self.name,
+            "format": FORMAT_VERSION,
+            "dim": self.dim,
+            "output_dim": self.output_dim,
+            "needs_private_labels": self.needs_private_labels,
+            "train": to_dict(self.train),
+        }
 
     def fingerprint(self) -> str:
         """A short hash of the method's name, knobs, width and learned state."""
@@ -210,7 +219,7 @@ class Method(ABC):
         return directory
 
     @classmethod
-    def restore(cls, name: str, meta: dict, state: dict[str, np.ndarray], where: str) -> "Method":
+    def restore(cls, name: str, meta: dict, state: dict[str, np.ndarray], where: str) -> Method:
         train = from_dict(TrainConfig, meta.get("train", {}), f"{where}:train")
         method = cls(name, train)
         method.dim = int(meta["dim"])

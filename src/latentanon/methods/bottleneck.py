@@ -10,6 +10,7 @@ residual: an attacker retrained on the codes reads noise. Published stores draw 
 OS entropy (``Method.noise_rng``), so nobody can subtract it; only evaluation keys it, so that
 its figures reproduce (``Method.with_reproducible_noise``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,11 +60,16 @@ class CodeNet(nn.Module):
         super().__init__()
         self.code_dim = code_dim
         # hidden 0: a linear map (generalises like a linear probe on few training videos)
-        self.net = (nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                  nn.Linear(hidden, code_dim)) if hidden else nn.Linear(dim, code_dim))
+        self.net = (
+            nn.Sequential(
+                nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, code_dim)
+            )
+            if hidden
+            else nn.Linear(dim, code_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=-1) * self.code_dim ** 0.5
+        return F.normalize(self.net(x), dim=-1) * self.code_dim**0.5
 
 
 class BottleneckMethod(Method):
@@ -76,12 +82,14 @@ class BottleneckMethod(Method):
         super().__init__(name, train)
         self.config = train.bottleneck
         if self.config.noise not in NOISE_FORMS:
-            raise ModelError(f"method {name}: train.bottleneck.noise must be one of {', '.join(NOISE_FORMS)}, "
-                             f"got {self.config.noise!r}")
+            raise ModelError(
+                f"method {name}: train.bottleneck.noise must be one of {', '.join(NOISE_FORMS)}, "
+                f"got {self.config.noise!r}"
+            )
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.net: CodeNet | None = None
-        self.heads = None          # its task heads serve training only; nothing to keep
+        self.heads = None  # its task heads serve training only; nothing to keep
 
     @property
     def output_dim(self) -> int | None:
@@ -99,10 +107,13 @@ class BottleneckMethod(Method):
         from latentanon.methods.base import search_range
 
         sigma = trial.suggest_float("bottleneck_sigma", *search_range(tune, "bottleneck_sigma_range"), log=True)
-        compaction = trial.suggest_float("bottleneck_compaction", *search_range(tune, "bottleneck_compaction_range"),
-                                         log=True)
-        return name, replace(train, bottleneck=replace(train.bottleneck, sigma=sigma, compaction=compaction,
-                                                      static_compaction=compaction))
+        compaction = trial.suggest_float(
+            "bottleneck_compaction", *search_range(tune, "bottleneck_compaction_range"), log=True
+        )
+        return name, replace(
+            train,
+            bottleneck=replace(train.bottleneck, sigma=sigma, compaction=compaction, static_compaction=compaction),
+        )
 
     # ------------------------------------------------------------------ fitting
 
@@ -116,18 +127,26 @@ class BottleneckMethod(Method):
         cfg = self.config
         tasks = [t for t in self.seen_tasks() if TASK_SETS[t] in sets]
         if not tasks:
-            raise DataError(f"bottleneck method: no seen task's feature set among {sorted(sets)} "
-                            f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})")
+            raise DataError(
+                f"bottleneck method: no seen task's feature set among {sorted(sets)} "
+                f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})"
+            )
         train = {t: sets[TASK_SETS[t]].split("train") for t in tasks}
-        rows = [np.asarray(a, np.float64).reshape(-1, self.dim) for fs in train.values()
-                for items in fs.arrays.values() for a in items if len(a)]
+        rows = [
+            np.asarray(a, np.float64).reshape(-1, self.dim)
+            for fs in train.values()
+            for items in fs.arrays.values()
+            for a in items
+            if len(a)
+        ]
         stacked = np.concatenate(rows)
         self.mean = stacked.mean(axis=0).astype(np.float32)
         self.std = (stacked.std(axis=0) + 1e-6).astype(np.float32)
         vocabulary = tad_vocabulary(train["tad"]) if "tad" in train else []
         if "tad" in train and not vocabulary:
-            raise DataError(f"bottleneck method: feature set {train['tad'].name!r} has no action segments in its "
-                            "train split")
+            raise DataError(
+                f"bottleneck method: feature set {train['tad'].name!r} has no action segments in its train split"
+            )
         n_actions = int(train["ar"].records["label_id"].max()) + 1 if "ar" in train else 0
         fit_batches = self._batches(train, vocabulary)
         val = {t: sets[TASK_SETS[t]].split("val") for t in tasks}
@@ -136,8 +155,11 @@ class BottleneckMethod(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
-            heads = {"ar": ARHead(cfg.code_dim, max(n_actions, 1)), "tad": TADHead(cfg.code_dim, max(len(vocabulary), 1)),
-                     "ad": ADHead(cfg.code_dim)}
+            heads = {
+                "ar": ARHead(cfg.code_dim, max(n_actions, 1)),
+                "tad": TADHead(cfg.code_dim, max(len(vocabulary), 1)),
+                "ad": ADHead(cfg.code_dim),
+            }
             heads = {t: heads[t] for t in tasks}
             generator = torch.Generator().manual_seed(seed)
             params = list(self.net.parameters()) + [p for h in heads.values() for p in h.parameters()]
@@ -163,8 +185,15 @@ class BottleneckMethod(Method):
                 self.net.load_state_dict(best[2])
         self.net.eval()
         final = next(h for h in history if h["step"] == best[1]) if best[2] is not None else history[-1]
-        self.info.update({"seen_tasks": list(tasks), "steps": history, "best_step": best[1],
-                          "final_spread_per_dim": final["spread"], "noise_var_per_dim": cfg.sigma ** 2})
+        self.info.update(
+            {
+                "seen_tasks": list(tasks),
+                "steps": history,
+                "best_step": best[1],
+                "final_spread_per_dim": final["spread"],
+                "noise_var_per_dim": cfg.sigma**2,
+            }
+        )
         # the train stage's loss curves (history.json, loss_curves.png/.csv): steps stand for epochs
         self.history = {
             "epoch": [h["step"] for h in history],
@@ -213,7 +242,7 @@ class BottleneckMethod(Method):
         within their class and of every static clip around one point (relative to the noise)."""
         cfg = self.config
         assert self.net is not None  # _fit builds the net before it computes a loss
-        scale = cfg.sigma ** 2 * cfg.code_dim
+        scale = cfg.sigma**2 * cfg.code_dim
         losses, spread, static_spread = {}, torch.zeros(()), torch.zeros(())
         for t, head in heads.items():
             x, mask, target, groups = batches[t]
@@ -227,9 +256,12 @@ class BottleneckMethod(Method):
             z = self.net(x)[mask]
             static_spread = within_group_spread(z, torch.zeros(z.shape[0], dtype=torch.long))
         loss = sum(losses.values()) + (cfg.compaction * spread + cfg.static_compaction * static_spread) / scale
-        parts = {"spread": float(spread.detach()) / cfg.code_dim,
-                 "static_spread": float(static_spread.detach()) / cfg.code_dim,
-                 **{t: float(v.detach()) for t, v in losses.items()}, "total": float(loss.detach())}
+        parts = {
+            "spread": float(spread.detach()) / cfg.code_dim,
+            "static_spread": float(static_spread.detach()) / cfg.code_dim,
+            **{t: float(v.detach()) for t, v in losses.items()},
+            "total": float(loss.detach()),
+        }
         return loss, parts
 
     # ------------------------------------------------------------------ applying
@@ -244,8 +276,10 @@ class BottleneckMethod(Method):
             return self.noise_rng(video, kind)
         secret = os.environ.get(NOISE_SECRET_ENV, "")
         if not secret:
-            raise ModelError(f"method {self.name}: train.bottleneck.noise {self.config.noise!r} needs a secret in "
-                             f"{NOISE_SECRET_ENV} to publish (the same secret gives the same release)")
+            raise ModelError(
+                f"method {self.name}: train.bottleneck.noise {self.config.noise!r} needs a secret in "
+                f"{NOISE_SECRET_ENV} to publish (the same secret gives the same release)"
+            )
         digest = hashlib.sha256(f"{secret}\0{video}\0{kind}".encode()).digest()
         return np.random.default_rng(np.frombuffer(digest, dtype=np.uint32))
 
@@ -260,7 +294,7 @@ class BottleneckMethod(Method):
                 noise = self.noise_rng(video, kind).standard_normal(code.shape)
             elif self.config.noise == "keyed_clip":
                 noise = self._keyed_rng(video, kind).standard_normal(code.shape)
-            else:   # keyed_video: one draw for every clip of the video
+            else:  # keyed_video: one draw for every clip of the video
                 noise = np.broadcast_to(self._keyed_rng(video, kind).standard_normal((1, code.shape[1])), code.shape)
             out.append(code + sigma * noise.astype(np.float32))
         return out
@@ -277,5 +311,7 @@ class BottleneckMethod(Method):
         self.mean = np.asarray(state["mean"], np.float32)
         self.std = np.asarray(state["std"], np.float32)
         self.net = CodeNet(self.dim, cfg.code_dim, cfg.hidden)
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
+        )
         self.net.eval()

@@ -2,6 +2,7 @@
 
 The paper AAM's knobs (adapter, weights, tasks, privacy, lr, ...) sit at the top level, as before;
 other methods with knobs have their own sub-section (``train.adversarial``, ...)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,10 +11,10 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class LossWeights:
-    latent_consistency: float = 100.0   # w_LC
-    utility: float = 1.0                # w_T
-    privacy: float = 1.0                # w_B
-    temperature: float = 0.1            # NT-Xent tau
+    latent_consistency: float = 100.0  # w_LC
+    utility: float = 1.0  # w_T
+    privacy: float = 1.0  # w_B
+    temperature: float = 0.1  # NT-Xent tau
 
 
 @dataclass(frozen=True)
@@ -52,21 +53,21 @@ class AdversarialConfig:
 
     steps: int = 200
     lr: float = 3e-3
-    reversal: float = 1.0        # gradient-reversal strength
-    consistency: float = 0.1     # weight of the variance-normalised MSE to the input
+    reversal: float = 1.0  # gradient-reversal strength
+    consistency: float = 0.1  # weight of the variance-normalised MSE to the input
 
 
 @dataclass(frozen=True)
 class BottleneckConfig:
     """The stochastic task bottleneck (label-free; latentanon.methods.bottleneck)."""
 
-    code_dim: int = 32              # k: width of the published code
-    hidden: int = 64                # width of the MLP's two hidden layers; 0: a linear map
-    sigma: float = 1.0              # std of the Gaussian noise on the code (per dimension; |code| = sqrt(k))
-    compaction: float = 1.0         # weight of the within-class spread of moving clips / snippets
+    code_dim: int = 32  # k: width of the published code
+    hidden: int = 64  # width of the MLP's two hidden layers; 0: a linear map
+    sigma: float = 1.0  # std of the Gaussian noise on the code (per dimension; |code| = sqrt(k))
+    compaction: float = 1.0  # weight of the within-class spread of moving clips / snippets
     static_compaction: float = 1.0  # weight of the spread of all static clips around one point
-    steps: int = 600                # full-batch AdamW steps
-    eval_every: int = 20            # steps between val-loss checks; the best val step is kept
+    steps: int = 600  # full-batch AdamW steps
+    eval_every: int = 20  # steps between val-loss checks; the best val step is kept
     lr: float = 3e-3
     weight_decay: float = 1e-2
     # Publish-time noise: "fresh" (OS entropy, a new draw every release), "keyed_clip" (memoised per
@@ -79,20 +80,20 @@ class BottleneckConfig:
 class DistilConfig:
     """The distilled task code (label-free; latentanon.methods.distil)."""
 
-    outputs: str = "posteriors"     # "logits" or "posteriors" (softmax / sigmoid of the heads)
-    temperature: float = 1.0        # posteriors of logits / temperature: below 1 sharpens them
+    outputs: str = "posteriors"  # "logits" or "posteriors" (softmax / sigmoid of the heads)
+    temperature: float = 1.0  # posteriors of logits / temperature: below 1 sharpens them
     # with posteriors, AD's score as its logit instead: frame AUC ranks scores, and a saturated
     # sigmoid cannot rank (measured: AD drop 3.1% with the posterior, see docs/results.md)
     ad_logit: bool = True
-    step: float = 0.25              # > 0: the code rounded to this grid (identical on every release)
+    step: float = 0.25  # > 0: the code rounded to this grid (identical on every release)
 
 
 @dataclass(frozen=True)
 class FisherConfig:
     """The seen tasks' discriminant code with appearance as nuisance (label-free; methods.fisher)."""
 
-    shrinkage: float = 0.1          # share of the nuisance's mean variance added on its diagonal
-    static_weight: float = 1.0      # weight of the static clips' scatter (appearance) in the nuisance
+    shrinkage: float = 0.1  # share of the nuisance's mean variance added on its diagonal
+    static_weight: float = 1.0  # weight of the static clips' scatter (appearance) in the nuisance
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ class TrainConfig:
     seed: int = 0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     weights: LossWeights = field(default_factory=LossWeights)
-    tasks: TaskWeights = field(default_factory=TaskWeights)   # weight 0 holds a task out (unseen)
+    tasks: TaskWeights = field(default_factory=TaskWeights)  # weight 0 holds a task out (unseen)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    use_tuned_weights: bool = True      # take the weights chosen by the tune stage when present
+    use_tuned_weights: bool = True  # take the weights chosen by the tune stage when present
     # The paper's 1e-4 / 100 epochs assume many steps per epoch; a few hundred training videos
     # give about one step per epoch, where 1e-2 / 200 epochs was measured to move the adapter.
     lr: float = 1e-2

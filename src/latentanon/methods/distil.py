@@ -16,6 +16,7 @@ give. A head reads one video's sequence at a time (TAD and AD are temporal convo
 clip's output depends on its own video only, never on the batch. ``distil.step`` > 0 rounds
 the published code to a grid of that step (a coarser code, still identical on every release).
 """
+
 from __future__ import annotations
 
 import time
@@ -65,7 +66,7 @@ def _strongest_head(task: str, train, val, seed: int):
 
 def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> torch.nn.Module:
     """Rebuild a task head from its saved weights (its widths and kernel are in their shapes)."""
-    weights = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix)}
     head: ARHead | TADHead | ADHead
     if task == "ar":
         n_classes, dim = weights["linear.weight"].shape
@@ -73,8 +74,11 @@ def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> to
     else:
         hidden, dim, kernel = weights["conv_in.weight"].shape
         outputs = weights["conv_out.weight"].shape[0]
-        head = (TADHead(dim, outputs - 1, hidden=hidden, kernel=kernel) if task == "tad"
-                else ADHead(dim, hidden=hidden, kernel=kernel))
+        head = (
+            TADHead(dim, outputs - 1, hidden=hidden, kernel=kernel)
+            if task == "tad"
+            else ADHead(dim, hidden=hidden, kernel=kernel)
+        )
     head.load_state_dict(weights)
     return head.eval()
 
@@ -89,8 +93,9 @@ class DistilMethod(Method):
         super().__init__(name, train)
         self.config = train.distil
         if self.config.outputs not in ("logits", "posteriors"):
-            raise ModelError(f"method {name}: train.distil.outputs must be 'logits' or 'posteriors', "
-                             f"got {self.config.outputs!r}")
+            raise ModelError(
+                f"method {name}: train.distil.outputs must be 'logits' or 'posteriors', got {self.config.outputs!r}"
+            )
         if not self.config.temperature > 0:
             raise ModelError(f"method {name}: train.distil.temperature must be > 0, got {self.config.temperature}")
         if not self.config.step >= 0:
@@ -133,21 +138,31 @@ class DistilMethod(Method):
         started = time.perf_counter()
         tasks = tuple(t for t in self.seen_tasks() if TASK_SETS[t] in sets)
         if not tasks:
-            raise DataError(f"distil method: no seen task's feature set among {sorted(sets)} "
-                            f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})")
+            raise DataError(
+                f"distil method: no seen task's feature set among {sorted(sets)} "
+                f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})"
+            )
         chosen = {}
         for task in tasks:
             fs = sets[TASK_SETS[task]]
             train, val = fs.split("train"), fs.split("val")
             if not len(train) or not len(val):
-                raise DataError(f"distil method: feature set {fs.name!r} needs train and val rows to pick "
-                                f"the {task} head (has {len(train)} train, {len(val)} val)")
+                raise DataError(
+                    f"distil method: feature set {fs.name!r} needs train and val rows to pick "
+                    f"the {task} head (has {len(train)} train, {len(val)} val)"
+                )
             fitted, chosen[task] = _strongest_head(task, train, val, seed)
             self.heads[task] = fitted.head.eval()
             self.readers[task] = _affine_reader(fitted.inputs)
         self.tasks = tasks
-        self.info.update({"seen_tasks": list(tasks), "heads": chosen, "code_dim": self.output_dim,
-                          "seconds": round(time.perf_counter() - started, 3)})
+        self.info.update(
+            {
+                "seen_tasks": list(tasks),
+                "heads": chosen,
+                "code_dim": self.output_dim,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
     # ------------------------------------------------------------------ applying
 
@@ -192,6 +207,8 @@ class DistilMethod(Method):
         names = list(TASK_SETS)
         self.tasks = tuple(names[int(i)] for i in np.asarray(state["tasks"]))
         for task in self.tasks:
-            self.readers[task] = (np.asarray(state[f"{task}.mean"], np.float64),
-                                  np.asarray(state[f"{task}.projection"], np.float64))
+            self.readers[task] = (
+                np.asarray(state[f"{task}.mean"], np.float64),
+                np.asarray(state[f"{task}.projection"], np.float64),
+            )
             self.heads[task] = _head_from_state(task, state, f"{task}.head.")

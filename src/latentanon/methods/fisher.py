@@ -11,6 +11,7 @@ eigenvectors, scaled to unit nuisance variance): (n_actions - 1) + n_tad_classes
 It is one fixed linear map: deterministic (every release identical, so averaging releases gains
 an attacker nothing), and a clip's output depends on that clip alone.
 """
+
 from __future__ import annotations
 
 import time
@@ -87,7 +88,9 @@ class FisherMethod(Method):
 
         from latentanon.methods.base import search_range
 
-        weight = trial.suggest_float("fisher_static_weight", *search_range(tune, "fisher_static_weight_range"), log=True)
+        weight = trial.suggest_float(
+            "fisher_static_weight", *search_range(tune, "fisher_static_weight_range"), log=True
+        )
         return name, replace(train, fisher=replace(train.fisher, static_weight=weight))
 
     def _task_rows(self, task: str, fs) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +120,22 @@ class FisherMethod(Method):
         cfg = self.config
         tasks = tuple(t for t in self.seen_tasks() if TASK_SETS[t] in sets)
         if not tasks:
-            raise DataError(f"fisher method: no seen task's feature set among {sorted(sets)} "
-                            f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})")
+            raise DataError(
+                f"fisher method: no seen task's feature set among {sorted(sets)} "
+                f"(needs {', '.join(TASK_SETS[t] for t in self.seen_tasks())})"
+            )
         train = {t: sets[TASK_SETS[t]].split("train") for t in tasks}
         rows = {t: self._task_rows(t, fs) for t, fs in train.items()}
         stacked = np.concatenate([x for x, _ in rows.values()])
         self.mean = stacked.mean(axis=0)
         scale = stacked.std(axis=0) + 1e-6
-        statics = [np.asarray(a, np.float64) for fs in sets.values() if "static" in fs.arrays
-                   for a in fs.split("train").kind("static") if len(a)]
+        statics = [
+            np.asarray(a, np.float64)
+            for fs in sets.values()
+            if "static" in fs.arrays
+            for a in fs.split("train").kind("static")
+            if len(a)
+        ]
         static_cov = np.zeros((self.dim, self.dim))
         if statics and cfg.static_weight > 0:
             s = (np.concatenate(statics) - self.mean) / scale
@@ -141,8 +151,14 @@ class FisherMethod(Method):
             info[task] = {"classes": int(len(np.unique(groups))), "directions": int(found.shape[1])}
         self.projection = (np.concatenate(directions, axis=1) / scale[:, None]).astype(np.float64)
         self.tasks = tasks
-        self.info.update({"seen_tasks": list(tasks), "directions": info, "code_dim": self.output_dim,
-                          "seconds": round(time.perf_counter() - started, 3)})
+        self.info.update(
+            {
+                "seen_tasks": list(tasks),
+                "directions": info,
+                "code_dim": self.output_dim,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
     def _transform_kind(self, kind, items, ids):
         return [((np.asarray(a, np.float64) - self.mean) @ self.projection).astype(np.float32) for a in items]

@@ -1,4 +1,5 @@
 """``identity``: share the raw features unchanged (the leakage every method is measured against)."""
+
 from __future__ import annotations
 
 import numpy as np

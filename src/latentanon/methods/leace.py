@@ -1,5 +1,6 @@
 """``leace``: LEACE linear concept erasure (EleutherAI concept-erasure) of every private attribute
 at once. Needs private labels: fitted on the privacy sets' train static clips."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

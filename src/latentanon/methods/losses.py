@@ -2,6 +2,7 @@
 
 total = w_LC * L_LC + w_T * L_T - w_B * L_B, minimised in one joint step; L_B is maximised.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,9 @@ def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> to
     anchors. No projection head: the adapter's outputs are compared directly.
     """
     if first.shape != second.shape or first.dim() != 2:
-        raise ValueError(f"nt_xent needs two (N, d) views of equal shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+        raise ValueError(
+            f"nt_xent needs two (N, d) views of equal shape, got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
     n = first.shape[0]
     if n < 2:
         raise ValueError("nt_xent needs at least two videos (one positive and one negative per anchor)")

@@ -1,4 +1,5 @@
 """``noise@<scale>``: add Gaussian noise of ``scale`` x each feature dimension's train spread."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -7,6 +7,7 @@
   when applied (``train.batch_size`` clips per sequence). For comparison only: a clip's output
   depends on the clips it is batched with.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ class PaperMethod(Method):
     def __init__(self, name: str, train: TrainConfig = TrainConfig()):
         super().__init__(name, train)
         self.model: AAM | None = None
-        self.heads: torch.nn.ModuleDict | None = None   # co-trained task heads (not part of the method)
+        self.heads: torch.nn.ModuleDict | None = None  # co-trained task heads (not part of the method)
         self.history: dict = {}
 
     def _fit(self, sets, seed, checkpoint_dir) -> None:
@@ -36,10 +37,21 @@ class PaperMethod(Method):
 
         task_sets = {name: fs for name, fs in sets.items() if name in TRAINING_SETS}
         self.model, self.heads, self.history = fit_adapter_with_heads(
-            task_sets, self.train, self.train.weights, self.train.epochs, seed, checkpoint_dir,
-            across_batch=self.across_batch)
-        self.info.update({"best_epoch": self.history.get("best_epoch"), "selection": self.history.get("selection"),
-                          "seen_tasks": sorted(self.heads.keys())})
+            task_sets,
+            self.train,
+            self.train.weights,
+            self.train.epochs,
+            seed,
+            checkpoint_dir,
+            across_batch=self.across_batch,
+        )
+        self.info.update(
+            {
+                "best_epoch": self.history.get("best_epoch"),
+                "selection": self.history.get("selection"),
+                "seen_tasks": sorted(self.heads.keys()),
+            }
+        )
 
     def _transform_kind(self, kind, items, ids):
         from latentanon.methods.apply import apply_aam
@@ -61,8 +73,9 @@ class PaperMethod(Method):
             latent_consistency=trial.suggest_float("w_lc", *ranges["w_lc_range"], log=True),
             utility=trial.suggest_float("w_t", *ranges["w_t_range"], log=True),
             privacy=trial.suggest_float("w_b", *ranges["w_b_range"], log=True),
-            temperature=(trial.suggest_float("temperature", *temperature, log=True)
-                         if temperature else train.weights.temperature),
+            temperature=(
+                trial.suggest_float("temperature", *temperature, log=True) if temperature else train.weights.temperature
+            ),
         )
         train = replace(train, weights=weights)
         if lr:
@@ -77,7 +90,7 @@ class PaperMethod(Method):
         self.model = aam_from_state(self.dim, self.train.adapter, state)
 
     @classmethod
-    def from_adapter_dir(cls, directory: Path) -> "PaperMethod":
+    def from_adapter_dir(cls, directory: Path) -> PaperMethod:
         """A legacy adapter directory (adapter.safetensors + config.json) as the paper method."""
         model = load_adapter(directory)
         config = json.loads((Path(directory) / "config.json").read_text())

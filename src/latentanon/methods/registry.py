@@ -3,6 +3,7 @@ here; entries are import paths, so nothing is imported until a method is used.
 
 Names may carry one argument after ``@`` (``noise@0.2``): the class reads it from ``name``.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -3,6 +3,7 @@
 It keeps every bit of information (a linear map undoes it), so a sound measurement reads
 normalised leakage 1, feature-recovery R^2 1 and no utility change within its intervals; what it
 reads instead is the measurement's noise floor."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ class RotationMethod(Method):
         assert self.dim is not None  # fit() sets it before _fit
         rng = np.random.default_rng([seed, self.dim])
         q, r = np.linalg.qr(rng.standard_normal((self.dim, self.dim)))
-        self.matrix = (q * np.sign(np.diag(r))).astype(np.float32)   # a uniformly random rotation
+        self.matrix = (q * np.sign(np.diag(r))).astype(np.float32)  # a uniformly random rotation
 
     def _transform_kind(self, kind, items, ids):
         return [np.asarray(a, dtype=np.float32) @ self.matrix for a in items]

@@ -13,6 +13,7 @@ criterion: those heads overfit small train splits regardless of the adapter, and
 matters is measured later by freshly trained heads, for which L_LC (closeness to the raw moving
 features) is the proxy. The train split alone feeds gradients.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,15 +30,15 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from latentanon._files import load_matching_checkpoint, write_json_atomic
+from latentanon.encoders.base import resolve_device as resolve_encoder_device
+from latentanon.errors import DataError, StoreError
+from latentanon.features.featureset import FeatureSet
 from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
-from latentanon.tasks.heads import ADHead, ARHead, TADHead
 from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
-from latentanon.errors import DataError, ModelError, StoreError
-from latentanon.encoders.base import resolve_device as resolve_encoder_device
-from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
-from latentanon.features.featureset import FeatureSet
 from latentanon.plots import pyplot, save_figure
+from latentanon.tasks.heads import ADHead, ARHead, TADHead
+from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
 
 CHECKPOINT_NAME = "last.pt"
 VAL_PAIR_SEED = 12345
@@ -64,14 +65,15 @@ def resolve_device(name: str) -> torch.device:
 
 # ----------------------------------------------------------------------------- tensors
 
+
 @dataclass
 class _SplitTensors:
     """One set's split as padded tensors: moving sequences, static clips, task targets."""
 
-    moving: torch.Tensor          # (N, T, d)
-    moving_mask: torch.Tensor     # (N, T) bool
-    static: torch.Tensor          # (N, S, d)
-    static_count: np.ndarray      # (N,) real static clips per video
+    moving: torch.Tensor  # (N, T, d)
+    moving_mask: torch.Tensor  # (N, T) bool
+    static: torch.Tensor  # (N, S, d)
+    static_count: np.ndarray  # (N,) real static clips per video
     targets: torch.Tensor | None  # ar: (N,), tad: (N, T), ad: (N,)
 
     def __len__(self) -> int:
@@ -136,6 +138,7 @@ def _check_sets(sets: dict[str, FeatureSet]) -> int:
 
 # ----------------------------------------------------------------------------- model
 
+
 def _build_heads(sets: dict[str, FeatureSet], train_cfg: TrainConfig, dim: int) -> tuple[torch.nn.ModuleDict, dict]:
     """Heads of the seen tasks (task weight > 0) and the label vocabularies they use."""
     heads = torch.nn.ModuleDict()
@@ -163,7 +166,9 @@ def _build_heads(sets: dict[str, FeatureSet], train_cfg: TrainConfig, dim: int) 
 def _signature(train_cfg: TrainConfig, weights: LossWeights, seed: int, dim: int, sets: dict[str, FeatureSet]) -> str:
     """What a checkpoint must match to be resumed (everything but the epoch count)."""
     blob = {
-        "train": {k: v for k, v in asdict(train_cfg).items() if k not in ("epochs", "patience", "use_tuned_weights", "device")},
+        "train": {
+            k: v for k, v in asdict(train_cfg).items() if k not in ("epochs", "patience", "use_tuned_weights", "device")
+        },
         "weights": asdict(weights),
         "seed": seed,
         "dim": dim,
@@ -304,6 +309,7 @@ def _batches(data: dict[str, _SplitTensors], batch_size: int, rng: np.random.Gen
 
 # ----------------------------------------------------------------------------- checkpoints
 
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -321,6 +327,7 @@ def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class _BestEpoch(TypedDict):
     """The epoch kept so far: its number, selection score and weights."""
+
     epoch: int
     score: float
     model: dict[str, torch.Tensor]
@@ -328,6 +335,7 @@ class _BestEpoch(TypedDict):
 
 
 # ----------------------------------------------------------------------------- fitting
+
 
 def fit_adapter_with_heads(
     sets: dict[str, FeatureSet],
@@ -398,16 +406,27 @@ def fit_adapter_with_heads(
         if not math.isfinite(record["train_total"]):
             # the weights are now non-finite: keep the best epoch so far rather than train on NaNs
             history["diverged_at_epoch"] = epoch + 1
-            tqdm.write(f"adapter: the training loss became non-finite at epoch {epoch + 1}; keeping epoch "
-                       f"{best['epoch']} (lower train.lr for this configuration)")
+            tqdm.write(
+                f"adapter: the training loss became non-finite at epoch {epoch + 1}; keeping epoch "
+                f"{best['epoch']} (lower train.lr for this configuration)"
+            )
             break
         if val_data:
             model.eval()
             heads.eval()
             with torch.no_grad():
                 rows = {name: np.arange(len(s)) for name, s in val_data.items()}
-                val = _batch_losses(model, heads, val_data, rows, train_cfg, weights,
-                                    np.random.default_rng(VAL_PAIR_SEED), critic, across_batch)
+                val = _batch_losses(
+                    model,
+                    heads,
+                    val_data,
+                    rows,
+                    train_cfg,
+                    weights,
+                    np.random.default_rng(VAL_PAIR_SEED),
+                    critic,
+                    across_batch,
+                )
                 val.pop("step")
             record.update({f"val_{k}": float(v) for k, v in val.items()})
             split = "val"
@@ -424,16 +443,19 @@ def fit_adapter_with_heads(
         history["best_score"] = best["score"]
         progress.set_postfix(total=f"{record['train_total']:.3f}", best=best["epoch"])
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "signature": signature,
-                "epoch": epoch + 1,
-                "model": _state_copy(model),
-                "heads": _state_copy(heads),
-                "critic": _state_copy(critic) if critic is not None else {},
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-                "best": best,
-            })
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "signature": signature,
+                    "epoch": epoch + 1,
+                    "model": _state_copy(model),
+                    "heads": _state_copy(heads),
+                    "critic": _state_copy(critic) if critic is not None else {},
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "best": best,
+                },
+            )
     history["seconds"] = history.get("seconds", 0.0) + (time.perf_counter() - started)
     model.load_state_dict(best["model"])
     heads.load_state_dict(best["heads"])
@@ -454,6 +476,7 @@ def fit_adapter(
 
 
 # ----------------------------------------------------------------------------- the stage
+
 
 def plot_history(history: dict, path: Path) -> Path:
     plt = pyplot()

@@ -9,6 +9,7 @@
   labels (hinge between the top snippet of anomalous and of normal videos, plus smoothness and
   sparsity on anomalous videos, as in Sultani et al. 2018).
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Methods below evaluation (LEACE, the adversarial adapter) and the attack suite both build their
 inputs here, so neither reaches into the other.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,9 +22,9 @@ ATTRIBUTES = ATTRIBUTE_COLUMNS
 class AttackData:
     """Clip-level inputs and video-level labels of one split."""
 
-    x: np.ndarray                   # (n_clips, d)
-    video: np.ndarray               # (n_clips,) index of the clip's video
-    labels: dict[str, np.ndarray]   # attribute -> (n_videos,) class id, -1 where unknown
+    x: np.ndarray  # (n_clips, d)
+    video: np.ndarray  # (n_clips,) index of the clip's video
+    labels: dict[str, np.ndarray]  # attribute -> (n_videos,) class id, -1 where unknown
 
     @property
     def n_videos(self) -> int:

@@ -10,6 +10,7 @@ A head reads its features in one of ``HEAD_INPUTS`` (standardised per dimension,
 which no rotation of the features can change); given several, val chooses per method, task and seed.
 Test data is only ever passed to the final scoring of the already selected head.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,20 +34,31 @@ class TaskSpec:
     set_name: str
     kind: str
     metric: str
-    grid: tuple[dict, ...]          # hyper-parameter choices tried; the first is the default
+    grid: tuple[dict, ...]  # hyper-parameter choices tried; the first is the default
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
-    "ar": TaskSpec("actions", "clips", "top1", ({"weight_decay": 1e-4}, {"weight_decay": 1e-2}, {"weight_decay": 1e-1})),
-    "tad": TaskSpec("untrimmed", "snippets", "mAP@tIoU0.3:0.7", ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2})),
+    "ar": TaskSpec(
+        "actions", "clips", "top1", ({"weight_decay": 1e-4}, {"weight_decay": 1e-2}, {"weight_decay": 1e-1})
+    ),
+    "tad": TaskSpec(
+        "untrimmed",
+        "snippets",
+        "mAP@tIoU0.3:0.7",
+        ({"hidden": 64, "weight_decay": 1e-3}, {"hidden": 128, "weight_decay": 1e-2}),
+    ),
     # hidden 128 / decay 1e-2 scored lower on val on average and doubled the cost of each kernel
-    "ad": TaskSpec("anomaly", "snippets", "frame_roc_auc",
-                   ({"hidden": 64, "weight_decay": 1e-3, "kernel": 3}, {"hidden": 64, "weight_decay": 1e-3, "kernel": 5})),
+    "ad": TaskSpec(
+        "anomaly",
+        "snippets",
+        "frame_roc_auc",
+        ({"hidden": 64, "weight_decay": 1e-3, "kernel": 3}, {"hidden": 64, "weight_decay": 1e-3, "kernel": 5}),
+    ),
 }
 # Bump when the same features would be measured differently (heads, their grids, attackers,
 # metrics): tune's study name and evaluate's resume fingerprint carry it, so figures measured
 # the old way are never mixed with new ones.
-MEASUREMENT_VERSION = 3     # 2: temporal AD head; 3: its grid of two kernels
+MEASUREMENT_VERSION = 3  # 2: temporal AD head; 3: its grid of two kernels
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
@@ -64,9 +76,14 @@ def _spec(task: str) -> TaskSpec:
 
 # ----------------------------------------------------------------------------- annotations
 
+
 def parse_segments(value, where: str = "segments") -> list[tuple[float, float, str]]:
     """A record's ``segments`` (a list or its JSON text) as (start_s, end_s, label) tuples."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
+    if (
+        value is None
+        or (isinstance(value, float) and np.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    ):
         return []
     if isinstance(value, str):
         try:
@@ -139,6 +156,7 @@ def anomaly_frame_labels(fs: FeatureSet) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- metrics
+
 
 def top1_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)).mean())
@@ -284,6 +302,7 @@ def frame_level_auc(snippet_scores: list[np.ndarray], frame_labels: list[np.ndar
 
 # ----------------------------------------------------------------------------- heads
 
+
 def _padded(items: list[np.ndarray], dim: int, transform) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, T_max, dim) float32 of each item's ``transform``ed rows, zero-padded, and its (N, T_max) mask."""
     t_max = max(a.shape[0] for a in items)
@@ -328,13 +347,15 @@ class _PrincipalAxes:
         self.projection = axes * signs / scale
 
     def padded(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        return _padded(items, self.projection.shape[1],
-                       lambda a: (np.asarray(a, dtype=np.float64) - self.mean) @ self.projection)
+        return _padded(
+            items, self.projection.shape[1], lambda a: (np.asarray(a, dtype=np.float64) - self.mean) @ self.projection
+        )
 
 
 # What a head reads: the first is the default (and what tune measures with).
 HEAD_INPUTS: dict[str, type[_Standardized] | type[_PrincipalAxes]] = {
-    "standardised": _Standardized, "principal_axes": _PrincipalAxes,
+    "standardised": _Standardized,
+    "principal_axes": _PrincipalAxes,
 }
 
 
@@ -353,12 +374,18 @@ def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
 class FittedHead:
     task: str
     head: torch.nn.Module
-    inputs: _Standardized | _PrincipalAxes      # fitted on the train split; maps any split's features
+    inputs: _Standardized | _PrincipalAxes  # fitted on the train split; maps any split's features
     vocabulary: list[str]
 
 
-def fit_head(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: list[str] | None = None,
-             inputs: str = "standardised") -> FittedHead:
+def fit_head(
+    task: str,
+    train: FeatureSet,
+    hyper: dict,
+    seed: int,
+    vocabulary: list[str] | None = None,
+    inputs: str = "standardised",
+) -> FittedHead:
     """Train the task's head on the train split (minibatch AdamW, fixed step count, seeded), reading
     the features as ``inputs`` (a ``HEAD_INPUTS`` name) fitted on that split."""
     spec = _spec(task)
@@ -450,6 +477,7 @@ def evaluate_head(fitted, fs: FeatureSet) -> float:
 
 # ----------------------------------------------------------------------------- per-item outputs
 
+
 def match_detections(detections: list[tuple], ground_truth: list[tuple], iou_threshold: float) -> np.ndarray:
     """0/1 per detection (video, start, end, label, score): a true positive as
     ``class_average_precision`` counts it. Matching never crosses videos, so a detection's flag does
@@ -486,8 +514,11 @@ def _tad_pieces(fitted, fs: FeatureSet, probabilities: np.ndarray, mask: np.ndar
     ground-truth labels) and the ground-truth class of each head class (-1: none)."""
     vocabulary = (fitted[0] if isinstance(fitted, (list, tuple)) else fitted).vocabulary
     rows = fs.records.to_dict("records")
-    ground_truth = [(i, start, end, label) for i, row in enumerate(rows)
-                    for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}")]
+    ground_truth = [
+        (i, start, end, label)
+        for i, row in enumerate(rows)
+        for start, end, label in parse_segments(row.get("segments"), f"{fs.name} row {i}")
+    ]
     classes = sorted({g[3] for g in ground_truth})
     index = {c: k for k, c in enumerate(classes)}
     return {
@@ -502,7 +533,9 @@ def _tad_pieces(fitted, fs: FeatureSet, probabilities: np.ndarray, mask: np.ndar
     }
 
 
-def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def tad_detection_items(
+    pieces: dict[str, np.ndarray], probabilities: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Detections (``proposals_from_scores`` per video and class, NMS), their true-positive flags per
     tIoU threshold and the ground-truth counts per video and class: what ``resampled_values``
     scores TAD from. ``probabilities`` replaces the pieces' own (e.g. averaged over seeds)."""
@@ -511,8 +544,10 @@ def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray
     vocabulary_class, gt_class = pieces["vocabulary_class"], pieces["gt_class"]
     n_videos = len(counts)
     n_classes = int(gt_class.max()) + 1 if len(gt_class) else 0
-    ground_truth = [(int(v), float(s), float(e), int(c))
-                    for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class)]
+    ground_truth = [
+        (int(v), float(s), float(e), int(c))
+        for v, s, e, c in zip(pieces["gt_video"], pieces["gt_start"], pieces["gt_end"], gt_class)
+    ]
     detections = []
     for i in range(n_videos):
         for start, end, cls, score in proposals_from_scores(probs[i, : int(counts[i])], float(seconds[i])):
@@ -526,7 +561,8 @@ def tad_detection_items(pieces: dict[str, np.ndarray], probabilities: np.ndarray
         "det_class": np.array([d[3] for d in detections], dtype=np.int64),
         "det_score": np.array([d[4] for d in detections], dtype=np.float64),
         "det_tp": np.stack([match_detections(detections, ground_truth, t) for t in TIOU_THRESHOLDS])
-        if detections else np.zeros((len(TIOU_THRESHOLDS), 0)),
+        if detections
+        else np.zeros((len(TIOU_THRESHOLDS), 0)),
         "gt_counts": gt_counts,
     }
 
@@ -558,8 +594,12 @@ def item_scores(fitted, fs: FeatureSet) -> dict[str, np.ndarray]:
         scores.append(outputs[i, :t])
         positives.append(pos)
         negatives.append(total - pos)
-    return {"unit_video": np.concatenate(videos), "unit_score": np.concatenate(scores).astype(np.float64),
-            "unit_pos": np.concatenate(positives), "unit_neg": np.concatenate(negatives)}
+    return {
+        "unit_video": np.concatenate(videos),
+        "unit_score": np.concatenate(scores).astype(np.float64),
+        "unit_pos": np.concatenate(positives),
+        "unit_neg": np.concatenate(negatives),
+    }
 
 
 def ensemble_items(task: str, per_seed: list[dict[str, np.ndarray]], where: str = "items") -> dict[str, np.ndarray]:
@@ -573,22 +613,31 @@ def ensemble_items(task: str, per_seed: list[dict[str, np.ndarray]], where: str 
         raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     lacking = [k for k, items in enumerate(per_seed) if piece not in items]
     if lacking:
-        raise DataError(f"{where}: task {task} items of seed position(s) {lacking} lack {piece!r} (written by an "
-                        "older version); re-run evaluate")
+        raise DataError(
+            f"{where}: task {task} items of seed position(s) {lacking} lack {piece!r} (written by an "
+            "older version); re-run evaluate"
+        )
     first = per_seed[0]
-    same = {"ar": ("labels",), "tad": ("snippet_counts", "gt_video", "gt_class", "vocabulary_class"),
-            "ad": ("unit_video", "unit_pos", "unit_neg")}[task]
+    same = {
+        "ar": ("labels",),
+        "tad": ("snippet_counts", "gt_video", "gt_class", "vocabulary_class"),
+        "ad": ("unit_video", "unit_pos", "unit_neg"),
+    }[task]
     for items in per_seed[1:]:
         for key in (piece, *same):
-            if np.shape(items[key]) != np.shape(first[key]) or (key != piece and not np.array_equal(items[key], first[key])):
+            if np.shape(items[key]) != np.shape(first[key]) or (
+                key != piece and not np.array_equal(items[key], first[key])
+            ):
                 raise DataError(f"{where}: task {task} seeds disagree on {key!r}; they must score the same test items")
     averaged = np.mean([np.asarray(items[piece], dtype=np.float64) for items in per_seed], axis=0)
     if task == "ar":
         correct = (averaged.argmax(axis=1) == first["labels"]).astype(np.float64)
         return {"correct": correct, "probabilities": averaged, "labels": first["labels"]}
     if task == "tad":
-        pieces = {**{k: first[k] for k in first if not k.startswith("det_") and k != "gt_counts"},
-                  "snippet_probabilities": averaged}
+        pieces = {
+            **{k: first[k] for k in first if not k.startswith("det_") and k != "gt_counts"},
+            "snippet_probabilities": averaged,
+        }
         return {**tad_detection_items(pieces), **pieces}
     return {**{k: first[k] for k in ("unit_video", "unit_pos", "unit_neg")}, "unit_score": averaged}
 
@@ -612,7 +661,7 @@ def _weighted_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray, w: np.nda
 
 def _weighted_map(items: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
     gt_counts = items["gt_counts"]
-    totals = weights @ gt_counts                                          # (B, classes)
+    totals = weights @ gt_counts  # (B, classes)
     per_threshold = []
     for t in range(items["det_tp"].shape[0]):
         aps = []
@@ -641,21 +690,37 @@ def resampled_values(task: str, items: dict[str, np.ndarray], weights: np.ndarra
     if task == "tad":
         return _weighted_map(items, weights)
     if task == "ad":
-        return _weighted_auc(items["unit_score"], items["unit_pos"], items["unit_neg"],
-                             weights[:, items["unit_video"]])
+        return _weighted_auc(items["unit_score"], items["unit_pos"], items["unit_neg"], weights[:, items["unit_video"]])
     raise KeyError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
 
-def fit_heads(task: str, train: FeatureSet, hyper: dict, seed: int, restarts: int = 1,
-              vocabulary: list[str] | None = None, inputs: str = "standardised") -> list[FittedHead]:
+def fit_heads(
+    task: str,
+    train: FeatureSet,
+    hyper: dict,
+    seed: int,
+    restarts: int = 1,
+    vocabulary: list[str] | None = None,
+    inputs: str = "standardised",
+) -> list[FittedHead]:
     """``restarts`` heads from different initialisations; their outputs are averaged when scored
     (a steadier figure than one head's)."""
-    return [fit_head(task, train, hyper, seed * 1000 + r if r else seed, vocabulary, inputs)
-            for r in range(max(1, restarts))]
+    return [
+        fit_head(task, train, hyper, seed * 1000 + r if r else seed, vocabulary, inputs)
+        for r in range(max(1, restarts))
+    ]
 
 
-def score_task(task: str, train: FeatureSet, val: FeatureSet, test: FeatureSet, seed: int,
-               restarts: int = 1, items: bool = False, inputs: tuple[str, ...] = ("standardised",)) -> dict:
+def score_task(
+    task: str,
+    train: FeatureSet,
+    val: FeatureSet,
+    test: FeatureSet,
+    seed: int,
+    restarts: int = 1,
+    items: bool = False,
+    inputs: tuple[str, ...] = ("standardised",),
+) -> dict:
     """Fit heads on train, keep the best on val, score it on test.
 
     With several ``inputs`` (``HEAD_INPUTS`` names), the form whose default-hyper-parameter head

@@ -1,4 +1,5 @@
 """Config of MLflow tracking and of the ``gate`` stage."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    tracking_uri: str = ""              # empty: MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db
+    tracking_uri: str = ""  # empty: MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db
     experiment: str = "latentanon"
     model_name: str = "latentanon-aam"
 
@@ -20,7 +21,7 @@ class GateConfig:
     min_relative_cmap_drop: float = 0.2
     max_utility_relative_drop: float = 0.01
     require_bias_gap_not_larger: bool = True
-    utility_tasks: tuple[str, ...] = ("ar", "tad", "ad")        # each needs utility.<task>.aam_relative_drop
-    bias_raw_gap_key: str = "bias.raw.gap"                      # dotted keys into reports/metrics.json
+    utility_tasks: tuple[str, ...] = ("ar", "tad", "ad")  # each needs utility.<task>.aam_relative_drop
+    bias_raw_gap_key: str = "bias.raw.gap"  # dotted keys into reports/metrics.json
     bias_aam_gap_key: str = "bias.aam.gap"
-    champion_leakage_tolerance: float = 0.0   # candidate leakage may exceed the champion's by this much
+    champion_leakage_tolerance: float = 0.0  # candidate leakage may exceed the champion's by this much

@@ -6,6 +6,7 @@ With ``LATENTANON_GATE_SIGNING_KEY`` set (in Kubernetes, from a Secret) the reco
 HMAC-SHA256 over its canonical JSON, and ``anonymize`` refuses a record whose signature does
 not verify: a ``gate.decision`` tag alone approves nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,19 @@ SIGNING_KEY_ENV = "LATENTANON_GATE_SIGNING_KEY"
 RECORD_FORMAT = "latentanon.gate_record/1"
 TAG_RECORD = "gate.record"
 TAG_SIGNATURE = "gate.record_signature"
-SIGNED_FIELDS = ("format", "model_name", "version", "decision", "adapter_sha256", "adapter_files",
-                 "method_fingerprint", "encoder", "metrics_sha256", "thresholds", "decided_at")
+SIGNED_FIELDS = (
+    "format",
+    "model_name",
+    "version",
+    "decision",
+    "adapter_sha256",
+    "adapter_files",
+    "method_fingerprint",
+    "encoder",
+    "metrics_sha256",
+    "thresholds",
+    "decided_at",
+)
 
 
 def canonical(record: dict) -> bytes:
@@ -55,8 +67,10 @@ def read_record(tags: dict, where: str) -> tuple[dict, str | None]:
     """The decision record and signature a model version's tags carry (ModelError when absent)."""
     raw = tags.get(TAG_RECORD)
     if not raw:
-        raise ModelError(f"{where}: no gate decision record ({TAG_RECORD} tag); the gate never judged this "
-                         "version, whatever its gate.decision tag says")
+        raise ModelError(
+            f"{where}: no gate decision record ({TAG_RECORD} tag); the gate never judged this "
+            "version, whatever its gate.decision tag says"
+        )
     try:
         record = json.loads(raw)
         if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
@@ -71,9 +85,13 @@ def verify(record: dict, signature: str | None, key: bytes | None, where: str) -
     if key is None:
         return
     if not signature:
-        raise ModelError(f"{where}: the gate decision record is unsigned, but {SIGNING_KEY_ENV} is set; "
-                         "refusing a record the gate did not sign")
+        raise ModelError(
+            f"{where}: the gate decision record is unsigned, but {SIGNING_KEY_ENV} is set; "
+            "refusing a record the gate did not sign"
+        )
     expected = sign(record, key)
     if expected is None or not hmac.compare_digest(expected, signature):
-        raise ModelError(f"{where}: the gate decision record's signature does not verify (forged or edited "
-                         "record, or another signing key)")
+        raise ModelError(
+            f"{where}: the gate decision record's signature does not verify (forged or edited "
+            "record, or another signing key)"
+        )

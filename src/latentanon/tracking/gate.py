@@ -6,6 +6,7 @@ it to @champion only when approved.
 promote. Missing or broken metrics reject the candidate: a failed upstream stage can never let a
 model through by leaving the gate without figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
 from latentanon.config import Params
-from latentanon.layout import Layout
 from latentanon.errors import ModelError
+from latentanon.layout import Layout
 from latentanon.tracking import decision_record, runs
 from latentanon.tracking.registry import (
     APPROVED,
@@ -29,7 +30,7 @@ from latentanon.tracking.registry import (
     register_candidate,
 )
 
-TAG_LEAKAGE = "gate.normalized_leakage"   # read back when a later candidate meets this champion
+TAG_LEAKAGE = "gate.normalized_leakage"  # read back when a later candidate meets this champion
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class Check:
     name: str
     value: float | None
     threshold: float | None
-    rule: str            # e.g. "<=" or ">="
+    rule: str  # e.g. "<=" or ">="
     passed: bool
     detail: str
-    interval: tuple[float, float] | None = None   # the figure's interval when the rule reads one
-    decided: bool | None = None                   # whether that interval lies wholly on one side
+    interval: tuple[float, float] | None = None  # the figure's interval when the rule reads one
+    decided: bool | None = None  # whether that interval lies wholly on one side
 
 
 def read_metrics(path: Path) -> tuple[dict | None, str]:
@@ -91,18 +92,47 @@ def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) 
     below the threshold. An interval that straddles it is undecided, and undecided fails."""
     bounds = interval(tree, f"{dotted}_interval")
     if bounds is None:
-        return Check(name, figure(tree, dotted), threshold, "<=", False,
-                     f"{dotted}_interval missing or not a finite [low, high]: the criterion cannot be decided")
+        return Check(
+            name,
+            figure(tree, dotted),
+            threshold,
+            "<=",
+            False,
+            f"{dotted}_interval missing or not a finite [low, high]: the criterion cannot be decided",
+        )
     low, high = bounds
     if high <= threshold:
-        return Check(name, high, threshold, "<=", True, f"upper bound {high:.4g} <= {threshold:.4g}: pass (decided)",
-                     bounds, True)
+        return Check(
+            name,
+            high,
+            threshold,
+            "<=",
+            True,
+            f"upper bound {high:.4g} <= {threshold:.4g}: pass (decided)",
+            bounds,
+            True,
+        )
     if low > threshold:
-        return Check(name, high, threshold, "<=", False,
-                     f"interval [{low:.4g}, {high:.4g}] lies above {threshold:.4g}: FAIL (decided)", bounds, True)
-    return Check(name, high, threshold, "<=", False,
-                 f"interval [{low:.4g}, {high:.4g}] straddles {threshold:.4g}: undecided, which fails a privacy "
-                 "criterion", bounds, False)
+        return Check(
+            name,
+            high,
+            threshold,
+            "<=",
+            False,
+            f"interval [{low:.4g}, {high:.4g}] lies above {threshold:.4g}: FAIL (decided)",
+            bounds,
+            True,
+        )
+    return Check(
+        name,
+        high,
+        threshold,
+        "<=",
+        False,
+        f"interval [{low:.4g}, {high:.4g}] straddles {threshold:.4g}: undecided, which fails a privacy criterion",
+        bounds,
+        False,
+    )
 
 
 def _worst_scope(tree: dict | None, threshold: float) -> Check:
@@ -112,13 +142,22 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
     name = "worst_scope_normalized_leakage"
     node = (((tree or {}).get("privacy") or {}).get("aam") or {}).get("scopes") if isinstance(tree, dict) else None
     if not isinstance(node, dict):
-        return Check(name, None, threshold, "<=", False,
-                     "privacy.aam.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided")
+        return Check(
+            name,
+            None,
+            threshold,
+            "<=",
+            False,
+            "privacy.aam.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided",
+        )
     measured = {scope: b for scope, b in node.items() if isinstance(b, dict) and "skipped" not in b}
     if not measured:
         return Check(name, None, threshold, "<=", False, "privacy.aam.scopes: every scope was skipped")
-    checks = {scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
-              for scope in measured}
+    checks = {
+        scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
+        for scope in measured
+    }
+
     def reach(scope: str) -> float:
         bounds = checks[scope].interval
         return float("inf") if bounds is None else bounds[1]
@@ -165,7 +204,9 @@ def _compare(name: str, value: float | None, threshold: float | None, rule: str,
     if threshold is None:
         return Check(name, value, None, rule, False, f"no reference value for {name}")
     passed = value <= threshold if rule == "<=" else value >= threshold
-    return Check(name, value, threshold, rule, passed, f"{value:.4g} {rule} {threshold:.4g}: {'pass' if passed else 'FAIL'}")
+    return Check(
+        name, value, threshold, rule, passed, f"{value:.4g} {rule} {threshold:.4g}: {'pass' if passed else 'FAIL'}"
+    )
 
 
 def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None) -> list[Check]:
@@ -173,10 +214,19 @@ def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None)
     cfg = params.gate
     checks = [
         _privacy_bound("normalized_leakage", metrics, "privacy.aam.normalized_leakage", cfg.max_normalized_leakage),
-        _compare("relative_cmap_drop", figure(metrics, "privacy.aam.relative_cmap_drop"),
-                 cfg.min_relative_cmap_drop, ">=", "privacy.aam.relative_cmap_drop"),
-        _privacy_bound("moving_normalized_leakage", metrics, "privacy.aam.moving.normalized_leakage",
-                       cfg.max_moving_normalized_leakage),
+        _compare(
+            "relative_cmap_drop",
+            figure(metrics, "privacy.aam.relative_cmap_drop"),
+            cfg.min_relative_cmap_drop,
+            ">=",
+            "privacy.aam.relative_cmap_drop",
+        ),
+        _privacy_bound(
+            "moving_normalized_leakage",
+            metrics,
+            "privacy.aam.moving.normalized_leakage",
+            cfg.max_moving_normalized_leakage,
+        ),
         _worst_scope(metrics, cfg.max_normalized_leakage),
     ]
     for task in cfg.utility_tasks:
@@ -185,18 +235,27 @@ def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None)
     if cfg.require_bias_gap_not_larger:
         raw_gap, aam_gap = figure(metrics, cfg.bias_raw_gap_key), figure(metrics, cfg.bias_aam_gap_key)
         if raw_gap is None:
-            checks.append(Check("bias_gap", aam_gap, None, "<=", False, f"{cfg.bias_raw_gap_key} missing or not a finite number"))
+            checks.append(
+                Check("bias_gap", aam_gap, None, "<=", False, f"{cfg.bias_raw_gap_key} missing or not a finite number")
+            )
         else:
-            checks.append(_compare("bias_gap", None if aam_gap is None else abs(aam_gap), abs(raw_gap), "<=", cfg.bias_aam_gap_key))
+            checks.append(
+                _compare(
+                    "bias_gap", None if aam_gap is None else abs(aam_gap), abs(raw_gap), "<=", cfg.bias_aam_gap_key
+                )
+            )
     if champion is not None:
-        checks.append(_compare(
-            "leakage_vs_champion",
-            figure(metrics, "privacy.aam.normalized_leakage"),
-            None if champion.get("normalized_leakage") is None
-            else champion["normalized_leakage"] + cfg.champion_leakage_tolerance,
-            "<=",
-            "privacy.aam.normalized_leakage",
-        ))
+        checks.append(
+            _compare(
+                "leakage_vs_champion",
+                figure(metrics, "privacy.aam.normalized_leakage"),
+                None
+                if champion.get("normalized_leakage") is None
+                else champion["normalized_leakage"] + cfg.champion_leakage_tolerance,
+                "<=",
+                "privacy.aam.normalized_leakage",
+            )
+        )
     return checks
 
 
@@ -264,8 +323,9 @@ def judged_encoder(layout: Layout) -> str | None:
     return str(found) if found else None
 
 
-def judged_inputs(client, name: str, version: str, layout: Layout, metrics: dict | None,
-                  metrics_path: Path) -> tuple[dict, list[str]]:
+def judged_inputs(
+    client, name: str, version: str, layout: Layout, metrics: dict | None, metrics_path: Path
+) -> tuple[dict, list[str]]:
     """What the decision binds (adapter files and digest, method fingerprint, encoder, metrics
     digest) and the reasons to reject when those do not belong together."""
     from latentanon.methods.registry import load_method, method_files
@@ -282,22 +342,34 @@ def judged_inputs(client, name: str, version: str, layout: Layout, metrics: dict
         return {}, [f"adapter: {exc}"]
     registered = client.get_model_version(name, str(version)).tags.get(TAG_ADAPTER_SHA)
     if registered != digest:
-        problems.append(f"adapter: {adapter_dir} (sha256 {digest[:12]}...) is not the adapter registered as version "
-                        f"{version} (sha256 {(registered or 'missing')[:12]}...)")
+        problems.append(
+            f"adapter: {adapter_dir} (sha256 {digest[:12]}...) is not the adapter registered as version "
+            f"{version} (sha256 {(registered or 'missing')[:12]}...)"
+        )
     measured = ((metrics or {}).get("trained_method") or {}).get("id") if isinstance(metrics, dict) else None
     if metrics is not None and measured != fingerprint:
-        problems.append(f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered adapter "
-                        f"{fingerprint}; evaluate this adapter before judging it")
+        problems.append(
+            f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered adapter "
+            f"{fingerprint}; evaluate this adapter before judging it"
+        )
     encoder = judged_encoder(layout)
     if encoder is None:
-        problems.append("encoder: the identity of the encoder the metrics were measured on is unknown (no "
-                        "anonymized store index, no train summary)")
-    return {"adapter_sha256": digest, "adapter_files": files, "method_fingerprint": fingerprint,
-            "encoder": encoder, "metrics_sha256": file_sha256(metrics_path)}, problems
+        problems.append(
+            "encoder: the identity of the encoder the metrics were measured on is unknown (no "
+            "anonymized store index, no train summary)"
+        )
+    return {
+        "adapter_sha256": digest,
+        "adapter_files": files,
+        "method_fingerprint": fingerprint,
+        "encoder": encoder,
+        "metrics_sha256": file_sha256(metrics_path),
+    }, problems
 
 
-def decide(params: Params, layout: Layout | None = None, version: str | None = None, client=None,
-           blocking_problem: str = "") -> dict:
+def decide(
+    params: Params, layout: Layout | None = None, version: str | None = None, client=None, blocking_problem: str = ""
+) -> dict:
     """Approve or reject a registered version (default: the one at @candidate).
 
     ``blocking_problem`` (e.g. no trained adapter to register) rejects without judging any
@@ -343,8 +415,13 @@ def decide(params: Params, layout: Layout | None = None, version: str | None = N
     }
     if version is not None:
         record = decision_record.make_record(
-            model_name=name, version=str(version), decision=decision["decision"], thresholds=decision["thresholds"],
-            decided_at=decision["decided_at"], **judged)
+            model_name=name,
+            version=str(version),
+            decision=decision["decision"],
+            thresholds=decision["thresholds"],
+            decided_at=decision["decided_at"],
+            **judged,
+        )
         signature = decision_record.sign(record, decision_record.signing_key())
         decision.update(record=record, record_signature=signature)
         tags = {**_version_tags(decision), **decision_record.record_tags(record, signature)}
@@ -382,10 +459,15 @@ def promote(params: Params, version: str, layout: Layout | None = None, client=N
     client.set_registered_model_alias(name, CHAMPION, str(version))
     if _candidate_version(client, name) == str(version):
         client.delete_registered_model_alias(name, CANDIDATE)
-    client.set_model_version_tag(name, str(version), "gate.promoted_at",
-                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    return {"promoted": True, "model_name": name, "version": str(version),
-            "previous_champion": previous["version"] if previous else None}
+    client.set_model_version_tag(
+        name, str(version), "gate.promoted_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+    return {
+        "promoted": True,
+        "model_name": name,
+        "version": str(version),
+        "previous_champion": previous["version"] if previous else None,
+    }
 
 
 def register_and_decide(params: Params, layout: Layout | None = None, client=None) -> dict:

@@ -17,6 +17,7 @@ Every one of them closes the run. A state nobody documents, or one that is not f
 closes it (as FAILED, tagged with the state it came with) and logs a warning: the exit handler
 never fails because of the words a backend uses.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,8 @@ from latentanon.tracking.runs import close_pipeline_run
 
 LOG = logging.getLogger(__name__)
 
-TAG_KFP_RUN = "latentanon.kfp_run_id"       # the KFP run a parent MLflow run belongs to
-TAG_KFP_STATE = "latentanon.kfp_state"      # the KFP run's final state, as the exit handler got it
+TAG_KFP_RUN = "latentanon.kfp_run_id"  # the KFP run a parent MLflow run belongs to
+TAG_KFP_STATE = "latentanon.kfp_state"  # the KFP run's final state, as the exit handler got it
 TAG_KFP_ERROR = "latentanon.kfp_error"
 TAG_KFP_STATE_UNRECOGNISED = "latentanon.kfp_state_unrecognised"
 TAG_GATE_DECISION = "latentanon.gate_decision"
@@ -35,16 +36,16 @@ MAX_ERROR_CHARS = 4000
 
 # Final states -> MLflow run status.
 MLMD_FINAL_STATES = {"COMPLETE": "FINISHED", "CACHED": "FINISHED", "FAILED": "FAILED", "CANCELED": "KILLED"}
-MLMD_OPEN_STATES = ("UNKNOWN", "NEW", "RUNNING")    # the rest of ml_metadata's Execution.State
+MLMD_OPEN_STATES = ("UNKNOWN", "NEW", "RUNNING")  # the rest of ml_metadata's Execution.State
 SDK_FINAL_STATES = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED", "CANCELED": "KILLED"}
 RUN_STATUS = {**SDK_FINAL_STATES, **MLMD_FINAL_STATES}
-UNRECOGNISED_STATUS = "FAILED"   # an outcome nobody can vouch for does not read as a success
+UNRECOGNISED_STATUS = "FAILED"  # an outcome nobody can vouch for does not read as a success
 
 
 @dataclass(frozen=True)
 class FinalStatus:
-    state: str          # as received, upper-cased
-    status: str         # the MLflow run status it closes the run with
+    state: str  # as received, upper-cased
+    status: str  # the MLflow run status it closes the run with
     recognised: bool
 
 
@@ -55,8 +56,13 @@ def final_status(state: object) -> FinalStatus:
     if status is not None:
         return FinalStatus(name, status, True)
     why = "is not a final state" if name in MLMD_OPEN_STATES else "is not a state this project knows"
-    LOG.warning("exit handler: KFP final state %r %s (known: %s); closing the MLflow run as %s",
-                state, why, sorted(RUN_STATUS), UNRECOGNISED_STATUS)
+    LOG.warning(
+        "exit handler: KFP final state %r %s (known: %s); closing the MLflow run as %s",
+        state,
+        why,
+        sorted(RUN_STATUS),
+        UNRECOGNISED_STATUS,
+    )
     return FinalStatus(name or "<empty>", UNRECOGNISED_STATUS, False)
 
 
@@ -89,5 +95,10 @@ def close_kfp_run(client, kfp_run_id: str, state: object, error_message: str = "
         if error_message:
             client.set_tag(run_id, TAG_KFP_ERROR, error_message[:MAX_ERROR_CHARS])
         close_pipeline_run(client, run_id, status=final.status)
-    return {"run_ids": sorted(r.info.run_id for r in found), "closed": bool(found), "status": final.status,
-            "state": final.state, "recognised": final.recognised}
+    return {
+        "run_ids": sorted(r.info.run_id for r in found),
+        "closed": bool(found),
+        "status": final.status,
+        "state": final.state,
+        "recognised": final.recognised,
+    }

@@ -7,6 +7,7 @@ model's ``artifacts/adapter`` folder), checks each file's sha256 against the gat
 record, and loads them with ``latentanon.methods.registry.load_method`` (JSON and safetensors
 only). An extra file, a missing one or a changed digest is refused, naming the version and file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ def download_method_files(client, model_version, dest: Path) -> Path:
     try:
         root = client.get_model_version_download_uri(model_version.name, str(model_version.version))
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{root.rstrip('/')}/{ARTIFACTS_DIR}/{ADAPTER_ARTIFACT}", dst_path=str(dest),
-            tracking_uri=client.tracking_uri)
+            artifact_uri=f"{root.rstrip('/')}/{ARTIFACTS_DIR}/{ADAPTER_ARTIFACT}",
+            dst_path=str(dest),
+            tracking_uri=client.tracking_uri,
+        )
     except Exception as exc:  # any failure to fetch is the same problem for the user
         raise ModelError(f"{where}: cannot download its method files: {exc}") from exc
     return Path(local)
@@ -61,16 +64,20 @@ def check_method_files(directory: Path, approved_files: dict | None, where: str)
     present = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     for name in present:
         if name not in approved_files:
-            raise ModelError(f"{where}: file {name!r} is not one of the approved method files "
-                             f"{sorted(approved_files)}; refusing to load")
+            raise ModelError(
+                f"{where}: file {name!r} is not one of the approved method files "
+                f"{sorted(approved_files)}; refusing to load"
+            )
     for name, digest in sorted(approved_files.items()):
         path = directory / name
         if not path.is_file():
             raise ModelError(f"{where}: approved method file {name!r} is missing")
         actual = file_sha256(path) or ""
         if actual != digest:
-            raise ModelError(f"{where}: file {name!r} has sha256 {actual[:12]}..., the gate approved "
-                             f"{str(digest)[:12]}...; refusing to load a changed method")
+            raise ModelError(
+                f"{where}: file {name!r} has sha256 {actual[:12]}..., the gate approved "
+                f"{str(digest)[:12]}...; refusing to load a changed method"
+            )
 
 
 def load_approved_method(client, model_version, record: dict, work_dir: Path | None = None):
@@ -83,10 +90,14 @@ def load_approved_method(client, model_version, record: dict, work_dir: Path | N
     check_method_files(directory, record.get("adapter_files"), where)
     digest = adapter_digest(directory)
     if digest != record.get("adapter_sha256"):
-        raise ModelError(f"{where}: method files digest {digest[:12]}... differs from the approved "
-                         f"{str(record.get('adapter_sha256'))[:12]}...")
+        raise ModelError(
+            f"{where}: method files digest {digest[:12]}... differs from the approved "
+            f"{str(record.get('adapter_sha256'))[:12]}..."
+        )
     method = load_method(directory)
     if method.fingerprint() != record.get("method_fingerprint"):
-        raise ModelError(f"{where}: the loaded method's fingerprint {method.fingerprint()} is not the approved "
-                         f"{record.get('method_fingerprint')}")
+        raise ModelError(
+            f"{where}: the loaded method's fingerprint {method.fingerprint()} is not the approved "
+            f"{record.get('method_fingerprint')}"
+        )
     return method, directory

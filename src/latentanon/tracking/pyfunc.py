@@ -7,6 +7,7 @@ The model carries the latentanon package itself as a code path (``code/latentano
 ``mlflow models serve -m models:/<name>@champion`` works in an environment that has the
 requirements below but no latentanon: nothing has to come from a package index that does not
 know the project."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
-from mlflow.pyfunc.model import PythonModel
 import numpy as np
+from mlflow.pyfunc.model import PythonModel
 
 from latentanon._files import read_json
 from latentanon.errors import ModelError
@@ -27,8 +28,17 @@ MODEL_NAME_IN_RUN = "aam"
 # What loading and running any method needs (latentanon itself travels as code), pinned to the
 # versions that trained it. Listed explicitly: letting MLflow infer them loads the model in a
 # subprocess, which costs seconds per log.
-_REQUIREMENTS = ("torch", "numpy", "pandas", "safetensors", "scikit-learn", "concept-erasure", "tqdm",
-                 "pyyaml", "cloudpickle")
+_REQUIREMENTS = (
+    "torch",
+    "numpy",
+    "pandas",
+    "safetensors",
+    "scikit-learn",
+    "concept-erasure",
+    "tqdm",
+    "pyyaml",
+    "cloudpickle",
+)
 PROJECT_PACKAGE = "latentanon"
 
 
@@ -50,7 +60,7 @@ class MethodPyfunc(PythonModel):
         return self.method.transform_sequence(sequence, "clips")
 
 
-AAMPyfunc = MethodPyfunc   # the name models logged before the method interface refer to
+AAMPyfunc = MethodPyfunc  # the name models logged before the method interface refer to
 
 
 def _method_meta(adapter_dir: Path) -> tuple[Path, dict]:

@@ -1,17 +1,18 @@
 """The MLflow model registry side: register the trained adapter as @candidate, and apply a
 registered, gate-approved version to a feature store (``latentanon anonymize``)."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
 from latentanon.config import Params
-from latentanon.layout import Layout
 from latentanon.errors import ModelError
+from latentanon.layout import Layout
 from latentanon.tracking import runs
-from latentanon.tracking.uri import tracking_uri
 from latentanon.tracking.model_files import adapter_digest
 from latentanon.tracking.pyfunc import log_adapter_model
+from latentanon.tracking.uri import tracking_uri
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -57,8 +58,14 @@ def register_candidate(params: Params, layout: Layout | None = None, client=None
         for key, value in {TAG_ADAPTER_SHA: digest, TAG_SOURCE_RUN: run_id, TAG_DECISION: PENDING}.items():
             client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CANDIDATE, version)
-    return {"model_name": name, "version": version, "run_id": run_id, "adapter_sha256": digest,
-            "reused": reused, "model_uri": f"models:/{name}/{version}"}
+    return {
+        "model_name": name,
+        "version": version,
+        "run_id": run_id,
+        "adapter_sha256": digest,
+        "reused": reused,
+        "model_uri": f"models:/{name}/{version}",
+    }
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
@@ -69,9 +76,7 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
     match = _VERSION_URI.match(model_uri)
     if match:
         return match["name"], None, match["version"]
-    raise ModelError(
-        f"model URI {model_uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>"
-    )
+    raise ModelError(f"model URI {model_uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
 
 
 def resolve_version(client, model_uri: str):
@@ -83,8 +88,10 @@ def resolve_version(client, model_uri: str):
     except Exception as exc:
         hint = ""
         if alias == CHAMPION:
-            hint = (f" @{CHAMPION} exists only after the gate approved an adapter; `latentanon verdict` "
-                    "says what the last gate decided and why.")
+            hint = (
+                f" @{CHAMPION} exists only after the gate approved an adapter; `latentanon verdict` "
+                "says what the last gate decided and why."
+            )
         raise ModelError(f"{model_uri}: not found in the registry at {client.tracking_uri}: {exc}.{hint}") from exc
 
 
@@ -110,10 +117,15 @@ def approved_record(model_version, model_uri: str) -> dict:
     where = f"{model_uri} (version {model_version.version} of {model_version.name})"
     record, signature = decision_record.read_record(model_version.tags, where)
     decision_record.verify(record, signature, decision_record.signing_key(), where)
-    if (record.get("decision") != APPROVED or str(record.get("version")) != str(model_version.version)
-            or record.get("model_name") != model_version.name):
-        raise ModelError(f"{where}: the gate decision record says {record.get('decision')!r} for version "
-                         f"{record.get('version')} of {record.get('model_name')}; not an approval of this version")
+    if (
+        record.get("decision") != APPROVED
+        or str(record.get("version")) != str(model_version.version)
+        or record.get("model_name") != model_version.name
+    ):
+        raise ModelError(
+            f"{where}: the gate decision record says {record.get('decision')!r} for version "
+            f"{record.get('version')} of {record.get('model_name')}; not an approval of this version"
+        )
     if not record.get("encoder"):
         raise ModelError(f"{where}: the decision record names no encoder; the gate cannot have measured it")
     if record.get("adapter_sha256") != model_version.tags.get(TAG_ADAPTER_SHA):
@@ -138,9 +150,11 @@ def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str
     from latentanon.tracking.model_files import load_approved_method
 
     uri = uri or tracking_uri("", ".")
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise ModelError(f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI, or run the pipeline "
-                         "first; the gate registers the adapter there)")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        raise ModelError(
+            f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI, or run the pipeline "
+            "first; the gate registers the adapter there)"
+        )
     client = runs.connect(uri)
     model_version = resolve_version(client, model_uri)
     record = approved_record(model_version, model_uri)

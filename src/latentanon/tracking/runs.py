@@ -16,6 +16,7 @@ How the stages of one pipeline run find the same parent run:
   run; a pipeline that died half way is continued by the next invocation, in the same run.
   In the MLflow UI, filter with ``tags.latentanon.pipeline_run = 'true'``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,14 +31,14 @@ from typing import Any
 
 import yaml
 
+from latentanon import environment
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
 from latentanon._redact import redact
 from latentanon.config import Params
-from latentanon.layout import PIPELINE, Layout
-from latentanon import environment
 from latentanon.errors import LatentanonError
-from latentanon.tracking.uri import TRACKING_URI_ENV, tracking_uri
+from latentanon.layout import PIPELINE, Layout
+from latentanon.tracking.uri import tracking_uri
 
 RUN_ID_ENV = environment.RUN_ID_ENV
 TAG_PIPELINE = "latentanon.pipeline_run"
@@ -47,8 +48,17 @@ TAG_WORKDIR = "latentanon.workdir"
 TAG_STAGE = "latentanon.stage"
 LAST_STAGE = "gate"
 _PARAM_SECTIONS = (
-    "paths", "data", "validate", "pretrain_encoder", "extract", "tune", "train",
-    "evaluate", "audit_bias", "gate", "tracking",
+    "paths",
+    "data",
+    "validate",
+    "pretrain_encoder",
+    "extract",
+    "tune",
+    "train",
+    "evaluate",
+    "audit_bias",
+    "gate",
+    "tracking",
 )
 _MLFLOW_BATCH = 100
 _BAD_KEY_CHARS = re.compile(r"[^0-9A-Za-z_\-. /]")
@@ -125,7 +135,7 @@ def _local_artifact_location(uri: str) -> str | None:
     """Artifacts of an embedded sqlite store live next to the database, not in the cwd."""
     if not uri.startswith("sqlite:///"):
         return None  # a server decides (and proxies) its own artifact store
-    database = Path(uri[len("sqlite:///"):])
+    database = Path(uri[len("sqlite:///") :])
     return (database.parent / "mlartifacts").resolve().as_uri()
 
 
@@ -160,11 +170,10 @@ def numeric_metrics(summary: dict, prefix: str) -> dict[str, float]:
 
 def git_state(workdir: Path) -> dict[str, str]:
     """Commit and dirty flag of the checkout holding ``workdir`` (empty outside git)."""
+
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(
-                ["git", *args], cwd=workdir, capture_output=True, text=True, timeout=20, check=False
-            )
+            done = subprocess.run(["git", *args], cwd=workdir, capture_output=True, text=True, timeout=20, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -206,21 +215,22 @@ def _record_path(layout: Layout) -> Path:
     return layout.reports / "tracking" / "pipeline_run.json"
 
 
-def _log_in_batches(client, run_id: str, *, params: dict | None = None, metrics: dict | None = None,
-                    tags: dict | None = None) -> None:
+def _log_in_batches(
+    client, run_id: str, *, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     # every param is redacted here too: no caller can log a credential by forgetting to
     param_items = [Param(k, str(redact(v, k))[:6000]) for k, v in (params or {}).items()]
     for i in range(0, len(param_items), _MLFLOW_BATCH):
-        client.log_batch(run_id, params=param_items[i: i + _MLFLOW_BATCH])
+        client.log_batch(run_id, params=param_items[i : i + _MLFLOW_BATCH])
     metric_items = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
     for i in range(0, len(metric_items), _MLFLOW_BATCH):
-        client.log_batch(run_id, metrics=metric_items[i: i + _MLFLOW_BATCH])
+        client.log_batch(run_id, metrics=metric_items[i : i + _MLFLOW_BATCH])
     tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for i in range(0, len(tag_items), _MLFLOW_BATCH):
-        client.log_batch(run_id, tags=tag_items[i: i + _MLFLOW_BATCH])
+        client.log_batch(run_id, tags=tag_items[i : i + _MLFLOW_BATCH])
 
 
 def _ensure_params_logged(client, run, params: Params) -> None:
@@ -275,13 +285,16 @@ def pipeline_run_id(params: Params, layout: Layout | None = None, client=None) -
         tags=tags,
     )
     _ensure_params_logged(client, run, params)
-    write_json_atomic(record_path, {
-        "run_id": run.info.run_id,
-        "experiment_id": run.info.experiment_id,
-        "tracking_uri": uri,
-        "params_hash": digest,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    write_json_atomic(
+        record_path,
+        {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "tracking_uri": uri,
+            "params_hash": digest,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return run.info.run_id
 
 
@@ -298,8 +311,15 @@ def start_child_run(client, parent_run_id: str, name: str, tags: dict | None = N
     return run.info.run_id
 
 
-def log_child_run(client, parent_run_id: str, name: str, params: dict, metrics: dict,
-                  tags: dict | None = None, status: str = "FINISHED") -> str:
+def log_child_run(
+    client,
+    parent_run_id: str,
+    name: str,
+    params: dict,
+    metrics: dict,
+    tags: dict | None = None,
+    status: str = "FINISHED",
+) -> str:
     """Create, fill and close a nested run in one go (e.g. one Optuna trial)."""
     run_id = start_child_run(client, parent_run_id, name, tags)
     _log_in_batches(client, run_id, params=redact(params), metrics=numeric_metrics(metrics, ""))
@@ -318,8 +338,7 @@ def log_stage(params: Params, stage: str, summary: dict, artifacts: list[Path]) 
     layout = Layout.from_params(params)
     client = client_for(params, layout)
     run_id = pipeline_run_id(params, layout, client)
-    tags = {f"{TAG_STAGE}.{stage}": "done", **git_state(layout.workdir),
-            **dvc_lock_hashes(layout.workdir, stage)}
+    tags = {f"{TAG_STAGE}.{stage}": "done", **git_state(layout.workdir), **dvc_lock_hashes(layout.workdir, stage)}
     _log_in_batches(client, run_id, metrics=numeric_metrics(summary, stage), tags=tags)
     client.log_dict(run_id, json.loads(json.dumps(summary, default=str)), f"{stage}/summary.json")
     for path in map(Path, artifacts):

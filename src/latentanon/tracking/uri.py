@@ -9,6 +9,7 @@
 Importing this module does not import MLflow, so the CLI can answer ``latentanon tracking-uri``
 at once.
 """
+
 from __future__ import annotations
 
 import os

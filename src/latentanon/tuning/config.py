@@ -1,4 +1,5 @@
 """Config of the ``tune`` stage (Optuna loss-weight search)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,23 +9,23 @@ from dataclasses import dataclass
 class TuneConfig:
     n_trials: int = 12
     seed: int = 0
-    storage: str = ""                   # SQLAlchemy URL; empty: sqlite file under reports/tune
+    storage: str = ""  # SQLAlchemy URL; empty: sqlite file under reports/tune
     study_name: str = "latentanon-aam"
     epochs_per_trial: int = 60
     w_lc_range: tuple[float, float] = (1.0, 300.0)
     w_b_range: tuple[float, float] = (0.1, 10.0)
     w_t_range: tuple[float, float] = (0.1, 10.0)
-    max_utility_drop: float = 0.01      # operating-point rule: least leakage with every drop below this
+    max_utility_drop: float = 0.01  # operating-point rule: least leakage with every drop below this
     # past that budget, the rule keeps to trials whose normalised val leakage is at most this (the gate's target)
     max_normalized_leakage: float = 0.4
-    temperature_range: tuple[float, ...] = ()   # (low, high) to search the NT-Xent temperature; empty: fixed
+    temperature_range: tuple[float, ...] = ()  # (low, high) to search the NT-Xent temperature; empty: fixed
     lr_range: tuple[float, ...] = (1e-3, 3e-2)  # (low, high) to search the learning rate; empty: train.lr
-    torch_threads: int = 1              # per tune process: tiny models run faster without thread contention; 0 = torch default
+    torch_threads: int = 1  # per tune process: tiny models run faster without thread contention; 0 = torch default
     # trials measured at once by this stage, in spawned processes (sqlite study only; the Kubeflow
     # fan-out runs several stages instead): a batch of this many is proposed from the trials
     # completed before it, so the proposals stay a function of the seed and this setting
     workers: int = 1
-    heartbeat_seconds: int = 60         # a trial silent for twice this long (killed worker) is marked failed
+    heartbeat_seconds: int = 60  # a trial silent for twice this long (killed worker) is marked failed
     # Methods a trial may fit (registry names; a trial picks one when there are several). paper
     # and paper_batch search the loss weights / lr above; noise searches its scale.
     methods: tuple[str, ...] = ("paper",)

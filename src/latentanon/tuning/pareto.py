@@ -1,5 +1,6 @@
 """The loss-weight search's Pareto front (Optuna's own: ``study.best_trials`` and its plot) and
 the project's rule that picks the operating point on it."""
+
 from __future__ import annotations
 
 import math
@@ -16,11 +17,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TrialPoint:
     number: int
-    leakage: float                  # validation attacker cMAP (lower is more private)
-    utility: float                  # mean relative validation utility of the tasks (1.0 = raw)
-    drops: dict[str, float]         # task -> relative utility drop (raw - anonymized) / raw
+    leakage: float  # validation attacker cMAP (lower is more private)
+    utility: float  # mean relative validation utility of the tasks (1.0 = raw)
+    drops: dict[str, float]  # task -> relative utility drop (raw - anonymized) / raw
     params: dict = field(default_factory=dict)
-    normalized_leakage: float = math.nan    # (leakage - chance) / (raw - chance) on val
+    normalized_leakage: float = math.nan  # (leakage - chance) / (raw - chance) on val
 
     @property
     def worst_drop(self) -> float:
@@ -43,8 +44,9 @@ def rule_text(max_utility_drop: float, max_normalized_leakage: float = math.inf)
     )
 
 
-def choose_operating_point(points: list[TrialPoint], max_utility_drop: float,
-                           max_normalized_leakage: float = math.inf) -> tuple[TrialPoint, str]:
+def choose_operating_point(
+    points: list[TrialPoint], max_utility_drop: float, max_normalized_leakage: float = math.inf
+) -> tuple[TrialPoint, str]:
     """The chosen trial and which branch of the rule chose it ("within_budget", "private_fallback"
     or "fallback"). Past the utility budget the privacy target comes first: a run that misses both
     must not trade the privacy it was built for against a utility figure it cannot reach."""
@@ -67,24 +69,34 @@ def plot_front(study, chosen: TrialPoint | None, raw_leakage: float | None, path
     import optuna
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    plt = pyplot()   # the headless backend, before Optuna's matplotlib module draws
+    plt = pyplot()  # the headless backend, before Optuna's matplotlib module draws
     # Optuna switches pyplot's global style; the context puts it back for the figures after this one.
     with warnings.catch_warnings(), plt.style.context("default"):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = plot_pareto_front(
             study,
-            target_names=["validation leakage (attacker cMAP, lower = more private)",
-                          "validation utility relative to raw (higher = better)"],
+            target_names=[
+                "validation leakage (attacker cMAP, lower = more private)",
+                "validation utility relative to raw (higher = better)",
+            ],
             include_dominated_trials=True,
         )
         if chosen is not None:
-            ax.scatter([chosen.leakage], [chosen.utility], marker="*", s=300, c="gold", edgecolors="k",
-                       zorder=5, label=f"chosen (trial {chosen.number})")
+            ax.scatter(
+                [chosen.leakage],
+                [chosen.utility],
+                marker="*",
+                s=300,
+                c="gold",
+                edgecolors="k",
+                zorder=5,
+                label=f"chosen (trial {chosen.number})",
+            )
         if raw_leakage is not None:
             ax.scatter([raw_leakage], [1.0], marker="s", s=50, c="k", zorder=5, label="raw features")
         ax.set_title("Loss-weight search (Optuna's Pareto front)")
         ax.legend(fontsize=8)
-        fig = cast("Figure", ax.figure)   # Optuna draws on a figure of its own, never a subfigure
+        fig = cast("Figure", ax.figure)  # Optuna draws on a figure of its own, never a subfigure
         fig.set_size_inches(6.5, 4.8)
         fig.tight_layout()
         return save_figure(fig, path)

@@ -18,6 +18,7 @@ one study: every worker runs trials until the study holds ``tune.n_trials`` comp
 The study name carries a fingerprint of the features and of the params that change what a trial
 measures, so changing them starts a fresh study while raising ``n_trials`` continues the old one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,17 +50,17 @@ STORAGE_ENV = TUNE_STORAGE_ENV
 # What tune attacks besides single clips: per-video means, and re-releases of a noisy method.
 MOVING_SET = "privacy_videos"
 LONG_SCOPES = {"untrimmed_mean": "untrimmed", "anomaly_mean": "anomaly"}
-RELEASES = 16     # publications of the same store averaged per clip (a stochastic method only)
-SEARCH_SPLITS = ("train", "val")       # the test split is never loaded into a trial
+RELEASES = 16  # publications of the same store averaged per clip (a stochastic method only)
+SEARCH_SPLITS = ("train", "val")  # the test split is never loaded into a trial
 DIRECTIONS: tuple[study_lib.Direction, ...] = ("minimize", "maximize")  # leakage, utility
 RAW_ATTR = "raw_reference"
 
 
 @dataclass
 class SearchData:
-    task_sets: dict[str, FeatureSet]   # training sets (actions, untrimmed, anomaly), train+val rows
-    privacy: list[FeatureSet]          # privacy sets, train+val rows
-    fingerprint: str                   # identity of the stored features
+    task_sets: dict[str, FeatureSet]  # training sets (actions, untrimmed, anomaly), train+val rows
+    privacy: list[FeatureSet]  # privacy sets, train+val rows
+    fingerprint: str  # identity of the stored features
 
 
 def resolve_storage(params: Params, layout: Layout) -> str:
@@ -112,8 +113,9 @@ def mean_clips(fs: FeatureSet, kind: str) -> FeatureSet:
     return FeatureSet(fs.name, fs.records, {"clips": means}, dict(fs.meta))
 
 
-def leakage_scopes(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet],
-                   released: FeatureSet | None = None) -> dict[str, tuple[list[FeatureSet], str]]:
+def leakage_scopes(
+    task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], released: FeatureSet | None = None
+) -> dict[str, tuple[list[FeatureSet], str]]:
     """Scope name -> (feature sets, kind) the validation attacker reads (see the module doc)."""
     from latentanon.tasks.private import ATTRIBUTES
 
@@ -140,8 +142,14 @@ def stronger_head_utility(task: str, train: FeatureSet, val: FeatureSet, seed: i
     return max(float(evaluate_head(fit_head(task, train, grid, seed, inputs=form), val)) for form in inputs)
 
 
-def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: tuple[str, ...], seed: int,
-            inputs: tuple[str, ...] = ("standardised",), released: FeatureSet | None = None) -> dict:
+def measure(
+    task_sets: dict[str, FeatureSet],
+    privacy: list[FeatureSet],
+    tasks: tuple[str, ...],
+    seed: int,
+    inputs: tuple[str, ...] = ("standardised",),
+    released: FeatureSet | None = None,
+) -> dict:
     """Validation leakage of every scope (cMAP and chance), and per-task validation utility of
     (possibly anonymized) features. ``leakage`` / ``chance`` keep the mean of the static and moving
     scopes (what the study's raw reference reports); trials are judged per scope."""
@@ -151,15 +159,21 @@ def measure(task_sets: dict[str, FeatureSet], privacy: list[FeatureSet], tasks: 
     scopes = {}
     for scope, (sets, kind) in leakage_scopes(task_sets, privacy, released).items():
         val = [fs.split("val") for fs in sets]
-        scopes[scope] = {"cmap": float(validation_leakage([fs.split("train") for fs in sets], val, seed, kind=kind)),
-                         "chance": float(validation_chance(val, kind=kind))}
+        scopes[scope] = {
+            "cmap": float(validation_leakage([fs.split("train") for fs in sets], val, seed, kind=kind)),
+            "chance": float(validation_chance(val, kind=kind)),
+        }
     single = [scopes[s] for s in ("static", "moving") if s in scopes]
     utility = {}
     for task in tasks:
         fs = task_sets[TASK_SPECS[task].set_name]
         utility[task] = stronger_head_utility(task, fs.split("train"), fs.split("val"), seed, tuple(inputs))
-    return {"leakage": float(np.mean([v["cmap"] for v in single])),
-            "chance": float(np.mean([v["chance"] for v in single])), "scopes": scopes, "utility": utility}
+    return {
+        "leakage": float(np.mean([v["cmap"] for v in single])),
+        "chance": float(np.mean([v["chance"] for v in single])),
+        "scopes": scopes,
+        "utility": utility,
+    }
 
 
 def normalized(leakage: float, raw: dict) -> float:
@@ -230,8 +244,9 @@ def head_inputs(params: Params) -> tuple[str, ...]:
     return tuple(params.evaluate.head_inputs) or ("standardised",)
 
 
-def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig,
-              tasks: tuple[str, ...], raw: dict) -> dict:
+def run_trial(
+    data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...], raw: dict
+) -> dict:
     """Fit ``train_cfg.method`` (with ``weights``) on the train split, anonymize, and measure on val.
     ``leakage`` (the trial's objective) is the worst scope's normalised leakage."""
     from latentanon.methods.registry import create_method
@@ -240,7 +255,7 @@ def run_trial(data: SearchData, params: Params, weights: LossWeights, train_cfg:
     train_cfg = replace(train_cfg, weights=weights, epochs=params.tune.epochs_per_trial, seed=params.tune.seed)
     method = create_method(train_cfg.method, train_cfg)
     method.fit({**data.task_sets, **{fs.name: fs for fs in data.privacy}}, seed=params.tune.seed)
-    method.with_reproducible_noise(params.tune.seed)   # a trial's figures must not depend on the draw
+    method.with_reproducible_noise(params.tune.seed)  # a trial's figures must not depend on the draw
     history = getattr(method, "history", {}) or {}
     task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
     privacy = [method.transform(fs) for fs in data.privacy]
@@ -266,28 +281,53 @@ def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> st
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
     from latentanon.tasks.scoring import MEASUREMENT_VERSION
 
-    tune = {k: v for k, v in to_dict(params.tune).items() if k not in ("n_trials", "storage", "study_name",
-                                                                      "max_utility_drop", "max_normalized_leakage",
-                                                                      "heartbeat_seconds", "workers")}
+    tune = {
+        k: v
+        for k, v in to_dict(params.tune).items()
+        if k
+        not in (
+            "n_trials",
+            "storage",
+            "study_name",
+            "max_utility_drop",
+            "max_normalized_leakage",
+            "heartbeat_seconds",
+            "workers",
+        )
+    }
     train = {k: v for k, v in to_dict(params.train).items() if k not in ("weights", "epochs", "use_tuned_weights")}
-    blob = json.dumps({"tune": tune, "train": train, "tasks": tasks, "features": data.fingerprint,
-                       "measurement": MEASUREMENT_VERSION}, sort_keys=True)   # old trials measured otherwise
+    blob = json.dumps(
+        {
+            "tune": tune,
+            "train": train,
+            "tasks": tasks,
+            "features": data.fingerprint,
+            "measurement": MEASUREMENT_VERSION,
+        },
+        sort_keys=True,
+    )  # old trials measured otherwise
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def open_study(params: Params, storage_url: str, study_name: str):
     """The stage's study: resumable and, in sequential mode, deterministic (see tuning.study)."""
-    return study_lib.open_study(storage_url, study_name, list(DIRECTIONS), seed=params.tune.seed,
-                                n_startup_trials=max(2, params.tune.n_trials // 3),
-                                heartbeat_seconds=params.tune.heartbeat_seconds)
+    return study_lib.open_study(
+        storage_url,
+        study_name,
+        list(DIRECTIONS),
+        seed=params.tune.seed,
+        n_startup_trials=max(2, params.tune.n_trials // 3),
+        heartbeat_seconds=params.tune.heartbeat_seconds,
+    )
 
 
 def completed(study) -> list:
     return study_lib.completed(study)
 
 
-def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int,
-                  inputs: tuple[str, ...] = ("standardised",)) -> dict:
+def raw_reference(
+    study, data: SearchData, tasks: tuple[str, ...], seed: int, inputs: tuple[str, ...] = ("standardised",)
+) -> dict:
     """Leakage and utility of the raw features; computed once per study and kept in it."""
     cached = study.user_attrs.get(RAW_ATTR)
     if cached and tuple(cached["utility"]) == tasks and "scopes" in cached and tuple(cached["inputs"]) == inputs:
@@ -297,7 +337,7 @@ def raw_reference(study, data: SearchData, tasks: tuple[str, ...], seed: int,
     return raw
 
 
-_WORKER_DATA: SearchData | None = None    # what a spawned trial worker loaded once
+_WORKER_DATA: SearchData | None = None  # what a spawned trial worker loaded once
 
 
 def _trial_worker_init(features_uri: str, threads: int) -> None:
@@ -309,8 +349,9 @@ def _trial_worker_init(features_uri: str, threads: int) -> None:
     _WORKER_DATA = load_search_data(features_uri)
 
 
-def _run_trial_in_worker(params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...],
-                         raw: dict) -> dict:
+def _run_trial_in_worker(
+    params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...], raw: dict
+) -> dict:
     assert _WORKER_DATA is not None  # _trial_worker_init loaded it when this worker started
     return run_trial(_WORKER_DATA, params, weights, train_cfg, tasks, raw)
 
@@ -322,7 +363,7 @@ def optimize(study, objective, n_trials: int, progress_label: str = "tune") -> i
 
 def trial_point(t) -> TrialPoint:
     return TrialPoint(
-        number=study_lib.slot_of(t),    # the slot, not Optuna's number: a retried kill keeps it
+        number=study_lib.slot_of(t),  # the slot, not Optuna's number: a retried kill keeps it
         leakage=float(t.values[0]),
         utility=float(t.values[1]),
         drops={k: float(v) for k, v in t.user_attrs.get("drops", {}).items()},
@@ -345,27 +386,31 @@ def chosen_method(point: TrialPoint, params: Params) -> str:
 
 def chosen_weights(point: TrialPoint, params: Params) -> dict:
     base = params.train.weights
-    if "w_lc" not in point.params:   # a method without loss weights
+    if "w_lc" not in point.params:  # a method without loss weights
         return asdict(base)
-    return asdict(LossWeights(
-        latent_consistency=point.params["w_lc"],
-        utility=point.params["w_t"],
-        privacy=point.params["w_b"],
-        temperature=point.params.get("temperature", base.temperature),
-    ))
-
+    return asdict(
+        LossWeights(
+            latent_consistency=point.params["w_lc"],
+            utility=point.params["w_t"],
+            privacy=point.params["w_b"],
+            temperature=point.params.get("temperature", base.temperature),
+        )
+    )
 
 
 def gate_thresholds(params: Params) -> tuple[float, float]:
     """(largest task drop, largest normalised leakage) a trial may have: the gate's thresholds, or
     tune's where stricter (a margin for the test split's noise)."""
     gate = params.gate
-    return (min(params.tune.max_utility_drop, gate.max_utility_relative_drop),
-            min(params.tune.max_normalized_leakage, gate.max_normalized_leakage, gate.max_moving_normalized_leakage))
+    return (
+        min(params.tune.max_utility_drop, gate.max_utility_relative_drop),
+        min(params.tune.max_normalized_leakage, gate.max_normalized_leakage, gate.max_moving_normalized_leakage),
+    )
 
 
-def gate_operating_point(points: list[TrialPoint], max_utility_drop: float,
-                         max_normalized_leakage: float) -> tuple[TrialPoint, str]:
+def gate_operating_point(
+    points: list[TrialPoint], max_utility_drop: float, max_normalized_leakage: float
+) -> tuple[TrialPoint, str]:
     """The trial the gate would approve on val: among trials whose every drop and whose worst
     scope's normalised leakage are within the thresholds, the least leakage (ties: higher utility,
     then lower trial number), branch "gate_approvable"; if none passes both, ``pareto``'s rule with
@@ -377,9 +422,11 @@ def gate_operating_point(points: list[TrialPoint], max_utility_drop: float,
 
 
 def gate_rule_text(max_utility_drop: float, max_normalized_leakage: float) -> str:
-    return (f"least validation leakage (worst scope's normalised leakage) among trials the gate would approve "
-            f"(every task's drop <= {max_utility_drop:g}, normalised leakage <= {max_normalized_leakage:g}); if none: "
-            + rule_text(max_utility_drop, max_normalized_leakage))
+    return (
+        f"least validation leakage (worst scope's normalised leakage) among trials the gate would approve "
+        f"(every task's drop <= {max_utility_drop:g}, normalised leakage <= {max_normalized_leakage:g}); if none: "
+        + rule_text(max_utility_drop, max_normalized_leakage)
+    )
 
 
 def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
@@ -404,18 +451,22 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     pareto = {
         "study_name": study.study_name,
         "storage": _redacted(storage_url),
-        "objectives": {"leakage": "minimize: worst scope's normalised validation leakage (static, moving, per-video "
-                                  "and long-video means, re-release of a noisy method)",
-                       "utility": "maximize: mean validation utility of the tasks relative to raw, each task read "
-                                  "by the stronger head input form"},
+        "objectives": {
+            "leakage": "minimize: worst scope's normalised validation leakage (static, moving, per-video "
+            "and long-video means, re-release of a noisy method)",
+            "utility": "maximize: mean validation utility of the tasks relative to raw, each task read "
+            "by the stronger head input form",
+        },
         "raw": raw,
         "n_complete": len(points),
-        "front": [{"trial": p.number, "leakage": p.leakage, "utility": p.utility, "drops": p.drops,
-                   "params": p.params} for p in front],
+        "front": [
+            {"trial": p.number, "leakage": p.leakage, "utility": p.utility, "drops": p.drops, "params": p.params}
+            for p in front
+        ],
         "chosen_trial": chosen.number,
     }
     write_text_atomic(out_dir / "pareto.json", json.dumps(pareto, indent=2, sort_keys=True) + "\n")
-    plot_front(study, chosen, 1.0, out_dir / "pareto.png")   # raw's normalised leakage is 1
+    plot_front(study, chosen, 1.0, out_dir / "pareto.png")  # raw's normalised leakage is 1
     choice = {
         "method": chosen_method(chosen, params),
         "weights": chosen_weights(chosen, params),
@@ -431,14 +482,18 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
         choice["lr"] = chosen.params["lr"]
     if "bottleneck_sigma" in chosen.params:
         compaction = chosen.params["bottleneck_compaction"]
-        choice["bottleneck"] = {"sigma": chosen.params["bottleneck_sigma"], "compaction": compaction,
-                                "static_compaction": compaction}
+        choice["bottleneck"] = {
+            "sigma": chosen.params["bottleneck_sigma"],
+            "compaction": compaction,
+            "static_compaction": compaction,
+        }
     if "distil_step" in chosen.params:
         choice["distil"] = {"step": chosen.params["distil_step"]}
     if "fisher_static_weight" in chosen.params:
         choice["fisher"] = {"static_weight": chosen.params["fisher_static_weight"]}
-    choice["scope_leakage"] = next((t.user_attrs.get("scope_leakage", {}) for t in completed(study)
-                                    if study_lib.slot_of(t) == chosen.number), {})
+    choice["scope_leakage"] = next(
+        (t.user_attrs.get("scope_leakage", {}) for t in completed(study) if study_lib.slot_of(t) == chosen.number), {}
+    )
     write_text_atomic(out_dir / "chosen.json", json.dumps(choice, indent=2, sort_keys=True) + "\n")
     return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
 
@@ -461,7 +516,7 @@ def _run_search(params: Params, layout: Layout) -> dict:
 
     out_dir = layout.report_dir("tune")
     started = time.perf_counter()
-    client = runs.client_for(params, layout)       # fail now, not after the trials, if unreachable
+    client = runs.client_for(params, layout)  # fail now, not after the trials, if unreachable
     parent = runs.pipeline_run_id(params, layout, client)
     data = load_search_data(layout.features_uri)
     tasks = utility_tasks(params, data)
@@ -489,11 +544,15 @@ def _run_search(params: Params, layout: Layout) -> dict:
         trial.set_user_attr("normalized_leakage", result["normalized_leakage"])
         trial.set_user_attr("scope_leakage", result.get("scope_leakage", {}))
         trial.set_user_attr("seconds", result["seconds"])
-        metrics = {"leakage": result["leakage"], "utility": result["utility"],
-                   **{f"leakage_{k}": v for k, v in result.get("scope_leakage", {}).items()},
-                   "normalized_leakage": result["normalized_leakage"], "seconds": result["seconds"],
-                   **{f"drop_{k}": v for k, v in result["drops"].items()},
-                   **{f"utility_{k}": v for k, v in result["task_utility"].items()}}
+        metrics = {
+            "leakage": result["leakage"],
+            "utility": result["utility"],
+            **{f"leakage_{k}": v for k, v in result.get("scope_leakage", {}).items()},
+            "normalized_leakage": result["normalized_leakage"],
+            "seconds": result["seconds"],
+            **{f"drop_{k}": v for k, v in result["drops"].items()},
+            **{f"utility_{k}": v for k, v in result["task_utility"].items()},
+        }
         runs.log_child_run(client, parent, f"trial-{trial.number}", dict(trial.params), metrics, tags(trial))
         return result["leakage"], result["utility"]
 
@@ -522,12 +581,25 @@ def _optimize_in_workers(study, params: Params, layout: Layout, tasks: tuple[str
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=params.tune.workers, mp_context=context, initializer=_trial_worker_init,
-                             initargs=(layout.features_uri, params.tune.torch_threads)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=params.tune.workers,
+        mp_context=context,
+        initializer=_trial_worker_init,
+        initargs=(layout.features_uri, params.tune.torch_threads),
+    ) as pool:
+
         def measure_batch(proposals: list) -> list[dict]:
-            futures = [pool.submit(_run_trial_in_worker, params, weights, train_cfg, tasks, raw)
-                       for weights, train_cfg in proposals]
+            futures = [
+                pool.submit(_run_trial_in_worker, params, weights, train_cfg, tasks, raw)
+                for weights, train_cfg in proposals
+            ]
             return [future.result() for future in futures]
 
-        return study_lib.optimize_in_batches(study, lambda trial: suggest(trial, params), measure_batch, record,
-                                             params.tune.n_trials, params.tune.workers)
+        return study_lib.optimize_in_batches(
+            study,
+            lambda trial: suggest(trial, params),
+            measure_batch,
+            record,
+            params.tune.n_trials,
+            params.tune.workers,
+        )

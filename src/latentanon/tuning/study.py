@@ -20,17 +20,19 @@ number), which is unique across workers, so no two workers draw the same paramet
 worker finishes which trial first is a race, so the proposals (and with them the chosen point)
 are reproducible only in sequential mode.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
-SLOT_ATTR = "slot"                     # completed trials before this one (sequential mode)
-Direction = Literal["minimize", "maximize"]   # optuna's objective directions
+SLOT_ATTR = "slot"  # completed trials before this one (sequential mode)
+Direction = Literal["minimize", "maximize"]  # optuna's objective directions
 
 
 def is_sequential(storage_url: str) -> bool:
@@ -73,8 +75,9 @@ def _make_sampler(seed: int, n_startup_trials: int, sequential: bool):
 
         def before_trial(self, study, trial) -> None:
             key = sequential_slot(study, trial) if sequential else trial.number
-            self._inner = TPESampler(seed=derived_seed(seed, key, parallel=not sequential),
-                                     n_startup_trials=n_startup_trials)
+            self._inner = TPESampler(
+                seed=derived_seed(seed, key, parallel=not sequential), n_startup_trials=n_startup_trials
+            )
             self._inner.before_trial(study, trial)
 
         def infer_relative_search_space(self, study, trial):
@@ -105,14 +108,20 @@ def fail_interrupted_trials(study) -> list[int]:
     return numbers
 
 
-def open_study(storage_url: str, study_name: str, directions: list[Direction], seed: int, n_startup_trials: int,
-               heartbeat_seconds: int):
+def open_study(
+    storage_url: str,
+    study_name: str,
+    directions: list[Direction],
+    seed: int,
+    n_startup_trials: int,
+    heartbeat_seconds: int,
+):
     """Create or load the study, fail what a killed worker left behind, attach the seeded sampler."""
     import optuna
 
     sequential = is_sequential(storage_url)
     if storage_url.startswith("sqlite:///"):
-        Path(storage_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(storage_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         engine = {"connect_args": {"timeout": 60}}  # workers sharing one sqlite file wait for the lock
     else:
         engine = {}
@@ -124,8 +133,7 @@ def open_study(storage_url: str, study_name: str, directions: list[Direction], s
             heartbeat_interval=heartbeat_seconds,
             grace_period=2 * heartbeat_seconds,
         )
-    study = optuna.create_study(storage=storage, study_name=study_name, directions=directions,
-                                load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, load_if_exists=True)
     if sequential:
         interrupted = fail_interrupted_trials(study)
         if interrupted:
@@ -164,23 +172,30 @@ def optimize(study, objective: Callable, n_trials: int, progress_label: str = "t
 
     try:
         # Other workers may finish trials first; the callback stops at n_trials completed.
-        study.optimize(with_slot, n_trials=2 * remaining + 2,
-                       callbacks=[MaxTrialsCallback(n_trials), on_trial_end])
+        study.optimize(with_slot, n_trials=2 * remaining + 2, callbacks=[MaxTrialsCallback(n_trials), on_trial_end])
     finally:
         bar.close()
     return ran
 
 
-def optimize_in_batches(study, propose: Callable, measure: Callable, record: Callable, n_trials: int,
-                        batch: int, progress_label: str = "tune") -> int:
+def optimize_in_batches(
+    study,
+    propose: Callable,
+    measure: Callable,
+    record: Callable,
+    n_trials: int,
+    batch: int,
+    progress_label: str = "tune",
+) -> int:
     """Batched sequential mode (see the module doc): until the study holds ``n_trials`` completed
     trials, ask up to ``batch`` trials, ``propose(trial)`` each as soon as it is asked (its
     sampler is replaced by the next ask), ``measure(proposals)`` -> one result per trial, then
     tell each ``record(trial, result)`` (its objective values). Returns how many ran here."""
     from optuna.trial import TrialState
 
-    bar = tqdm(total=n_trials, initial=min(n_trials, len(completed(study))), desc=progress_label, unit="trial",
-               disable=None)
+    bar = tqdm(
+        total=n_trials, initial=min(n_trials, len(completed(study))), desc=progress_label, unit="trial", disable=None
+    )
     ran = 0
     try:
         while (done := len(completed(study))) < n_trials:
@@ -188,7 +203,7 @@ def optimize_in_batches(study, propose: Callable, measure: Callable, record: Cal
             try:
                 for k in range(min(batch, n_trials - done)):
                     with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", UserWarning)   # heartbeats are for Study.optimize
+                        warnings.simplefilter("ignore", UserWarning)  # heartbeats are for Study.optimize
                         trial = study.ask()
                     trials.append(trial)
                     trial.set_user_attr(SLOT_ATTR, done + k)

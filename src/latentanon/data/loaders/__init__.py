@@ -6,6 +6,7 @@ DataError naming the file and line. A video that is missing or cannot be decoded
 the loader: its row gets frames = -1 and the reason in the `error` column, so the validate stage
 can quarantine it with that reason.
 """
+
 from latentanon.data.loaders.common import (
     BASE_COLUMNS,
     INT_COLUMNS,
@@ -16,6 +17,13 @@ from latentanon.data.loaders.common import (
 from latentanon.data.loaders.sets import LOADERS, build_manifests, load_set, manifest_hash
 
 __all__ = [
-    "BASE_COLUMNS", "INT_COLUMNS", "LOADERS", "SET_COLUMNS", "build_manifests", "load_set",
-    "manifest_columns", "manifest_hash", "probe_file",
+    "BASE_COLUMNS",
+    "INT_COLUMNS",
+    "LOADERS",
+    "SET_COLUMNS",
+    "build_manifests",
+    "load_set",
+    "manifest_columns",
+    "manifest_hash",
+    "probe_file",
 ]

@@ -1,5 +1,6 @@
 """What every dataset loader shares: the manifest columns, the loader context (data root, set
 folder, classes, sidecar rows, the containment check) and the small parsing helpers."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,19 @@ from latentanon.data.video_io import read_image, scan_video
 from latentanon.errors import DataError
 
 BASE_COLUMNS = (
-    "video_id", "path", "set", "split", "label", "label_id", "identity",
-    "frames", "fps", "width", "height", "checksum", *ATTRIBUTE_COLUMNS,
+    "video_id",
+    "path",
+    "set",
+    "split",
+    "label",
+    "label_id",
+    "identity",
+    "frames",
+    "fps",
+    "width",
+    "height",
+    "checksum",
+    *ATTRIBUTE_COLUMNS,
 )
 SET_COLUMNS = {"untrimmed": ("segments",), "anomaly": ("segments", "anomaly"), "bias": ("subject",)}
 INT_COLUMNS = ("label_id", "identity", "frames", "width", "height", *ATTRIBUTE_COLUMNS, "anomaly", "subject")
@@ -28,6 +40,7 @@ def manifest_columns(set_name: str) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- shared helpers
+
 
 def contained_path(root: Path, relative: str, where: str, base: Path | None = None) -> Path:
     """``base / relative`` (base: the root) resolved, refusing a path that leaves the data root:
@@ -98,7 +111,9 @@ def first_dir(base: Path, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         if (base / name).is_dir():
             return base / name
-    raise DataError(f"{base}: no {what} folder (looked for {', '.join(n + '/' for n in names)}; {folder_contents(base)})")
+    raise DataError(
+        f"{base}: no {what} folder (looked for {', '.join(n + '/' for n in names)}; {folder_contents(base)})"
+    )
 
 
 def first_file(base: Path, names: tuple[str, ...], what: str) -> Path:
@@ -190,17 +205,31 @@ def probe_file(path: Path) -> dict:
 
 def label_index(classes: list[str], label: str, where: str) -> int:
     if label not in classes:
-        raise DataError(f"{where}: unknown class {label!r} (known: {', '.join(classes[:8])}{'...' if len(classes) > 8 else ''})")
+        raise DataError(
+            f"{where}: unknown class {label!r} (known: {', '.join(classes[:8])}{'...' if len(classes) > 8 else ''})"
+        )
     return classes.index(label)
 
 
-def manifest_row(ctx: LoaderContext, path: Path, video_id: str, split: str, label: str, label_id: int,
-            identity: int = UNKNOWN, **extra) -> dict:
+def manifest_row(
+    ctx: LoaderContext,
+    path: Path,
+    video_id: str,
+    split: str,
+    label: str,
+    label_id: int,
+    identity: int = UNKNOWN,
+    **extra,
+) -> dict:
     """A manifest row without the probe columns; sidecar values fill what the layout lacks."""
     side = ctx.attributes(path)
     row = {
-        "video_id": video_id, "path": ctx.rel(path), "set": ctx.set_name, "split": split,
-        "label": label, "label_id": label_id,
+        "video_id": video_id,
+        "path": ctx.rel(path),
+        "set": ctx.set_name,
+        "split": split,
+        "label": label,
+        "label_id": label_id,
         "identity": side.get("identity", UNKNOWN) if side.get("identity", UNKNOWN) != UNKNOWN else identity,
     }
     for col in ATTRIBUTE_COLUMNS:
@@ -209,4 +238,3 @@ def manifest_row(ctx: LoaderContext, path: Path, video_id: str, split: str, labe
             row[col] = side.get(col, UNKNOWN)
     row.update(extra)
     return row
-

@@ -1,4 +1,5 @@
 """HMDB51 videos with PA-HMDB51 per-video private attributes."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from latentanon.data.loaders.common import (
 )
 from latentanon.errors import DataError
 
-HMDB_VIDEO_DIRS = ("hmdb51", "hmdb51_org")    # ours, the official archive's
+HMDB_VIDEO_DIRS = ("hmdb51", "hmdb51_org")  # ours, the official archive's
 _HMDB_SPLIT = re.compile(r"^(?P<cls>.+)_test_split1\.txt$")
 
 
@@ -32,8 +33,8 @@ def _pa_value(spans, where: str, attribute: str) -> int:
     if best is None:
         return UNKNOWN
     if attribute == "face":
-        return best                       # 0 none, 1 partial, 2 complete: our face ids
-    return best - 1 if best > 0 else UNKNOWN   # 0 = cannot tell
+        return best  # 0 none, 1 partial, 2 complete: our face ids
+    return best - 1 if best > 0 else UNKNOWN  # 0 = cannot tell
 
 
 def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
@@ -55,7 +56,8 @@ def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
                 raise DataError(f"{path}: entry {video!r} is not an object")
             found[Path(video).stem] = {
                 ours: _pa_value(attrs[theirs], f"{path}: {video}", theirs)
-                for theirs, ours in names.items() if theirs in attrs
+                for theirs, ours in names.items()
+                if theirs in attrs
             }
     return found
 
@@ -63,7 +65,7 @@ def _read_pa_hmdb(folder: Path, classes: list[str]) -> dict[str, dict]:
 def _split_class(listing: Path) -> str:
     """The class a split list is named for: <class>_test_split1.txt."""
     match = _HMDB_SPLIT.match(listing.name)
-    if match is None:                      # the listing glob's '*' also matches an empty class name
+    if match is None:  # the listing glob's '*' also matches an empty class name
         raise DataError(f"{listing}: expected <class>_test_split1.txt")
     return match["cls"]
 
@@ -89,11 +91,11 @@ def load_hmdb51(ctx: LoaderContext) -> list[dict]:
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise DataError(f"{where}: expected '<video> 0|1|2', got {line!r}")
             if parts[1] == "0":
-                continue                   # not used in split 1
+                continue  # not used in split 1
             file = ctx.inside(f"{label}/{parts[0]}", base, listing, number)
             split = "train" if parts[1] == "1" else "test"
             attrs = attributes.get(Path(parts[0]).stem, {})
             rows.append(manifest_row(ctx, file, Path(parts[0]).stem, split, label, label_id, **attrs))
     if videos is None:
-        first_dir(ctx.set_dir, HMDB_VIDEO_DIRS, "HMDB51 video")        # raises, naming what is there
+        first_dir(ctx.set_dir, HMDB_VIDEO_DIRS, "HMDB51 video")  # raises, naming what is there
     return rows

@@ -1,4 +1,5 @@
 """Kinetics-400: the pretraining corpus (class folders, a train/val list or folder per split)."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """NTU RGB+D style subject-annotated videos for the bias protocol."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Manifests: each set's loader by name, the typed manifest of one set, all sets under a root,
 and the manifest's content hash."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,11 +47,13 @@ def _assign_validation(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     fraction = layouts.val_fraction(cfg.n_identities_train, cfg.n_identities_val)
     train = frame["split"] == "train"
     if frame.loc[frame["split"] == "val"].shape[0] or not train.any():
-        return frame                       # the layout has its own validation split
+        return frame  # the layout has its own validation split
     held = layouts.held_out_identities(frame.loc[train, "identity"], fraction)
     unknown = frame["identity"] == UNKNOWN
-    to_val = train & (frame["identity"].isin(held) | (unknown & frame["video_id"].map(
-        lambda v: layouts.hashed_to_val(str(v), fraction))))
+    to_val = train & (
+        frame["identity"].isin(held)
+        | (unknown & frame["video_id"].map(lambda v: layouts.hashed_to_val(str(v), fraction)))
+    )
     frame.loc[to_val, "split"] = "val"
     return frame
 
@@ -68,8 +71,13 @@ def load_set(cfg: DataConfig, root: Path, set_name: str, progress: bool = True) 
     # threads: the decode and the checksum run in C outside the GIL (1.35x on two cores, measured)
     with ThreadPoolExecutor(max(1, cfg.workers)) as pool:
         probed = pool.map(probe_file, [ctx.root / row["path"] for row in rows])
-        for row, info in tqdm(zip(rows, probed), total=len(rows), desc=f"probe {set_name}", unit="file",
-                              disable=None if progress else True):
+        for row, info in tqdm(
+            zip(rows, probed),
+            total=len(rows),
+            desc=f"probe {set_name}",
+            unit="file",
+            disable=None if progress else True,
+        ):
             row.update(info)
     for row in rows:
         spans = row.pop("frame_spans", None)
@@ -122,10 +130,7 @@ def manifest_hash(df: pd.DataFrame) -> str:
     """A stable hash of a manifest's content: independent of row order, column order and of
     whether numbers and segments were read back from CSV or are still in memory."""
     columns = sorted(df.columns)
-    lines = [
-        "\x1f".join(_canonical(row[c], c) for c in columns)
-        for row in df[columns].to_dict(orient="records")
-    ]
+    lines = ["\x1f".join(_canonical(row[c], c) for c in columns) for row in df[columns].to_dict(orient="records")]
     digest = hashlib.sha256()
     digest.update("\x1f".join(columns).encode())
     for line in sorted(lines):

@@ -1,4 +1,5 @@
 """THUMOS14: untrimmed videos with temporal action annotations."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,23 @@ _THUMOS_NOTE = re.compile(r"^(?P<cls>.+)_(?P<tag>val|test)\.txt$")
 
 # Per split: (our folder, tag, annotation folders, video folders); ours first, then the official archives'.
 THUMOS_SPLITS = (
-    ("validation", "val",
-     ("annotation/validation", "TH14_Temporal_annotations_validation/annotation"),
-     ("videos/validation", "validation", "TH14_validation_set_mp4")),
-    ("test", "test",
-     ("annotation/test", "TH14_Temporal_annotations_test/annotation",
-      "TH14_Temporal_Annotations_Test/annotations/annotation", "TH14_Temporal_Annotations_Test/annotation"),
-     ("videos/test", "test", "TH14_test_set_mp4")),
+    (
+        "validation",
+        "val",
+        ("annotation/validation", "TH14_Temporal_annotations_validation/annotation"),
+        ("videos/validation", "validation", "TH14_validation_set_mp4"),
+    ),
+    (
+        "test",
+        "test",
+        (
+            "annotation/test",
+            "TH14_Temporal_annotations_test/annotation",
+            "TH14_Temporal_Annotations_Test/annotations/annotation",
+            "TH14_Temporal_Annotations_Test/annotation",
+        ),
+        ("videos/test", "test", "TH14_test_set_mp4"),
+    ),
 )
 
 
@@ -54,7 +65,7 @@ def load_thumos14(ctx: LoaderContext) -> list[dict]:
                 raise DataError(f"{path}: expected <Class>_{tag}.txt")
             label = match["cls"]
             if label == "Ambiguous":
-                continue                   # THUMOS marks unclear spans; not a class
+                continue  # THUMOS marks unclear spans; not a class
             if ctx.classes is not None:
                 label_index(ctx.classes, label, str(path))
             seen_classes.add(label)
@@ -69,10 +80,12 @@ def load_thumos14(ctx: LoaderContext) -> list[dict]:
                 file = ctx.inside(f"{parts[0]}.mp4", base, path, number)
                 segments.setdefault((folder, file), []).append([start, end, label])
         if videos is None and any(key[0] == folder for key in segments):
-            first_dir(ctx.set_dir, video_dirs, f"THUMOS14 {folder} video")     # raises, naming what is there
+            first_dir(ctx.set_dir, video_dirs, f"THUMOS14 {folder} video")  # raises, naming what is there
     if not segments:
-        raise DataError(f"{ctx.set_dir}: no annotated THUMOS14 videos (looked for annotation folders "
-                        f"{', '.join(d + '/' for d in tried)}; {folder_contents(ctx.set_dir)})")
+        raise DataError(
+            f"{ctx.set_dir}: no annotated THUMOS14 videos (looked for annotation folders "
+            f"{', '.join(d + '/' for d in tried)}; {folder_contents(ctx.set_dir)})"
+        )
     rows = []
     for (folder, file), spans in sorted(segments.items()):
         split = "test" if folder == "test" else "train"

@@ -1,4 +1,5 @@
 """UCF101: trimmed action clips (class folders, official split lists)."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ from latentanon.data.loaders.common import (
 )
 from latentanon.errors import DataError
 
-UCF101_VIDEO_DIRS = ("UCF101", "UCF-101")     # ours, the official archive's
+UCF101_VIDEO_DIRS = ("UCF101", "UCF-101")  # ours, the official archive's
 _UCF_NAME = re.compile(r"^v_(?P<cls>.+)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+$")
 
 
@@ -52,5 +53,5 @@ def load_ucf101(ctx: LoaderContext) -> list[dict]:
             file = ctx.inside(entry, base, listing, number)
             rows.append(manifest_row(ctx, file, Path(entry).stem, split, label, label_id, int(match["group"])))
     if videos is None:
-        first_dir(ctx.set_dir, UCF101_VIDEO_DIRS, "UCF101 video")      # raises, naming what is there
+        first_dir(ctx.set_dir, UCF101_VIDEO_DIRS, "UCF101 video")  # raises, naming what is there
     return rows

@@ -1,4 +1,5 @@
 """UCF-Crime: surveillance videos, video-level training lists, temporal test annotations."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,8 +74,9 @@ def load_ucf_crime(ctx: LoaderContext) -> list[dict]:
     Anomaly-Videos/ or the archive's Anomaly-Videos-Part-*/) or '<normal folder>/<video>'
     (Training_Normal_Videos_Anomaly/ or the archive's Training-Normal-Videos-Part-*/,
     Testing_Normal_Videos_Anomaly/); temporal test annotations in frames."""
-    list_dir = next((ctx.set_dir / d for d in CRIME_LIST_DIRS if (ctx.set_dir / d / "Anomaly_Train.txt").is_file()),
-                    None)
+    list_dir = next(
+        (ctx.set_dir / d for d in CRIME_LIST_DIRS if (ctx.set_dir / d / "Anomaly_Train.txt").is_file()), None
+    )
     if list_dir is None:
         looked = ", ".join(str(Path(d) / "Anomaly_Train.txt") for d in CRIME_LIST_DIRS)
         raise DataError(f"{ctx.set_dir}: no UCF-Crime split list (looked for {looked}; {folder_contents(ctx.set_dir)})")
@@ -84,27 +86,54 @@ def load_ucf_crime(ctx: LoaderContext) -> list[dict]:
         for number, line in read_lines(listing):
             entry = line.split()[0]
             folder = entry.split("/")[0] if "/" in entry else ""
-            label = NORMAL if (folder.startswith(("Training_Normal", "Testing_Normal")) or Path(entry).name.startswith("Normal")) else folder
+            label = (
+                NORMAL
+                if (folder.startswith(("Training_Normal", "Testing_Normal")) or Path(entry).name.startswith("Normal"))
+                else folder
+            )
             listed.append((listing, number, entry, split, label))
     classes = ctx.classes or [NORMAL] + sorted({e[4] for e in listed} - {NORMAL})
-    temporal_file = next((d / CRIME_TEMPORAL_FILE for d in (ctx.set_dir, list_dir, ctx.set_dir / "Temporal_Anomaly_Annotation")
-                          if (d / CRIME_TEMPORAL_FILE).is_file()), ctx.set_dir / CRIME_TEMPORAL_FILE)
+    temporal_file = next(
+        (
+            d / CRIME_TEMPORAL_FILE
+            for d in (ctx.set_dir, list_dir, ctx.set_dir / "Temporal_Anomaly_Annotation")
+            if (d / CRIME_TEMPORAL_FILE).is_file()
+        ),
+        ctx.set_dir / CRIME_TEMPORAL_FILE,
+    )
     temporal = _crime_temporal(temporal_file, classes)
-    temporal.update({k: v for k, v in _crime_temporal(ctx.set_dir / layouts.TEMPORAL_TRAIN_FILE, classes).items()
-                     if k not in temporal})
+    temporal.update(
+        {
+            k: v
+            for k, v in _crime_temporal(ctx.set_dir / layouts.TEMPORAL_TRAIN_FILE, classes).items()
+            if k not in temporal
+        }
+    )
     rows = []
     for listing, number, entry, split, label in listed:
         where = f"{listing}:{number}"
         label_id = label_index(classes, label, where)
-        ctx.inside(entry, ctx.set_dir, listing, number)        # refuses entries leaving the root
+        ctx.inside(entry, ctx.set_dir, listing, number)  # refuses entries leaving the root
         file = _crime_file(ctx, entry, label)
         stem = Path(entry).stem
         note = temporal.get(stem)
         if note and note[0] != label:
             raise DataError(f"{where}: {entry} is listed as {label!r} but its temporal annotation says {note[0]!r}")
-        rows.append(manifest_row(ctx, file, stem, split, label, label_id, anomaly=int(label != NORMAL),
-                            frame_spans=note[1] if note else None))
+        rows.append(
+            manifest_row(
+                ctx,
+                file,
+                stem,
+                split,
+                label,
+                label_id,
+                anomaly=int(label != NORMAL),
+                frame_spans=note[1] if note else None,
+            )
+        )
     if rows and not any((ctx.root / row["path"]).exists() for row in rows):
-        raise DataError(f"{ctx.set_dir}: none of the {len(rows)} listed UCF-Crime videos found (looked under the "
-                        f"listed folders and {', '.join(p + '/' for p in CRIME_VIDEO_GLOBS)}; {folder_contents(ctx.set_dir)})")
+        raise DataError(
+            f"{ctx.set_dir}: none of the {len(rows)} listed UCF-Crime videos found (looked under the "
+            f"listed folders and {', '.join(p + '/' for p in CRIME_VIDEO_GLOBS)}; {folder_contents(ctx.set_dir)})"
+        )
     return rows

@@ -1,4 +1,5 @@
 """VISPR-style privacy images with attribute labels."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def load_vispr(ctx: LoaderContext) -> list[dict]:
             else:
                 matches = sorted((ctx.set_dir / "images" / folder).glob(f"{path.stem}.*"))
                 file = matches[0] if matches else ctx.set_dir / "images" / folder / f"{path.stem}.jpg"
-            rows.append(manifest_row(ctx, file, path.stem, split, "", UNKNOWN, **_vispr_attributes(note["labels"], str(path))))
+            rows.append(
+                manifest_row(ctx, file, path.stem, split, "", UNKNOWN, **_vispr_attributes(note["labels"], str(path)))
+            )
     if not rows:
         raise DataError(f"{ctx.set_dir / 'annotations'}: no {'/'.join(VISPR_SPLITS)} annotation files")
     return rows
