@@ -12,6 +12,7 @@ resolved params text and upstream artifacts (no run id, no timestamp), so a seco
 same inputs reuses them; log_stages records them in each run's MLflow parent run. The exit
 handler closes that parent run with the run's final state, failures included.
 """
+import json
 from pathlib import Path
 from typing import List
 
@@ -187,6 +188,7 @@ def make_pipeline(gpus_per_task: int = 1):
         extract_workers_count: int = 2,
         tune_workers_count: int = 2,
         params_yaml: str = "",
+        params_uri: str = "",
         overrides: List[str] = [],
     ):
         """Run the whole pipeline. The gate task's output (and the parent run's
@@ -206,8 +208,11 @@ def make_pipeline(gpus_per_task: int = 1):
             extract_workers_count: parallel feature-extraction workers (each takes every N-th shard).
             tune_workers_count: parallel Optuna workers; more than one needs a shared RDB storage
                 (``tune.storage`` or the ``latentanon-optuna`` Secret), otherwise one worker runs.
-            params_yaml: the text of a params.yaml as the base (empty: the defaults); the typed
-                parameters above override it.
+            params_yaml: the text of a params.yaml as the base (empty: the defaults). A typed
+                parameter above overrides it only when changed from its default here; the
+                ``run_parameters`` Markdown artifact says which value of each knob won and why.
+            params_uri: the base params file by URI instead (``s3://bucket/key`` or a path in the
+                pod), read with the pod's S3 credentials; giving it and params_yaml is an error.
             overrides: ``section.key=value`` settings applied last, as with ``latentanon --set``.
         """
         knobs = dict(
@@ -218,16 +223,18 @@ def make_pipeline(gpus_per_task: int = 1):
             min_relative_cmap_drop=min_relative_cmap_drop, max_utility_relative_drop=max_utility_relative_drop,
         )
         # The exit task may depend on no task: it finds the parent run by the KFP run id.
-        closer = close_run(params_yaml=params_yaml, overrides=overrides, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        closer = close_run(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
+                           kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         _cluster_settings(_task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False)
         with dsl.ExitHandler(closer, name="latentanon-run"):
-            _pipeline_body(params_yaml, overrides, knobs, extract_workers_count, tune_workers_count, gpus_per_task)
+            _pipeline_body(params_yaml, params_uri, overrides, knobs, defaults, extract_workers_count,
+                           tune_workers_count, gpus_per_task)
 
     return latentanon_pipeline
 
 
-def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, tune_workers_count,
-                   gpus_per_task: int):
+def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_defaults: dict, extract_workers_count,
+                   tune_workers_count, gpus_per_task: int):
     """The tasks and their wiring (see the module docstring for the shape)."""
     gpu = gpus_per_task > 0
     pretrain_op = on_image(pretrain_encoder, PROJECT_IMAGE_CUDA) if gpu else pretrain_encoder
@@ -237,8 +244,12 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
     def gpu_overrides(stage: str) -> list:
         return list(GPU_OVERRIDES[stage]) if gpu else []
 
-    settings = _task(resolve_params(params_yaml=params_yaml, overrides=overrides, **knobs), "resolve run parameters")
-    resolved = settings.output  # one complete params text: what every stage task takes
+    # The run form's defaults travel as a constant: a knob left at its default keeps the base's value.
+    settings = _task(resolve_params(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
+                                    form_defaults=json.dumps(form_defaults, sort_keys=True), **knobs),
+                     "resolve run parameters")
+    _cluster_settings(settings, scratch=False)  # the base file by URI is read with the pod's S3 key
+    resolved = settings.outputs["Output"]  # one complete params text: what every stage task takes
     common = {"params_yaml": resolved, "overrides": []}
 
     run = _task(open_run(**common, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "open MLflow run",
