@@ -32,7 +32,24 @@ CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs:
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
-                      "latentanon-optuna", "latentanon-gate-signing")
+                      "latentanon-optuna", "latentanon-gate-signing", "latentanon-s3-mlflow", "latentanon-postgres-mlflow",
+                      "latentanon-postgres-optuna", "latentanon-mlflow-auth", "latentanon-mlflow-pipeline",
+                      "latentanon-mlflow-gate")
+# Least privilege: the only workloads of k8s/ that may reference each Secret (the pipeline's own
+# pods are checked against the compiled YAML in test_pipeline_pods_hold_only_their_own_credentials).
+SECRET_READERS = {
+    "latentanon-minio-root": {"Deployment/minio", "Job/bucket-init"},
+    "latentanon-s3": {"Job/bucket-init", "CronJob/latentanon-anonymize"},
+    "latentanon-s3-mlflow": {"Job/bucket-init", "Deployment/mlflow"},
+    "latentanon-postgres": {"StatefulSet/postgres", "Job/postgres-roles"},
+    "latentanon-postgres-mlflow": {"Job/postgres-roles"},
+    "latentanon-postgres-optuna": {"Job/postgres-roles"},
+    "latentanon-mlflow-db": {"Deployment/mlflow"},
+    "latentanon-mlflow-auth": {"Deployment/mlflow", "Job/mlflow-auth-init"},
+    "latentanon-mlflow-pipeline": {"Job/mlflow-auth-init", "CronJob/latentanon-anonymize"},
+    "latentanon-mlflow-gate": {"Job/mlflow-auth-init"},
+    "latentanon-gate-signing": {"CronJob/latentanon-anonymize"},
+}
 
 
 def kubectl() -> str:
@@ -142,6 +159,7 @@ def test_secrets_only_by_reference(rendered):
                     pytest.fail(f"{overlay} {name}: {env['name']} is set inline, not from a Secret")
             for source in container.get("envFrom", []):
                 assert "secretRef" not in source or source["secretRef"]["name"] in DOCUMENTED_SECRETS
+        referenced |= {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
     assert referenced <= set(DOCUMENTED_SECRETS), referenced - set(DOCUMENTED_SECRETS)
     for obj in objects:
         if obj["kind"] == "ConfigMap":
@@ -319,10 +337,12 @@ def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
     assert ("Role", "latentanon-pipeline-config-reader") in created
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == where)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER[overlay], "namespace": where}]
-    assert required_secrets == {pipeline.S3_SECRET} and pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
+    assert required_secrets == {pipeline.S3_SECRET, pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET}
+    assert pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
     docs = (REPO / "docs" / "kubeflow.md").read_text()
-    assert f"kubectl -n {where} create secret generic {pipeline.S3_SECRET}" in docs, \
-        f"docs/kubeflow.md does not create {pipeline.S3_SECRET} in {where}"
+    for secret in sorted(required_secrets):
+        assert f"kubectl -n {where} create secret generic {secret}" in docs, \
+            f"docs/kubeflow.md does not create {secret} in {where}"
 
 
 def test_multi_user_mode_is_a_profile_with_its_default_editor():
@@ -397,3 +417,92 @@ def test_standalone_puts_no_quota_or_limit_range_into_the_shared_kubeflow_namesp
         shared = [o for o in render(overlay) if o["kind"] in ("ResourceQuota", "LimitRange")
                   and o["metadata"].get("namespace") == "kubeflow"]
         assert not shared, f"{overlay}: a quota in kubeflow would cap every tenant's pipelines"
+
+
+def secret_references(spec: dict) -> set[str]:
+    """Every Secret a pod spec reads: env, envFrom and volumes."""
+    names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    for container in containers(spec):
+        names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+                  if "secretKeyRef" in e.get("valueFrom", {})}
+        names |= {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_secret_is_read_only_by_the_workloads_that_need_it(overlay):
+    readers: dict[str, set[str]] = {}
+    for name, spec, _ in pod_specs(render(overlay)):
+        for secret in secret_references(spec):
+            readers.setdefault(secret, set()).add(name)
+    assert readers == SECRET_READERS, f"{overlay}: who reads which Secret changed"
+
+
+def test_pipeline_pods_hold_only_their_own_credentials():
+    """No pipeline pod reads the PostgreSQL superuser, the MLflow admin, MLflow's backend or artifact
+    keys or MinIO's root; only the gate and promote tasks log in as the gate (registry writer); the
+    other tasks that talk to MLflow log in as the pipeline user; the content-cached ones as nobody."""
+    sys.path.insert(0, str(REPO))
+    from pipelines import latentanon_pipeline as pipeline
+
+    platform = [d for d in yaml.safe_load_all((REPO / "pipelines" / "latentanon_pipeline.yaml").read_text()) if d][1]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    never = {"latentanon-postgres", "latentanon-postgres-mlflow", "latentanon-postgres-optuna", "latentanon-mlflow-db",
+             "latentanon-mlflow-auth", "latentanon-s3-mlflow", "latentanon-minio-root"}
+    untracked = {"exec-generate", "exec-validate", "exec-pretrain-encoder", "exec-extract-shards",
+                 "exec-finalize-extract", "exec-resolve-params"}
+    gate_tasks = {"exec-gate", "exec-promote"}
+    for name, config in executors.items():
+        secrets = {s["secretName"]: s for s in config.get("secretAsEnv", [])}
+        assert not never & set(secrets), f"{name} reads {never & set(secrets)}"
+        identities = {pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET} & set(secrets)
+        if name in gate_tasks:
+            assert identities == {pipeline.MLFLOW_GATE_SECRET}, name
+        elif name in untracked:
+            assert not identities, f"{name} never talks to MLflow, yet holds {identities}"
+        elif "configMapAsEnv" in config:   # a task with the cluster settings talks to MLflow
+            assert identities == {pipeline.MLFLOW_PIPELINE_SECRET}, name
+        for identity in identities:
+            envs = {m["envVar"] for m in secrets[identity]["keyToEnv"]}
+            assert envs == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, name
+    assert gate_tasks <= set(executors) and "exec-train" in executors
+
+
+def test_mlflow_server_runs_with_authentication():
+    objects = render("base")
+    mlflow = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    spec = mlflow["spec"]["template"]["spec"]
+    server = spec["containers"][0]
+    assert server["command"][:2] == ["mlflow", "server"] and "--app-name=basic-auth" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mount = next(m for m in server["volumeMounts"] if Path(m["mountPath"]) == config_path.parent)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "latentanon-mlflow-auth"
+    assert {i["path"] for i in volume["secret"]["items"]} == {config_path.name}
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-mlflow-auth", key
+    # Artifacts are proxied, so the server is the only holder of their S3 key.
+    assert "--serve-artifacts" in server["args"]
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-s3-mlflow"
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    assert "default_permission = READ" in docs and "database_uri = postgresql+psycopg://latentanon_mlflow:" in docs
+
+
+def test_each_database_has_its_own_role_and_the_superuser_stays_in_postgres():
+    objects = render("base")
+    roles = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "postgres-roles")
+    sql = roles["data"]["roles.sql"]
+    for role, databases in {"latentanon_mlflow": ("mlflow", "mlflow_auth"), "latentanon_optuna": ("optuna",)}.items():
+        assert re.search(rf"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", sql), role
+        for database in databases:
+            assert f"ALTER DATABASE {database} OWNER TO {role};" in sql, (database, role)
+    assert "REVOKE ALL ON DATABASE mlflow, mlflow_auth, optuna FROM PUBLIC;" in sql
+    # Passwords come from psql variables (the Secrets), never from the manifest.
+    assert ":'mlflow_password'" in sql and ":'optuna_password'" in sql
+    assert "-v mlflow_password=\"$MLFLOW_DB_PASSWORD\"" in roles["data"]["roles.sh"]
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    backend = re.search(r"create secret generic latentanon-mlflow-db \\\n\s+--from-literal=backend-store-uri=(\S+)", docs)
+    optuna = re.findall(r"create secret generic latentanon-optuna \\\n\s+--from-literal=storage-url=(\S+)", docs)
+    assert backend and backend.group(1).startswith("postgresql+psycopg://latentanon_mlflow:$PG_MLFLOW_PASSWORD@")
+    assert optuna and all(u.startswith("postgresql+psycopg://latentanon_optuna:$PG_OPTUNA_PASSWORD@") for u in optuna)
