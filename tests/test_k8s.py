@@ -480,13 +480,18 @@ def test_mlflow_server_runs_with_authentication():
     volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "latentanon-mlflow-auth"
     assert {i["path"] for i in volume["secret"]["items"]} == {config_path.name}
-    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-mlflow-auth", key
     # Artifacts are proxied, so the server is the only holder of their S3 key.
     assert "--serve-artifacts" in server["args"]
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-s3-mlflow"
     docs = (REPO / "docs" / "kubeflow.md").read_text()
     assert "default_permission = READ" in docs and "database_uri = postgresql+psycopg://latentanon_mlflow:" in docs
+    assert "--from-literal=flask-secret-key=" in docs
+    # The image must carry the auth app's dependency (Flask-WTF, mlflow's "auth" extra).
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'"mlflow\[auth\][=<>]', pyproject), "pyproject.toml: mlflow without its auth extra"
+    assert re.search(r"^Flask-WTF==", (REPO / "requirements.lock").read_text(), re.M | re.I)
 
 
 def test_each_database_has_its_own_role_and_the_superuser_stays_in_postgres():
@@ -506,3 +511,92 @@ def test_each_database_has_its_own_role_and_the_superuser_stays_in_postgres():
     optuna = re.findall(r"create secret generic latentanon-optuna \\\n\s+--from-literal=storage-url=(\S+)", docs)
     assert backend and backend.group(1).startswith("postgresql+psycopg://latentanon_mlflow:$PG_MLFLOW_PASSWORD@")
     assert optuna and all(u.startswith("postgresql+psycopg://latentanon_optuna:$PG_OPTUNA_PASSWORD@") for u in optuna)
+
+
+@pytest.mark.slow
+def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch):
+    """k8s/base/mlflow-auth-init.py against a real `mlflow server --app-name basic-auth` on
+    127.0.0.1: anonymous requests are refused, the pipeline user logs runs and reads the model but
+    cannot write versions, tags or aliases, the gate user can, and a re-run converges."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (Flask-WTF)")
+    import importlib.util
+    import os
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    admin = ("admin", "admin-password-for-the-test")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+           "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
+    try:
+        for _ in range(180):
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                time.sleep(1)
+        users = {"pipeline": ("latentanon-pipeline", "pipeline-password-1"), "gate": ("latentanon-gate", "gate-password-1")}
+        job_env = {"MLFLOW_TRACKING_URI": uri, "LATENTANON_EXPERIMENT": "latentanon",
+                   "LATENTANON_MODEL_NAME": "latentanon-aam",
+                   "LATENTANON_PIPELINE_USERNAME": users["pipeline"][0],
+                   "LATENTANON_PIPELINE_PASSWORD": users["pipeline"][1],
+                   "LATENTANON_GATE_USERNAME": users["gate"][0], "LATENTANON_GATE_PASSWORD": users["gate"][1]}
+        spec = importlib.util.spec_from_file_location("mlflow_auth_init", K8S / "base" / "mlflow-auth-init.py")
+        init = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(init)
+
+        def login(who: tuple[str, str]) -> MlflowClient:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", who[0])
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", who[1])
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+        for _ in range(2):  # the Job may run again: it converges instead of failing
+            login(admin)
+            init.main(job_env)
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        assert refused.value.code == 401
+
+        pipeline = login(users["pipeline"])
+        experiment = pipeline.get_experiment_by_name("latentanon")
+        run = pipeline.create_run(experiment.experiment_id)
+        pipeline.log_metric(run.info.run_id, "leakage", 0.3)
+        assert pipeline.get_registered_model("latentanon-aam").name == "latentanon-aam"
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+            pipeline.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id)
+
+        gate = login(users["gate"])
+        version = gate.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter",
+                                            run_id=run.info.run_id).version
+        gate.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved")
+        gate.set_registered_model_alias("latentanon-aam", "champion", version)
+        gate.log_metric(gate.create_run(experiment.experiment_id).info.run_id, "gate", 1.0)
+
+        pipeline = login(users["pipeline"])
+        for write in (lambda: pipeline.set_registered_model_alias("latentanon-aam", "champion", version),
+                      lambda: pipeline.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved"),
+                      lambda: pipeline.delete_registered_model_alias("latentanon-aam", "champion")):
+            with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+                write()
+        assert pipeline.get_model_version_by_alias("latentanon-aam", "champion").version == version
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -50,7 +50,14 @@ def ensure_user(auth: AuthServiceClient, username: str, password: str) -> None:
 
 
 def grant(auth: AuthServiceClient, username: str, resource_type: str, resource_id: str, permission: str) -> None:
-    auth.grant_user_permission(username, resource_type, resource_id, permission)
+    """Set the user's permission on the resource, replacing whatever it was (re-runs converge)."""
+    try:
+        auth.grant_user_permission(username, resource_type, resource_id, permission)
+    except RestException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.revoke_user_permission(username, resource_type, resource_id)
+        auth.grant_user_permission(username, resource_type, resource_id, permission)
     print(f"{username}: {permission} on {resource_type} {resource_id}", flush=True)
 
 
