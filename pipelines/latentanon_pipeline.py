@@ -12,6 +12,7 @@ resolved params text and upstream artifacts (no run id, no timestamp), so a seco
 same inputs reuses them; log_stages records them in each run's MLflow parent run. The exit
 handler closes that parent run with the run's final state, failures included.
 """
+import json
 from pathlib import Path
 from typing import List
 
@@ -41,6 +42,10 @@ DEFAULTS_FILE = REPO_ROOT / "params.yaml"   # the run form's defaults are read f
 # Kubernetes objects the tasks read; created by k8s/ (names documented in docs/kubeflow.md).
 S3_SECRET = "latentanon-s3"                     # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 OPTUNA_SECRET = "latentanon-optuna"             # key: storage-url (optional: shared tune study)
+# MLflow identities (keys username, password) for the server's basic-auth app: the gate's may write
+# the registered model (registry decisions), the pipeline's only reads it and logs runs.
+MLFLOW_PIPELINE_SECRET = "latentanon-mlflow-pipeline"
+MLFLOW_GATE_SECRET = "latentanon-mlflow-gate"
 ENV_CONFIG_MAP = "latentanon-env"               # endpoints and the MLflow fallback URI
 ENV_CONFIG_KEYS = (
     "AWS_ENDPOINT_URL_S3",
@@ -121,8 +126,10 @@ def _task(task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache
     return _resources(task, sizes)
 
 
-def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True) -> dsl.PipelineTask:
-    """Object-store credentials from the Secret, endpoints from the ConfigMap, a scratch volume."""
+def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True,
+                      mlflow_identity: str | None = MLFLOW_PIPELINE_SECRET) -> dsl.PipelineTask:
+    """Object-store credentials from the Secret, endpoints from the ConfigMap, a scratch volume,
+    and the MLflow identity the task logs as (``None``: a task that never talks to MLflow)."""
     kubernetes.use_secret_as_env(
         task,
         secret_name=S3_SECRET,
@@ -131,6 +138,12 @@ def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True) -> dsl.Pipel
     kubernetes.use_config_map_as_env(
         task, config_map_name=ENV_CONFIG_MAP, config_map_key_to_env={key: key for key in ENV_CONFIG_KEYS}
     )
+    if mlflow_identity:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=mlflow_identity,
+            secret_key_to_env={"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+        )
     if scratch:
         sizes = _TASK_SIZES.get(id(task), LIGHT)
         kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT,
@@ -187,6 +200,7 @@ def make_pipeline(gpus_per_task: int = 1):
         extract_workers_count: int = 2,
         tune_workers_count: int = 2,
         params_yaml: str = "",
+        params_uri: str = "",
         overrides: List[str] = [],
     ):
         """Run the whole pipeline. The gate task's output (and the parent run's
@@ -206,8 +220,11 @@ def make_pipeline(gpus_per_task: int = 1):
             extract_workers_count: parallel feature-extraction workers (each takes every N-th shard).
             tune_workers_count: parallel Optuna workers; more than one needs a shared RDB storage
                 (``tune.storage`` or the ``latentanon-optuna`` Secret), otherwise one worker runs.
-            params_yaml: the text of a params.yaml as the base (empty: the defaults); the typed
-                parameters above override it.
+            params_yaml: the text of a params.yaml as the base (empty: the defaults). A typed
+                parameter above overrides it only when changed from its default here; the
+                ``run_parameters`` Markdown artifact says which value of each knob won and why.
+            params_uri: the base params file by URI instead (``s3://bucket/key`` or a path in the
+                pod), read with the pod's S3 credentials; giving it and params_yaml is an error.
             overrides: ``section.key=value`` settings applied last, as with ``latentanon --set``.
         """
         knobs = dict(
@@ -218,16 +235,18 @@ def make_pipeline(gpus_per_task: int = 1):
             min_relative_cmap_drop=min_relative_cmap_drop, max_utility_relative_drop=max_utility_relative_drop,
         )
         # The exit task may depend on no task: it finds the parent run by the KFP run id.
-        closer = close_run(params_yaml=params_yaml, overrides=overrides, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        closer = close_run(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
+                           kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         _cluster_settings(_task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False)
         with dsl.ExitHandler(closer, name="latentanon-run"):
-            _pipeline_body(params_yaml, overrides, knobs, extract_workers_count, tune_workers_count, gpus_per_task)
+            _pipeline_body(params_yaml, params_uri, overrides, knobs, defaults, extract_workers_count,
+                           tune_workers_count, gpus_per_task)
 
     return latentanon_pipeline
 
 
-def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, tune_workers_count,
-                   gpus_per_task: int):
+def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_defaults: dict, extract_workers_count,
+                   tune_workers_count, gpus_per_task: int):
     """The tasks and their wiring (see the module docstring for the shape)."""
     gpu = gpus_per_task > 0
     pretrain_op = on_image(pretrain_encoder, PROJECT_IMAGE_CUDA) if gpu else pretrain_encoder
@@ -237,8 +256,13 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
     def gpu_overrides(stage: str) -> list:
         return list(GPU_OVERRIDES[stage]) if gpu else []
 
-    settings = _task(resolve_params(params_yaml=params_yaml, overrides=overrides, **knobs), "resolve run parameters")
-    resolved = settings.output  # one complete params text: what every stage task takes
+    # The run form's defaults travel as a constant: a knob left at its default keeps the base's value.
+    settings = _task(resolve_params(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
+                                    form_defaults=json.dumps(form_defaults, sort_keys=True), **knobs),
+                     "resolve run parameters")
+    # The base file by URI is read with the pod's S3 key; nothing here talks to MLflow.
+    _cluster_settings(settings, scratch=False, mlflow_identity=None)
+    resolved = settings.outputs["Output"]  # one complete params text: what every stage task takes
     common = {"params_yaml": resolved, "overrides": []}
 
     run = _task(open_run(**common, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "open MLflow run",
@@ -246,11 +270,13 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
     _cluster_settings(run, scratch=False)
 
     # Content-cached: no run id, no per-run value among the inputs.
-    data = _cluster_settings(_task(generate(**common), "generate benchmark", MEDIUM))
-    checked = _cluster_settings(_task(validate(**common, data=data.outputs["data"]), "validate data", MEDIUM))
+    untracked = {"mlflow_identity": None}   # content-cached stages run without MLflow
+    data = _cluster_settings(_task(generate(**common), "generate benchmark", MEDIUM), **untracked)
+    checked = _cluster_settings(_task(validate(**common, data=data.outputs["data"]), "validate data", MEDIUM),
+                                **untracked)
     encoder = pretrain_op(params_yaml=resolved, overrides=gpu_overrides("pretrain_encoder"),
                           data=data.outputs["data"], manifests=checked.outputs["manifests"])
-    _gpu(_cluster_settings(_task(encoder, "pretrain encoder", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
+    _gpu(_cluster_settings(_task(encoder, "pretrain encoder", HEAVY, retry=HEAVY_RETRY), **untracked), gpus_per_task)
 
     workers = _task(extract_workers(num_workers=extract_workers_count, params_yaml=resolved), "plan extract workers")
     with dsl.ParallelFor(workers.output, name="extract-fan-out",
@@ -264,9 +290,9 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
             manifests=checked.outputs["manifests"],
             encoder=encoder.outputs["encoder"],
         )
-        _gpu(_cluster_settings(_task(shard, "extract shards", HEAVY, retry=NETWORK_RETRY)), gpus_per_task)
+        _gpu(_cluster_settings(_task(shard, "extract shards", HEAVY, retry=NETWORK_RETRY), **untracked), gpus_per_task)
     store = finalize_extract(**common, shards=dsl.Collected(shard.outputs["features"]))
-    _cluster_settings(_task(store, "finalize feature store", MEDIUM, retry=NETWORK_RETRY))
+    _cluster_settings(_task(store, "finalize feature store", MEDIUM, retry=NETWORK_RETRY), **untracked)
     features = store.outputs["features"]
 
     logged = log_stages(
@@ -323,11 +349,14 @@ def _pipeline_body(params_yaml, overrides, knobs: dict, extract_workers_count, t
         metrics_json=audit.outputs["metrics_json"],
         anonymized=adapter.outputs["anonymized"],
     )
-    _cluster_settings(_task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY))
+    # Only the gate's identity may write the registered model (versions, tags, aliases).
+    _cluster_settings(_task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY),
+                      mlflow_identity=MLFLOW_GATE_SECRET)
 
     with dsl.If(decision.outputs["Output"] == "approved", name="gate-approved"):
         champion = promote(**common, mlflow_run_id=run.output, gate_report=decision.outputs["gate_report"])
-        _cluster_settings(_task(champion, "promote champion", cache=False, retry=NETWORK_RETRY))
+        _cluster_settings(_task(champion, "promote champion", cache=False, retry=NETWORK_RETRY),
+                          mlflow_identity=MLFLOW_GATE_SECRET)
     return decision
 
 

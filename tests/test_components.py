@@ -294,6 +294,110 @@ def test_typed_run_parameters_sit_between_params_yaml_and_overrides():
         kfp_io.resolve_params(SMOKE_YAML, [], {**knobs, "train_epochs": "many"})
 
 
+def _knob_values(smoke_changes: dict) -> tuple[dict, dict]:
+    """The run form's defaults (from params.yaml) and a form submitted with some knobs changed."""
+    form_defaults = kfp_io.knob_defaults((REPO / "params.yaml").read_text())
+    return form_defaults, {**form_defaults, **smoke_changes}
+
+
+def test_a_knob_left_at_its_form_default_keeps_the_base_value_and_the_provenance_says_why():
+    form_defaults, knobs = _knob_values({"tune_trials": 5, "max_normalized_leakage": 0.3})
+    base = yaml.safe_load(SMOKE_YAML)
+    assert form_defaults["train_epochs"] != base["train"]["epochs"], "the test needs a base that differs"
+    resolved_text, provenance = kfp_io.resolve_params_with_provenance(
+        SMOKE_YAML, ["gate.max_normalized_leakage=0.25"], knobs, form_defaults=form_defaults)
+    resolved = yaml.safe_load(resolved_text)
+    # Left at its default in the form, the knob no longer silently replaces the pasted value.
+    assert resolved["train"]["epochs"] == base["train"]["epochs"]
+    assert provenance["train_epochs"] == {"key": "train.epochs", "value": base["train"]["epochs"],
+                                          "source": kfp_io.run_params.SOURCE_PASTED}
+    # Changed in the form: the knob wins, and the report keeps the value it replaced.
+    assert resolved["tune"]["n_trials"] == 5
+    assert provenance["tune_trials"]["source"] == kfp_io.run_params.SOURCE_KNOB
+    assert provenance["tune_trials"]["base_value"] == base["tune"]["n_trials"]
+    # An override beats the changed knob.
+    assert resolved["gate"]["max_normalized_leakage"] == 0.25
+    assert provenance["max_normalized_leakage"]["source"] == kfp_io.run_params.SOURCE_OVERRIDE
+    # Without a base, a knob at its form default is the default (params.yaml's value, not the code's).
+    _, bare = kfp_io.resolve_params_with_provenance("", [], form_defaults, form_defaults=form_defaults)
+    assert bare["train_epochs"] == {"key": "train.epochs", "value": form_defaults["train_epochs"],
+                                    "source": kfp_io.run_params.SOURCE_DEFAULT}
+    # The provenance stays out of the cache key: same params, same text, whatever the sources.
+    same, _ = kfp_io.resolve_params_with_provenance(SMOKE_YAML, [], {**knobs, "train_epochs": base["train"]["epochs"]},
+                                                    form_defaults=form_defaults)
+    assert same == kfp_io.resolve_params(SMOKE_YAML, [], knobs, form_defaults=form_defaults)
+
+    markdown = kfp_io.provenance_markdown(provenance)
+    assert "| train_epochs | `train.epochs` | `3` | pasted YAML |  |" in markdown
+    assert f"| tune_trials | `tune.n_trials` | `5` | typed knob | {base['tune']['n_trials']} |" in markdown
+    assert markdown.count("\n| ") == len(kfp_io.PIPELINE_KNOBS) + 1  # header and one row per knob
+
+
+def test_base_params_by_uri_from_a_path_or_s3_and_never_with_pasted_yaml(tmp_path, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    form_defaults, knobs = _knob_values({})
+    base = yaml.safe_load(SMOKE_YAML)
+    local = tmp_path / "base" / "params.yaml"
+    local.parent.mkdir()
+    local.write_text(SMOKE_YAML)
+    text, provenance = kfp_io.resolve_params_with_provenance("", [], knobs, form_defaults, params_uri=str(local))
+    assert yaml.safe_load(text)["train"]["epochs"] == base["train"]["epochs"]
+    assert provenance["train_epochs"]["source"] == f"{kfp_io.run_params.SOURCE_BASE_URI} {local}"
+    assert text == kfp_io.resolve_params(SMOKE_YAML, [], knobs, form_defaults), "URI or pasted: one params text"
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        import boto3
+
+        s3 = boto3.session.Session().client("s3", endpoint_url=f"http://{host}:{port}")
+        s3.create_bucket(Bucket="runs")
+        s3.put_object(Bucket="runs", Key="bases/smoke/params.yaml", Body=SMOKE_YAML.encode())
+        uri = "s3://runs/bases/smoke/params.yaml"
+        from_s3, provenance = kfp_io.resolve_params_with_provenance("", [], knobs, form_defaults, params_uri=uri)
+        assert from_s3 == text
+        assert provenance["tune_trials"]["source"] == f"{kfp_io.run_params.SOURCE_BASE_URI} {uri}"
+        with pytest.raises(ConfigError, match="cannot read s3://runs/bases/missing.yaml"):
+            kfp_io.resolve_params("", [], knobs, form_defaults, params_uri="s3://runs/bases/missing.yaml")
+    finally:
+        server.stop()
+
+    with pytest.raises(ConfigError, match="params_yaml and params_uri are both given"):
+        kfp_io.resolve_params(SMOKE_YAML, [], knobs, form_defaults, params_uri=str(local))
+    with pytest.raises(ConfigError, match=f"cannot read {tmp_path / 'nope.yaml'}"):
+        kfp_io.resolve_params("", [], knobs, params_uri=str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="names no file"):
+        kfp_io.resolve_params("", [], knobs, params_uri="s3://runs")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"params_uri {broken}: not valid YAML"):
+        kfp_io.resolve_params("", [], knobs, params_uri=str(broken))
+    broken.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=f"params_uri {broken}: .*epochz"):
+        kfp_io.resolve_params("", [], knobs, params_uri=str(broken))
+
+
+def test_resolve_params_component_writes_the_provenance_markdown(tmp_path):
+    from components.tracking import resolve_params as resolve_component
+
+    form_defaults, knobs = _knob_values({"train_epochs": 9})
+    report = artifact(Markdown, tmp_path / "run_parameters.md")
+    text = resolve_component.python_func(params_yaml=SMOKE_YAML, overrides=[], params_uri="",
+                                         form_defaults=json.dumps(form_defaults), run_parameters=report, **knobs)
+    assert yaml.safe_load(text)["train"]["epochs"] == 9
+    written = (tmp_path / "run_parameters.md").read_text()
+    assert "| train_epochs | `train.epochs` | `9` | typed knob | 3 |" in written
+    assert "| tune_trials | `tune.n_trials` | `2` | pasted YAML |  |" in written
+    assert report.metadata["provenance"]["train_epochs"]["source"] == "typed knob"
+    inp, out = io_types(all_components()["resolve_params"])
+    assert inp["params_uri"] == "String" and inp["form_defaults"] == "String"
+    assert out["run_parameters"] == Markdown.schema_title
+
+
 def test_plots_page_embeds_every_png(tmp_path):
     import base64
 
@@ -417,7 +521,7 @@ FINAL_STATUSES = [
 ]
 
 
-def _run_exit_handler(tmp_path, params_yaml: str, kfp_run_id: str, final_status: dict) -> dict:
+def _run_exit_handler(tmp_path, params_yaml: str, kfp_run_id: str, final_status: dict, params_uri: str = "") -> dict:
     """The close_run component's function run by KFP's own executor, as a pod runs it."""
     from components.tracking import close_run
     from kfp.dsl import executor
@@ -425,7 +529,7 @@ def _run_exit_handler(tmp_path, params_yaml: str, kfp_run_id: str, final_status:
     output_file = tmp_path / f"executor_output_{kfp_run_id}.json"
     executor_input = {
         "inputs": {"parameterValues": {
-            "params_yaml": params_yaml, "overrides": [], "kfp_run_id": kfp_run_id,
+            "params_yaml": params_yaml, "params_uri": params_uri, "overrides": [], "kfp_run_id": kfp_run_id,
             "status": {**final_status, "pipelineJobResourceName": "run-1", "pipelineTaskName": "exit-handler-1"},
         }},
         "outputs": {"parameters": {"Output": {"outputFile": str(tmp_path / f"out_{kfp_run_id}")}},
@@ -468,6 +572,23 @@ def test_exit_handler_closes_the_run_for_every_runners_final_state(tmp_path, mon
         run = client.get_run(run_id)
         assert run.info.status == "FAILED", f"{state!r}: an outcome nobody vouches for never reads as a success"
         assert run.data.tags[kfp_runs.TAG_KFP_STATE_UNRECOGNISED] == "true"
+
+
+def test_exit_handler_reads_the_base_params_by_uri(tmp_path, monkeypatch):
+    """A run whose base params came by URI is closed in the tracking store that file names."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tree = yaml.safe_load(SMOKE_YAML)
+    tree["tracking"]["tracking_uri"] = f"sqlite:///{tmp_path / 'only-the-base-file-knows.db'}"
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tree))
+    run_id = kfp_io.open_pipeline_run(base.read_text(), [], kfp_run_id="kfp-by-uri")
+    closed = _run_exit_handler(tmp_path, "", "kfp-by-uri", {"state": "COMPLETE", "error": {}}, params_uri=str(base))
+    assert closed["closed"] is True and closed["status"] == "FINISHED"
+    run = mlflow.MlflowClient(tracking_uri=tree["tracking"]["tracking_uri"]).get_run(run_id)
+    assert run.info.status == "FINISHED"
 
 
 def test_every_ml_metadata_execution_state_is_mapped():

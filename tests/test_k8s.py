@@ -32,7 +32,24 @@ CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs:
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
 DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
-                      "latentanon-optuna", "latentanon-gate-signing")
+                      "latentanon-optuna", "latentanon-gate-signing", "latentanon-s3-mlflow", "latentanon-postgres-mlflow",
+                      "latentanon-postgres-optuna", "latentanon-mlflow-auth", "latentanon-mlflow-pipeline",
+                      "latentanon-mlflow-gate")
+# Least privilege: the only workloads of k8s/ that may reference each Secret (the pipeline's own
+# pods are checked against the compiled YAML in test_pipeline_pods_hold_only_their_own_credentials).
+SECRET_READERS = {
+    "latentanon-minio-root": {"Deployment/minio", "Job/bucket-init"},
+    "latentanon-s3": {"Job/bucket-init", "CronJob/latentanon-anonymize"},
+    "latentanon-s3-mlflow": {"Job/bucket-init", "Deployment/mlflow"},
+    "latentanon-postgres": {"StatefulSet/postgres", "Job/postgres-roles"},
+    "latentanon-postgres-mlflow": {"Job/postgres-roles"},
+    "latentanon-postgres-optuna": {"Job/postgres-roles"},
+    "latentanon-mlflow-db": {"Deployment/mlflow"},
+    "latentanon-mlflow-auth": {"Deployment/mlflow", "Job/mlflow-auth-init"},
+    "latentanon-mlflow-pipeline": {"Job/mlflow-auth-init", "CronJob/latentanon-anonymize"},
+    "latentanon-mlflow-gate": {"Job/mlflow-auth-init"},
+    "latentanon-gate-signing": {"CronJob/latentanon-anonymize"},
+}
 
 
 def kubectl() -> str:
@@ -142,6 +159,7 @@ def test_secrets_only_by_reference(rendered):
                     pytest.fail(f"{overlay} {name}: {env['name']} is set inline, not from a Secret")
             for source in container.get("envFrom", []):
                 assert "secretRef" not in source or source["secretRef"]["name"] in DOCUMENTED_SECRETS
+        referenced |= {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
     assert referenced <= set(DOCUMENTED_SECRETS), referenced - set(DOCUMENTED_SECRETS)
     for obj in objects:
         if obj["kind"] == "ConfigMap":
@@ -319,10 +337,12 @@ def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
     assert ("Role", "latentanon-pipeline-config-reader") in created
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == where)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER[overlay], "namespace": where}]
-    assert required_secrets == {pipeline.S3_SECRET} and pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
+    assert required_secrets == {pipeline.S3_SECRET, pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET}
+    assert pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
     docs = (REPO / "docs" / "kubeflow.md").read_text()
-    assert f"kubectl -n {where} create secret generic {pipeline.S3_SECRET}" in docs, \
-        f"docs/kubeflow.md does not create {pipeline.S3_SECRET} in {where}"
+    for secret in sorted(required_secrets):
+        assert f"kubectl -n {where} create secret generic {secret}" in docs, \
+            f"docs/kubeflow.md does not create {secret} in {where}"
 
 
 def test_multi_user_mode_is_a_profile_with_its_default_editor():
@@ -397,3 +417,186 @@ def test_standalone_puts_no_quota_or_limit_range_into_the_shared_kubeflow_namesp
         shared = [o for o in render(overlay) if o["kind"] in ("ResourceQuota", "LimitRange")
                   and o["metadata"].get("namespace") == "kubeflow"]
         assert not shared, f"{overlay}: a quota in kubeflow would cap every tenant's pipelines"
+
+
+def secret_references(spec: dict) -> set[str]:
+    """Every Secret a pod spec reads: env, envFrom and volumes."""
+    names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    for container in containers(spec):
+        names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+                  if "secretKeyRef" in e.get("valueFrom", {})}
+        names |= {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_secret_is_read_only_by_the_workloads_that_need_it(overlay):
+    readers: dict[str, set[str]] = {}
+    for name, spec, _ in pod_specs(render(overlay)):
+        for secret in secret_references(spec):
+            readers.setdefault(secret, set()).add(name)
+    assert readers == SECRET_READERS, f"{overlay}: who reads which Secret changed"
+
+
+def test_pipeline_pods_hold_only_their_own_credentials():
+    """No pipeline pod reads the PostgreSQL superuser, the MLflow admin, MLflow's backend or artifact
+    keys or MinIO's root; only the gate and promote tasks log in as the gate (registry writer); the
+    other tasks that talk to MLflow log in as the pipeline user; the content-cached ones as nobody."""
+    sys.path.insert(0, str(REPO))
+    from pipelines import latentanon_pipeline as pipeline
+
+    platform = [d for d in yaml.safe_load_all((REPO / "pipelines" / "latentanon_pipeline.yaml").read_text()) if d][1]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    never = {"latentanon-postgres", "latentanon-postgres-mlflow", "latentanon-postgres-optuna", "latentanon-mlflow-db",
+             "latentanon-mlflow-auth", "latentanon-s3-mlflow", "latentanon-minio-root"}
+    untracked = {"exec-generate", "exec-validate", "exec-pretrain-encoder", "exec-extract-shards",
+                 "exec-finalize-extract", "exec-resolve-params"}
+    gate_tasks = {"exec-gate", "exec-promote"}
+    for name, config in executors.items():
+        secrets = {s["secretName"]: s for s in config.get("secretAsEnv", [])}
+        assert not never & set(secrets), f"{name} reads {never & set(secrets)}"
+        identities = {pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET} & set(secrets)
+        if name in gate_tasks:
+            assert identities == {pipeline.MLFLOW_GATE_SECRET}, name
+        elif name in untracked:
+            assert not identities, f"{name} never talks to MLflow, yet holds {identities}"
+        elif "configMapAsEnv" in config:   # a task with the cluster settings talks to MLflow
+            assert identities == {pipeline.MLFLOW_PIPELINE_SECRET}, name
+        for identity in identities:
+            envs = {m["envVar"] for m in secrets[identity]["keyToEnv"]}
+            assert envs == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, name
+    assert gate_tasks <= set(executors) and "exec-train" in executors
+
+
+def test_mlflow_server_runs_with_authentication():
+    objects = render("base")
+    mlflow = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    spec = mlflow["spec"]["template"]["spec"]
+    server = spec["containers"][0]
+    assert server["command"][:2] == ["mlflow", "server"] and "--app-name=basic-auth" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    mount = next(m for m in server["volumeMounts"] if Path(m["mountPath"]) == config_path.parent)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "latentanon-mlflow-auth"
+    assert {i["path"] for i in volume["secret"]["items"]} == {config_path.name}
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-mlflow-auth", key
+    # Artifacts are proxied, so the server is the only holder of their S3 key.
+    assert "--serve-artifacts" in server["args"]
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "latentanon-s3-mlflow"
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    assert "default_permission = READ" in docs and "database_uri = postgresql+psycopg://latentanon_mlflow:" in docs
+    assert "--from-literal=flask-secret-key=" in docs
+    # The image must carry the auth app's dependency (Flask-WTF, mlflow's "auth" extra).
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'"mlflow\[auth\][=<>]', pyproject), "pyproject.toml: mlflow without its auth extra"
+    assert re.search(r"^Flask-WTF==", (REPO / "requirements.lock").read_text(), re.M | re.I)
+
+
+def test_each_database_has_its_own_role_and_the_superuser_stays_in_postgres():
+    objects = render("base")
+    roles = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "postgres-roles")
+    sql = roles["data"]["roles.sql"]
+    for role, databases in {"latentanon_mlflow": ("mlflow", "mlflow_auth"), "latentanon_optuna": ("optuna",)}.items():
+        assert re.search(rf"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", sql), role
+        for database in databases:
+            assert f"ALTER DATABASE {database} OWNER TO {role};" in sql, (database, role)
+    assert "REVOKE ALL ON DATABASE mlflow, mlflow_auth, optuna FROM PUBLIC;" in sql
+    # Passwords come from psql variables (the Secrets), never from the manifest.
+    assert ":'mlflow_password'" in sql and ":'optuna_password'" in sql
+    assert "-v mlflow_password=\"$MLFLOW_DB_PASSWORD\"" in roles["data"]["roles.sh"]
+    docs = (REPO / "docs" / "kubeflow.md").read_text()
+    backend = re.search(r"create secret generic latentanon-mlflow-db \\\n\s+--from-literal=backend-store-uri=(\S+)", docs)
+    optuna = re.findall(r"create secret generic latentanon-optuna \\\n\s+--from-literal=storage-url=(\S+)", docs)
+    assert backend and backend.group(1).startswith("postgresql+psycopg://latentanon_mlflow:$PG_MLFLOW_PASSWORD@")
+    assert optuna and all(u.startswith("postgresql+psycopg://latentanon_optuna:$PG_OPTUNA_PASSWORD@") for u in optuna)
+
+
+@pytest.mark.slow
+def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch):
+    """k8s/base/mlflow-auth-init.py against a real `mlflow server --app-name basic-auth` on
+    127.0.0.1: anonymous requests are refused, the pipeline user logs runs and reads the model but
+    cannot write versions, tags or aliases, the gate user can, and a re-run converges."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (Flask-WTF)")
+    import importlib.util
+    import os
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    admin = ("admin", "admin-password-for-the-test")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+           "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
+    try:
+        for _ in range(180):
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                time.sleep(1)
+        users = {"pipeline": ("latentanon-pipeline", "pipeline-password-1"), "gate": ("latentanon-gate", "gate-password-1")}
+        job_env = {"MLFLOW_TRACKING_URI": uri, "LATENTANON_EXPERIMENT": "latentanon",
+                   "LATENTANON_MODEL_NAME": "latentanon-aam",
+                   "LATENTANON_PIPELINE_USERNAME": users["pipeline"][0],
+                   "LATENTANON_PIPELINE_PASSWORD": users["pipeline"][1],
+                   "LATENTANON_GATE_USERNAME": users["gate"][0], "LATENTANON_GATE_PASSWORD": users["gate"][1]}
+        spec = importlib.util.spec_from_file_location("mlflow_auth_init", K8S / "base" / "mlflow-auth-init.py")
+        init = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(init)
+
+        def login(who: tuple[str, str]) -> MlflowClient:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", who[0])
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", who[1])
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+        for _ in range(2):  # the Job may run again: it converges instead of failing
+            login(admin)
+            init.main(job_env)
+
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        assert refused.value.code == 401
+
+        pipeline = login(users["pipeline"])
+        experiment = pipeline.get_experiment_by_name("latentanon")
+        run = pipeline.create_run(experiment.experiment_id)
+        pipeline.log_metric(run.info.run_id, "leakage", 0.3)
+        assert pipeline.get_registered_model("latentanon-aam").name == "latentanon-aam"
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+            pipeline.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id)
+
+        gate = login(users["gate"])
+        version = gate.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter",
+                                            run_id=run.info.run_id).version
+        gate.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved")
+        gate.set_registered_model_alias("latentanon-aam", "champion", version)
+        gate.log_metric(gate.create_run(experiment.experiment_id).info.run_id, "gate", 1.0)
+
+        pipeline = login(users["pipeline"])
+        for write in (lambda: pipeline.set_registered_model_alias("latentanon-aam", "champion", version),
+                      lambda: pipeline.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved"),
+                      lambda: pipeline.delete_registered_model_alias("latentanon-aam", "champion")):
+            with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
+                write()
+        assert pipeline.get_model_version_by_alias("latentanon-aam", "champion").version == version
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -246,6 +246,11 @@ def test_services_admit_only_their_clients(mode):
     assert allowed(policies, mlflow, postgres, 5432) and allowed(policies, mlflow, minio, 9000)
     assert allowed(policies, anonymize, minio, 9000) and allowed(policies, anonymize, mlflow, 5000)
     assert allowed(policies, service("bucket-init"), minio, 9000)
+    # The set-up Jobs reach exactly the service they configure.
+    roles, auth_init = service("postgres-roles"), service("mlflow-auth-init")
+    assert allowed(policies, roles, postgres, 5432) and allowed(policies, auth_init, mlflow, 5000)
+    assert not allowed(policies, roles, mlflow, 5000) and not allowed(policies, roles, minio, 9000)
+    assert not allowed(policies, auth_init, postgres, 5432) and not allowed(policies, auth_init, minio, 9000)
     # The KFP UI shows the report: it reads the pipeline root in this MinIO (and nothing else).
     assert allowed(policies, KFP_UI, minio, 9000)
     assert not allowed(policies, KFP_UI, postgres, 5432) and not allowed(policies, KFP_UI, mlflow, 5000)
@@ -504,6 +509,7 @@ def test_istio_admits_every_path_a_run_needs_and_refuses_the_others():
         network = render_policies(overlay)
         task = Workload(Pod("latentanon", dict(PIPELINE_POD_LABELS)), False)  # KFP: inject "false"
         bucket_init = Workload(service("bucket-init"), False)
+        roles, auth_init = Workload(service("postgres-roles"), False), Workload(service("mlflow-auth-init"), False)
         anonymize = Workload(Pod("latentanon", {"app.kubernetes.io/name": "anonymize",
                                                 "latentanon.io/store-client": "true", **OURS}), False)
         minio, mlflow, postgres = (in_mesh(service(n), n) for n in ("minio", "mlflow", "postgres"))
@@ -517,6 +523,7 @@ def test_istio_admits_every_path_a_run_needs_and_refuses_the_others():
         for source, target, port in [
             (task, minio, 9000), (task, mlflow, 5000), (task, postgres, 5432),
             (mlflow, postgres, 5432), (mlflow, minio, 9000), (bucket_init, minio, 9000),
+            (roles, postgres, 5432), (auth_init, mlflow, 5000),
             (anonymize, minio, 9000), (anonymize, mlflow, 5000), (ui, minio, 9000), (ui_artifact, minio, 9000),
         ]:
             assert through(source, target, port), f"{overlay}: {source.pod} -> {target.pod}:{port}"
@@ -543,7 +550,8 @@ def test_jobs_run_without_a_sidecar_so_they_complete_under_either_istio_mode():
         done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True,
                               timeout=120)
         jobs = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] in ("Job", "CronJob")]
-        assert {j["metadata"]["name"] for j in jobs} >= {"bucket-init", "latentanon-anonymize"}
+        assert {j["metadata"]["name"] for j in jobs} >= {"bucket-init", "latentanon-anonymize", "postgres-roles",
+                                                         "mlflow-auth-init"}
         for job in jobs:
             template = (job["spec"]["jobTemplate"]["spec"]["template"] if job["kind"] == "CronJob"
                         else job["spec"]["template"])

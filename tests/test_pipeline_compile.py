@@ -1,6 +1,7 @@
 """The compiled pipeline YAML is committed; recompiling must give the same spec (golden test)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,26 @@ def test_run_form_has_typed_parameters_with_the_params_defaults(compiled):
         assert inputs[knob].get("description"), f"{knob} has no help text in the run form"
     assert inputs["extract_workers_count"]["parameterType"] == "NUMBER_INTEGER"
     assert inputs["params_yaml"]["defaultValue"] == ""
+    assert inputs["params_uri"]["defaultValue"] == "" and inputs["params_uri"]["parameterType"] == "STRING"
+
+
+def test_resolve_task_gets_the_form_defaults_and_the_base_uri_and_reports_provenance(compiled):
+    """The run form's defaults reach resolve_params as a compile-time constant (a knob left at its
+    default keeps the base's value); the base URI reaches it and the exit handler; the provenance
+    is a Markdown artifact; the resolve pod holds the S3 key the base file is read with."""
+    spec, platform = compiled
+    from latentanon import kfp_io
+
+    tasks = _tasks(spec)
+    resolve = tasks["resolve-params"]["inputs"]["parameters"]
+    form_defaults = json.loads(resolve["form_defaults"]["runtimeValue"]["constant"])
+    assert form_defaults == kfp_io.knob_defaults((REPO / "params.yaml").read_text())
+    assert resolve["params_uri"]["componentInputParameter"].endswith("params_uri")
+    assert tasks["close-run"]["inputs"]["parameters"]["params_uri"]["componentInputParameter"].endswith("params_uri")
+    artifacts = spec["components"]["comp-resolve-params"]["outputDefinitions"]["artifacts"]
+    assert artifacts["run_parameters"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "latentanon-s3" in {s["secretName"] for s in executors["exec-resolve-params"]["secretAsEnv"]}
 
 
 def test_report_and_plots_are_rendered_artifacts(compiled):

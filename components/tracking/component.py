@@ -8,7 +8,7 @@ state, failures included.
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input
+from kfp.dsl import Dataset, Input, Markdown, Output
 
 from components.image import stage_component
 
@@ -26,11 +26,18 @@ def resolve_params(
     max_moving_normalized_leakage: float,
     min_relative_cmap_drop: float,
     max_utility_relative_drop: float,
+    params_uri: str,
+    form_defaults: str,
+    run_parameters: Output[Markdown],
 ) -> str:
-    """One validated params text: params_yaml, then the typed run parameters, then the overrides."""
+    """One validated params text: the base (params_yaml or params_uri), the changed typed run
+    parameters, then the overrides; ``run_parameters`` says which value of each knob won and why."""
+    import json
+    from pathlib import Path
+
     from latentanon import kfp_io
 
-    return kfp_io.resolve_params(params_yaml, overrides, {
+    resolved, provenance = kfp_io.resolve_params_with_provenance(params_yaml, overrides, {
         "encoder": encoder,
         "pretrain_epochs": pretrain_epochs,
         "tune_trials": tune_trials,
@@ -40,7 +47,12 @@ def resolve_params(
         "max_moving_normalized_leakage": max_moving_normalized_leakage,
         "min_relative_cmap_drop": min_relative_cmap_drop,
         "max_utility_relative_drop": max_utility_relative_drop,
-    })
+    }, form_defaults=json.loads(form_defaults) if form_defaults else None, params_uri=params_uri)
+    out = Path(run_parameters.path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(kfp_io.provenance_markdown(provenance))
+    run_parameters.metadata["provenance"] = provenance
+    return resolved
 
 
 @stage_component
@@ -73,8 +85,10 @@ def log_stages(
 
 
 @stage_component
-def close_run(params_yaml: str, overrides: List[str], kfp_run_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+def close_run(params_yaml: str, params_uri: str, overrides: List[str], kfp_run_id: str,
+              status: dsl.PipelineTaskFinalStatus) -> str:
     """Exit handler: close this KFP run's MLflow parent run as FINISHED, FAILED or KILLED."""
     from latentanon import kfp_io
 
-    return kfp_io.close_pipeline_run(params_yaml, overrides, kfp_run_id, status.state, status.error_message or "")
+    return kfp_io.close_pipeline_run(params_yaml, overrides, kfp_run_id, status.state, status.error_message or "",
+                                     params_uri=params_uri)

@@ -109,18 +109,21 @@ def open_pipeline_run(params_yaml: str, overrides: Iterable[str] = (), kfp_run_i
 
 
 def close_pipeline_run(params_yaml: str, overrides: Iterable[str], kfp_run_id: str, state: str,
-                       error_message: str = "") -> str:
+                       error_message: str = "", params_uri: str = "") -> str:
     """The exit handler: close the parent run of this KFP run with the run's final state.
 
     Backend (``COMPLETE``, ``CACHED``, ``FAILED``, ``CANCELED``, ...) and kfp.local / SDK states
     (``SUCCEEDED``, ...) are all understood; an unrecognised one closes the run as FAILED with a
     warning instead of failing the exit task. A run injected by Kubeflow's MLflow integration is
-    left to Kubeflow.
+    left to Kubeflow. The base params come pasted or by ``params_uri``, as resolve_params reads them
+    (the exit task may depend on no task, so it reads the base itself).
     """
+    from latentanon.kfp_io.run_params import read_base_params
     from latentanon.tracking import runs
 
     if not kfp_run_id:
         raise ArtifactError("close_pipeline_run: the KFP run id is empty (nothing identifies the parent run)")
+    params_yaml, _ = read_base_params(params_yaml, params_uri)
     with StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace:
         if os.environ.get(runs.RUN_ID_ENV):
             return json.dumps({"run_id": os.environ[runs.RUN_ID_ENV], "closed": False, "owner": "kubeflow"})
