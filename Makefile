@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: install run verdict test test-fast mlflow-ui lock lock-check clean
+.PHONY: install run verdict test test-fast lint mlflow-ui lock lock-check clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# What CI checks beside the tests (pre-commit runs the same before a commit): lint, format, types
+# and the layer contract.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/ruff format --check src tests benchmarks components pipelines
+	$(BIN)/mypy
+	PYTHONPATH=src $(BIN)/lint-imports --config pyproject.toml
 
 # The same tracking URI as every stage (MLFLOW_TRACKING_URI, else params.yaml's tracking.tracking_uri,
 # else mlflow.db in the workdir): `latentanon tracking-uri` applies that one rule.

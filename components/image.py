@@ -3,6 +3,7 @@
 Two variants of one Dockerfile (components/Dockerfile), each with its own tag: the CPU image runs
 every task; the CUDA image runs the GPU tasks of a pipeline compiled with ``--gpus N`` (N > 0).
 """
+
 import copy
 import functools
 

@@ -6,29 +6,87 @@ either rejects or silently ignores. ``unsupported_fields`` lists every field of 
 that is unknown here or newer than ``MIN_KFP_BACKEND``; the compile test fails on any, so a new
 SDK feature cannot slip into the YAML without someone checking that the declared backend has it.
 """
+
 from __future__ import annotations
 
 MIN_KFP_BACKEND = "2.15.0"
 
-CORE = "2.0.0"          # the v2 pipeline spec (schemaVersion 2.1.0) every v2 backend reads
-NOT_PINNED = "2.15.0"   # supported by 2.15.0; the first release with it is not pinned down here
-UNRELEASED = "99.0.0"   # in no released backend yet
+CORE = "2.0.0"  # the v2 pipeline spec (schemaVersion 2.1.0) every v2 backend reads
+NOT_PINNED = "2.15.0"  # supported by 2.15.0; the first release with it is not pinned down here
+UNRELEASED = "99.0.0"  # in no released backend yet
 
 # field -> (first backend version that honours it, source)
 FIELD_SINCE: dict[str, tuple[str, str]] = {
     # Core IR: pipeline, components, DAGs, tasks, inputs/outputs, executors, caching.
-    **{name: (CORE, "KFP v2 pipeline spec") for name in (
-        "pipelineInfo", "root", "components", "deploymentSpec", "executors", "container", "image", "command",
-        "args", "env", "name", "value", "dag", "tasks", "taskInfo", "componentRef", "inputs", "outputs",
-        "parameters", "artifacts", "inputDefinitions", "outputDefinitions", "parameterType", "artifactType",
-        "schemaTitle", "schemaVersion", "isOptional", "defaultValue", "description", "runtimeValue", "constant",
-        "componentInputParameter", "componentInputArtifact", "taskOutputParameter", "taskOutputArtifact",
-        "producerTask", "outputParameterKey", "outputArtifactKey", "dependentTasks", "executorLabel",
-        "cachingOptions", "enableCache", "sdkVersion", "triggerPolicy", "condition", "strategy",
-        "parameterIterator", "items", "inputParameter", "itemInput", "parameterExpressionSelector",
-        "artifactSelectors", "producerSubtask", "resources", "cpuLimit", "memoryLimit", "cpuRequest",
-        "memoryRequest", "accelerator", "type", "count", "platforms", "kubernetes", "defaultPipelineRoot",
-    )},
+    **{
+        name: (CORE, "KFP v2 pipeline spec")
+        for name in (
+            "pipelineInfo",
+            "root",
+            "components",
+            "deploymentSpec",
+            "executors",
+            "container",
+            "image",
+            "command",
+            "args",
+            "env",
+            "name",
+            "value",
+            "dag",
+            "tasks",
+            "taskInfo",
+            "componentRef",
+            "inputs",
+            "outputs",
+            "parameters",
+            "artifacts",
+            "inputDefinitions",
+            "outputDefinitions",
+            "parameterType",
+            "artifactType",
+            "schemaTitle",
+            "schemaVersion",
+            "isOptional",
+            "defaultValue",
+            "description",
+            "runtimeValue",
+            "constant",
+            "componentInputParameter",
+            "componentInputArtifact",
+            "taskOutputParameter",
+            "taskOutputArtifact",
+            "producerTask",
+            "outputParameterKey",
+            "outputArtifactKey",
+            "dependentTasks",
+            "executorLabel",
+            "cachingOptions",
+            "enableCache",
+            "sdkVersion",
+            "triggerPolicy",
+            "condition",
+            "strategy",
+            "parameterIterator",
+            "items",
+            "inputParameter",
+            "itemInput",
+            "parameterExpressionSelector",
+            "artifactSelectors",
+            "producerSubtask",
+            "resources",
+            "cpuLimit",
+            "memoryLimit",
+            "cpuRequest",
+            "memoryRequest",
+            "accelerator",
+            "type",
+            "count",
+            "platforms",
+            "kubernetes",
+            "defaultPipelineRoot",
+        )
+    },
     # Exit handler with dsl.PipelineTaskFinalStatus.
     "taskFinalStatus": (NOT_PINNED, "dsl.ExitHandler exit task with PipelineTaskFinalStatus"),
     # ParallelFor(parallelism=...): backend PR kubeflow/pipelines#10798 (merged 2024).
@@ -41,17 +99,37 @@ FIELD_SINCE: dict[str, tuple[str, str]] = {
     "backoffFactor": (NOT_PINNED, "kubeflow/pipelines#11861"),
     "backoffMaxDuration": (NOT_PINNED, "kubeflow/pipelines#11861"),
     # Resource fields that may hold pipeline parameters (written by SDK 2.x next to the old ones).
-    **{name: (NOT_PINNED, "resource requests as placeholders") for name in (
-        "resourceCpuLimit", "resourceCpuRequest", "resourceMemoryLimit", "resourceMemoryRequest",
-        "resourceType", "resourceCount",
-    )},
+    **{
+        name: (NOT_PINNED, "resource requests as placeholders")
+        for name in (
+            "resourceCpuLimit",
+            "resourceCpuRequest",
+            "resourceMemoryLimit",
+            "resourceMemoryRequest",
+            "resourceType",
+            "resourceCount",
+        )
+    },
     # dsl.Collected over artifacts (fan-in of a ParallelFor's Dataset outputs).
     "isArtifactList": ("2.14.0", "artifact fan-in with dsl.Collected"),
     # kfp-kubernetes platform spec.
-    **{name: (CORE, "kfp-kubernetes platform spec") for name in (
-        "secretAsEnv", "secretName", "keyToEnv", "secretKey", "envVar", "configMapAsEnv", "configMapName",
-        "configMapKey", "tolerations", "key", "operator", "effect",
-    )},
+    **{
+        name: (CORE, "kfp-kubernetes platform spec")
+        for name in (
+            "secretAsEnv",
+            "secretName",
+            "keyToEnv",
+            "secretKey",
+            "envVar",
+            "configMapAsEnv",
+            "configMapName",
+            "configMapKey",
+            "tolerations",
+            "key",
+            "operator",
+            "effect",
+        )
+    },
     "emptyDirMounts": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
     "volumeName": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
     "mountPath": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
@@ -71,8 +149,9 @@ FIELD_SINCE: dict[str, tuple[str, str]] = {
 # Maps whose keys are names chosen by the pipeline (tasks, inputs, labels), not spec fields.
 NAME_MAPS = frozenset({"components", "executors", "tasks", "parameters", "artifacts", "labels"})
 # Values that are user data (constants, defaults, command lines), not spec structure.
-OPAQUE = frozenset({"constant", "defaultValue", "description", "command", "args", "condition",
-                    "parameterExpressionSelector"})
+OPAQUE = frozenset(
+    {"constant", "defaultValue", "description", "command", "args", "condition", "parameterExpressionSelector"}
+)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

@@ -1,9 +1,10 @@
 """Compile the pipeline to the YAML a user uploads in the Kubeflow UI.
 
-    python -m pipelines.compile            # writes pipelines/latentanon_pipeline.yaml
-    python pipelines/compile.py --output other.yaml
-    python -m pipelines.compile --gpus 0 --output cpu.yaml   # a CPU-only cluster
+python -m pipelines.compile            # writes pipelines/latentanon_pipeline.yaml
+python pipelines/compile.py --output other.yaml
+python -m pipelines.compile --gpus 0 --output cpu.yaml   # a CPU-only cluster
 """
+
 import argparse
 import os
 import sys
@@ -38,8 +39,9 @@ def compile_pipeline(output: Path = DEFAULT_OUTPUT, gpus_per_task: int = 1) -> P
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the YAML")
-    parser.add_argument("--gpus", type=int, default=1,
-                        help="GPUs per pretrain/extract/train task (0 for CPU-only clusters; default 1)")
+    parser.add_argument(
+        "--gpus", type=int, default=1, help="GPUs per pretrain/extract/train task (0 for CPU-only clusters; default 1)"
+    )
     args = parser.parse_args(argv)
     print(compile_pipeline(args.output, args.gpus))
     return 0

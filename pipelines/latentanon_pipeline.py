@@ -12,11 +12,10 @@ resolved params text and upstream artifacts (no run id, no timestamp), so a seco
 same inputs reuses them; log_stages records them in each run's MLflow parent run. The exit
 handler closes that parent run with the run's final state, failures included.
 """
+
 import json
 from pathlib import Path
 from typing import List
-
-from kfp import dsl, kubernetes
 
 from components.audit_bias import audit_bias
 from components.evaluate import evaluate
@@ -29,6 +28,7 @@ from components.tracking import close_run, log_stages, open_run, resolve_params
 from components.train import train
 from components.tune import tune_select, tune_trials, tune_workers
 from components.validate import validate
+from kfp import dsl, kubernetes
 
 PIPELINE_NAME = "latentanon"
 # The pipeline's own artifact root (the latentanon MinIO, bucket made by k8s/ bucket-init): compiled
@@ -37,16 +37,16 @@ PIPELINE_NAME = "latentanon"
 # k8s/install/kfp_launcher_provider.py merges into kfp-launcher. A run may still name another root.
 PIPELINE_ROOT = "s3://latentanon-pipelines/v2/artifacts"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS_FILE = REPO_ROOT / "params.yaml"   # the run form's defaults are read from it at compile time
+DEFAULTS_FILE = REPO_ROOT / "params.yaml"  # the run form's defaults are read from it at compile time
 
 # Kubernetes objects the tasks read; created by k8s/ (names documented in docs/kubeflow.md).
-S3_SECRET = "latentanon-s3"                     # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
-OPTUNA_SECRET = "latentanon-optuna"             # key: storage-url (optional: shared tune study)
+S3_SECRET = "latentanon-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+OPTUNA_SECRET = "latentanon-optuna"  # key: storage-url (optional: shared tune study)
 # MLflow identities (keys username, password) for the server's basic-auth app: the gate's may write
 # the registered model (registry decisions), the pipeline's only reads it and logs runs.
 MLFLOW_PIPELINE_SECRET = "latentanon-mlflow-pipeline"
 MLFLOW_GATE_SECRET = "latentanon-mlflow-gate"
-ENV_CONFIG_MAP = "latentanon-env"               # endpoints and the MLflow fallback URI
+ENV_CONFIG_MAP = "latentanon-env"  # endpoints and the MLflow fallback URI
 ENV_CONFIG_KEYS = (
     "AWS_ENDPOINT_URL_S3",
     "AWS_DEFAULT_REGION",
@@ -66,7 +66,7 @@ HEAVY = ("4", "8", "16Gi", "32Gi")
 # filling the node's disk. (The v2 pipeline spec has no ephemeral-storage request; in a profile
 # namespace k8s/overlays/multi-user/pipelines/limits.yaml gives every container a default one.)
 SCRATCH_LIMIT = {LIGHT: "2Gi", MEDIUM: "20Gi", HEAVY: "100Gi"}
-_TASK_SIZES: dict[int, tuple] = {}   # id(task) -> its sizes, recorded by _task for _cluster_settings
+_TASK_SIZES: dict[int, tuple] = {}  # id(task) -> its sizes, recorded by _task for _cluster_settings
 
 # At most this many loop iterations run at once, whatever the worker count (a cluster's quota
 # and the object store's bandwidth, not the run form, bound the fan-out).
@@ -84,6 +84,7 @@ def extract_parallelism(gpus_per_task: int) -> int:
     if gpus_per_task > MAX_GPUS_AT_ONCE:
         raise ValueError(f"gpus_per_task={gpus_per_task} exceeds MAX_GPUS_AT_ONCE={MAX_GPUS_AT_ONCE}")
     return min(MAX_PARALLEL_EXTRACT, MAX_GPUS_AT_ONCE // gpus_per_task)
+
 
 # Retries: tasks that only talk to MLflow / the object store retry quickly; heavy stages, which
 # also write to them, retry once (a deterministic error should not burn hours of GPU time).
@@ -115,8 +116,9 @@ def _resources(task: dsl.PipelineTask, sizes: tuple) -> dsl.PipelineTask:
     )
 
 
-def _task(task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache: bool = True,
-          retry: dict | None = None) -> dsl.PipelineTask:
+def _task(
+    task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache: bool = True, retry: dict | None = None
+) -> dsl.PipelineTask:
     """Display name, resources, caching, retries and the pod label every task gets."""
     task.set_display_name(display_name).set_caching_options(cache)
     if retry:
@@ -126,8 +128,9 @@ def _task(task: dsl.PipelineTask, display_name: str, sizes: tuple = LIGHT, cache
     return _resources(task, sizes)
 
 
-def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True,
-                      mlflow_identity: str | None = MLFLOW_PIPELINE_SECRET) -> dsl.PipelineTask:
+def _cluster_settings(
+    task: dsl.PipelineTask, scratch: bool = True, mlflow_identity: str | None = MLFLOW_PIPELINE_SECRET
+) -> dsl.PipelineTask:
     """Object-store credentials from the Secret, endpoints from the ConfigMap, a scratch volume,
     and the MLflow identity the task logs as (``None``: a task that never talks to MLflow)."""
     kubernetes.use_secret_as_env(
@@ -146,8 +149,9 @@ def _cluster_settings(task: dsl.PipelineTask, scratch: bool = True,
         )
     if scratch:
         sizes = _TASK_SIZES.get(id(task), LIGHT)
-        kubernetes.empty_dir_mount(task, volume_name="scratch", mount_path=SCRATCH_MOUNT,
-                                   size_limit=SCRATCH_LIMIT[sizes])
+        kubernetes.empty_dir_mount(
+            task, volume_name="scratch", mount_path=SCRATCH_MOUNT, size_limit=SCRATCH_LIMIT[sizes]
+        )
         task.set_env_variable("LATENTANON_SCRATCH", SCRATCH_MOUNT)
     return task
 
@@ -228,25 +232,49 @@ def make_pipeline(gpus_per_task: int = 1):
             overrides: ``section.key=value`` settings applied last, as with ``latentanon --set``.
         """
         knobs = dict(
-            encoder=encoder, pretrain_epochs=pretrain_epochs, tune_trials=tune_trials,
-            tune_epochs_per_trial=tune_epochs_per_trial, train_epochs=train_epochs,
+            encoder=encoder,
+            pretrain_epochs=pretrain_epochs,
+            tune_trials=tune_trials,
+            tune_epochs_per_trial=tune_epochs_per_trial,
+            train_epochs=train_epochs,
             max_normalized_leakage=max_normalized_leakage,
             max_moving_normalized_leakage=max_moving_normalized_leakage,
-            min_relative_cmap_drop=min_relative_cmap_drop, max_utility_relative_drop=max_utility_relative_drop,
+            min_relative_cmap_drop=min_relative_cmap_drop,
+            max_utility_relative_drop=max_utility_relative_drop,
         )
         # The exit task may depend on no task: it finds the parent run by the KFP run id.
-        closer = close_run(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
-                           kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        closer = close_run(
+            params_yaml=params_yaml,
+            params_uri=params_uri,
+            overrides=overrides,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
         _cluster_settings(_task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False)
         with dsl.ExitHandler(closer, name="latentanon-run"):
-            _pipeline_body(params_yaml, params_uri, overrides, knobs, defaults, extract_workers_count,
-                           tune_workers_count, gpus_per_task)
+            _pipeline_body(
+                params_yaml,
+                params_uri,
+                overrides,
+                knobs,
+                defaults,
+                extract_workers_count,
+                tune_workers_count,
+                gpus_per_task,
+            )
 
     return latentanon_pipeline
 
 
-def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_defaults: dict, extract_workers_count,
-                   tune_workers_count, gpus_per_task: int):
+def _pipeline_body(
+    params_yaml,
+    params_uri,
+    overrides,
+    knobs: dict,
+    form_defaults: dict,
+    extract_workers_count,
+    tune_workers_count,
+    gpus_per_task: int,
+):
     """The tasks and their wiring (see the module docstring for the shape)."""
     gpu = gpus_per_task > 0
     pretrain_op = on_image(pretrain_encoder, PROJECT_IMAGE_CUDA) if gpu else pretrain_encoder
@@ -257,30 +285,47 @@ def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_default
         return list(GPU_OVERRIDES[stage]) if gpu else []
 
     # The run form's defaults travel as a constant: a knob left at its default keeps the base's value.
-    settings = _task(resolve_params(params_yaml=params_yaml, params_uri=params_uri, overrides=overrides,
-                                    form_defaults=json.dumps(form_defaults, sort_keys=True), **knobs),
-                     "resolve run parameters")
+    settings = _task(
+        resolve_params(
+            params_yaml=params_yaml,
+            params_uri=params_uri,
+            overrides=overrides,
+            form_defaults=json.dumps(form_defaults, sort_keys=True),
+            **knobs,
+        ),
+        "resolve run parameters",
+    )
     # The base file by URI is read with the pod's S3 key; nothing here talks to MLflow.
     _cluster_settings(settings, scratch=False, mlflow_identity=None)
     resolved = settings.outputs["Output"]  # one complete params text: what every stage task takes
     common = {"params_yaml": resolved, "overrides": []}
 
-    run = _task(open_run(**common, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "open MLflow run",
-                cache=False, retry=NETWORK_RETRY)
+    run = _task(
+        open_run(**common, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+        "open MLflow run",
+        cache=False,
+        retry=NETWORK_RETRY,
+    )
     _cluster_settings(run, scratch=False)
 
     # Content-cached: no run id, no per-run value among the inputs.
-    untracked = {"mlflow_identity": None}   # content-cached stages run without MLflow
+    untracked = {"mlflow_identity": None}  # content-cached stages run without MLflow
     data = _cluster_settings(_task(generate(**common), "generate benchmark", MEDIUM), **untracked)
-    checked = _cluster_settings(_task(validate(**common, data=data.outputs["data"]), "validate data", MEDIUM),
-                                **untracked)
-    encoder = pretrain_op(params_yaml=resolved, overrides=gpu_overrides("pretrain_encoder"),
-                          data=data.outputs["data"], manifests=checked.outputs["manifests"])
+    checked = _cluster_settings(
+        _task(validate(**common, data=data.outputs["data"]), "validate data", MEDIUM), **untracked
+    )
+    encoder = pretrain_op(
+        params_yaml=resolved,
+        overrides=gpu_overrides("pretrain_encoder"),
+        data=data.outputs["data"],
+        manifests=checked.outputs["manifests"],
+    )
     _gpu(_cluster_settings(_task(encoder, "pretrain encoder", HEAVY, retry=HEAVY_RETRY), **untracked), gpus_per_task)
 
     workers = _task(extract_workers(num_workers=extract_workers_count, params_yaml=resolved), "plan extract workers")
-    with dsl.ParallelFor(workers.output, name="extract-fan-out",
-                         parallelism=extract_parallelism(gpus_per_task)) as item:
+    with dsl.ParallelFor(
+        workers.output, name="extract-fan-out", parallelism=extract_parallelism(gpus_per_task)
+    ) as item:
         shard = extract_op(
             params_yaml=item.params_yaml,
             overrides=gpu_overrides("extract"),
@@ -296,7 +341,8 @@ def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_default
     features = store.outputs["features"]
 
     logged = log_stages(
-        **common, mlflow_run_id=run.output,
+        **common,
+        mlflow_run_id=run.output,
         generate_report=data.outputs["generate_report"],
         validate_report=checked.outputs["validate_report"],
         pretrain_encoder_report=encoder.outputs["pretrain_encoder_report"],
@@ -305,19 +351,31 @@ def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_default
     _cluster_settings(_task(logged, "log cached stages to MLflow", cache=False, retry=NETWORK_RETRY))
 
     # From here on every task logs to the run's parent run (it takes the run id).
-    tune_plan = _task(tune_workers(**common, requested=tune_workers_count, mlflow_run_id=run.output),
-                      "plan tune workers", cache=False)
+    tune_plan = _task(
+        tune_workers(**common, requested=tune_workers_count, mlflow_run_id=run.output), "plan tune workers", cache=False
+    )
     _optuna_storage(tune_plan)
     with dsl.ParallelFor(tune_plan.output, name="tune-fan-out", parallelism=MAX_PARALLEL_TUNE) as tune_item:
-        trial = tune_trials(params_yaml=tune_item.params_yaml, overrides=[], mlflow_run_id=tune_item.mlflow_run_id,
-                            worker=tune_item.worker, features=features)
+        trial = tune_trials(
+            params_yaml=tune_item.params_yaml,
+            overrides=[],
+            mlflow_run_id=tune_item.mlflow_run_id,
+            worker=tune_item.worker,
+            features=features,
+        )
         _optuna_storage(_cluster_settings(_task(trial, "tune trials", HEAVY, retry=NETWORK_RETRY)))
-    chosen = tune_select(**common, mlflow_run_id=run.output, trials=dsl.Collected(trial.outputs["tune_report"]),
-                         features=features)
+    chosen = tune_select(
+        **common, mlflow_run_id=run.output, trials=dsl.Collected(trial.outputs["tune_report"]), features=features
+    )
     _optuna_storage(_cluster_settings(_task(chosen, "select operating point", MEDIUM, retry=NETWORK_RETRY)))
 
-    adapter = train_op(params_yaml=resolved, overrides=gpu_overrides("train"), mlflow_run_id=run.output,
-                       features=features, tune_report=chosen.outputs["tune_report"])
+    adapter = train_op(
+        params_yaml=resolved,
+        overrides=gpu_overrides("train"),
+        mlflow_run_id=run.output,
+        features=features,
+        tune_report=chosen.outputs["tune_report"],
+    )
     _gpu(_cluster_settings(_task(adapter, "train adapter", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
 
     scored = evaluate(
@@ -350,13 +408,15 @@ def _pipeline_body(params_yaml, params_uri, overrides, knobs: dict, form_default
         anonymized=adapter.outputs["anonymized"],
     )
     # Only the gate's identity may write the registered model (versions, tags, aliases).
-    _cluster_settings(_task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY),
-                      mlflow_identity=MLFLOW_GATE_SECRET)
+    _cluster_settings(
+        _task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY), mlflow_identity=MLFLOW_GATE_SECRET
+    )
 
     with dsl.If(decision.outputs["Output"] == "approved", name="gate-approved"):
         champion = promote(**common, mlflow_run_id=run.output, gate_report=decision.outputs["gate_report"])
-        _cluster_settings(_task(champion, "promote champion", cache=False, retry=NETWORK_RETRY),
-                          mlflow_identity=MLFLOW_GATE_SECRET)
+        _cluster_settings(
+            _task(champion, "promote champion", cache=False, retry=NETWORK_RETRY), mlflow_identity=MLFLOW_GATE_SECRET
+        )
     return decision
 
 

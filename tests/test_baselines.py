@@ -93,7 +93,7 @@ def test_adversarial_adapter_lowers_attacker_cmap():
     sets = {"privacy_videos": videos, "actions": actions}
     transform = fit_baseline("adversarial", sets, seed=0, train=TrainConfig(adapter=AdapterConfig(blocks=1, heads=2)))
     hidden = transform(videos)
-    splits = lambda fs: (fs.split("train"), fs.split("val"), fs.split("test"))  # noqa: E731
+    splits = lambda fs: (fs.split("train"), fs.split("val"), fs.split("test"))
     grid = privacy.ATTACKER_GRID[:1]
     raw = privacy.attack(*splits(videos), seed=0, grid=grid)
     anonymized = privacy.attack(*splits(hidden), seed=0, grid=grid)

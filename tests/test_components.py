@@ -1,4 +1,5 @@
 """KFP components: image, artifact types, the stage each one calls, and the kfp_io glue."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,15 @@ from latentanon import kfp_io  # noqa: E402
 from latentanon.config import ConfigError  # noqa: E402
 
 STAGE_FOLDERS = (
-    "generate", "validate", "pretrain_encoder", "extract", "tune", "train", "evaluate", "audit_bias", "gate",
+    "generate",
+    "validate",
+    "pretrain_encoder",
+    "extract",
+    "tune",
+    "train",
+    "evaluate",
+    "audit_bias",
+    "gate",
 )
 # component -> the stage its body runs through latentanon.stages.execute (what the CLI, hence DVC,
 # runs too); the gate decides through kfp_io so that promotion can be the pipeline's dsl.If branch.
@@ -50,9 +59,18 @@ def all_components() -> dict:
     import components.validate
 
     found = {}
-    for module in (components.generate, components.validate, components.pretrain_encoder, components.extract,
-                   components.tune, components.train, components.evaluate, components.audit_bias,
-                   components.gate, components.tracking):
+    for module in (
+        components.generate,
+        components.validate,
+        components.pretrain_encoder,
+        components.extract,
+        components.tune,
+        components.train,
+        components.evaluate,
+        components.audit_bias,
+        components.gate,
+        components.tracking,
+    ):
         for name in module.__all__:
             found[name] = getattr(module, name)
     return found
@@ -90,7 +108,8 @@ def test_component_body_calls_the_same_stage_function_as_dvc(name, call):
 
     component = all_components()[name]
     source = inspect.getsource(component.python_func)
-    assert call in source, f"{name} does not call {call}"
+    flat = " ".join(source.split()).replace("( ", "(")   # the formatter may break the call over lines
+    assert call in flat, f"{name} does not call {call}"
     assert "from latentanon import" in source
 
 
@@ -112,8 +131,20 @@ def test_artifact_types_follow_what_they_hold():
     assert comps["tune_select"].component_spec.inputs["trials"].is_artifact_list
     _, out = io_types(comps["promote"])
     assert out["champion"] == model
-    for name in ("generate", "validate", "pretrain_encoder", "extract_shards", "finalize_extract",
-                 "tune_trials", "tune_select", "train", "evaluate", "audit_bias", "gate", "promote"):
+    for name in (
+        "generate",
+        "validate",
+        "pretrain_encoder",
+        "extract_shards",
+        "finalize_extract",
+        "tune_trials",
+        "tune_select",
+        "train",
+        "evaluate",
+        "audit_bias",
+        "gate",
+        "promote",
+    ):
         inp, _ = io_types(comps[name])
         assert inp["params_yaml"] == "String" and inp["overrides"].startswith("typing.List"), name
         # Content-cached stages take no run id; the later ones log under the parent run.
@@ -157,8 +188,12 @@ def test_workspace_links_inputs_and_copies_outputs_into_artifacts(tmp_path):
     manifests = artifact(Dataset, upstream)
     encoder = artifact(Model, tmp_path / "out" / "encoder")
     report = artifact(Dataset, tmp_path / "out" / "report")
-    with kfp_io.StageWorkspace(SMOKE_YAML, ["train.epochs=7"], inputs={"manifests": manifests},
-                               outputs={"encoder": encoder, "pretrain_encoder_report": report}) as ws:
+    with kfp_io.StageWorkspace(
+        SMOKE_YAML,
+        ["train.epochs=7"],
+        inputs={"manifests": manifests},
+        outputs={"encoder": encoder, "pretrain_encoder_report": report},
+    ) as ws:
         layout = ws.layout
         assert ws.params.train.epochs == 7
         assert layout.workdir == ws.root
@@ -188,10 +223,11 @@ def test_missing_output_is_an_error_naming_the_role(tmp_path, monkeypatch):
         assert ws.root.parent == scratch
         with pytest.raises(kfp_io.ArtifactError, match="adapter"):
             ws._stage_out("adapter", adapter)
-    with pytest.raises(kfp_io.ArtifactError, match="missing"):
-        with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"data": artifact(Dataset, tmp_path / "nope")},
-                                   outputs={}):
-            pass
+    with (
+        pytest.raises(kfp_io.ArtifactError, match="missing"),
+        kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"data": artifact(Dataset, tmp_path / "nope")}, outputs={}),
+    ):
+        pass
     assert list(scratch.iterdir()) == [], "a failed set-up leaves no workspace behind"
 
 
@@ -206,8 +242,10 @@ def test_fan_in_merges_worker_stores_into_a_private_copy(tmp_path):
     with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"features": shards}, outputs={"features": merged}) as ws:
         store = Path(ws.layout.features_uri)
         assert not store.is_symlink()
-        assert sorted(p.name for p in (store / "actions").iterdir()) == ["shard-00000.safetensors",
-                                                                           "shard-00001.safetensors"]
+        assert sorted(p.name for p in (store / "actions").iterdir()) == [
+            "shard-00000.safetensors",
+            "shard-00001.safetensors",
+        ]
         (store / "index.json").write_text("{}")
         ws._stage_out("features", merged)
     assert (tmp_path / "merged" / "index.json").exists()
@@ -217,19 +255,20 @@ def test_fan_in_merges_worker_stores_into_a_private_copy(tmp_path):
 def test_remote_store_travels_as_a_pointer(tmp_path):
     uri = "s3://bucket/prefix/features"
     out = artifact(Dataset, tmp_path / "store")
-    with kfp_io.StageWorkspace(SMOKE_YAML, [f"paths.features_uri={uri}"], inputs={},
-                               outputs={"features": out}) as ws:
+    with kfp_io.StageWorkspace(SMOKE_YAML, [f"paths.features_uri={uri}"], inputs={}, outputs={"features": out}) as ws:
         assert ws.layout.features_uri == uri
         ws._stage_out("features", out)
     assert kfp_io.read_store_pointer(tmp_path / "store") == uri
     assert out.metadata["store_uri"] == uri
     # Downstream, the pointer wins even when the params do not name the store.
-    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"features": artifact(Dataset, tmp_path / "store")},
-                               outputs={}) as ws:
+    with kfp_io.StageWorkspace(
+        SMOKE_YAML, [], inputs={"features": artifact(Dataset, tmp_path / "store")}, outputs={}
+    ) as ws:
         assert ws.layout.features_uri == uri
     # A local features_uri in the params is replaced by the workspace's own store.
-    with kfp_io.StageWorkspace(SMOKE_YAML, [f"paths.features_uri={tmp_path / 'elsewhere'}"], inputs={},
-                               outputs={}) as ws:
+    with kfp_io.StageWorkspace(
+        SMOKE_YAML, [f"paths.features_uri={tmp_path / 'elsewhere'}"], inputs={}, outputs={}
+    ) as ws:
         assert ws.layout.features_uri == str(ws.root / "features")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / kfp_io.STORE_POINTER).write_text('{"uri": "/local/path"}')
@@ -266,14 +305,14 @@ def test_worker_items_carry_what_a_loop_iteration_needs():
         {"worker": 1, "num_workers": 2, "params_yaml": "a: 1"},
     ]
     assert kfp_io.worker_items(1, mlflow_run_id="run-1", params_yaml="") == [
-        {"worker": 0, "num_workers": 1, "mlflow_run_id": "run-1", "params_yaml": ""}]
+        {"worker": 0, "num_workers": 1, "mlflow_run_id": "run-1", "params_yaml": ""}
+    ]
     with pytest.raises(ConfigError, match="at least 1"):
         kfp_io.worker_items(0)
     with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"):
         kfp_io.worker_items(1, mlflow_run_id=3)
-    with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"):
-        with kfp_io.use_parent_run(1.0):
-            pass
+    with pytest.raises(kfp_io.ArtifactError, match="mlflow_run_id"), kfp_io.use_parent_run(1.0):
+        pass
 
 
 def test_typed_run_parameters_sit_between_params_yaml_and_overrides():
@@ -305,12 +344,16 @@ def test_a_knob_left_at_its_form_default_keeps_the_base_value_and_the_provenance
     base = yaml.safe_load(SMOKE_YAML)
     assert form_defaults["train_epochs"] != base["train"]["epochs"], "the test needs a base that differs"
     resolved_text, provenance = kfp_io.resolve_params_with_provenance(
-        SMOKE_YAML, ["gate.max_normalized_leakage=0.25"], knobs, form_defaults=form_defaults)
+        SMOKE_YAML, ["gate.max_normalized_leakage=0.25"], knobs, form_defaults=form_defaults
+    )
     resolved = yaml.safe_load(resolved_text)
     # Left at its default in the form, the knob no longer silently replaces the pasted value.
     assert resolved["train"]["epochs"] == base["train"]["epochs"]
-    assert provenance["train_epochs"] == {"key": "train.epochs", "value": base["train"]["epochs"],
-                                          "source": kfp_io.run_params.SOURCE_PASTED}
+    assert provenance["train_epochs"] == {
+        "key": "train.epochs",
+        "value": base["train"]["epochs"],
+        "source": kfp_io.run_params.SOURCE_PASTED,
+    }
     # Changed in the form: the knob wins, and the report keeps the value it replaced.
     assert resolved["tune"]["n_trials"] == 5
     assert provenance["tune_trials"]["source"] == kfp_io.run_params.SOURCE_KNOB
@@ -320,11 +363,15 @@ def test_a_knob_left_at_its_form_default_keeps_the_base_value_and_the_provenance
     assert provenance["max_normalized_leakage"]["source"] == kfp_io.run_params.SOURCE_OVERRIDE
     # Without a base, a knob at its form default is the default (params.yaml's value, not the code's).
     _, bare = kfp_io.resolve_params_with_provenance("", [], form_defaults, form_defaults=form_defaults)
-    assert bare["train_epochs"] == {"key": "train.epochs", "value": form_defaults["train_epochs"],
-                                    "source": kfp_io.run_params.SOURCE_DEFAULT}
+    assert bare["train_epochs"] == {
+        "key": "train.epochs",
+        "value": form_defaults["train_epochs"],
+        "source": kfp_io.run_params.SOURCE_DEFAULT,
+    }
     # The provenance stays out of the cache key: same params, same text, whatever the sources.
-    same, _ = kfp_io.resolve_params_with_provenance(SMOKE_YAML, [], {**knobs, "train_epochs": base["train"]["epochs"]},
-                                                    form_defaults=form_defaults)
+    same, _ = kfp_io.resolve_params_with_provenance(
+        SMOKE_YAML, [], {**knobs, "train_epochs": base["train"]["epochs"]}, form_defaults=form_defaults
+    )
     assert same == kfp_io.resolve_params(SMOKE_YAML, [], knobs, form_defaults=form_defaults)
 
     markdown = kfp_io.provenance_markdown(provenance)
@@ -386,8 +433,14 @@ def test_resolve_params_component_writes_the_provenance_markdown(tmp_path):
 
     form_defaults, knobs = _knob_values({"train_epochs": 9})
     report = artifact(Markdown, tmp_path / "run_parameters.md")
-    text = resolve_component.python_func(params_yaml=SMOKE_YAML, overrides=[], params_uri="",
-                                         form_defaults=json.dumps(form_defaults), run_parameters=report, **knobs)
+    text = resolve_component.python_func(
+        params_yaml=SMOKE_YAML,
+        overrides=[],
+        params_uri="",
+        form_defaults=json.dumps(form_defaults),
+        run_parameters=report,
+        **knobs,
+    )
     assert yaml.safe_load(text)["train"]["epochs"] == 9
     written = (tmp_path / "run_parameters.md").read_text()
     assert "| train_epochs | `train.epochs` | `9` | typed knob | 3 |" in written
@@ -403,7 +456,9 @@ def test_plots_page_embeds_every_png(tmp_path):
 
     folder = tmp_path / "reports" / "train"
     folder.mkdir(parents=True)
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
     (folder / "loss_curves.png").write_bytes(png)
     (folder / "notes.txt").write_text("not a plot")
     page = kfp_io.write_plots_html(tmp_path / "out" / "plots", folder, "latentanon train").read_text()
@@ -444,8 +499,6 @@ def test_run_component_runs_the_stage_under_the_parent_run_and_publishes(tmp_pat
     """The whole component path with a small stage: parent run in the env, outputs, metrics."""
     import os
 
-    import mlflow
-
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     params_yaml = yaml.safe_dump(yaml.safe_load(SMOKE_YAML))
     run_id = kfp_io.open_pipeline_run(params_yaml, [])
@@ -460,17 +513,25 @@ def test_run_component_runs_the_stage_under_the_parent_run_and_publishes(tmp_pat
         (out / "validation.json").write_text('{"ok": true}')
         return {"videos": 12, "quarantined": 0, "ratio": 0.25}
 
-    summary = json.loads(kfp_io.run_component("validate", execute, params_yaml, [], run_id,
-                                              outputs={"validate_report": report}, metrics=metrics,
-                                              stage_kwargs={"strict": True}))
+    summary = json.loads(
+        kfp_io.run_component(
+            "validate",
+            execute,
+            params_yaml,
+            [],
+            run_id,
+            outputs={"validate_report": report},
+            metrics=metrics,
+            stage_kwargs={"strict": True},
+        )
+    )
     assert summary == {"videos": 12, "quarantined": 0, "ratio": 0.25}
     assert seen == {"stage": "validate", "kwargs": {"strict": True}, "run_id": run_id}
     assert "MLFLOW_RUN_ID" not in os.environ, "the parent run id does not leak out of the component"
     assert json.loads((tmp_path / "report" / "validation.json").read_text()) == {"ok": True}
     assert metrics.metadata["ratio"] == 0.25
     # Cached stages run without MLflow: the stage gets track=False, nothing is logged yet.
-    kfp_io.run_component("validate", execute, params_yaml, [], outputs={"validate_report": report},
-                         track=False)
+    kfp_io.run_component("validate", execute, params_yaml, [], outputs={"validate_report": report}, track=False)
     assert seen["kwargs"] == {"track": False} and seen["run_id"] is None
 
 
@@ -507,7 +568,6 @@ def test_parent_run_is_found_by_the_kfp_run_and_closed_with_its_final_state(tmp_
     assert json.loads(kfp_io.close_pipeline_run(params_yaml, [], "kfp-run-1", "SUCCEEDED"))["closed"] is False
 
 
-
 # What the exit handler receives, per runner: the KFP v2 backend driver passes the ML Metadata
 # execution state of the exit DAG and an empty error object; kfp.local passes SUCCEEDED / FAILED.
 FINAL_STATUSES = [
@@ -515,9 +575,9 @@ FINAL_STATUSES = [
     ({"state": "CACHED", "error": {}}, "FINISHED"),
     ({"state": "FAILED", "error": {}}, "FAILED"),
     ({"state": "CANCELED", "error": {}}, "KILLED"),
-    ({"state": "SUCCEEDED", "error": {}}, "FINISHED"),                                       # kfp.local
+    ({"state": "SUCCEEDED", "error": {}}, "FINISHED"),  # kfp.local
     ({"state": "FAILED", "error": {"code": 1, "message": "Task train failed."}}, "FAILED"),  # kfp.local
-    ({"state": "CANCELLED"}, "KILLED"),                                                       # the SDK's spelling
+    ({"state": "CANCELLED"}, "KILLED"),  # the SDK's spelling
 ]
 
 
@@ -528,12 +588,19 @@ def _run_exit_handler(tmp_path, params_yaml: str, kfp_run_id: str, final_status:
 
     output_file = tmp_path / f"executor_output_{kfp_run_id}.json"
     executor_input = {
-        "inputs": {"parameterValues": {
-            "params_yaml": params_yaml, "params_uri": params_uri, "overrides": [], "kfp_run_id": kfp_run_id,
-            "status": {**final_status, "pipelineJobResourceName": "run-1", "pipelineTaskName": "exit-handler-1"},
-        }},
-        "outputs": {"parameters": {"Output": {"outputFile": str(tmp_path / f"out_{kfp_run_id}")}},
-                    "outputFile": str(output_file)},  # the executor writes its output JSON here
+        "inputs": {
+            "parameterValues": {
+                "params_yaml": params_yaml,
+                "params_uri": params_uri,
+                "overrides": [],
+                "kfp_run_id": kfp_run_id,
+                "status": {**final_status, "pipelineJobResourceName": "run-1", "pipelineTaskName": "exit-handler-1"},
+            }
+        },
+        "outputs": {
+            "parameters": {"Output": {"outputFile": str(tmp_path / f"out_{kfp_run_id}")}},
+            "outputFile": str(output_file),
+        },  # the executor writes its output JSON here
     }
     executor.Executor(executor_input, close_run.python_func).execute()
     return json.loads(json.loads(output_file.read_text())["parameterValues"]["Output"])
@@ -605,8 +672,14 @@ def test_the_pipeline_run_life_cycle_never_imports_the_kubeflow_glue_or_the_stag
 
     for path in [REPO / "src" / "latentanon" / "tracking" / "kfp_runs.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
-                assert not name.startswith(("latentanon.kfp_io", "latentanon.stages", "latentanon.cli")), \
+                assert not name.startswith(("latentanon.kfp_io", "latentanon.stages", "latentanon.cli")), (
                     f"{path.name} imports {name}: tracking sits below them"
+                )

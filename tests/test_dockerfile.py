@@ -1,5 +1,6 @@
 """components/Dockerfile, checked by reading it (no Docker engine here): pinned base, non-root
 user, the package installed from the lock, no secrets, only what the image needs in the context."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -12,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "components" / "Dockerfile"
-LOCK_PYTHON = "3.11"   # the Python requirements.lock is resolved for (Makefile: PYTHON ?= python3.11)
+LOCK_PYTHON = "3.11"  # the Python requirements.lock is resolved for (Makefile: PYTHON ?= python3.11)
 DOCKERIGNORE = REPO / "components" / "Dockerfile.dockerignore"
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.I)
 CONTEXT_ALLOWED = {"requirements.lock", "pyproject.toml", "README.md", "src"}
@@ -90,7 +91,9 @@ def test_every_base_image_is_pinned(parsed):
         assert not image.endswith(":latest")
         # The image runs the Python the lock was resolved for (3.11), which requires-python admits.
         python = re.match(r"python:(\d+\.\d+\.\d+)", image).group(1)
-        assert python.startswith(f"{LOCK_PYTHON}.") and python in requires, f"{image}: not {LOCK_PYTHON} or not {requires}"
+        assert python.startswith(f"{LOCK_PYTHON}.") and python in requires, (
+            f"{image}: not {LOCK_PYTHON} or not {requires}"
+        )
 
 
 def test_runtime_stage_runs_as_a_non_root_user(parsed):
@@ -114,8 +117,9 @@ def test_package_is_installed_from_the_lock(parsed):
         assert not extras, f"packages pinned outside the lock: {extras}"
     assert any("." in shlex.split(c.split("pip install", 1)[1].split("&&")[0]) for c in runs), "the project"
     # The torch variant switch must hit the lock's torch pin.
-    lock_torch = next(line for line in (REPO / "requirements.lock").read_text().splitlines()
-                      if line.startswith("torch=="))
+    lock_torch = next(
+        line for line in (REPO / "requirements.lock").read_text().splitlines() if line.startswith("torch==")
+    )
     assert re.fullmatch(r"torch==[0-9.]+", lock_torch), "the lock pins torch's public version"
     sed = next(c for c in runs if "sed" in c)
     assert "+${TORCH_VARIANT}" in sed and "[^+]" in sed, "the image pins the variant's local build"
@@ -126,13 +130,15 @@ def test_dependencies_are_a_layer_before_the_source(parsed):
     _, _, build = stages(parsed)[0]
     copies = [i for i, (keyword, rest) in enumerate(build) if keyword == "COPY"]
     source = next(i for i in copies if "src" in shlex.split(build[i][1]))
-    dependency_install = next(i for i, (keyword, rest) in enumerate(build)
-                              if keyword == "RUN" and "runtime-requirements.txt" in rest and "pip install" in rest)
+    dependency_install = next(
+        i
+        for i, (keyword, rest) in enumerate(build)
+        if keyword == "RUN" and "runtime-requirements.txt" in rest and "pip install" in rest
+    )
     assert dependency_install < source
     before = " ".join(shlex.split(build[i][1])[0] for i in copies if i < dependency_install)
     assert "src" not in before and "README.md" not in before, "only the lock and pyproject before the install"
-    package_install = next(i for i, (keyword, rest) in enumerate(build)
-                           if keyword == "RUN" and "--no-deps" in rest)
+    package_install = next(i for i, (keyword, rest) in enumerate(build) if keyword == "RUN" and "--no-deps" in rest)
     assert package_install > source
 
 
@@ -176,7 +182,7 @@ def test_each_variant_has_its_own_tag():
     assert PROJECT_IMAGE.endswith("-cpu") and PROJECT_IMAGE_CUDA.endswith(f"-{CUDA_VARIANT}")
     text = DOCKERFILE.read_text()
     docs = (REPO / "docs" / "kubeflow.md").read_text()
-    for image, build_arg in ((PROJECT_IMAGE, ""), (PROJECT_IMAGE_CUDA, f"--build-arg TORCH_VARIANT={CUDA_VARIANT}")):
+    for image, _build_arg in ((PROJECT_IMAGE, ""), (PROJECT_IMAGE_CUDA, f"--build-arg TORCH_VARIANT={CUDA_VARIANT}")):
         assert f"-t {image}" in text and f"-t {image}" in docs, image
         assert f"docker push {image}" in docs, image
     assert f"--build-arg TORCH_VARIANT={CUDA_VARIANT}" in docs
@@ -208,8 +214,9 @@ def test_only_the_package_is_copied_from_the_context(parsed):
 
 def test_dockerignore_allows_only_what_the_build_copies():
     assert DOCKERIGNORE.is_file(), "components/Dockerfile.dockerignore is missing"
-    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert rules[0] == "*", "deny everything first"
 
     def included(path: str) -> bool:
@@ -217,16 +224,27 @@ def test_dockerignore_allows_only_what_the_build_copies():
         for rule in rules:
             negate = rule.startswith("!")
             pattern = rule[1:] if negate else rule
-            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path, pattern.rstrip("/") + "/*") \
-                    or path == pattern.rstrip("/"):
+            if (
+                fnmatch.fnmatch(path, pattern)
+                or fnmatch.fnmatch(path, pattern.rstrip("/") + "/*")
+                or path == pattern.rstrip("/")
+            ):
                 keep = negate
         return keep
 
     for path in ("pyproject.toml", "README.md", "requirements.lock", "src/latentanon/cli.py"):
         assert included(path), path
-    for path in (".venv/bin/python", "data/benchmark/x.mp4", "mlflow.db", "models/aam/adapter.safetensors",
-                 ".git/config", "reports/metrics.json", "features/index.json", ".dvc/config.local",
-                 "src/latentanon/__pycache__/cli.cpython-311.pyc"):
+    for path in (
+        ".venv/bin/python",
+        "data/benchmark/x.mp4",
+        "mlflow.db",
+        "models/aam/adapter.safetensors",
+        ".git/config",
+        "reports/metrics.json",
+        "features/index.json",
+        ".dvc/config.local",
+        "src/latentanon/__pycache__/cli.cpython-311.pyc",
+    ):
         assert not included(path), path
 
 
@@ -239,6 +257,9 @@ def test_image_name_is_the_one_components_and_k8s_use():
     docs = (REPO / "docs" / "kubeflow.md").read_text()
     assert f"-t {PROJECT_IMAGE}" in DOCKERFILE.read_text()
     assert PROJECT_IMAGE in docs
-    mlflow = [d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "mlflow.yaml").read_text())
-              if d and d["kind"] == "Deployment"][0]
+    mlflow = [
+        d
+        for d in yaml.safe_load_all((REPO / "k8s" / "base" / "mlflow.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    ][0]
     assert mlflow["spec"]["template"]["spec"]["containers"][0]["image"] == PROJECT_IMAGE

@@ -1,6 +1,7 @@
 """k8s/: every overlay renders with kustomize, validates offline against the Kubernetes schemas,
 and keeps the security settings (non-root, read-only root, no capabilities, limits, secrets by
 reference only, default-deny network policies)."""
+
 from __future__ import annotations
 
 import json
@@ -17,24 +18,51 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # components/ and pipelines/ live at the repo root, not in src/
     sys.path.insert(0, str(REPO))
 K8S = REPO / "k8s"
-KUBERNETES_VERSION = "1.33.0"     # the schemas every manifest must validate against
-OVERLAYS = ("base", "overlays/standalone", "overlays/multi-user", "overlays/standalone-minio",
-            "overlays/multi-user-minio", "overlays/dev", "overlays/gpu")
+KUBERNETES_VERSION = "1.33.0"  # the schemas every manifest must validate against
+OVERLAYS = (
+    "base",
+    "overlays/standalone",
+    "overlays/multi-user",
+    "overlays/standalone-minio",
+    "overlays/multi-user-minio",
+    "overlays/dev",
+    "overlays/gpu",
+)
 INSTALL_MODES = ("overlays/standalone", "overlays/multi-user")
 # Where the pipeline's task pods run, per install mode (and the account KFP runs them as).
-PIPELINE_NAMESPACE = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon",
-                      "overlays/standalone-minio": "kubeflow", "overlays/multi-user-minio": "latentanon",
-                      "overlays/dev": "kubeflow", "overlays/gpu": "kubeflow"}
-PIPELINE_RUNNER = {"overlays/standalone": "pipeline-runner", "overlays/multi-user": "default-editor",
-                   "overlays/standalone-minio": "pipeline-runner", "overlays/multi-user-minio": "default-editor",
-                   "overlays/dev": "pipeline-runner", "overlays/gpu": "pipeline-runner"}
+PIPELINE_NAMESPACE = {
+    "overlays/standalone": "kubeflow",
+    "overlays/multi-user": "latentanon",
+    "overlays/standalone-minio": "kubeflow",
+    "overlays/multi-user-minio": "latentanon",
+    "overlays/dev": "kubeflow",
+    "overlays/gpu": "kubeflow",
+}
+PIPELINE_RUNNER = {
+    "overlays/standalone": "pipeline-runner",
+    "overlays/multi-user": "default-editor",
+    "overlays/standalone-minio": "pipeline-runner",
+    "overlays/multi-user-minio": "default-editor",
+    "overlays/dev": "pipeline-runner",
+    "overlays/gpu": "pipeline-runner",
+}
 CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs: no schema in kubernetes-validate
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
-DOCUMENTED_SECRETS = ("latentanon-s3", "latentanon-postgres", "latentanon-mlflow-db", "latentanon-minio-root",
-                      "latentanon-optuna", "latentanon-gate-signing", "latentanon-s3-mlflow", "latentanon-postgres-mlflow",
-                      "latentanon-postgres-optuna", "latentanon-mlflow-auth", "latentanon-mlflow-pipeline",
-                      "latentanon-mlflow-gate")
+DOCUMENTED_SECRETS = (
+    "latentanon-s3",
+    "latentanon-postgres",
+    "latentanon-mlflow-db",
+    "latentanon-minio-root",
+    "latentanon-optuna",
+    "latentanon-gate-signing",
+    "latentanon-s3-mlflow",
+    "latentanon-postgres-mlflow",
+    "latentanon-postgres-optuna",
+    "latentanon-mlflow-auth",
+    "latentanon-mlflow-pipeline",
+    "latentanon-mlflow-gate",
+)
 # Least privilege: the only workloads of k8s/ that may reference each Secret (the pipeline's own
 # pods are checked against the compiled YAML in test_pipeline_pods_hold_only_their_own_credentials).
 SECRET_READERS = {
@@ -60,8 +88,7 @@ def kubectl() -> str:
 
 
 def render(overlay: str) -> list[dict]:
-    done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"kustomize {overlay}: {done.stderr}"
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
@@ -106,8 +133,12 @@ def test_every_object_validates_against_the_kubernetes_schema(rendered):
 def test_schema_validation_catches_a_broken_manifest():
     import kubernetes_validate
 
-    broken = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-              "spec": {"replicas": "one", "selector": {}, "template": {}}}
+    broken = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "one", "selector": {}, "template": {}},
+    }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
@@ -115,8 +146,13 @@ def test_schema_validation_catches_a_broken_manifest():
 def test_pods_run_non_root_read_only_without_capabilities(rendered):
     overlay, objects = rendered
     specs = list(pod_specs(objects))
-    assert {name for name, _, _ in specs} >= {"Deployment/mlflow", "Deployment/minio", "StatefulSet/postgres",
-                                             "Job/bucket-init", "CronJob/latentanon-anonymize"}
+    assert {name for name, _, _ in specs} >= {
+        "Deployment/mlflow",
+        "Deployment/minio",
+        "StatefulSet/postgres",
+        "Job/bucket-init",
+        "CronJob/latentanon-anonymize",
+    }
     for name, spec, _ in specs:
         pod = spec.get("securityContext", {})
         assert pod.get("runAsNonRoot") is True, name
@@ -176,12 +212,18 @@ def test_documented_secrets_are_the_referenced_ones():
 
 def test_network_policies_default_deny_then_allow(rendered):
     overlay, objects = rendered
-    policies = {(o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"]
-                for o in objects if o["kind"] == "NetworkPolicy"}
+    policies = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o["spec"] for o in objects if o["kind"] == "NetworkPolicy"
+    }
     ours = {"app.kubernetes.io/part-of": "latentanon"}
-    deny = [p for p in policies.values()
-            if p["podSelector"] == {"matchLabels": ours} and set(p["policyTypes"]) == {"Ingress", "Egress"}
-            and not p.get("ingress") and not p.get("egress")]
+    deny = [
+        p
+        for p in policies.values()
+        if p["podSelector"] == {"matchLabels": ours}
+        and set(p["policyTypes"]) == {"Ingress", "Egress"}
+        and not p.get("ingress")
+        and not p.get("egress")
+    ]
     assert deny, f"{overlay}: no default-deny NetworkPolicy for the latentanon pods"
     # Every pod template is one of ours, so the default deny covers it.
     for name, _, labels in pod_specs(objects):
@@ -239,11 +281,20 @@ def test_no_overlay_ships_kfps_own_launcher_config(overlay):
 
 # KFP's kfp-launcher as standalone KFP 2.15 ships it, plus another tenant's override.
 KFP_LAUNCHER = {
-    "apiVersion": "v1", "kind": "ConfigMap",
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
     "metadata": {"name": "kfp-launcher", "namespace": "kubeflow", "resourceVersion": "812", "uid": "u-1"},
-    "data": {"defaultPipelineRoot": "minio://mlpipeline/v2/artifacts",
-             "providers": yaml.safe_dump({"s3": {"default": {"endpoint": "minio-service.kubeflow:9000"},
-                                                 "overrides": [{"bucketName": "team-b", "endpoint": "b:9000"}]}})},
+    "data": {
+        "defaultPipelineRoot": "minio://mlpipeline/v2/artifacts",
+        "providers": yaml.safe_dump(
+            {
+                "s3": {
+                    "default": {"endpoint": "minio-service.kubeflow:9000"},
+                    "overrides": [{"bucketName": "team-b", "endpoint": "b:9000"}],
+                }
+            }
+        ),
+    },
 }
 
 
@@ -277,28 +328,44 @@ def test_launcher_provider_entry_is_merged_for_our_bucket_only():
 
 
 def test_launcher_provider_command_reads_kubectl_json(tmp_path):
-    done = subprocess.run([sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
-                          input=json.dumps(KFP_LAUNCHER), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
+        input=json.dumps(KFP_LAUNCHER),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "latentanon-pipelines" in json.loads(done.stdout)["data"]["providers"]
-    bad = subprocess.run([sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
-                         input="not json", capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, str(K8S / "install" / "kfp_launcher_provider.py")],
+        input="not json",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and "stdin" in bad.stderr
 
 
 # The objects KFP and its other tenants read in kubeflow (standalone KFP 2.15-2.17 manifests): a
 # latentanon object there must never carry one of these names.
 KFP_SHARED_OBJECTS = {
-    ("ConfigMap", "kfp-launcher"), ("ConfigMap", "artifact-repositories"),
-    ("ConfigMap", "workflow-controller-configmap"), ("ConfigMap", "pipeline-install-config"),
-    ("ConfigMap", "metadata-grpc-configmap"), ("ConfigMap", "ml-pipeline-ui-configmap"),
-    ("ConfigMap", "kfp-launcher-config"), ("Secret", "mlpipeline-minio-artifact"),
-    ("Secret", "mysql-secret"), ("ServiceAccount", "pipeline-runner"),
+    ("ConfigMap", "kfp-launcher"),
+    ("ConfigMap", "artifact-repositories"),
+    ("ConfigMap", "workflow-controller-configmap"),
+    ("ConfigMap", "pipeline-install-config"),
+    ("ConfigMap", "metadata-grpc-configmap"),
+    ("ConfigMap", "ml-pipeline-ui-configmap"),
+    ("ConfigMap", "kfp-launcher-config"),
+    ("Secret", "mlpipeline-minio-artifact"),
+    ("Secret", "mysql-secret"),
+    ("ServiceAccount", "pipeline-runner"),
 }
 
 
-@pytest.mark.parametrize("overlay", ["overlays/standalone", "overlays/standalone-minio", "overlays/dev",
-                                     "overlays/gpu"])
+@pytest.mark.parametrize(
+    "overlay", ["overlays/standalone", "overlays/standalone-minio", "overlays/dev", "overlays/gpu"]
+)
 def test_standalone_creates_nothing_in_kubeflow_that_other_tenants_read(overlay):
     objects = [o for o in render(overlay) if o["metadata"].get("namespace") == "kubeflow"]
     assert objects, "the pipeline pods' config and policies do live in kubeflow"
@@ -341,8 +408,9 @@ def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
     assert pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
     docs = (REPO / "docs" / "kubeflow.md").read_text()
     for secret in sorted(required_secrets):
-        assert f"kubectl -n {where} create secret generic {secret}" in docs, \
+        assert f"kubectl -n {where} create secret generic {secret}" in docs, (
             f"docs/kubeflow.md does not create {secret} in {where}"
+        )
 
 
 def test_multi_user_mode_is_a_profile_with_its_default_editor():
@@ -351,8 +419,9 @@ def test_multi_user_mode_is_a_profile_with_its_default_editor():
     assert profile["apiVersion"] == "kubeflow.org/v1" and profile["metadata"]["name"] == "latentanon"
     assert profile["spec"]["owner"]["kind"] == "User" and "@" in profile["spec"]["owner"]["name"]
     assert not [o for o in objects if o["kind"] == "Namespace"], "the Profile controller makes the namespace"
-    assert not [o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "default-editor"], \
+    assert not [o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "default-editor"], (
         "default-editor belongs to the Profile controller"
+    )
 
 
 def test_standalone_mode_creates_the_service_namespace_and_leaves_kubeflow_alone():
@@ -391,8 +460,9 @@ def test_gpu_overlay_requests_gpus_on_tolerating_pods():
     assert cronjob["containers"][0]["image"] == PROJECT_IMAGE_CUDA, "GPU pods run the CUDA image"
     quota = next(o for o in objects if o["kind"] == "ResourceQuota")
     assert "requests.nvidia.com/gpu" in quota["spec"]["hard"]
-    base_limits = [c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base"))
-                   for c in containers(s)]
+    base_limits = [
+        c.get("resources", {}).get("limits", {}) for _, s, _ in pod_specs(render("base")) for c in containers(s)
+    ]
     assert not any("nvidia.com/gpu" in lim for lim in base_limits), "GPUs only in the gpu overlay"
 
 
@@ -414,8 +484,11 @@ def test_gpu_quota_and_ephemeral_storage_sit_where_the_pipeline_pods_run(overlay
 
 def test_standalone_puts_no_quota_or_limit_range_into_the_shared_kubeflow_namespace():
     for overlay in ("overlays/standalone", "overlays/gpu", "overlays/dev"):
-        shared = [o for o in render(overlay) if o["kind"] in ("ResourceQuota", "LimitRange")
-                  and o["metadata"].get("namespace") == "kubeflow"]
+        shared = [
+            o
+            for o in render(overlay)
+            if o["kind"] in ("ResourceQuota", "LimitRange") and o["metadata"].get("namespace") == "kubeflow"
+        ]
         assert not shared, f"{overlay}: a quota in kubeflow would cap every tenant's pipelines"
 
 
@@ -423,8 +496,11 @@ def secret_references(spec: dict) -> set[str]:
     """Every Secret a pod spec reads: env, envFrom and volumes."""
     names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
     for container in containers(spec):
-        names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
-                  if "secretKeyRef" in e.get("valueFrom", {})}
+        names |= {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
         names |= {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
     return names
 
@@ -447,10 +523,23 @@ def test_pipeline_pods_hold_only_their_own_credentials():
 
     platform = [d for d in yaml.safe_load_all((REPO / "pipelines" / "latentanon_pipeline.yaml").read_text()) if d][1]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    never = {"latentanon-postgres", "latentanon-postgres-mlflow", "latentanon-postgres-optuna", "latentanon-mlflow-db",
-             "latentanon-mlflow-auth", "latentanon-s3-mlflow", "latentanon-minio-root"}
-    untracked = {"exec-generate", "exec-validate", "exec-pretrain-encoder", "exec-extract-shards",
-                 "exec-finalize-extract", "exec-resolve-params"}
+    never = {
+        "latentanon-postgres",
+        "latentanon-postgres-mlflow",
+        "latentanon-postgres-optuna",
+        "latentanon-mlflow-db",
+        "latentanon-mlflow-auth",
+        "latentanon-s3-mlflow",
+        "latentanon-minio-root",
+    }
+    untracked = {
+        "exec-generate",
+        "exec-validate",
+        "exec-pretrain-encoder",
+        "exec-extract-shards",
+        "exec-finalize-extract",
+        "exec-resolve-params",
+    }
     gate_tasks = {"exec-gate", "exec-promote"}
     for name, config in executors.items():
         secrets = {s["secretName"]: s for s in config.get("secretAsEnv", [])}
@@ -460,7 +549,7 @@ def test_pipeline_pods_hold_only_their_own_credentials():
             assert identities == {pipeline.MLFLOW_GATE_SECRET}, name
         elif name in untracked:
             assert not identities, f"{name} never talks to MLflow, yet holds {identities}"
-        elif "configMapAsEnv" in config:   # a task with the cluster settings talks to MLflow
+        elif "configMapAsEnv" in config:  # a task with the cluster settings talks to MLflow
             assert identities == {pipeline.MLFLOW_PIPELINE_SECRET}, name
         for identity in identities:
             envs = {m["envVar"] for m in secrets[identity]["keyToEnv"]}
@@ -505,9 +594,11 @@ def test_each_database_has_its_own_role_and_the_superuser_stays_in_postgres():
     assert "REVOKE ALL ON DATABASE mlflow, mlflow_auth, optuna FROM PUBLIC;" in sql
     # Passwords come from psql variables (the Secrets), never from the manifest.
     assert ":'mlflow_password'" in sql and ":'optuna_password'" in sql
-    assert "-v mlflow_password=\"$MLFLOW_DB_PASSWORD\"" in roles["data"]["roles.sh"]
+    assert '-v mlflow_password="$MLFLOW_DB_PASSWORD"' in roles["data"]["roles.sh"]
     docs = (REPO / "docs" / "kubeflow.md").read_text()
-    backend = re.search(r"create secret generic latentanon-mlflow-db \\\n\s+--from-literal=backend-store-uri=(\S+)", docs)
+    backend = re.search(
+        r"create secret generic latentanon-mlflow-db \\\n\s+--from-literal=backend-store-uri=(\S+)", docs
+    )
     optuna = re.findall(r"create secret generic latentanon-optuna \\\n\s+--from-literal=storage-url=(\S+)", docs)
     assert backend and backend.group(1).startswith("postgresql+psycopg://latentanon_mlflow:$PG_MLFLOW_PASSWORD@")
     assert optuna and all(u.startswith("postgresql+psycopg://latentanon_optuna:$PG_OPTUNA_PASSWORD@") for u in optuna)
@@ -534,16 +625,42 @@ def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch
         port = probe.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     ini = tmp_path / "basic_auth.ini"
-    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    ini.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
     admin = ("admin", "admin-password-for-the-test")
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
-           "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("w"),
+    )
     try:
         for _ in range(180):
             try:
@@ -552,12 +669,19 @@ def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch
             except OSError:
                 assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
                 time.sleep(1)
-        users = {"pipeline": ("latentanon-pipeline", "pipeline-password-1"), "gate": ("latentanon-gate", "gate-password-1")}
-        job_env = {"MLFLOW_TRACKING_URI": uri, "LATENTANON_EXPERIMENT": "latentanon",
-                   "LATENTANON_MODEL_NAME": "latentanon-aam",
-                   "LATENTANON_PIPELINE_USERNAME": users["pipeline"][0],
-                   "LATENTANON_PIPELINE_PASSWORD": users["pipeline"][1],
-                   "LATENTANON_GATE_USERNAME": users["gate"][0], "LATENTANON_GATE_PASSWORD": users["gate"][1]}
+        users = {
+            "pipeline": ("latentanon-pipeline", "pipeline-password-1"),
+            "gate": ("latentanon-gate", "gate-password-1"),
+        }
+        job_env = {
+            "MLFLOW_TRACKING_URI": uri,
+            "LATENTANON_EXPERIMENT": "latentanon",
+            "LATENTANON_MODEL_NAME": "latentanon-aam",
+            "LATENTANON_PIPELINE_USERNAME": users["pipeline"][0],
+            "LATENTANON_PIPELINE_PASSWORD": users["pipeline"][1],
+            "LATENTANON_GATE_USERNAME": users["gate"][0],
+            "LATENTANON_GATE_PASSWORD": users["gate"][1],
+        }
         spec = importlib.util.spec_from_file_location("mlflow_auth_init", K8S / "base" / "mlflow-auth-init.py")
         init = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(init)
@@ -584,16 +708,19 @@ def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch
             pipeline.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id)
 
         gate = login(users["gate"])
-        version = gate.create_model_version("latentanon-aam", f"runs:/{run.info.run_id}/adapter",
-                                            run_id=run.info.run_id).version
+        version = gate.create_model_version(
+            "latentanon-aam", f"runs:/{run.info.run_id}/adapter", run_id=run.info.run_id
+        ).version
         gate.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved")
         gate.set_registered_model_alias("latentanon-aam", "champion", version)
         gate.log_metric(gate.create_run(experiment.experiment_id).info.run_id, "gate", 1.0)
 
         pipeline = login(users["pipeline"])
-        for write in (lambda: pipeline.set_registered_model_alias("latentanon-aam", "champion", version),
-                      lambda: pipeline.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved"),
-                      lambda: pipeline.delete_registered_model_alias("latentanon-aam", "champion")):
+        for write in (
+            lambda: pipeline.set_registered_model_alias("latentanon-aam", "champion", version),
+            lambda: pipeline.set_model_version_tag("latentanon-aam", version, "gate.decision", "approved"),
+            lambda: pipeline.delete_registered_model_alias("latentanon-aam", "champion"),
+        ):
             with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
                 write()
         assert pipeline.get_model_version_by_alias("latentanon-aam", "champion").version == version

@@ -1,5 +1,6 @@
 """The whole Kubeflow pipeline on the smoke params, locally: kfp.local's SubprocessRunner runs
 every component in a subprocess of this interpreter (no Docker), with two extraction workers."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,10 @@ def task_dirs(pipeline_root: Path, task: str) -> list[Path]:
 def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     import mlflow
     from kfp import local
+    from pipelines.latentanon_pipeline import make_pipeline
 
     from latentanon import kfp_io
     from latentanon.tracking.registry import TAG_DECISION
-    from pipelines.latentanon_pipeline import make_pipeline
 
     # The CPU build: the GPU build asks for device=cuda and would (rightly) stop on this machine.
     latentanon_pipeline = make_pipeline(gpus_per_task=0)
@@ -38,21 +39,32 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))  # workspaces land here, not in /tmp
     (tmp_path / "scratch").mkdir()
     pipeline_root = tmp_path / "pipeline-root"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
 
     smoke = (REPO / "params.smoke.yaml").read_text()
     # The typed run parameters (what the KFP run form shows) carry the smallest settings that still
     # exercise every stage (the test checks the wiring, not the method) and gate thresholds any
     # adapter passes, so that the promote branch runs too. Only AR is gated: a smoke-sized TAD or
     # AD head can score 0, where a relative drop is undefined and the gate (rightly) rejects.
-    knobs = {**kfp_io.knob_defaults(smoke), "pretrain_epochs": 1, "tune_trials": 1, "tune_epochs_per_trial": 1,
-             "train_epochs": 1, "max_normalized_leakage": 1000.0, "max_moving_normalized_leakage": 1000.0,
-             "min_relative_cmap_drop": -1000.0, "max_utility_relative_drop": 1000.0}
+    knobs = {
+        **kfp_io.knob_defaults(smoke),
+        "pretrain_epochs": 1,
+        "tune_trials": 1,
+        "tune_epochs_per_trial": 1,
+        "train_epochs": 1,
+        "max_normalized_leakage": 1000.0,
+        "max_moving_normalized_leakage": 1000.0,
+        "min_relative_cmap_drop": -1000.0,
+        "max_utility_relative_drop": 1000.0,
+    }
     latentanon_pipeline(
         params_yaml=smoke,
-        overrides=["evaluate.seeds=[0]", "audit_bias.seeds=[0]", "gate.require_bias_gap_not_larger=false",
-                   "gate.utility_tasks=[ar]"],
+        overrides=[
+            "evaluate.seeds=[0]",
+            "audit_bias.seeds=[0]",
+            "gate.require_bias_gap_not_larger=false",
+            "gate.utility_tasks=[ar]",
+        ],
         extract_workers_count=2,
         tune_workers_count=2,
         **knobs,

@@ -2,6 +2,7 @@
 decides whether a connection (from a pod, to a pod or an address, on a port) is allowed, and the
 tests walk the paths KFP and latentanon need (allowed) and the ones nothing should open (denied),
 in both install modes."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,7 +18,7 @@ from test_k8s import K8S, kubectl
 
 OURS = {"app.kubernetes.io/part-of": "latentanon"}
 PIPELINE_POD_LABELS = {**OURS, "pipelines.kubeflow.org/v2_component": "true"}
-KUBE_API_SERVICE = "10.96.0.1"        # the overlays' default (kind / kubeadm)
+KUBE_API_SERVICE = "10.96.0.1"  # the overlays' default (kind / kubeadm)
 KUBE_API_ENDPOINT = "172.18.0.2"
 
 
@@ -65,7 +66,8 @@ def peer_matches(peer: dict, policy_namespace: str, other) -> bool:
         ip = ipaddress.ip_address(other.ip)
         block = peer["ipBlock"]
         return ip in ipaddress.ip_network(block["cidr"]) and not any(
-            ip in ipaddress.ip_network(c) for c in block.get("except", []))
+            ip in ipaddress.ip_network(c) for c in block.get("except", [])
+        )
     if not isinstance(other, Pod):
         return False
     if "namespaceSelector" in peer:
@@ -93,9 +95,13 @@ def port_matches(ports: list | None, port: int, protocol: str) -> bool:
 def direction_allows(policies: list[dict], pod: Pod, other, port: int, protocol: str, direction: str) -> bool:
     """Isolated pods (selected by a policy of that direction) need a rule that admits the peer."""
     peers_key = "to" if direction == "Egress" else "from"
-    selecting = [p for p in policies if p["metadata"]["namespace"] == pod.namespace
-                 and direction in p["spec"].get("policyTypes", ["Ingress"])
-                 and selects(p["spec"]["podSelector"], pod.labels)]
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == pod.namespace
+        and direction in p["spec"].get("policyTypes", ["Ingress"])
+        and selects(p["spec"]["podSelector"], pod.labels)
+    ]
     if not selecting:
         return True
     for policy in selecting:
@@ -124,32 +130,60 @@ def render_policies(overlay: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------------
 # the evaluator itself
 
+
 def test_evaluator_follows_networkpolicy_semantics():
-    deny = {"metadata": {"namespace": "a", "name": "deny"},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    deny = {
+        "metadata": {"namespace": "a", "name": "deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
     web = Pod("a", {"app": "web"})
     db = Pod("a", {"app": "db"})
     elsewhere = Pod("b", {"app": "web"})
     assert allowed([], web, db, 5432), "no policy: everything is allowed"
     assert not allowed([deny], web, db, 5432)
     assert allowed([deny], elsewhere, Address("8.8.8.8"), 443), "policies only bind their namespace's pods"
-    egress = {"metadata": {"namespace": "a", "name": "egress"},
-              "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
-                       "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}],
-                                   "ports": [{"protocol": "TCP", "port": 5432}]}]}}
-    ingress = {"metadata": {"namespace": "a", "name": "ingress"},
-               "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
-                        "ingress": [{"from": [{"podSelector": {"matchExpressions": [
-                            {"key": "app", "operator": "In", "values": ["web"]}]}}]}]}}
+    egress = {
+        "metadata": {"namespace": "a", "name": "egress"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"protocol": "TCP", "port": 5432}]}
+            ],
+        },
+    }
+    ingress = {
+        "metadata": {"namespace": "a", "name": "ingress"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}}]}
+            ],
+        },
+    }
     assert not allowed([deny, egress], web, db, 5432), "egress alone is not enough: db still isolated"
     assert allowed([deny, egress, ingress], web, db, 5432)
     assert not allowed([deny, egress, ingress], web, db, 5433)
     assert not allowed([deny, egress, ingress], web, db, 5432, "UDP")
-    cross = {"metadata": {"namespace": "a", "name": "cross"},
-             "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
-                      "egress": [{"to": [{"namespaceSelector": {"matchLabels": namespace_labels("b")},
-                                          "podSelector": {"matchLabels": {"app": "web"}}},
-                                         {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]}}
+    cross = {
+        "metadata": {"namespace": "a", "name": "cross"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {"matchLabels": namespace_labels("b")},
+                            "podSelector": {"matchLabels": {"app": "web"}},
+                        },
+                        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+                    ]
+                }
+            ],
+        },
+    }
     assert allowed([deny, cross], web, elsewhere, 80)
     assert not allowed([deny, cross], web, Pod("c", {"app": "web"}), 80)
     assert allowed([deny, cross], web, Address("10.2.3.4"), 80)
@@ -159,8 +193,12 @@ def test_evaluator_follows_networkpolicy_semantics():
 # ------------------------------------------------------------------------------------------------
 # the rendered policies, per install mode
 
-MODES = {"overlays/standalone": "kubeflow", "overlays/multi-user": "latentanon",
-         "overlays/standalone-minio": "kubeflow", "overlays/multi-user-minio": "latentanon"}
+MODES = {
+    "overlays/standalone": "kubeflow",
+    "overlays/multi-user": "latentanon",
+    "overlays/standalone-minio": "kubeflow",
+    "overlays/multi-user-minio": "latentanon",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MODES))
@@ -174,10 +212,16 @@ def mode(request):
 #   third-party/seaweedfs): pods app=seaweedfs, Service port 9000 -> targetPort 8333 (S3); the pod
 #   also listens on 8111 (IAM), 9333/19333 (master), 8888 (filer).
 #   MinIO (kubeflow/manifests v1.10.2, KFP 2.5.0; KFP >= 2.15's MinIO option): pods app=minio, 9000.
-SEAWEEDFS = {"pod": Pod("kubeflow", {"app": "seaweedfs", "application-crd-id": "kubeflow-pipelines"}),
-             "port": 8333, "closed_ports": (8111, 9333, 19333, 8888)}
-MINIO = {"pod": Pod("kubeflow", {"app": "minio", "application-crd-id": "kubeflow-pipelines"}),
-         "port": 9000, "closed_ports": (9001,)}
+SEAWEEDFS = {
+    "pod": Pod("kubeflow", {"app": "seaweedfs", "application-crd-id": "kubeflow-pipelines"}),
+    "port": 8333,
+    "closed_ports": (8111, 9333, 19333, 8888),
+}
+MINIO = {
+    "pod": Pod("kubeflow", {"app": "minio", "application-crd-id": "kubeflow-pipelines"}),
+    "port": 9000,
+    "closed_ports": (9001,),
+}
 
 
 def kfp_object_store(overlay: str) -> dict:
@@ -199,17 +243,29 @@ def test_pipeline_pods_reach_exactly_what_kfp_and_latentanon_need(mode):
     overlay, pipeline_namespace, policies = mode
     task = Pod(pipeline_namespace, dict(PIPELINE_POD_LABELS))
     for target, port, protocol in [
-        (service("minio"), 9000, "TCP"), (service("mlflow"), 5000, "TCP"), (service("postgres"), 5432, "TCP"),
-        (kfp_object_store(overlay)["pod"], kfp_object_store(overlay)["port"], "TCP"), (KFP_API, 8888, "TCP"), (KFP_API, 8887, "TCP"),
-        (KFP_METADATA, 8080, "TCP"), (KUBE_DNS, 53, "UDP"), (KUBE_DNS, 53, "TCP"),
-        (Address(KUBE_API_SERVICE), 443, "TCP"), (Address(KUBE_API_ENDPOINT), 6443, "TCP"),
+        (service("minio"), 9000, "TCP"),
+        (service("mlflow"), 5000, "TCP"),
+        (service("postgres"), 5432, "TCP"),
+        (kfp_object_store(overlay)["pod"], kfp_object_store(overlay)["port"], "TCP"),
+        (KFP_API, 8888, "TCP"),
+        (KFP_API, 8887, "TCP"),
+        (KFP_METADATA, 8080, "TCP"),
+        (KUBE_DNS, 53, "UDP"),
+        (KUBE_DNS, 53, "TCP"),
+        (Address(KUBE_API_SERVICE), 443, "TCP"),
+        (Address(KUBE_API_ENDPOINT), 6443, "TCP"),
     ]:
         assert allowed(policies, task, target, port, protocol), f"{overlay}: task -> {target}:{port}/{protocol}"
     for target, port in [
-        (Address("8.8.8.8"), 443), (Address("140.82.112.3"), 443), (Address("10.96.0.2"), 443),
-        (Address(KUBE_API_SERVICE), 80), (KFP_API, 9090),
-        (Pod("kubeflow", {"app": "katib-controller"}), 8443), (Pod("kubeflow", {"app": "ml-pipeline-ui"}), 3000),
-        (service("postgres"), 5433), (Pod("kube-system", {"k8s-app": "metrics-server"}), 53),
+        (Address("8.8.8.8"), 443),
+        (Address("140.82.112.3"), 443),
+        (Address("10.96.0.2"), 443),
+        (Address(KUBE_API_SERVICE), 80),
+        (KFP_API, 9090),
+        (Pod("kubeflow", {"app": "katib-controller"}), 8443),
+        (Pod("kubeflow", {"app": "ml-pipeline-ui"}), 3000),
+        (service("postgres"), 5433),
+        (Pod("kube-system", {"k8s-app": "metrics-server"}), 53),
         (Pod("team-b", {"app": "minio"}), 9000),
     ]:
         assert not allowed(policies, task, target, port), f"{overlay}: task -> {target}:{port} must be denied"
@@ -241,8 +297,7 @@ def test_the_default_overlays_follow_kfp_2_15s_seaweedfs_store():
 def test_services_admit_only_their_clients(mode):
     overlay, pipeline_namespace, policies = mode
     mlflow, minio, postgres = service("mlflow"), service("minio"), service("postgres")
-    anonymize = Pod("latentanon", {"app.kubernetes.io/name": "anonymize", "latentanon.io/store-client": "true",
-                                   **OURS})
+    anonymize = Pod("latentanon", {"app.kubernetes.io/name": "anonymize", "latentanon.io/store-client": "true", **OURS})
     assert allowed(policies, mlflow, postgres, 5432) and allowed(policies, mlflow, minio, 9000)
     assert allowed(policies, anonymize, minio, 9000) and allowed(policies, anonymize, mlflow, 5000)
     assert allowed(policies, service("bucket-init"), minio, 9000)
@@ -257,9 +312,12 @@ def test_services_admit_only_their_clients(mode):
     if pipeline_namespace == "latentanon":
         assert allowed(policies, Pod("latentanon", {"app": "ml-pipeline-ui-artifact"}), minio, 9000)
     # Lookalikes: pipeline labels in another namespace, unlabelled pods next to KFP, other tenants.
-    for stranger in [Pod("team-b", dict(PIPELINE_POD_LABELS)), Pod("kubeflow", {"app": "ml-pipeline"}),
-                     Pod("kubeflow", {"pipelines.kubeflow.org/v2_component": "true"}),
-                     Pod("latentanon", {"app": "notebook"})]:
+    for stranger in [
+        Pod("team-b", dict(PIPELINE_POD_LABELS)),
+        Pod("kubeflow", {"app": "ml-pipeline"}),
+        Pod("kubeflow", {"pipelines.kubeflow.org/v2_component": "true"}),
+        Pod("latentanon", {"app": "notebook"}),
+    ]:
         for target, port in [(minio, 9000), (mlflow, 5000), (postgres, 5432)]:
             assert not allowed(policies, stranger, target, port), f"{overlay}: {stranger} -> {target}:{port}"
     # The services themselves reach nothing outside (no internet, no KFP).
@@ -306,14 +364,30 @@ def test_no_egress_rule_allows_any_address(overlay):
 # `kubectl get service,endpoints kubernetes -n default -o json` of a managed cluster (EKS-like:
 # service CIDR 172.20.0.0/16, two control-plane endpoints on 443; nothing like kind's defaults).
 CLUSTER_DESCRIPTION = {
-    "apiVersion": "v1", "kind": "List",
+    "apiVersion": "v1",
+    "kind": "List",
     "items": [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"},
-         "spec": {"clusterIP": "172.20.0.1", "clusterIPs": ["172.20.0.1"],
-                  "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}},
-        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "namespace": "default"},
-         "subsets": [{"addresses": [{"ip": "10.0.12.34"}, {"ip": "10.0.45.6"}],
-                      "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}]},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {
+                "clusterIP": "172.20.0.1",
+                "clusterIPs": ["172.20.0.1"],
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": "10.0.12.34"}, {"ip": "10.0.45.6"}],
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP"}],
+                }
+            ],
+        },
     ],
 }
 
@@ -330,8 +404,13 @@ def kube_api_tool():
 @pytest.mark.parametrize("overlay", sorted(MODES))
 def test_kube_api_egress_is_filled_from_the_cluster_description(overlay, tmp_path):
     """The generated policy replaces the overlay's: this cluster's API is reachable, kind's is not."""
-    done = subprocess.run([sys.executable, str(K8S / "install" / "kube_api_egress.py")],
-                          input=json.dumps(CLUSTER_DESCRIPTION), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(K8S / "install" / "kube_api_egress.py")],
+        input=json.dumps(CLUSTER_DESCRIPTION),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     generated = yaml.safe_load(done.stdout)
     assert generated["metadata"]["name"] == "pipeline-kube-api"
@@ -353,12 +432,18 @@ def test_kube_api_tool_rejects_descriptions_without_endpoints():
     empty = {"kind": "List", "items": [{**CLUSTER_DESCRIPTION["items"][1], "subsets": []}]}
     with pytest.raises(tool.ClusterDescriptionError, match="no ready address"):
         tool.kube_api_policy(empty)
-    bad = {"kind": "Endpoints", "metadata": {"name": "kubernetes"},
-           "subsets": [{"addresses": [{"ip": "not-an-ip"}], "ports": [{"port": 443}]}]}
+    bad = {
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes"},
+        "subsets": [{"addresses": [{"ip": "not-an-ip"}], "ports": [{"port": 443}]}],
+    }
     with pytest.raises(tool.ClusterDescriptionError, match="not an IP address"):
         tool.kube_api_policy(bad)
-    ipv6 = {"kind": "Endpoints", "metadata": {"name": "kubernetes"},
-            "subsets": [{"addresses": [{"ip": "fd00::10"}], "ports": [{"port": 6443}]}]}
+    ipv6 = {
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes"},
+        "subsets": [{"addresses": [{"ip": "fd00::10"}], "ports": [{"port": 6443}]}],
+    }
     assert tool.kube_api_destinations(ipv6) == [("fd00::10/128", 6443)]
 
 
@@ -376,7 +461,7 @@ ROOT_NAMESPACE = "istio-system"
 class Workload:
     pod: Pod
     sidecar: bool
-    principal: str = ""   # its mTLS identity when it has a sidecar
+    principal: str = ""  # its mTLS identity when it has a sidecar
 
     @property
     def identity(self) -> tuple[str, str] | None:
@@ -430,7 +515,7 @@ def _rule_matches(rule: dict, identity, port: int, headers: dict) -> bool:
             if not identity or identity[1] not in values:
                 return False
         elif key.startswith("request.headers["):
-            if headers.get(key[len("request.headers["):-1]) not in values:
+            if headers.get(key[len("request.headers[") : -1]) not in values:
                 return False
         else:
             return False
@@ -443,9 +528,11 @@ def istio_allows(policies: list[dict], source: Workload, target: Workload, port:
     headers = headers or {}
     applying = [p for p in policies if _applies(p, target.pod)]
     peer = [p for p in applying if p["kind"] == "PeerAuthentication"]
-    if not source.sidecar and any(p["spec"].get("mtls", {}).get("mode") == "STRICT" for p in peer) \
-            and not any(p["spec"].get("mtls", {}).get("mode") == "PERMISSIVE" and p["spec"].get("selector")
-                        for p in peer):
+    if (
+        not source.sidecar
+        and any(p["spec"].get("mtls", {}).get("mode") == "STRICT" for p in peer)
+        and not any(p["spec"].get("mtls", {}).get("mode") == "PERMISSIVE" and p["spec"].get("selector") for p in peer)
+    ):
         return False  # a workload-level PERMISSIVE overrides a namespace or mesh STRICT
     authz = [p for p in applying if p["kind"] == "AuthorizationPolicy"]
     identity = source.identity
@@ -456,7 +543,9 @@ def istio_allows(policies: list[dict], source: Workload, target: Workload, port:
     allows = [p for p in authz if (p.get("spec") or {}).get("action", "ALLOW") == "ALLOW"]
     if not allows:
         return True
-    return any(_rule_matches(r, identity, port, headers) for p in allows for r in (p.get("spec") or {}).get("rules", []))
+    return any(
+        _rule_matches(r, identity, port, headers) for p in allows for r in (p.get("spec") or {}).get("rules", [])
+    )
 
 
 # What the Kubeflow platform installs (kubeflow/manifests v1.11.0): the mesh-wide deny-all
@@ -465,23 +554,40 @@ def istio_allows(policies: list[dict], source: Workload, target: Workload, port:
 # workload of the namespace, health probes). Mesh mTLS STRICT is assumed: the harder case.
 KUBEFLOW_ISTIO = [
     {"kind": "AuthorizationPolicy", "metadata": {"name": "global-deny-all", "namespace": ROOT_NAMESPACE}, "spec": {}},
-    {"kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
-     "spec": {"mtls": {"mode": "STRICT"}}},
-    {"kind": "AuthorizationPolicy", "metadata": {"name": "ns-owner-access-istio", "namespace": "latentanon"},
-     "spec": {"rules": [
-         {"from": [{"source": {"principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]}}],
-          "when": [{"key": "request.headers[kubeflow-userid]", "values": ["owner@example.com"]}]},
-         {"when": [{"key": "source.namespace", "values": ["latentanon"]}]},
-         {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
-     ]}},
+    {
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": ROOT_NAMESPACE},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    },
+    {
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "ns-owner-access-istio", "namespace": "latentanon"},
+        "spec": {
+            "rules": [
+                {
+                    "from": [
+                        {
+                            "source": {
+                                "principals": ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]
+                            }
+                        }
+                    ],
+                    "when": [{"key": "request.headers[kubeflow-userid]", "values": ["owner@example.com"]}],
+                },
+                {"when": [{"key": "source.namespace", "values": ["latentanon"]}]},
+                {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
+            ]
+        },
+    },
 ]
 
 
 def render_istio(overlay: str) -> list[dict]:
     done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout)
-            if d and d["kind"] in ("AuthorizationPolicy", "PeerAuthentication")]
+    return [
+        d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] in ("AuthorizationPolicy", "PeerAuthentication")
+    ]
 
 
 def in_mesh(pod: Pod, service_account: str) -> Workload:
@@ -494,8 +600,11 @@ def test_istio_evaluator_follows_authorization_semantics():
     plain = Workload(Pod("a", {"app": "job"}), False)
     assert istio_allows([], stranger, target, 5432), "no policy: allowed"
     assert not istio_allows(KUBEFLOW_ISTIO[:1], friend, target, 5432), "deny-all matches nothing"
-    profile = {**KUBEFLOW_ISTIO[2], "metadata": {"name": "p", "namespace": "a"},
-               "spec": {"rules": [{"when": [{"key": "source.namespace", "values": ["a"]}]}]}}
+    profile = {
+        **KUBEFLOW_ISTIO[2],
+        "metadata": {"name": "p", "namespace": "a"},
+        "spec": {"rules": [{"when": [{"key": "source.namespace", "values": ["a"]}]}]},
+    }
     assert istio_allows([KUBEFLOW_ISTIO[0], profile], friend, target, 5432)
     assert not istio_allows([KUBEFLOW_ISTIO[0], profile], stranger, target, 5432)
     assert not istio_allows([KUBEFLOW_ISTIO[0], profile], plain, target, 5432), "plain text has no namespace"
@@ -510,21 +619,30 @@ def test_istio_admits_every_path_a_run_needs_and_refuses_the_others():
         task = Workload(Pod("latentanon", dict(PIPELINE_POD_LABELS)), False)  # KFP: inject "false"
         bucket_init = Workload(service("bucket-init"), False)
         roles, auth_init = Workload(service("postgres-roles"), False), Workload(service("mlflow-auth-init"), False)
-        anonymize = Workload(Pod("latentanon", {"app.kubernetes.io/name": "anonymize",
-                                                "latentanon.io/store-client": "true", **OURS}), False)
+        anonymize = Workload(
+            Pod("latentanon", {"app.kubernetes.io/name": "anonymize", "latentanon.io/store-client": "true", **OURS}),
+            False,
+        )
         minio, mlflow, postgres = (in_mesh(service(n), n) for n in ("minio", "mlflow", "postgres"))
         ui = in_mesh(KFP_UI, "ml-pipeline-ui")
         ui_artifact = in_mesh(Pod("latentanon", {"app": "ml-pipeline-ui-artifact"}), "default-editor")
 
         def through(source: Workload, target: Workload, port: int) -> bool:
-            return (allowed(network, source.pod, target.pod, port)
-                    and istio_allows(istio, source, target, port))
+            return allowed(network, source.pod, target.pod, port) and istio_allows(istio, source, target, port)
 
         for source, target, port in [
-            (task, minio, 9000), (task, mlflow, 5000), (task, postgres, 5432),
-            (mlflow, postgres, 5432), (mlflow, minio, 9000), (bucket_init, minio, 9000),
-            (roles, postgres, 5432), (auth_init, mlflow, 5000),
-            (anonymize, minio, 9000), (anonymize, mlflow, 5000), (ui, minio, 9000), (ui_artifact, minio, 9000),
+            (task, minio, 9000),
+            (task, mlflow, 5000),
+            (task, postgres, 5432),
+            (mlflow, postgres, 5432),
+            (mlflow, minio, 9000),
+            (bucket_init, minio, 9000),
+            (roles, postgres, 5432),
+            (auth_init, mlflow, 5000),
+            (anonymize, minio, 9000),
+            (anonymize, mlflow, 5000),
+            (ui, minio, 9000),
+            (ui_artifact, minio, 9000),
         ]:
             assert through(source, target, port), f"{overlay}: {source.pod} -> {target.pod}:{port}"
         # Without our policies the deny-all refuses the sidecar-less pipeline pods: what broke.
@@ -533,8 +651,13 @@ def test_istio_admits_every_path_a_run_needs_and_refuses_the_others():
         foreign = in_mesh(Pod("team-b", {"app": "notebook"}), "default-editor")
         kfp_api = in_mesh(KFP_API, "ml-pipeline")
         for source, target, port in [
-            (foreign, minio, 9000), (foreign, mlflow, 5000), (kfp_api, postgres, 5432), (ui, mlflow, 5000),
-            (ui, postgres, 5432), (task, minio, 9001), (task, mlflow, 5001),
+            (foreign, minio, 9000),
+            (foreign, mlflow, 5000),
+            (kfp_api, postgres, 5432),
+            (ui, mlflow, 5000),
+            (ui, postgres, 5432),
+            (task, minio, 9001),
+            (task, mlflow, 5001),
         ]:
             assert not through(source, target, port), f"{overlay}: {source.pod} -> {target.pod}:{port}"
         # Istio alone refuses a foreign identity, whatever the NetworkPolicies would say.
@@ -547,13 +670,17 @@ def test_jobs_run_without_a_sidecar_so_they_complete_under_either_istio_mode():
     """A classic Envoy sidecar never exits, so a Job with one never completes; native sidecars
     would end with it. Jobs opt out of injection and so work under both."""
     for overlay in ("overlays/multi-user", "overlays/standalone"):
-        done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
         jobs = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] in ("Job", "CronJob")]
-        assert {j["metadata"]["name"] for j in jobs} >= {"bucket-init", "latentanon-anonymize", "postgres-roles",
-                                                         "mlflow-auth-init"}
+        assert {j["metadata"]["name"] for j in jobs} >= {
+            "bucket-init",
+            "latentanon-anonymize",
+            "postgres-roles",
+            "mlflow-auth-init",
+        }
         for job in jobs:
-            template = (job["spec"]["jobTemplate"]["spec"]["template"] if job["kind"] == "CronJob"
-                        else job["spec"]["template"])
+            template = (
+                job["spec"]["jobTemplate"]["spec"]["template"] if job["kind"] == "CronJob" else job["spec"]["template"]
+            )
             annotations = template["metadata"].get("annotations", {})
             assert annotations.get("sidecar.istio.io/inject") == "false", f"{overlay}: {job['metadata']['name']}"

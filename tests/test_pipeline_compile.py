@@ -1,4 +1,5 @@
 """The compiled pipeline YAML is committed; recompiling must give the same spec (golden test)."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,13 @@ def test_golden_comparison_ignores_only_the_sdk_version(compiled, tmp_path):
 @pytest.mark.slow
 def test_compile_command_runs_as_a_script(tmp_path):
     out = tmp_path / "as-script.yaml"
-    done = subprocess.run([sys.executable, str(REPO / "pipelines" / "compile.py"), "--output", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "compile.py"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert load_documents(out) == load_documents(GOLDEN)
 
@@ -104,8 +110,11 @@ def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
     assert list(spec["components"][approved["componentRef"]["name"]]["dag"]["tasks"]) == ["promote"]
     assert "promote" in tasks and "finalize-extract" in tasks and "tune-select" in tasks
     executors = spec["deploymentSpec"]["executors"]
-    gpu_tasks = {name for name, e in executors.items()
-                 if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"}
+    gpu_tasks = {
+        name
+        for name, e in executors.items()
+        if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"
+    }
     assert gpu_tasks == {"exec-pretrain-encoder", "exec-extract-shards", "exec-train"}
     from components.image import PROJECT_IMAGE, PROJECT_IMAGE_CUDA
 
@@ -114,8 +123,11 @@ def test_structure_exit_handler_fan_outs_condition_and_gpus(compiled):
         assert executor["container"]["image"] == (PROJECT_IMAGE_CUDA if name in gpu_tasks else PROJECT_IMAGE), name
         resources = executor["container"].get("resources", {})
         assert resources.get("cpuLimit") and resources.get("memoryLimit"), executor["container"]["args"]
-    device = {"pretrain-encoder": "pretrain_encoder.device=cuda", "extract-shards": "extract.device=cuda",
-              "train": "train.device=cuda"}
+    device = {
+        "pretrain-encoder": "pretrain_encoder.device=cuda",
+        "extract-shards": "extract.device=cuda",
+        "train": "train.device=cuda",
+    }
     for task, setting in device.items():
         assert tasks[task]["inputs"]["parameters"]["overrides"]["runtimeValue"]["constant"] == [setting], task
 
@@ -124,16 +136,38 @@ def test_every_task_has_a_display_name_retries_where_it_talks_to_services(compil
     spec, platform = compiled
     tasks = _tasks(spec)
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    leaves = {name: task for name, task in tasks.items()
-              if "executorLabel" in spec["components"][task["componentRef"]["name"]]}
+    leaves = {
+        name: task
+        for name, task in tasks.items()
+        if "executorLabel" in spec["components"][task["componentRef"]["name"]]
+    }
     assert len(leaves) >= 18
     for name, task in leaves.items():
         assert task["taskInfo"]["name"] != name, f"{name} has no display name"
     names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert {"open MLflow run", "generate benchmark", "extract shards", "train adapter", "promotion gate",
-            "close MLflow run"} <= names
-    for name in ("open-run", "log-stages", "extract-shards", "finalize-extract", "tune-trials", "tune-select",
-                 "gate", "promote", "close-run", "pretrain-encoder", "train", "evaluate", "audit-bias"):
+    assert {
+        "open MLflow run",
+        "generate benchmark",
+        "extract shards",
+        "train adapter",
+        "promotion gate",
+        "close MLflow run",
+    } <= names
+    for name in (
+        "open-run",
+        "log-stages",
+        "extract-shards",
+        "finalize-extract",
+        "tune-trials",
+        "tune-select",
+        "gate",
+        "promote",
+        "close-run",
+        "pretrain-encoder",
+        "train",
+        "evaluate",
+        "audit-bias",
+    ):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 1, name
     # Every task pod carries the label the NetworkPolicies of k8s/ select.
     for name, config in executors.items():
@@ -142,8 +176,15 @@ def test_every_task_has_a_display_name_retries_where_it_talks_to_services(compil
 
 
 # Tasks a re-run with the same inputs must take from KFP's cache.
-CONTENT_CACHED = ("resolve-params", "generate", "validate", "pretrain-encoder", "extract-workers",
-                  "extract-shards", "finalize-extract")
+CONTENT_CACHED = (
+    "resolve-params",
+    "generate",
+    "validate",
+    "pretrain-encoder",
+    "extract-workers",
+    "extract-shards",
+    "finalize-extract",
+)
 
 
 def _upstream_parameter_sources(spec: dict, tasks: dict, name: str) -> set:
@@ -173,8 +214,11 @@ def test_content_cached_tasks_take_no_per_run_input(compiled):
         assert "{{$" not in text, f"{name} takes a per-run placeholder"
         producers = {s for s in _upstream_parameter_sources(spec, tasks, name) if s not in ("constant",)}
         for producer in producers:
-            assert producer in CONTENT_CACHED or producer.startswith("pipelinechannel--") or \
-                producer in spec["root"]["inputDefinitions"]["parameters"], f"{name} <- {producer}"
+            assert (
+                producer in CONTENT_CACHED
+                or producer.startswith("pipelinechannel--")
+                or producer in spec["root"]["inputDefinitions"]["parameters"]
+            ), f"{name} <- {producer}"
         for artifact in task["inputs"].get("artifacts", {}).values():
             producer = artifact.get("taskOutputArtifact", {}).get("producerTask")
             if producer in tasks and "parameterIterator" in tasks[producer]:  # a loop: its body produced it
@@ -234,8 +278,10 @@ def test_report_and_plots_are_rendered_artifacts(compiled):
     components = spec["components"]
 
     def outputs(component: str) -> dict:
-        return {k: v["artifactType"]["schemaTitle"] for k, v in
-                components[component]["outputDefinitions"].get("artifacts", {}).items()}
+        return {
+            k: v["artifactType"]["schemaTitle"]
+            for k, v in components[component]["outputDefinitions"].get("artifacts", {}).items()
+        }
 
     assert outputs("comp-audit-bias")["report"] == "system.Markdown"
     for component in ("comp-pretrain-encoder", "comp-tune-select", "comp-train", "comp-evaluate", "comp-audit-bias"):
@@ -248,7 +294,8 @@ def test_compiled_yaml_needs_no_newer_backend_than_declared(compiled):
     from pipelines import backend
 
     assert backend.unsupported_fields(compiled) == {}, (
-        f"the compiled pipeline needs more than KFP backend {backend.MIN_KFP_BACKEND}")
+        f"the compiled pipeline needs more than KFP backend {backend.MIN_KFP_BACKEND}"
+    )
     docs = (REPO / "docs" / "kubeflow.md").read_text()
     assert f"**{backend.MIN_KFP_BACKEND}**" in docs, "docs/kubeflow.md states another minimum backend"
 
@@ -274,8 +321,16 @@ def test_backend_check_catches_newer_and_unvetted_fields(compiled):
 def test_secrets_config_and_caching_in_the_platform_spec(compiled):
     spec, platform = compiled
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-generate", "exec-extract-shards", "exec-train", "exec-gate", "exec-promote",
-                 "exec-open-run", "exec-close-run", "exec-log-stages"):
+    for name in (
+        "exec-generate",
+        "exec-extract-shards",
+        "exec-train",
+        "exec-gate",
+        "exec-promote",
+        "exec-open-run",
+        "exec-close-run",
+        "exec-log-stages",
+    ):
         config = executors[name]
         secrets = {s["secretName"]: s for s in config["secretAsEnv"]}
         assert "latentanon-s3" in secrets, name
@@ -321,7 +376,9 @@ def test_scratch_volumes_are_bounded_per_kind_of_task(compiled):
 
     _, platform = compiled
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    limits = {name: [m.get("sizeLimit") for m in config.get("emptyDirMounts", [])] for name, config in executors.items()}
+    limits = {
+        name: [m.get("sizeLimit") for m in config.get("emptyDirMounts", [])] for name, config in executors.items()
+    }
     assert limits["exec-extract-shards"] == [SCRATCH_LIMIT[HEAVY]] and limits["exec-train"] == [SCRATCH_LIMIT[HEAVY]]
     assert limits["exec-generate"] == [SCRATCH_LIMIT[MEDIUM]] and limits["exec-gate"] == [SCRATCH_LIMIT[MEDIUM]]
     assert limits["exec-log-stages"] == [SCRATCH_LIMIT[LIGHT]]
@@ -364,8 +421,9 @@ def test_compiled_yaml_parses_strictly_with_the_real_protos():
     assert set(parsed.platforms["kubernetes"].deployment_spec.executors) == set(executors)
     for name, config in executors.items():
         try:
-            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
-                                  ignore_unknown_fields=False)
+            json_format.ParseDict(
+                config, kubernetes_executor_config_pb2.KubernetesExecutorConfig(), ignore_unknown_fields=False
+            )
         except json_format.ParseError as exc:
             pytest.fail(f"{name}: {exc}")
     # The parse is strict: a field the protos do not know is an error, at either level.
@@ -373,5 +431,6 @@ def test_compiled_yaml_parses_strictly_with_the_real_protos():
         json_format.ParseDict({**pipeline, "bogusField": 1}, pipeline_spec_pb2.PipelineSpec())
     some_executor = next(iter(executors.values()))
     with pytest.raises(json_format.ParseError, match="bogusField"):
-        json_format.ParseDict({**some_executor, "bogusField": 1},
-                              kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        json_format.ParseDict(
+            {**some_executor, "bogusField": 1}, kubernetes_executor_config_pb2.KubernetesExecutorConfig()
+        )

@@ -68,7 +68,7 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
         checkpoint_every_steps=2,
     )  # 3 steps per epoch: checkpoints mid-epoch and across
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
-    weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}  # noqa: E731
+    weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}
 
     reference, reference_history, _ = pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path)
     checkpoint = tmp_path / "checkpoints" / pretrain.CHECKPOINT_FILE
@@ -168,7 +168,7 @@ def trials_in_state(db: Path, state: str) -> int:
 
 def same_tree(a: Path, b: Path, skip=()) -> list[str]:
     """Relative paths whose bytes differ between two trees (or exist in only one)."""
-    files = lambda root: {p.relative_to(root) for p in root.rglob("*") if p.is_file()}  # noqa: E731
+    files = lambda root: {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
     left, right = files(a), files(b)
     diff = [str(p) for p in left ^ right]
     diff += [str(p) for p in left & right if p.name not in skip and not filecmp.cmp(a / p, b / p, shallow=False)]

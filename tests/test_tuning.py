@@ -379,7 +379,7 @@ def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_u
     assert killed_params == retried[3] == failed[0].params
     assert failed[1].params == retried[4]
     # the selection works on slots, so the chosen point is the same trial as well
-    pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]  # noqa: E731
+    pick = lambda s: choose_operating_point(search.trial_points(s), 0.5)[0]
     assert (pick(study).number, pick(study).params) == (pick(reference).number, pick(reference).params)
 
 

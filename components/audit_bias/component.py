@@ -1,4 +1,5 @@
 """audit_bias: the gender-skew bias protocol, and the pipeline's metrics.json and report.md."""
+
 from typing import List
 
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
@@ -25,11 +26,13 @@ def audit_bias(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "audit_bias", stages.execute, params_yaml, overrides, mlflow_run_id,
-        inputs={"features": features, "anonymized": anonymized, "adapter": adapter,
-                "evaluate_report": evaluate_report},
-        outputs={"audit_bias_report": audit_bias_report, "metrics_json": metrics_json,
-                 "report_md": report},
+        "audit_bias",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
+        inputs={"features": features, "anonymized": anonymized, "adapter": adapter, "evaluate_report": evaluate_report},
+        outputs={"audit_bias_report": audit_bias_report, "metrics_json": metrics_json, "report_md": report},
         metrics=metrics,
         plots=plots,
     )

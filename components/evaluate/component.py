@@ -1,4 +1,5 @@
 """evaluate: utility (AR, TAD, AD) and privacy leakage, raw vs anonymized vs baselines."""
+
 from typing import List
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -23,9 +24,12 @@ def evaluate(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "evaluate", stages.execute, params_yaml, overrides, mlflow_run_id,
-        inputs={"features": features, "anonymized": anonymized, "adapter": adapter,
-                "train_report": train_report},
+        "evaluate",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
+        inputs={"features": features, "anonymized": anonymized, "adapter": adapter, "train_report": train_report},
         outputs={"evaluate_report": evaluate_report},
         metrics=metrics,
         plots=plots,

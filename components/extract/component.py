@@ -1,4 +1,5 @@
 """extract: feature extraction fanned out over shard workers, then one finalize step."""
+
 from typing import List
 
 from kfp.dsl import Dataset, Input, Model, Output
@@ -33,7 +34,10 @@ def extract_shards(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "extract", stages.execute, params_yaml, overrides,
+        "extract",
+        stages.execute,
+        params_yaml,
+        overrides,
         inputs={"data": data, "manifests": manifests, "encoder": encoder},
         outputs={"features": features},
         stage_kwargs={"worker": worker, "num_workers": num_workers, "finalize": False},
@@ -53,7 +57,10 @@ def finalize_extract(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "finalize_extract", stages.execute, params_yaml, overrides,
+        "finalize_extract",
+        stages.execute,
+        params_yaml,
+        overrides,
         inputs={"features": list(shards)},
         outputs={"features": features, "finalize_extract_report": finalize_extract_report},
         track=False,

@@ -1,4 +1,5 @@
 """gate: the promotion decision (privacy and utility thresholds) and, when approved, promotion."""
+
 from typing import List
 
 from kfp.dsl import Dataset, Input, Model, Output
@@ -32,9 +33,19 @@ def gate(
 
     # The DVC gate stage also promotes; here promotion is the pipeline's dsl.If branch.
     summary = kfp_io.run_component(
-        "gate", stages.execute, params_yaml, overrides, mlflow_run_id,
-        inputs={"adapter": adapter, "train_report": train_report, "evaluate_report": evaluate_report,
-                "audit_bias_report": audit_bias_report, "metrics_json": metrics_json, "anonymized": anonymized},
+        "gate",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
+        inputs={
+            "adapter": adapter,
+            "train_report": train_report,
+            "evaluate_report": evaluate_report,
+            "audit_bias_report": audit_bias_report,
+            "metrics_json": metrics_json,
+            "anonymized": anonymized,
+        },
         outputs={"gate_report": gate_report, "anonymized": released_store},
         stage_kwargs={"promote": False},
     )

@@ -1,4 +1,5 @@
 """generate: write the synthetic benchmark (real dataset layouts) as a Dataset artifact."""
+
 from typing import List
 
 from kfp.dsl import Dataset, Output
@@ -21,7 +22,10 @@ def generate(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "generate", stages.execute, params_yaml, overrides,
+        "generate",
+        stages.execute,
+        params_yaml,
+        overrides,
         outputs={"data": data, "generate_report": generate_report},
         track=False,
     )

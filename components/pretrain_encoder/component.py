@@ -1,4 +1,5 @@
 """pretrain_encoder: pretrain (or load) the frozen video encoder."""
+
 from typing import List
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -21,7 +22,10 @@ def pretrain_encoder(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "pretrain_encoder", stages.execute, params_yaml, overrides,
+        "pretrain_encoder",
+        stages.execute,
+        params_yaml,
+        overrides,
         inputs={"data": data, "manifests": manifests},
         outputs={"encoder": encoder, "pretrain_encoder_report": pretrain_encoder_report},
         metrics=metrics,

@@ -5,6 +5,7 @@ opens the parent run and tags it with the KFP run id; log_stages records the con
 (which take no run id) in it; close_run is the exit handler that closes it with the run's final
 state, failures included.
 """
+
 from typing import List
 
 from kfp import dsl
@@ -37,17 +38,23 @@ def resolve_params(
 
     from latentanon import kfp_io
 
-    resolved, provenance = kfp_io.resolve_params_with_provenance(params_yaml, overrides, {
-        "encoder": encoder,
-        "pretrain_epochs": pretrain_epochs,
-        "tune_trials": tune_trials,
-        "tune_epochs_per_trial": tune_epochs_per_trial,
-        "train_epochs": train_epochs,
-        "max_normalized_leakage": max_normalized_leakage,
-        "max_moving_normalized_leakage": max_moving_normalized_leakage,
-        "min_relative_cmap_drop": min_relative_cmap_drop,
-        "max_utility_relative_drop": max_utility_relative_drop,
-    }, form_defaults=json.loads(form_defaults) if form_defaults else None, params_uri=params_uri)
+    resolved, provenance = kfp_io.resolve_params_with_provenance(
+        params_yaml,
+        overrides,
+        {
+            "encoder": encoder,
+            "pretrain_epochs": pretrain_epochs,
+            "tune_trials": tune_trials,
+            "tune_epochs_per_trial": tune_epochs_per_trial,
+            "train_epochs": train_epochs,
+            "max_normalized_leakage": max_normalized_leakage,
+            "max_moving_normalized_leakage": max_moving_normalized_leakage,
+            "min_relative_cmap_drop": min_relative_cmap_drop,
+            "max_utility_relative_drop": max_utility_relative_drop,
+        },
+        form_defaults=json.loads(form_defaults) if form_defaults else None,
+        params_uri=params_uri,
+    )
     out = Path(run_parameters.path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(kfp_io.provenance_markdown(provenance))
@@ -76,19 +83,26 @@ def log_stages(
     """Log the content-cached stages (generate, validate, pretrain_encoder, extract) into the parent run."""
     from latentanon import kfp_io
 
-    return kfp_io.log_stages(params_yaml, overrides, mlflow_run_id, {
-        "generate": generate_report,
-        "validate": validate_report,
-        "pretrain_encoder": pretrain_encoder_report,
-        "finalize_extract": finalize_extract_report,
-    })
+    return kfp_io.log_stages(
+        params_yaml,
+        overrides,
+        mlflow_run_id,
+        {
+            "generate": generate_report,
+            "validate": validate_report,
+            "pretrain_encoder": pretrain_encoder_report,
+            "finalize_extract": finalize_extract_report,
+        },
+    )
 
 
 @stage_component
-def close_run(params_yaml: str, params_uri: str, overrides: List[str], kfp_run_id: str,
-              status: dsl.PipelineTaskFinalStatus) -> str:
+def close_run(
+    params_yaml: str, params_uri: str, overrides: List[str], kfp_run_id: str, status: dsl.PipelineTaskFinalStatus
+) -> str:
     """Exit handler: close this KFP run's MLflow parent run as FINISHED, FAILED or KILLED."""
     from latentanon import kfp_io
 
-    return kfp_io.close_pipeline_run(params_yaml, overrides, kfp_run_id, status.state, status.error_message or "",
-                                     params_uri=params_uri)
+    return kfp_io.close_pipeline_run(
+        params_yaml, overrides, kfp_run_id, status.state, status.error_message or "", params_uri=params_uri
+    )

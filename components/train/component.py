@@ -1,4 +1,5 @@
 """train: fit the Anonymizing Adapter Module with the chosen loss weights, anonymize the store."""
+
 from typing import List
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -23,7 +24,11 @@ def train(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "train", stages.execute, params_yaml, overrides, mlflow_run_id,
+        "train",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
         inputs={"features": features, "tune_report": tune_report},
         outputs={"adapter": adapter, "anonymized": anonymized, "train_report": train_report},
         metrics=metrics,

@@ -4,6 +4,7 @@ Each worker runs the tune stage, which runs trials until the shared study holds 
 completed ones; the select step runs it once more over the finished study, which only writes
 the Pareto front and the chosen operating point (chosen.json) for train.
 """
+
 from typing import List
 
 from kfp.dsl import HTML, Dataset, Input, Output
@@ -34,7 +35,11 @@ def tune_trials(
 
     print(f"tune worker {worker}")
     return kfp_io.run_component(
-        "tune", stages.execute, params_yaml, overrides, mlflow_run_id,
+        "tune",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
         inputs={"features": features},
         outputs={"tune_report": tune_report},
     )
@@ -56,7 +61,11 @@ def tune_select(
     # The workers' reports are merged first: with the default sqlite storage the study itself
     # (reports/tune/study.db) travels in them.
     return kfp_io.run_component(
-        "tune", stages.execute, params_yaml, overrides, mlflow_run_id,
+        "tune",
+        stages.execute,
+        params_yaml,
+        overrides,
+        mlflow_run_id,
         inputs={"features": features, "tune_report": list(trials)},
         outputs={"tune_report": tune_report},
         plots=plots,

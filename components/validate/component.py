@@ -1,4 +1,5 @@
 """validate: great-expectations checks of the benchmark; writes the manifests."""
+
 from typing import List
 
 from kfp.dsl import Dataset, Input, Output
@@ -18,7 +19,10 @@ def validate(
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
-        "validate", stages.execute, params_yaml, overrides,
+        "validate",
+        stages.execute,
+        params_yaml,
+        overrides,
         inputs={"data": data},
         outputs={"manifests": manifests, "validate_report": validate_report},
         track=False,

@@ -1,4 +1,5 @@
 """Artifacts by role: where each lives in the stage layout, store pointers, the error type."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from latentanon.config import Layout
 from latentanon.errors import LatentanonError
 
 STORE_POINTER = "store.json"
-BENCHMARK_DIR = "data/benchmark"           # data.root inside a workspace
+BENCHMARK_DIR = "data/benchmark"  # data.root inside a workspace
 STORE_ROLES = {"features": "features_uri", "anonymized": "anonymized_uri"}
 REPORT_SUFFIX = "_report"
 
@@ -23,10 +24,8 @@ class ArtifactError(LatentanonError):
     """An input artifact that does not hold what its role needs, or a missing stage output."""
 
 
-
 def is_remote_uri(uri: str) -> bool:
     return "://" in (uri or "")
-
 
 
 def role_location(role: str, layout: Layout) -> Path:

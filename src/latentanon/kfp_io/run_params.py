@@ -1,4 +1,5 @@
 """The pipeline's run parameters: the params text, the typed knobs of the run form, fan-out plans."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,12 @@ from latentanon.config import ConfigError, Params, params_from_dict
 from latentanon.environment import TUNE_STORAGE_ENV
 from latentanon.kfp_io.artifacts import ArtifactError
 
-ENV_TUNE_STORAGE = TUNE_STORAGE_ENV                # Optuna RDB URL from a Secret (read by the tune stage)
+ENV_TUNE_STORAGE = TUNE_STORAGE_ENV  # Optuna RDB URL from a Secret (read by the tune stage)
 
 
-def parse_params(params_yaml: str, overrides: Sequence[str] = (),
-                 where: str = "pipeline parameter params_yaml") -> tuple[dict, list[str]]:
+def parse_params(
+    params_yaml: str, overrides: Sequence[str] = (), where: str = "pipeline parameter params_yaml"
+) -> tuple[dict, list[str]]:
     """The params tree from the pipeline's YAML parameter and the user's overrides, both checked.
 
     ``where`` names the text's origin in errors (the pasted parameter or the file's URI).
@@ -118,8 +120,10 @@ def read_base_params(params_yaml: str, params_uri: str) -> tuple[str, str]:
     pasted = bool(params_yaml and params_yaml.strip())
     uri = (params_uri or "").strip()
     if pasted and uri:
-        raise ConfigError("pipeline parameters params_yaml and params_uri are both given: give the base "
-                          "params either pasted (params_yaml) or by URI (params_uri), not both")
+        raise ConfigError(
+            "pipeline parameters params_yaml and params_uri are both given: give the base "
+            "params either pasted (params_yaml) or by URI (params_uri), not both"
+        )
     if not uri:
         return (params_yaml if pasted else ""), (SOURCE_PASTED if pasted else SOURCE_DEFAULT)
     from latentanon.errors import StoreError
@@ -172,12 +176,15 @@ def resolve_params_with_provenance(
     if unknown:
         raise ConfigError(f"unknown pipeline run parameters {unknown}; known: {sorted(PIPELINE_KNOBS)}")
     base_text, base_source = read_base_params(params_yaml, params_uri)
-    where = f"params_uri {params_uri.strip()}" if base_source.startswith(SOURCE_BASE_URI) else \
-        "pipeline parameter params_yaml"
+    where = (
+        f"params_uri {params_uri.strip()}"
+        if base_source.startswith(SOURCE_BASE_URI)
+        else "pipeline parameter params_yaml"
+    )
     tree, overrides = parse_params(base_text, overrides, where=where)
     overridden = _override_keys(overrides)
-    applied: dict[str, Any] = {}     # knob -> value written over the base
-    changed: set[str] = set()        # knobs the user changed in the run form
+    applied: dict[str, Any] = {}  # knob -> value written over the base
+    changed: set[str] = set()  # knobs the user changed in the run form
     for name, value in sorted(knobs.items()):
         in_base, _ = _base_value(tree, PIPELINE_KNOBS[name])
         left_at_default = form_defaults is not None and name in form_defaults and form_defaults[name] == value
@@ -210,18 +217,28 @@ def resolve_params_with_provenance(
     return yaml.safe_dump(resolved, sort_keys=True), provenance
 
 
-def resolve_params(params_yaml: str, overrides: Sequence[str], knobs: Mapping[str, Any],
-                   form_defaults: Mapping[str, Any] | None = None, params_uri: str = "") -> str:
+def resolve_params(
+    params_yaml: str,
+    overrides: Sequence[str],
+    knobs: Mapping[str, Any],
+    form_defaults: Mapping[str, Any] | None = None,
+    params_uri: str = "",
+) -> str:
     """One complete, validated params text (see ``resolve_params_with_provenance``)."""
     return resolve_params_with_provenance(params_yaml, overrides, knobs, form_defaults, params_uri)[0]
 
 
 def provenance_markdown(provenance: Mapping[str, Mapping[str, Any]]) -> str:
     """The run's parameters as a Markdown table: each knob's winning value and where it came from."""
-    lines = ["# Run parameters", "",
-             "Each knob's value in this run and where it came from (precedence: default < base params "
-             "< typed knob changed in the run form < override).", "",
-             "| knob | params key | value | source | base value replaced |", "|---|---|---|---|---|"]
+    lines = [
+        "# Run parameters",
+        "",
+        "Each knob's value in this run and where it came from (precedence: default < base params "
+        "< typed knob changed in the run form < override).",
+        "",
+        "| knob | params key | value | source | base value replaced |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in sorted(provenance.items()):
         replaced = json.dumps(entry["base_value"]) if "base_value" in entry else ""
         lines.append(f"| {name} | `{entry['key']}` | `{json.dumps(entry['value'])}` | {entry['source']} | {replaced} |")

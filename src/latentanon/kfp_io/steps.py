@@ -1,4 +1,5 @@
 """What component bodies call: run a stage, log its metrics, the parent run's life cycle, the gate."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,20 +56,26 @@ def run_component(
     ``track=False`` runs the stage without MLflow (cached tasks take no run id; ``log_stages``
     records them in the run later). ``plots`` (an HTML artifact) receives the stage's PNG plots.
     """
-    with use_parent_run(mlflow_run_id), StageWorkspace(
-        params_yaml=params_yaml,
-        overrides=list(overrides or []),
-        inputs=dict(inputs or {}),
-        outputs=dict(outputs or {}),
-    ) as workspace:
+    with (
+        use_parent_run(mlflow_run_id),
+        StageWorkspace(
+            params_yaml=params_yaml,
+            overrides=list(overrides or []),
+            inputs=dict(inputs or {}),
+            outputs=dict(outputs or {}),
+        ) as workspace,
+    ):
         kwargs = dict(stage_kwargs or {})
         if not track:
             kwargs["track"] = False
         summary = execute(stage, workspace.params, **kwargs)
         published = workspace.publish(summary, metrics=metrics)
         if plots is not None:
-            write_plots_html(_artifact_path(plots, "plots"), workspace.layout.report_dir(PLOT_DIRS.get(stage, stage)),
-                             title=f"latentanon {stage}")
+            write_plots_html(
+                _artifact_path(plots, "plots"),
+                workspace.layout.report_dir(PLOT_DIRS.get(stage, stage)),
+                title=f"latentanon {stage}",
+            )
     return json.dumps(published, sort_keys=True, default=str)
 
 
@@ -108,8 +115,14 @@ def open_pipeline_run(params_yaml: str, overrides: Iterable[str] = (), kfp_run_i
         return run_id
 
 
-def close_pipeline_run(params_yaml: str, overrides: Iterable[str], kfp_run_id: str, state: str,
-                       error_message: str = "", params_uri: str = "") -> str:
+def close_pipeline_run(
+    params_yaml: str,
+    overrides: Iterable[str],
+    kfp_run_id: str,
+    state: str,
+    error_message: str = "",
+    params_uri: str = "",
+) -> str:
     """The exit handler: close the parent run of this KFP run with the run's final state.
 
     Backend (``COMPLETE``, ``CACHED``, ``FAILED``, ``CANCELED``, ...) and kfp.local / SDK states
@@ -136,8 +149,10 @@ def tag_gate_decision(params_yaml: str, overrides: Iterable[str], mlflow_run_id:
     """Record the gate's verdict on the parent run (the exit handler closes the run later)."""
     from latentanon.tracking import runs
 
-    with use_parent_run(mlflow_run_id), StageWorkspace(params_yaml, list(overrides or []), inputs={},
-                                                       outputs={}) as workspace:
+    with (
+        use_parent_run(mlflow_run_id),
+        StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace,
+    ):
         client = runs.client_for(workspace.params, workspace.layout)
         kfp_runs.tag_gate_decision(client, runs.pipeline_run_id(workspace.params, workspace.layout, client), decision)
 
@@ -152,8 +167,10 @@ def log_stages(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, r
 
     logged = {}
     inputs = {f"{stage}{REPORT_SUFFIX}": artifact for stage, artifact in reports.items()}
-    with use_parent_run(mlflow_run_id), StageWorkspace(params_yaml, list(overrides or []), inputs=inputs,
-                                                       outputs={}) as workspace:
+    with (
+        use_parent_run(mlflow_run_id),
+        StageWorkspace(params_yaml, list(overrides or []), inputs=inputs, outputs={}) as workspace,
+    ):
         for stage in reports:
             folder = workspace.layout.report_dir(stage)
             summary_path = folder / "summary.json"
@@ -173,14 +190,18 @@ def write_plots_html(out: Path, folder: Path, title: str) -> Path:
     import html
 
     pngs = sorted(Path(folder).resolve().glob("*.png")) if Path(folder).exists() else []
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if not pngs:
         parts.append("<p>This stage wrote no plots.</p>")
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f"<figure><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(png.name)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(png.name)}</figcaption></figure>"
+        )
     parts.append("</body></html>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +226,9 @@ def read_gate_decision(gate_report: Path) -> dict:
     return decision
 
 
-def promote_champion(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, gate_report: Any,
-                     champion: Any) -> str:
+def promote_champion(
+    params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, gate_report: Any, champion: Any
+) -> str:
     """Move @champion to the version the gate approved; the artifact records the registry entry."""
     from latentanon.tracking import gate as gate_lib
     from latentanon.tracking.registry import CHAMPION
@@ -216,8 +238,10 @@ def promote_champion(params_yaml: str, overrides: Iterable[str], mlflow_run_id: 
         raise ArtifactError(
             f"gate decision is {decision['decision']!r} (version {decision.get('version')}); nothing to promote"
         )
-    with use_parent_run(mlflow_run_id), StageWorkspace(params_yaml, list(overrides or []), inputs={},
-                                                       outputs={}) as workspace:
+    with (
+        use_parent_run(mlflow_run_id),
+        StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace,
+    ):
         promoted = gate_lib.promote(workspace.params, str(decision["version"]), workspace.layout)
     name, version = promoted["model_name"], promoted["version"]
     record = {**promoted, "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{CHAMPION}"}

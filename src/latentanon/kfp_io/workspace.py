@@ -1,4 +1,5 @@
 """The scratch workspace a component runs its stage in, laid out like a DVC checkout."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ from latentanon.kfp_io.artifacts import (
 from latentanon.kfp_io.run_params import parse_params
 
 # Where a component may find the settings that do not belong in params (they differ per cluster).
-ENV_SCRATCH = "LATENTANON_SCRATCH"                  # roomy scratch volume (an emptyDir in the pod)
+ENV_SCRATCH = "LATENTANON_SCRATCH"  # roomy scratch volume (an emptyDir in the pod)
 ENV_MLFLOW_FALLBACK = "LATENTANON_MLFLOW_TRACKING_URI"  # used only when no MLFLOW_TRACKING_URI is set
 
 
@@ -45,9 +46,22 @@ class StageWorkspace:
     inputs: Mapping[str, Any]
     outputs: Mapping[str, Any]
     root: Path | None = None
-    params: Params | None = None
-    layout: Layout | None = None
+    _params: Params | None = None
+    _layout: Layout | None = None
     _owns_root: bool = False
+
+    @property
+    def params(self) -> Params:
+        """The step's params, with paths into this workspace (set when the workspace is entered)."""
+        if self._params is None:
+            raise ArtifactError("the stage workspace has not been entered yet: use it as a context manager")
+        return self._params
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            raise ArtifactError("the stage workspace has not been entered yet: use it as a context manager")
+        return self._layout
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -67,11 +81,12 @@ class StageWorkspace:
         return self
 
     def _prepare(self, tree: dict, overrides: list[str]) -> None:
+        assert self.root is not None  # __enter__ made one when none was given
         self.root.mkdir(parents=True, exist_ok=True)
         forced = [f"paths.workdir={json.dumps(str(self.root))}", f"data.root={BENCHMARK_DIR}"]
         forced += self._store_overrides(tree, overrides)
-        self.params = params_from_dict(tree, [*overrides, *forced])
-        self.layout = Layout.from_params(self.params)
+        self._params = params_from_dict(tree, [*overrides, *forced])
+        self._layout = Layout.from_params(self._params)
         for role, artifact in self.inputs.items():
             self._stage_in(role, artifact)
 
@@ -81,8 +96,11 @@ class StageWorkspace:
         forced = []
         for role, field_name in STORE_ROLES.items():
             uri = getattr(configured, field_name)
-            pointed = {read_store_pointer(_artifact_path(a, role)) for a in _as_list(self.inputs.get(role))}
-            pointed.discard(None)
+            pointed = {
+                p
+                for a in _as_list(self.inputs.get(role))
+                if (p := read_store_pointer(_artifact_path(a, role))) is not None
+            }
             if len(pointed) > 1:
                 raise ArtifactError(f"input artifacts for {role!r} point at different stores: {sorted(pointed)}")
             if pointed:
