@@ -67,3 +67,12 @@ def test_read_json_names_the_file_and_the_problem(tmp_path):
     bad.write_text("{oops")
     with pytest.raises(DataError, match=r"bad\.json: not valid JSON \(.*\); write it again"):
         read_json(bad, DataError, invalid="write it again")
+
+
+def test_figures_and_percentages_follow_one_rule():
+    from latentanon.formatting import figure, percent
+
+    assert figure(0.30549) == "0.305" and figure(2, digits=1) == "2.0"
+    assert percent(0.035) == "+3.5%" and percent(-0.0123, digits=2) == "-1.23%"
+    for missing in (None, float("nan"), float("inf"), True, "0.3"):
+        assert figure(missing) == "n/a" and percent(missing) == "n/a"

@@ -16,6 +16,7 @@ from latentanon._configtools import from_dict
 from latentanon._files import read_json, write_json_atomic
 from latentanon._redact import redact
 from latentanon.config import Layout, Params
+from latentanon.formatting import figure, percent
 from latentanon.layout import PIPELINE
 from latentanon.methods.config import LossWeights, TrainConfig
 
@@ -322,16 +323,6 @@ def write_summary(stage: str, params: Params, summary: dict) -> Path:
 # --------------------------------------------------------------------------- what the terminal shows
 
 
-def _f(value, digits: int = 3) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _pct(value) -> str:
-    return "n/a" if isinstance(value, bool) or not isinstance(value, (int, float)) else f"{100 * value:+.1f}%"
-
-
 def key_result(stage: str, summary: dict) -> str:
     """The one line a person wants after a stage: its main figure, from its summary dict."""
     s = summary
@@ -351,19 +342,19 @@ def key_result(stage: str, summary: dict) -> str:
         if "action_top1" in probe:
             low, high = probe.get("action_top1_interval") or (None, None)
             return (
-                f"encoder trained; action probe top-1 {_f(probe['action_top1'])} [{_f(low)}, {_f(high)}] "
-                f"(chance {_f(probe.get('action_chance'))})"
+                f"encoder trained; action probe top-1 {figure(probe['action_top1'])} [{figure(low)}, {figure(high)}] "
+                f"(chance {figure(probe.get('action_chance'))})"
             )
-        return f"encoder trained; validation action accuracy {_f(s.get('val_accuracy'))} (no probe)"
+        return f"encoder trained; validation action accuracy {figure(s.get('val_accuracy'))} (no probe)"
     if stage == "finalize_extract":
         return f"store index written for {len(s.get('sets') or {})} sets at {s.get('uri', '?')}"
     if stage == "extract":
-        return f"{s.get('clips', '?')} clips encoded ({_f(s.get('clips_per_second'), 1)} clips/s) into {s.get('store', '?')}"
+        return f"{s.get('clips', '?')} clips encoded ({figure(s.get('clips_per_second'), 1)} clips/s) into {s.get('store', '?')}"
     if stage == "tune":
         chosen = s.get("chosen") or {}
         return (
             f"{s.get('trials_complete', '?')} trials, Pareto front of {s.get('front_size', '?')}; chose trial "
-            f"{chosen.get('trial', '?')} (val leakage {_f(chosen.get('leakage'))}, raw {_f(s.get('raw_leakage'))})"
+            f"{chosen.get('trial', '?')} (val leakage {figure(chosen.get('leakage'))}, raw {figure(s.get('raw_leakage'))})"
         )
     if stage == "train":
         fit = f" ({s['epochs']} checkpoints on val, best at {s.get('best_epoch', '?')})" if "epochs" in s else ""
@@ -375,17 +366,17 @@ def key_result(stage: str, summary: dict) -> str:
         drops = s.get("aam_utility_relative_drop") or {}
         worst = s.get("aam_worst_scope") or {}
         return (
-            f"trained method: static normalised leakage {_f(s.get('aam_normalized_leakage'))}, worst scope "
-            f"{worst.get('scope') or 'n/a'} {_f(worst.get('mean'))} (upper {_f(worst.get('high'))}), utility drop "
-            + ", ".join(f"{t.upper()} {_pct(v)}" for t, v in drops.items())
+            f"trained method: static normalised leakage {figure(s.get('aam_normalized_leakage'))}, worst scope "
+            f"{worst.get('scope') or 'n/a'} {figure(worst.get('mean'))} (upper {figure(worst.get('high'))}), utility drop "
+            + ", ".join(f"{t.upper()} {percent(v)}" for t, v in drops.items())
         )
     if stage == "audit_bias":
         h = s.get("headline") or {}
         p = h.get("privacy") or {}
         return (
-            f"leakage static {_f(p.get('static_leakage'))} [{_f(p.get('static_leakage_low'))}, "
-            f"{_f(p.get('static_leakage_high'))}], moving {_f(p.get('moving_leakage'))}; bias gap raw "
-            f"{_f(s.get('bias_gap_raw'))} -> adapter {_f(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}"
+            f"leakage static {figure(p.get('static_leakage'))} [{figure(p.get('static_leakage_low'))}, "
+            f"{figure(p.get('static_leakage_high'))}], moving {figure(p.get('moving_leakage'))}; bias gap raw "
+            f"{figure(s.get('bias_gap_raw'))} -> adapter {figure(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}"
         )
     if stage == "gate":
         line = f"{str(s.get('decision', '?')).upper()}: version {s.get('version')} of {s.get('model_name', '?')}"

@@ -15,7 +15,6 @@ and audit.md.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from latentanon.errors import DataError
 from latentanon.evaluation import metrics, resampling
 from latentanon.evaluation.privacy import ATTACKER_GRID, attack, paper_protocol_attack
 from latentanon.features.featureset import FeatureSet
+from latentanon.formatting import figure
 from latentanon.tasks.private import ATTRIBUTES
 
 SCOPES = {"static": "static", "moving": "clips"}
@@ -197,10 +197,6 @@ def audit_sets(
     return result
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
 def _spec(attacker: dict) -> str:
     tags = [
         attacker["name"],
@@ -229,9 +225,9 @@ def write_audit_report(result: dict, uri: str, path: Path) -> Path:
         above = b["cmap_above_chance"]
         paper = b.get("paper_protocol")
         lines.append(
-            f"| {scope} | {_fmt(b['cmap']['mean'])} | {_fmt(b['chance']['mean'])} | "
-            f"{_fmt(above['mean'])} [{_fmt(above['low'])}, {_fmt(above['high'])}] | "
-            f"{_fmt(paper['cmap']['mean']) if paper else '-'} | {b['n_test_items']} |"
+            f"| {scope} | {figure(b['cmap']['mean'])} | {figure(b['chance']['mean'])} | "
+            f"{figure(above['mean'])} [{figure(above['low'])}, {figure(above['high'])}] | "
+            f"{figure(paper['cmap']['mean']) if paper else '-'} | {b['n_test_items']} |"
         )
     lines += [
         "",
@@ -261,7 +257,7 @@ def write_audit_report(result: dict, uri: str, path: Path) -> Path:
                 if "normalized_leakage" in b:
                     n = b["normalized_leakage"]
                     lines.append(
-                        f"| {scope} | {_fmt(n['mean'])} [{_fmt(n['low'])}, {_fmt(n['high'])}] | {b['reference']} |"
+                        f"| {scope} | {figure(n['mean'])} [{figure(n['low'])}, {figure(n['high'])}] | {b['reference']} |"
                     )
     for scope, b in result["scopes"].items():
         lines += [
@@ -273,7 +269,7 @@ def write_audit_report(result: dict, uri: str, path: Path) -> Path:
         ]
         for a, v in b["attributes"].items():
             chosen = sorted({_spec(s) for s in v["attackers"]})
-            lines.append(f"| {a} | {_fmt(v['map']['mean'])} | {_fmt(v['chance']['mean'])} | {', '.join(chosen)} |")
+            lines.append(f"| {a} | {figure(v['map']['mean'])} | {figure(v['chance']['mean'])} | {', '.join(chosen)} |")
     lines += [
         "",
         "A leak well above chance here is what an anonymizer must remove; `latentanon evaluate` "

@@ -9,6 +9,7 @@ from typing import Any
 from latentanon._files import write_text_atomic
 from latentanon.config import Params
 from latentanon.evaluation import metrics
+from latentanon.formatting import figure, percent
 
 ISSUE_LEAKAGE_TARGET = 0.4  # normalised leakage at or below this
 ISSUE_UTILITY_TARGET = 0.01  # every task within 1% relative of raw
@@ -389,20 +390,14 @@ def _head_inputs_rule(forms: list[str]) -> str:
     )
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _with_interval(mean, interval) -> str:
     if not interval or any(v is None or not math.isfinite(v) for v in interval):
-        return _fmt(mean)
-    return f"{_fmt(mean)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+        return figure(mean)
+    return f"{figure(mean)} [{figure(interval[0])}, {figure(interval[1])}]"
 
 
 def _pct(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.2f}%"
+    return percent(value, digits=2)  # the report's tables keep two decimals of a percentage point
 
 
 def _scope_cell(entry: dict | None) -> str:
@@ -527,15 +522,15 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
     for name, target in tree["targets"].items():
         value = target["value"]
         if isinstance(value, dict) and name == "normalized_leakage_upper_bounds":
-            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+            shown = ", ".join(f"{k} {figure(v)}" for k, v in value.items())
         elif isinstance(value, dict) and name == "every_scope_upper_bound":
-            shown = f"{scope_label(value['scope']) if value.get('scope') else 'no scope measured'}: {_fmt(value.get('upper'))}"
+            shown = f"{scope_label(value['scope']) if value.get('scope') else 'no scope measured'}: {figure(value.get('upper'))}"
         elif isinstance(value, dict):
             shown = ", ".join(f"{k} {_pct(v)}" for k, v in value.items())
         elif isinstance(value, list):
             shown = ", ".join(value) or "none"
         else:
-            shown = _fmt(value)
+            shown = figure(value)
         lines.append(f"| {target['rule']} | {shown} | {'PASS' if target['passed'] else 'FAIL'} |")
     lines += [
         "",
@@ -557,8 +552,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
             else (f"{d['test_items']}" if d["decided"] else f"{d['test_items']} ({d['test_items_to_decide'] or 'n/a'})")
         )
         lines.append(
-            f"| {name} | [{_fmt(d['interval'][0])}, {_fmt(d['interval'][1])}] | {d['rule']} "
-            f"{_fmt(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} | {videos} |"
+            f"| {name} | [{figure(d['interval'][0])}, {figure(d['interval'][1])}] | {d['rule']} "
+            f"{figure(d['threshold'])} | {'yes' if d['decided'] else 'no'} | {verdict} | {videos} |"
         )
     lines += [
         "",
@@ -574,12 +569,12 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
     for m in methods:
         p = privacy[m]
         lines.append(
-            f"| {m} | {_with_interval(p['cmap'], p['cmap_interval'])} | {_fmt(p['chance'])} | "
+            f"| {m} | {_with_interval(p['cmap'], p['cmap_interval'])} | {figure(p['chance'])} | "
             f"{_with_interval(p['relative_cmap_drop'], p['relative_cmap_drop_interval'])} | "
             f"{_with_interval(p['normalized_leakage'], p['normalized_leakage_interval'])} | "
             f"{_with_interval(p['moving']['cmap'], p['moving']['cmap_interval'])} | "
             f"{_with_interval(p['moving']['normalized_leakage'], p['moving']['normalized_leakage_interval'])} | "
-            f"{_fmt(p['reid_top1'])} ({_fmt(p['reid_chance'])}) | {_fmt(p['gait_top1'])} ({_fmt(p['gait_chance'])}) |"
+            f"{figure(p['reid_top1'])} ({figure(p['reid_chance'])}) | {figure(p['gait_top1'])} ({figure(p['gait_chance'])}) |"
         )
     lines += [
         "",
@@ -595,8 +590,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         p = privacy[m]
         protocol = p.get("paper_protocol", {})
         lines.append(
-            f"| {m} | {_fmt(p.get('normalized_leakage_half_width'))} | "
-            f"{_fmt(p['moving'].get('normalized_leakage_half_width'))} | "
+            f"| {m} | {figure(p.get('normalized_leakage_half_width'))} | "
+            f"{figure(p['moving'].get('normalized_leakage_half_width'))} | "
             f"{_with_interval(p.get('recovery_r2'), p.get('recovery_r2_interval')) if 'recovery_r2' in p else '-'} | "
             f"{_pct(protocol.get('static', {}).get('relative_cmap_drop', float('nan')))} | "
             f"{_pct(protocol.get('moving', {}).get('relative_cmap_drop', float('nan')))} |"
@@ -690,8 +685,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         ]
         for t, u in unseen.items():
             lines.append(
-                f"| {t.upper()} | {', '.join(u['trained_on']) or 'none'} | {_fmt(u['value'])} "
-                f"({_fmt(u['raw_value'])}) | {_with_interval(u['relative_drop'], u['relative_drop_interval'])} |"
+                f"| {t.upper()} | {', '.join(u['trained_on']) or 'none'} | {figure(u['value'])} "
+                f"({figure(u['raw_value'])}) | {_with_interval(u['relative_drop'], u['relative_drop_interval'])} |"
             )
     protocol = bias["protocol"]
     lines += [
@@ -901,7 +896,7 @@ def results_table(tree: dict) -> str:
     chance = _dig(privacy, "raw", "chance")
     header = [
         "method",
-        f"static cMAP (chance {_fmt(chance)})",
+        f"static cMAP (chance {figure(chance)})",
         "normalised leakage, static",
         "normalised leakage, moving",
         "normalised leakage, worst scope",
