@@ -108,7 +108,7 @@ def test_component_body_calls_the_same_stage_function_as_dvc(name, call):
 
     component = all_components()[name]
     source = inspect.getsource(component.python_func)
-    flat = " ".join(source.split()).replace("( ", "(")   # the formatter may break the call over lines
+    flat = " ".join(source.split()).replace("( ", "(")  # the formatter may break the call over lines
     assert call in flat, f"{name} does not call {call}"
     assert "from latentanon import" in source
 
