@@ -13,26 +13,14 @@ import numpy as np
 from latentanon.data import layouts
 from latentanon.data.config import DataConfig
 from latentanon.data.layouts import ATTRIBUTE_COLUMNS, IMAGE_SUFFIXES, UNKNOWN
+from latentanon.data.manifests import INTEGER_COLUMNS, REQUIRED_COLUMNS
 from latentanon.data.video_io import read_image, scan_video
 from latentanon.errors import DataError
 
-BASE_COLUMNS = (
-    "video_id",
-    "path",
-    "set",
-    "split",
-    "label",
-    "label_id",
-    "identity",
-    "frames",
-    "fps",
-    "width",
-    "height",
-    "checksum",
-    *ATTRIBUTE_COLUMNS,
-)
+# The manifest schema lives in data.manifests; a loader's rows add the attributes.
+BASE_COLUMNS = (*REQUIRED_COLUMNS, *ATTRIBUTE_COLUMNS)
 SET_COLUMNS = {"untrimmed": ("segments",), "anomaly": ("segments", "anomaly"), "bias": ("subject",)}
-INT_COLUMNS = ("label_id", "identity", "frames", "width", "height", *ATTRIBUTE_COLUMNS, "anomaly", "subject")
+INT_COLUMNS = tuple(sorted(INTEGER_COLUMNS))
 
 
 def manifest_columns(set_name: str) -> tuple[str, ...]:
