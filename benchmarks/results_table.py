@@ -46,6 +46,8 @@ FIGURES = {
     "loss_curves.png": ("train/loss_curves.png", "Training loss of the chosen method"),
 }
 README_FIGURES = ("privacy_utility.png", "attribute_leakage.png", "contact_privacy_videos.png")
+# Drawn only by some methods: a method without a training loop (distil) has no loss curves.
+OPTIONAL_FIGURES = frozenset({"loss_curves.png"})
 
 
 class FigureError(Exception):
@@ -54,10 +56,13 @@ class FigureError(Exception):
 
 def copy_figures(reports: Path, images: Path) -> dict[str, Path]:
     """Copy every figure of FIGURES from ``reports`` into ``images``; all or none (a README must
-    not show pictures of two runs)."""
+    not show pictures of two runs). An optional figure the run did not draw is left out, and an
+    older copy of it removed."""
     sources = {}
     for name, (relative, _) in FIGURES.items():
         source = reports / relative
+        if not source.is_file() and name in OPTIONAL_FIGURES:
+            continue
         if not source.is_file():
             raise FigureError(f"{source}: missing; the run whose metrics the table quotes must have drawn it")
         with source.open("rb") as handle:
@@ -65,6 +70,8 @@ def copy_figures(reports: Path, images: Path) -> dict[str, Path]:
                 raise FigureError(f"{source}: not a PNG file")
         sources[name] = source
     images.mkdir(parents=True, exist_ok=True)
+    for name in OPTIONAL_FIGURES - set(sources):
+        (images / name).unlink(missing_ok=True)
     copied = {}
     for name, source in sources.items():
         copied[name] = Path(shutil.copyfile(source, images / name))
@@ -122,14 +129,16 @@ def main(argv: list[str] | None = None) -> int:
                 texts[readme] = replace_results_block(texts[readme], table)
             except ValueError as exc:
                 raise FigureError(f"{readme}: {exc}") from exc
+        copied: dict[str, Path] = {}
         if documents:
-            copy_figures(Path(args.reports) if args.reports else metrics.parent, images)
+            copied = copy_figures(Path(args.reports) if args.reports else metrics.parent, images)
         if args.readme:
             readme = Path(args.readme)
             texts[readme] = replace_figures_block(texts[readme], figures_block(readme, images, README_FIGURES), readme)
         if args.results_doc:
             doc = Path(args.results_doc)
-            texts[doc] = replace_figures_block(texts[doc], figures_block(doc, images, FIGURES), doc)
+            drawn = [name for name in FIGURES if name in copied]
+            texts[doc] = replace_figures_block(texts[doc], figures_block(doc, images, drawn), doc)
     except (FigureError, OSError) as exc:
         print(f"results_table: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(text)
         print(f"[results_table] rewrote the marked blocks of {path}", file=sys.stderr)
     if documents:
-        print(f"[results_table] copied {len(FIGURES)} figures into {images}", file=sys.stderr)
+        print(f"[results_table] copied {len(copied)} figures into {images}", file=sys.stderr)
     return 0
 
 

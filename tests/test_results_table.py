@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,30 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
     )
     assert proc.returncode == 2 and "pareto.png: missing" in proc.stderr
     assert {p: p.read_bytes() for p in (readme, results_doc, *images.iterdir())} == before
+    # a method without a training loop draws no loss curves: that figure alone may be absent
+    shutil.copyfile(images / "pareto.png", reports / "tune" / "pareto.png")
+    (reports / "train" / "loss_curves.png").unlink()
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "results_table.py"),
+            "--metrics",
+            str(reports / "metrics.json"),
+            "--readme",
+            str(readme),
+            "--results-doc",
+            str(results_doc),
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert not (images / "loss_curves.png").exists() and "loss_curves.png" not in results_doc.read_text()
+    assert "](images/pareto.png)" in results_doc.read_text()
     missing = subprocess.run(
         [
             sys.executable,
