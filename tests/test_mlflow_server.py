@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from latentanon.config import Layout, params_from_dict
+from latentanon.features.store import FeatureStore
 from latentanon.tracking import gate, registry
 from latentanon.tuning import search
-from test_gate import GOOD, aliases, save_random_adapter, with_value, write_metrics
+from test_gate import GOOD, TEST_ENCODER, aliases, save_random_adapter, with_value, write_metrics
 from test_tuning import make_feature_sets, write_store
 
 pytestmark = pytest.mark.slow
@@ -96,6 +97,8 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     )
     layout = Layout.from_params(params)
     write_store(layout.features_uri, make_feature_sets())
+    # the encoder the gate measured (train's summary, written by write_metrics): publish checks it
+    FeatureStore(layout.features_uri).write_index({"encoder": {"identity": TEST_ENCODER}})
     client = mlflow.MlflowClient()
     name = params.tracking.model_name
 

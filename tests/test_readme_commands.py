@@ -78,7 +78,7 @@ def test_readme_and_own_data_commands_run_as_written(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.smoke.yaml", "runs"]
     smoke = tmp_path / "runs" / "smoke"
     headline = json.loads((smoke / "reports" / "headline.json").read_text())
-    assert set(headline) == {"privacy", "utility_drop", "bias", "targets_passed"}
+    assert set(headline) == {"privacy", "utility_drop", "scopes", "bias", "targets_passed"}
     for plot in ("audit_bias/privacy_utility.csv", "train/loss_curves.csv", "tune/pareto_front.csv"):
         assert (smoke / "reports" / plot).read_text().count("\n") >= 2, plot
     # the walk-through: the loosened smoke gate approved, so the shared store is marked approved

@@ -26,6 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from latentanon.features.store import decode_records
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "latentanon"
 TUNE_TRIALS = 3  # one more than TPE's start-up trials: the resumed trial is proposed from history
@@ -175,6 +177,17 @@ def same_tree(a: Path, b: Path, skip=()) -> list[str]:
     return sorted(diff)
 
 
+def source_records(root: Path, rel: Path) -> pd.DataFrame:
+    """A released shard's records with its opaque video ids mapped back to the source ids."""
+    checksums = read_json(root / "features_anon" / rel.parent / rel.name.replace(".records.", ".checksums."))
+    release_id, shard = checksums["meta"]["release_id"], int(rel.name.split("-")[1].split(".")[0])
+    mapping = read_json(root / "features.release_ids" / release_id / rel.parent / f"shard-{shard:05d}.json")
+    records = decode_records((root / "features_anon" / rel).read_bytes(), str(rel))
+    records["video_id"] = records["video_id"].map(mapping["ids"])
+    assert records["video_id"].notna().all(), f"{rel}: an opaque id the mapping lacks"
+    return records
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume")
@@ -279,10 +292,15 @@ def test_train_resumes_from_its_checkpoint(pipeline):
     for meta in (resumed, uninterrupted):
         meta["info"].pop("features_uri", None)
     assert resumed == uninterrupted
-    assert (
-        same_tree(reference / "features_anon", workdir / "features_anon", skip={"index.json", "PUBLISH_STATUS.json"})
-        == []
-    )
+    # each publish draws fresh opaque ids (and a release id): the features are byte for byte the
+    # same, and the records are once each release's ids are mapped back through its own mapping
+    release_files = {"index.json", "PUBLISH_STATUS.json"}
+    skip = release_files | {p.name for p in (reference / "features_anon").rglob("shard-*.*.json")}
+    assert same_tree(reference / "features_anon", workdir / "features_anon", skip=skip) == []
+    for records in sorted((reference / "features_anon").rglob("shard-*.records.json")):
+        rel = records.relative_to(reference / "features_anon")
+        resumed_records, reference_records = (source_records(root, rel) for root in (workdir, reference))
+        pd.testing.assert_frame_equal(resumed_records, reference_records, obj=str(rel))
 
 
 @pytest.mark.slow

@@ -765,8 +765,9 @@ def _bounds(interval) -> tuple[float | None, float | None]:
 
 
 def headline_metrics(tree: dict) -> dict:
-    """About twenty figures a person compares across experiments (`dvc metrics show`,
-    `dvc exp show`): the adapter's leakage with intervals, its utility drops, the bias gap.
+    """About thirty figures a person compares across experiments (`dvc metrics show`,
+    `dvc exp show`): the adapter's leakage with intervals in every scope, its utility drops, the
+    bias gap.
     Missing figures are null, never dropped, so every experiment has the same columns."""
     aam = _dig(tree, "privacy", "aam") or {}
     static_low, static_high = _bounds(aam.get("normalized_leakage_interval"))
@@ -805,17 +806,14 @@ def headline_metrics(tree: dict) -> dict:
 
 
 def headline_scopes(tree: dict) -> dict:
-    """``<method>.<scope>``: every method's normalised leakage in every measured scope (two levels
-    deep, as the KFP run page lists metrics), with ``<method>.worst`` beside them."""
-    out = {}
-    for method, block in (tree.get("privacy") or {}).items():
-        if not isinstance(block, dict) or "scopes" not in block:
-            continue
-        for scope, entry in block["scopes"].items():
-            if "skipped" not in entry:
-                out[f"{method}.{scope}"] = _number(entry.get("normalized_leakage"))
-        out[f"{method}.worst"] = _number((block.get("worst_scope") or {}).get("normalized_leakage"))
-    return out
+    """The trained method's normalised leakage in each scope beyond the per-clip two (those are
+    under ``privacy``): per-video means and re-releases; a skipped scope is null, not dropped."""
+    entries = _dig(tree, "privacy", "aam", "scopes") or {}
+    return {
+        scope: None if "skipped" in entry else _number(entry.get("normalized_leakage"))
+        for scope, entry in entries.items()
+        if scope not in ("static", "moving")
+    }
 
 
 def privacy_utility_rows(tree: dict) -> list[dict]:
