@@ -211,7 +211,7 @@ def pipeline(tmp_path_factory):
     for stage in ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias"):
         run_stage(workdir, env, stage)
     reference = tmp_path_factory.mktemp("reference")
-    for name in ("models", "features", "features_anon", "reports"):
+    for name in ("models", "features", "features.release_ids", "features_anon", "reports"):
         shutil.copytree(workdir / name, reference / name)
     return workdir, env, reference
 
