@@ -30,11 +30,16 @@ run: $(STAMP)
 verdict: $(STAMP)
 	@$(BIN)/latentanon verdict
 
+# Test files spread over the cores, four at most (a file's tests share its expensive module
+# fixtures, so a file stays on one worker). `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # What CI checks beside the tests (pre-commit runs the same before a commit): lint, format, types
 # and the layer contract.

@@ -20,6 +20,11 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: the stages a test starts as subprocesses (dvc, kfp
+    # local) then take one core each instead of oversubscribing the machine
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
