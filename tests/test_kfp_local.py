@@ -29,6 +29,7 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
     from pipelines.latentanon_pipeline import make_pipeline
 
     from latentanon import kfp_io
+    from latentanon.kfp_io.workspace import ENV_SCRATCH
     from latentanon.tracking.registry import TAG_DECISION
 
     # The CPU build: the GPU build asks for device=cuda and would (rightly) stop on this machine.
@@ -36,7 +37,9 @@ def test_pipeline_runs_end_to_end_on_smoke_params(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("LATENTANON_TUNE_STORAGE", raising=False)
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))  # workspaces land here, not in /tmp
+    # Workspaces land here, not in /tmp. Not through TMPDIR: the evaluate pool's socket paths live
+    # under it, and a pytest-xdist tmp_path makes them longer than AF_UNIX allows (108 bytes).
+    monkeypatch.setenv(ENV_SCRATCH, str(tmp_path / "scratch"))
     (tmp_path / "scratch").mkdir()
     pipeline_root = tmp_path / "pipeline-root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
