@@ -76,6 +76,22 @@ def candidates(train) -> dict:
             for q in (0.1, 0.25)
         },
         **{
+            f"distil_posteriors_step{q:g}_ad_step{a:g}": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ad_step=a)),
+            )
+            for q in (0.5, 0.35, 0.25)
+            for a in (0.0, 0.1, 0.25)
+        },
+        **{
+            f"distil_posteriors_step{q:g}_ensemble{k}": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ensemble=k)),
+            )
+            for q in (0.5, 0.4, 0.35, 0.3, 0.25)
+            for k in (3, 5)
+        },
+        **{
             f"fisher_static{w:g}": ("fisher", replace(train, fisher=FisherConfig(static_weight=w)))
             for w in (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
         },

@@ -163,6 +163,56 @@ def test_posteriors_and_a_step_change_the_code(sets, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.transform(fs).kind("clips")[0], code)
 
 
+def test_the_ad_logit_keeps_a_grid_of_its_own(sets, tmp_path):
+    fs = sets["anomaly"]
+    exact = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=True))
+    ).fit(sets, seed=0)
+    coarse = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.5, ad_logit=True, ad_step=0.1))
+    ).fit(sets, seed=0)
+    unrounded = np.concatenate(exact.transform(fs).kind("snippets"))
+    code = np.concatenate(coarse.transform(fs).kind("snippets"))
+    posteriors, ad = code[:, :-1], code[:, -1]  # the code is ar, tad, ad side by side: AD's logit last
+    np.testing.assert_allclose(posteriors / 0.5, np.round(posteriors / 0.5), atol=1e-4)
+    np.testing.assert_allclose(ad / 0.1, np.round(ad / 0.1), atol=1e-3)
+    assert np.abs(ad - unrounded[:, -1]).max() <= 0.05 + 1e-4
+    assert len(np.unique(ad)) > len(np.unique(posteriors[:, -1]))  # finer than the posteriors' grid
+    coarse.save(tmp_path / "m")
+    loaded = load_method(tmp_path / "m")
+    assert loaded.config.ad_step == 0.1
+    np.testing.assert_array_equal(np.concatenate(loaded.transform(fs).kind("snippets")), code)
+    same = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.5, ad_logit=True))
+    ).fit(sets, seed=0)
+    ad_on_step = np.concatenate(same.transform(fs).kind("snippets"))[:, -1]
+    np.testing.assert_allclose(ad_on_step / 0.5, np.round(ad_on_step / 0.5), atol=1e-4)  # None: ``step``
+
+
+def test_an_ensemble_code_averages_its_heads_and_saves_them_all(sets, tmp_path):
+    fs = sets["anomaly"]
+    config = replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=True, ensemble=3))
+    method = create_method("distil", config).fit(sets, seed=0)
+    assert all(len(method.heads[t]) == 3 for t in method.tasks)
+    code = np.concatenate(method.transform(fs).kind("snippets"))
+    single = create_method("distil", replace(config, distil=replace(config.distil, ensemble=1))).fit(sets, seed=0)
+    first = np.concatenate(single.transform(fs).kind("snippets"))
+    assert not np.allclose(code, first, atol=1e-3)  # the other heads move the code
+    n_ar = len(ACTIONS)
+    np.testing.assert_allclose(code[:, :n_ar].sum(axis=1), 1.0, atol=1e-5)  # a mean of posteriors
+    by_head = []
+    for head, reader in zip(method.heads["ad"], method.readers["ad"]):
+        single.heads["ad"], single.readers["ad"] = [head], [reader]
+        by_head.append(np.concatenate(single.transform(fs).kind("snippets"))[:, -1])
+    scores = 1 / (1 + np.exp(-np.array(by_head, dtype=np.float64)))
+    np.testing.assert_allclose(code[:, -1], np.log(scores.mean(0)) - np.log1p(-scores.mean(0)), atol=1e-3)
+    method.save(tmp_path / "m")
+    loaded = load_method(tmp_path / "m")
+    assert [len(loaded.heads[t]) for t in loaded.tasks] == [3] * len(method.tasks)
+    assert loaded.fingerprint() == method.fingerprint() != single.fingerprint()
+    np.testing.assert_array_equal(np.concatenate(loaded.transform(fs).kind("snippets")), code)
+
+
 def test_seen_tasks_follow_the_task_weights_and_bad_knobs_fail(sets):
     method = create_method("distil", replace(LOGITS, tasks=TaskWeights(ar=1.0, tad=0.0, ad=0.0))).fit(sets, seed=0)
     assert method.info["seen_tasks"] == ["ar"] and method.output_dim == len(ACTIONS)
@@ -172,3 +222,7 @@ def test_seen_tasks_follow_the_task_weights_and_bad_knobs_fail(sets):
         create_method("distil", replace(CONFIG, distil=DistilConfig(temperature=0.0)))
     with pytest.raises(ModelError, match="step"):
         create_method("distil", replace(CONFIG, distil=DistilConfig(step=-1.0)))
+    with pytest.raises(ModelError, match="ad_step"):
+        create_method("distil", replace(CONFIG, distil=DistilConfig(ad_step=-0.1)))
+    with pytest.raises(ModelError, match="ensemble"):
+        create_method("distil", replace(CONFIG, distil=DistilConfig(ensemble=0)))

@@ -14,7 +14,8 @@ The code is a deterministic function of each video's features: every release of 
 same, so averaging releases, clips or snippets gains an attacker nothing the code did not already
 give. A head reads one video's sequence at a time (TAD and AD are temporal convolutions), so a
 clip's output depends on its own video only, never on the batch. ``distil.step`` > 0 rounds
-the published code to a grid of that step (a coarser code, still identical on every release).
+the published code to a grid of that step (a coarser code, still identical on every release);
+``distil.ad_step`` gives the AD logit a grid of its own.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def _strongest_head(task: str, train, val, seed: int):
     return fitted, {"inputs": form, "hyper": hyper, "val": float(value), "tried": tried}
 
 
+def _more_heads(task: str, train, chosen: dict, seed: int, ensemble: int) -> list:
+    """The ensemble's other heads: the chosen head's input form and hyper-parameters, other seeds."""
+    from latentanon.tasks.scoring import fit_head, tad_vocabulary
+
+    vocabulary = tad_vocabulary(train) if task == "tad" else None
+    return [
+        fit_head(task, train, chosen["hyper"], seed * 1000 + r, vocabulary, chosen["inputs"])
+        for r in range(1, ensemble)
+    ]
+
+
+def _head_prefix(task: str, index: int) -> str:
+    """State key prefix of a task's index-th head (the first keeps the single-head layout)."""
+    return f"{task}." if index == 0 else f"{task}.{index}."
+
+
 def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> torch.nn.Module:
     """Rebuild a task head from its saved weights (its widths and kernel are in their shapes)."""
     weights = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix)}
@@ -83,6 +100,10 @@ def _head_from_state(task: str, state: dict[str, np.ndarray], prefix: str) -> to
     return head.eval()
 
 
+def _on_grid(values: np.ndarray, step: float) -> np.ndarray:
+    return np.round(values / step) * step if step > 0 else values
+
+
 class DistilMethod(Method):
     """Label-free (task labels only); deterministic; output width = sum of the heads' outputs."""
 
@@ -100,9 +121,14 @@ class DistilMethod(Method):
             raise ModelError(f"method {name}: train.distil.temperature must be > 0, got {self.config.temperature}")
         if not self.config.step >= 0:
             raise ModelError(f"method {name}: train.distil.step must be >= 0, got {self.config.step}")
+        if self.config.ad_step is not None and not self.config.ad_step >= 0:
+            raise ModelError(f"method {name}: train.distil.ad_step must be >= 0, got {self.config.ad_step}")
+        if self.config.ensemble < 1:
+            raise ModelError(f"method {name}: train.distil.ensemble must be >= 1, got {self.config.ensemble}")
         self.tasks: tuple[str, ...] = ()
-        self.heads: dict[str, torch.nn.Module] = {}
-        self.readers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # per task: its heads (the one chosen on val first) and each head's input form
+        self.heads: dict[str, list[torch.nn.Module]] = {}
+        self.readers: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     @property
     def output_dim(self) -> int | None:
@@ -111,7 +137,7 @@ class DistilMethod(Method):
         return sum(self._width(t) for t in self.tasks)
 
     def _width(self, task: str) -> int:
-        head = self.heads[task]
+        head = self.heads[task][0]
         if task == "ar":
             assert isinstance(head, ARHead)  # the ar head is always an ARHead
             return int(head.linear.out_features)
@@ -152,8 +178,9 @@ class DistilMethod(Method):
                     f"the {task} head (has {len(train)} train, {len(val)} val)"
                 )
             fitted, chosen[task] = _strongest_head(task, train, val, seed)
-            self.heads[task] = fitted.head.eval()
-            self.readers[task] = _affine_reader(fitted.inputs)
+            fitted = [fitted, *_more_heads(task, train, chosen[task], seed, self.config.ensemble)]
+            self.heads[task] = [f.head.eval() for f in fitted]
+            self.readers[task] = [_affine_reader(f.inputs) for f in fitted]
         self.tasks = tasks
         self.info.update(
             {
@@ -171,25 +198,45 @@ class DistilMethod(Method):
         """One video's (T, d) features -> its (T, k) code."""
         parts = []
         for task in self.tasks:
-            mean, projection = self.readers[task]
-            x = torch.from_numpy(((np.asarray(sequence, np.float64) - mean) @ projection).astype(np.float32))[None]
-            mask = torch.ones(x.shape[:2], dtype=torch.bool)
-            head = self.heads[task]
-            if task == "ar":
-                logits = head(x)
-            elif task == "tad":
-                logits = head(x, mask)
-            else:
-                scores = head(x, mask).clamp(1e-6, 1 - 1e-6)
-                logits = torch.logit(scores)[..., None]
-            if self.config.outputs == "posteriors" and not (task == "ad" and self.config.ad_logit):
-                logits = logits / self.config.temperature
-                logits = torch.sigmoid(logits) if task == "ad" else logits.softmax(dim=-1)
-            parts.append(logits[0].numpy())
-        code = np.concatenate(parts, axis=1)
-        if self.config.step > 0:
-            code = np.round(code / self.config.step) * self.config.step
-        return code.astype(np.float32)
+            as_logit = self.config.outputs == "logits" or (task == "ad" and self.config.ad_logit)
+            outputs = np.mean(
+                [
+                    self._head_outputs(task, head, reader, sequence, as_logit)
+                    for head, reader in zip(self.heads[task], self.readers[task])
+                ],
+                axis=0,
+            )
+            if task == "ad" and as_logit:
+                # the heads' scores are averaged as probabilities, published as their logit
+                outputs = np.log(outputs) - np.log1p(-outputs) if self.config.outputs == "posteriors" else outputs
+            parts.append(_on_grid(outputs, self._step(task, as_logit)))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def _head_outputs(self, task, head, reader, sequence, as_logit: bool) -> np.ndarray:
+        """One head's (T, outputs) on one video: logits, or posteriors at the temperature (AD's
+        score as a probability where its logit is published, so that heads average as scores)."""
+        mean, projection = reader
+        x = torch.from_numpy(((np.asarray(sequence, np.float64) - mean) @ projection).astype(np.float32))[None]
+        mask = torch.ones(x.shape[:2], dtype=torch.bool)
+        if task == "ar":
+            logits = head(x)
+        elif task == "tad":
+            logits = head(x, mask)
+        else:
+            scores = head(x, mask).clamp(1e-6, 1 - 1e-6)
+            if as_logit and self.config.outputs == "posteriors":
+                return scores[0, :, None].double().numpy()
+            logits = torch.logit(scores)[..., None]
+        if not as_logit:
+            logits = logits / self.config.temperature
+            logits = torch.sigmoid(logits) if task == "ad" else logits.softmax(dim=-1)
+        return logits[0].double().numpy()
+
+    def _step(self, task: str, as_logit: bool) -> float:
+        """The grid one task's part of the code is rounded to (0: not rounded)."""
+        if task == "ad" and as_logit and self.config.ad_step is not None:
+            return self.config.ad_step
+        return self.config.step
 
     def _transform_kind(self, kind, items, ids):
         return [self._code(a) if len(a) else np.zeros((0, self.output_dim), np.float32) for a in items]
@@ -199,16 +246,25 @@ class DistilMethod(Method):
     def state(self):
         state = {"tasks": np.array([list(TASK_SETS).index(t) for t in self.tasks], dtype=np.int64)}
         for task in self.tasks:
-            state[f"{task}.mean"], state[f"{task}.projection"] = self.readers[task]
-            state.update({f"{task}.head.{k}": v.detach().numpy() for k, v in self.heads[task].state_dict().items()})
+            for i, (head, reader) in enumerate(zip(self.heads[task], self.readers[task])):
+                prefix = _head_prefix(task, i)
+                state[f"{prefix}mean"], state[f"{prefix}projection"] = reader
+                state.update({f"{prefix}head.{k}": v.detach().numpy() for k, v in head.state_dict().items()})
         return state
 
     def set_state(self, state) -> None:
         names = list(TASK_SETS)
         self.tasks = tuple(names[int(i)] for i in np.asarray(state["tasks"]))
         for task in self.tasks:
-            self.readers[task] = (
-                np.asarray(state[f"{task}.mean"], np.float64),
-                np.asarray(state[f"{task}.projection"], np.float64),
-            )
-            self.heads[task] = _head_from_state(task, state, f"{task}.head.")
+            self.heads[task], self.readers[task] = [], []
+            i = 0
+            while f"{_head_prefix(task, i)}mean" in state:
+                prefix = _head_prefix(task, i)
+                self.readers[task].append(
+                    (
+                        np.asarray(state[f"{prefix}mean"], np.float64),
+                        np.asarray(state[f"{prefix}projection"], np.float64),
+                    )
+                )
+                self.heads[task].append(_head_from_state(task, state, f"{prefix}head."))
+                i += 1
