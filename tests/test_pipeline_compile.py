@@ -485,3 +485,45 @@ def test_compiled_yaml_parses_strictly_with_the_real_protos():
         json_format.ParseDict(
             {**some_executor, "bogusField": 1}, kubernetes_executor_config_pb2.KubernetesExecutorConfig()
         )
+
+
+CPU_DIGEST = "ghcr.io/latentanon/latentanon@sha256:" + "a" * 64
+CUDA_DIGEST = "ghcr.io/latentanon/latentanon@sha256:" + "b" * 64
+
+
+def test_release_build_names_every_container_by_digest(tmp_path):
+    """KFP keys its cache on the image reference as text: a release build puts the digest on
+    every container, CPU tasks on the CPU image and GPU tasks on the CUDA one."""
+    from pipelines.compile import compile_pipeline, compiled_images
+
+    out = compile_pipeline(tmp_path / "release.yaml", image=CPU_DIGEST, cuda_image=CUDA_DIGEST, release=True)
+    assert compiled_images(out) == {CPU_DIGEST, CUDA_DIGEST}
+    spec = load_documents(out)[0]
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"] == CUDA_DIGEST
+    assert executors["exec-gate"]["container"]["image"] == CPU_DIGEST
+    cpu_only = compile_pipeline(tmp_path / "cpu.yaml", gpus_per_task=0, image=CPU_DIGEST, release=True)
+    assert compiled_images(cpu_only) == {CPU_DIGEST}
+
+
+def test_a_tag_is_refused_for_a_release_build_and_warned_about_otherwise(tmp_path):
+    from pipelines.compile import MutableImageError, compile_pipeline, is_pinned
+
+    with pytest.raises(MutableImageError, match="not pinned by digest"):
+        compile_pipeline(tmp_path / "tagged.yaml", image=CPU_DIGEST, release=True)  # CUDA image by tag
+    assert not (tmp_path / "tagged.yaml").exists(), "a refused build leaves no YAML"
+    with pytest.warns(UserWarning, match="reuses the old image's cached results"):
+        compile_pipeline(tmp_path / "dev.yaml", gpus_per_task=0)
+    assert not is_pinned("ghcr.io/latentanon/latentanon:0.1.0-cpu")
+    assert not is_pinned("ghcr.io/latentanon/latentanon@sha256:" + "a" * 63)
+    assert not is_pinned("ghcr.io/latentanon/latentanon@sha256:" + "A" * 64)
+    assert is_pinned("localhost:5000/latentanon@sha256:" + "0" * 64)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "compile.py"), "--gpus", "0", "--release", "--output", "x.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "not pinned by digest" in done.stderr
+    assert not (tmp_path / "x.yaml").exists()
