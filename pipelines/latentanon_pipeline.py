@@ -30,6 +30,8 @@ from components.tune import tune_select, tune_trials, tune_workers
 from components.validate import validate
 from kfp import dsl, kubernetes
 
+from latentanon.features.s3 import scope_variable
+
 PIPELINE_NAME = "latentanon"
 # The pipeline's own artifact root (the latentanon MinIO, bucket made by k8s/ bucket-init): compiled
 # in, so it applies to this pipeline only and KFP's kfp-launcher default stays every other
@@ -40,7 +42,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "params.yaml"  # the run form's defaults are read from it at compile time
 
 # Kubernetes objects the tasks read; created by k8s/ (names documented in docs/kubeflow.md).
-S3_SECRET = "latentanon-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+# Object-store identities, one per Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), each held
+# to the least MinIO policy its role needs (k8s/base/bucket-init.yaml). A store's key reaches a pod
+# as LATENTANON_S3_<STORE>_*, so a task that holds two stores signs each with its own key.
+S3_FEATURES_READ_SECRET = "latentanon-s3-features-read"
+S3_FEATURES_WRITE_SECRET = "latentanon-s3-features-write"
+S3_RELEASE_READ_SECRET = "latentanon-s3-release-read"
+S3_RELEASE_WRITE_SECRET = "latentanon-s3-release-write"
+S3_PARAMS_READ_SECRET = "latentanon-s3-params-read"  # the base params by URI (boto3's default chain)
+# The pipeline root's identity is read by the KFP launcher (its provider entry), never a task's env.
+S3_PIPELINE_ROOT_SECRET = "latentanon-s3-pipeline-root"
+S3_KEY_ENV = {
+    "FEATURES": (scope_variable("FEATURES", "ACCESS_KEY_ID"), scope_variable("FEATURES", "SECRET_ACCESS_KEY")),
+    "RELEASE": (scope_variable("RELEASE", "ACCESS_KEY_ID"), scope_variable("RELEASE", "SECRET_ACCESS_KEY")),
+    "PARAMS": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+}
 OPTUNA_SECRET = "latentanon-optuna"  # key: storage-url (optional: shared tune study)
 # MLflow identities (keys username, password) for the server's basic-auth app: the gate's may write
 # the registered model (registry decisions), the pipeline's only reads it and logs runs.
@@ -129,15 +145,21 @@ def _task(
 
 
 def _cluster_settings(
-    task: dsl.PipelineTask, scratch: bool = True, mlflow_identity: str | None = MLFLOW_PIPELINE_SECRET
+    task: dsl.PipelineTask,
+    scratch: bool = True,
+    mlflow_identity: str | None = MLFLOW_PIPELINE_SECRET,
+    s3: dict[str, str] | None = None,
 ) -> dsl.PipelineTask:
-    """Object-store credentials from the Secret, endpoints from the ConfigMap, a scratch volume,
-    and the MLflow identity the task logs as (``None``: a task that never talks to MLflow)."""
-    kubernetes.use_secret_as_env(
-        task,
-        secret_name=S3_SECRET,
-        secret_key_to_env={"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"},
-    )
+    """Endpoints from the ConfigMap, a scratch volume, the object-store identities the task holds
+    (``s3``: store -> Secret, see S3_KEY_ENV) and the MLflow identity it logs as (``None``: a task
+    that never talks to MLflow)."""
+    for store, secret_name in (s3 or {}).items():
+        access_key_env, secret_key_env = S3_KEY_ENV[store]
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=secret_name,
+            secret_key_to_env={"AWS_ACCESS_KEY_ID": access_key_env, "AWS_SECRET_ACCESS_KEY": secret_key_env},
+        )
     kubernetes.use_config_map_as_env(
         task, config_map_name=ENV_CONFIG_MAP, config_map_key_to_env={key: key for key in ENV_CONFIG_KEYS}
     )
@@ -154,6 +176,15 @@ def _cluster_settings(
         )
         task.set_env_variable("LATENTANON_SCRATCH", SCRATCH_MOUNT)
     return task
+
+
+# Each task's object-store identities by role (store -> Secret); tasks not named hold none (their
+# artifacts move through the launcher). The matrix is in docs/kubeflow.md.
+PARAMS_READER = {"PARAMS": S3_PARAMS_READ_SECRET}
+FEATURES_WRITER = {"FEATURES": S3_FEATURES_WRITE_SECRET}
+FEATURES_READER = {"FEATURES": S3_FEATURES_READ_SECRET}
+RELEASE_WRITER = {"RELEASE": S3_RELEASE_WRITE_SECRET}
+ANALYST = {"FEATURES": S3_FEATURES_READ_SECRET, "RELEASE": S3_RELEASE_READ_SECRET}
 
 
 def _optuna_storage(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -249,7 +280,9 @@ def make_pipeline(gpus_per_task: int = 1):
             overrides=overrides,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
-        _cluster_settings(_task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False)
+        _cluster_settings(
+            _task(closer, "close MLflow run", cache=False, retry=NETWORK_RETRY), scratch=False, s3=PARAMS_READER
+        )
         with dsl.ExitHandler(closer, name="latentanon-run"):
             _pipeline_body(
                 params_yaml,
@@ -295,8 +328,8 @@ def _pipeline_body(
         ),
         "resolve run parameters",
     )
-    # The base file by URI is read with the pod's S3 key; nothing here talks to MLflow.
-    _cluster_settings(settings, scratch=False, mlflow_identity=None)
+    # The base file by URI is read with the params reader's key; nothing here talks to MLflow.
+    _cluster_settings(settings, scratch=False, mlflow_identity=None, s3=PARAMS_READER)
     resolved = settings.outputs["Output"]  # one complete params text: what every stage task takes
     common = {"params_yaml": resolved, "overrides": []}
 
@@ -335,9 +368,12 @@ def _pipeline_body(
             manifests=checked.outputs["manifests"],
             encoder=encoder.outputs["encoder"],
         )
-        _gpu(_cluster_settings(_task(shard, "extract shards", HEAVY, retry=NETWORK_RETRY), **untracked), gpus_per_task)
+        extract_task = _task(shard, "extract shards", HEAVY, retry=NETWORK_RETRY)
+        _gpu(_cluster_settings(extract_task, s3=FEATURES_WRITER, **untracked), gpus_per_task)
     store = finalize_extract(**common, shards=dsl.Collected(shard.outputs["features"]))
-    _cluster_settings(_task(store, "finalize feature store", MEDIUM, retry=NETWORK_RETRY), **untracked)
+    _cluster_settings(
+        _task(store, "finalize feature store", MEDIUM, retry=NETWORK_RETRY), s3=FEATURES_WRITER, **untracked
+    )
     features = store.outputs["features"]
 
     logged = log_stages(
@@ -363,11 +399,13 @@ def _pipeline_body(
             worker=tune_item.worker,
             features=features,
         )
-        _optuna_storage(_cluster_settings(_task(trial, "tune trials", HEAVY, retry=NETWORK_RETRY)))
+        _optuna_storage(_cluster_settings(_task(trial, "tune trials", HEAVY, retry=NETWORK_RETRY), s3=FEATURES_READER))
     chosen = tune_select(
         **common, mlflow_run_id=run.output, trials=dsl.Collected(trial.outputs["tune_report"]), features=features
     )
-    _optuna_storage(_cluster_settings(_task(chosen, "select operating point", MEDIUM, retry=NETWORK_RETRY)))
+    _optuna_storage(
+        _cluster_settings(_task(chosen, "select operating point", MEDIUM, retry=NETWORK_RETRY), s3=FEATURES_READER)
+    )
 
     adapter = train_op(
         params_yaml=resolved,
@@ -376,7 +414,9 @@ def _pipeline_body(
         features=features,
         tune_report=chosen.outputs["tune_report"],
     )
-    _gpu(_cluster_settings(_task(adapter, "train adapter", HEAVY, retry=HEAVY_RETRY)), gpus_per_task)
+    # Train reads the raw features and writes the release: two stores, two keys.
+    trainer = {**FEATURES_READER, **RELEASE_WRITER}
+    _gpu(_cluster_settings(_task(adapter, "train adapter", HEAVY, retry=HEAVY_RETRY), s3=trainer), gpus_per_task)
 
     scored = evaluate(
         **common,
@@ -386,7 +426,7 @@ def _pipeline_body(
         adapter=adapter.outputs["adapter"],
         train_report=adapter.outputs["train_report"],
     )
-    _cluster_settings(_task(scored, "evaluate utility and privacy", HEAVY, retry=HEAVY_RETRY))
+    _cluster_settings(_task(scored, "evaluate utility and privacy", HEAVY, retry=HEAVY_RETRY), s3=ANALYST)
     audit = audit_bias(
         **common,
         mlflow_run_id=run.output,
@@ -395,7 +435,7 @@ def _pipeline_body(
         adapter=adapter.outputs["adapter"],
         evaluate_report=scored.outputs["evaluate_report"],
     )
-    _cluster_settings(_task(audit, "audit bias and report", MEDIUM, retry=HEAVY_RETRY))
+    _cluster_settings(_task(audit, "audit bias and report", MEDIUM, retry=HEAVY_RETRY), s3=ANALYST)
 
     decision = gate(
         **common,
@@ -407,9 +447,12 @@ def _pipeline_body(
         metrics_json=audit.outputs["metrics_json"],
         anonymized=adapter.outputs["anonymized"],
     )
-    # Only the gate's identity may write the registered model (versions, tags, aliases).
+    # Only the gate's identity may write the registered model (versions, tags, aliases); its S3 key
+    # marks the release (PUBLISH_STATUS.json) and reads no raw features.
     _cluster_settings(
-        _task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY), mlflow_identity=MLFLOW_GATE_SECRET
+        _task(decision, "promotion gate", MEDIUM, cache=False, retry=NETWORK_RETRY),
+        mlflow_identity=MLFLOW_GATE_SECRET,
+        s3=RELEASE_WRITER,
     )
 
     with dsl.If(decision.outputs["Output"] == "approved", name="gate-approved"):

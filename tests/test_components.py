@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -250,6 +251,24 @@ def test_fan_in_merges_worker_stores_into_a_private_copy(tmp_path):
         ws._stage_out("features", merged)
     assert (tmp_path / "merged" / "index.json").exists()
     assert not (tmp_path / "worker0" / "index.json").exists()
+
+
+def test_workspace_scopes_each_remote_store_to_its_own_credentials(tmp_path, monkeypatch):
+    """Inside a step the remote stores are the credential scopes (each signed with its own key);
+    a local store is none, and leaving the step restores what was there."""
+    from latentanon.features.s3 import scope_variable
+
+    monkeypatch.setenv(scope_variable("RELEASE", "URI"), "s3://before/release")
+    monkeypatch.delenv(scope_variable("FEATURES", "URI"), raising=False)
+    overrides = ["paths.features_uri=s3://latentanon/features", f"paths.anonymized_uri={tmp_path / 'anon'}"]
+    with kfp_io.StageWorkspace(SMOKE_YAML, overrides, inputs={}, outputs={}):
+        assert os.environ[scope_variable("FEATURES", "URI")] == "s3://latentanon/features"
+        assert os.environ[scope_variable("RELEASE", "URI")] == "s3://before/release"
+    assert scope_variable("FEATURES", "URI") not in os.environ
+    overrides = ["paths.anonymized_uri=s3://latentanon/features-anon"]
+    with kfp_io.StageWorkspace(SMOKE_YAML, overrides, inputs={}, outputs={}):
+        assert os.environ[scope_variable("RELEASE", "URI")] == "s3://latentanon/features-anon"
+    assert os.environ[scope_variable("RELEASE", "URI")] == "s3://before/release"
 
 
 def test_remote_store_travels_as_a_pointer(tmp_path):

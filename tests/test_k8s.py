@@ -49,8 +49,16 @@ PIPELINE_RUNNER = {
 CUSTOM_KINDS = ("Profile", "AuthorizationPolicy", "PeerAuthentication")  # CRDs: no schema in kubernetes-validate
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 SECRET_LOOKING_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE|CREDENTIAL|STORE_URI)", re.I)
+S3_ROLE_SECRETS = (
+    "latentanon-s3-features-read",
+    "latentanon-s3-features-write",
+    "latentanon-s3-release-read",
+    "latentanon-s3-release-write",
+    "latentanon-s3-params-read",
+    "latentanon-s3-pipeline-root",
+)
 DOCUMENTED_SECRETS = (
-    "latentanon-s3",
+    *S3_ROLE_SECRETS,
     "latentanon-postgres",
     "latentanon-mlflow-db",
     "latentanon-minio-root",
@@ -67,7 +75,10 @@ DOCUMENTED_SECRETS = (
 # pods are checked against the compiled YAML in test_pipeline_pods_hold_only_their_own_credentials).
 SECRET_READERS = {
     "latentanon-minio-root": {"Deployment/minio", "Job/bucket-init"},
-    "latentanon-s3": {"Job/bucket-init", "CronJob/latentanon-anonymize"},
+    **{secret: {"Job/bucket-init"} for secret in S3_ROLE_SECRETS},
+    # the anonymize job reads raw features and writes the release, each with its own key
+    "latentanon-s3-features-read": {"Job/bucket-init", "CronJob/latentanon-anonymize"},
+    "latentanon-s3-release-write": {"Job/bucket-init", "CronJob/latentanon-anonymize"},
     "latentanon-s3-mlflow": {"Job/bucket-init", "Deployment/mlflow"},
     "latentanon-postgres": {"StatefulSet/postgres", "Job/postgres-roles"},
     "latentanon-postgres-mlflow": {"Job/postgres-roles"},
@@ -314,7 +325,7 @@ def test_launcher_provider_entry_is_merged_for_our_bucket_only():
     ours = overrides[tool.BUCKET]
     assert ours["endpoint"] == "minio.latentanon.svc.cluster.local:9000" and ours["forcePathStyle"] is True
     ref = ours["credentials"]["secretRef"]
-    assert ref["secretName"] == "latentanon-s3"
+    assert ref["secretName"] == "latentanon-s3-pipeline-root", "the launcher signs with the pipeline root's key"
     assert {ref["accessKeyKey"], ref["secretKeyKey"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     again = tool.merge_provider(merged, "kubeflow")
     assert again == merged, "a second run changes nothing (no duplicate entry)"
@@ -404,7 +415,9 @@ def test_every_reference_of_the_pipeline_exists_where_its_pods_run(overlay):
     assert ("Role", "latentanon-pipeline-config-reader") in created
     binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == where)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER[overlay], "namespace": where}]
-    assert required_secrets == {pipeline.S3_SECRET, pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET}
+    task_s3 = set(S3_ROLE_SECRETS) - {pipeline.S3_PIPELINE_ROOT_SECRET}  # the launcher reads that one
+    assert required_secrets == task_s3 | {pipeline.MLFLOW_PIPELINE_SECRET, pipeline.MLFLOW_GATE_SECRET}
+    required_secrets.add(pipeline.S3_PIPELINE_ROOT_SECRET)
     assert pipeline.OPTUNA_SECRET in DOCUMENTED_SECRETS
     docs = (REPO / "docs" / "kubeflow.md").read_text()
     for secret in sorted(required_secrets):
@@ -442,7 +455,7 @@ def test_pipeline_uses_the_objects_k8s_creates():
     objects = render("base")
     config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == pipeline.ENV_CONFIG_MAP)
     assert set(pipeline.ENV_CONFIG_KEYS) == set(config["data"])
-    assert {pipeline.S3_SECRET, pipeline.OPTUNA_SECRET} <= set(DOCUMENTED_SECRETS)
+    assert {pipeline.S3_PIPELINE_ROOT_SECRET, pipeline.OPTUNA_SECRET} <= set(DOCUMENTED_SECRETS)
 
 
 def test_gpu_overlay_requests_gpus_on_tolerating_pods():
@@ -727,3 +740,141 @@ def test_mlflow_auth_init_gives_only_the_gate_the_registry(tmp_path, monkeypatch
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- MinIO policies: a small model of S3 policy evaluation --------------------------------------
+
+
+def policy_allows(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+    """S3 (and MinIO) semantics for the parts the policies use: an explicit Deny wins, otherwise a
+    matching Allow is needed (nothing matching denies). Action and resource patterns take ``*`` and
+    ``?``; the one condition modelled is StringLike on ``s3:prefix`` (a request without a prefix,
+    such as HeadBucket, does not meet it)."""
+    from fnmatch import fnmatchcase
+
+    def as_list(value) -> list:
+        return value if isinstance(value, list) else [value]
+
+    def matches(statement: dict) -> bool:
+        if not any(fnmatchcase(action, pattern) for pattern in as_list(statement["Action"])):
+            return False
+        if not any(fnmatchcase(resource, pattern) for pattern in as_list(statement["Resource"])):
+            return False
+        for operator, clauses in statement.get("Condition", {}).items():
+            assert operator == "StringLike" and set(clauses) == {"s3:prefix"}, f"not modelled: {operator} {clauses}"
+            if prefix is None or not any(fnmatchcase(prefix, p) for p in as_list(clauses["s3:prefix"])):
+                return False
+        return True
+
+    effects = {statement["Effect"] for statement in policy["Statement"] if matches(statement)}
+    return "Deny" not in effects and "Allow" in effects
+
+
+def minio_identities() -> dict[str, dict]:
+    """Secret -> the policy bucket-init attaches to the user whose key that Secret holds."""
+    objects = render("base")
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "bucket-init")
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "bucket-init")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    identities = {}
+    for policy_name, key_variable in re.findall(r'^user (\S+) "\$(\w+)"', config["data"]["init.sh"], re.M):
+        secret = env[key_variable]["valueFrom"]["secretKeyRef"]["name"]
+        assert secret not in identities, f"{secret} holds two identities"
+        identities[secret] = json.loads(config["data"][f"{policy_name}.json"])
+    return identities
+
+
+RAW = "arn:aws:s3:::latentanon/features/anomaly/shard-00000.npz"
+RELEASE = "arn:aws:s3:::latentanon/features-anon/anomaly/shard-00000.npz"
+PARAMS = "arn:aws:s3:::latentanon/params/run.yaml"
+ROOT = "arn:aws:s3:::latentanon-pipelines/v2/artifacts/latentanon/run/task/features"
+MLFLOW_ARTIFACT = "arn:aws:s3:::latentanon/mlflow/1/run/artifacts/model.pt"
+BUCKET_ARN = "arn:aws:s3:::latentanon"
+# (Secret, action, resource, listing prefix) -> allowed; whatever no row names is checked below.
+POLICY_CASES = {
+    "latentanon-s3-features-read": [
+        ("s3:GetObject", RAW, None, True),
+        ("s3:ListBucket", BUCKET_ARN, "features/", True),
+        ("s3:PutObject", RAW, None, False),
+        ("s3:DeleteObject", RAW, None, False),
+        ("s3:GetObject", RELEASE, None, False),
+        ("s3:ListBucket", BUCKET_ARN, "features-anon/", False),
+        ("s3:ListBucket", BUCKET_ARN, None, False),  # the whole bucket's key names stay hidden
+    ],
+    "latentanon-s3-features-write": [
+        ("s3:PutObject", RAW, None, True),
+        ("s3:DeleteObject", RAW, None, True),
+        ("s3:GetObject", RAW, None, True),
+        ("s3:PutObject", RELEASE, None, False),
+        ("s3:GetObject", RELEASE, None, False),
+    ],
+    "latentanon-s3-release-read": [
+        ("s3:GetObject", RELEASE, None, True),
+        ("s3:ListBucket", BUCKET_ARN, "features-anon/", True),
+        ("s3:PutObject", RELEASE, None, False),
+        ("s3:GetObject", RAW, None, False),
+    ],
+    "latentanon-s3-release-write": [
+        ("s3:PutObject", RELEASE, None, True),
+        ("s3:DeleteObject", RELEASE, None, True),
+        ("s3:GetObject", RAW, None, False),  # the release writer never reads raw features
+        ("s3:ListBucket", BUCKET_ARN, "features/", False),
+        ("s3:PutObject", RAW, None, False),
+    ],
+    "latentanon-s3-params-read": [
+        ("s3:GetObject", PARAMS, None, True),
+        ("s3:ListBucket", BUCKET_ARN, "params/", True),
+        ("s3:PutObject", PARAMS, None, False),
+        ("s3:GetObject", RAW, None, False),
+    ],
+    "latentanon-s3-pipeline-root": [
+        ("s3:PutObject", ROOT, None, True),
+        ("s3:GetObject", ROOT, None, True),
+        ("s3:ListBucket", "arn:aws:s3:::latentanon-pipelines", "v2/", True),
+        ("s3:GetObject", RAW, None, False),
+        ("s3:PutObject", RELEASE, None, False),
+    ],
+    "latentanon-s3-mlflow": [
+        ("s3:PutObject", MLFLOW_ARTIFACT, None, True),
+        ("s3:GetObject", RAW, None, False),
+        ("s3:GetObject", ROOT, None, False),
+    ],
+}
+
+
+def test_policy_model_follows_s3_evaluation():
+    allow = {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b/*"]}
+    deny = {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/locked/*"}
+    listing = {
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::b",
+        "Condition": {"StringLike": {"s3:prefix": ["p", "p/*"]}},
+    }
+    policy = {"Statement": [allow, deny, listing]}
+    assert policy_allows(policy, "s3:GetObject", "arn:aws:s3:::b/x")
+    assert not policy_allows(policy, "s3:PutObject", "arn:aws:s3:::b/locked/x"), "an explicit Deny wins"
+    assert policy_allows(policy, "s3:GetObject", "arn:aws:s3:::b/locked/x")
+    assert not policy_allows(policy, "s3:GetObject", "arn:aws:s3:::other/x"), "nothing matching denies"
+    assert policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::b", prefix="p/q")
+    assert not policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::b", prefix="pq/")
+    assert not policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::b"), "no prefix does not meet the condition"
+
+
+def test_each_object_store_identity_gets_the_least_its_role_needs():
+    """Each Secret is one MinIO user with its own policy; evaluated, the policies let each role do
+    its part and nothing across roles (the raw reader cannot write, the release writer cannot read
+    raw features, nobody but MLflow touches its artifacts, only the launcher's key the root)."""
+    identities = minio_identities()
+    assert set(identities) == set(POLICY_CASES), "one MinIO user per object-store Secret"
+    for secret, cases in POLICY_CASES.items():
+        for action, resource, prefix, expected in cases:
+            allowed = policy_allows(identities[secret], action, resource, prefix)
+            assert allowed == expected, f"{secret}: {action} {resource} (prefix {prefix}) -> {allowed}"
+    # Only the two writers of a store may change it, and no identity changes the other's store.
+    for resource in (RAW, RELEASE, PARAMS, ROOT, MLFLOW_ARTIFACT):
+        writers = {s for s, policy in identities.items() if policy_allows(policy, "s3:PutObject", resource)}
+        assert len(writers) <= 1, f"{resource} is written by {writers}"
+    for policy in identities.values():
+        assert not policy_allows(policy, "s3:DeleteBucket", BUCKET_ARN)
+        assert not policy_allows(policy, "s3:PutBucketPolicy", BUCKET_ARN)

@@ -270,7 +270,7 @@ def test_resolve_task_gets_the_form_defaults_and_the_base_uri_and_reports_proven
     artifacts = spec["components"]["comp-resolve-params"]["outputDefinitions"]["artifacts"]
     assert artifacts["run_parameters"]["artifactType"]["schemaTitle"] == "system.Markdown"
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert "latentanon-s3" in {s["secretName"] for s in executors["exec-resolve-params"]["secretAsEnv"]}
+    assert "latentanon-s3-params-read" in {s["secretName"] for s in executors["exec-resolve-params"]["secretAsEnv"]}
 
 
 def test_report_and_plots_are_rendered_artifacts(compiled):
@@ -332,14 +332,65 @@ def test_secrets_config_and_caching_in_the_platform_spec(compiled):
         "exec-log-stages",
     ):
         config = executors[name]
-        secrets = {s["secretName"]: s for s in config["secretAsEnv"]}
-        assert "latentanon-s3" in secrets, name
-        envs = {m["envVar"] for m in secrets["latentanon-s3"]["keyToEnv"]}
-        assert envs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert {c["configMapName"] for c in config["configMapAsEnv"]} == {"latentanon-env"}
     assert any(t.get("key") == "nvidia.com/gpu" for t in executors["exec-train"]["tolerations"])
     optuna = {s["secretName"]: s for s in executors["exec-tune-trials"]["secretAsEnv"]}["latentanon-optuna"]
     assert optuna["optional"] is True
+
+
+# Least privilege: the object-store identities (Secret -> the key variables it fills) each task holds.
+FEATURES_KEYS = ("LATENTANON_S3_FEATURES_ACCESS_KEY_ID", "LATENTANON_S3_FEATURES_SECRET_ACCESS_KEY")
+RELEASE_KEYS = ("LATENTANON_S3_RELEASE_ACCESS_KEY_ID", "LATENTANON_S3_RELEASE_SECRET_ACCESS_KEY")
+DEFAULT_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+FEATURES_READER = {"latentanon-s3-features-read": FEATURES_KEYS}
+ANALYST = {**FEATURES_READER, "latentanon-s3-release-read": RELEASE_KEYS}
+OBJECT_STORE_ROLES = {
+    "exec-resolve-params": {"latentanon-s3-params-read": DEFAULT_KEYS},
+    "exec-close-run": {"latentanon-s3-params-read": DEFAULT_KEYS},
+    "exec-extract-shards": {"latentanon-s3-features-write": FEATURES_KEYS},
+    "exec-finalize-extract": {"latentanon-s3-features-write": FEATURES_KEYS},
+    "exec-tune-trials": FEATURES_READER,
+    "exec-tune-select": FEATURES_READER,
+    "exec-train": {**FEATURES_READER, "latentanon-s3-release-write": RELEASE_KEYS},
+    "exec-evaluate": ANALYST,
+    "exec-audit-bias": ANALYST,
+    "exec-gate": {"latentanon-s3-release-write": RELEASE_KEYS},
+}
+
+
+@pytest.mark.parametrize("gpus", [1, 0])
+def test_each_task_holds_exactly_the_object_store_identities_of_its_role(compiled, gpus, tmp_path):
+    """Every task mounts the S3 Secrets of its role and no other (the rest none: their artifacts
+    move through the launcher, whose pipeline-root identity is in no task's environment); each
+    Secret fills its store's key variables, so one task can hold two stores' keys."""
+    from pipelines.compile import compile_pipeline
+
+    if gpus:
+        platform = compiled[1]
+    else:
+        platform = load_documents(compile_pipeline(tmp_path / "cpu.yaml", gpus_per_task=0))[1]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(OBJECT_STORE_ROLES) <= set(executors)
+    for name, config in executors.items():
+        held = {
+            s["secretName"]: tuple(sorted(m["envVar"] for m in s["keyToEnv"]))
+            for s in config.get("secretAsEnv", [])
+            if s["secretName"].startswith("latentanon-s3")
+        }
+        expected = {secret: tuple(sorted(envs)) for secret, envs in OBJECT_STORE_ROLES.get(name, {}).items()}
+        assert held == expected, f"{name} holds {held}"
+    mounted = [s["secretName"] for c in executors.values() for s in c.get("secretAsEnv", [])]
+    assert "latentanon-s3-pipeline-root" not in mounted and "latentanon-s3" not in mounted
+
+
+def test_store_key_variables_are_the_ones_the_store_reads():
+    from pipelines import latentanon_pipeline as pipeline
+
+    from latentanon.features.s3 import scope_variable
+
+    for scope, keys in (("FEATURES", FEATURES_KEYS), ("RELEASE", RELEASE_KEYS)):
+        assert keys == (scope_variable(scope, "ACCESS_KEY_ID"), scope_variable(scope, "SECRET_ACCESS_KEY"))
+        assert pipeline.S3_KEY_ENV[scope] == keys
 
 
 def test_no_credentials_in_the_compiled_yaml():
@@ -434,3 +485,45 @@ def test_compiled_yaml_parses_strictly_with_the_real_protos():
         json_format.ParseDict(
             {**some_executor, "bogusField": 1}, kubernetes_executor_config_pb2.KubernetesExecutorConfig()
         )
+
+
+CPU_DIGEST = "ghcr.io/latentanon/latentanon@sha256:" + "a" * 64
+CUDA_DIGEST = "ghcr.io/latentanon/latentanon@sha256:" + "b" * 64
+
+
+def test_release_build_names_every_container_by_digest(tmp_path):
+    """KFP keys its cache on the image reference as text: a release build puts the digest on
+    every container, CPU tasks on the CPU image and GPU tasks on the CUDA one."""
+    from pipelines.compile import compile_pipeline, compiled_images
+
+    out = compile_pipeline(tmp_path / "release.yaml", image=CPU_DIGEST, cuda_image=CUDA_DIGEST, release=True)
+    assert compiled_images(out) == {CPU_DIGEST, CUDA_DIGEST}
+    spec = load_documents(out)[0]
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"] == CUDA_DIGEST
+    assert executors["exec-gate"]["container"]["image"] == CPU_DIGEST
+    cpu_only = compile_pipeline(tmp_path / "cpu.yaml", gpus_per_task=0, image=CPU_DIGEST, release=True)
+    assert compiled_images(cpu_only) == {CPU_DIGEST}
+
+
+def test_a_tag_is_refused_for_a_release_build_and_warned_about_otherwise(tmp_path):
+    from pipelines.compile import MutableImageError, compile_pipeline, is_pinned
+
+    with pytest.raises(MutableImageError, match="not pinned by digest"):
+        compile_pipeline(tmp_path / "tagged.yaml", image=CPU_DIGEST, release=True)  # CUDA image by tag
+    assert not (tmp_path / "tagged.yaml").exists(), "a refused build leaves no YAML"
+    with pytest.warns(UserWarning, match="reuses the old image's cached results"):
+        compile_pipeline(tmp_path / "dev.yaml", gpus_per_task=0)
+    assert not is_pinned("ghcr.io/latentanon/latentanon:0.1.0-cpu")
+    assert not is_pinned("ghcr.io/latentanon/latentanon@sha256:" + "a" * 63)
+    assert not is_pinned("ghcr.io/latentanon/latentanon@sha256:" + "A" * 64)
+    assert is_pinned("localhost:5000/latentanon@sha256:" + "0" * 64)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "compile.py"), "--gpus", "0", "--release", "--output", "x.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "not pinned by digest" in done.stderr
+    assert not (tmp_path / "x.yaml").exists()

@@ -192,3 +192,58 @@ def test_endpoint_variable_precedence(monkeypatch):
     assert s3_endpoint() is None
     assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
     assert FeatureStore("s3://bucket/a/b/").uri == "s3://bucket/a/b"
+
+
+def _user_limited_to(endpoint: str, name: str, prefix: str) -> dict:
+    """An IAM user that may list the bucket and read, write and delete objects under ``prefix/`` only."""
+    iam = boto3.session.Session().client("iam", endpoint_url=endpoint)
+    iam.create_user(UserName=name)
+    statements = [
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{BUCKET}"]},
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": [f"arn:aws:s3:::{BUCKET}/{prefix}/*"],
+        },
+    ]
+    iam.put_user_policy(
+        UserName=name, PolicyName=prefix, PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements})
+    )
+    return iam.create_access_key(UserName=name)["AccessKey"]
+
+
+def test_each_scoped_store_is_signed_with_its_own_key(s3_server, monkeypatch):
+    """One process holding the feature store's key and the release store's: each store is written
+    with its own, a URI outside both falls back to AWS_ACCESS_KEY_ID, and swapped keys are refused."""
+    from latentanon.features.s3 import scope_variable, scoped_credentials
+
+    _moto_api(s3_server["endpoint"], "reset-auth", "inf")  # the set-up calls below are unsigned
+    keys = {
+        "FEATURES": _user_limited_to(s3_server["endpoint"], "features-writer", "features"),
+        "RELEASE": _user_limited_to(s3_server["endpoint"], "release-writer", "features-anon"),
+    }
+    _moto_api(s3_server["endpoint"], "reset-auth", "0")
+
+    def hold(features_key: dict, release_key: dict) -> None:
+        for scope, key in (("FEATURES", features_key), ("RELEASE", release_key)):
+            monkeypatch.setenv(scope_variable(scope, "URI"), f"s3://{BUCKET}/{scope_prefix[scope]}")
+            monkeypatch.setenv(scope_variable(scope, "ACCESS_KEY_ID"), key["AccessKeyId"])
+            monkeypatch.setenv(scope_variable(scope, "SECRET_ACCESS_KEY"), key["SecretAccessKey"])
+
+    scope_prefix = {"FEATURES": "features", "RELEASE": "features-anon"}
+    hold(keys["FEATURES"], keys["RELEASE"])
+    assert scoped_credentials(f"s3://{BUCKET}/features/anomaly")[0] == keys["FEATURES"]["AccessKeyId"]
+    assert scoped_credentials(f"s3://{BUCKET}/features-anon")[0] == keys["RELEASE"]["AccessKeyId"]
+    assert scoped_credentials(f"s3://{BUCKET}/featuresX") is None  # a prefix, not a string start
+    assert scoped_credentials("s3://other-bucket/features") is None
+
+    write_feature_set(f"s3://{BUCKET}/features", small_set())
+    write_feature_set(f"s3://{BUCKET}/features-anon", small_set())
+    assert list_feature_sets(f"s3://{BUCKET}/features") == ["anomaly"]
+    write_feature_set(f"s3://{BUCKET}/elsewhere", small_set())  # the fixture's allow-all key
+
+    hold(keys["RELEASE"], keys["FEATURES"])
+    with pytest.raises(StoreError, match="access denied"):
+        write_feature_set(f"s3://{BUCKET}/features", small_set())
+    with pytest.raises(StoreError, match="access denied"):
+        load_feature_set(f"s3://{BUCKET}/features-anon", "anomaly")

@@ -37,7 +37,7 @@ PROVIDER_OVERRIDE = {
     "credentials": {
         "fromEnv": False,
         "secretRef": {
-            "secretName": "latentanon-s3",
+            "secretName": "latentanon-s3-pipeline-root",
             "accessKeyKey": "AWS_ACCESS_KEY_ID",
             "secretKeyKey": "AWS_SECRET_ACCESS_KEY",
         },

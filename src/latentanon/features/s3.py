@@ -1,7 +1,9 @@
 """S3 storage (AWS or any S3-compatible server such as MinIO) for the feature store, via boto3.
 
 The endpoint comes from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (unset: AWS itself) and the
-credentials from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, ...).
+credentials from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, ...),
+except under a scoped store (``scoped_credentials``): least privilege gives the feature store and
+the release store identities of their own, and one process may hold both.
 The client uses short timeouts and few retries, so a wrong endpoint fails fast with a clear error.
 """
 
@@ -42,8 +44,42 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def make_s3_client():
-    """A boto3 S3 client for the environment's endpoint and credentials, failing fast."""
+# Store scopes with an identity of their own: LATENTANON_S3_<SCOPE>_URI names the store (set by the
+# code that knows the layout, e.g. the Kubeflow workspace), LATENTANON_S3_<SCOPE>_ACCESS_KEY_ID and
+# _SECRET_ACCESS_KEY its key (from that scope's Secret). Environment, not module state, so that
+# worker processes inherit it.
+CREDENTIAL_SCOPES = ("FEATURES", "RELEASE")
+
+
+def scope_variable(scope: str, field: str) -> str:
+    return f"LATENTANON_S3_{scope}_{field}"
+
+
+def _within(prefix: str, scope_prefix: str) -> bool:
+    return not scope_prefix or prefix == scope_prefix or prefix.startswith(f"{scope_prefix}/")
+
+
+def scoped_credentials(uri: str) -> tuple[str, str] | None:
+    """(access key, secret key) of the narrowest scope holding ``uri``; None: boto3's own chain."""
+    bucket, prefix = parse_s3_uri(uri)
+    chosen: tuple[int, tuple[str, str]] | None = None
+    for scope in CREDENTIAL_SCOPES:
+        scope_uri = os.environ.get(scope_variable(scope, "URI"), "")
+        access_key = os.environ.get(scope_variable(scope, "ACCESS_KEY_ID"), "")
+        secret_key = os.environ.get(scope_variable(scope, "SECRET_ACCESS_KEY"), "")
+        if not (scope_uri.startswith("s3://") and access_key and secret_key):
+            continue
+        scope_bucket, scope_prefix = parse_s3_uri(scope_uri)
+        narrower = chosen is None or len(scope_prefix) > chosen[0]
+        if bucket == scope_bucket and _within(prefix, scope_prefix) and narrower:
+            chosen = (len(scope_prefix), (access_key, secret_key))
+    return chosen[1] if chosen else None
+
+
+def make_s3_client(uri: str = ""):
+    """A boto3 S3 client for the environment's endpoint and credentials, failing fast.
+
+    With ``uri`` under a scoped store, the client signs with that store's own key."""
     import boto3
     from botocore.config import Config
 
@@ -59,6 +95,11 @@ def make_s3_client():
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
+    keys = scoped_credentials(uri) if uri else None
+    if keys:
+        return boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, config=config, aws_access_key_id=keys[0], aws_secret_access_key=keys[1]
+        )
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
@@ -109,7 +150,7 @@ class S3Backend(StorageBackend):
     @property
     def client(self):
         if self._client is None:
-            self._client = make_s3_client()
+            self._client = make_s3_client(self.uri)
         if not self._bucket_checked:
             self._check_bucket(self._client)
         return self._client
@@ -118,9 +159,10 @@ class S3Backend(StorageBackend):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            client.head_bucket(Bucket=self.bucket)
+            # A listing under the store's own prefix, not HeadBucket: an identity whose ListBucket
+            # is limited to its prefix (the least-privilege policies) may make it.
+            client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
         except ClientError as exc:
-            # HEAD responses have no body, so a missing bucket shows up only as a bare 404.
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise StoreError(

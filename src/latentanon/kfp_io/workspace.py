@@ -49,6 +49,7 @@ class StageWorkspace:
     _params: Params | None = None
     _layout: Layout | None = None
     _owns_root: bool = False
+    _scopes_before: dict[str, str | None] | None = None
 
     @property
     def params(self) -> Params:
@@ -87,6 +88,7 @@ class StageWorkspace:
         forced += self._store_overrides(tree, overrides)
         self._params = params_from_dict(tree, [*overrides, *forced])
         self._layout = Layout.from_params(self._params)
+        self._scope_remote_stores()
         for role, artifact in self.inputs.items():
             self._stage_in(role, artifact)
 
@@ -163,9 +165,31 @@ class StageWorkspace:
             shutil.copy2(src, dst)
         _set_metadata(artifact, role=role)
 
+    def _scope_remote_stores(self) -> None:
+        """Name each remote store as its credential scope, so the pod's per-store key signs for it."""
+        from latentanon.features.s3 import scope_variable
+
+        self._scopes_before = {}
+        for scope, field_name in STORE_SCOPES.items():
+            uri = getattr(self.layout, field_name)
+            if str(uri).startswith("s3://"):
+                variable = scope_variable(scope, "URI")
+                self._scopes_before[variable] = os.environ.get(variable)
+                os.environ[variable] = uri
+
     def __exit__(self, *exc_info) -> None:
+        for variable, before in (self._scopes_before or {}).items():
+            if before is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = before
+        self._scopes_before = None
         if self._owns_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+# the credential scope (features.s3.CREDENTIAL_SCOPES) of each store's layout field
+STORE_SCOPES = {"FEATURES": "features_uri", "RELEASE": "anonymized_uri"}
 
 
 def _apply_environment_defaults() -> None:
