@@ -12,7 +12,7 @@ import torch
 
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import DataError, LatentanonError
-from latentanon.evaluation import bias, run
+from latentanon.evaluation import bias, pool, run
 from latentanon.features.featureset import FeatureSet
 from latentanon.features.store import write_feature_set
 from latentanon.methods.aam import AAM, save_adapter
@@ -295,7 +295,7 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
         return method
 
     monkeypatch.setattr(registry, "create_method", counting_create)
-    monkeypatch.setattr(run, "create_method", counting_create, raising=False)
+    monkeypatch.setattr(pool, "create_method", counting_create)
     run.evaluate(params, Layout.from_params(params))
     assert fits == ([0, 1] if refit else [0])
     # the noise is drawn per evaluation seed either way

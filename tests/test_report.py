@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from latentanon.config import params_from_dict
-from latentanon.evaluation import report, run
+from latentanon.evaluation import report
+from latentanon.evaluation.summary import privacy_utility_points, summarize, worst_scope
 
 ATTRS = ("gender", "face")
 TASKS = ("ar", "tad", "ad")
@@ -38,7 +39,7 @@ def _per_seed(methods: dict[str, tuple[list[float], list[dict[str, float]]]]) ->
 
 
 def _evaluation(per_seed: dict) -> dict:
-    summary = run.summarize(per_seed, [0, 1], 0.95)
+    summary = summarize(per_seed, [0, 1], 0.95)
     methods = list(per_seed)
     return {
         "methods": methods,
@@ -52,7 +53,7 @@ def _evaluation(per_seed: dict) -> dict:
         "tasks": {t: {"metric": f"{t}-metric", "seen_in_training": t != "ad"} for t in TASKS},
         "privacy": summary["privacy"],
         "utility": summary["utility"],
-        "privacy_utility": run.privacy_utility_points(summary),
+        "privacy_utility": privacy_utility_points(summary),
         "plots": {"attribute_leakage": "attribute_leakage.png", "privacy_utility": "privacy_utility.png"},
     }
 
@@ -194,7 +195,7 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
         "aam": {"0": raw_items, "1": raw_items},  # identical to raw
         "noise@1": {"0": _items(0.9, [0] * 10), "1": _items(0.9, [0] * 10)},
     }  # every video wrong
-    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    summary = summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["static"]["normalized_leakage_paired"]
     assert (aam["low"], aam["high"]) == pytest.approx((1.0, 1.0))
     drop = summary["utility"]["ar"]["aam"]["relative_drop_paired"]
@@ -249,7 +250,7 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
         per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
         # per clip 0.25, per video mean 0.5, 16 releases averaged 0.75: the worst scope is the re-release
         per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
-    summary = run.summarize(per_seed, [0, 1], 0.95)
+    summary = summarize(per_seed, [0, 1], 0.95)
     evaluation = {**_evaluation(per_seed), "privacy_floor": {**summary["floor"], "tasks": ["ar", "tad"]}}
     assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)  # the plane's x: worst scope
     assert evaluation["privacy_utility"]["aam"]["leakage_scope"] == "rerelease16"
@@ -328,7 +329,7 @@ def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
             for k in ("0", "1")
         },
     }
-    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    summary = summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["scopes"]
     assert (
         aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
@@ -346,6 +347,6 @@ def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
 def test_an_undefined_interval_is_the_worst_scope():
     finite = {"normalized_leakage": {"mean": 0.9, "low": 0.8, "high": 0.95}}
     undefined = {"normalized_leakage": {"mean": 0.1, "low": float("nan"), "high": float("nan")}}
-    worst = run.worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
+    worst = worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
     assert worst["scope"] == "b" and worst["skipped"] == ["c"]
-    assert run.worst_scope({"c": {"skipped": "no labels"}})["scope"] is None
+    assert worst_scope({"c": {"skipped": "no labels"}})["scope"] is None
