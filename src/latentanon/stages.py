@@ -79,7 +79,7 @@ def finalize_extract(params: Params) -> dict:
 
 
 def tune(params: Params) -> dict:
-    from latentanon.evaluation.report import pareto_rows, write_rows_csv
+    from latentanon.evaluation.dvc_views import pareto_rows, write_rows_csv
     from latentanon.tuning.search import run_search
 
     layout = Layout.from_params(params)
@@ -146,7 +146,7 @@ def train(params: Params) -> dict:
     )
     history = layout.report_dir("train") / "history.json"
     if history.exists():  # data for `dvc plots` next to loss_curves.png
-        from latentanon.evaluation.report import history_rows, write_rows_csv
+        from latentanon.evaluation.dvc_views import history_rows, write_rows_csv
 
         write_rows_csv(history_rows(json.loads(history.read_text())), history.with_name("loss_curves.csv"))
     summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
@@ -167,7 +167,7 @@ def evaluate(params: Params) -> dict:
 
 def audit_bias(params: Params) -> dict:
     from latentanon.evaluation.bias import audit_bias as run
-    from latentanon.evaluation.report import (
+    from latentanon.evaluation.dvc_views import (
         HEADLINE_FILE,
         PRIVACY_UTILITY_CSV,
         headline_metrics,

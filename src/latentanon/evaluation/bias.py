@@ -223,7 +223,8 @@ def run_audit(params: Params, layout: Layout) -> dict:
 def audit_bias(params: Params, layout: Layout) -> dict:
     """The stage: bias.json and bias.png, then reports/metrics.json and reports/report.md."""
     from latentanon._files import write_json_atomic
-    from latentanon.evaluation.report import build_metrics, write_report
+    from latentanon.evaluation.metrics_tree import build_metrics
+    from latentanon.evaluation.report import write_report
 
     started = time.time()
     report_dir = layout.report_dir("audit_bias")
@@ -246,7 +247,7 @@ def audit_bias(params: Params, layout: Layout) -> dict:
     bias["plot"] = plot_bias(bias, report_dir / "bias.png").name
     bias["seconds"] = round(time.time() - started, 1)
     write_json_atomic(report_dir / "bias.json", bias)
-    metrics_tree = build_metrics(evaluation, bias, params)
+    metrics_tree = build_metrics(evaluation, bias, params.gate)
     write_json_atomic(layout.reports / "metrics.json", metrics_tree)
     report_path = write_report(metrics_tree, evaluation, bias, layout.reports / "report.md")
     return {
