@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from latentanon._configtools import ConfigError, from_dict, to_dict
+from latentanon._configtools import ConfigError, from_dict, sections_hash, to_dict
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig
@@ -41,8 +39,7 @@ class Params:
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections, to tag outputs with the params that made them."""
-        blob = json.dumps({s: to_dict(getattr(self, s)) for s in sections}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return sections_hash({s: getattr(self, s) for s in sections})
 
 
 def _set_override(tree: dict, assignment: str) -> None:

@@ -162,7 +162,7 @@ def evaluate(params: Params) -> dict:
     from latentanon.evaluation.run import evaluate as run
 
     layout = Layout.from_params(params)
-    return run(params, layout)
+    return run(params.evaluate, params.train, layout)
 
 
 def audit_bias(params: Params) -> dict:
@@ -176,7 +176,7 @@ def audit_bias(params: Params) -> dict:
     )
 
     layout = Layout.from_params(params)
-    summary = run(params, layout)
+    summary = run(params.audit_bias, params.gate, layout)
     # The DVC metric is a short headline; the full tree stays in metrics.json for the gate.
     tree = json.loads((layout.reports / "metrics.json").read_text())
     headline = headline_metrics(tree)

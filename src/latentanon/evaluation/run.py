@@ -25,10 +25,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from latentanon._configtools import sections_hash
 from latentanon._files import write_json_atomic
-from latentanon.config import Params
 from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.evaluation import scopes
+from latentanon.evaluation.config import EvaluateConfig
 from latentanon.evaluation.items import items_complete, load_items, save_items
 from latentanon.evaluation.measure import align_release, load_sets, measure, needed_sets, task_sets
 from latentanon.evaluation.plots import plot_attribute_leakage, plot_privacy_utility
@@ -38,6 +39,7 @@ from latentanon.evaluation.summary import privacy_utility_points, summarize, uti
 from latentanon.evaluation.unseen import held_out_score, trained_for_unseen, unseen_present, unseen_tasks
 from latentanon.features.featureset import FeatureSet
 from latentanon.layout import Layout
+from latentanon.methods.config import TrainConfig
 from latentanon.methods.registry import expand_names, needs_private_labels
 
 
@@ -50,7 +52,7 @@ def _trained_method(layout: Layout) -> dict:
     return {"name": method.get("name", "paper"), "id": method.get("id", (meta.get("adapter") or {}).get("id"))}
 
 
-def _fingerprint(params: Params, layout: Layout) -> str:
+def _fingerprint(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> str:
     """Inputs that decide the results: evaluate/train params and both stores' indexes."""
     from latentanon.features.store import FeatureStore
 
@@ -58,7 +60,7 @@ def _fingerprint(params: Params, layout: Layout) -> str:
     from latentanon.tasks.scoring import MEASUREMENT_VERSION
 
     blob = json.dumps(
-        [params.section_hash("evaluate", "train"), indexes, MEASUREMENT_VERSION, scopes.SCOPES_VERSION],
+        [sections_hash({"evaluate": cfg, "train": train}), indexes, MEASUREMENT_VERSION, scopes.SCOPES_VERSION],
         sort_keys=True,
         default=str,
     )
@@ -75,22 +77,22 @@ def _load_partial(path: Path, fingerprint: str) -> dict:
     return partial.get("results", {}) if partial.get("fingerprint") == fingerprint else {}
 
 
-def evaluate(params: Params, layout: Layout) -> dict:
-    """The stage: writes reports/evaluate/evaluation.json and its plots; returns a short summary."""
+def evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
+    """The stage: writes reports/evaluate/evaluation.json and its plots; returns a short summary.
+    ``train``: the train section, the baselines' knobs and which tasks the method was trained on."""
     import torch
 
     threads = torch.get_num_threads()
     # Every model here is tiny: one thread is many times faster than several fighting for cores.
     torch.set_num_threads(1)
     try:
-        return _evaluate(params, layout)
+        return _evaluate(cfg, train, layout)
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(params: Params, layout: Layout) -> dict:
+def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
     started = time.time()
-    cfg = params.evaluate
     report_dir = layout.report_dir("evaluate")
     report_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(cfg.seeds)
@@ -104,7 +106,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     methods = ["raw", "aam", *baselines]
 
     partial_path = report_dir / "partial.json"
-    fingerprint = _fingerprint(params, layout)
+    fingerprint = _fingerprint(cfg, train, layout)
     results: dict[str, dict[str, dict]] = _load_partial(partial_path, fingerprint)
     items_dir = report_dir / "items"
     # a finished pair counts only with complete items (the paired intervals need them)
@@ -130,7 +132,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             # instead, so that the figures reproduce (same distribution, a known draw).
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
-            fitted[method] = fit_baseline(method, params.train, raw, seed if cfg.refit_baselines else seeds[0])
+            fitted[method] = fit_baseline(method, train, raw, seed if cfg.refit_baselines else seeds[0])
         fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
         publishers[method] = fitted[method]
         return {name: fitted[method].transform(fs) for name, fs in raw.items()}
@@ -138,7 +140,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
     heads = {"restarts": cfg.head_restarts, "inputs": tuple(cfg.head_inputs)}
 
-    seen_tasks = tuple(t for t in task_sets() if getattr(params.train.tasks, t, 0) > 0)
+    seen_tasks = tuple(t for t in task_sets() if getattr(train.tasks, t, 0) > 0)
 
     def extra(method: str, seed: int) -> dict:
         """Called right after ``method_sets`` for the same method: its publisher is current. The floor
@@ -166,7 +168,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
         """The unseen-task refits, run in the pool next to the pairs (they take a minute in a row)."""
         if not cfg.unseen_seeds or trained is None:
             return {}
-        method = trained_for_unseen(layout.adapter_dir, params.train)
+        method = trained_for_unseen(layout.adapter_dir, train)
         return {
             (task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
             for task in unseen_present(raw)
@@ -193,7 +195,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             in_process(todo)
         else:
             try:
-                fit_jobs = {m: (m, params.train, raw, seeds[0]) for m in baselines}
+                fit_jobs = {m: (m, train, raw, seeds[0]) for m in baselines}
                 unseen_scored = measure_in_pool(
                     todo, method_sets, record, bar, cfg.workers, extra, refit, fit_jobs, unseen_jobs()
                 )
@@ -209,7 +211,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
     items = {m: {str(seed): load_items(items_dir / f"{m}__{seed}.npz") for seed in seeds} for m in methods}
     summary = summarize({m: results[m] for m in methods}, seeds, cfg.confidence, items, cfg.bootstrap)
     points = privacy_utility_points(summary)
-    seen = {task: getattr(params.train.tasks, task) > 0 for task in summary["utility"]}
+    seen = {task: getattr(train.tasks, task) > 0 for task in summary["utility"]}
     plots = {
         "attribute_leakage": plot_attribute_leakage(summary, report_dir / "attribute_leakage.png").name,
         "privacy_utility": plot_privacy_utility(points, report_dir / "privacy_utility.png").name,
@@ -223,7 +225,7 @@ def _evaluate(params: Params, layout: Layout) -> dict:
             cfg.confidence,
             results["raw"],
             heads,
-            params.train,
+            train,
             {
                 str(s): load_items(items_dir / f"raw__{s}.npz")
                 for s in cfg.unseen_seeds
