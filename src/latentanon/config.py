@@ -14,7 +14,7 @@ from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig
 from latentanon.layout import Layout, PathsConfig
 from latentanon.methods.config import TrainConfig
-from latentanon.tracking.config import GateConfig, TrackingConfig
+from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
 from latentanon.tuning.config import TuneConfig
 
 __all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
@@ -40,6 +40,10 @@ class Params:
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections, to tag outputs with the params that made them."""
         return sections_hash({s: getattr(self, s) for s in sections})
+
+    def tracked(self) -> TrackedParams:
+        """The sections the tracking layer reads, and every param in plain form for MLflow."""
+        return TrackedParams(tracking=self.tracking, gate=self.gate, plain=self.to_dict())
 
 
 def _set_override(tree: dict, assignment: str) -> None:

@@ -194,7 +194,7 @@ def gate(params: Params, promote: bool = True) -> dict:
     from latentanon.tracking.gate import register_and_decide, run_gate
 
     layout = Layout.from_params(params)
-    summary = run_gate(params, layout) if promote else register_and_decide(params, layout)
+    summary = run_gate(params.tracked(), layout) if promote else register_and_decide(params.tracked(), layout)
     status = APPROVED if summary["decision"] == APPROVED else REJECTED
     reasons = summary["reasons"] or [
         f"all gate checks passed; version {summary['version']} of {summary['model_name']} is the model that made them"
@@ -309,7 +309,8 @@ def execute(name: str, params: Params, track: bool = True, **kwargs) -> dict:
     if track:
         from latentanon.tracking.runs import log_stage
 
-        log_stage(params, name, summary, [p for p in stage_artifacts(name, params) if p.exists()])
+        artifacts = [p for p in stage_artifacts(name, params) if p.exists()]
+        log_stage(params.tracked(), Layout.from_params(params), name, summary, artifacts)
     return summary
 
 

@@ -516,8 +516,8 @@ def _run_search(params: Params, layout: Layout) -> dict:
 
     out_dir = layout.report_dir("tune")
     started = time.perf_counter()
-    client = runs.client_for(params, layout)  # fail now, not after the trials, if unreachable
-    parent = runs.pipeline_run_id(params, layout, client)
+    client = runs.client_for(params.tracking, layout)  # fail now, not after the trials, if unreachable
+    parent = runs.pipeline_run_id(params.tracked(), layout, client)
     data = load_search_data(layout.features_uri)
     tasks = utility_tasks(params, data)
     storage_url = resolve_storage(params, layout)
