@@ -103,7 +103,7 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     name = params.tracking.model_name
 
     # runs: the tune stage's trials are nested runs of the pipeline run, on the server
-    summary = search.run_search(params, layout)
+    summary = search.run_search(params.for_search(), params.tracked(), layout)
     parent_id = json.loads((layout.reports / "tracking" / "pipeline_run.json").read_text())["run_id"]
     parent = client.get_run(parent_id)
     assert parent.data.tags["latentanon.pipeline_run"] == "true"

@@ -15,7 +15,7 @@ from latentanon.evaluation.config import BiasConfig, EvaluateConfig
 from latentanon.layout import Layout, PathsConfig
 from latentanon.methods.config import TrainConfig
 from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
-from latentanon.tuning.config import TuneConfig
+from latentanon.tuning.config import SearchParams, TuneConfig
 
 __all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
 
@@ -44,6 +44,10 @@ class Params:
     def tracked(self) -> TrackedParams:
         """The sections the tracking layer reads, and every param in plain form for MLflow."""
         return TrackedParams(tracking=self.tracking, gate=self.gate, plain=self.to_dict())
+
+    def for_search(self) -> SearchParams:
+        """The sections the tune stage reads."""
+        return SearchParams(tune=self.tune, train=self.train, evaluate=self.evaluate, gate=self.gate)
 
 
 def _set_override(tree: dict, assignment: str) -> None:

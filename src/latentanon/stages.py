@@ -83,7 +83,7 @@ def tune(params: Params) -> dict:
     from latentanon.tuning.search import run_search
 
     layout = Layout.from_params(params)
-    summary = run_search(params, layout)
+    summary = run_search(params.for_search(), params.tracked(), layout)
     pareto = layout.report_dir("tune") / "pareto.json"
     if pareto.exists():  # data for `dvc plots` next to pareto.png
         write_rows_csv(pareto_rows(json.loads(pareto.read_text())), pareto.with_name("pareto_front.csv"))
