@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/adapter_variants.json")
     args = parser.parse_args()
 
-    from latentanon.evaluation.run import load_sets, measure, needed_sets
+    from latentanon.evaluation.measure import load_sets, measure, needed_sets
     from latentanon.methods.training import load_training_sets
 
     params = load_params(args.params, [f"paths.workdir={args.workdir}"] if args.workdir else [])

@@ -72,7 +72,7 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         trial_params = replace(params, tune=replace(params.tune, seed=seed))
-        result = search.run_trial(data, trial_params, train.weights, train, TASKS, raw)
+        result = search.run_trial(data, trial_params.for_search(), train.weights, train, TASKS, raw)
         runs.append({"seed": seed, "normalized_leakage": result["normalized_leakage"], "drops": result["drops"]})
         print(
             f"{args.name} seed {seed}: normalised leakage {result['normalized_leakage']:.3f}, drops "

@@ -53,12 +53,12 @@ def paired_val_drop(
 ) -> dict:
     """The seed ensemble's relative drop against raw's, over resamples of the val videos."""
     from latentanon.evaluation import resampling
-    from latentanon.evaluation.run import _n_videos, ensemble_drop
+    from latentanon.evaluation.paired import count_test_videos, ensemble_drop
     from latentanon.tasks.scoring import ensemble_items
 
     raw = ensemble_items(task, raw_items, "raw")
     method = ensemble_items(task, method_items, "method")
-    n = _n_videos(task, raw)
+    n = count_test_videos(task, raw)
     drop = ensemble_drop(task, raw, method, resampling.shared_weights(n, n_resamples), confidence)
     out = {
         "drop": drop["point"],
@@ -74,7 +74,7 @@ def paired_val_drop(
 
 def method_sets(name: str, raw: dict, trained, train_cfg, seed: int) -> dict:
     """The feature sets a method turns raw into, its noise keyed by the seed as evaluate keys it."""
-    from latentanon.evaluation.run import fit_baseline
+    from latentanon.evaluation.pool import fit_baseline
 
     if name == "aam":
         model = trained.with_reproducible_noise(seed) if trained.stochastic else trained
@@ -108,7 +108,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from latentanon.evaluation.run import load_sets
+    from latentanon.evaluation.measure import load_sets
     from latentanon.methods.registry import load_method
     from latentanon.tasks import scoring
 

@@ -125,7 +125,8 @@ def identity_bootstrap(
 ) -> dict[str, dict[str, dict]]:
     """Per task and method: the seed ensemble's paired relative drop resampled by test identity,
     from evaluate's per-video items (``reports/evaluate/items``) and the test records' identities."""
-    from latentanon.evaluation.run import ensemble_drop, load_items
+    from latentanon.evaluation.items import load_items
+    from latentanon.evaluation.paired import ensemble_drop
     from latentanon.features.store import load_feature_set
     from latentanon.tasks.scoring import TASK_SPECS, ensemble_items
 

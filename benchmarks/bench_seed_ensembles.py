@@ -36,7 +36,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from latentanon.evaluation import resampling
-    from latentanon.evaluation.run import _n_videos, ensemble_drop, load_items
+    from latentanon.evaluation.items import load_items
+    from latentanon.evaluation.paired import count_test_videos, ensemble_drop
     from latentanon.tasks.scoring import ensemble_items
 
     folder = Path(args.workdir) / "reports" / "evaluate" / "items"
@@ -50,7 +51,7 @@ def main() -> int:
     items = {m: {s: load_items(folder / f"{m}__{s}.npz") for s in seeds} for m in methods}
     rows = []
     for task in items["raw"][seeds[0]]["utility"]:
-        n_videos = _n_videos(task, items["raw"][seeds[0]]["utility"][task])
+        n_videos = count_test_videos(task, items["raw"][seeds[0]]["utility"][task])
         weights = resampling.shared_weights(n_videos, args.resamples)
         for method in (m for m in methods if m != "raw"):
             widths = []

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from latentanon.evaluation.report import replace_results_block, results_table
+from latentanon.evaluation.readme_table import replace_results_block, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_BEGIN = "<!-- results-figures:begin (benchmarks/results_table.py writes this block) -->"

@@ -13,7 +13,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_power as bench
 from latentanon.config import Layout, load_params, params_from_dict
-from latentanon.evaluation.run import save_items
+from latentanon.evaluation.items import save_items
 from test_tuning import make_feature_sets, write_store
 
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_seed_ensembles as bench
-from latentanon.evaluation.run import save_items
+from latentanon.evaluation.items import save_items
 
 
 def _ar_items(labels: np.ndarray, right: np.ndarray) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from latentanon.config import Layout, params_from_dict
 from latentanon.errors import DataError, LatentanonError
-from latentanon.evaluation import bias, run
+from latentanon.evaluation import bias, pool, run
 from latentanon.features.featureset import FeatureSet
 from latentanon.features.store import write_feature_set
 from latentanon.methods.aam import AAM, save_adapter
@@ -168,8 +168,8 @@ def stages_done(tmp_path_factory):
     build_store(root)
     params = tiny_params(root)
     layout = Layout.from_params(params)
-    evaluated = run.evaluate(params, layout)
-    audited = bias.audit_bias(params, layout)
+    evaluated = run.evaluate(params.evaluate, params.train, layout)
+    audited = bias.audit_bias(params.audit_bias, params.gate, layout)
     return root, params, layout, evaluated, audited
 
 
@@ -234,7 +234,7 @@ def test_shortcut_label_by_name_and_missing():
 def test_audit_needs_evaluation_first(tmp_path):
     params = tiny_params(tmp_path)
     with pytest.raises(LatentanonError, match="evaluation.json"):
-        bias.audit_bias(params, Layout.from_params(params))
+        bias.audit_bias(params.audit_bias, params.gate, Layout.from_params(params))
 
 
 # ---------------------------------------------------------------------------- stages end to end
@@ -269,7 +269,7 @@ def test_evaluate_resumes_from_partial_results(stages_done, monkeypatch):
         raise AssertionError("finished (method, seed) pairs must not be measured again")
 
     monkeypatch.setattr(run, "measure", no_work)
-    again = run.evaluate(params, layout)
+    again = run.evaluate(params.evaluate, params.train, layout)
     assert again["aam_normalized_leakage"] == evaluated["aam_normalized_leakage"]
 
 
@@ -295,8 +295,8 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
         return method
 
     monkeypatch.setattr(registry, "create_method", counting_create)
-    monkeypatch.setattr(run, "create_method", counting_create, raising=False)
-    run.evaluate(params, Layout.from_params(params))
+    monkeypatch.setattr(pool, "create_method", counting_create)
+    run.evaluate(params.evaluate, params.train, Layout.from_params(params))
     assert fits == ([0, 1] if refit else [0])
     # the noise is drawn per evaluation seed either way
     assert set(transforms) == {0, 1}

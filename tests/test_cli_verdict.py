@@ -8,7 +8,7 @@ import json
 import pytest
 
 from latentanon import __version__, cli, stages
-from latentanon.config import params_from_dict
+from latentanon.config import Layout, params_from_dict
 from latentanon.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_USAGE, DataError, ValidationFailed
 from latentanon.tracking import runs
 from latentanon.tracking.uri import source_of, tracking_uri
@@ -139,10 +139,14 @@ def test_one_tracking_uri_rule(tmp_path, monkeypatch):
     assert "params" in source_of("http://x", {}) and "environment" in source_of("", {"MLFLOW_TRACKING_URI": "y"})
     # the stages, anonymize and the CLI all answer the same
     configured = _params(tmp_path, tracking_uri="http://127.0.0.1:9")
-    assert runs.resolve_tracking_uri(configured) == stages.tracking_uri_for(configured) == "http://127.0.0.1:9"
+    assert (
+        runs.resolve_tracking_uri(configured.tracking, Layout.from_params(configured))
+        == stages.tracking_uri_for(configured)
+        == "http://127.0.0.1:9"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
     assert (
-        runs.resolve_tracking_uri(configured)
+        runs.resolve_tracking_uri(configured.tracking, Layout.from_params(configured))
         == stages.tracking_uri_for(configured)
         == f"sqlite:///{tmp_path / 'env.db'}"
     )

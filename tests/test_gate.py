@@ -62,7 +62,7 @@ def failed(checks) -> set[str]:
 
 
 def test_good_metrics_pass_every_check(tmp_path):
-    checks = gate.evaluate_checks(GOOD, params_for(tmp_path), champion=None)
+    checks = gate.evaluate_checks(GOOD, params_for(tmp_path).gate, champion=None)
     assert failed(checks) == set()
     assert {c.name for c in checks} == {
         "normalized_leakage",
@@ -106,43 +106,43 @@ def test_good_metrics_pass_every_check(tmp_path):
     ],
 )
 def test_each_rule_can_reject(tmp_path, dotted, value, check):
-    checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path), champion=None)
+    checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path).gate, champion=None)
     assert failed(checks) == {check}
 
 
 def test_undecided_privacy_fails_and_undecided_utility_is_reported(tmp_path):
     # leakage mean 0.30 is below 0.4, but its interval straddles the threshold: undecided, so it fails
     straddling = with_value(GOOD, "privacy.aam.normalized_leakage_interval", [0.2, 0.45])
-    checks = {c.name: c for c in gate.evaluate_checks(straddling, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(straddling, params_for(tmp_path).gate, champion=None)}
     assert not checks["normalized_leakage"].passed and checks["normalized_leakage"].decided is False
     assert "undecided" in checks["normalized_leakage"].detail
     assert checks["moving_normalized_leakage"].passed and checks["moving_normalized_leakage"].decided
     # a utility drop whose interval straddles 1% passes on its mean and says it is undecided
     wide = with_value(GOOD, "utility.ar.aam_relative_drop_interval", [-0.01, 0.02])
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert checks["utility_drop_ar"].passed and checks["utility_drop_ar"].decided is False
     assert "test videos would decide" not in checks["utility_drop_ar"].detail
     # with the report's estimate of the test size that would decide it, the detail says so
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": 2400}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "(about 2,400 test videos would decide it)" in checks["utility_drop_ar"].detail
     # a drop on the threshold needs more than a hundred times the test set: the detail says why
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": 893828, "test_items": 4608}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "(it sits on the threshold: about 893,828 test videos would decide it)" in checks["utility_drop_ar"].detail
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": None, "test_items": 4608}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "centred on the threshold" in checks["utility_drop_ar"].detail
     # a task the trained method did not see is scored as unseen, not gated as seen
     unseen = with_value(GOOD, "utility.tad.seen_in_training", False)
     unseen = with_value(unseen, "utility.tad.aam_relative_drop", 0.5)
-    names = {c.name for c in gate.evaluate_checks(unseen, params_for(tmp_path), champion=None)}
+    names = {c.name for c in gate.evaluate_checks(unseen, params_for(tmp_path).gate, champion=None)}
     assert "utility_drop_tad" not in names
 
 
 def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
     strict = params_for(tmp_path, max_normalized_leakage=0.25, require_bias_gap_not_larger=False)
-    checks = gate.evaluate_checks(with_value(GOOD, "bias.aam.gap", 0.9), strict, champion=None)
+    checks = gate.evaluate_checks(with_value(GOOD, "bias.aam.gap", 0.9), strict.gate, champion=None)
     # the static scope is over 0.25 in the scopes too, so the worst scope fails with it
     assert failed(checks) == {"normalized_leakage", "worst_scope_normalized_leakage"}
     assert "bias_gap" not in {c.name for c in checks}
@@ -150,29 +150,29 @@ def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
 
 def test_only_one_scope_over_the_threshold_fails_the_gate_and_is_named(tmp_path):
     leaky = with_value(GOOD, "privacy.aam.scopes.moving_video_mean.normalized_leakage_interval", [0.41, 0.6])
-    checks = {c.name: c for c in gate.evaluate_checks(leaky, params_for(tmp_path), champion=None)}
+    checks = {c.name: c for c in gate.evaluate_checks(leaky, params_for(tmp_path).gate, champion=None)}
     worst = checks["worst_scope_normalized_leakage"]
     assert not worst.passed and worst.decided and worst.interval == (0.41, 0.6)
     assert "worst scope moving_video_mean" in worst.detail
     assert all(c.passed for name, c in checks.items() if name != "worst_scope_normalized_leakage")
     skipped_only = with_value(GOOD, "privacy.aam.scopes", {"rerelease64": {"skipped": "no labels"}})
-    assert failed(gate.evaluate_checks(skipped_only, params_for(tmp_path), champion=None)) == {
+    assert failed(gate.evaluate_checks(skipped_only, params_for(tmp_path).gate, champion=None)) == {
         "worst_scope_normalized_leakage"
     }
 
 
 def test_champion_comparison(tmp_path):
     params = params_for(tmp_path)
-    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.30})) == set()
-    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": 0.29})) == {
+    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.30})) == set()
+    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.29})) == {
         "leakage_vs_champion"
     }
     # a champion without a recorded figure cannot be beaten knowingly: fail closed
-    assert failed(gate.evaluate_checks(GOOD, params, {"version": "1", "normalized_leakage": None})) == {
+    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": None})) == {
         "leakage_vs_champion"
     }
     tolerant = params_for(tmp_path, champion_leakage_tolerance=0.02)
-    assert failed(gate.evaluate_checks(GOOD, tolerant, {"version": "1", "normalized_leakage": 0.29})) == set()
+    assert failed(gate.evaluate_checks(GOOD, tolerant.gate, {"version": "1", "normalized_leakage": 0.29})) == set()
 
 
 def test_missing_or_broken_metrics_reject_everything(tmp_path):
@@ -183,7 +183,7 @@ def test_missing_or_broken_metrics_reject_everything(tmp_path):
     assert tree is None and "not valid JSON" in problem
     (tmp_path / "metrics.json").write_text("[1, 2]")
     assert gate.read_metrics(tmp_path / "metrics.json")[0] is None
-    checks = gate.evaluate_checks(None, params_for(tmp_path), champion=None)
+    checks = gate.evaluate_checks(None, params_for(tmp_path).gate, champion=None)
     assert checks and not any(c.passed for c in checks)
     # figures given with their interval are read from "mean"
     assert gate.figure({"a": {"b": {"mean": 0.5, "ci": [0.4, 0.6]}}}, "a.b") == 0.5
@@ -237,7 +237,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     # 1. upstream failure: no metrics -> rejected; the registered version keeps @candidate only
     save_random_adapter(layout.adapter_dir, seed=1)
     write_metrics(layout, None)
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
     assert any("metrics file missing" in r for r in summary["reasons"])
     assert client.get_model_version(name, "1").tags[TAG_DECISION] == REJECTED
@@ -248,7 +248,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     # 2. a passing candidate becomes champion; figures and thresholds are version tags
     save_random_adapter(layout.adapter_dir, seed=2)
     write_metrics(layout, GOOD)
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert (summary["decision"], summary["version"], summary["promoted"]) == (APPROVED, "2", True)
     assert aliases(client, name) == {"champion": "2"}
     tags = client.get_model_version(name, "2").tags
@@ -267,31 +267,31 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=3)
     write_metrics(layout, with_value(GOOD, "utility.ar.aam_relative_drop", 0.05))
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and summary["version"] == "3"
     assert aliases(client, name) == {"champion": "2", "candidate": "3"}
 
     # 4. within every threshold but leakier than the champion -> rejected, champion unchanged
     save_random_adapter(layout.adapter_dir, seed=4)
     write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.35))
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED
     assert [r for r in summary["reasons"] if r.startswith("leakage_vs_champion")]
     assert aliases(client, name) == {"champion": "2", "candidate": "4"}
 
     # 5. a rejected version cannot be promoted by hand
     with pytest.raises(ModelError, match="refusing to promote"):
-        gate.promote(params, "4", layout)
+        gate.promote(params.tracking, "4", layout)
 
     # 6. a re-run on the same adapter reuses its version instead of registering a new one
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["version"] == "4" and summary["registered"]["reused"]
 
     # 7. no trained adapter: rejected without judging the stale candidate
     for f in layout.adapter_dir.iterdir():
         f.unlink()
     write_metrics(layout, GOOD)
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and summary["version"] is None
     assert aliases(client, name) == {"champion": "2", "candidate": "4"}
     assert client.get_model_version(name, "4").tags[TAG_DECISION] == REJECTED
@@ -300,6 +300,6 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     #    @champion never names a version the gate did not approve
     save_random_adapter(layout.adapter_dir, seed=2)
     write_metrics(layout, with_value(GOOD, "utility.ad.aam_relative_drop", 0.5))
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert (summary["decision"], summary["version"]) == (REJECTED, "2") and summary["registered"]["reused"]
     assert aliases(client, name) == {"candidate": "2"}

@@ -222,7 +222,7 @@ def _utility_only(per_method: dict) -> dict:
 def test_ensemble_pairs_raw_and_method_on_the_same_resamples():
     """A method whose heads' outputs equal raw's drops exactly 0 on every resample of every task;
     one whose outputs differ does not."""
-    from latentanon.evaluation import run
+    from latentanon.evaluation import paired
 
     rng = np.random.default_rng(7)
     labels = np.arange(30) % 4
@@ -242,7 +242,7 @@ def test_ensemble_pairs_raw_and_method_on_the_same_resamples():
         }
         for _ in range(3)
     ]
-    out = run.paired_intervals(
+    out = paired.paired_intervals(
         _utility_only({"raw": raw_seeds, "same": raw_seeds, "other": other}), [0, 1, 2], 0.95, 300
     )
     for task in ("ar", "tad", "ad"):
@@ -258,7 +258,7 @@ def test_seed_ensemble_narrows_the_interval_of_noisy_heads():
     """Heads that differ a lot from seed to seed (independent noise on the class scores, same
     signal for raw and method): the ensemble's interval is narrower than the per-seed drops
     combined with the seeds, and narrower than one seed's interval, on every draw."""
-    from latentanon.evaluation import run
+    from latentanon.evaluation import paired
 
     for draw in range(4):
         rng = np.random.default_rng(100 + draw)
@@ -268,8 +268,8 @@ def test_seed_ensemble_narrows_the_interval_of_noisy_heads():
         heads = lambda: [{"ar": _ar_items(signal + rng.normal(0, 1.5, (n, classes)), labels)} for _ in range(5)]
         items = _utility_only({"raw": heads(), "method": heads()})
         seeds = [0, 1, 2, 3, 4]
-        ensemble = run.paired_intervals(items, seeds, 0.95, 400)["method"]["utility"]["ar"]
-        one_seed = run.paired_intervals(items, [0], 0.95, 400)["method"]["utility"]["ar"]["ensemble"]
+        ensemble = paired.paired_intervals(items, seeds, 0.95, 400)["method"]["utility"]["ar"]
+        one_seed = paired.paired_intervals(items, [0], 0.95, 400)["method"]["utility"]["ar"]["ensemble"]
         assert ensemble["ensemble"]["half_width"] < 0.8 * ensemble["seeds"]["half_width"]
         assert ensemble["ensemble"]["half_width"] < 0.9 * one_seed["half_width"]
 
@@ -328,7 +328,7 @@ def test_ensemble_of_one_seed_is_that_seed_and_mismatches_are_refused():
 
 def test_items_without_the_ensemble_pieces_are_measured_again(tmp_path):
     """Resume: an items file of an older version (no probabilities / snippet scores) does not count."""
-    from latentanon.evaluation import run
+    from latentanon.evaluation import items
 
     rng = np.random.default_rng(1)
     labels = np.arange(6) % 3
@@ -350,8 +350,8 @@ def test_items_without_the_ensemble_pieces_are_measured_again(tmp_path):
             "ad": full["utility"]["ad"],
         }
     }
-    assert run._items_complete(run.save_items(tmp_path / "new.npz", full))
-    assert not run._items_complete(run.save_items(tmp_path / "old.npz", old))
-    assert not run._items_complete(tmp_path / "missing.npz")
+    assert items.items_complete(items.save_items(tmp_path / "new.npz", full))
+    assert not items.items_complete(items.save_items(tmp_path / "old.npz", old))
+    assert not items.items_complete(tmp_path / "missing.npz")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
-    assert not run._items_complete(tmp_path / "broken.npz")
+    assert not items.items_complete(tmp_path / "broken.npz")

@@ -103,7 +103,7 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     name = params.tracking.model_name
 
     # runs: the tune stage's trials are nested runs of the pipeline run, on the server
-    summary = search.run_search(params, layout)
+    summary = search.run_search(params.for_search(), params.tracked(), layout)
     parent_id = json.loads((layout.reports / "tracking" / "pipeline_run.json").read_text())["run_id"]
     parent = client.get_run(parent_id)
     assert parent.data.tags["latentanon.pipeline_run"] == "true"
@@ -114,20 +114,20 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     # a candidate failing one threshold is registered but not promoted
     save_random_adapter(layout.adapter_dir, seed=11)
     write_metrics(layout, with_value(GOOD, "privacy.aam.relative_cmap_drop", 0.1))
-    rejected = gate.run_gate(params, layout)
+    rejected = gate.run_gate(params.tracked(), layout)
     assert rejected["decision"] == "rejected"
     assert aliases(client, name) == {"candidate": str(rejected["version"])}  # no @champion
 
     # a passing one is promoted
     champion = save_random_adapter(layout.adapter_dir, seed=12)
     write_metrics(layout, GOOD)
-    passed = gate.run_gate(params, layout)
+    passed = gate.run_gate(params.tracked(), layout)
     assert passed["decision"] == "approved" and aliases(client, name) == {"champion": passed["version"]}
 
     # the champion is not replaced by a leakier candidate that meets every threshold
     save_random_adapter(layout.adapter_dir, seed=13)
     write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.39))
-    leakier = gate.run_gate(params, layout)
+    leakier = gate.run_gate(params.tracked(), layout)
     assert leakier["decision"] == "rejected"
     assert aliases(client, name) == {"champion": passed["version"], "candidate": str(leakier["version"])}
     assert (layout.report_dir("gate") / "decision.json").exists()

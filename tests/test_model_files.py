@@ -38,7 +38,7 @@ def approved_champion(tmp_path):
     layout = Layout.from_params(params)
     save_random_adapter(layout.adapter_dir, seed=7)
     write_metrics(layout, GOOD)
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == APPROVED and summary["promoted"]
     source = tmp_path / "features"
     random_store(source)
@@ -98,7 +98,7 @@ def test_a_forged_gate_decision_tag_approves_nothing(tmp_path, monkeypatch):
     params, layout, name, version = approved_champion(tmp_path)
     client = mlflow.MlflowClient()
     save_random_adapter(layout.adapter_dir, seed=8)  # a model the gate never judged
-    forged = registry.register_candidate(params, layout)["version"]
+    forged = registry.register_candidate(params.tracked(), layout)["version"]
     client.set_model_version_tag(name, forged, TAG_DECISION, APPROVED)
     client.set_registered_model_alias(name, "champion", forged)
     with pytest.raises(ModelError, match=rf"version {forged} of {name}\): no gate decision record"):
@@ -147,14 +147,14 @@ def test_metrics_of_another_adapter_are_refused_by_the_gate(tmp_path):
     layout = Layout.from_params(params)
     save_random_adapter(layout.adapter_dir, seed=7)
     write_metrics(layout, GOOD, method_id="0123456789abcdef")
-    summary = gate.run_gate(params, layout)
+    summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
     assert any(
         r.startswith("metrics:") and "measured method 0123456789abcdef, not the registered adapter" in r
         for r in summary["reasons"]
     )
     write_metrics(layout, {k: v for k, v in GOOD.items()}, method_id="")
-    assert gate.run_gate(params, layout)["decision"] == REJECTED, "metrics that name no method bind to none"
+    assert gate.run_gate(params.tracked(), layout)["decision"] == REJECTED, "metrics that name no method bind to none"
 
 
 def test_features_of_another_encoder_are_refused(tmp_path):
@@ -187,7 +187,7 @@ def test_credentials_in_params_never_reach_mlflow_params(tmp_path):
             "tune": {"storage": "postgresql://optuna:hunter2@db.internal:5432/optuna"},
         }
     )
-    run_id = runs.pipeline_run_id(params)
+    run_id = runs.pipeline_run_id(params.tracked(), Layout.from_params(params))
     client = mlflow.MlflowClient()
     child = runs.log_child_run(
         client, run_id, "trial-0", {"storage": "mysql://u:hunter3@db/x", "api_key": "k-123"}, {"value": 1.0}

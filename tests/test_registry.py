@@ -61,8 +61,10 @@ def test_stages_share_one_parent_run_until_the_gate_closes_it(tmp_path):
     plot = tmp_path / "reports" / "validate" / "summary.md"
     plot.parent.mkdir(parents=True)
     plot.write_text("# fine\n")
-    first = runs.log_stage(params, "generate", {"videos": 12, "nested": {"seconds": 1.5}, "name": "x"}, [])
-    second = runs.log_stage(params, "validate", {"quarantined": 0}, [plot, tmp_path / "absent.png"])
+    first = runs.log_stage(
+        params.tracked(), layout, "generate", {"videos": 12, "nested": {"seconds": 1.5}, "name": "x"}, []
+    )
+    second = runs.log_stage(params.tracked(), layout, "validate", {"quarantined": 0}, [plot, tmp_path / "absent.png"])
     assert first == second
     client = mlflow.MlflowClient()
     run = client.get_run(first)
@@ -75,25 +77,28 @@ def test_stages_share_one_parent_run_until_the_gate_closes_it(tmp_path):
     logged = {a.path for a in client.list_artifacts(first, "validate")}
     assert {"validate/summary.md", "validate/summary.json", "validate/dvc.lock"} <= logged
 
-    runs.log_stage(params, "gate", {"decision": "rejected"}, [])
+    runs.log_stage(params.tracked(), layout, "gate", {"decision": "rejected"}, [])
     closed = client.get_run(first)
     assert closed.data.tags[runs.TAG_STATE] == "complete" and closed.info.status == "FINISHED"
     # the next pipeline invocation gets a new parent run
-    assert runs.log_stage(params, "generate", {}, []) != first
+    assert runs.log_stage(params.tracked(), layout, "generate", {}, []) != first
     # so does one with different params
-    again = runs.pipeline_run_id(params, layout)
+    again = runs.pipeline_run_id(params.tracked(), layout)
     assert (
-        runs.pipeline_run_id(params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"n_trials": 99}}), layout)
+        runs.pipeline_run_id(
+            params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"n_trials": 99}}).tracked(), layout
+        )
         != again
     )
 
 
 def test_kubeflow_injected_run_is_the_parent_and_stays_open(tmp_path, monkeypatch):
     params = params_for(tmp_path)
-    client = runs.client_for(params)
+    layout = Layout.from_params(params)
+    client = runs.client_for(params.tracking, layout)
     injected = client.create_run(runs.experiment_id(client, "kfp")).info.run_id
     monkeypatch.setenv(runs.RUN_ID_ENV, injected)
-    assert runs.log_stage(params, "gate", {"x": 1.0}, []) == injected
+    assert runs.log_stage(params.tracked(), layout, "gate", {"x": 1.0}, []) == injected
     run = client.get_run(injected)
     assert run.data.metrics["gate.x"] == 1.0 and run.info.status == "RUNNING"
     assert not (tmp_path / "reports" / "tracking" / "pipeline_run.json").exists()
@@ -102,14 +107,17 @@ def test_kubeflow_injected_run_is_the_parent_and_stays_open(tmp_path, monkeypatc
 def test_tracking_uri_resolution_and_unreachable_store(tmp_path, monkeypatch):
     params = params_for(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert runs.resolve_tracking_uri(params) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert (
+        runs.resolve_tracking_uri(params.tracking, Layout.from_params(params))
+        == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    assert runs.resolve_tracking_uri(params) == "http://127.0.0.1:9"
+    assert runs.resolve_tracking_uri(params.tracking, Layout.from_params(params)) == "http://127.0.0.1:9"
     explicit = params_for(tmp_path, tracking_uri="http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(runs.TrackingError, match="127.0.0.1:9"):
-        runs.log_stage(explicit, "generate", {}, [])
+        runs.log_stage(explicit.tracked(), Layout.from_params(explicit), "generate", {}, [])
 
 
 def test_metric_flattening_keeps_finite_numbers_only():
@@ -140,7 +148,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
     layout = Layout.from_params(params)
     model = save_random_adapter(layout.adapter_dir, seed=7)
     (layout.adapter_dir / "heads.safetensors").write_bytes(b"not part of the registered model")
-    registered = registry.register_candidate(params, layout)
+    registered = registry.register_candidate(params.tracked(), layout)
     name, version = registered["model_name"], registered["version"]
 
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@candidate")
@@ -163,7 +171,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
         registry.anonymize_with_registered_model(f"models:/{name}@champion", str(source), str(tmp_path / "out"))
 
     write_metrics(layout, GOOD)
-    assert gate.run_gate(params, layout)["promoted"]
+    assert gate.run_gate(params.tracked(), layout)["promoted"]
     summary = registry.anonymize_with_registered_model(f"models:/{name}@champion", str(source), str(tmp_path / "out"))
     assert summary["version"] == version
     anonymize_store(layout.adapter_dir, str(source), str(tmp_path / "in_process"))
@@ -189,7 +197,7 @@ def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
     method = create_method(method_name).fit(sets, seed=3)
     method.save(layout.adapter_dir)
-    registered = registry.register_candidate(params, layout)
+    registered = registry.register_candidate(params.tracked(), layout)
     loaded = mlflow.pyfunc.load_model(f"models:/{registered['model_name']}/{registered['version']}")
     assert loaded.metadata.get_input_schema().inputs[0].shape == (-1, 16)
     packed = loaded.unwrap_python_model().adapter_dir
@@ -205,4 +213,4 @@ def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name
     else:
         np.testing.assert_allclose(predicted, expected, rtol=1e-6)
     # the same files register once
-    assert registry.register_candidate(params, layout)["reused"]
+    assert registry.register_candidate(params.tracked(), layout)["reused"]

@@ -241,7 +241,7 @@ def test_extraction_refuses_manifest_paths_outside_the_data_root(tmp_path):
 
 
 def test_evaluation_reads_the_release_features_with_the_source_labels(fitted_dirs, tmp_path):
-    from latentanon.evaluation.run import _align_release
+    from latentanon.evaluation.measure import align_release
 
     sets = source_sets()
     src, dst = str(tmp_path / "features"), str(tmp_path / "features_anon")
@@ -249,7 +249,7 @@ def test_evaluation_reads_the_release_features_with_the_source_labels(fitted_dir
     anonymize_store(fitted_dirs["rotation"], src, dst)
     raw = {name: load_feature_set(src, name) for name in sets}
     released = {name: load_feature_set(dst, name) for name in sets}
-    aligned = _align_release(raw, released, dst)
+    aligned = align_release(raw, released, dst)
     for name in sets:
         pd.testing.assert_frame_equal(aligned[name].records, raw[name].records)  # private labels for the attacks
         for kind in released[name].arrays:
@@ -257,4 +257,4 @@ def test_evaluation_reads_the_release_features_with_the_source_labels(fitted_dir
                 np.testing.assert_array_equal(a, b)  # the published features
     del released["bias"]
     with pytest.raises(StoreError, match="lacks feature set 'bias'"):
-        _align_release(raw, released, dst)
+        align_release(raw, released, dst)

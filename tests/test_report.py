@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from latentanon.config import params_from_dict
-from latentanon.evaluation import report, run
+from latentanon.evaluation import dvc_views, metrics_tree, readme_table, report, report_cells
+from latentanon.evaluation.summary import privacy_utility_points, summarize, worst_scope
 
 ATTRS = ("gender", "face")
 TASKS = ("ar", "tad", "ad")
@@ -38,7 +39,7 @@ def _per_seed(methods: dict[str, tuple[list[float], list[dict[str, float]]]]) ->
 
 
 def _evaluation(per_seed: dict) -> dict:
-    summary = run.summarize(per_seed, [0, 1], 0.95)
+    summary = summarize(per_seed, [0, 1], 0.95)
     methods = list(per_seed)
     return {
         "methods": methods,
@@ -52,7 +53,7 @@ def _evaluation(per_seed: dict) -> dict:
         "tasks": {t: {"metric": f"{t}-metric", "seen_in_training": t != "ad"} for t in TASKS},
         "privacy": summary["privacy"],
         "utility": summary["utility"],
-        "privacy_utility": run.privacy_utility_points(summary),
+        "privacy_utility": privacy_utility_points(summary),
         "plots": {"attribute_leakage": "attribute_leakage.png", "privacy_utility": "privacy_utility.png"},
     }
 
@@ -111,7 +112,7 @@ def test_metrics_tree_targets_and_report(tmp_path):
     )
     evaluation = _evaluation(per_seed)
     params = params_from_dict({})
-    tree = report.build_metrics(evaluation, _bias(), params)
+    tree = metrics_tree.build_metrics(evaluation, _bias(), params.gate)
     assert tree["privacy"]["aam"]["normalized_leakage"] == pytest.approx(0.25)
     assert tree["privacy"]["aam"]["relative_cmap_drop"] == pytest.approx(1 / 3)
     assert tree["utility"]["ar"]["aam_relative_drop"] == pytest.approx(0.0)
@@ -139,7 +140,7 @@ def test_the_head_input_form_kept_on_each_seed_reaches_metrics_and_the_report(tm
         for task in TASKS:
             per_seed["raw"][seed]["utility"][task]["inputs"] = "principal_axes"
     evaluation = {**_evaluation(per_seed), "head_inputs": ["principal_axes", "standardised"]}
-    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    tree = metrics_tree.build_metrics(evaluation, _bias(), params_from_dict({}).gate)
     assert tree["utility"]["tad"]["aam"]["inputs"] == ["principal_axes", "standardised"]
     assert tree["utility"]["ar"]["raw"]["inputs"] == ["principal_axes"] * 2
     assert tree["utility"]["ar"]["aam"]["inputs"] == ["standardised"] * 2  # results that name none
@@ -156,7 +157,7 @@ def test_failing_leakage_and_utility_targets():
             "aam": ([0.8, 0.8], [{"ar": 0.85, "tad": 0.5, "ad": 0.8}] * 2),
         }
     )
-    tree = report.build_metrics(_evaluation(per_seed), _bias(), params_from_dict({}))
+    tree = metrics_tree.build_metrics(_evaluation(per_seed), _bias(), params_from_dict({}).gate)
     assert tree["privacy"]["aam"]["normalized_leakage"] == pytest.approx(0.75)
     assert tree["targets"]["normalized_leakage"]["passed"] is False
     assert tree["targets"]["utility_within_1pct"]["passed"] is False
@@ -194,7 +195,7 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
         "aam": {"0": raw_items, "1": raw_items},  # identical to raw
         "noise@1": {"0": _items(0.9, [0] * 10), "1": _items(0.9, [0] * 10)},
     }  # every video wrong
-    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    summary = summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["static"]["normalized_leakage_paired"]
     assert (aam["low"], aam["high"]) == pytest.approx((1.0, 1.0))
     drop = summary["utility"]["ar"]["aam"]["relative_drop_paired"]
@@ -209,7 +210,7 @@ def test_paired_intervals_decisions_and_named_method(tmp_path):
     evaluation = _evaluation(per_seed)
     evaluation["privacy"], evaluation["utility"] = summary["privacy"], summary["utility"]
     evaluation["trained_method"] = {"name": "noise@0.2", "id": "abc"}
-    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    tree = metrics_tree.build_metrics(evaluation, _bias(), params_from_dict({}).gate)
     assert tree["privacy"]["aam"]["method"] == "noise@0.2"
     assert tree["privacy"]["aam"]["normalized_leakage_interval"] == pytest.approx([1.0, 1.0])
     assert tree["utility"]["ar"]["noise@1_relative_drop_interval"][0] == pytest.approx(1.0)
@@ -249,11 +250,11 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
         per_seed["raw"][seed] = _with_scopes(per_seed["raw"][seed], 0.9, 0.9, floor=0.8)
         # per clip 0.25, per video mean 0.5, 16 releases averaged 0.75: the worst scope is the re-release
         per_seed["aam"][seed] = _with_scopes(per_seed["aam"][seed], 0.7, 0.8)
-    summary = run.summarize(per_seed, [0, 1], 0.95)
+    summary = summarize(per_seed, [0, 1], 0.95)
     evaluation = {**_evaluation(per_seed), "privacy_floor": {**summary["floor"], "tasks": ["ar", "tad"]}}
     assert evaluation["privacy_utility"]["aam"]["leakage"] == pytest.approx(0.75)  # the plane's x: worst scope
     assert evaluation["privacy_utility"]["aam"]["leakage_scope"] == "rerelease16"
-    tree = report.build_metrics(evaluation, _bias(), params_from_dict({}))
+    tree = metrics_tree.build_metrics(evaluation, _bias(), params_from_dict({}).gate)
     scopes_ = tree["privacy"]["aam"]["scopes"]
     assert scopes_["static"]["normalized_leakage"] == pytest.approx(0.25)
     assert scopes_["moving_video_mean"]["normalized_leakage"] == pytest.approx(0.5)
@@ -283,20 +284,20 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
 
     # metrics.json sorts its keys; the tables read per clip, per video, then the re-releases by count
     sorted_tree = json.loads(json.dumps(tree, sort_keys=True))
-    assert report.scope_order(sorted_tree["privacy"]["aam"]["scopes"]) == [
+    assert report_cells.scope_order(sorted_tree["privacy"]["aam"]["scopes"]) == [
         "static",
         "moving",
         "moving_video_mean",
         "untrimmed_video_mean",
         "rerelease16",
     ]
-    assert report.scope_order(["rerelease64", "rerelease16_video_mean", "rerelease16"]) == [
+    assert report_cells.scope_order(["rerelease64", "rerelease16_video_mean", "rerelease16"]) == [
         "rerelease16",
         "rerelease16_video_mean",
         "rerelease64",
     ]
 
-    headline = report.headline_metrics(tree)
+    headline = dvc_views.headline_metrics(tree)
     assert headline["privacy"]["worst_scope"] == "rerelease16"
     assert headline["privacy"]["worst_scope_leakage"] == pytest.approx(0.75)
     assert headline["privacy"]["floor"] == pytest.approx(0.75)
@@ -305,7 +306,7 @@ def test_every_scope_reaches_metrics_the_report_the_headline_and_the_readme_tabl
     assert headline["scopes"]["untrimmed_video_mean"] is None  # skipped: a null column, not a missing one
     assert "static" not in headline["scopes"]  # per clip: under privacy
 
-    table = report.results_table(tree)
+    table = readme_table.results_table(tree)
     assert "normalised leakage, worst scope" in table and "(16 releases averaged, per clip)" in table
     assert "leakage, privacy video, mean of its clips" in table
     assert "The floor (what the raw seen-task posteriors leak" in table
@@ -328,7 +329,7 @@ def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
             for k in ("0", "1")
         },
     }
-    summary = run.summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
+    summary = summarize(per_seed, [0, 1], 0.95, items, n_resamples=200)
     aam = summary["privacy"]["aam"]["scopes"]
     assert (
         aam["moving_video_mean"]["normalized_leakage_paired"]["low"],
@@ -346,6 +347,6 @@ def test_scope_items_get_paired_intervals_against_raw_in_the_same_scope():
 def test_an_undefined_interval_is_the_worst_scope():
     finite = {"normalized_leakage": {"mean": 0.9, "low": 0.8, "high": 0.95}}
     undefined = {"normalized_leakage": {"mean": 0.1, "low": float("nan"), "high": float("nan")}}
-    worst = run.worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
+    worst = worst_scope({"a": finite, "b": undefined, "c": {"skipped": "no labels"}})
     assert worst["scope"] == "b" and worst["skipped"] == ["c"]
-    assert run.worst_scope({"c": {"skipped": "no labels"}})["scope"] is None
+    assert worst_scope({"c": {"skipped": "no labels"}})["scope"] is None

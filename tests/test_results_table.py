@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from latentanon.evaluation import report
+from latentanon.evaluation import dvc_views, readme_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "metrics_fixture.json"
@@ -33,7 +33,7 @@ def _rows(table: str) -> dict[str, list[str]]:
 
 
 def test_results_table_has_every_method_with_its_intervals(tree):
-    table = report.results_table(tree)
+    table = readme_table.results_table(tree)
     header = table.splitlines()[0]
     assert "static cMAP (chance 0.267)" in header and "AR top1" in header and "AD auc" in header
     rows = _rows(table)
@@ -50,19 +50,19 @@ def test_results_table_has_every_method_with_its_intervals(tree):
 def test_results_table_survives_missing_figures(tree):
     del tree["privacy"]["aam"]["moving"]
     tree["utility"]["ar"]["aam"]["interval"] = [None, None]
-    rows = _rows(report.results_table(tree))
+    rows = _rows(readme_table.results_table(tree))
     assert rows["aam"][2] == "n/a"
     assert rows["aam"][5] == "0.816"
 
 
 def test_readme_block_is_replaced_between_the_markers_only(tree):
-    doc = f"intro\n{report.RESULTS_BEGIN}\nold table\n{report.RESULTS_END}\noutro\n"
-    new = report.replace_results_block(doc, report.results_table(tree))
-    assert new.startswith("intro\n") and new.endswith(f"{report.RESULTS_END}\noutro\n")
+    doc = f"intro\n{readme_table.RESULTS_BEGIN}\nold table\n{readme_table.RESULTS_END}\noutro\n"
+    new = readme_table.replace_results_block(doc, readme_table.results_table(tree))
+    assert new.startswith("intro\n") and new.endswith(f"{readme_table.RESULTS_END}\noutro\n")
     assert "old table" not in new and "| `aam` |" in new
-    assert report.replace_results_block(new, report.results_table(tree)) == new  # idempotent
+    assert readme_table.replace_results_block(new, readme_table.results_table(tree)) == new  # idempotent
     with pytest.raises(ValueError, match="markers"):
-        report.replace_results_block("no markers here", "x")
+        readme_table.replace_results_block("no markers here", "x")
 
 
 def _load_results_table_script():
@@ -92,7 +92,7 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
     script = _load_results_table_script()
     reports = _fake_reports(tmp_path, script)
     readme = tmp_path / "README.md"
-    blocks = f"{report.RESULTS_BEGIN}\n{report.RESULTS_END}\n{script.FIGURES_BEGIN}\n{script.FIGURES_END}\n"
+    blocks = f"{readme_table.RESULTS_BEGIN}\n{readme_table.RESULTS_END}\n{script.FIGURES_BEGIN}\n{script.FIGURES_END}\n"
     readme.write_text(f"# x\n{blocks}")
     results_doc = tmp_path / "docs" / "results.md"
     results_doc.parent.mkdir()
@@ -118,15 +118,15 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert out.read_text() == report.results_table(tree)
+    assert out.read_text() == readme_table.results_table(tree)
     text = readme.read_text()
-    assert report.results_table(tree) in text
+    assert readme_table.results_table(tree) in text
     # the run's own plots, copied byte for byte, and shown from the committed images folder
     for name, (relative, _) in script.FIGURES.items():
         assert (images / name).read_bytes() == (reports / relative).read_bytes(), name
     for name in ("privacy_utility.png", "attribute_leakage.png", "contact_privacy_videos.png"):
         assert f"](docs/images/{name})" in text, name
-    assert text.index("privacy_utility.png") > text.index(report.RESULTS_END)
+    assert text.index("privacy_utility.png") > text.index(readme_table.RESULTS_END)
     doc = results_doc.read_text()
     assert "old" not in doc and doc.endswith(f"{script.FIGURES_END}\nmore\n")
     assert all(f"](images/{name})" in doc for name in script.FIGURES)
@@ -192,11 +192,11 @@ def test_the_script_writes_the_table_and_rewrites_a_readme(tmp_path, tree):
 
 def test_the_readme_has_the_results_markers():
     text = (ROOT / "README.md").read_text()
-    assert report.RESULTS_BEGIN in text and report.RESULTS_END in text
+    assert readme_table.RESULTS_BEGIN in text and readme_table.RESULTS_END in text
 
 
 def test_headline_is_short_and_complete(tree):
-    headline = report.headline_metrics(tree)
+    headline = dvc_views.headline_metrics(tree)
 
     def leaves(node):
         return [v for x in node.values() for v in (leaves(x) if isinstance(x, dict) else [x])]
@@ -208,13 +208,13 @@ def test_headline_is_short_and_complete(tree):
     assert headline["bias"] == {"gap_raw": 0.12, "gap_aam": 0.1}
     assert headline["targets_passed"] == 1
     # a broken tree gives the same keys with nulls: every experiment has the same columns
-    empty = report.headline_metrics({"utility": {t: {} for t in tree["utility"]}})
+    empty = dvc_views.headline_metrics({"utility": {t: {} for t in tree["utility"]}})
     assert sorted(empty["privacy"]) == sorted(headline["privacy"])
     assert empty["privacy"]["static_leakage"] is None
 
 
 def test_plot_data_rows_and_csv(tmp_path, tree):
-    rows = report.privacy_utility_rows(tree)
+    rows = dvc_views.privacy_utility_rows(tree)
     assert {r["method"] for r in rows} == {"raw", "aam", "noise_0.2"}
     assert next(r for r in rows if r["method"] == "noise_0.2") == {
         "method": "noise_0.2",
@@ -223,7 +223,7 @@ def test_plot_data_rows_and_csv(tmp_path, tree):
         "leakage_scope": None,
         "relative_utility": 0.999,
     }
-    path = report.write_rows_csv(rows + [{"method": "x", "extra": 1}], tmp_path / "pu.csv")
+    path = dvc_views.write_rows_csv(rows + [{"method": "x", "extra": 1}], tmp_path / "pu.csv")
     read = list(csv.DictReader(path.open()))
     assert read[0].keys() == {"method", "leakage", "moving_leakage", "leakage_scope", "relative_utility", "extra"}
     assert read[-1]["leakage"] == "" and read[-1]["extra"] == "1"
@@ -236,7 +236,7 @@ def test_plot_data_rows_and_csv(tmp_path, tree):
         "diverged_at_epoch": 5,
         "short": [1.0],
     }
-    assert report.history_rows(history) == [
+    assert dvc_views.history_rows(history) == [
         {"epoch": 1, "train_total": 3.0, "val_total": 3.5},
         {"epoch": 2, "train_total": 2.0, "val_total": 2.5},
     ]
@@ -244,7 +244,7 @@ def test_plot_data_rows_and_csv(tmp_path, tree):
         "front": [{"trial": 4, "leakage": 0.5, "utility": 0.9}, {"trial": 1, "leakage": 0.3, "utility": 0.8}],
         "chosen_trial": 4,
     }
-    assert report.pareto_rows(pareto) == [
+    assert dvc_views.pareto_rows(pareto) == [
         {"trial": 1, "leakage": 0.3, "utility": 0.8, "chosen": False},
         {"trial": 4, "leakage": 0.5, "utility": 0.9, "chosen": True},
     ]

@@ -35,7 +35,7 @@ def _register_leace(tmp_path):
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
     method = create_method("leace").fit(sets, seed=3)
     method.save(layout.adapter_dir)
-    return method, sets, registry.register_candidate(params, layout)
+    return method, sets, registry.register_candidate(params.tracked(), layout)
 
 
 def test_logged_model_carries_the_package_and_no_requirement_on_it(tmp_path):

@@ -43,9 +43,9 @@ def test_gate_thresholds_take_the_stricter_of_gate_and_tune(tmp_path):
             "tune": {"max_utility_drop": 0.015, "max_normalized_leakage": 0.4},
         }
     )
-    assert search.gate_thresholds(params) == (0.015, 0.3)
+    assert search.gate_thresholds(params.for_search()) == (0.015, 0.3)
     looser_tune = params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"max_utility_drop": 0.05}})
-    assert search.gate_thresholds(looser_tune)[0] == looser_tune.gate.max_utility_relative_drop
+    assert search.gate_thresholds(looser_tune.for_search())[0] == looser_tune.gate.max_utility_relative_drop
 
 
 def test_worst_scope_is_the_objective_and_a_release_is_judged_against_raw_moving():
@@ -85,17 +85,17 @@ def data():
 def test_a_trial_reports_every_scope_and_a_noisy_method_its_re_release(tmp_path, data):
     params = tiny_params(tmp_path)
     tasks = ("ar",)
-    raw = search.measure(data.task_sets, data.privacy, tasks, 0, search.head_inputs(params))
+    raw = search.measure(data.task_sets, data.privacy, tasks, 0, search.head_inputs(params.for_search()))
     assert {"static", "moving", "video_mean", "untrimmed_mean", "anomaly_mean"} <= set(raw["scopes"])
     noisy = search.run_trial(
-        data, params, params.train.weights, search.replace(params.train, method="noise@2"), tasks, raw
+        data, params.for_search(), params.train.weights, search.replace(params.train, method="noise@2"), tasks, raw
     )
     assert "release" in noisy["scope_leakage"]
     assert noisy["leakage"] == pytest.approx(search.worst_scope(noisy["scope_leakage"]))
     # averaging 16 releases removes most of the fresh noise: the release scope leaks more
     assert noisy["scope_leakage"]["release"] > noisy["scope_leakage"]["moving"]
     clean = search.run_trial(
-        data, params, params.train.weights, search.replace(params.train, method="rotation"), tasks, raw
+        data, params.for_search(), params.train.weights, search.replace(params.train, method="rotation"), tasks, raw
     )
     assert "release" not in clean["scope_leakage"]  # a deterministic method: every release is the same
 
@@ -118,7 +118,7 @@ def test_distil_searches_its_step_and_train_takes_the_choice(tmp_path):
     from latentanon.config import Layout
 
     params = tiny_params(tmp_path, methods=["distil"], distil_step_range=[0.05, 0.5])
-    _, train_cfg = search.suggest(optuna.trial.FixedTrial({"distil_step": 0.2}), params)
+    _, train_cfg = search.suggest(optuna.trial.FixedTrial({"distil_step": 0.2}), params.for_search())
     assert (train_cfg.method, train_cfg.distil.step) == ("distil", 0.2)
     chosen = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "distil"}})
     out = Layout.from_params(chosen).report_dir("tune")

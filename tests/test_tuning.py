@@ -209,12 +209,13 @@ def test_storage_resolution_env_over_params_over_default(tmp_path, monkeypatch):
     layout = Layout.from_params(layout_params)
     monkeypatch.delenv(search.STORAGE_ENV, raising=False)
     assert (
-        search.resolve_storage(layout_params, layout) == f"sqlite:///{(tmp_path / 'reports/tune/study.db').resolve()}"
+        search.resolve_storage(layout_params.for_search(), layout)
+        == f"sqlite:///{(tmp_path / 'reports/tune/study.db').resolve()}"
     )
     with_url = params_from_dict({"paths": {"workdir": str(tmp_path)}, "tune": {"storage": "sqlite:///x.db"}})
-    assert search.resolve_storage(with_url, layout) == "sqlite:///x.db"
+    assert search.resolve_storage(with_url.for_search(), layout) == "sqlite:///x.db"
     monkeypatch.setenv(search.STORAGE_ENV, "postgresql://u:secret@db/optuna")
-    assert search.resolve_storage(with_url, layout) == "postgresql://u:secret@db/optuna"
+    assert search.resolve_storage(with_url.for_search(), layout) == "postgresql://u:secret@db/optuna"
     assert "secret" not in search._redacted("postgresql://u:secret@db/optuna")
 
 
@@ -234,31 +235,31 @@ def test_interrupted_study_resumes_to_n_completed_trials(tmp_path):
             raise Interrupted("killed mid-trial")
         return x, 1.0 / x
 
-    study = search.open_study(params, url, "resume-test")
+    study = search.open_study(params.for_search(), url, "resume-test")
     with pytest.raises(Interrupted):
         search.optimize(study, objective, n_trials=5)
     assert len(search.completed(study)) == 2
     # a new process: reopen the same study from storage and finish it
-    reopened = search.open_study(params, url, "resume-test")
+    reopened = search.open_study(params.for_search(), url, "resume-test")
     ran = search.optimize(reopened, objective, n_trials=5)
     states = [t.state for t in reopened.get_trials(deepcopy=False)]
     assert len(search.completed(reopened)) == 5
     assert states.count(optuna.trial.TrialState.FAIL) == 1
     assert ran == 3
     # already complete: nothing more runs
-    assert search.optimize(search.open_study(params, url, "resume-test"), objective, n_trials=5) == 0
+    assert search.optimize(search.open_study(params.for_search(), url, "resume-test"), objective, n_trials=5) == 0
 
 
 def test_bad_search_range_is_a_config_error(tmp_path):
     from latentanon.config import ConfigError
 
     trial = optuna.trial.FixedTrial({"w_lc": 10.0, "w_t": 1.0, "w_b": 1.0, "temperature": 0.1, "lr": 0.005})
-    weights, train_cfg = search.suggest(trial, tiny_params(tmp_path))
+    weights, train_cfg = search.suggest(trial, tiny_params(tmp_path).for_search())
     assert (weights.latent_consistency, weights.temperature, train_cfg.lr) == (10.0, 0.1, 0.005)
     with pytest.raises(ConfigError, match="temperature_range"):
-        search.suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]))
+        search.suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]).for_search())
     with pytest.raises(ConfigError, match="w_lc_range"):
-        search.suggest(trial, tiny_params(tmp_path, w_lc_range=[0.0, 1.0]))
+        search.suggest(trial, tiny_params(tmp_path, w_lc_range=[0.0, 1.0]).for_search())
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -271,7 +272,7 @@ def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
     write_store(tmp_path / "features", make_feature_sets())
     params = tiny_params(tmp_path, n_trials=2, temperature_range=[0.05, 0.5])
     layout = Layout.from_params(params)
-    summary = search.run_search(params, layout)
+    summary = search.run_search(params.for_search(), params.tracked(), layout)
     assert summary["trials_complete"] == 2 and summary["trials_run_here"] == 2
     out = layout.report_dir("tune")
     for name in ("pareto.json", "pareto.png", "trials.csv", "chosen.json", "study.db"):
@@ -286,7 +287,7 @@ def test_run_search_end_to_end_resumes_and_logs_nested_runs(tmp_path):
 
     # raising n_trials continues the same study: only the missing trial runs
     more = tiny_params(tmp_path, n_trials=3, temperature_range=[0.05, 0.5])
-    again = search.run_search(more, layout)
+    again = search.run_search(more.for_search(), more.tracked(), layout)
     assert again["study_name"] == summary["study_name"]
     assert again["trials_run_here"] == 1 and again["trials_complete"] == 3
 
@@ -317,7 +318,7 @@ def test_run_search_with_worker_processes_is_reproducible(tmp_path):
         workdir = tmp_path / run
         write_store(workdir / "features", sets)
         params = tiny_params(workdir, n_trials=4, workers=2)
-        summary = search.run_search(params, Layout.from_params(params))
+        summary = search.run_search(params.for_search(), params.tracked(), Layout.from_params(params))
         assert summary["trials_complete"] == 4 and summary["trials_run_here"] == 4
         tables.append(pd.read_csv(workdir / "reports" / "tune" / "trials.csv"))
     assert set(tables[0]["state"]) == {"COMPLETE"}
@@ -347,13 +348,13 @@ def _abandon_running_trial(study) -> dict:
 
 def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_uninterrupted_one(tmp_path):
     params = tiny_params(tmp_path, n_trials=8, seed=3)  # 2 random start-up trials, then TPE on the history
-    reference = search.open_study(params, f"sqlite:///{tmp_path / 'a.db'}", "det")
+    reference = search.open_study(params.for_search(), f"sqlite:///{tmp_path / 'a.db'}", "det")
     search.optimize(reference, _toy_objective, n_trials=8)
     expected = _history(reference)
     assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8  # really different proposals
 
     url = f"sqlite:///{tmp_path / 'b.db'}"
-    study = search.open_study(params, url, "det")
+    study = search.open_study(params.for_search(), url, "det")
     search.optimize(study, _toy_objective, n_trials=3)
     killed_params = _abandon_running_trial(study)  # killed in slot 3
     calls = []
@@ -365,10 +366,10 @@ def test_killed_and_failed_trials_are_retried_and_the_resumed_study_matches_an_u
             raise Interrupted("a trial that raised")  # failed in slot 4, parameters drawn
         return values
 
-    study = search.open_study(params, url, "det")  # restart: the RUNNING trial is failed now
+    study = search.open_study(params.for_search(), url, "det")  # restart: the RUNNING trial is failed now
     with pytest.raises(Interrupted):
         search.optimize(study, fails_once, n_trials=8)
-    study = search.open_study(params, url, "det")
+    study = search.open_study(params.for_search(), url, "det")
     search.optimize(study, _toy_objective, n_trials=8)
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -400,23 +401,23 @@ def _batched(study, n_trials: int, fail_in_batch: int | None = None) -> int:
 
 def test_batched_trials_are_deterministic_and_a_failed_batch_is_proposed_again(tmp_path):
     params = tiny_params(tmp_path, n_trials=8, seed=3)
-    reference = search.open_study(params, f"sqlite:///{tmp_path / 'a.db'}", "batched")
+    reference = search.open_study(params.for_search(), f"sqlite:///{tmp_path / 'a.db'}", "batched")
     assert _batched(reference, 8) == 8
     expected = _history(reference)
     assert [slot for slot, _, _ in expected] == list(range(8))
     assert len({json.dumps(p, sort_keys=True) for _, p, _ in expected}) == 8  # a batch's trials differ
     # slots draw from the same seeds as one trial at a time; the 2 random start-up draws agree, the
     # third differs (in its batch it saw no completed trial, one at a time it saw two)
-    sequential = search.open_study(params, f"sqlite:///{tmp_path / 'c.db'}", "batched")
+    sequential = search.open_study(params.for_search(), f"sqlite:///{tmp_path / 'c.db'}", "batched")
     search.optimize(sequential, _toy_objective, n_trials=8)
     seq = _history(sequential)
     assert [p for _, p, _ in seq[:2]] == [p for _, p, _ in expected[:2]] and seq[2][1] != expected[2][1]
 
     url = f"sqlite:///{tmp_path / 'b.db'}"
-    study = search.open_study(params, url, "batched")
+    study = search.open_study(params.for_search(), url, "batched")
     with pytest.raises(Interrupted):
         _batched(study, 8, fail_in_batch=2)
-    study = search.open_study(params, url, "batched")
+    study = search.open_study(params.for_search(), url, "batched")
     _batched(study, 8)
     assert _history(study) == expected
     failed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
@@ -436,16 +437,16 @@ def test_parallel_workers_draw_different_parameters(tmp_path):
 def test_suggest_searches_across_methods_and_their_knobs(tmp_path):
     params = tiny_params(tmp_path, methods=["paper", "noise", "leace"], noise_scale_range=[0.1, 1.0])
     noise = optuna.trial.FixedTrial({"method": "noise", "noise_scale": 0.25})
-    _, train_cfg = search.suggest(noise, params)
+    _, train_cfg = search.suggest(noise, params.for_search())
     assert train_cfg.method == "noise@0.25"
     leace = optuna.trial.FixedTrial({"method": "leace"})
-    assert search.suggest(leace, params)[1].method == "leace"
+    assert search.suggest(leace, params.for_search())[1].method == "leace"
     paper = optuna.trial.FixedTrial({"method": "paper", "w_lc": 10.0, "w_t": 1.0, "w_b": 2.0, "lr": 0.005})
-    weights, train_cfg = search.suggest(paper, params)
+    weights, train_cfg = search.suggest(paper, params.for_search())
     assert (train_cfg.method, train_cfg.weights.privacy, train_cfg.lr) == ("paper", 2.0, 0.005)
     point = TrialPoint(0, 0.5, 0.9, {}, {"method": "noise", "noise_scale": 0.25})
-    assert search.chosen_method(point, params) == "noise@0.25"
-    assert search.chosen_weights(point, params) == search.asdict(params.train.weights)
+    assert search.chosen_method(point, params.for_search()) == "noise@0.25"
+    assert search.chosen_weights(point, params.for_search()) == search.asdict(params.train.weights)
 
 
 def test_a_trial_fits_any_method_through_the_interface(tmp_path):
@@ -460,7 +461,7 @@ def test_a_trial_fits_any_method_through_the_interface(tmp_path):
     raw = search.measure(data.task_sets, data.privacy, tasks, 0)
     for name in ("noise@0.5", "paper"):
         train_cfg = search.replace(params.train, method=name)
-        result = search.run_trial(data, params, params.train.weights, train_cfg, tasks, raw)
+        result = search.run_trial(data, params.for_search(), params.train.weights, train_cfg, tasks, raw)
         assert set(result["drops"]) == set(tasks) and np.isfinite(result["leakage"])
 
 

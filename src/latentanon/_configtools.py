@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -106,3 +109,9 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (dict, types.MappingProxyType)):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def sections_hash(sections: Mapping[str, Any]) -> str:
+    """A short stable hash of config sections by name, to tag outputs with the params that made them."""
+    blob = json.dumps({name: to_dict(section) for name, section in sections.items()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from latentanon._configtools import ConfigError, from_dict, to_dict
+from latentanon._configtools import ConfigError, from_dict, sections_hash, to_dict
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig
 from latentanon.layout import Layout, PathsConfig
 from latentanon.methods.config import TrainConfig
-from latentanon.tracking.config import GateConfig, TrackingConfig
-from latentanon.tuning.config import TuneConfig
+from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
+from latentanon.tuning.config import SearchParams, TuneConfig
 
 __all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
 
@@ -41,8 +39,15 @@ class Params:
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections, to tag outputs with the params that made them."""
-        blob = json.dumps({s: to_dict(getattr(self, s)) for s in sections}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return sections_hash({s: getattr(self, s) for s in sections})
+
+    def tracked(self) -> TrackedParams:
+        """The sections the tracking layer reads, and every param in plain form for MLflow."""
+        return TrackedParams(tracking=self.tracking, gate=self.gate, plain=self.to_dict())
+
+    def for_search(self) -> SearchParams:
+        """The sections the tune stage reads."""
+        return SearchParams(tune=self.tune, train=self.train, evaluate=self.evaluate, gate=self.gate)
 
 
 def _set_override(tree: dict, assignment: str) -> None:

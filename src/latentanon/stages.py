@@ -79,11 +79,11 @@ def finalize_extract(params: Params) -> dict:
 
 
 def tune(params: Params) -> dict:
-    from latentanon.evaluation.report import pareto_rows, write_rows_csv
+    from latentanon.evaluation.dvc_views import pareto_rows, write_rows_csv
     from latentanon.tuning.search import run_search
 
     layout = Layout.from_params(params)
-    summary = run_search(params, layout)
+    summary = run_search(params.for_search(), params.tracked(), layout)
     pareto = layout.report_dir("tune") / "pareto.json"
     if pareto.exists():  # data for `dvc plots` next to pareto.png
         write_rows_csv(pareto_rows(json.loads(pareto.read_text())), pareto.with_name("pareto_front.csv"))
@@ -146,7 +146,7 @@ def train(params: Params) -> dict:
     )
     history = layout.report_dir("train") / "history.json"
     if history.exists():  # data for `dvc plots` next to loss_curves.png
-        from latentanon.evaluation.report import history_rows, write_rows_csv
+        from latentanon.evaluation.dvc_views import history_rows, write_rows_csv
 
         write_rows_csv(history_rows(json.loads(history.read_text())), history.with_name("loss_curves.csv"))
     summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
@@ -162,12 +162,12 @@ def evaluate(params: Params) -> dict:
     from latentanon.evaluation.run import evaluate as run
 
     layout = Layout.from_params(params)
-    return run(params, layout)
+    return run(params.evaluate, params.train, layout)
 
 
 def audit_bias(params: Params) -> dict:
     from latentanon.evaluation.bias import audit_bias as run
-    from latentanon.evaluation.report import (
+    from latentanon.evaluation.dvc_views import (
         HEADLINE_FILE,
         PRIVACY_UTILITY_CSV,
         headline_metrics,
@@ -176,7 +176,7 @@ def audit_bias(params: Params) -> dict:
     )
 
     layout = Layout.from_params(params)
-    summary = run(params, layout)
+    summary = run(params.audit_bias, params.gate, layout)
     # The DVC metric is a short headline; the full tree stays in metrics.json for the gate.
     tree = json.loads((layout.reports / "metrics.json").read_text())
     headline = headline_metrics(tree)
@@ -194,7 +194,7 @@ def gate(params: Params, promote: bool = True) -> dict:
     from latentanon.tracking.gate import register_and_decide, run_gate
 
     layout = Layout.from_params(params)
-    summary = run_gate(params, layout) if promote else register_and_decide(params, layout)
+    summary = run_gate(params.tracked(), layout) if promote else register_and_decide(params.tracked(), layout)
     status = APPROVED if summary["decision"] == APPROVED else REJECTED
     reasons = summary["reasons"] or [
         f"all gate checks passed; version {summary['version']} of {summary['model_name']} is the model that made them"
@@ -309,7 +309,8 @@ def execute(name: str, params: Params, track: bool = True, **kwargs) -> dict:
     if track:
         from latentanon.tracking.runs import log_stage
 
-        log_stage(params, name, summary, [p for p in stage_artifacts(name, params) if p.exists()])
+        artifacts = [p for p in stage_artifacts(name, params) if p.exists()]
+        log_stage(params.tracked(), Layout.from_params(params), name, summary, artifacts)
     return summary
 
 

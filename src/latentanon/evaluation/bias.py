@@ -20,10 +20,11 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
-from latentanon.config import Params
 from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics
+from latentanon.evaluation.config import BiasConfig
+from latentanon.evaluation.targets import GateThresholds
 from latentanon.features.featureset import FeatureSet
 from latentanon.layout import Layout
 from latentanon.plots import pyplot, save_figure
@@ -168,11 +169,10 @@ def plot_bias(summary: dict, path: Path) -> Path:
     return path
 
 
-def run_audit(params: Params, layout: Layout) -> dict:
+def run_audit(cfg: BiasConfig, layout: Layout) -> dict:
     """The audit itself (raw and AAM, both variants, every seed): the bias.json content."""
     from latentanon.features.store import list_feature_sets, load_feature_set
 
-    cfg = params.audit_bias
     if not cfg.seeds:
         raise ValueError("audit_bias.seeds: at least one seed is needed")
     sources = {"raw": layout.features_uri, "aam": layout.anonymized_uri}
@@ -220,10 +220,12 @@ def run_audit(params: Params, layout: Layout) -> dict:
     return summary
 
 
-def audit_bias(params: Params, layout: Layout) -> dict:
-    """The stage: bias.json and bias.png, then reports/metrics.json and reports/report.md."""
+def audit_bias(cfg: BiasConfig, gate: GateThresholds, layout: Layout) -> dict:
+    """The stage: bias.json and bias.png, then reports/metrics.json and reports/report.md (whose
+    decisions and targets apply the ``gate`` section's thresholds)."""
     from latentanon._files import write_json_atomic
-    from latentanon.evaluation.report import build_metrics, write_report
+    from latentanon.evaluation.metrics_tree import build_metrics
+    from latentanon.evaluation.report import write_report
 
     started = time.time()
     report_dir = layout.report_dir("audit_bias")
@@ -240,13 +242,13 @@ def audit_bias(params: Params, layout: Layout) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny heads: one thread beats several fighting for shared cores
     try:
-        bias = run_audit(params, layout)
+        bias = run_audit(cfg, layout)
     finally:
         torch.set_num_threads(threads)
     bias["plot"] = plot_bias(bias, report_dir / "bias.png").name
     bias["seconds"] = round(time.time() - started, 1)
     write_json_atomic(report_dir / "bias.json", bias)
-    metrics_tree = build_metrics(evaluation, bias, params)
+    metrics_tree = build_metrics(evaluation, bias, gate)
     write_json_atomic(layout.reports / "metrics.json", metrics_tree)
     report_path = write_report(metrics_tree, evaluation, bias, layout.reports / "report.md")
     return {

@@ -109,9 +109,9 @@ def open_pipeline_run(params_yaml: str, overrides: Iterable[str] = (), kfp_run_i
     from latentanon.tracking.runs import client_for, pipeline_run_id
 
     with StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace:
-        run_id = pipeline_run_id(workspace.params, workspace.layout)
+        run_id = pipeline_run_id(workspace.params.tracked(), workspace.layout)
         if kfp_run_id:
-            kfp_runs.tag_kfp_run(client_for(workspace.params, workspace.layout), run_id, kfp_run_id)
+            kfp_runs.tag_kfp_run(client_for(workspace.params.tracking, workspace.layout), run_id, kfp_run_id)
         return run_id
 
 
@@ -140,7 +140,7 @@ def close_pipeline_run(
     with StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace:
         if os.environ.get(runs.RUN_ID_ENV):
             return json.dumps({"run_id": os.environ[runs.RUN_ID_ENV], "closed": False, "owner": "kubeflow"})
-        client = runs.client_for(workspace.params, workspace.layout)
+        client = runs.client_for(workspace.params.tracking, workspace.layout)
         closed = kfp_runs.close_kfp_run(client, kfp_run_id, state, error_message)
     return json.dumps(closed, sort_keys=True)
 
@@ -153,8 +153,9 @@ def tag_gate_decision(params_yaml: str, overrides: Iterable[str], mlflow_run_id:
         use_parent_run(mlflow_run_id),
         StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace,
     ):
-        client = runs.client_for(workspace.params, workspace.layout)
-        kfp_runs.tag_gate_decision(client, runs.pipeline_run_id(workspace.params, workspace.layout, client), decision)
+        client = runs.client_for(workspace.params.tracking, workspace.layout)
+        run_id = runs.pipeline_run_id(workspace.params.tracked(), workspace.layout, client)
+        kfp_runs.tag_gate_decision(client, run_id, decision)
 
 
 def log_stages(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, reports: Mapping[str, Any]) -> str:
@@ -180,7 +181,7 @@ def log_stages(params_yaml: str, overrides: Iterable[str], mlflow_run_id: str, r
                 raise ArtifactError(f"{stage}{REPORT_SUFFIX}: {summary_path.name} missing (did {stage} run?)") from exc
             except ValueError as exc:
                 raise ArtifactError(f"{stage}{REPORT_SUFFIX}: {summary_path.name} is not valid JSON: {exc}") from exc
-            logged[stage] = log_stage(workspace.params, stage, summary, [folder])
+            logged[stage] = log_stage(workspace.params.tracked(), workspace.layout, stage, summary, [folder])
     return json.dumps(logged, sort_keys=True)
 
 
@@ -242,7 +243,7 @@ def promote_champion(
         use_parent_run(mlflow_run_id),
         StageWorkspace(params_yaml, list(overrides or []), inputs={}, outputs={}) as workspace,
     ):
-        promoted = gate_lib.promote(workspace.params, str(decision["version"]), workspace.layout)
+        promoted = gate_lib.promote(workspace.params.tracking, str(decision["version"]), workspace.layout)
     name, version = promoted["model_name"], promoted["version"]
     record = {**promoted, "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{CHAMPION}"}
     out = _artifact_path(champion, "champion")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,3 +26,14 @@ class GateConfig:
     bias_raw_gap_key: str = "bias.raw.gap"  # dotted keys into reports/metrics.json
     bias_aam_gap_key: str = "bias.aam.gap"
     champion_leakage_tolerance: float = 0.0  # candidate leakage may exceed the champion's by this much
+
+
+@dataclass(frozen=True)
+class TrackedParams:
+    """What the tracking layer reads of the params: its own section, the gate's, and every param
+    in plain form (logged once to the pipeline's parent run; their hash says which run they
+    belong to). The entry points build it (``Params.tracked``): Params sits above this layer."""
+
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    plain: dict[str, Any] = field(default_factory=dict, hash=False)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
-from latentanon.config import Params
 from latentanon.errors import ModelError
 from latentanon.layout import Layout
 from latentanon.tracking import decision_record, runs
+from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
 from latentanon.tracking.registry import (
     APPROVED,
     CANDIDATE,
@@ -209,9 +209,8 @@ def _compare(name: str, value: float | None, threshold: float | None, rule: str,
     )
 
 
-def evaluate_checks(metrics: dict | None, params: Params, champion: dict | None) -> list[Check]:
+def evaluate_checks(metrics: dict | None, cfg: GateConfig, champion: dict | None) -> list[Check]:
     """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}."""
-    cfg = params.gate
     checks = [
         _privacy_bound("normalized_leakage", metrics, "privacy.aam.normalized_leakage", cfg.max_normalized_leakage),
         _compare(
@@ -368,7 +367,7 @@ def judged_inputs(
 
 
 def decide(
-    params: Params, layout: Layout | None = None, version: str | None = None, client=None, blocking_problem: str = ""
+    tracked: TrackedParams, layout: Layout, version: str | None = None, client=None, blocking_problem: str = ""
 ) -> dict:
     """Approve or reject a registered version (default: the one at @candidate).
 
@@ -380,9 +379,8 @@ def decide(
     @candidate (and loses @champion if it held it); an approved one keeps @candidate until
     ``promote`` moves it to @champion.
     """
-    layout = layout or Layout.from_params(params)
-    client = client or runs.client_for(params, layout)
-    name = params.tracking.model_name
+    client = client or runs.client_for(tracked.tracking, layout)
+    name = tracked.tracking.model_name
     metrics_path = layout.reports / "metrics.json"
     metrics, metrics_problem = read_metrics(metrics_path)
     if blocking_problem:
@@ -390,7 +388,7 @@ def decide(
     elif version is None:
         version = _candidate_version(client, name)
     champion = current_champion(client, name, version)
-    checks = evaluate_checks(metrics, params, champion)
+    checks = evaluate_checks(metrics, tracked.gate, champion)
     reasons = [p for p in (blocking_problem, metrics_problem) if p]
     if version is None and not blocking_problem:
         reasons.append(f"no version of {name!r} is registered as @{CANDIDATE}")
@@ -409,7 +407,7 @@ def decide(
         # per criterion read from an interval: does the interval lie wholly on one side?
         "decided": {c.name: c.decided for c in checks if c.decided is not None},
         "champion": champion,
-        "thresholds": to_dict(params.gate),
+        "thresholds": to_dict(tracked.gate),
         "metrics_path": str(metrics_path),
         "decided_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -440,15 +438,14 @@ def decide(
             client.delete_registered_model_alias(name, CHAMPION)
     out = layout.report_dir("gate") / "decision.json"
     write_json_atomic(out, decision)
-    client.log_artifact(runs.pipeline_run_id(params, layout, client), str(out), "gate")
+    client.log_artifact(runs.pipeline_run_id(tracked, layout, client), str(out), "gate")
     return decision
 
 
-def promote(params: Params, version: str, layout: Layout | None = None, client=None) -> dict:
+def promote(tracking: TrackingConfig, version: str, layout: Layout, client=None) -> dict:
     """Move @champion to ``version`` (it must carry an approved gate decision) and drop @candidate."""
-    layout = layout or Layout.from_params(params)
-    client = client or runs.client_for(params, layout)
-    name = params.tracking.model_name
+    client = client or runs.client_for(tracking, layout)
+    name = tracking.model_name
     model_version = client.get_model_version(name, str(version))
     if model_version.tags.get(TAG_DECISION) != APPROVED:
         raise ModelError(
@@ -470,18 +467,17 @@ def promote(params: Params, version: str, layout: Layout | None = None, client=N
     }
 
 
-def register_and_decide(params: Params, layout: Layout | None = None, client=None) -> dict:
+def register_and_decide(tracked: TrackedParams, layout: Layout, client=None) -> dict:
     """The gate less the promotion (a Kubeflow step before its ``dsl.If``): register the trained
     adapter as @candidate and decide; a missing adapter is a rejection, never a skip."""
-    layout = layout or Layout.from_params(params)
-    client = client or runs.client_for(params, layout)
+    client = client or runs.client_for(tracked.tracking, layout)
     registration, registration_problem = None, ""
     try:
-        registration = register_candidate(params, layout, client)
+        registration = register_candidate(tracked, layout, client)
     except ModelError as exc:
         registration_problem = str(exc)
     version = registration["version"] if registration else None
-    decision = decide(params, layout, version=version, client=client, blocking_problem=registration_problem)
+    decision = decide(tracked, layout, version=version, client=client, blocking_problem=registration_problem)
     return {
         "decision": decision["decision"],
         "model_name": decision["model_name"],
@@ -494,12 +490,11 @@ def register_and_decide(params: Params, layout: Layout | None = None, client=Non
     }
 
 
-def run_gate(params: Params, layout: Layout | None = None) -> dict:
+def run_gate(tracked: TrackedParams, layout: Layout) -> dict:
     """The gate stage: register the trained adapter as @candidate, decide, promote if approved."""
-    layout = layout or Layout.from_params(params)
-    client = runs.client_for(params, layout)
-    summary = register_and_decide(params, layout, client)
+    client = runs.client_for(tracked.tracking, layout)
+    summary = register_and_decide(tracked, layout, client)
     if summary["decision"] == APPROVED:
-        promotion = promote(params, summary["version"], layout, client)
+        promotion = promote(tracked.tracking, summary["version"], layout, client)
         summary.update(promoted=True, previous_champion=promotion["previous_champion"])
     return summary

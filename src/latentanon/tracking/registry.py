@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from latentanon.config import Params
 from latentanon.errors import ModelError
 from latentanon.layout import Layout
 from latentanon.tracking import runs
+from latentanon.tracking.config import TrackedParams
 from latentanon.tracking.model_files import adapter_digest
 from latentanon.tracking.pyfunc import log_adapter_model
 from latentanon.tracking.uri import tracking_uri
@@ -37,19 +37,18 @@ def find_version_by_digest(client, model_name: str, digest: str):
     return None
 
 
-def register_candidate(params: Params, layout: Layout | None = None, client=None) -> dict:
+def register_candidate(tracked: TrackedParams, layout: Layout, client=None) -> dict:
     """Log the adapter of ``layout.adapter_dir`` as a pyfunc model in a nested run of the pipeline
-    run, register it as a new version of ``params.tracking.model_name`` and point @candidate at it.
+    run, register it as a new version of ``tracking.model_name`` and point @candidate at it.
     An adapter already registered (same file digest) is not registered twice: a re-run reuses it."""
-    layout = layout or Layout.from_params(params)
-    client = client or runs.client_for(params, layout)
-    name = params.tracking.model_name
+    client = client or runs.client_for(tracked.tracking, layout)
+    name = tracked.tracking.model_name
     digest = adapter_digest(layout.adapter_dir)
     existing = find_version_by_digest(client, name, digest)
     if existing is not None:
         version, run_id, reused = str(existing.version), existing.tags.get(TAG_SOURCE_RUN, ""), True
     else:
-        parent = runs.pipeline_run_id(params, layout, client)
+        parent = runs.pipeline_run_id(tracked, layout, client)
         run_id = runs.start_child_run(client, parent, "register-candidate", {runs.TAG_STAGE: "gate"})
         info = log_adapter_model(layout.adapter_dir, run_id, client.tracking_uri, registered_model_name=name)
         if info.registered_model_version is None:

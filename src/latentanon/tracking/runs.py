@@ -32,12 +32,12 @@ from typing import Any
 import yaml
 
 from latentanon import environment
-from latentanon._configtools import to_dict
+from latentanon._configtools import sections_hash
 from latentanon._files import write_json_atomic
 from latentanon._redact import redact
-from latentanon.config import Params
 from latentanon.errors import LatentanonError
 from latentanon.layout import PIPELINE, Layout
+from latentanon.tracking.config import TrackedParams, TrackingConfig
 from latentanon.tracking.uri import tracking_uri
 
 RUN_ID_ENV = environment.RUN_ID_ENV
@@ -68,9 +68,8 @@ class TrackingError(LatentanonError):
     """The MLflow tracking store cannot be reached or used."""
 
 
-def resolve_tracking_uri(params: Params, layout: Layout | None = None) -> str:
-    layout = layout or Layout.from_params(params)
-    return tracking_uri(params.tracking.tracking_uri, layout.workdir)
+def resolve_tracking_uri(tracking: TrackingConfig, layout: Layout) -> str:
+    return tracking_uri(tracking.tracking_uri, layout.workdir)
 
 
 @contextlib.contextmanager
@@ -118,8 +117,8 @@ def connect(uri: str):
     return client
 
 
-def client_for(params: Params, layout: Layout | None = None):
-    return connect(resolve_tracking_uri(params, layout))
+def client_for(tracking: TrackingConfig, layout: Layout):
+    return connect(resolve_tracking_uri(tracking, layout))
 
 
 def experiment_id(client, name: str) -> str:
@@ -139,8 +138,9 @@ def _local_artifact_location(uri: str) -> str | None:
     return (database.parent / "mlartifacts").resolve().as_uri()
 
 
-def params_hash(params: Params) -> str:
-    return params.section_hash(*_PARAM_SECTIONS)
+def params_hash(plain: dict[str, Any]) -> str:
+    """The hash of every section (``plain``: the params in plain form, ``Params.to_dict``)."""
+    return sections_hash({section: plain[section] for section in _PARAM_SECTIONS})
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -233,12 +233,12 @@ def _log_in_batches(
         client.log_batch(run_id, tags=tag_items[i : i + _MLFLOW_BATCH])
 
 
-def _ensure_params_logged(client, run, params: Params) -> None:
+def _ensure_params_logged(client, run, plain: dict[str, Any]) -> None:
     """Log every param once per parent run (MLflow params are immutable)."""
     if run.data.tags.get(TAG_PARAMS_HASH):
         return
-    flat = {_BAD_KEY_CHARS.sub("_", k): v for k, v in flatten(redact(to_dict(params))).items()}
-    _log_in_batches(client, run.info.run_id, params=flat, tags={TAG_PARAMS_HASH: params_hash(params)})
+    flat = {_BAD_KEY_CHARS.sub("_", k): v for k, v in flatten(redact(plain)).items()}
+    _log_in_batches(client, run.info.run_id, params=flat, tags={TAG_PARAMS_HASH: params_hash(plain)})
 
 
 def _reusable(client, record: dict, uri: str, digest: str) -> bool:
@@ -251,10 +251,9 @@ def _reusable(client, record: dict, uri: str, digest: str) -> bool:
     return run.info.lifecycle_stage == "active" and run.data.tags.get(TAG_STATE) == "open"
 
 
-def pipeline_run_id(params: Params, layout: Layout | None = None, client=None) -> str:
+def pipeline_run_id(tracked: TrackedParams, layout: Layout, client=None) -> str:
     """The parent run of the current pipeline run, created when there is none (see module doc)."""
-    layout = layout or Layout.from_params(params)
-    uri = resolve_tracking_uri(params, layout)
+    uri = resolve_tracking_uri(tracked.tracking, layout)
     client = client or connect(uri)
     injected = os.environ.get(RUN_ID_ENV, "")
     if injected:
@@ -262,10 +261,10 @@ def pipeline_run_id(params: Params, layout: Layout | None = None, client=None) -
             run = client.get_run(injected)
         except Exception as exc:
             raise TrackingError(f"{RUN_ID_ENV}={injected}: no such run in {uri}: {exc}") from exc
-        _ensure_params_logged(client, run, params)
+        _ensure_params_logged(client, run, tracked.plain)
         return injected
     record_path = _record_path(layout)
-    digest = params_hash(params)
+    digest = params_hash(tracked.plain)
     if record_path.exists():
         try:
             record = json.loads(record_path.read_text())
@@ -280,11 +279,11 @@ def pipeline_run_id(params: Params, layout: Layout | None = None, client=None) -
         **git_state(layout.workdir),
     }
     run = client.create_run(
-        experiment_id(client, params.tracking.experiment),
+        experiment_id(client, tracked.tracking.experiment),
         run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
         tags=tags,
     )
-    _ensure_params_logged(client, run, params)
+    _ensure_params_logged(client, run, tracked.plain)
     write_json_atomic(
         record_path,
         {
@@ -327,7 +326,7 @@ def log_child_run(
     return run_id
 
 
-def log_stage(params: Params, stage: str, summary: dict, artifacts: list[Path]) -> str:
+def log_stage(tracked: TrackedParams, layout: Layout, stage: str, summary: dict, artifacts: list[Path]) -> str:
     """Log one finished stage into the pipeline's parent run; returns the parent run id.
 
     Records metrics (the summary's numbers as ``<stage>.<key>``), the summary as JSON, the given
@@ -335,9 +334,8 @@ def log_stage(params: Params, stage: str, summary: dict, artifacts: list[Path]) 
     output hashes of the upstream stages as tags).
     The last stage closes the parent run (except a run injected by Kubeflow).
     """
-    layout = Layout.from_params(params)
-    client = client_for(params, layout)
-    run_id = pipeline_run_id(params, layout, client)
+    client = client_for(tracked.tracking, layout)
+    run_id = pipeline_run_id(tracked, layout, client)
     tags = {f"{TAG_STAGE}.{stage}": "done", **git_state(layout.workdir), **dvc_lock_hashes(layout.workdir, stage)}
     _log_in_batches(client, run_id, metrics=numeric_metrics(summary, stage), tags=tags)
     client.log_dict(run_id, json.loads(json.dumps(summary, default=str)), f"{stage}/summary.json")

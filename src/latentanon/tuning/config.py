@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from latentanon.evaluation.config import EvaluateConfig
+from latentanon.methods.config import TrainConfig
+from latentanon.tracking.config import GateConfig
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,15 @@ class TuneConfig:
     bottleneck_compaction_range: tuple[float, ...] = (0.1, 10.0)
     fisher_static_weight_range: tuple[float, ...] = (0.1, 30.0)
     distil_step_range: tuple[float, ...] = (0.05, 0.5)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """The sections the tune stage reads: its own, train (the knobs a trial starts from and the
+    seen tasks), evaluate (the heads' input forms) and gate (the thresholds the choice respects).
+    The entry points build it (``Params.for_search``): Params sits above this layer."""
+
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)

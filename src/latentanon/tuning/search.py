@@ -34,7 +34,6 @@ import pandas as pd
 
 from latentanon._configtools import ConfigError, to_dict
 from latentanon._files import write_text_atomic
-from latentanon.config import Params
 from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.environment import TUNE_STORAGE_ENV
 from latentanon.errors import StoreError
@@ -42,7 +41,9 @@ from latentanon.features.featureset import FeatureSet
 from latentanon.layout import Layout
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.tracking import runs
+from latentanon.tracking.config import TrackedParams
 from latentanon.tuning import study as study_lib
+from latentanon.tuning.config import SearchParams
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front, rule_text
 
 STORAGE_ENV = TUNE_STORAGE_ENV
@@ -63,7 +64,7 @@ class SearchData:
     fingerprint: str  # identity of the stored features
 
 
-def resolve_storage(params: Params, layout: Layout) -> str:
+def resolve_storage(params: SearchParams, layout: Layout) -> str:
     url = os.environ.get(STORAGE_ENV) or params.tune.storage
     if url:
         return url
@@ -97,7 +98,7 @@ def load_search_data(features_uri: str) -> SearchData:
     return SearchData(task_sets, privacy, fingerprint)
 
 
-def utility_tasks(params: Params, data: SearchData) -> tuple[str, ...]:
+def utility_tasks(params: SearchParams, data: SearchData) -> tuple[str, ...]:
     """The seen tasks (task weight > 0) whose feature set is stored; all stored ones if none is seen."""
     from latentanon.tasks.scoring import TASK_SPECS, TASKS
 
@@ -210,7 +211,7 @@ def relative(raw: dict, anonymized: dict) -> tuple[float, dict[str, float]]:
     return mean_relative, drops
 
 
-def suggest(trial, params: Params) -> tuple[LossWeights, TrainConfig]:
+def suggest(trial, params: SearchParams) -> tuple[LossWeights, TrainConfig]:
     """The trial's method (a categorical choice when tune.methods names several) and its knobs,
     which each method class declares (``Method.suggest``: the AAM methods search the loss weights
     and lr, a bare ``noise`` its scale); returns the weights and the train config to fit."""
@@ -239,13 +240,18 @@ def released(method, fs: FeatureSet, releases: int, key: int) -> FeatureSet:
     return out.with_arrays({k: [(a / releases).astype(np.float32) for a in v] for k, v in total.items()})
 
 
-def head_inputs(params: Params) -> tuple[str, ...]:
+def head_inputs(params: SearchParams) -> tuple[str, ...]:
     """The head input forms evaluate chooses among (evaluate.head_inputs)."""
     return tuple(params.evaluate.head_inputs) or ("standardised",)
 
 
 def run_trial(
-    data: SearchData, params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...], raw: dict
+    data: SearchData,
+    params: SearchParams,
+    weights: LossWeights,
+    train_cfg: TrainConfig,
+    tasks: tuple[str, ...],
+    raw: dict,
 ) -> dict:
     """Fit ``train_cfg.method`` (with ``weights``) on the train split, anonymize, and measure on val.
     ``leakage`` (the trial's objective) is the worst scope's normalised leakage."""
@@ -277,7 +283,7 @@ def run_trial(
     }
 
 
-def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> str:
+def _fingerprint(params: SearchParams, data: SearchData, tasks: tuple[str, ...]) -> str:
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
     from latentanon.tasks.scoring import MEASUREMENT_VERSION
 
@@ -309,7 +315,7 @@ def _fingerprint(params: Params, data: SearchData, tasks: tuple[str, ...]) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def open_study(params: Params, storage_url: str, study_name: str):
+def open_study(params: SearchParams, storage_url: str, study_name: str):
     """The stage's study: resumable and, in sequential mode, deterministic (see tuning.study)."""
     return study_lib.open_study(
         storage_url,
@@ -350,7 +356,7 @@ def _trial_worker_init(features_uri: str, threads: int) -> None:
 
 
 def _run_trial_in_worker(
-    params: Params, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...], raw: dict
+    params: SearchParams, weights: LossWeights, train_cfg: TrainConfig, tasks: tuple[str, ...], raw: dict
 ) -> dict:
     assert _WORKER_DATA is not None  # _trial_worker_init loaded it when this worker started
     return run_trial(_WORKER_DATA, params, weights, train_cfg, tasks, raw)
@@ -376,7 +382,7 @@ def trial_points(study) -> list[TrialPoint]:
     return [trial_point(t) for t in completed(study)]
 
 
-def chosen_method(point: TrialPoint, params: Params) -> str:
+def chosen_method(point: TrialPoint, params: SearchParams) -> str:
     """The registry name of the method a trial fitted (noise with its searched scale)."""
     method = point.params.get("method", params.tune.methods[0] if params.tune.methods else "paper")
     if "noise_scale" in point.params:
@@ -384,7 +390,7 @@ def chosen_method(point: TrialPoint, params: Params) -> str:
     return method
 
 
-def chosen_weights(point: TrialPoint, params: Params) -> dict:
+def chosen_weights(point: TrialPoint, params: SearchParams) -> dict:
     base = params.train.weights
     if "w_lc" not in point.params:  # a method without loss weights
         return asdict(base)
@@ -398,7 +404,7 @@ def chosen_weights(point: TrialPoint, params: Params) -> dict:
     )
 
 
-def gate_thresholds(params: Params) -> tuple[float, float]:
+def gate_thresholds(params: SearchParams) -> tuple[float, float]:
     """(largest task drop, largest normalised leakage) a trial may have: the gate's thresholds, or
     tune's where stricter (a margin for the test split's noise)."""
     gate = params.gate
@@ -429,7 +435,7 @@ def gate_rule_text(max_utility_drop: float, max_normalized_leakage: float) -> st
     )
 
 
-def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: str) -> dict:
+def write_outputs(study, params: SearchParams, out_dir: Path, raw: dict, storage_url: str) -> dict:
     """pareto.json, pareto.png, trials.csv and chosen.json under ``out_dir``."""
     points = trial_points(study)
     front = pareto_front(study, trial_point)
@@ -498,26 +504,27 @@ def write_outputs(study, params: Params, out_dir: Path, raw: dict, storage_url: 
     return {"chosen": choice, "front_size": len(front), "n_complete": len(points)}
 
 
-def run_search(params: Params, layout: Layout | None = None) -> dict:
-    """The tune stage (see module doc). Returns a summary; files land in reports/tune/."""
+def run_search(params: SearchParams, tracked: TrackedParams, layout: Layout) -> dict:
+    """The tune stage (see module doc). Returns a summary; files land in reports/tune/. ``tracked``:
+    what the trials' MLflow runs (children of the pipeline's parent run) need."""
     import torch
 
     threads = torch.get_num_threads()
     if params.tune.torch_threads > 0:
         torch.set_num_threads(params.tune.torch_threads)
     try:
-        return _run_search(params, layout or Layout.from_params(params))
+        return _run_search(params, tracked, layout)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_search(params: Params, layout: Layout) -> dict:
+def _run_search(params: SearchParams, tracked: TrackedParams, layout: Layout) -> dict:
     import optuna
 
     out_dir = layout.report_dir("tune")
     started = time.perf_counter()
-    client = runs.client_for(params, layout)  # fail now, not after the trials, if unreachable
-    parent = runs.pipeline_run_id(params, layout, client)
+    client = runs.client_for(tracked.tracking, layout)  # fail now, not after the trials, if unreachable
+    parent = runs.pipeline_run_id(tracked, layout, client)
     data = load_search_data(layout.features_uri)
     tasks = utility_tasks(params, data)
     storage_url = resolve_storage(params, layout)
@@ -574,7 +581,7 @@ def _run_search(params: Params, layout: Layout) -> dict:
     }
 
 
-def _optimize_in_workers(study, params: Params, layout: Layout, tasks: tuple[str, ...], raw: dict, record) -> int:
+def _optimize_in_workers(study, params: SearchParams, layout: Layout, tasks: tuple[str, ...], raw: dict, record) -> int:
     """Batches of ``tune.workers`` trials, each measured in its own spawned process (spawned, not
     forked: torch's thread pools do not survive a fork safely); each worker loads the data once."""
     import multiprocessing
