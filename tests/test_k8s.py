@@ -98,8 +98,8 @@ def kubectl() -> str:
     return found
 
 
-def render(overlay: str) -> list[dict]:
-    done = subprocess.run([kubectl(), "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=120)
+def render(overlay: str, k8s: Path = K8S) -> list[dict]:
+    done = subprocess.run([kubectl(), "kustomize", str(k8s / overlay)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"kustomize {overlay}: {done.stderr}"
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
@@ -356,6 +356,133 @@ def test_launcher_provider_command_reads_kubectl_json(tmp_path):
         timeout=60,
     )
     assert bad.returncode != 0 and "stdin" in bad.stderr
+
+
+CPU_DIGEST = "sha256:" + "a" * 64
+CUDA_DIGEST = "sha256:" + "b" * 64
+
+
+def project_images(objects: list[dict]) -> dict[str, str]:
+    """'workload/container' -> image, for every container running the project's image."""
+    from components.image import IMAGE_REPOSITORY
+
+    return {
+        f"{name}/{container['name']}": container["image"]
+        for name, spec, _ in pod_specs(objects)
+        for container in containers(spec)
+        if container["image"].startswith(IMAGE_REPOSITORY)
+    }
+
+
+def pin_command(k8s: Path, *args: str) -> subprocess.CompletedProcess:
+    script = k8s / "install" / "pin_image_digest.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def k8s_copy(tmp_path) -> Path:
+    """A copy of k8s/ to pin: the script edits its overlays in place."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    return copy
+
+
+def test_pin_script_knows_the_images_the_manifests_run():
+    from components.image import IMAGE_REPOSITORY, PROJECT_IMAGE, PROJECT_IMAGE_CUDA
+
+    tool = load_install_tool("pin_image_digest")
+    assert tool.VARIANT_IMAGES == {"cpu": PROJECT_IMAGE, "cuda": PROJECT_IMAGE_CUDA}
+    assert tool.IMAGE_REPOSITORY == IMAGE_REPOSITORY
+
+
+def test_committed_overlays_run_the_tag_and_the_release_check_refuses_them():
+    """Committed like the compiled YAML: tags for dev (no registry here to take a digest from);
+    a release must pin first, and --check (exit 2) says which entries are still tags."""
+    from components.image import PROJECT_IMAGE, PROJECT_IMAGE_CUDA
+
+    for overlay in OVERLAYS:
+        assert set(project_images(render(overlay)).values()) <= {PROJECT_IMAGE, PROJECT_IMAGE_CUDA}, overlay
+    before = {p: p.read_text() for p in (K8S / "overlays").glob("*/kustomization.yaml")}
+    check = pin_command(K8S, "--check")
+    assert check.returncode == 2
+    for overlay, image in (("standalone", PROJECT_IMAGE), ("multi-user", PROJECT_IMAGE), ("gpu", PROJECT_IMAGE_CUDA)):
+        assert f"overlays/{overlay}/kustomization.yaml: {image} has no digest" in check.stderr
+    assert {p: p.read_text() for p in before} == before, "--check writes nothing"
+
+
+def test_every_overlay_names_the_project_image_by_digest_once_pinned(k8s_copy, tmp_path):
+    from components.image import IMAGE_REPOSITORY
+
+    metadata = tmp_path / "cuda.json"
+    metadata.write_text(json.dumps({"containerimage.digest": CUDA_DIGEST, "image.name": "ignored"}))
+    assert pin_command(k8s_copy, "cpu", "--digest", CPU_DIGEST).returncode == 0
+    cpu_only = pin_command(k8s_copy, "--check", "cpu")
+    assert cpu_only.returncode == 0, cpu_only.stderr
+    assert pin_command(k8s_copy, "--check").returncode == 2, "the CUDA entry is still a tag"
+    assert pin_command(k8s_copy, "cuda", "--metadata-file", str(metadata)).returncode == 0
+    assert pin_command(k8s_copy, "--check").returncode == 0
+    for overlay in OVERLAYS[1:]:  # base is installed through an overlay, never on its own
+        images = project_images(render(overlay, k8s_copy))
+        assert {"Deployment/mlflow/mlflow", "CronJob/latentanon-anonymize/anonymize"} <= set(images), overlay
+        for where, image in images.items():
+            gpu_job = overlay == "overlays/gpu" and where.startswith("CronJob/latentanon-anonymize/")
+            assert image == f"{IMAGE_REPOSITORY}@{CUDA_DIGEST if gpu_job else CPU_DIGEST}", (overlay, where)
+
+
+def test_pinning_writes_only_the_digest_line_and_is_idempotent(k8s_copy):
+    tool = load_install_tool("pin_image_digest")
+    overlays = k8s_copy / "overlays"
+    original = {p: p.read_text() for p in overlays.glob("*/kustomization.yaml")}
+    changed = tool.pin(overlays, "cpu", CPU_DIGEST)
+    assert {p.parent.name for p in changed} == {"standalone", "multi-user"}
+    for path in changed:
+        added = [line for line in path.read_text().splitlines() if line not in original[path].splitlines()]
+        assert added == [f"    digest: {CPU_DIGEST}"], path
+        kept = [line for line in path.read_text().splitlines() if not line.startswith("    digest:")]
+        assert kept == original[path].splitlines(), "comments and every other line stay"
+    pinned = {p: p.read_text() for p in overlays.glob("*/kustomization.yaml")}
+    assert tool.pin(overlays, "cpu", CPU_DIGEST) == [], "a second run changes nothing"
+    assert {p: p.read_text() for p in pinned} == pinned
+    newer = "sha256:" + "c" * 64
+    tool.pin(overlays, "cpu", newer)
+    text = (overlays / "standalone" / "kustomization.yaml").read_text()
+    assert text.count("digest:") == 1 and newer in text, "a new digest replaces the old one"
+
+
+def test_pinning_refuses_a_malformed_digest_or_metadata_without_it(k8s_copy, tmp_path):
+    tool = load_install_tool("pin_image_digest")
+    before = {p: p.read_text() for p in (k8s_copy / "overlays").glob("*/kustomization.yaml")}
+    for bad in (
+        "0.1.0-cpu",
+        "sha256:" + "a" * 63,
+        "sha256:" + "A" * 64,
+        "sha512:" + "a" * 64,
+        "ghcr.io/latentanon/latentanon@sha256:" + "a" * 64,
+        " sha256:" + "a" * 64,
+    ):
+        with pytest.raises(tool.PinError, match="is not a digest"):
+            tool.pin(k8s_copy / "overlays", "cpu", bad)
+        done = pin_command(k8s_copy, "cpu", "--digest", bad)
+        assert done.returncode != 0 and "--digest" in done.stderr and "64 lowercase hex" in done.stderr
+    no_key = tmp_path / "no-key.json"
+    no_key.write_text(json.dumps({"image.name": "ghcr.io/latentanon/latentanon:0.1.0-cpu"}))
+    not_json = tmp_path / "not.json"
+    not_json.write_text("#1 building")
+    bad_digest = tmp_path / "bad-digest.json"
+    bad_digest.write_text(json.dumps({"containerimage.digest": "sha256:xyz"}))
+    for metadata, problem in (
+        (no_key, "no 'containerimage.digest' key"),
+        (not_json, "not JSON"),
+        (bad_digest, "is not a digest"),
+        (tmp_path / "missing.json", "cannot read"),
+    ):
+        done = pin_command(k8s_copy, "cpu", "--metadata-file", str(metadata))
+        assert done.returncode != 0 and f"{metadata}: " in done.stderr and problem in done.stderr, done.stderr
+    assert {p: p.read_text() for p in before} == before, "a refused digest writes nothing"
+    standalone = k8s_copy / "overlays" / "standalone" / "kustomization.yaml"
+    standalone.write_text(standalone.read_text().replace("    newName:", "    newTag: other\n    newName:"))
+    with pytest.raises(tool.PinError, match="standalone/kustomization.yaml: .* sets newTag"):
+        tool.pin(k8s_copy / "overlays", "cpu", CPU_DIGEST)
 
 
 # The objects KFP and its other tenants read in kubeflow (standalone KFP 2.15-2.17 manifests): a
