@@ -51,19 +51,31 @@ def candidates(train) -> dict:
     bottleneck = replace(train.bottleneck, sigma=0.87, compaction=0.14, static_compaction=0.14)
     return {
         "identity": ("identity", train),
-        "floor": ("distil", replace(train, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=False))),
-        "distil": ("distil", replace(train, distil=DistilConfig(outputs="logits", step=0.0, ad_logit=False))),
+        "floor": (
+            "distil",
+            replace(train, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=False, per_kind=False)),
+        ),
+        "distil": (
+            "distil",
+            replace(train, distil=DistilConfig(outputs="logits", step=0.0, ad_logit=False, per_kind=False)),
+        ),
         **{
             f"distil_posteriors_t{t:g}": (
                 "distil",
-                replace(train, distil=DistilConfig(outputs="posteriors", temperature=t, step=0.0, ad_logit=False)),
+                replace(
+                    train,
+                    distil=DistilConfig(outputs="posteriors", temperature=t, step=0.0, ad_logit=False, per_kind=False),
+                ),
             )
             for t in (0.5, 0.25, 0.1, 2.0)
         },
         **{
             f"distil_posteriors_t{t:g}_step{q:g}": (
                 "distil",
-                replace(train, distil=DistilConfig(outputs="posteriors", temperature=t, step=q, ad_logit=False)),
+                replace(
+                    train,
+                    distil=DistilConfig(outputs="posteriors", temperature=t, step=q, ad_logit=False, per_kind=False),
+                ),
             )
             for t in (1.0, 0.5)
             for q in (0.1, 0.25)
@@ -71,24 +83,39 @@ def candidates(train) -> dict:
         **{
             f"distil_posteriors_step{q:g}_ad_logit": (
                 "distil",
-                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True)),
+                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, per_kind=False)),
             )
             for q in (0.1, 0.25)
         },
         **{
             f"distil_posteriors_step{q:g}_ad_step{a:g}": (
                 "distil",
-                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ad_step=a)),
+                replace(
+                    train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ad_step=a, per_kind=False)
+                ),
             )
             for q in (0.5, 0.35, 0.25)
             for a in (0.0, 0.1, 0.25)
         },
         **{
-            f"distil_posteriors_step{q:g}_ensemble{k}": (
+            f"distil_posteriors_step{q:g}_ensemble{k}{'_per_kind' if per_kind else ''}": (
                 "distil",
-                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ensemble=k)),
+                replace(
+                    train,
+                    distil=DistilConfig(outputs="posteriors", step=q, ad_logit=True, ensemble=k, per_kind=per_kind),
+                ),
             )
-            for q in (0.5, 0.4, 0.35, 0.3, 0.25)
+            for q in (0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15)
+            for k in (1, 3, 5)
+            for per_kind in (False, True)
+        },
+        **{
+            f"distil_posteriors_step{q:g}_ar_step{a:g}_ensemble{k}_per_kind": (
+                "distil",
+                replace(train, distil=DistilConfig(outputs="posteriors", step=q, ar_step=a, ad_logit=True, ensemble=k)),
+            )
+            for q in (0.5, 0.4)
+            for a in (0.25, 0.2, 0.15, 0.1)
             for k in (3, 5)
         },
         **{

@@ -163,7 +163,7 @@ def test_posteriors_and_a_step_change_the_code(sets, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.transform(fs).kind("clips")[0], code)
 
 
-def test_the_ad_logit_keeps_a_grid_of_its_own(sets, tmp_path):
+def test_each_task_keeps_a_grid_of_its_own(sets, tmp_path):
     fs = sets["anomaly"]
     exact = create_method(
         "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=True))
@@ -187,11 +187,21 @@ def test_the_ad_logit_keeps_a_grid_of_its_own(sets, tmp_path):
     ).fit(sets, seed=0)
     ad_on_step = np.concatenate(same.transform(fs).kind("snippets"))[:, -1]
     np.testing.assert_allclose(ad_on_step / 0.5, np.round(ad_on_step / 0.5), atol=1e-4)  # None: ``step``
+    fine_ar = create_method(
+        "distil", replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.5, ar_step=0.1, per_kind=False))
+    ).fit(sets, seed=0)
+    clips = np.concatenate(fine_ar.transform(sets["actions"]).kind("clips"))
+    ar, rest = clips[:, : len(ACTIONS)], clips[:, len(ACTIONS) :]
+    np.testing.assert_allclose(ar / 0.1, np.round(ar / 0.1), atol=1e-3)
+    assert (np.abs(ar / 0.5 - np.round(ar / 0.5)) > 0.1).any()  # off the coarse grid somewhere
+    np.testing.assert_allclose(rest / 0.5, np.round(rest / 0.5), atol=1e-4)
 
 
 def test_an_ensemble_code_averages_its_heads_and_saves_them_all(sets, tmp_path):
     fs = sets["anomaly"]
-    config = replace(LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=True, ensemble=3))
+    config = replace(
+        LOGITS, distil=DistilConfig(outputs="posteriors", step=0.0, ad_logit=True, ensemble=3, per_kind=False)
+    )
     method = create_method("distil", config).fit(sets, seed=0)
     assert all(len(method.heads[t]) == 3 for t in method.tasks)
     code = np.concatenate(method.transform(fs).kind("snippets"))
@@ -211,6 +221,30 @@ def test_an_ensemble_code_averages_its_heads_and_saves_them_all(sets, tmp_path):
     assert [len(loaded.heads[t]) for t in loaded.tasks] == [3] * len(method.tasks)
     assert loaded.fingerprint() == method.fingerprint() != single.fingerprint()
     np.testing.assert_array_equal(np.concatenate(loaded.transform(fs).kind("snippets")), code)
+
+
+def test_each_kind_carries_the_blocks_of_the_tasks_that_read_it(sets):
+    every = create_method("distil", replace(LOGITS, distil=replace(LOGITS.distil, per_kind=False))).fit(sets, seed=0)
+    by_kind = create_method("distil", replace(LOGITS, distil=replace(LOGITS.distil, per_kind=True))).fit(sets, seed=0)
+    n_ar = len(ACTIONS)
+    for name, kind, kept in (
+        ("actions", "clips", slice(0, n_ar)),
+        ("privacy_videos", "static", slice(0, n_ar)),
+        ("anomaly", "snippets", slice(n_ar, None)),
+        ("untrimmed", "snippets", slice(n_ar, None)),
+    ):
+        full = np.concatenate(every.transform(sets[name]).kind(kind))
+        code = np.concatenate(by_kind.transform(sets[name]).kind(kind))
+        assert code.shape == full.shape, name
+        np.testing.assert_array_equal(code[:, kept], full[:, kept])
+        zeroed = np.ones(code.shape[1], bool)
+        zeroed[kept] = False
+        assert not code[:, zeroed].any() and full[:, zeroed].any(), (name, kind)
+    # with AR unseen no seen task reads clips: they keep every block (what an unseen AR head reads)
+    no_ar = replace(LOGITS, tasks=TaskWeights(ar=0.0, tad=1.0, ad=1.0))
+    method = create_method("distil", no_ar).fit(sets, seed=0)
+    assert method.blocks("clips") == ("tad", "ad") == method.blocks("snippets")
+    assert np.concatenate(method.transform(sets["actions"]).kind("clips")).any(axis=0).all()
 
 
 def test_seen_tasks_follow_the_task_weights_and_bad_knobs_fail(sets):

@@ -117,11 +117,11 @@ def test_distil_searches_its_step_and_train_takes_the_choice(tmp_path):
     from latentanon import stages
     from latentanon.config import Layout
 
-    params = tiny_params(tmp_path, methods=["distil"], distil_step_range=[0.05, 0.5])
-    _, train_cfg = search.suggest(optuna.trial.FixedTrial({"distil_step": 0.2}), params.for_search())
-    assert (train_cfg.method, train_cfg.distil.step) == ("distil", 0.2)
+    params = tiny_params(tmp_path, methods=["distil"], distil_ar_step_range=[0.1, 0.25])
+    _, train_cfg = search.suggest(optuna.trial.FixedTrial({"distil_ar_step": 0.2}), params.for_search())
+    assert (train_cfg.method, train_cfg.distil.ar_step) == ("distil", 0.2)
     chosen = params_from_dict({"paths": {"workdir": str(tmp_path)}, "train": {"method": "distil"}})
     out = Layout.from_params(chosen).report_dir("tune")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "chosen.json").write_text(json.dumps({"method": "distil", "weights": {}, "distil": {"step": 0.3}}))
-    assert stages.chosen_train_config(chosen).distil.step == 0.3
+    (out / "chosen.json").write_text(json.dumps({"method": "distil", "weights": {}, "distil": {"ar_step": 0.15}}))
+    assert stages.chosen_train_config(chosen).distil.ar_step == 0.15

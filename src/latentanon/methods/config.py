@@ -86,12 +86,18 @@ class DistilConfig:
     # sigmoid cannot rank (measured: AD drop 3.1% with the posterior, see docs/results.md)
     ad_logit: bool = True
     step: float = 0.25  # > 0: the code rounded to this grid (identical on every release)
-    # the AD logit's own grid (None: ``step``): a logit is unbounded and AUC ranks it, so the
-    # posteriors' coarse grid ties most frames (measured: AD drop 2.6% at step 0.5)
+    # a task's own grid (None: ``step``). Measured on the main job's features (docs/results.md):
+    # AR top-1 wants a fine grid on its posteriors, TAD's detections a coarse one
+    ar_step: float | None = None
+    tad_step: float | None = None
     ad_step: float | None = None
     # raw heads per task whose outputs the code averages (the first is the one picked on val; the
     # others share its input form and hyper-parameters, seeded as scoring.fit_heads seeds restarts)
     ensemble: int = 1
+    # each kind's code carries only the blocks of the seen tasks that read that kind (AR: clips and
+    # static clips; TAD, AD: snippets), the others zero; a kind no seen task reads keeps every
+    # block. Measured: the AR block on anomaly snippets costs AD 3.2 points, a head overfits it
+    per_kind: bool = True
 
 
 @dataclass(frozen=True)

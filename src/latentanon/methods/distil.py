@@ -15,7 +15,11 @@ same, so averaging releases, clips or snippets gains an attacker nothing the cod
 give. A head reads one video's sequence at a time (TAD and AD are temporal convolutions), so a
 clip's output depends on its own video only, never on the batch. ``distil.step`` > 0 rounds
 the published code to a grid of that step (a coarser code, still identical on every release);
-``distil.ad_step`` gives the AD logit a grid of its own.
+``distil.ar_step`` / ``tad_step`` / ``ad_step`` give a task's part a grid of its own. ``distil.ensemble`` > 1 averages that many
+raw heads per task (the seed ensemble evaluation reads raw through, distilled into one code), and
+``distil.per_kind`` fills each kind's code with the heads of the tasks that read that kind only
+(AR on clips, TAD and AD on snippets): a head never sees another task's block, which it would
+overfit, and a snippet publishes no action posteriors.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from latentanon.methods.config import TrainConfig
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
 
 TASK_SETS = {"ar": "actions", "tad": "untrimmed", "ad": "anomaly"}
+CLIP_VIEWS = {"static": "clips"}  # a static clip is read as a clip (by AR, and by attackers)
 
 
 def _affine_reader(reader) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +126,10 @@ class DistilMethod(Method):
             raise ModelError(f"method {name}: train.distil.temperature must be > 0, got {self.config.temperature}")
         if not self.config.step >= 0:
             raise ModelError(f"method {name}: train.distil.step must be >= 0, got {self.config.step}")
-        if self.config.ad_step is not None and not self.config.ad_step >= 0:
-            raise ModelError(f"method {name}: train.distil.ad_step must be >= 0, got {self.config.ad_step}")
+        for task in TASK_SETS:
+            step = getattr(self.config, f"{task}_step")
+            if step is not None and not step >= 0:
+                raise ModelError(f"method {name}: train.distil.{task}_step must be >= 0, got {step}")
         if self.config.ensemble < 1:
             raise ModelError(f"method {name}: train.distil.ensemble must be >= 1, got {self.config.ensemble}")
         self.tasks: tuple[str, ...] = ()
@@ -146,14 +153,15 @@ class DistilMethod(Method):
 
     @classmethod
     def suggest(cls, trial, name, train, tune):
-        """Searches the code's grid step (log-uniform in tune.distil_step_range): a coarser grid
-        hides more of what a head is unsure about, at some cost to the ranking tasks."""
+        """Searches the AR posteriors' grid (log-uniform in tune.distil_ar_step_range): they are
+        what a clip publishes, so the static and moving scopes read them, and a coarser grid hides
+        more of what the head is unsure about at some cost to AR. TAD and AD keep ``step``."""
         from dataclasses import replace
 
         from latentanon.methods.base import search_range
 
-        step = trial.suggest_float("distil_step", *search_range(tune, "distil_step_range"), log=True)
-        return name, replace(train, distil=replace(train.distil, step=step))
+        step = trial.suggest_float("distil_ar_step", *search_range(tune, "distil_ar_step_range"), log=True)
+        return name, replace(train, distil=replace(train.distil, ar_step=step))
 
     def seen_tasks(self) -> tuple[str, ...]:
         return tuple(t for t in TASK_SETS if getattr(self.train.tasks, t) > 0)
@@ -193,11 +201,25 @@ class DistilMethod(Method):
 
     # ------------------------------------------------------------------ applying
 
+    def blocks(self, kind: str) -> tuple[str, ...]:
+        """The tasks whose heads fill ``kind``'s code (``distil.per_kind``); the others are zero."""
+        if not self.config.per_kind:
+            return self.tasks
+        from latentanon.tasks.scoring import TASK_SPECS
+
+        reads = CLIP_VIEWS.get(kind, kind)
+        readers = tuple(t for t in self.tasks if TASK_SPECS[t].kind == reads)
+        return readers or self.tasks
+
     @torch.no_grad()
-    def _code(self, sequence: np.ndarray) -> np.ndarray:
-        """One video's (T, d) features -> its (T, k) code."""
+    def _code(self, sequence: np.ndarray, kind: str = "clips") -> np.ndarray:
+        """One video's (T, d) features of ``kind`` -> its (T, k) code."""
         parts = []
+        blocks = self.blocks(kind)
         for task in self.tasks:
+            if task not in blocks:
+                parts.append(np.zeros((len(sequence), self._width(task))))
+                continue
             as_logit = self.config.outputs == "logits" or (task == "ad" and self.config.ad_logit)
             outputs = np.mean(
                 [
@@ -209,7 +231,7 @@ class DistilMethod(Method):
             if task == "ad" and as_logit:
                 # the heads' scores are averaged as probabilities, published as their logit
                 outputs = np.log(outputs) - np.log1p(-outputs) if self.config.outputs == "posteriors" else outputs
-            parts.append(_on_grid(outputs, self._step(task, as_logit)))
+            parts.append(_on_grid(outputs, self._step(task)))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def _head_outputs(self, task, head, reader, sequence, as_logit: bool) -> np.ndarray:
@@ -232,14 +254,13 @@ class DistilMethod(Method):
             logits = torch.sigmoid(logits) if task == "ad" else logits.softmax(dim=-1)
         return logits[0].double().numpy()
 
-    def _step(self, task: str, as_logit: bool) -> float:
+    def _step(self, task: str) -> float:
         """The grid one task's part of the code is rounded to (0: not rounded)."""
-        if task == "ad" and as_logit and self.config.ad_step is not None:
-            return self.config.ad_step
-        return self.config.step
+        own = getattr(self.config, f"{task}_step")
+        return self.config.step if own is None else own
 
     def _transform_kind(self, kind, items, ids):
-        return [self._code(a) if len(a) else np.zeros((0, self.output_dim), np.float32) for a in items]
+        return [self._code(a, kind) if len(a) else np.zeros((0, self.output_dim), np.float32) for a in items]
 
     # ------------------------------------------------------------------ state
 

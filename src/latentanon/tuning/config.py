@@ -37,7 +37,7 @@ class TuneConfig:
     bottleneck_sigma_range: tuple[float, ...] = (0.5, 2.0)
     bottleneck_compaction_range: tuple[float, ...] = (0.1, 10.0)
     fisher_static_weight_range: tuple[float, ...] = (0.1, 30.0)
-    distil_step_range: tuple[float, ...] = (0.05, 0.5)
+    distil_ar_step_range: tuple[float, ...] = (0.1, 0.25)
 
 
 @dataclass(frozen=True)

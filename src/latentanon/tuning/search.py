@@ -493,8 +493,8 @@ def write_outputs(study, params: SearchParams, out_dir: Path, raw: dict, storage
             "compaction": compaction,
             "static_compaction": compaction,
         }
-    if "distil_step" in chosen.params:
-        choice["distil"] = {"step": chosen.params["distil_step"]}
+    if "distil_ar_step" in chosen.params:
+        choice["distil"] = {"ar_step": chosen.params["distil_ar_step"]}
     if "fisher_static_weight" in chosen.params:
         choice["fisher"] = {"static_weight": chosen.params["fisher_static_weight"]}
     choice["scope_leakage"] = next(
