@@ -13,8 +13,9 @@ import pytest
 from latentanon.data.config import DataConfig, ValidateConfig
 from latentanon.data.loaders import manifest_hash
 from latentanon.data.manifests import read_manifest
-from latentanon.data.validation import load_vocabulary, validate_manifests
+from latentanon.data.validation import validate_manifests
 from latentanon.data.video_io import write_image, write_video
+from latentanon.data.vocabulary import load_vocabulary
 from latentanon.errors import DataError, LatentanonError, ValidationFailed
 
 CLASSES = ["walk", "run", "sit_down", "stand_up"]
@@ -516,8 +517,8 @@ def test_quarantine_limit_must_be_a_fraction(bench, tmp_path):
 
 def test_data_docs_go_to_a_folder_given_relative_to_the_working_directory(tmp_path, monkeypatch):
     """The main job's workdir is ".": the report folder reaches great-expectations relative."""
-    from latentanon.data.validation import _ephemeral_context as ephemeral_context
-    from latentanon.data.validation import build_data_docs
+    from latentanon.data.gx_runner import _ephemeral_context as ephemeral_context
+    from latentanon.data.gx_runner import build_data_docs
 
     monkeypatch.chdir(tmp_path)
     index = build_data_docs(ephemeral_context(), Path("reports") / "validate" / "data_docs")
