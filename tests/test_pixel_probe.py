@@ -13,8 +13,10 @@ import pytest
 
 from latentanon.data.actions import PAIRS
 from latentanon.data.actors import ATTRIBUTES, random_outfit
+from latentanon.data.cast import make_cast
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import Job, make_cast, render_job
+from latentanon.data.job_frames import render_job
+from latentanon.data.jobs import Job
 
 pytestmark = pytest.mark.slow
 

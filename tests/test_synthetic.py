@@ -11,17 +11,11 @@ import pytest
 from latentanon.data import layouts
 from latentanon.data.actions import ACTIONS, PAIRS, REVERSED, action_pose
 from latentanon.data.actors import FACES, Outfit, make_identity
+from latentanon.data.cast import make_cast
 from latentanon.data.config import DataConfig
-from latentanon.data.synthetic import (
-    NEUTRAL_AT_ONE,
-    Job,
-    _config_stamp,
-    generate_benchmark,
-    job_scene,
-    make_cast,
-    plan_benchmark,
-    render_job,
-)
+from latentanon.data.job_frames import job_scene, render_job
+from latentanon.data.jobs import Job
+from latentanon.data.synthetic import NEUTRAL_AT_ONE, _config_stamp, generate_benchmark, plan_benchmark
 from latentanon.data.video_io import read_image, read_video, scan_video, write_image, write_video
 from latentanon.errors import DataError
 
