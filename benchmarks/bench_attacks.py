@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latentanon.evaluation import privacy, resampling
+from latentanon.evaluation import privacy, recovery, resampling
 from latentanon.features.featureset import FeatureSet
 from latentanon.tasks.private import ATTRIBUTES, attack_data
 
@@ -96,7 +96,7 @@ def main() -> int:
         per["train clips"] = int(train.x.shape[0])
         result["seconds"][kind] = per
     rotated = fs.with_arrays({k: [a[:, ::-1].copy() for a in v] for k, v in fs.arrays.items()})
-    _, result["seconds"]["recovery attack"] = timed(lambda: privacy.recovery_attack({"p": rotated}, {"p": fs}))
+    _, result["seconds"]["recovery attack"] = timed(lambda: recovery.recovery_attack({"p": rotated}, {"p": fs}))
     for kind, per in result["seconds"].items():
         if isinstance(per, dict):
             for name, value in per.items():

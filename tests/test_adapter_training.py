@@ -256,7 +256,7 @@ def test_train_stage_and_anonymized_store(small_sets, tmp_path):
 
 def test_critic_matches_while_the_adapter_unmatches():
     """Through the critic, one step lowers L_B for the critic's weights and raises it for the adapter's."""
-    from latentanon.methods.training import _privacy_loss, build_critic
+    from latentanon.methods.adapter_batches import _privacy_loss, build_critic
 
     torch.manual_seed(0)
     critic = build_critic(8, 16)
@@ -274,18 +274,18 @@ def test_critic_matches_while_the_adapter_unmatches():
 
 
 def test_moving_views_enter_the_privacy_loss_only_when_asked(small_sets):
-    from latentanon.methods.training import _batch_losses, _split_tensors
+    from latentanon.methods.adapter_batches import batch_losses, split_tensors
 
     weights = LossWeights(latent_consistency=0.0, utility=0.0, privacy=1.0)
     fs = small_sets["actions"].split("train")
 
     def privacy(views: str, shift: float) -> float:
-        data = {"actions": _split_tensors(fs, "clips", "ar", [], fs.dim, "cpu")}
+        data = {"actions": split_tensors(fs, "clips", "ar", [], fs.dim, "cpu")}
         data["actions"].moving += shift
         cfg = replace(SMALL, privacy=PrivacyConfig(views=views))
         model = AAM(fs.dim, cfg.adapter)
         rows = {"actions": np.arange(len(fs))}
-        out = _batch_losses(model, torch.nn.ModuleDict(), data, rows, cfg, weights, np.random.default_rng(0))
+        out = batch_losses(model, torch.nn.ModuleDict(), data, rows, cfg, weights, np.random.default_rng(0))
         assert torch.allclose(out["step"], out["total"])  # no critic: the step is the objective
         return float(out["privacy"].detach())
 

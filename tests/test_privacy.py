@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from latentanon.errors import DataError
-from latentanon.evaluation import privacy, reid
+from latentanon.evaluation import privacy, recovery, reid
 from latentanon.features.featureset import FeatureSet
 
 ATTRIBUTE_CLASSES = {"skin_tone": 4, "gender": 2, "clothing": 6, "face": 3}
@@ -195,8 +195,8 @@ def test_recovery_r2_near_one_for_an_invertible_map_and_near_zero_for_noise():
     noise = fs.with_arrays(
         {k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in fs.arrays.items()}
     )
-    invertible = privacy.recovery_attack({"privacy_videos": rotated}, {"privacy_videos": fs})
-    erased = privacy.recovery_attack({"privacy_videos": noise}, {"privacy_videos": fs})
+    invertible = recovery.recovery_attack({"privacy_videos": rotated}, {"privacy_videos": fs})
+    erased = recovery.recovery_attack({"privacy_videos": noise}, {"privacy_videos": fs})
     assert invertible["r2"] > 0.99
     assert abs(erased["r2"]) < 0.1
 

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from latentanon.features.store import decode_records
+from latentanon.features.shards import decode_records
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "latentanon"

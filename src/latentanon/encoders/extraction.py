@@ -239,7 +239,7 @@ def extraction_meta(
 
 def shard_is_current(store, set_name: str, shard: int, meta: dict) -> bool:
     """A complete shard made from the same manifest, encoder and params (else it is redone)."""
-    from latentanon.features.store import to_jsonable
+    from latentanon.features.shards import to_jsonable
 
     if not store.has_shard(set_name, shard):
         return False

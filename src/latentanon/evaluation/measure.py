@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from latentanon.data.layouts import PRIVACY_SETS
 from latentanon.errors import StoreError
 from latentanon.evaluation import reid, scopes
-from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack, recovery_attack
+from latentanon.evaluation.privacy import ATTRIBUTES, attack, paper_protocol_attack
+from latentanon.evaluation.recovery import recovery_attack
 from latentanon.features.featureset import FeatureSet
 
 MOVING_PRIVACY_SET = "privacy_videos"

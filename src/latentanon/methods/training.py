@@ -1,11 +1,6 @@
 """Training the adapter: one joint step per batch of train videos, selection on val, resumable.
 
-Each batch mixes videos of every training set (actions, untrimmed, anomaly):
-- L_B: two different static clips of each video (length-1 sequences through the AAM), NT-Xent
-  across the batch, maximised;
-- L_LC: MSE between the AAM's output and its input on the moving clips / snippet sequences;
-- L_T: the seen tasks' heads (AR on actions clips, TAD on untrimmed snippets, AD on anomaly
-  snippets) on the AAM's outputs, each times its task weight (weight 0: unseen, no head).
+What a batch holds and its loss: latentanon.methods.adapter_batches.
 
 Checkpoint selection (val split only): the epoch with the lowest val w_LC * L_LC - w_B * L_B
 (fixed draw of static pairs). The co-trained heads' val loss is recorded but left out of the
@@ -20,7 +15,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TypedDict
 
@@ -34,11 +29,11 @@ from latentanon.encoders.base import resolve_device as resolve_encoder_device
 from latentanon.errors import DataError, StoreError
 from latentanon.features.featureset import FeatureSet
 from latentanon.methods.aam import AAM
+from latentanon.methods.adapter_batches import SplitTensors, batch_losses, batches, build_critic, split_tensors
 from latentanon.methods.config import LossWeights, TrainConfig
-from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
 from latentanon.plots import pyplot, save_figure
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
-from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
+from latentanon.tasks.scoring import TRAINING_SETS, tad_vocabulary
 
 CHECKPOINT_NAME = "last.pt"
 VAL_PAIR_SEED = 12345
@@ -63,53 +58,7 @@ def resolve_device(name: str) -> torch.device:
     return resolve_encoder_device(name, setting="train.device")
 
 
-# ----------------------------------------------------------------------------- tensors
-
-
-@dataclass
-class _SplitTensors:
-    """One set's split as padded tensors: moving sequences, static clips, task targets."""
-
-    moving: torch.Tensor  # (N, T, d)
-    moving_mask: torch.Tensor  # (N, T) bool
-    static: torch.Tensor  # (N, S, d)
-    static_count: np.ndarray  # (N,) real static clips per video
-    targets: torch.Tensor | None  # ar: (N,), tad: (N, T), ad: (N,)
-
-    def __len__(self) -> int:
-        return self.moving.shape[0]
-
-
-def _padded(items: list[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    t_max = max((a.shape[0] for a in items), default=1) or 1
-    x = np.zeros((len(items), t_max, dim), dtype=np.float32)
-    mask = np.zeros((len(items), t_max), dtype=bool)
-    for i, a in enumerate(items):
-        x[i, : a.shape[0]] = a
-        mask[i, : a.shape[0]] = True
-    return torch.from_numpy(x), torch.from_numpy(mask)
-
-
-def _split_tensors(fs: FeatureSet, kind: str, task: str, vocabulary: list[str], dim: int, device) -> _SplitTensors:
-    moving, moving_mask = _padded(fs.kind(kind), dim)
-    static_items = fs.arrays.get("static", [np.zeros((0, dim), np.float32)] * len(fs))
-    static, static_mask = _padded(static_items, dim)
-    targets = None
-    if task == "ar":
-        targets = torch.tensor(fs.records["label_id"].to_numpy(dtype=np.int64))
-    elif task == "tad" and vocabulary:
-        targets = torch.zeros(moving_mask.shape, dtype=torch.long)
-        for i, t in enumerate(tad_targets(fs, vocabulary)):
-            targets[i, : len(t)] = torch.from_numpy(t)
-    elif task == "ad":
-        targets = torch.tensor(fs.records["anomaly"].to_numpy(dtype=np.int64))
-    return _SplitTensors(
-        moving.to(device),
-        moving_mask.to(device),
-        static.to(device),
-        static_mask.sum(dim=1).numpy(),
-        None if targets is None else targets.to(device),
-    )
+# ----------------------------------------------------------------------------- sets
 
 
 def _check_sets(sets: dict[str, FeatureSet]) -> int:
@@ -177,136 +126,6 @@ def _signature(train_cfg: TrainConfig, weights: LossWeights, seed: int, dim: int
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward, negated gradient backward: the critic minimises what the adapter maximises."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
-
-
-def build_critic(dim: int, hidden: int) -> torch.nn.Module:
-    """The L_B projection head; its LayerNorm makes the match blind to the outputs' scale."""
-    return torch.nn.Sequential(
-        torch.nn.LayerNorm(dim), torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden)
-    )
-
-
-def _two_positions(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two different random positions below each count (every count >= 2)."""
-    first = np.floor(rng.random(len(counts)) * counts).astype(np.int64)
-    offset = 1 + np.floor(rng.random(len(counts)) * (counts - 1)).astype(np.int64)
-    return first, (first + offset) % counts
-
-
-def _privacy_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]], critic, temperature: float) -> torch.Tensor | None:
-    """L_B averaged over the kinds of pairs; through the critic (gradient reversed) when there is one."""
-    losses = []
-    for a, b in pairs:
-        if a.shape[0] < 2:
-            continue
-        if critic is not None:
-            a, b = critic(_ReverseGradient.apply(a)), critic(_ReverseGradient.apply(b))
-        losses.append(nt_xent(a, b, temperature))
-    return torch.stack(losses).mean() if losses else None
-
-
-def _run(model: AAM, x: torch.Tensor, mask: torch.Tensor, across_batch: bool) -> torch.Tensor:
-    """The AAM on padded sequences: per video, or (the released paper form) with every real clip
-    of the batch in one attention sequence."""
-    if not across_batch:
-        return model(x, mask)
-    out = torch.zeros_like(x)
-    out[mask] = model(x[mask][None])[0]
-    return out
-
-
-def _run_static(model: AAM, clips: torch.Tensor, across_batch: bool) -> torch.Tensor:
-    """(N, d) static clips: each alone, or all in one sequence (released paper form)."""
-    return model(clips[None])[0] if across_batch else model(clips[:, None])[:, 0]
-
-
-def _batch_losses(
-    model: AAM,
-    heads: torch.nn.ModuleDict,
-    data: dict[str, _SplitTensors],
-    rows: dict[str, np.ndarray],
-    train_cfg: TrainConfig,
-    weights: LossWeights,
-    rng: np.random.Generator,
-    critic: torch.nn.Module | None = None,
-    across_batch: bool = False,
-) -> dict[str, torch.Tensor]:
-    outputs, inputs = [], []
-    utility = torch.zeros((), device=next(model.parameters()).device)
-    parts: dict[str, torch.Tensor] = {}
-    firsts, seconds = [], []
-    moving_firsts, moving_seconds = [], []
-    use_moving = train_cfg.privacy.views == "static+moving"
-    for name, split in data.items():
-        idx = rows[name]
-        if not len(idx):
-            continue
-        index = torch.as_tensor(idx, device=split.moving.device)
-        x, mask = split.moving[index], split.moving_mask[index]
-        out = _run(model, x, mask, across_batch)
-        outputs.append(out[mask])
-        inputs.append(x[mask])
-        task = TRAINING_SETS[name][1]
-        if task in heads and split.targets is not None:
-            head = heads[task]
-            assert isinstance(head, (ARHead, TADHead, ADHead))  # what _build_heads puts there
-            loss = head.loss(out, mask, split.targets[index])
-            parts[task] = loss.detach()
-            utility = utility + getattr(train_cfg.tasks, task) * loss
-        # two different static clips of each video that has at least two
-        counts = split.static_count[idx]
-        usable = np.flatnonzero(counts >= 2)
-        if len(usable):
-            first, second = _two_positions(counts[usable], rng)
-            vids = torch.as_tensor(idx[usable], device=split.static.device)
-            firsts.append(split.static[vids, torch.as_tensor(first, device=vids.device)])
-            seconds.append(split.static[vids, torch.as_tensor(second, device=vids.device)])
-        if use_moving:
-            # two different moving clips / snippets of each video, as the adapter outputs them
-            lengths = mask.sum(dim=1).cpu().numpy()
-            usable = np.flatnonzero(lengths >= 2)
-            if len(usable):
-                first, second = _two_positions(lengths[usable], rng)
-                rows_t = torch.as_tensor(usable, device=out.device)
-                moving_firsts.append(out[rows_t, torch.as_tensor(first, device=out.device)])
-                moving_seconds.append(out[rows_t, torch.as_tensor(second, device=out.device)])
-    # pooled over every real clip / snippet of every set in the batch
-    latent = latent_consistency(torch.cat(outputs), torch.cat(inputs)) if outputs else utility * 0.0
-    pairs = []
-    if firsts:
-        a, b = torch.cat(firsts), torch.cat(seconds)
-        pairs.append((_run_static(model, a, across_batch), _run_static(model, b, across_batch)))
-    if moving_firsts:
-        pairs.append((torch.cat(moving_firsts), torch.cat(moving_seconds)))
-    privacy = _privacy_loss(pairs, critic, weights.temperature)
-    if privacy is None:
-        privacy = utility * 0.0
-    total = total_loss(weights, latent, utility, privacy)
-    # With a critic the gradient reversal already turns L_B's sign for the adapter, so the step
-    # minimises + w_B * L_B (the critic matches, the adapter un-matches); "total" stays the
-    # adapter's objective as reported everywhere else.
-    step = total if critic is None else total + 2.0 * weights.privacy * privacy
-    return {"total": total, "step": step, "latent": latent, "utility": utility, "privacy": privacy, **parts}
-
-
-def _batches(data: dict[str, _SplitTensors], batch_size: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-    """Shuffle each set and deal it into the same number of batches, so each batch mixes sets."""
-    total = sum(len(s) for s in data.values())
-    n_batches = max(1, math.ceil(total / batch_size))
-    dealt = {name: np.array_split(rng.permutation(len(s)), n_batches) for name, s in data.items()}
-    return [{name: dealt[name][k] for name in data} for k in range(n_batches)]
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -358,15 +177,15 @@ def fit_adapter_with_heads(
         heads = heads.to(device)
         critic = build_critic(dim, train_cfg.privacy.critic_hidden).to(device) if train_cfg.privacy.critic else None
     vocabularies = {"tad": head_info.get("tad", {}).get("vocabulary", [])}
-    train_data: dict[str, _SplitTensors] = {}
-    val_data: dict[str, _SplitTensors] = {}
+    train_data: dict[str, SplitTensors] = {}
+    val_data: dict[str, SplitTensors] = {}
     for name, fs in sets.items():
         kind, task = TRAINING_SETS[name]
         vocab = vocabularies["tad"] if task == "tad" else []
         for split_name, bucket in (("train", train_data), ("val", val_data)):
             part = fs.split(split_name)
             if len(part):
-                bucket[name] = _split_tensors(part, kind, task, vocab, dim, device)
+                bucket[name] = split_tensors(part, kind, task, vocab, dim, device)
     params = list(model.parameters()) + list(heads.parameters()) + (list(critic.parameters()) if critic else [])
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     signature = _signature(train_cfg, weights, seed, dim, sets) + ("-batch" if across_batch else "")
@@ -394,8 +213,8 @@ def fit_adapter_with_heads(
         rng = np.random.default_rng([seed, epoch])
         sums: dict[str, float] = {}
         n_batches = 0
-        for rows in _batches(train_data, train_cfg.batch_size, rng):
-            losses = _batch_losses(model, heads, train_data, rows, train_cfg, weights, rng, critic, across_batch)
+        for rows in batches(train_data, train_cfg.batch_size, rng):
+            losses = batch_losses(model, heads, train_data, rows, train_cfg, weights, rng, critic, across_batch)
             optimizer.zero_grad()
             losses.pop("step").backward()
             optimizer.step()
@@ -416,7 +235,7 @@ def fit_adapter_with_heads(
             heads.eval()
             with torch.no_grad():
                 rows = {name: np.arange(len(s)) for name, s in val_data.items()}
-                val = _batch_losses(
+                val = batch_losses(
                     model,
                     heads,
                     val_data,
