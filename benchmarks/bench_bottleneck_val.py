@@ -30,12 +30,12 @@ TASKS = ("ar", "tad", "ad")
 
 
 def set_ad_kernels(kernels: list[int]) -> None:
-    from latentanon.tasks import scoring
+    from latentanon.tasks import specs
 
-    spec = scoring.TASK_SPECS["ad"]
+    spec = specs.TASK_SPECS["ad"]
     first = spec.grid[0]["kernel"]
     grid = tuple({**hyper, "kernel": k} for k in kernels for hyper in spec.grid if hyper["kernel"] == first)
-    scoring.TASK_SPECS["ad"] = replace(spec, grid=grid)
+    specs.TASK_SPECS["ad"] = replace(spec, grid=grid)
 
 
 def main() -> None:

@@ -37,8 +37,9 @@ from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
 from latentanon.plots import pyplot, save_figure
+from latentanon.tasks.annotations import tad_targets, tad_vocabulary
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
-from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
+from latentanon.tasks.specs import TRAINING_SETS
 
 CHECKPOINT_NAME = "last.pt"
 VAL_PAIR_SEED = 12345

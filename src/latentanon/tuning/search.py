@@ -100,7 +100,7 @@ def load_search_data(features_uri: str) -> SearchData:
 
 def utility_tasks(params: SearchParams, data: SearchData) -> tuple[str, ...]:
     """The seen tasks (task weight > 0) whose feature set is stored; all stored ones if none is seen."""
-    from latentanon.tasks.scoring import TASK_SPECS, TASKS
+    from latentanon.tasks.specs import TASK_SPECS, TASKS
 
     present = [t for t in TASKS if TASK_SPECS[t].set_name in data.task_sets]
     seen = [t for t in present if getattr(params.train.tasks, t) > 0]
@@ -137,7 +137,8 @@ def leakage_scopes(
 def stronger_head_utility(task: str, train: FeatureSet, val: FeatureSet, seed: int, inputs: tuple[str, ...]) -> float:
     """The task's val metric read by the stronger of the head input forms ``inputs`` (default
     hyper-parameters): the form evaluate keeps for a method is the one that scores best on val."""
-    from latentanon.tasks.scoring import TASK_SPECS, evaluate_head, fit_head
+    from latentanon.tasks.fitting import evaluate_head, fit_head
+    from latentanon.tasks.specs import TASK_SPECS
 
     grid = TASK_SPECS[task].grid[0]
     return max(float(evaluate_head(fit_head(task, train, grid, seed, inputs=form), val)) for form in inputs)
@@ -155,7 +156,7 @@ def measure(
     (possibly anonymized) features. ``leakage`` / ``chance`` keep the mean of the static and moving
     scopes (what the study's raw reference reports); trials are judged per scope."""
     from latentanon.evaluation.privacy import validation_chance, validation_leakage
-    from latentanon.tasks.scoring import TASK_SPECS
+    from latentanon.tasks.specs import TASK_SPECS
 
     scopes = {}
     for scope, (sets, kind) in leakage_scopes(task_sets, privacy, released).items():
@@ -285,7 +286,7 @@ def run_trial(
 
 def _fingerprint(params: SearchParams, data: SearchData, tasks: tuple[str, ...]) -> str:
     """What a trial's numbers depend on; n_trials and the storage location are left out."""
-    from latentanon.tasks.scoring import MEASUREMENT_VERSION
+    from latentanon.tasks.specs import MEASUREMENT_VERSION
 
     tune = {
         k: v
