@@ -149,7 +149,7 @@ def markdown_table(result: dict) -> str:
     def cell(block: dict) -> str:
         return f"{block['mean']:.2f} [{block['low']:.2f}, {block['high']:.2f}]"
 
-    from latentanon.tasks.scoring import TASKS
+    from latentanon.tasks.specs import TASKS
 
     measured = next(iter(result["variants"].values()))["utility_relative_drop"] if result["variants"] else {}
     tasks = [t for t in TASKS if t in measured]

@@ -30,12 +30,12 @@ TASKS = ("ar", "tad", "ad")
 
 
 def set_ad_kernels(kernels: list[int]) -> None:
-    from latentanon.tasks import scoring
+    from latentanon.tasks import specs
 
-    spec = scoring.TASK_SPECS["ad"]
+    spec = specs.TASK_SPECS["ad"]
     first = spec.grid[0]["kernel"]
     grid = tuple({**hyper, "kernel": k} for k in kernels for hyper in spec.grid if hyper["kernel"] == first)
-    scoring.TASK_SPECS["ad"] = replace(spec, grid=grid)
+    specs.TASK_SPECS["ad"] = replace(spec, grid=grid)
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from latentanon.tuning import search
+    from latentanon.tuning import objectives, trials
 
     if args.ad_kernels:
         set_ad_kernels(args.ad_kernels)
@@ -67,12 +67,12 @@ def main() -> None:
         tasks=replace(params.train.tasks, **overrides.get("tasks", {})),
     )
     started = time.perf_counter()
-    data = search.load_search_data(layout.features_uri)
-    raw = search.measure(data.task_sets, data.privacy, TASKS, args.seeds[0])
+    data = trials.load_search_data(layout.features_uri)
+    raw = objectives.measure(data.task_sets, data.privacy, TASKS, args.seeds[0])
     runs = []
     for seed in args.seeds:
         trial_params = replace(params, tune=replace(params.tune, seed=seed))
-        result = search.run_trial(data, trial_params.for_search(), train.weights, train, TASKS, raw)
+        result = trials.run_trial(data, trial_params.for_search(), train.weights, train, TASKS, raw)
         runs.append({"seed": seed, "normalized_leakage": result["normalized_leakage"], "drops": result["drops"]})
         print(
             f"{args.name} seed {seed}: normalised leakage {result['normalized_leakage']:.3f}, drops "

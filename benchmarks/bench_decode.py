@@ -133,7 +133,8 @@ def _extract_one(path: Path, frames: int, workdir: Path) -> int:
     import torch
 
     from latentanon.data.config import DataConfig
-    from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
+    from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder
+    from latentanon.encoders.builtin_files import save_builtin
     from latentanon.encoders.config import ExtractConfig
     from latentanon.encoders.extraction import extract_set
     from latentanon.encoders.loading import load_encoder

@@ -54,7 +54,7 @@ def variant_config(text: str):
 
 
 def ensemble_value(task: str, per_seed: list[dict]) -> float:
-    from latentanon.tasks.scoring import ensemble_items, resampled_values
+    from latentanon.tasks.per_item import ensemble_items, resampled_values
 
     items = ensemble_items(task, per_seed)
     n = {
@@ -85,7 +85,7 @@ def main() -> int:
     from latentanon.config import load_params
     from latentanon.methods.fitting import load_fit_sets
     from latentanon.methods.registry import create_method
-    from latentanon.tasks.scoring import TASK_SPECS
+    from latentanon.tasks.specs import TASK_SPECS
 
     torch.set_num_threads(1)
     params = load_params(args.params)

@@ -22,7 +22,8 @@ from pathlib import Path
 from latentanon.config import load_params
 from latentanon.data.manifests import read_manifest
 from latentanon.encoders import pretrain
-from latentanon.encoders.builtin import save_builtin
+from latentanon.encoders.builtin_files import save_builtin
+from latentanon.encoders.builtin_training import train_builtin
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encoder_variants.json"
 SETTINGS = ("pathways", "dim", "epochs", "appearance_weight", "supervised_weight", "rgb_dropout", "static_share")
@@ -42,7 +43,7 @@ def main() -> None:
     manifests, data_root = workdir / "data" / "manifests", workdir / params.data.root
     manifest = pretrain.training_manifest(read_manifest(manifests, "pretrain"), manifests, cfg.extra_train_sets)
     started = time.perf_counter()
-    encoder, history, info = pretrain.train_builtin(cfg, params.data, manifest, data_root)
+    encoder, history, info = train_builtin(cfg, params.data, manifest, data_root)
     trained = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         save_builtin(encoder, tmp)

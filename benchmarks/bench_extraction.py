@@ -38,7 +38,8 @@ import torch
 
 from latentanon.data.config import DataConfig
 from latentanon.data.video_io import write_video
-from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
+from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder
+from latentanon.encoders.builtin_files import save_builtin
 from latentanon.encoders.clips import video_clips
 from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.encoders.extraction import decode, extract_set

@@ -42,8 +42,9 @@ def parse_protocol(text: str) -> tuple[int, int]:
 def val_items(task: str, sets: dict, seed: int, restarts: int) -> dict:
     """The task's per-video items on val, from heads chosen on val (the test split stays unread)."""
     from latentanon.tasks import scoring
+    from latentanon.tasks.specs import TASK_SPECS
 
-    fs = sets[scoring.TASK_SPECS[task].set_name]
+    fs = sets[TASK_SPECS[task].set_name]
     val = fs.split("val")
     return scoring.score_task(task, fs.split("train"), val, val, seed, restarts=restarts, items=True)["items"]
 
@@ -54,7 +55,7 @@ def paired_val_drop(
     """The seed ensemble's relative drop against raw's, over resamples of the val videos."""
     from latentanon.evaluation import resampling
     from latentanon.evaluation.paired import count_test_videos, ensemble_drop
-    from latentanon.tasks.scoring import ensemble_items
+    from latentanon.tasks.per_item import ensemble_items
 
     raw = ensemble_items(task, raw_items, "raw")
     method = ensemble_items(task, method_items, "method")
@@ -110,17 +111,18 @@ def main() -> None:
     torch.set_num_threads(1)
     from latentanon.evaluation.measure import load_sets
     from latentanon.methods.registry import load_method
-    from latentanon.tasks import scoring
+    from latentanon.tasks import fitting
+    from latentanon.tasks.specs import TASK_SPECS
 
     params = load_params(args.params)
     layout = Layout.from_params(params)
-    raw = load_sets(layout.features_uri, tuple(scoring.TASK_SPECS[t].set_name for t in args.tasks))
+    raw = load_sets(layout.features_uri, tuple(TASK_SPECS[t].set_name for t in args.tasks))
     trained = load_method(layout.adapter_dir) if "aam" in args.methods else None
-    default_steps = scoring.HEAD_STEPS
+    default_steps = fitting.HEAD_STEPS
     records = []
     try:
         for restarts, steps in args.protocols:
-            scoring.HEAD_STEPS = steps
+            fitting.HEAD_STEPS = steps
             started = time.perf_counter()
             items: dict = {}
             for method in ["raw", *args.methods]:
@@ -146,7 +148,7 @@ def main() -> None:
             record["seconds"] = round(time.perf_counter() - started, 1)
             records.append(record)
     finally:
-        scoring.HEAD_STEPS = default_steps
+        fitting.HEAD_STEPS = default_steps
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": platform.machine(), "protocols": records}, indent=1) + "\n")
 

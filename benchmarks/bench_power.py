@@ -128,7 +128,8 @@ def identity_bootstrap(
     from latentanon.evaluation.items import load_items
     from latentanon.evaluation.paired import ensemble_drop
     from latentanon.features.store import load_feature_set
-    from latentanon.tasks.scoring import TASK_SPECS, ensemble_items
+    from latentanon.tasks.per_item import ensemble_items
+    from latentanon.tasks.specs import TASK_SPECS
 
     items_dir = layout.report_dir("evaluate") / "items"
     if not all((items_dir / f"raw__{s}.npz").exists() for s in seeds):

@@ -218,7 +218,7 @@ def utility(task: str, raw_fs, fs, seed: int, inputs: tuple[str, ...], raw_cache
 
 def drop_interval(task: str, raw: dict, anonymized: dict, resamples: int, confidence: float) -> dict:
     from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import resampled_values
+    from latentanon.tasks.per_item import resampled_values
 
     n = {
         "ar": lambda i: len(i["correct"]),
@@ -263,7 +263,7 @@ def main() -> int:
     from latentanon.config import load_params
     from latentanon.methods.fitting import load_fit_sets
     from latentanon.methods.registry import create_method
-    from latentanon.tasks.scoring import TASK_SPECS
+    from latentanon.tasks.specs import TASK_SPECS
 
     torch.set_num_threads(1)
     # keyed-noise candidates publish under a secret of this run only (never written anywhere)

@@ -38,7 +38,7 @@ def main() -> int:
     from latentanon.evaluation import resampling
     from latentanon.evaluation.items import load_items
     from latentanon.evaluation.paired import count_test_videos, ensemble_drop
-    from latentanon.tasks.scoring import ensemble_items
+    from latentanon.tasks.per_item import ensemble_items
 
     folder = Path(args.workdir) / "reports" / "evaluate" / "items"
     files = sorted(folder.glob("*__*.npz"))

@@ -11,15 +11,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_bottleneck_val as bench
-from latentanon.tasks import scoring
+from latentanon.tasks import specs
 from test_tuning import make_feature_sets, write_store
 
 
 def test_ad_kernels_replace_the_temporal_extents_of_the_grid(monkeypatch):
-    monkeypatch.setitem(scoring.TASK_SPECS, "ad", scoring.TASK_SPECS["ad"])
-    default = scoring.TASK_SPECS["ad"].grid
+    monkeypatch.setitem(specs.TASK_SPECS, "ad", specs.TASK_SPECS["ad"])
+    default = specs.TASK_SPECS["ad"].grid
     bench.set_ad_kernels([1, 7])
-    grid = scoring.TASK_SPECS["ad"].grid
+    grid = specs.TASK_SPECS["ad"].grid
     assert [h["kernel"] for h in grid] == [1, 7]
     assert all((h["hidden"], h["weight_decay"]) == (default[0]["hidden"], default[0]["weight_decay"]) for h in grid)
 
@@ -32,7 +32,7 @@ def test_a_variant_is_measured_on_val_and_recorded(tmp_path, monkeypatch):
     )
     results = tmp_path / "bottleneck_val.json"
     monkeypatch.setattr(bench, "RESULTS", results)
-    monkeypatch.setitem(scoring.TASK_SPECS, "ad", scoring.TASK_SPECS["ad"])
+    monkeypatch.setitem(specs.TASK_SPECS, "ad", specs.TASK_SPECS["ad"])
     monkeypatch.setattr(
         sys,
         "argv",

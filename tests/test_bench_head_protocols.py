@@ -13,7 +13,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_head_protocols as bench
-from latentanon.tasks import scoring
+from latentanon.tasks import fitting
 from test_tuning import make_feature_sets, write_store
 
 
@@ -43,7 +43,7 @@ def test_protocols_are_measured_on_val_and_recorded(tmp_path, monkeypatch):
     params.write_text(yaml.safe_dump({"paths": {"workdir": str(tmp_path)}}))
     results = tmp_path / "head_protocols.json"
     monkeypatch.setattr(bench, "RESULTS", results)
-    default_steps = scoring.HEAD_STEPS
+    default_steps = fitting.HEAD_STEPS
     monkeypatch.setattr(
         sys,
         "argv",
@@ -67,7 +67,7 @@ def test_protocols_are_measured_on_val_and_recorded(tmp_path, monkeypatch):
         ],
     )
     bench.main()
-    assert default_steps == scoring.HEAD_STEPS  # the protocol's step count is not left behind
+    assert default_steps == fitting.HEAD_STEPS  # the protocol's step count is not left behind
     record = json.loads(results.read_text())
     assert [(p["restarts"], p["steps"]) for p in record["protocols"]] == [(1, 20), (2, 40)]
     for protocol in record["protocols"]:

@@ -45,7 +45,7 @@ def separated_sets(task_dim: int = 8, private_dim: int = 8, seed: int = 0, per_s
     """make_feature_sets' records with features whose task signal (actions, TAD segments,
     anomalies) and private signal live in separate dimensions: what a head reads and what it need
     not read are apart, so a code of the heads' outputs can drop the leak."""
-    from latentanon.tasks.scoring import parse_segments
+    from latentanon.tasks.annotations import parse_segments
 
     rng = np.random.default_rng(seed)
     sets = make_feature_sets(dim=4, per_split=per_split or {"train": 36, "val": 12, "test": 24}, seed=seed)

@@ -12,19 +12,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from latentanon.data.config import DataConfig
-from latentanon.encoders.builtin import (
-    BuiltinConfig,
-    MaskedVideoPretrainer,
-    VideoEncoder,
-    load_builtin,
-    patchify,
-    reconstruction_targets,
-    save_builtin,
-    tube_mask,
-)
+from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder
+from latentanon.encoders.builtin_files import load_builtin, save_builtin
+from latentanon.encoders.builtin_training import appearance_labels, make_static
 from latentanon.encoders.config import PretrainConfig
 from latentanon.encoders.loading import load_encoder
-from latentanon.encoders.pretrain import appearance_labels, make_static, pretrain_encoder
+from latentanon.encoders.masked_pretrainer import MaskedVideoPretrainer, patchify, reconstruction_targets, tube_mask
+from latentanon.encoders.pretrain import pretrain_encoder
 from latentanon.errors import DataError, ModelError
 from test_extraction import make_benchmark
 

@@ -22,7 +22,8 @@ import torch
 from latentanon.data.config import DataConfig
 from latentanon.data.manifests import read_manifest, write_manifest
 from latentanon.data.video_io import write_image, write_video
-from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder, save_builtin
+from latentanon.encoders.builtin import BuiltinConfig, VideoEncoder
+from latentanon.encoders.builtin_files import save_builtin
 from latentanon.encoders.clips import clip_starts, snippet_starts, static_frames, video_clips
 from latentanon.encoders.config import ExtractConfig
 from latentanon.encoders.extraction import SET_KINDS, extract_features, finalize_store

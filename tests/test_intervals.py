@@ -9,7 +9,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from latentanon.errors import DataError
 from latentanon.evaluation import metrics, resampling
-from latentanon.tasks import scoring
+from latentanon.tasks import per_item
+from latentanon.tasks.metrics import TIOU_THRESHOLDS, detection_map, frame_level_auc, proposals_from_scores
 
 
 def test_weighted_ap_matches_sklearn_and_duplication():
@@ -107,7 +108,7 @@ def test_items_to_decide_scales_with_the_square_of_half_width_over_gap():
     widths = {}
     for n in (400, 1600):
         correct = (rng.random(n) < 0.7).astype(float)
-        values = scoring.resampled_values("ar", {"correct": correct}, resampling.shared_weights(n, 2000))
+        values = per_item.resampled_values("ar", {"correct": correct}, resampling.shared_weights(n, 2000))
         widths[n] = resampling.percentile_interval(values, 0.95)["half_width"]
     assert widths[1600] == pytest.approx(widths[400] / 2, rel=0.15)
 
@@ -116,7 +117,7 @@ def test_resampled_task_metrics_equal_the_plain_ones():
     rng = np.random.default_rng(4)
     # AR
     correct = (rng.random(20) < 0.7).astype(float)
-    assert scoring.resampled_values("ar", {"correct": correct}, np.ones((1, 20)))[0] == pytest.approx(correct.mean())
+    assert per_item.resampled_values("ar", {"correct": correct}, np.ones((1, 20)))[0] == pytest.approx(correct.mean())
     # AD: unit-weight AUC equals sklearn over frames; integer weights equal duplicated videos
     per_video_scores = [rng.random(4) for _ in range(6)]
     frame_labels = [(rng.random(64) < 0.3).astype(int) for _ in range(6)]
@@ -129,15 +130,15 @@ def test_resampled_task_metrics_equal_the_plain_ones():
         items["unit_pos"].append(pos)
         items["unit_neg"].append(np.bincount(snippet, minlength=4) - pos)
     items = {k: np.concatenate(v) for k, v in items.items()}
-    plain = scoring.frame_level_auc(per_video_scores, frame_labels, 16)
-    assert scoring.resampled_values("ad", items, np.ones((1, 6)))[0] == pytest.approx(plain)
+    plain = frame_level_auc(per_video_scores, frame_labels, 16)
+    assert per_item.resampled_values("ad", items, np.ones((1, 6)))[0] == pytest.approx(plain)
     counts = np.array([2, 0, 1, 3, 1, 1])
     dup = np.repeat(np.arange(6), counts)
     expected = roc_auc_score(
         np.concatenate([frame_labels[i] for i in dup]),
         np.concatenate([per_video_scores[i][np.minimum(np.arange(64) // 16, 3)] for i in dup]),
     )
-    assert scoring.resampled_values("ad", items, counts[None].astype(float))[0] == pytest.approx(expected)
+    assert per_item.resampled_values("ad", items, counts[None].astype(float))[0] == pytest.approx(expected)
 
 
 def test_resampled_detection_map_equals_detection_map():
@@ -147,7 +148,7 @@ def test_resampled_detection_map_equals_detection_map():
         (v, s + rng.normal(0, 0.5), s + 2.0 + rng.normal(0, 0.5), lab, float(rng.random()))
         for v, s, _, lab in ground_truth
     ] + [(v, 3.0, 4.0, "a", float(rng.random())) for v in range(5)]
-    plain = scoring.detection_map(detections, ground_truth)["map"]
+    plain = detection_map(detections, ground_truth)["map"]
     classes = ["a", "b"]
     gt_counts = np.zeros((5, 2))
     for v, _, _, lab in ground_truth:
@@ -157,9 +158,9 @@ def test_resampled_detection_map_equals_detection_map():
         "det_class": np.array([classes.index(d[3]) for d in detections]),
         "det_score": np.array([d[4] for d in detections]),
         "gt_counts": gt_counts,
-        "det_tp": np.stack([scoring.match_detections(detections, ground_truth, t) for t in scoring.TIOU_THRESHOLDS]),
+        "det_tp": np.stack([per_item.match_detections(detections, ground_truth, t) for t in TIOU_THRESHOLDS]),
     }
-    assert scoring.resampled_values("tad", items, np.ones((1, 5)))[0] == pytest.approx(plain)
+    assert per_item.resampled_values("tad", items, np.ones((1, 5)))[0] == pytest.approx(plain)
 
 
 # ----------------------------------------------------------------------------- seed ensemble
@@ -195,7 +196,7 @@ def _tad_truth(n_videos: int, n_snippets: int = 20) -> np.ndarray:
 
 def _tad_items(probabilities: np.ndarray) -> dict:
     pieces = _tad_pieces(probabilities, len(probabilities))
-    return {**scoring.tad_detection_items(pieces), **pieces}
+    return {**per_item.tad_detection_items(pieces), **pieces}
 
 
 def _ad_items(scores: np.ndarray) -> dict:
@@ -292,18 +293,18 @@ def test_tad_ensemble_detects_on_the_averaged_snippet_scores():
     for draw in range(3):
         rng = np.random.default_rng(20 + draw)
         seeds = [_tad_items(_misplaced(rng, 5)) for _ in range(5)]
-        ensemble = scoring.ensemble_items("tad", seeds)
+        ensemble = per_item.ensemble_items("tad", seeds)
         averaged = np.mean([s["snippet_probabilities"] for s in seeds], axis=0)
         assert np.allclose(ensemble["snippet_probabilities"], averaged)
         detections = [
             (v, s, e, ("a", "b")[c], score)
             for v in range(5)
-            for s, e, c, score in scoring.proposals_from_scores(averaged[v], 1.0)
+            for s, e, c, score in proposals_from_scores(averaged[v], 1.0)
         ]
         ground_truth = [(v, s, e, lab) for v in range(5) for s, e, lab in ((2.0, 6.0, "a"), (10.0, 15.0, "b"))]
-        value = scoring.resampled_values("tad", ensemble, np.ones((1, 5)))[0]
-        assert value == pytest.approx(scoring.detection_map(detections, ground_truth)["map"])
-        per_seed = [scoring.resampled_values("tad", s, np.ones((1, 5)))[0] for s in seeds]
+        value = per_item.resampled_values("tad", ensemble, np.ones((1, 5)))[0]
+        assert value == pytest.approx(detection_map(detections, ground_truth)["map"])
+        per_seed = [per_item.resampled_values("tad", s, np.ones((1, 5)))[0] for s in seeds]
         assert value > np.mean(per_seed) + 0.05
 
 
@@ -314,16 +315,16 @@ def test_ensemble_of_one_seed_is_that_seed_and_mismatches_are_refused():
     tad = _tad_items(np.clip(_tad_truth(3) + rng.normal(0, 0.2, (3, 20, 3)), 0, 1))
     ad = _ad_items(rng.random((4, 5)))
     for task, items in (("ar", ar), ("tad", tad), ("ad", ad)):
-        one = scoring.ensemble_items(task, [items])
-        assert scoring.resampled_values(task, one, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[
+        one = per_item.ensemble_items(task, [items])
+        assert per_item.resampled_values(task, one, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[
             0
         ] == pytest.approx(
-            scoring.resampled_values(task, items, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0]
+            per_item.resampled_values(task, items, np.ones((1, 12 if task == "ar" else (3 if task == "tad" else 4))))[0]
         )
     with pytest.raises(DataError, match="lack 'probabilities'"):
-        scoring.ensemble_items("ar", [ar, {"correct": ar["correct"]}], "aam")
+        per_item.ensemble_items("ar", [ar, {"correct": ar["correct"]}], "aam")
     with pytest.raises(DataError, match="disagree on 'labels'"):
-        scoring.ensemble_items("ar", [ar, {**ar, "labels": (labels + 1) % 3}], "aam")
+        per_item.ensemble_items("ar", [ar, {**ar, "labels": (labels + 1) % 3}], "aam")
 
 
 def test_items_without_the_ensemble_pieces_are_measured_again(tmp_path):

@@ -45,12 +45,12 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
     import torch
 
     from latentanon.data.config import DataConfig
-    from latentanon.encoders import pretrain
+    from latentanon.encoders import builtin_training, pretrain
     from latentanon.encoders.config import PretrainConfig
 
     rng = np.random.default_rng(0)
     videos = [torch.from_numpy(rng.integers(0, 256, size=(20, 3, 32, 32), dtype=np.uint8)) for _ in range(12)]
-    monkeypatch.setattr(pretrain, "load_videos", lambda *args, **kwargs: videos)
+    monkeypatch.setattr(builtin_training, "load_videos", lambda *args, **kwargs: videos)
     manifest = pd.DataFrame(
         {
             "label_id": [i % 3 for i in range(12)],
@@ -72,11 +72,11 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
     data_cfg = DataConfig(height=32, width=32, clip_frames=16)
     weights = lambda encoder: {k: v.clone() for k, v in encoder.state_dict().items()}
 
-    reference, reference_history, _ = pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path)
+    reference, reference_history, _ = builtin_training.train_builtin(cfg, data_cfg, manifest, tmp_path)
     checkpoint = tmp_path / "checkpoints" / pretrain.CHECKPOINT_FILE
     for kill_after_saves in (1, 2):  # step 2 (mid-epoch 1) and step 4 (mid-epoch 2)
         checkpoint.unlink(missing_ok=True)
-        saved, save = [], pretrain.save_training_state
+        saved, save = [], builtin_training.save_training_state
 
         def save_then_die(path, state):
             save(path, state)
@@ -84,11 +84,11 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
             if len(saved) == kill_after_saves:
                 raise Killed
 
-        monkeypatch.setattr(pretrain, "save_training_state", save_then_die)
+        monkeypatch.setattr(builtin_training, "save_training_state", save_then_die)
         with pytest.raises(Killed):
-            pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="f")
-        monkeypatch.setattr(pretrain, "save_training_state", save)
-        resumed, history, info = pretrain.train_builtin(
+            builtin_training.train_builtin(cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="f")
+        monkeypatch.setattr(builtin_training, "save_training_state", save)
+        resumed, history, info = builtin_training.train_builtin(
             cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="f"
         )
         assert info["resumed_from_step"] == saved[-1] == 2 * kill_after_saves
@@ -96,7 +96,9 @@ def test_pretraining_resumed_from_a_checkpoint_is_bitwise_an_uninterrupted_run(t
         for name, tensor in weights(reference).items():
             assert torch.equal(tensor, weights(resumed)[name]), name
     # a checkpoint of other inputs (fingerprint) is not resumed
-    _, _, info = pretrain.train_builtin(cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="g")
+    _, _, info = builtin_training.train_builtin(
+        cfg, data_cfg, manifest, tmp_path, checkpoint=checkpoint, fingerprint="g"
+    )
     assert "resumed_from_step" not in info
 
 

@@ -135,12 +135,12 @@ def test_a_set_without_private_labels_is_skipped_with_its_reason(raw_videos):
 
 def _ar_head(reads: slice, n_classes: int = 3):
     """An AR head whose logits read only the feature dimensions ``reads`` (identity inputs)."""
+    from latentanon.tasks.fitting import FittedHead
     from latentanon.tasks.heads import ARHead
-    from latentanon.tasks.scoring import FittedHead
 
     class Identity:
         def padded(self, items):
-            from latentanon.tasks.scoring import _padded
+            from latentanon.tasks.head_inputs import _padded
 
             return _padded(items, DIM, lambda a: a)
 

@@ -8,19 +8,17 @@ import pytest
 
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
-from latentanon.tasks.scoring import (
-    TASKS,
-    anomaly_frame_labels,
+from latentanon.tasks.annotations import anomaly_frame_labels, tad_targets
+from latentanon.tasks.metrics import (
     class_average_precision,
     detection_map,
     frame_level_auc,
     proposals_from_scores,
-    score_task,
-    tad_targets,
     temporal_iou,
     temporal_nms,
-    validation_utility,
 )
+from latentanon.tasks.scoring import score_task, validation_utility
+from latentanon.tasks.specs import TASKS
 
 
 def test_temporal_iou_and_nms():
@@ -179,7 +177,7 @@ def test_task_input_errors():
 def test_saved_items_reproduce_the_test_value_alone_and_as_an_ensemble(task):
     """The per-test-video items (and the ensemble rebuilt from their head outputs: AR probabilities,
     TAD snippet scores re-detected, AD unit scores) give the test value at unit weights."""
-    from latentanon.tasks.scoring import ENSEMBLE_PIECES, ensemble_items, resampled_values
+    from latentanon.tasks.per_item import ENSEMBLE_PIECES, ensemble_items, resampled_values
 
     train, val, test = _task_splits(task)
     result = score_task(task, train, val, test, seed=0, items=True)
@@ -202,7 +200,7 @@ def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
     """The information-preserving control (DESIGN section 4) must read no utility change: heads that
     read principal axes see the same inputs after an orthogonal map with a reflection, a shift and
     one overall scale, so with the same seed they give the same outputs on every test item."""
-    from latentanon.tasks.scoring import ENSEMBLE_PIECES
+    from latentanon.tasks.per_item import ENSEMBLE_PIECES
 
     train, val, test = _task_splits(task)
     rng = np.random.default_rng(7)
@@ -225,7 +223,7 @@ def test_a_rotated_shifted_rescaled_copy_of_the_features_scores_the_same(task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_val_chooses_the_input_form_then_the_hyper_parameters_and_the_default_reads_standardised(task):
-    from latentanon.tasks.scoring import TASK_SPECS
+    from latentanon.tasks.specs import TASK_SPECS
 
     train, val, test = _task_splits(task)
     grid = TASK_SPECS[task].grid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict, replace
 
 import numpy as np
 import optuna
@@ -12,8 +13,9 @@ import pytest
 
 from latentanon.config import Layout, params_from_dict
 from latentanon.features.featureset import FeatureSet
-from latentanon.tuning import search
+from latentanon.tuning import objectives, operating_point, search
 from latentanon.tuning.pareto import TrialPoint, choose_operating_point, pareto_front, plot_front
+from latentanon.tuning.trials import SearchData, _search_rows, run_trial, suggest
 
 ATTRIBUTE_CLASSES = {"skin_tone": 3, "gender": 2, "clothing": 3, "face": 3}
 ACTIONS = ("wave", "jump", "sit")
@@ -158,7 +160,7 @@ def test_pareto_front_is_optunas_best_trials_on_hand_made_points(tmp_path):
         point(4, 0.60, 0.95, {"ar": 0.05}),  # dominated by 0
     ]
     study = study_of(points)
-    front = pareto_front(study, search.trial_point)
+    front = pareto_front(study, operating_point.trial_point)
     assert [p.number for p in front] == [3, 1, 0]
     assert front[1].drops == {"ar": 0.01}
     # Optuna's own plot, with the chosen operating point marked on it
@@ -254,12 +256,12 @@ def test_bad_search_range_is_a_config_error(tmp_path):
     from latentanon.config import ConfigError
 
     trial = optuna.trial.FixedTrial({"w_lc": 10.0, "w_t": 1.0, "w_b": 1.0, "temperature": 0.1, "lr": 0.005})
-    weights, train_cfg = search.suggest(trial, tiny_params(tmp_path).for_search())
+    weights, train_cfg = suggest(trial, tiny_params(tmp_path).for_search())
     assert (weights.latent_consistency, weights.temperature, train_cfg.lr) == (10.0, 0.1, 0.005)
     with pytest.raises(ConfigError, match="temperature_range"):
-        search.suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]).for_search())
+        suggest(trial, tiny_params(tmp_path, temperature_range=[0.5]).for_search())
     with pytest.raises(ConfigError, match="w_lc_range"):
-        search.suggest(trial, tiny_params(tmp_path, w_lc_range=[0.0, 1.0]).for_search())
+        suggest(trial, tiny_params(tmp_path, w_lc_range=[0.0, 1.0]).for_search())
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -437,31 +439,31 @@ def test_parallel_workers_draw_different_parameters(tmp_path):
 def test_suggest_searches_across_methods_and_their_knobs(tmp_path):
     params = tiny_params(tmp_path, methods=["paper", "noise", "leace"], noise_scale_range=[0.1, 1.0])
     noise = optuna.trial.FixedTrial({"method": "noise", "noise_scale": 0.25})
-    _, train_cfg = search.suggest(noise, params.for_search())
+    _, train_cfg = suggest(noise, params.for_search())
     assert train_cfg.method == "noise@0.25"
     leace = optuna.trial.FixedTrial({"method": "leace"})
-    assert search.suggest(leace, params.for_search())[1].method == "leace"
+    assert suggest(leace, params.for_search())[1].method == "leace"
     paper = optuna.trial.FixedTrial({"method": "paper", "w_lc": 10.0, "w_t": 1.0, "w_b": 2.0, "lr": 0.005})
-    weights, train_cfg = search.suggest(paper, params.for_search())
+    weights, train_cfg = suggest(paper, params.for_search())
     assert (train_cfg.method, train_cfg.weights.privacy, train_cfg.lr) == ("paper", 2.0, 0.005)
     point = TrialPoint(0, 0.5, 0.9, {}, {"method": "noise", "noise_scale": 0.25})
-    assert search.chosen_method(point, params.for_search()) == "noise@0.25"
-    assert search.chosen_weights(point, params.for_search()) == search.asdict(params.train.weights)
+    assert operating_point.chosen_method(point, params.for_search()) == "noise@0.25"
+    assert operating_point.chosen_weights(point, params.for_search()) == asdict(params.train.weights)
 
 
 def test_a_trial_fits_any_method_through_the_interface(tmp_path):
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
-    data = search.SearchData(
-        {k: search._search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
-        [search._search_rows(sets["privacy_videos"])],
+    data = SearchData(
+        {k: _search_rows(v) for k, v in sets.items() if k != "privacy_videos"},
+        [_search_rows(sets["privacy_videos"])],
         "fp",
     )
     params = tiny_params(tmp_path)
     tasks = ("ar", "ad")
-    raw = search.measure(data.task_sets, data.privacy, tasks, 0)
+    raw = objectives.measure(data.task_sets, data.privacy, tasks, 0)
     for name in ("noise@0.5", "paper"):
-        train_cfg = search.replace(params.train, method=name)
-        result = search.run_trial(data, params.for_search(), params.train.weights, train_cfg, tasks, raw)
+        train_cfg = replace(params.train, method=name)
+        result = run_trial(data, params.for_search(), params.train.weights, train_cfg, tasks, raw)
         assert set(result["drops"]) == set(tasks) and np.isfinite(result["leakage"])
 
 

@@ -131,7 +131,7 @@ class BuiltinEncoder(ClipEncoder):
     """The pipeline's own pretrained encoder, loaded from its directory (models/encoder)."""
 
     def __init__(self, directory, device: str = "auto", dtype: str = "auto"):
-        from latentanon.encoders.builtin import load_builtin
+        from latentanon.encoders.builtin_files import load_builtin
 
         super().__init__(device, dtype)
         model, meta = load_builtin(directory)

@@ -1,4 +1,5 @@
-"""The built-in video encoder: a small VideoMAE-style transformer, its pretraining heads and its files.
+"""The built-in video encoder: a small VideoMAE-style transformer (its pretraining heads are in
+``masked_pretrainer``, its files in ``builtin_files``).
 
 Input clips are (B, 3, T, H, W) floats in [0, 1]; the model normalises them itself (and, with
 ``inputs: rgb+diff``, adds their temporal differences as channels). Tokens come from a tubelet
@@ -8,24 +9,16 @@ same grid); the pooled output is the mean of the final (layer-normed) tokens, of
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentanon._configtools import ConfigError, from_dict
-from latentanon._files import atomic_path, write_json_atomic
 from latentanon.errors import ModelError
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 # ImageNet statistics, as VideoMAE uses; the synthetic data has no better prior.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -286,205 +279,5 @@ class VideoEncoder(nn.Module):
         return self.tokens(video).mean(dim=1)
 
 
-def patchify(video: torch.Tensor, config: BuiltinConfig) -> torch.Tensor:
-    """(B, 3, T, H, W) -> (B, N, 3*tubelet*patch*patch) in the token order of the tubelet embedding."""
-    b = video.shape[0]
-    t, h, w = config.grid
-    x = video.reshape(b, 3, t, config.tubelet, h, config.patch, w, config.patch)
-    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, t * h * w, config.patch_pixels)
-
-
-def reconstruction_targets(video: torch.Tensor, config: BuiltinConfig) -> torch.Tensor:
-    """(B, N, patch_pixels) what the decoder must predict for every tubelet (see ``BuiltinConfig.target``)."""
-    if config.target == "pixels":
-        return patchify(normalise_pixels(video), config)
-    target = patchify(video, config)
-    return (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
-
-
-def tube_mask(
-    batch: int, config: BuiltinConfig, ratio: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """VideoMAE tube masking: the same spatial patches hidden in every time slot.
-
-    Returns (keep, hidden) token indices, each (B, K) sorted ascending.
-    """
-    t, h, w = config.grid
-    spatial = h * w
-    n_hidden = min(spatial - 1, max(1, int(round(spatial * ratio))))
-    order = torch.argsort(torch.rand(batch, spatial, generator=generator), dim=1)
-    hidden_spatial, keep_spatial = order[:, :n_hidden], order[:, n_hidden:]
-    offsets = (torch.arange(t) * spatial)[None, :, None]
-
-    def expand(idx: torch.Tensor) -> torch.Tensor:
-        return torch.sort((idx[:, None, :] + offsets).reshape(batch, -1), dim=1).values
-
-    return expand(keep_spatial), expand(hidden_spatial)
-
-
-class MaskedVideoPretrainer(nn.Module):
-    """Encoder + light decoder reconstructing hidden tubelets, + a linear action head on the pooled feature."""
-
-    decoder_positions: torch.Tensor  # a buffer, registered in __init__
-
-    def __init__(self, config: BuiltinConfig):
-        super().__init__()
-        self.encoder = VideoEncoder(config)
-        self.config = config
-        self.to_decoder = nn.Linear(config.dim, config.decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_dim))
-        self.register_buffer(
-            "decoder_positions", sinusoidal_positions(config.num_tokens, config.decoder_dim)[None], persistent=False
-        )
-        heads = max(1, config.decoder_dim // 32)
-        self.decoder = nn.ModuleList(Block(config.decoder_dim, heads, 4.0) for _ in range(config.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(config.decoder_dim)
-        self.to_pixels = nn.Linear(config.decoder_dim, config.patch_pixels)
-        self.classifier = nn.Linear(config.dim, config.num_classes) if config.num_classes > 0 else None
-        self.attribute_head = nn.Linear(config.dim, sum(config.attribute_classes)) if config.attribute_classes else None
-        nn.init.normal_(self.mask_token, std=0.02)
-
-    def losses(
-        self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstruction MSE on hidden tubelets, action logits).
-
-        Targets follow ``config.target`` (see BuiltinConfig). The action head reads every
-        token in a second pass, as extraction does: visible tokens alone would often miss the actor.
-        """
-        return self.reconstruction_loss(video, keep, hidden), self.logits(video)
-
-    def reconstruction_loss(
-        self,
-        video: torch.Tensor,
-        keep: torch.Tensor,
-        hidden: torch.Tensor,
-        embedded: tuple[torch.Tensor, ...] | None = None,
-    ) -> torch.Tensor:
-        """MSE of the decoder's prediction of the hidden tubelets from one pass over the visible tokens
-        (``embedded``: the encoder's embedding of ``video``, when already computed)."""
-        if embedded is None:
-            embedded = self.encoder.embedded(video)
-        visible = self.to_decoder(self.encoder.encode(embedded, keep))
-        b, n = video.shape[0], self.config.num_tokens
-        full = self.mask_token.expand(b, n, -1).clone()
-        full.scatter_(1, keep[..., None].expand(-1, -1, full.shape[-1]), visible)
-        x = full + self.decoder_positions
-        for block in self.decoder:
-            x = block(x)
-        pred = self.to_pixels(self.decoder_norm(x))
-        pick = hidden[..., None].expand(-1, -1, pred.shape[-1])
-        pred = torch.gather(pred, 1, pick)
-        target = torch.gather(reconstruction_targets(video, self.config), 1, pick)
-        return F.mse_loss(pred, target)
-
-    def logits(self, video: torch.Tensor, rgb_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Action logits from the pooled feature of all tokens (``rgb_scale``: see ``model_inputs``)."""
-        if self.classifier is None:
-            raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
-        return self.classifier(self.encoder.tokens(video, rgb_scale=rgb_scale).mean(dim=1))
-
-    def heads(
-        self,
-        video: torch.Tensor,
-        rgb_scale: torch.Tensor | None = None,
-        embedded: tuple[torch.Tensor, ...] | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Action logits and one logit tensor per appearance attribute, from one pass over all tokens."""
-        if self.classifier is None:
-            raise ModelError("built-in pretrainer has no action head (num_classes = 0)")
-        if embedded is None:
-            embedded = self.encoder.embedded(video, rgb_scale)
-        pooled = self.encoder.encode(embedded).mean(dim=1)
-        attributes = (
-            []
-            if self.attribute_head is None
-            else list(torch.split(self.attribute_head(pooled), list(self.config.attribute_classes), dim=1))
-        )
-        return self.classifier(pooled), attributes
-
-    def training_outputs(
-        self, video: torch.Tensor, keep: torch.Tensor, hidden: torch.Tensor, rgb_scale: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """(reconstruction loss, action logits, attribute logits) of one training step. Without
-        ``rgb_scale`` both passes see the same inputs, so the convolutional embedding (about half
-        of a step's time) is computed once and shared."""
-        shared = self.encoder.embedded(video) if rgb_scale is None else None
-        recon = self.reconstruction_loss(video, keep, hidden, shared)
-        logits, attributes = self.heads(video, rgb_scale, shared)
-        return recon, logits, attributes
-
-
-def file_sha256(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def save_builtin(encoder: VideoEncoder, directory: str | Path, extra: dict | None = None) -> str:
-    """Write model.safetensors and config.json atomically; return the encoder identity."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp_weights:
-        save_file(weights, str(tmp_weights), metadata={"format": "pt"})
-        identity = "builtin:" + file_sha256(tmp_weights)[:16]
-    meta = {"kind": "builtin", "identity": identity, "architecture": asdict(encoder.config), **(extra or {})}
-    write_json_atomic(directory / CONFIG_FILE, meta)
-    return identity
-
-
-def load_builtin(directory: str | Path) -> tuple[VideoEncoder, dict]:
-    """The frozen encoder (eval mode, no gradients) and its config.json contents."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ModelError(f"{directory}: built-in encoder directory not found (run the pretrain_encoder stage)")
-    weights_path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
-    for path in (weights_path, config_path):
-        if not path.exists():
-            raise ModelError(f"{path}: built-in encoder file missing")
-    try:
-        meta = json.loads(config_path.read_text())
-        config = from_dict(BuiltinConfig, meta["architecture"], f"{config_path}:architecture")
-    except (ValueError, KeyError, ConfigError) as exc:
-        raise ModelError(f"{config_path}: not a built-in encoder config ({exc})") from exc
-    identity = "builtin:" + file_sha256(weights_path)[:16]
-    if meta.get("identity") != identity:
-        raise ModelError(f"{weights_path}: weights do not match the identity recorded in {config_path}")
-    encoder = VideoEncoder(config)
-    try:
-        encoder.load_state_dict(load_file(str(weights_path)))
-    except RuntimeError as exc:
-        raise ModelError(f"{weights_path}: does not match {config_path}: {exc}") from exc
-    encoder.eval().requires_grad_(False)
-    return encoder, meta
-
-
 def count_parameters(module: nn.Module) -> int:
     return int(sum(np.prod(p.shape) for p in module.parameters()))
-
-
-def is_builtin_dir(directory: str | Path) -> bool:
-    """True when ``directory`` holds a built-in encoder's config.json."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get("kind") == "builtin"
-    except ValueError:
-        return False
-
-
-def hf_reference(directory: str | Path) -> Path | None:
-    """The Hugging Face model directory an encoder directory points to (pretrain with encoder: hf:<dir>)."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.exists():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError:
-        return None
-    return Path(meta["source"]) if meta.get("kind") == "hf_ref" and meta.get("source") else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from latentanon.encoders.base import ClipEncoder
-from latentanon.encoders.builtin import file_sha256
+from latentanon.encoders.builtin_files import file_sha256
 from latentanon.errors import ModelError
 
 PREPROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")

@@ -30,7 +30,7 @@ def load_encoder(
         return HFVideoEncoder(text[3:], device, dtype)
     path = Path(text)
     if path.is_dir():
-        from latentanon.encoders.builtin import CONFIG_FILE, hf_reference, is_builtin_dir
+        from latentanon.encoders.builtin_files import CONFIG_FILE, hf_reference, is_builtin_dir
 
         if is_builtin_dir(path):
             from latentanon.encoders.base import BuiltinEncoder

@@ -4,7 +4,7 @@ Protocol, per seed and variant: the training split keeps every video of the vari
 gender and only enough of the other gender for a ``skew`` share (95/5 by default) in every action,
 except one shortcut action where the skew is flipped; validation (for the AR head's
 hyper-parameters) and test are gender-balanced per action. A linear AR head on moving clips
-(latentanon.tasks.scoring) is trained on raw and on AAM-anonymized features; fairlearn's
+(latentanon.tasks.fitting) is trained on raw and on AAM-anonymized features; fairlearn's
 MetricFrame gives accuracy per gender, overall, and the gap between genders. The stage then
 writes reports/metrics.json and reports/report.md from this audit and the evaluate stage.
 """
@@ -92,8 +92,9 @@ def audit_variant(fs: FeatureSet, majority: int, shortcut: int, skew: float, see
     """Train the AR head on the skewed train split, select on balanced val, audit on balanced test."""
     import torch
 
+    from latentanon.tasks.fitting import FittedHead, evaluate_head, fit_head
     from latentanon.tasks.heads import ARHead
-    from latentanon.tasks.scoring import TASK_SPECS, FittedHead, evaluate_head, fit_head
+    from latentanon.tasks.specs import TASK_SPECS
 
     rng = np.random.default_rng(seed)
     train = skewed_subset(fs.split("train"), majority, shortcut, skew, rng)

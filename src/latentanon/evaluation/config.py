@@ -28,7 +28,7 @@ class EvaluateConfig:
     refit_baselines: bool = False
     bootstrap: int = 500  # resamples of the test items for the paired intervals
     head_restarts: int = 1  # utility heads averaged per (task, seed): steadier figures
-    # What the utility heads read (tasks.scoring.HEAD_INPUTS); given both, val picks per method,
+    # What the utility heads read (tasks.head_inputs.HEAD_INPUTS); given both, val picks per method,
     # task and seed, so raw and every method are read by their stronger head (standardised alone
     # read raw 3 points of AR and AD lower, flattering every method; principal axes alone read
     # noisy features lower, and cannot be moved by a rotation)

@@ -36,7 +36,7 @@ def save_items(path: Path, items: Mapping) -> Path:
 def items_complete(path: Path) -> bool:
     """Whether a saved items file holds every task's piece the seed ensemble averages (files of an
     older version lack them; their pair is measured again)."""
-    from latentanon.tasks.scoring import ENSEMBLE_PIECES
+    from latentanon.tasks.per_item import ENSEMBLE_PIECES
 
     if not path.exists():
         return False

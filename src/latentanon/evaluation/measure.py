@@ -21,7 +21,7 @@ MOVING_PRIVACY_SET = "privacy_videos"
 
 def task_sets() -> dict[str, str]:
     """Utility task -> the feature set it is scored on."""
-    from latentanon.tasks.scoring import TASK_SPECS, TASKS
+    from latentanon.tasks.specs import TASK_SPECS, TASKS
 
     return {task: TASK_SPECS[task].set_name for task in TASKS}
 

@@ -18,11 +18,11 @@ def paired_intervals(
 
     Privacy: static / moving normalised leakage per seed, combined with the seeds. Utility, per
     task: ``ensemble``, the relative drop of the seed ensemble (each method's and raw's head outputs
-    averaged over the seeds, ``scoring.ensemble_items``) over resamples of the test videos, with
+    averaged over the seeds, ``per_item.ensemble_items``) over resamples of the test videos, with
     its point at the full test set; ``seeds``, the drop per seed combined with the seeds drawn
     with replacement (what the heads' seed-to-seed spread adds)."""
     from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import ensemble_items, resampled_values
+    from latentanon.tasks.per_item import ensemble_items, resampled_values
 
     keys = [str(s) for s in seeds]
     raw = items["raw"]
@@ -129,11 +129,11 @@ def ensemble_drop(
     confidence: float,
     raw_values: np.ndarray | None = None,
 ) -> dict:
-    """A method's seed-ensemble items against raw's (``scoring.ensemble_items``): the relative drop
+    """A method's seed-ensemble items against raw's (``per_item.ensemble_items``): the relative drop
     over the video resamples ``weights`` (its percentile interval) and at all videos (``point``).
     ``raw_values``: raw's values under ``weights``, when the caller already has them."""
     from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import resampled_values
+    from latentanon.tasks.per_item import resampled_values
 
     everything = np.ones((1, weights.shape[1]))
     if raw_values is None:

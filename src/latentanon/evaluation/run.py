@@ -57,7 +57,7 @@ def _fingerprint(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> str
     from latentanon.features.store import FeatureStore
 
     indexes = [FeatureStore(uri).read_index() for uri in (layout.features_uri, layout.anonymized_uri)]
-    from latentanon.tasks.scoring import MEASUREMENT_VERSION
+    from latentanon.tasks.specs import MEASUREMENT_VERSION
 
     blob = json.dumps(
         [sections_hash({"evaluate": cfg, "train": train}), indexes, MEASUREMENT_VERSION, scopes.SCOPES_VERSION],

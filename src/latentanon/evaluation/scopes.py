@@ -202,7 +202,9 @@ def fitted_seen_heads(
 ) -> dict[str, list]:
     """The heads ``score_task`` kept for each seen task (refitted with the kind, hyper-parameters and
     input form it chose on val: the fit is seeded, so these are the same heads)."""
-    from latentanon.tasks.scoring import TASK_SPECS, fit_heads, tad_vocabulary
+    from latentanon.tasks.annotations import tad_vocabulary
+    from latentanon.tasks.fitting import fit_heads
+    from latentanon.tasks.specs import TASK_SPECS
 
     heads = {}
     for task in tasks:

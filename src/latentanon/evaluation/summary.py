@@ -24,7 +24,7 @@ def summarize(
     keys = [str(s) for s in seeds]
     raw = per_seed["raw"]
     privacy, utility = {}, {}
-    from latentanon.tasks.scoring import TASKS
+    from latentanon.tasks.specs import TASKS
 
     measured = raw[keys[0]]["utility"]
     tasks = [t for t in TASKS if t in measured] + sorted(t for t in measured if t not in TASKS)

@@ -16,7 +16,7 @@ from latentanon.methods.registry import create_method
 
 
 def unseen_present(raw: Mapping[str, FeatureSet]) -> list[str]:
-    from latentanon.tasks.scoring import TASK_SPECS, TASKS
+    from latentanon.tasks.specs import TASK_SPECS, TASKS
 
     return [t for t in TASKS if TASK_SPECS[t].set_name in raw]
 
@@ -28,7 +28,8 @@ def held_out_score(
     anonymized features (with items); module level, so a pool worker can run it."""
     from dataclasses import replace
 
-    from latentanon.tasks.scoring import TASK_SPECS, score_task
+    from latentanon.tasks.scoring import score_task
+    from latentanon.tasks.specs import TASK_SPECS
 
     method = create_method(name, replace(train, tasks=replace(train.tasks, **{held_out: 0.0}))).fit(raw, seed=seed)
     method.with_reproducible_noise(seed)
@@ -68,7 +69,9 @@ def unseen_tasks(
     from dataclasses import replace
 
     from latentanon.evaluation import resampling
-    from latentanon.tasks.scoring import TASK_SPECS, resampled_values, score_task
+    from latentanon.tasks.per_item import resampled_values
+    from latentanon.tasks.scoring import score_task
+    from latentanon.tasks.specs import TASK_SPECS
 
     trained = trained_for_unseen(method_dir, fallback_train)
     out = {"method": trained.name, "seeds": list(seeds), "tasks": {}}

@@ -21,8 +21,9 @@ from latentanon.features.featureset import FeatureSet
 from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
+from latentanon.tasks.annotations import tad_targets
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
-from latentanon.tasks.scoring import TRAINING_SETS, tad_targets
+from latentanon.tasks.specs import TRAINING_SETS
 
 
 @dataclass

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from latentanon.errors import DataError, ModelError
 from latentanon.methods.base import Method
 from latentanon.methods.config import TrainConfig
+from latentanon.tasks.annotations import tad_targets, tad_vocabulary
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
-from latentanon.tasks.scoring import tad_targets, tad_vocabulary
 
 TASK_SETS = {"ar": "actions", "tad": "untrimmed", "ad": "anomaly"}
 NOISE_SECRET_ENV = "LATENTANON_NOISE_SECRET"

@@ -92,7 +92,7 @@ class DistilConfig:
     tad_step: float | None = None
     ad_step: float | None = None
     # raw heads per task whose outputs the code averages (the first is the one picked on val; the
-    # others share its input form and hyper-parameters, seeded as scoring.fit_heads seeds restarts)
+    # others share its input form and hyper-parameters, seeded as fitting.fit_heads seeds restarts)
     ensemble: int = 1
     # each kind's code carries only the blocks of the seen tasks that read that kind (AR: clips and
     # static clips; TAD, AD: snippets), the others zero; a kind no seen task reads keeps every

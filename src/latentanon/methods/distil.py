@@ -2,7 +2,7 @@
 features, and nothing else.
 
 For each seen task (AR, TAD, AD) the method fits the project's own utility head on the raw train
-features (``latentanon.tasks.scoring.fit_head``), picking its input form and hyper-parameters on
+features (``latentanon.tasks.fitting.fit_head``), picking its input form and hyper-parameters on
 val exactly as evaluation picks a head (``score_task``), and publishes, per clip or snippet, the
 heads' outputs side by side: AR class logits, TAD per-snippet class logits (background included),
 the AD anomaly logit. ``distil.outputs`` "posteriors" publishes softmax / sigmoid outputs instead
@@ -48,7 +48,10 @@ def _affine_reader(reader) -> tuple[np.ndarray, np.ndarray]:
 def _strongest_head(task: str, train, val, seed: int):
     """The head evaluation would keep for ``task`` on these raw features: the input form whose
     default head scores best on val, then the grid's best in that form (``score_task``'s rule)."""
-    from latentanon.tasks.scoring import HEAD_INPUTS, TASK_SPECS, evaluate_head, fit_head, tad_vocabulary
+    from latentanon.tasks.annotations import tad_vocabulary
+    from latentanon.tasks.fitting import evaluate_head, fit_head
+    from latentanon.tasks.head_inputs import HEAD_INPUTS
+    from latentanon.tasks.specs import TASK_SPECS
 
     spec = TASK_SPECS[task]
     vocabulary = tad_vocabulary(train) if task == "tad" else None
@@ -72,7 +75,8 @@ def _strongest_head(task: str, train, val, seed: int):
 
 def _more_heads(task: str, train, chosen: dict, seed: int, ensemble: int) -> list:
     """The ensemble's other heads: the chosen head's input form and hyper-parameters, other seeds."""
-    from latentanon.tasks.scoring import fit_head, tad_vocabulary
+    from latentanon.tasks.annotations import tad_vocabulary
+    from latentanon.tasks.fitting import fit_head
 
     vocabulary = tad_vocabulary(train) if task == "tad" else None
     return [
@@ -205,7 +209,7 @@ class DistilMethod(Method):
         """The tasks whose heads fill ``kind``'s code (``distil.per_kind``); the others are zero."""
         if not self.config.per_kind:
             return self.tasks
-        from latentanon.tasks.scoring import TASK_SPECS
+        from latentanon.tasks.specs import TASK_SPECS
 
         reads = CLIP_VIEWS.get(kind, kind)
         readers = tuple(t for t in self.tasks if TASK_SPECS[t].kind == reads)

@@ -95,7 +95,7 @@ class FisherMethod(Method):
 
     def _task_rows(self, task: str, fs) -> tuple[np.ndarray, np.ndarray]:
         """Rows and class ids of one task's train split."""
-        from latentanon.tasks.scoring import tad_targets, tad_vocabulary
+        from latentanon.tasks.annotations import tad_targets, tad_vocabulary
 
         if task == "ar":
             items = fs.kind("clips")

@@ -10,7 +10,7 @@ from latentanon.features.featureset import FeatureSet
 from latentanon.methods.base import Method
 from latentanon.methods.config import TrainConfig
 from latentanon.methods.registry import create_method
-from latentanon.tasks.scoring import TRAINING_SETS
+from latentanon.tasks.specs import TRAINING_SETS
 
 PRIVACY_SETS = ("privacy_videos", "privacy_images")
 

@@ -20,7 +20,7 @@ from latentanon._configtools import from_dict
 from latentanon.methods.aam import AAM, aam_from_state, aam_state, load_adapter
 from latentanon.methods.base import Method
 from latentanon.methods.config import AdapterConfig, TrainConfig
-from latentanon.tasks.scoring import TRAINING_SETS
+from latentanon.tasks.specs import TRAINING_SETS
 
 
 class PaperMethod(Method):

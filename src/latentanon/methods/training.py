@@ -32,8 +32,9 @@ from latentanon.methods.aam import AAM
 from latentanon.methods.adapter_batches import SplitTensors, batch_losses, batches, build_critic, split_tensors
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.plots import pyplot, save_figure
+from latentanon.tasks.annotations import tad_vocabulary
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
-from latentanon.tasks.scoring import TRAINING_SETS, tad_vocabulary
+from latentanon.tasks.specs import TRAINING_SETS
 
 CHECKPOINT_NAME = "last.pt"
 VAL_PAIR_SEED = 12345
