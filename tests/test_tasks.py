@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from latentanon.errors import DataError
 from latentanon.features.featureset import FeatureSet
 from latentanon.tasks.annotations import anomaly_frame_labels, tad_targets
+from latentanon.tasks.fitting import clear_head_memo, evaluate_head, fit_head
 from latentanon.tasks.metrics import (
     class_average_precision,
     detection_map,
@@ -18,7 +20,7 @@ from latentanon.tasks.metrics import (
     temporal_nms,
 )
 from latentanon.tasks.scoring import score_task, validation_utility
-from latentanon.tasks.specs import TASKS
+from latentanon.tasks.specs import TASK_SPECS, TASKS
 
 
 def test_temporal_iou_and_nms():
@@ -268,3 +270,36 @@ def test_anomaly_head_reads_its_temporal_neighbours_and_never_the_padding():
         torch.testing.assert_close(head(padded, mask), base)
     with pytest.raises(ValueError, match="odd"):
         ADHead(8, kernel=2)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_head_fitted_again_on_the_same_inputs_is_the_one_fitted_before(task):
+    """The memo is exact: a fit from scratch gives the same weights, and any change of features,
+    labels, seed or settings fits anew."""
+    train, val, _ = _task_splits(task)
+    hyper = dict(TASK_SPECS[task].grid[0])
+    clear_head_memo()
+    first = fit_head(task, train, hyper, seed=0)
+    assert fit_head(task, train, hyper, seed=0) is first
+    clear_head_memo()
+    fresh = fit_head(task, train, hyper, seed=0)
+    assert fresh is not first
+    for (name, a), b in zip(first.head.state_dict().items(), fresh.head.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert evaluate_head(first, val) == evaluate_head(fresh, val)
+    kind = TASK_SPECS[task].kind
+    shifted = FeatureSet(train.name, train.records, {kind: [a + 1e-3 for a in train.kind(kind)]})
+    changed = [
+        fit_head(task, train, hyper, seed=1),
+        fit_head(task, train, hyper, seed=0, inputs="principal_axes"),
+        fit_head(task, shifted, hyper, seed=0),
+        fit_head(task, _scrambled(train, task) if task != "ad" else _flipped(train), hyper, seed=0),
+    ]
+    assert all(c is not fresh for c in changed)
+    assert len({id(c) for c in changed}) == len(changed)
+
+
+def _flipped(fs: FeatureSet) -> FeatureSet:
+    records = fs.records.copy()
+    records["anomaly"] = 1 - records["anomaly"]
+    return FeatureSet(fs.name, records, fs.arrays)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,12 @@ from latentanon.tasks.specs import _spec
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
+# Fitted heads kept per process, keyed on what they were fitted on: tune's trials, evaluate's
+# unseen-task refits and distil's fits read the same raw heads again. Bounded: a whitened head of
+# d-dim features holds a d x d projection (4.7 MB at d = 768).
+HEAD_MEMO_SIZE = 48
+_HEAD_MEMO: OrderedDict[str, FittedHead] = OrderedDict()
+LABEL_COLUMNS = {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("anomaly",)}
 
 
 def _require(fs: FeatureSet, task: str, columns: tuple[str, ...]) -> None:
@@ -55,12 +63,51 @@ def fit_head(
     inputs: str = "standardised",
 ) -> FittedHead:
     """Train the task's head on the train split (minibatch AdamW, fixed step count, seeded), reading
-    the features as ``inputs`` (a ``HEAD_INPUTS`` name) fitted on that split."""
-    spec = _spec(task)
+    the features as ``inputs`` (a ``HEAD_INPUTS`` name) fitted on that split.
+
+    The fit is a deterministic function of its arguments, so a head fitted before in this process
+    on the same features, labels and settings is returned instead of refitted (the caller must not
+    train it further)."""
+    _spec(task)  # an unknown task fails here, with the task table's message
     if inputs not in HEAD_INPUTS:
         raise KeyError(f"unknown head inputs {inputs!r}; choose from {', '.join(HEAD_INPUTS)}")
-    columns = {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("anomaly",)}[task]
-    _require(train, task, columns)
+    _require(train, task, LABEL_COLUMNS[task])
+    key = _fit_key(task, train, hyper, seed, vocabulary, inputs)
+    if key in _HEAD_MEMO:
+        _HEAD_MEMO.move_to_end(key)
+        return _HEAD_MEMO[key]
+    fitted = _train_head(task, train, hyper, seed, vocabulary, inputs)
+    _HEAD_MEMO[key] = fitted
+    while len(_HEAD_MEMO) > HEAD_MEMO_SIZE:
+        _HEAD_MEMO.popitem(last=False)
+    return fitted
+
+
+def clear_head_memo() -> None:
+    """Forget every head fitted so far in this process (the next fits train afresh)."""
+    _HEAD_MEMO.clear()
+
+
+def _fit_key(task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary, inputs: str) -> str:
+    """Digest of everything a fit reads: the features of the task's kind, its label columns (and
+    for TAD the snippet length that places its segments), the settings and the training constants."""
+    digest = hashlib.blake2b(digest_size=20)
+    snippet = snippet_frames(train) if task == "tad" else None
+    settings = (task, inputs, seed, sorted(hyper.items()), vocabulary, snippet, HEAD_STEPS, HEAD_LR, HEAD_BATCH)
+    digest.update(repr(settings).encode())
+    for a in train.kind(_spec(task).kind):
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.shape}{a.dtype}".encode())
+        digest.update(a.tobytes())
+    for column in LABEL_COLUMNS[task]:
+        digest.update(repr(train.records[column].tolist()).encode())
+    return digest.hexdigest()
+
+
+def _train_head(
+    task: str, train: FeatureSet, hyper: dict, seed: int, vocabulary: list[str] | None, inputs: str
+) -> FittedHead:
+    spec = _spec(task)
     items = train.kind(spec.kind)
     reader = HEAD_INPUTS[inputs](items)
     x, mask = reader.padded(items)
