@@ -280,7 +280,10 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
     build_store(tmp_path)
     base = tiny_params(tmp_path)
     params = replace(
-        base, evaluate=replace(base.evaluate, methods=("noise",), workers=1, unseen_seeds=(), refit_baselines=refit)
+        base,
+        evaluate=replace(
+            base.evaluate, methods=("noise",), workers=1, unseen_seeds=(), releases=(), refit_baselines=refit
+        ),
     )
     fits, transforms = [], {}
     real_create = registry.create_method
