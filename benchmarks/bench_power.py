@@ -36,7 +36,7 @@ import numpy as np
 from bench_pipeline import recorded_times, write_result
 from latentanon.config import Layout, load_params
 from latentanon.data.config import TEST_MULTIPLIERS
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "power.json"
 UTILITY_TARGET = 0.025  # half-width of every method's paired relative drop, per task

@@ -38,7 +38,7 @@ from latentanon.encoders.builtin import (
 )
 from latentanon.encoders.config import PretrainConfig
 from latentanon.errors import DataError, ModelError
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 # settings that do not change the trained weights
 NOT_TRAINING = frozenset(

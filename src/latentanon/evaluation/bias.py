@@ -26,8 +26,8 @@ from latentanon.evaluation import metrics
 from latentanon.evaluation.config import BiasConfig
 from latentanon.evaluation.targets import GateThresholds
 from latentanon.features.featureset import FeatureSet
+from latentanon.figures import pyplot, save_figure
 from latentanon.layout import Layout
-from latentanon.plots import pyplot, save_figure
 
 BIAS_SET = "bias"
 # Gender ids as the benchmark and its loaders write them: 0 masculine, 1 feminine.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 
 def plot_attribute_leakage(summary: dict, path: Path) -> Path:

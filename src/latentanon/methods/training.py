@@ -33,10 +33,10 @@ from latentanon._files import load_matching_checkpoint, write_json_atomic
 from latentanon.encoders.base import resolve_device as resolve_encoder_device
 from latentanon.errors import DataError, StoreError
 from latentanon.features.featureset import FeatureSet
+from latentanon.figures import pyplot, save_figure
 from latentanon.methods.aam import AAM
 from latentanon.methods.config import LossWeights, TrainConfig
 from latentanon.methods.losses import latent_consistency, nt_xent, total_loss
-from latentanon.plots import pyplot, save_figure
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
 from latentanon.tasks.scoring import TRAINING_SETS, tad_targets, tad_vocabulary
 
