@@ -79,8 +79,7 @@ def method_sets(name: str, raw: dict, trained, train_cfg, seed: int) -> dict:
     if name == "aam":
         model = trained.with_reproducible_noise(seed) if trained.stochastic else trained
         return {n: model.transform(fs) for n, fs in raw.items()}
-    fitted = fit_baseline(name, train_cfg, raw, 0)
-    fitted.with_reproducible_noise(seed)
+    fitted = fit_baseline(name, train_cfg, raw, 0).with_reproducible_noise(seed)
     return {n: fitted.transform(fs) for n, fs in raw.items()}
 
 

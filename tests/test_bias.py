@@ -287,11 +287,18 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
 
     def counting_create(name, train):
         method = real_create(name, train)
-        fit, transform = method.fit, method.transform
+        fit, keyed = method.fit, method.with_reproducible_noise
         method.fit = lambda sets, seed=0, **kw: (fits.append(seed), fit(sets, seed=seed, **kw))[1]
-        method.transform = lambda fs: (
-            transforms.setdefault(method.noise_key, []).append(transform(fs)) or transforms[method.noise_key][-1]
-        )
+
+        def with_reproducible_noise(key):
+            copy = keyed(key)  # evaluation transforms through this keyed copy: record its draws
+            transform = copy.transform
+            copy.transform = lambda fs: (
+                transforms.setdefault(copy.noise_key, []).append(transform(fs)) or transforms[copy.noise_key][-1]
+            )
+            return copy
+
+        method.with_reproducible_noise = with_reproducible_noise
         return method
 
     monkeypatch.setattr(registry, "create_method", counting_create)

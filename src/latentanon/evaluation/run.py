@@ -133,9 +133,9 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
             fitted[method] = fit_baseline(method, train, raw, seed if cfg.refit_baselines else seeds[0])
-        fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
-        publishers[method] = fitted[method]
-        return {name: fitted[method].transform(fs) for name, fs in raw.items()}
+        keyed = fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
+        publishers[method] = keyed
+        return {name: keyed.transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
     heads = {"restarts": cfg.head_restarts, "inputs": tuple(cfg.head_inputs)}
