@@ -114,7 +114,7 @@ def main() -> None:
     params = load_params(args.params)
     layout = Layout.from_params(params)
     raw = load_sets(layout.features_uri, tuple(scoring.TASK_SPECS[t].set_name for t in args.tasks))
-    trained = load_method(layout.adapter_dir) if "aam" in args.methods else None
+    trained = load_method(layout.method_dir) if "aam" in args.methods else None
     default_steps = scoring.HEAD_STEPS
     records = []
     try:

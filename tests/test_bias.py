@@ -134,8 +134,8 @@ def build_store(root) -> None:
     with torch.no_grad():
         for p in adapter.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_adapter(adapter, root / "models" / "aam")
-    anonymize_store(root / "models" / "aam", str(root / "features"), str(root / "features_anon"))
+    save_adapter(adapter, root / "models" / "method")
+    anonymize_store(root / "models" / "method", str(root / "features"), str(root / "features_anon"))
 
 
 def tiny_params(root):

@@ -207,7 +207,7 @@ TEST_ENCODER = "builtin-test-encoder@0"
 
 def write_metrics(layout: Layout, tree: dict | None, method_id: str | None = None) -> None:
     """metrics.json as evaluate writes it: the figures name the method they measured (by default
-    the adapter in ``layout.adapter_dir``), and the train summary names the encoder."""
+    the adapter in ``layout.method_dir``), and the train summary names the encoder."""
     from latentanon.methods.registry import load_method
 
     layout.reports.mkdir(parents=True, exist_ok=True)
@@ -215,8 +215,8 @@ def write_metrics(layout: Layout, tree: dict | None, method_id: str | None = Non
     if tree is None:
         path.unlink(missing_ok=True)
     else:
-        if method_id is None and layout.adapter_dir.is_dir() and any(layout.adapter_dir.iterdir()):
-            method_id = load_method(layout.adapter_dir).fingerprint()
+        if method_id is None and layout.method_dir.is_dir() and any(layout.method_dir.iterdir()):
+            method_id = load_method(layout.method_dir).fingerprint()
         path.write_text(json.dumps({**tree, "trained_method": {"name": "paper", "id": method_id}}))
     summary = layout.report_dir("train") / "summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     name = params.tracking.model_name
 
     # 1. upstream failure: no metrics -> rejected; the registered version keeps @candidate only
-    save_random_adapter(layout.adapter_dir, seed=1)
+    save_random_adapter(layout.method_dir, seed=1)
     write_metrics(layout, None)
     summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
@@ -246,7 +246,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     assert decision["decision"] == REJECTED and decision["thresholds"]["max_normalized_leakage"] == 0.4
 
     # 2. a passing candidate becomes champion; figures and thresholds are version tags
-    save_random_adapter(layout.adapter_dir, seed=2)
+    save_random_adapter(layout.method_dir, seed=2)
     write_metrics(layout, GOOD)
     summary = gate.run_gate(params.tracked(), layout)
     assert (summary["decision"], summary["version"], summary["promoted"]) == (APPROVED, "2", True)
@@ -265,14 +265,14 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     }
 
     # 3. one threshold failed (AR utility) -> rejected, stays @candidate, champion unchanged
-    save_random_adapter(layout.adapter_dir, seed=3)
+    save_random_adapter(layout.method_dir, seed=3)
     write_metrics(layout, with_value(GOOD, "utility.ar.aam_relative_drop", 0.05))
     summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and summary["version"] == "3"
     assert aliases(client, name) == {"champion": "2", "candidate": "3"}
 
     # 4. within every threshold but leakier than the champion -> rejected, champion unchanged
-    save_random_adapter(layout.adapter_dir, seed=4)
+    save_random_adapter(layout.method_dir, seed=4)
     write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.35))
     summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED
@@ -288,7 +288,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
     assert summary["version"] == "4" and summary["registered"]["reused"]
 
     # 7. no trained adapter: rejected without judging the stale candidate
-    for f in layout.adapter_dir.iterdir():
+    for f in layout.method_dir.iterdir():
         f.unlink()
     write_metrics(layout, GOOD)
     summary = gate.run_gate(params.tracked(), layout)
@@ -298,7 +298,7 @@ def test_gate_flow_promotes_rejects_and_keeps_champion(tmp_path):
 
     # 8. the champion's own adapter re-judged on worse metrics: rejected and demoted, so
     #    @champion never names a version the gate did not approve
-    save_random_adapter(layout.adapter_dir, seed=2)
+    save_random_adapter(layout.method_dir, seed=2)
     write_metrics(layout, with_value(GOOD, "utility.ad.aam_relative_drop", 0.5))
     summary = gate.run_gate(params.tracked(), layout)
     assert (summary["decision"], summary["version"]) == (REJECTED, "2") and summary["registered"]["reused"]

@@ -190,7 +190,7 @@ def run_audit(cfg: BiasConfig, layout: Layout) -> dict:
             raise DataError(f"{uri}: the {BIAS_SET!r} set lacks columns {missing}")
     from latentanon.methods.registry import load_method
 
-    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+    trained = load_method(layout.method_dir) if layout.method_dir.exists() else None
     if trained is not None and trained.stochastic:
         # as in evaluate: the shared store's noise is fresh; the audit keys it so figures reproduce
         sets["aam"] = trained.with_reproducible_noise(0).transform(sets["raw"])

@@ -117,7 +117,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
 
     from latentanon.methods.registry import load_method
 
-    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+    trained = load_method(layout.method_dir) if layout.method_dir.exists() else None
 
     publishers: dict[str, object] = {}  # method -> what published its sets (the re-release scopes)
 
@@ -168,7 +168,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
         """The unseen-task refits, run in the pool next to the pairs (they take a minute in a row)."""
         if not cfg.unseen_seeds or trained is None:
             return {}
-        method = trained_for_unseen(layout.adapter_dir, train)
+        method = trained_for_unseen(layout.method_dir, train)
         return {
             (task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
             for task in unseen_present(raw)
@@ -219,7 +219,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
     unseen = None
     if cfg.unseen_seeds:
         unseen = unseen_tasks(
-            layout.adapter_dir,
+            layout.method_dir,
             raw,
             list(cfg.unseen_seeds),
             cfg.confidence,

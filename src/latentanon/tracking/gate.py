@@ -325,31 +325,31 @@ def judged_encoder(layout: Layout) -> str | None:
 def judged_inputs(
     client, name: str, version: str, layout: Layout, metrics: dict | None, metrics_path: Path
 ) -> tuple[dict, list[str]]:
-    """What the decision binds (adapter files and digest, method fingerprint, encoder, metrics
+    """What the decision binds (the saved method's files and digest, method fingerprint, encoder, metrics
     digest) and the reasons to reject when those do not belong together."""
     from latentanon.methods.registry import load_method, method_files
-    from latentanon.tracking.model_files import adapter_digest, file_sha256
+    from latentanon.tracking.model_files import file_sha256, method_digest
     from latentanon.tracking.registry import TAG_ADAPTER_SHA
 
     problems = []
-    adapter_dir = layout.adapter_dir
+    method_dir = layout.method_dir
     try:
-        digest = adapter_digest(adapter_dir)
-        files = {f: file_sha256(adapter_dir / f) for f in method_files(adapter_dir)}
-        fingerprint = load_method(adapter_dir).fingerprint()
+        digest = method_digest(method_dir)
+        files = {f: file_sha256(method_dir / f) for f in method_files(method_dir)}
+        fingerprint = load_method(method_dir).fingerprint()
     except ModelError as exc:
-        return {}, [f"adapter: {exc}"]
+        return {}, [f"method: {exc}"]
     registered = client.get_model_version(name, str(version)).tags.get(TAG_ADAPTER_SHA)
     if registered != digest:
         problems.append(
-            f"adapter: {adapter_dir} (sha256 {digest[:12]}...) is not the adapter registered as version "
+            f"method: {method_dir} (sha256 {digest[:12]}...) is not the method registered as version "
             f"{version} (sha256 {(registered or 'missing')[:12]}...)"
         )
     measured = ((metrics or {}).get("trained_method") or {}).get("id") if isinstance(metrics, dict) else None
     if metrics is not None and measured != fingerprint:
         problems.append(
-            f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered adapter "
-            f"{fingerprint}; evaluate this adapter before judging it"
+            f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered method "
+            f"{fingerprint}; evaluate this method before judging it"
         )
     encoder = judged_encoder(layout)
     if encoder is None:
@@ -371,7 +371,7 @@ def decide(
 ) -> dict:
     """Approve or reject a registered version (default: the one at @candidate).
 
-    ``blocking_problem`` (e.g. no trained adapter to register) rejects without judging any
+    ``blocking_problem`` (e.g. no trained method to register) rejects without judging any
     version: a stale @candidate from an earlier run is never judged in place of a missing one.
 
     Writes the decision, figures and thresholds as model-version tags and as
@@ -434,7 +434,7 @@ def decide(
         if decision["decision"] == REJECTED and _alias_version(client, name, CHAMPION) == version:
             # A champion re-judged on new metrics and rejected is demoted, so @champion always
             # names an approved version. A rejected candidate keeps @candidate (the latest
-            # registered adapter, tagged gate.decision=rejected): only approval moves an alias.
+            # registered method, tagged gate.decision=rejected): only approval moves an alias.
             client.delete_registered_model_alias(name, CHAMPION)
     out = layout.report_dir("gate") / "decision.json"
     write_json_atomic(out, decision)
@@ -469,7 +469,7 @@ def promote(tracking: TrackingConfig, version: str, layout: Layout, client=None)
 
 def register_and_decide(tracked: TrackedParams, layout: Layout, client=None) -> dict:
     """The gate less the promotion (a Kubeflow step before its ``dsl.If``): register the trained
-    adapter as @candidate and decide; a missing adapter is a rejection, never a skip."""
+    method as @candidate and decide; a missing method is a rejection, never a skip."""
     client = client or runs.client_for(tracked.tracking, layout)
     registration, registration_problem = None, ""
     try:
@@ -491,7 +491,7 @@ def register_and_decide(tracked: TrackedParams, layout: Layout, client=None) -> 
 
 
 def run_gate(tracked: TrackedParams, layout: Layout) -> dict:
-    """The gate stage: register the trained adapter as @candidate, decide, promote if approved."""
+    """The gate stage: register the trained method as @candidate, decide, promote if approved."""
     client = runs.client_for(tracked.tracking, layout)
     summary = register_and_decide(tracked, layout, client)
     if summary["decision"] == APPROVED:
