@@ -364,10 +364,10 @@ def key_result(stage: str, summary: dict) -> str:
             f"{s.get('publish_status', '?')}"
         )
     if stage == "evaluate":
-        drops = s.get("aam_utility_relative_drop") or {}
-        worst = s.get("aam_worst_scope") or {}
+        drops = s.get("trained_utility_relative_drop") or {}
+        worst = s.get("trained_worst_scope") or {}
         return (
-            f"trained method: static normalised leakage {figure(s.get('aam_normalized_leakage'))}, worst scope "
+            f"trained method: static normalised leakage {figure(s.get('trained_normalized_leakage'))}, worst scope "
             f"{worst.get('scope') or 'n/a'} {figure(worst.get('mean'))} (upper {figure(worst.get('high'))}), utility drop "
             + ", ".join(f"{t.upper()} {percent(v)}" for t, v in drops.items())
         )
@@ -377,7 +377,7 @@ def key_result(stage: str, summary: dict) -> str:
         return (
             f"leakage static {figure(p.get('static_leakage'))} [{figure(p.get('static_leakage_low'))}, "
             f"{figure(p.get('static_leakage_high'))}], moving {figure(p.get('moving_leakage'))}; bias gap raw "
-            f"{figure(s.get('bias_gap_raw'))} -> adapter {figure(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}"
+            f"{figure(s.get('bias_gap_raw'))} -> trained {figure(s.get('bias_gap_trained'))}; report in {s.get('report', '?')}"
         )
     if stage == "gate":
         line = f"{str(s.get('decision', '?')).upper()}: version {s.get('version')} of {s.get('model_name', '?')}"

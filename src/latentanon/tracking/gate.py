@@ -4,7 +4,9 @@ it to @champion only when approved.
 ``decide`` and ``promote`` are separate so a Kubeflow pipeline can branch on the decision
 (``dsl.If(decision == "approved")``); ``run_gate`` (the DVC stage) does register + decide +
 promote. Missing or broken metrics reject the candidate: a failed upstream stage can never let a
-model through by leaving the gate without figures.
+model through by leaving the gate without figures. The trained method's figures are read under
+``trained`` (``privacy.trained.*``, ``utility.<task>.trained_relative_drop``, ``bias.trained.gap``);
+a metrics.json an earlier release wrote under ``aam`` is read the same way (the current key first).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
 from latentanon.errors import ModelError
+from latentanon.evaluation.metric_keys import TRAINED, current_key, current_keys
 from latentanon.layout import Layout
 from latentanon.tracking import decision_record, runs
 from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
@@ -30,7 +33,10 @@ from latentanon.tracking.registry import (
     register_candidate,
 )
 
-TAG_LEAKAGE = "gate.normalized_leakage"  # read back when a later candidate meets this champion
+# The champion's leakage, read back when a later candidate meets it: a version tag whose name no
+# release changed, so a champion approved on an earlier release's metrics.json compares the same.
+TAG_LEAKAGE = "gate.normalized_leakage"
+PRIVACY = f"privacy.{TRAINED}"  # the trained method's privacy figures in metrics.json
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Check:
 
 
 def read_metrics(path: Path) -> tuple[dict | None, str]:
-    """The metrics tree, or None and why it cannot be used."""
+    """The metrics tree with the current keys (``current_keys``: an earlier release's ``aam`` keys
+    read as ``trained``), or None and why it cannot be used."""
     if not path.exists():
         return None, f"{path}: metrics file missing (an upstream stage failed or did not run)"
     try:
@@ -55,7 +62,7 @@ def read_metrics(path: Path) -> tuple[dict | None, str]:
         return None, f"{path}: not valid JSON: {exc}"
     if not isinstance(tree, dict):
         return None, f"{path}: expected a JSON object at the top level"
-    return tree, ""
+    return current_keys(tree), ""
 
 
 def figure(tree: dict | None, dotted: str) -> float | None:
@@ -136,11 +143,11 @@ def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) 
 
 
 def _worst_scope(tree: dict | None, threshold: float) -> Check:
-    """Privacy in every scope a user shares (``privacy.aam.scopes``): each measured scope read as a
+    """Privacy in every scope a user shares (``privacy.trained.scopes``): each measured scope read as a
     privacy bound, the one that reaches highest judged. A scope without a finite interval is
     undecided and counts as the worst; no scopes at all cannot be decided. Both fail."""
     name = "worst_scope_normalized_leakage"
-    node = (((tree or {}).get("privacy") or {}).get("aam") or {}).get("scopes") if isinstance(tree, dict) else None
+    node = (((tree or {}).get("privacy") or {}).get(TRAINED) or {}).get("scopes") if isinstance(tree, dict) else None
     if not isinstance(node, dict):
         return Check(
             name,
@@ -148,13 +155,13 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
             threshold,
             "<=",
             False,
-            "privacy.aam.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided",
+            f"{PRIVACY}.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided",
         )
     measured = {scope: b for scope, b in node.items() if isinstance(b, dict) and "skipped" not in b}
     if not measured:
-        return Check(name, None, threshold, "<=", False, "privacy.aam.scopes: every scope was skipped")
+        return Check(name, None, threshold, "<=", False, f"{PRIVACY}.scopes: every scope was skipped")
     checks = {
-        scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
+        scope: _privacy_bound(name, tree, f"{PRIVACY}.scopes.{scope}.normalized_leakage", threshold)
         for scope in measured
     }
 
@@ -172,7 +179,7 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
 def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
     """A seen task's relative drop: passes when its mean is within the threshold; the paired
     interval says whether the data decide it (reported, not required)."""
-    key = f"utility.{task}.aam_relative_drop"
+    key = f"utility.{task}.{TRAINED}_relative_drop"
     check = _compare(f"utility_drop_{task}", figure(tree, key), threshold, "<=", key)
     bounds = interval(tree, f"{key}_interval")
     if bounds is None:
@@ -210,20 +217,23 @@ def _compare(name: str, value: float | None, threshold: float | None, rule: str,
 
 
 def evaluate_checks(metrics: dict | None, cfg: GateConfig, champion: dict | None) -> list[Check]:
-    """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}."""
+    """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}.
+    ``metrics`` may carry an earlier release's keys (``aam``): they are read as the current ones,
+    and so are the bias keys the gate section names."""
+    metrics = current_keys(metrics) if isinstance(metrics, dict) else metrics
     checks = [
-        _privacy_bound("normalized_leakage", metrics, "privacy.aam.normalized_leakage", cfg.max_normalized_leakage),
+        _privacy_bound("normalized_leakage", metrics, f"{PRIVACY}.normalized_leakage", cfg.max_normalized_leakage),
         _compare(
             "relative_cmap_drop",
-            figure(metrics, "privacy.aam.relative_cmap_drop"),
+            figure(metrics, f"{PRIVACY}.relative_cmap_drop"),
             cfg.min_relative_cmap_drop,
             ">=",
-            "privacy.aam.relative_cmap_drop",
+            f"{PRIVACY}.relative_cmap_drop",
         ),
         _privacy_bound(
             "moving_normalized_leakage",
             metrics,
-            "privacy.aam.moving.normalized_leakage",
+            f"{PRIVACY}.moving.normalized_leakage",
             cfg.max_moving_normalized_leakage,
         ),
         _worst_scope(metrics, cfg.max_normalized_leakage),
@@ -232,27 +242,26 @@ def evaluate_checks(metrics: dict | None, cfg: GateConfig, champion: dict | None
         if _seen(metrics, task):
             checks.append(_utility_drop(task, metrics, cfg.max_utility_relative_drop))
     if cfg.require_bias_gap_not_larger:
-        raw_gap, aam_gap = figure(metrics, cfg.bias_raw_gap_key), figure(metrics, cfg.bias_aam_gap_key)
+        raw_key, trained_key = current_key(cfg.bias_raw_gap_key), current_key(cfg.bias_trained_gap_key)
+        raw_gap, trained_gap = figure(metrics, raw_key), figure(metrics, trained_key)
         if raw_gap is None:
             checks.append(
-                Check("bias_gap", aam_gap, None, "<=", False, f"{cfg.bias_raw_gap_key} missing or not a finite number")
+                Check("bias_gap", trained_gap, None, "<=", False, f"{raw_key} missing or not a finite number")
             )
         else:
             checks.append(
-                _compare(
-                    "bias_gap", None if aam_gap is None else abs(aam_gap), abs(raw_gap), "<=", cfg.bias_aam_gap_key
-                )
+                _compare("bias_gap", None if trained_gap is None else abs(trained_gap), abs(raw_gap), "<=", trained_key)
             )
     if champion is not None:
         checks.append(
             _compare(
                 "leakage_vs_champion",
-                figure(metrics, "privacy.aam.normalized_leakage"),
+                figure(metrics, f"{PRIVACY}.normalized_leakage"),
                 None
                 if champion.get("normalized_leakage") is None
                 else champion["normalized_leakage"] + cfg.champion_leakage_tolerance,
                 "<=",
-                "privacy.aam.normalized_leakage",
+                f"{PRIVACY}.normalized_leakage",
             )
         )
     return checks
@@ -428,7 +437,7 @@ def decide(
             client.delete_model_version_tag(name, version, decision_record.TAG_SIGNATURE)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        leakage = figure(metrics, "privacy.aam.normalized_leakage")
+        leakage = figure(metrics, f"{PRIVACY}.normalized_leakage")
         if leakage is not None:
             client.set_model_version_tag(name, version, TAG_LEAKAGE, repr(leakage))
         if decision["decision"] == REJECTED and _alias_version(client, name, CHAMPION) == version:

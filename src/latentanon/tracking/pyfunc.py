@@ -23,8 +23,8 @@ from mlflow.pyfunc.model import PythonModel
 from latentanon._files import read_json
 from latentanon.errors import ModelError
 
-ADAPTER_ARTIFACT = "adapter"
-MODEL_NAME_IN_RUN = "aam"
+ADAPTER_ARTIFACT = "adapter"  # the method files' folder in a logged model: every release's versions have it
+MODEL_NAME_IN_RUN = "method"  # the logged model's path in its run (earlier releases: "aam")
 # What loading and running any method needs (latentanon itself travels as code), pinned to the
 # versions that trained it. Listed explicitly: letting MLflow infer them loads the model in a
 # subprocess, which costs seconds per log.
@@ -123,7 +123,7 @@ def stage_project_code(staging: Path) -> Path:
 
 def log_method_model(method_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
     """Log the method saved in ``method_dir`` in ``run_id`` (at ``tracking_uri``) as a pyfunc
-    named ``aam``; returns MLflow's ModelInfo."""
+    named ``method``; returns MLflow's ModelInfo."""
     from latentanon.methods.registry import method_files
 
     method_dir = Path(method_dir)
