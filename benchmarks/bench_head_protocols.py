@@ -2,7 +2,7 @@
 
 For each head protocol (``restarts`` heads averaged per seed, ``steps`` of training), fits every
 task's heads on the train split of raw features and of each method's features (the trained
-method from the train stage as ``aam``, and the baselines named), for each seed, and reports the
+method from the train stage as ``trained``, and the baselines named), for each seed, and reports the
 seed ensemble's paired relative drop on val with its bootstrap half-width over the val videos
 (evaluate's own ``paired`` machinery), and for AR the share of val videos whose correctness the
 method changes (discordance). If the half-width falls with more restarts or steps, the heads'
@@ -77,11 +77,10 @@ def method_sets(name: str, raw: dict, trained, train_cfg, seed: int) -> dict:
     """The feature sets a method turns raw into, its noise keyed by the seed as evaluate keys it."""
     from latentanon.evaluation.pool import fit_baseline
 
-    if name == "aam":
+    if name == "trained":
         model = trained.with_reproducible_noise(seed) if trained.stochastic else trained
         return {n: model.transform(fs) for n, fs in raw.items()}
-    fitted = fit_baseline(name, train_cfg, raw, 0)
-    fitted.with_reproducible_noise(seed)
+    fitted = fit_baseline(name, train_cfg, raw, 0).with_reproducible_noise(seed)
     return {n: fitted.transform(fs) for n, fs in raw.items()}
 
 
@@ -92,8 +91,8 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["aam", "rotation", "noise@1"],
-        help="aam (the train stage's method) and baselines that need no private labels",
+        default=["trained", "rotation", "noise@1"],
+        help="trained (the train stage's method) and baselines that need no private labels",
     )
     parser.add_argument(
         "--protocols",
@@ -117,7 +116,7 @@ def main() -> None:
     params = load_params(args.params)
     layout = Layout.from_params(params)
     raw = load_sets(layout.features_uri, tuple(TASK_SPECS[t].set_name for t in args.tasks))
-    trained = load_method(layout.adapter_dir) if "aam" in args.methods else None
+    trained = load_method(layout.method_dir) if "trained" in args.methods else None
     default_steps = fitting.HEAD_STEPS
     records = []
     try:

@@ -36,7 +36,8 @@ import numpy as np
 from bench_pipeline import recorded_times, write_result
 from latentanon.config import Layout, load_params
 from latentanon.data.config import TEST_MULTIPLIERS
-from latentanon.plots import pyplot, save_figure
+from latentanon.evaluation.metric_keys import current_keys
+from latentanon.figures import pyplot, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "power.json"
 UTILITY_TARGET = 0.025  # half-width of every method's paired relative drop, per task
@@ -64,7 +65,7 @@ def utility_widths(metrics: dict) -> dict[str, dict[str, dict]]:
     """Per task and method: the paired relative drop, its interval, half-width and test videos."""
     out = {}
     for task, block in metrics["utility"].items():
-        # a method's paired figures end in _relative_drop_test_videos (aam_unseen has its own block)
+        # a method's paired figures end in _relative_drop_test_videos (trained_unseen has its own block)
         suffix = "_relative_drop_test_videos"
         methods = sorted(k[: -len(suffix)] for k in block if k.endswith(suffix))
         out[task] = {
@@ -237,9 +238,10 @@ def main() -> int:
     if not metrics_path.exists():
         print(f"{metrics_path}: no metrics; run without --skip-run first", file=sys.stderr)
         return 2
-    metrics = json.loads(metrics_path.read_text())
+    # either run's metrics.json may come from an earlier release (``aam`` for ``trained``)
+    metrics = current_keys(json.loads(metrics_path.read_text()))
     main_path = Path(args.main_metrics)
-    main_widths = utility_widths(json.loads(main_path.read_text())) if main_path.exists() else None
+    main_widths = utility_widths(current_keys(json.loads(main_path.read_text()))) if main_path.exists() else None
 
     rows = compare(utility_widths(metrics), main_widths)
     evaluate_seeds = [int(s) for s in (metrics.get("seeds") or {}).get("evaluate", [])]

@@ -33,7 +33,7 @@ STAGES = {  # stage -> the outputs deleted before each run (persisted ones inclu
     "pretrain-encoder": ["models/encoder", "reports/pretrain_encoder"],
     "extract": ["features", "reports/extract"],
     "tune": ["reports/tune"],
-    "train": ["models/aam", "features_anon", "reports/train"],
+    "train": ["models/method", "features_anon", "reports/train"],
     "evaluate": ["reports/evaluate"],
 }
 ORDER = ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias")

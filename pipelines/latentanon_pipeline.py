@@ -220,7 +220,7 @@ def make_pipeline(gpus_per_task: int = 1):
         name=PIPELINE_NAME,
         pipeline_root=PIPELINE_ROOT,
         description="Latent anonymization of video features: data, encoder, features, Optuna search, "
-        "adapter training, utility/privacy/bias evaluation and a gated MLflow promotion.",
+        "method training, utility/privacy/bias evaluation and a gated MLflow promotion.",
     )
     def latentanon_pipeline(
         encoder: str = defaults["encoder"],
@@ -246,8 +246,8 @@ def make_pipeline(gpus_per_task: int = 1):
             encoder: the frozen encoder (``builtin``, or a local Hugging Face directory).
             pretrain_epochs: epochs of the built-in encoder's pretraining.
             tune_trials: completed Optuna trials the search runs (over all workers).
-            tune_epochs_per_trial: adapter epochs per trial.
-            train_epochs: adapter epochs of the final training.
+            tune_epochs_per_trial: training epochs per trial.
+            train_epochs: epochs of the final training.
             max_normalized_leakage: gate: highest static-clip normalised leakage that passes.
             max_moving_normalized_leakage: gate: highest moving-clip normalised leakage that passes.
             min_relative_cmap_drop: gate: smallest relative cMAP drop that passes.
@@ -407,7 +407,7 @@ def _pipeline_body(
         _cluster_settings(_task(chosen, "select operating point", MEDIUM, retry=NETWORK_RETRY), s3=FEATURES_READER)
     )
 
-    adapter = train_op(
+    trained = train_op(
         params_yaml=resolved,
         overrides=gpu_overrides("train"),
         mlflow_run_id=run.output,
@@ -416,23 +416,23 @@ def _pipeline_body(
     )
     # Train reads the raw features and writes the release: two stores, two keys.
     trainer = {**FEATURES_READER, **RELEASE_WRITER}
-    _gpu(_cluster_settings(_task(adapter, "train adapter", HEAVY, retry=HEAVY_RETRY), s3=trainer), gpus_per_task)
+    _gpu(_cluster_settings(_task(trained, "train method", HEAVY, retry=HEAVY_RETRY), s3=trainer), gpus_per_task)
 
     scored = evaluate(
         **common,
         mlflow_run_id=run.output,
         features=features,
-        anonymized=adapter.outputs["anonymized"],
-        adapter=adapter.outputs["adapter"],
-        train_report=adapter.outputs["train_report"],
+        anonymized=trained.outputs["anonymized"],
+        method=trained.outputs["method"],
+        train_report=trained.outputs["train_report"],
     )
     _cluster_settings(_task(scored, "evaluate utility and privacy", HEAVY, retry=HEAVY_RETRY), s3=ANALYST)
     audit = audit_bias(
         **common,
         mlflow_run_id=run.output,
         features=features,
-        anonymized=adapter.outputs["anonymized"],
-        adapter=adapter.outputs["adapter"],
+        anonymized=trained.outputs["anonymized"],
+        method=trained.outputs["method"],
         evaluate_report=scored.outputs["evaluate_report"],
     )
     _cluster_settings(_task(audit, "audit bias and report", MEDIUM, retry=HEAVY_RETRY), s3=ANALYST)
@@ -440,12 +440,12 @@ def _pipeline_body(
     decision = gate(
         **common,
         mlflow_run_id=run.output,
-        adapter=adapter.outputs["adapter"],
-        train_report=adapter.outputs["train_report"],
+        method=trained.outputs["method"],
+        train_report=trained.outputs["train_report"],
         evaluate_report=scored.outputs["evaluate_report"],
         audit_bias_report=audit.outputs["audit_bias_report"],
         metrics_json=audit.outputs["metrics_json"],
-        anonymized=adapter.outputs["anonymized"],
+        anonymized=trained.outputs["anonymized"],
     )
     # Only the gate's identity may write the registered model (versions, tags, aliases); its S3 key
     # marks the release (PUBLISH_STATUS.json) and reads no raw features.

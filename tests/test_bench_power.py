@@ -20,7 +20,7 @@ from test_tuning import make_feature_sets, write_store
 def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int]) -> dict:
     utility = {}
     for task, methods in half_widths.items():
-        block = {"raw": {"ensemble_value": 0.7}, "aam_unseen": {"relative_drop_interval": [0.0, 0.2]}}
+        block = {"raw": {"ensemble_value": 0.7}, "trained_unseen": {"relative_drop_interval": [0.0, 0.2]}}
         for method, hw in methods.items():
             block |= {
                 f"{method}_relative_drop": 0.01,
@@ -32,7 +32,7 @@ def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int
         utility[task] = block
     privacy = {
         "raw": {"normalized_leakage_half_width": 0.0, "moving": {"normalized_leakage_half_width": 0.0}},
-        "aam": {"normalized_leakage_half_width": 0.03, "moving": {"normalized_leakage_half_width": 0.05}},
+        "trained": {"normalized_leakage_half_width": 0.03, "moving": {"normalized_leakage_half_width": 0.05}},
     }
     return {
         "utility": utility,
@@ -44,21 +44,21 @@ def metrics_tree(half_widths: dict[str, dict[str, float]], videos: dict[str, int
 
 
 def test_widths_are_read_per_task_and_method_and_unseen_is_not_a_method():
-    widths = bench.utility_widths(metrics_tree({"ar": {"aam": 0.04, "noise@1": 0.06}}, {"ar": 576}))
-    assert set(widths["ar"]) == {"aam", "noise@1"}
-    assert widths["ar"]["aam"]["half_width"] == 0.04 and widths["ar"]["aam"]["test_videos"] == 576
-    assert bench.leakage_widths(metrics_tree({}, {})) == {"aam": {"static": 0.03, "moving": 0.05}}
+    widths = bench.utility_widths(metrics_tree({"ar": {"trained": 0.04, "noise@1": 0.06}}, {"ar": 576}))
+    assert set(widths["ar"]) == {"trained", "noise@1"}
+    assert widths["ar"]["trained"]["half_width"] == 0.04 and widths["ar"]["trained"]["test_videos"] == 576
+    assert bench.leakage_widths(metrics_tree({}, {})) == {"trained": {"static": 0.03, "moving": 0.05}}
 
 
 def test_prediction_scales_with_one_over_the_square_root_of_the_videos():
     main = {"half_width": 0.06, "test_videos": 576}
     assert bench.predicted_half_width(main, 576 * 4) == pytest.approx(0.03)
     rows = bench.compare(
-        bench.utility_widths(metrics_tree({"ar": {"aam": 0.02}}, {"ar": 2304})),
-        bench.utility_widths(metrics_tree({"ar": {"aam": 0.05}}, {"ar": 576})),
+        bench.utility_widths(metrics_tree({"ar": {"trained": 0.02}}, {"ar": 2304})),
+        bench.utility_widths(metrics_tree({"ar": {"trained": 0.05}}, {"ar": 576})),
     )
     assert rows[0]["met"] and rows[0]["predicted_half_width"] == pytest.approx(0.025)
-    assert not bench.compare(bench.utility_widths(metrics_tree({"ar": {"aam": 0.03}}, {"ar": 9})), None)[0]["met"]
+    assert not bench.compare(bench.utility_widths(metrics_tree({"ar": {"trained": 0.03}}, {"ar": 9})), None)[0]["met"]
 
 
 def test_overrides_are_valid_params_and_a_summary_is_written(tmp_path, monkeypatch, capsys):
@@ -73,8 +73,9 @@ def test_overrides_are_valid_params_and_a_summary_is_written(tmp_path, monkeypat
     (reports / "gate").mkdir(parents=True)
     (reports / "gate" / "summary.json").write_text(json.dumps({"seconds": 2.5}))
     (reports / "metrics.json").write_text(
-        json.dumps(metrics_tree({"ar": {"aam": 0.02}, "tad": {"aam": 0.03}}, {"ar": 4608, "tad": 2496}))
+        json.dumps(metrics_tree({"ar": {"trained": 0.02}, "tad": {"trained": 0.03}}, {"ar": 4608, "tad": 2496}))
     )
+    # the main job's metrics.json from an earlier release, which labelled the trained method aam
     main_metrics = tmp_path / "main.json"
     main_metrics.write_text(
         json.dumps(metrics_tree({"ar": {"aam": 0.05}, "tad": {"aam": 0.11}}, {"ar": 576, "tad": 96}))

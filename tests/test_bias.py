@@ -134,8 +134,8 @@ def build_store(root) -> None:
     with torch.no_grad():
         for p in adapter.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_adapter(adapter, root / "models" / "aam")
-    anonymize_store(root / "models" / "aam", str(root / "features"), str(root / "features_anon"))
+    save_adapter(adapter, root / "models" / "method")
+    anonymize_store(root / "models" / "method", str(root / "features"), str(root / "features_anon"))
 
 
 def tiny_params(root):
@@ -244,7 +244,7 @@ def test_audit_needs_evaluation_first(tmp_path):
 def test_evaluate_writes_every_method_and_figure(stages_done):
     root, params, layout, evaluated, _ = stages_done
     evaluation = json.loads((root / "reports" / "evaluate" / "evaluation.json").read_text())
-    assert evaluation["methods"] == ["raw", "aam", "leace", "adversarial", "noise@1"]
+    assert evaluation["methods"] == ["raw", "trained", "leace", "adversarial", "noise@1"]
     assert evaluation["tasks"]["tad"]["seen_in_training"] is False
     assert evaluation["tasks"]["ar"]["seen_in_training"] is True
     raw = evaluation["privacy"]["raw"]["static"]
@@ -252,13 +252,16 @@ def test_evaluate_writes_every_method_and_figure(stages_done):
     assert raw["cmap"]["mean"] > raw["chance"]["mean"]
     assert raw["cmap"]["n"] == 2 and np.isfinite(raw["cmap"]["low"])
     assert evaluation["privacy"]["leace"]["static"]["cmap"]["values"] != raw["cmap"]["values"]
-    assert evaluation["privacy"]["aam"]["static"]["chance"]["values"] == raw["chance"]["values"]
+    assert evaluation["privacy"]["trained"]["static"]["chance"]["values"] == raw["chance"]["values"]
     for task in ("ar", "tad", "ad"):
         assert evaluation["utility"][task]["raw"]["relative_drop"]["mean"] == 0.0
-        assert "aam" in evaluation["utility"][task]
+        assert "trained" in evaluation["utility"][task]
     for plot in ("attribute_leakage.png", "privacy_utility.png"):
         assert (root / "reports" / "evaluate" / plot).stat().st_size > 1000
-    assert evaluated["aam_normalized_leakage"] == evaluation["privacy"]["aam"]["static"]["normalized_leakage"]["mean"]
+    assert (
+        evaluated["trained_normalized_leakage"]
+        == evaluation["privacy"]["trained"]["static"]["normalized_leakage"]["mean"]
+    )
 
 
 @pytest.mark.slow
@@ -270,7 +273,7 @@ def test_evaluate_resumes_from_partial_results(stages_done, monkeypatch):
 
     monkeypatch.setattr(run, "measure", no_work)
     again = run.evaluate(params.evaluate, params.train, layout)
-    assert again["aam_normalized_leakage"] == evaluated["aam_normalized_leakage"]
+    assert again["trained_normalized_leakage"] == evaluated["trained_normalized_leakage"]
 
 
 @pytest.mark.parametrize("refit", [False, True])
@@ -290,11 +293,18 @@ def test_baselines_are_fitted_once_unless_refit_per_seed(tmp_path, monkeypatch, 
 
     def counting_create(name, train):
         method = real_create(name, train)
-        fit, transform = method.fit, method.transform
+        fit, keyed = method.fit, method.with_reproducible_noise
         method.fit = lambda sets, seed=0, **kw: (fits.append(seed), fit(sets, seed=seed, **kw))[1]
-        method.transform = lambda fs: (
-            transforms.setdefault(method.noise_key, []).append(transform(fs)) or transforms[method.noise_key][-1]
-        )
+
+        def with_reproducible_noise(key):
+            copy = keyed(key)  # evaluation transforms through this keyed copy: record its draws
+            transform = copy.transform
+            copy.transform = lambda fs: (
+                transforms.setdefault(copy.noise_key, []).append(transform(fs)) or transforms[copy.noise_key][-1]
+            )
+            return copy
+
+        method.with_reproducible_noise = with_reproducible_noise
         return method
 
     monkeypatch.setattr(registry, "create_method", counting_create)
@@ -313,12 +323,12 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     tree = json.loads((root / "reports" / "metrics.json").read_text())
     assert set(tree) >= {"privacy", "utility", "bias", "baselines", "seeds", "targets"}
     for key in ("normalized_leakage", "relative_cmap_drop"):
-        assert isinstance(tree["privacy"]["aam"][key], float)
+        assert isinstance(tree["privacy"]["trained"][key], float)
     for task in ("ar", "tad", "ad"):
-        assert isinstance(tree["utility"][task]["aam_relative_drop"], float)
+        assert isinstance(tree["utility"][task]["trained_relative_drop"], float)
         assert "raw" in tree["utility"][task] and "leace_relative_drop" in tree["utility"][task]
-    assert tree["privacy"]["raw"]["chance"] == tree["privacy"]["aam"]["chance"]
-    assert {"mean", "low", "high"} <= set(tree["bias"]["raw"]["gap"]) and "aam" in tree["bias"]
+    assert tree["privacy"]["raw"]["chance"] == tree["privacy"]["trained"]["chance"]
+    assert {"mean", "low", "high"} <= set(tree["bias"]["raw"]["gap"]) and "trained" in tree["bias"]
     assert set(tree["bias"]["variants"]) == {"F", "M"}
     assert tree["baselines"]["needs_private_labels"] == {
         "identity": False,
@@ -328,23 +338,23 @@ def test_metrics_json_has_the_gate_keys(stages_done):
     }
     assert tree["seeds"] == {"evaluate": [0, 1], "audit_bias": [0, 1]}
     # the method the train stage trained is named; recovery, the paper protocol and paired intervals
-    aam = tree["privacy"]["aam"]
-    assert aam["method"] == "paper" and isinstance(aam["recovery_r2"], float)
+    trained = tree["privacy"]["trained"]
+    assert trained["method"] == "paper" and isinstance(trained["recovery_r2"], float)
     assert tree["privacy"]["leace"]["recovery_r2"] < 1.0
-    assert set(aam["paper_protocol"]) == {"static", "moving"}
-    assert aam["interval_kind"] == "paired bootstrap"
-    for scope in (aam, aam["moving"]):
+    assert set(trained["paper_protocol"]) == {"static", "moving"}
+    assert trained["interval_kind"] == "paired bootstrap"
+    for scope in (trained, trained["moving"]):
         low, high = scope["normalized_leakage_interval"]
         assert low <= high and scope["normalized_leakage_half_width"] == pytest.approx((high - low) / 2)
     for task in ("ar", "tad", "ad"):
-        low, high = tree["utility"][task]["aam_relative_drop_interval"]
+        low, high = tree["utility"][task]["trained_relative_drop_interval"]
         assert low <= high
         # the utility interval is the seed ensemble's; the per-seed figures stay beside it
         assert tree["utility"][task]["relative_drop_interval_kind"] == "seed ensemble, bootstrap over test videos"
-        assert tree["utility"][task]["aam_relative_drop_half_width"] == pytest.approx((high - low) / 2)
-        assert len(tree["utility"][task]["aam_relative_drop_seed_bootstrap_interval"]) == 2
+        assert tree["utility"][task]["trained_relative_drop_half_width"] == pytest.approx((high - low) / 2)
+        assert len(tree["utility"][task]["trained_relative_drop_seed_bootstrap_interval"]) == 2
         assert isinstance(tree["utility"][task]["raw"]["ensemble_value"], float)
-        unseen = tree["utility"][task]["aam_unseen"]
+        unseen = tree["utility"][task]["trained_unseen"]
         assert unseen["trained_on"] == [t for t in ("ar", "ad") if t != task]
         assert len(unseen["relative_drop_interval"]) == 2  # paired against raw's test videos
     # decisions: every gate criterion for a seen task, each saying whether its interval decides it
@@ -356,7 +366,7 @@ def test_metrics_json_has_the_gate_keys(stages_done):
         "utility_drop_ad",
     }
     # every scope a user shares, against raw in the same scope; the worst one named; the floor
-    assert set(aam["scopes"]) >= {
+    assert set(trained["scopes"]) >= {
         "static",
         "moving",
         "moving_video_mean",
@@ -367,10 +377,10 @@ def test_metrics_json_has_the_gate_keys(stages_done):
         "rerelease16_video_mean",
         "rerelease64_video_mean",
     }
-    assert aam["scopes"]["static"]["normalized_leakage"] == pytest.approx(aam["normalized_leakage"])
-    measured = {s: b for s, b in aam["scopes"].items() if "skipped" not in b}
-    assert aam["worst_scope"]["scope"] in measured
-    assert aam["worst_scope"]["normalized_leakage_interval"][1] == max(
+    assert trained["scopes"]["static"]["normalized_leakage"] == pytest.approx(trained["normalized_leakage"])
+    measured = {s: b for s, b in trained["scopes"].items() if "skipped" not in b}
+    assert trained["worst_scope"]["scope"] in measured
+    assert trained["worst_scope"]["normalized_leakage_interval"][1] == max(
         b["normalized_leakage_interval"][1] for b in measured.values()
     )
     assert "publishes identical features" in tree["privacy"]["leace"]["scopes"]["rerelease16"]["deterministic"]

@@ -43,13 +43,14 @@ def test_every_stage_prints_its_key_result():
         ),
         "train": stages.key_result("train", {"epochs": 30, "best_epoch": 21, "publish_status": "unapproved"}),
         "evaluate": stages.key_result(
-            "evaluate", {"aam_normalized_leakage": 1.13, "aam_utility_relative_drop": {"ar": -0.13, "tad": 0.004}}
+            "evaluate",
+            {"trained_normalized_leakage": 1.13, "trained_utility_relative_drop": {"ar": -0.13, "tad": 0.004}},
         ),
         "audit_bias": stages.key_result(
             "audit_bias",
             {
                 "bias_gap_raw": 0.12,
-                "bias_gap_aam": 0.1,
+                "bias_gap_trained": 0.1,
                 "report": "r.md",
                 "headline": {"privacy": {"static_leakage": 1.13, "moving_leakage": 0.75}},
             },

@@ -123,7 +123,7 @@ def test_artifact_types_follow_what_they_hold():
     assert inp["data"] == dataset and inp["manifests"] == dataset
     assert out["encoder"] == model and out["metrics"] == metrics
     inp, out = io_types(comps["train"])
-    assert inp["features"] == dataset and out["adapter"] == model and out["anonymized"] == dataset
+    assert inp["features"] == dataset and out["method"] == model and out["anonymized"] == dataset
     _, out = io_types(comps["audit_bias"])
     assert out["report"] == markdown and out["metrics"] == metrics
     inp, _ = io_types(comps["finalize_extract"])
@@ -219,11 +219,11 @@ def test_missing_output_is_an_error_naming_the_role(tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv(kfp_io.ENV_SCRATCH, str(scratch))
-    adapter = artifact(Model, tmp_path / "adapter")
-    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={}, outputs={"adapter": adapter}) as ws:
+    method = artifact(Model, tmp_path / "method")
+    with kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={}, outputs={"method": method}) as ws:
         assert ws.root.parent == scratch
-        with pytest.raises(kfp_io.ArtifactError, match="adapter"):
-            ws._stage_out("adapter", adapter)
+        with pytest.raises(kfp_io.ArtifactError, match="method"):
+            ws._stage_out("method", method)
     with (
         pytest.raises(kfp_io.ArtifactError, match="missing"),
         kfp_io.StageWorkspace(SMOKE_YAML, [], inputs={"data": artifact(Dataset, tmp_path / "nope")}, outputs={}),
@@ -300,7 +300,7 @@ def test_role_locations_and_unknown_roles(tmp_path):
         layout = ws.layout
         assert kfp_io.role_location("tune_report", layout) == layout.report_dir("tune")
         assert kfp_io.role_location("report_md", layout) == layout.reports / "report.md"
-        assert kfp_io.role_location("adapter", layout) == layout.adapter_dir
+        assert kfp_io.role_location("method", layout) == layout.method_dir
         with pytest.raises(kfp_io.ArtifactError, match="unknown artifact role"):
             kfp_io.role_location("weights", layout)
 

@@ -47,6 +47,31 @@ def test_layout_places_outputs_under_workdir(tmp_path):
     assert layout.features_uri == str(tmp_path / "features")
 
 
+def test_layout_names_the_trained_method_folder_by_what_it_holds(tmp_path):
+    layout = Layout.from_params(params_from_dict({"paths": {"workdir": str(tmp_path)}}))
+    assert layout.method_dir == tmp_path / "models" / "method"
+
+
+def test_a_params_file_with_the_old_bias_gap_key_loads_with_a_warning(tmp_path):
+    """gate.bias_aam_gap_key (an earlier release) is read as gate.bias_trained_gap_key, for one release."""
+    import yaml
+
+    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del tree["gate"]["bias_trained_gap_key"]
+    tree["gate"]["bias_aam_gap_key"] = "bias.aam.gap"  # as an earlier release's params.yaml had it
+    old = tmp_path / "params.yaml"
+    old.write_text(yaml.safe_dump(tree))
+    with pytest.warns(DeprecationWarning, match="gate.bias_aam_gap_key is deprecated.*gate.bias_trained_gap_key"):
+        params = load_params(old)
+    assert params.gate.bias_trained_gap_key == "bias.aam.gap"  # the gate reads it as bias.trained.gap
+    assert "bias_aam_gap_key" not in params.to_dict()["gate"]  # written back under the new name only
+    with pytest.warns(DeprecationWarning):  # an override with the old name too
+        overridden = params_from_dict({}, ["gate.bias_aam_gap_key=bias.trained.gap"])
+    assert overridden.gate.bias_trained_gap_key == "bias.trained.gap"
+    with pytest.raises(ConfigError, match="set only gate.bias_trained_gap_key"):
+        params_from_dict({"gate": {"bias_aam_gap_key": "x", "bias_trained_gap_key": "y"}})
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError):
         params_from_dict({}, ["data.root"])

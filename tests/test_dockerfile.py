@@ -238,7 +238,7 @@ def test_dockerignore_allows_only_what_the_build_copies():
         ".venv/bin/python",
         "data/benchmark/x.mp4",
         "mlflow.db",
-        "models/aam/adapter.safetensors",
+        "models/method/method.safetensors",
         ".git/config",
         "reports/metrics.json",
         "features/index.json",

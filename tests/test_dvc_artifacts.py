@@ -19,7 +19,7 @@ def test_dvc_yaml_declares_the_model_artifact_at_the_train_stage_output():
 
     with Repo(str(ROOT)) as repo:
         artifact = repo.artifacts.read()["dvc.yaml"][NAME]
-    assert artifact.type == "model" and artifact.path == "models/aam"
+    assert artifact.type == "model" and artifact.path == "models/method"
     train_outs = [
         next(iter(o)) if isinstance(o, dict) else o
         for o in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["outs"]
@@ -46,4 +46,4 @@ def test_dvc_api_resolves_a_registered_version_of_the_artifact(tmp_path):
     git("commit", "-qm", "project")
     git("tag", "-a", f"{NAME}@v1.0.0", "-m", "registered")  # a GTO registration tag
     shown = dvc.api.artifacts_show(NAME, repo=str(repo))
-    assert shown["path"] == "models/aam" and len(shown["rev"]) == 40
+    assert shown["path"] == "models/method" and len(shown["rev"]) == 40

@@ -186,9 +186,9 @@ def test_repro_runs_every_stage_and_writes_the_outputs(repo):
     path, _, first, _ = repo
     assert _stages_run(first) == set(yaml.safe_load((path / "dvc.yaml").read_text())["stages"])
     metrics = json.loads((path / "reports" / "metrics.json").read_text())
-    assert 0.0 <= metrics["privacy"]["aam"]["normalized_leakage"] <= 2.0
+    assert 0.0 <= metrics["privacy"]["trained"]["normalized_leakage"] <= 2.0
     for task in ("ar", "tad", "ad"):
-        assert isinstance(metrics["utility"][task]["aam_relative_drop"], float)
+        assert isinstance(metrics["utility"][task]["trained_relative_drop"], float)
     decision = json.loads((path / "reports" / "gate" / "decision.json").read_text())
     assert decision["decision"] in {"approved", "rejected"}
     assert (path / "reports" / "report.md").read_text().strip()

@@ -67,7 +67,7 @@ def test_smoke_pipeline_runs_end_to_end_with_a_local_hf_encoder(tmp_path, monkey
 
     actions = load_feature_set(str(workdir / "features"), "actions")
     assert actions.kind("clips")[0].shape[-1] == HIDDEN
-    method = json.loads((workdir / "models" / "aam" / "method.json").read_text())
+    method = json.loads((workdir / "models" / "method" / "method.json").read_text())
     assert method["dim"] == HIDDEN
     decision = json.loads((workdir / "reports" / "gate" / "decision.json").read_text())
     assert decision["decision"] in ("approved", "rejected")

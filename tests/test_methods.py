@@ -188,3 +188,26 @@ def test_fresh_noise_comes_from_the_os_unless_reproducible():
     assert method.noise_rng("v", "clips").random() != method.noise_rng("v", "clips").random()
     method.reproducible_noise = True
     assert method.noise_rng("v", "clips").random() == method.noise_rng("v", "clips").random()
+
+
+def test_reproducible_noise_is_a_copy_and_leaves_the_method_as_it_was(sets):
+    fs = sets["privacy_videos"]
+    method = create_method("noise@0.3").fit(sets, seed=0)
+    info = dict(method.info)
+    keyed = method.with_reproducible_noise(7)
+    assert keyed is not method and keyed.reproducible_noise and keyed.noise_key == 7
+    # the original still draws fresh noise from the OS, with its own key and facts
+    assert not method.reproducible_noise and method.noise_key == 0 and method.info == info
+    assert not np.allclose(method.transform(fs).kind("static")[0], method.transform(fs).kind("static")[0])
+    np.testing.assert_array_equal(keyed.transform(fs).kind("static")[0], keyed.transform(fs).kind("static")[0])
+    # another key is another copy; the first keeps its key
+    other = keyed.with_reproducible_noise(8)
+    assert keyed.noise_key == 7 and other.noise_key == 8
+    assert keyed.fingerprint() == method.fingerprint()  # the same learned state
+    keyed.info["touched"] = True
+    assert "touched" not in method.info
+    # a method without fresh randomness: the copy transforms exactly as the original
+    rotation = create_method("rotation").fit(sets, seed=0)
+    copy = rotation.with_reproducible_noise(3)
+    assert copy is not rotation and not copy.reproducible_noise and rotation.noise_key == 0
+    np.testing.assert_array_equal(copy.transform(fs).kind("static")[0], rotation.transform(fs).kind("static")[0])

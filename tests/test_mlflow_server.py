@@ -112,21 +112,21 @@ def test_pipeline_runs_and_gated_registry_on_a_server(mlflow_server, tmp_path, m
     assert all(c.info.status == "FINISHED" and "leakage" in c.data.metrics for c in children)
 
     # a candidate failing one threshold is registered but not promoted
-    save_random_adapter(layout.adapter_dir, seed=11)
-    write_metrics(layout, with_value(GOOD, "privacy.aam.relative_cmap_drop", 0.1))
+    save_random_adapter(layout.method_dir, seed=11)
+    write_metrics(layout, with_value(GOOD, "privacy.trained.relative_cmap_drop", 0.1))
     rejected = gate.run_gate(params.tracked(), layout)
     assert rejected["decision"] == "rejected"
     assert aliases(client, name) == {"candidate": str(rejected["version"])}  # no @champion
 
     # a passing one is promoted
-    champion = save_random_adapter(layout.adapter_dir, seed=12)
+    champion = save_random_adapter(layout.method_dir, seed=12)
     write_metrics(layout, GOOD)
     passed = gate.run_gate(params.tracked(), layout)
     assert passed["decision"] == "approved" and aliases(client, name) == {"champion": passed["version"]}
 
     # the champion is not replaced by a leakier candidate that meets every threshold
-    save_random_adapter(layout.adapter_dir, seed=13)
-    write_metrics(layout, with_value(GOOD, "privacy.aam.normalized_leakage", 0.39))
+    save_random_adapter(layout.method_dir, seed=13)
+    write_metrics(layout, with_value(GOOD, "privacy.trained.normalized_leakage", 0.39))
     leakier = gate.run_gate(params.tracked(), layout)
     assert leakier["decision"] == "rejected"
     assert aliases(client, name) == {"champion": passed["version"], "candidate": str(leakier["version"])}

@@ -36,7 +36,7 @@ class Payload:
 def approved_champion(tmp_path):
     params = params_for(tmp_path)
     layout = Layout.from_params(params)
-    save_random_adapter(layout.adapter_dir, seed=7)
+    save_random_adapter(layout.method_dir, seed=7)
     write_metrics(layout, GOOD)
     summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == APPROVED and summary["promoted"]
@@ -97,7 +97,7 @@ def test_an_edited_safetensors_file_is_refused(tmp_path):
 def test_a_forged_gate_decision_tag_approves_nothing(tmp_path, monkeypatch):
     params, layout, name, version = approved_champion(tmp_path)
     client = mlflow.MlflowClient()
-    save_random_adapter(layout.adapter_dir, seed=8)  # a model the gate never judged
+    save_random_adapter(layout.method_dir, seed=8)  # a model the gate never judged
     forged = registry.register_candidate(params.tracked(), layout)["version"]
     client.set_model_version_tag(name, forged, TAG_DECISION, APPROVED)
     client.set_registered_model_alias(name, "champion", forged)
@@ -111,7 +111,7 @@ def test_a_forged_gate_decision_tag_approves_nothing(tmp_path, monkeypatch):
     # the copy edited to name the forged version: its adapter digest still gives it away
     edited = {**json.loads(record_tag), "version": forged}
     client.set_model_version_tag(name, forged, decision_record.TAG_RECORD, json.dumps(edited))
-    with pytest.raises(ModelError, match="adapter digest does not match the registered adapter"):
+    with pytest.raises(ModelError, match="method digest does not match the registered method"):
         anonymize(tmp_path, name)
     assert not (tmp_path / "out" / "index.json").exists()
 
@@ -145,12 +145,12 @@ def test_with_a_signing_key_only_the_gates_signature_approves(tmp_path, monkeypa
 def test_metrics_of_another_adapter_are_refused_by_the_gate(tmp_path):
     params = params_for(tmp_path)
     layout = Layout.from_params(params)
-    save_random_adapter(layout.adapter_dir, seed=7)
+    save_random_adapter(layout.method_dir, seed=7)
     write_metrics(layout, GOOD, method_id="0123456789abcdef")
     summary = gate.run_gate(params.tracked(), layout)
     assert summary["decision"] == REJECTED and not summary["promoted"]
     assert any(
-        r.startswith("metrics:") and "measured method 0123456789abcdef, not the registered adapter" in r
+        r.startswith("metrics:") and "measured method 0123456789abcdef, not the registered method" in r
         for r in summary["reasons"]
     )
     write_metrics(layout, {k: v for k, v in GOOD.items()}, method_id="")

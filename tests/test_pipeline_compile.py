@@ -149,7 +149,7 @@ def test_every_task_has_a_display_name_retries_where_it_talks_to_services(compil
         "open MLflow run",
         "generate benchmark",
         "extract shards",
-        "train adapter",
+        "train method",
         "promotion gate",
         "close MLflow run",
     } <= names

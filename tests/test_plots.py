@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 
 def test_save_figure_writes_a_png_atomically_and_closes_it(tmp_path):

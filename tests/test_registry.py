@@ -146,8 +146,8 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
 
     params = params_for(tmp_path)
     layout = Layout.from_params(params)
-    model = save_random_adapter(layout.adapter_dir, seed=7)
-    (layout.adapter_dir / "heads.safetensors").write_bytes(b"not part of the registered model")
+    model = save_random_adapter(layout.method_dir, seed=7)
+    (layout.method_dir / "heads.safetensors").write_bytes(b"not part of the registered model")
     registered = registry.register_candidate(params.tracked(), layout)
     name, version = registered["model_name"], registered["version"]
 
@@ -157,7 +157,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
         expected = model(torch.from_numpy(sequence)).numpy()
     np.testing.assert_array_equal(loaded.predict(sequence), expected)
     assert loaded.metadata.get_input_schema().inputs[0].shape == (-1, 16)
-    packed = loaded.unwrap_python_model().adapter_dir
+    packed = loaded.unwrap_python_model().method_dir
     assert sorted(p.name for p in packed.iterdir()) == ["adapter.safetensors", "config.json"]
     with pytest.raises(ModelError, match=r"\(T, 16\)"):
         loaded.unwrap_python_model().predict(None, np.zeros((2, 8), np.float32))
@@ -174,7 +174,7 @@ def test_registered_model_predicts_like_the_adapter_and_needs_approval(tmp_path,
     assert gate.run_gate(params.tracked(), layout)["promoted"]
     summary = registry.anonymize_with_registered_model(f"models:/{name}@champion", str(source), str(tmp_path / "out"))
     assert summary["version"] == version
-    anonymize_store(layout.adapter_dir, str(source), str(tmp_path / "in_process"))
+    anonymize_store(layout.method_dir, str(source), str(tmp_path / "in_process"))
     ours = load_feature_set(str(tmp_path / "out"), "privacy_videos")
     reference = load_feature_set(str(tmp_path / "in_process"), "privacy_videos")
     for kind in ("clips", "static"):
@@ -196,11 +196,11 @@ def test_any_method_registers_as_a_pyfunc_with_a_signature(tmp_path, method_name
     layout = Layout.from_params(params)
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
     method = create_method(method_name).fit(sets, seed=3)
-    method.save(layout.adapter_dir)
+    method.save(layout.method_dir)
     registered = registry.register_candidate(params.tracked(), layout)
     loaded = mlflow.pyfunc.load_model(f"models:/{registered['model_name']}/{registered['version']}")
     assert loaded.metadata.get_input_schema().inputs[0].shape == (-1, 16)
-    packed = loaded.unwrap_python_model().adapter_dir
+    packed = loaded.unwrap_python_model().method_dir
     assert sorted(p.name for p in packed.iterdir()) == ["method.json", "method.safetensors"]
     sequence = sets["actions"].kind("clips")[0]
     expected, predicted = method.transform_sequence(sequence), loaded.predict(sequence)

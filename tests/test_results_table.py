@@ -24,12 +24,23 @@ def tree() -> dict:
 
 
 def _rows(table: str) -> dict[str, list[str]]:
+    """The results table's rows by their label cell (e.g. "`raw`", "`distil` (trained)")."""
     rows = {}
     for line in table.splitlines():
         if line.startswith("| `"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[cells[0].strip("`")] = cells[1:]
+            rows[cells[0]] = cells[1:]
     return rows
+
+
+def earlier_release(tree):
+    """``tree`` as a release before the rename wrote it: the trained method labelled ``aam``."""
+    if isinstance(tree, list):
+        return [earlier_release(v) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    renamed = {"trained": "aam", **{k: "aam" + k[len("trained") :] for k in tree if k.startswith("trained_")}}
+    return {renamed.get(k, k): earlier_release(v) for k, v in tree.items()}
 
 
 def test_results_table_has_every_method_with_its_intervals(tree):
@@ -37,29 +48,45 @@ def test_results_table_has_every_method_with_its_intervals(tree):
     header = table.splitlines()[0]
     assert "static cMAP (chance 0.267)" in header and "AR top1" in header and "AD auc" in header
     rows = _rows(table)
-    assert list(rows) == ["raw", "aam", "noise_0.2"]
-    assert rows["aam"][1] == "1.130 [0.880, 1.390]"  # static normalised leakage
-    assert rows["aam"][2] == "0.750 [0.600, 0.900]"  # moving
-    assert rows["noise_0.2"][0] == "0.329 [0.309, 0.349]"
-    assert rows["aam"][3] == "n/a"  # worst scope: the fixture predates the scopes
-    assert rows["aam"][5] == "0.816 [0.796, 0.836]"  # AR top-1 with its interval
+    assert list(rows) == ["`raw`", "`trained`", "`noise_0.2`"]  # the fixture predates the method's name
+    assert rows["`trained`"][1] == "1.130 [0.880, 1.390]"  # static normalised leakage
+    assert rows["`trained`"][2] == "0.750 [0.600, 0.900]"  # moving
+    assert rows["`noise_0.2`"][0] == "0.329 [0.309, 0.349]"
+    assert rows["`trained`"][3] == "n/a"  # worst scope: the fixture predates the scopes
+    assert rows["`trained`"][5] == "0.816 [0.796, 0.836]"  # AR top-1 with its interval
     assert "Means over 3 seeds with 95% intervals" in table
     assert "within these intervals" in table
 
 
-def test_results_table_survives_missing_figures(tree):
-    del tree["privacy"]["aam"]["moving"]
-    tree["utility"]["ar"]["aam"]["interval"] = [None, None]
+def test_the_trained_row_is_labelled_by_the_methods_name(tree):
+    tree["privacy"]["trained"]["method"] = "distil"
     rows = _rows(readme_table.results_table(tree))
-    assert rows["aam"][2] == "n/a"
-    assert rows["aam"][5] == "0.816"
+    assert list(rows) == ["`raw`", "`distil` (trained)", "`noise_0.2`"]
+    assert rows["`distil` (trained)"][1] == "1.130 [0.880, 1.390]"
+
+
+def test_an_earlier_releases_metrics_give_the_same_table_headline_and_plot_rows(tree):
+    tree["privacy"]["trained"]["method"] = "distil"
+    old = earlier_release(tree)
+    assert "aam" in old["privacy"] and "aam_relative_drop" in old["utility"]["ar"] and "aam" in old["bias"]
+    assert readme_table.results_table(old) == readme_table.results_table(tree)
+    assert dvc_views.headline_metrics(old) == dvc_views.headline_metrics(tree)
+    assert dvc_views.privacy_utility_rows(old) == dvc_views.privacy_utility_rows(tree)
+
+
+def test_results_table_survives_missing_figures(tree):
+    del tree["privacy"]["trained"]["moving"]
+    tree["utility"]["ar"]["trained"]["interval"] = [None, None]
+    rows = _rows(readme_table.results_table(tree))
+    assert rows["`trained`"][2] == "n/a"
+    assert rows["`trained`"][5] == "0.816"
 
 
 def test_readme_block_is_replaced_between_the_markers_only(tree):
     doc = f"intro\n{readme_table.RESULTS_BEGIN}\nold table\n{readme_table.RESULTS_END}\noutro\n"
     new = readme_table.replace_results_block(doc, readme_table.results_table(tree))
     assert new.startswith("intro\n") and new.endswith(f"{readme_table.RESULTS_END}\noutro\n")
-    assert "old table" not in new and "| `aam` |" in new
+    assert "old table" not in new and "| `trained` |" in new
     assert readme_table.replace_results_block(new, readme_table.results_table(tree)) == new  # idempotent
     with pytest.raises(ValueError, match="markers"):
         readme_table.replace_results_block("no markers here", "x")
@@ -205,7 +232,7 @@ def test_headline_is_short_and_complete(tree):
     assert headline["privacy"]["static_leakage"] == 1.13
     assert headline["privacy"]["moving_leakage_low"] == 0.6
     assert headline["utility_drop"]["ar"] == pytest.approx((0.722 - 0.816) / 0.722, abs=1e-4)
-    assert headline["bias"] == {"gap_raw": 0.12, "gap_aam": 0.1}
+    assert headline["bias"] == {"gap_raw": 0.12, "gap_trained": 0.1}
     assert headline["targets_passed"] == 1
     # a broken tree gives the same keys with nulls: every experiment has the same columns
     empty = dvc_views.headline_metrics({"utility": {t: {} for t in tree["utility"]}})
@@ -215,7 +242,7 @@ def test_headline_is_short_and_complete(tree):
 
 def test_plot_data_rows_and_csv(tmp_path, tree):
     rows = dvc_views.privacy_utility_rows(tree)
-    assert {r["method"] for r in rows} == {"raw", "aam", "noise_0.2"}
+    assert {r["method"] for r in rows} == {"raw", "trained", "noise_0.2"}
     assert next(r for r in rows if r["method"] == "noise_0.2") == {
         "method": "noise_0.2",
         "leakage": 0.4,

@@ -284,13 +284,13 @@ def test_train_resumes_from_its_checkpoint(pipeline):
         workdir,
         env,
         "train",
-        ["models/aam", "features_anon", "reports/train"],
-        (workdir / "models/aam/checkpoints/last.pt").exists,
+        ["models/method", "features_anon", "reports/train"],
+        (workdir / "models/method/checkpoints/last.pt").exists,
     )
-    assert (workdir / "models/aam/method.safetensors").exists()
+    assert (workdir / "models/method/method.safetensors").exists()
     for name in ("method.safetensors", "heads.safetensors"):
-        assert filecmp.cmp(reference / "models/aam" / name, workdir / "models/aam" / name, shallow=False), name
-    resumed, uninterrupted = (read_json(root / "models/aam/method.json") for root in (workdir, reference))
+        assert filecmp.cmp(reference / "models/method" / name, workdir / "models/method" / name, shallow=False), name
+    resumed, uninterrupted = (read_json(root / "models/method/method.json") for root in (workdir, reference))
     for meta in (resumed, uninterrupted):
         meta["info"].pop("features_uri", None)
     assert resumed == uninterrupted

@@ -155,13 +155,13 @@ def test_unreachable_endpoint_fails_fast(monkeypatch):
 
 
 def test_copy_tree_moves_a_model_folder_up_and_back(s3_server, tmp_path):
-    model = tmp_path / "models" / "aam"
+    model = tmp_path / "models" / "method"
     (model / "heads").mkdir(parents=True)
     (model / "adapter.safetensors").write_bytes(bytes(range(256)) * 10)
     (model / "heads" / "ar.json").write_text('{"classes": 4}')
-    assert copy_tree(model, f"s3://{BUCKET}/models/aam") == 2
+    assert copy_tree(model, f"s3://{BUCKET}/models/method") == 2
     back = tmp_path / "back"
-    assert copy_tree(f"s3://{BUCKET}/models/aam", back) == 2
+    assert copy_tree(f"s3://{BUCKET}/models/method", back) == 2
     assert (back / "adapter.safetensors").read_bytes() == (model / "adapter.safetensors").read_bytes()
     assert (back / "heads" / "ar.json").read_text() == '{"classes": 4}'
     with pytest.raises(StoreError, match=rf"s3://{BUCKET}/models/none: nothing to copy"):

@@ -34,7 +34,7 @@ def _register_leace(tmp_path):
     layout = Layout.from_params(params)
     sets = make_feature_sets(dim=16, per_split={"train": 8, "val": 4, "test": 4})
     method = create_method("leace").fit(sets, seed=3)
-    method.save(layout.adapter_dir)
+    method.save(layout.method_dir)
     return method, sets, registry.register_candidate(params.tracked(), layout)
 
 

@@ -12,7 +12,7 @@ def gate(
     params_yaml: str,
     overrides: List[str],
     mlflow_run_id: str,
-    adapter: Input[Model],
+    method: Input[Model],
     train_report: Input[Dataset],
     evaluate_report: Input[Dataset],
     audit_bias_report: Input[Dataset],
@@ -21,7 +21,7 @@ def gate(
     gate_report: Output[Dataset],
     released_store: Output[Dataset],
 ) -> str:
-    """Register the adapter as @candidate and decide; returns ``approved`` or ``rejected``.
+    """Register the trained method as @candidate and decide; returns ``approved`` or ``rejected``.
 
     ``anonymized`` is train's store, marked ``unapproved``; ``released_store`` is the same store
     with the gate's ``PUBLISH_STATUS.json`` (``approved`` or ``rejected``): the one to share. An
@@ -39,7 +39,7 @@ def gate(
         overrides,
         mlflow_run_id,
         inputs={
-            "adapter": adapter,
+            "method": method,
             "train_report": train_report,
             "evaluate_report": evaluate_report,
             "audit_bias_report": audit_bias_report,

@@ -1,4 +1,4 @@
-"""train: fit the Anonymizing Adapter Module with the chosen loss weights, anonymize the store."""
+"""train: fit ``train.method`` with the knobs tune chose, anonymize the store."""
 
 from typing import List
 
@@ -14,13 +14,13 @@ def train(
     mlflow_run_id: str,
     features: Input[Dataset],
     tune_report: Input[Dataset],
-    adapter: Output[Model],
+    method: Output[Model],
     anonymized: Output[Dataset],
     train_report: Output[Dataset],
     metrics: Output[Metrics],
     plots: Output[HTML],
 ) -> str:
-    """Train the adapter (train split for gradients, val for checkpoint selection)."""
+    """Fit the method (train split for fitting, val for selection) and write the anonymized store."""
     from latentanon import kfp_io, stages
 
     return kfp_io.run_component(
@@ -30,7 +30,7 @@ def train(
         overrides,
         mlflow_run_id,
         inputs={"features": features, "tune_report": tune_report},
-        outputs={"adapter": adapter, "anonymized": anonymized, "train_report": train_report},
+        outputs={"method": method, "anonymized": anonymized, "train_report": train_report},
         metrics=metrics,
         plots=plots,
     )

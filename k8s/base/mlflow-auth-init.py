@@ -70,7 +70,7 @@ def ensure_model(client: MlflowClient, name: str) -> None:
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="latentanon adapters; the gate moves @champion")
+        client.create_registered_model(name, description="latentanon trained anonymization methods; the gate moves @champion")
 
 
 def main(env=os.environ) -> None:

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first stage to run, e.g. --from validate for data you brought (skips generate)",
     )
     p.set_defaults(stage="run")
-    p = sub.add_parser("anonymize", help="apply a gate-approved registered adapter (@champion) to a feature store")
+    p = sub.add_parser("anonymize", help="apply a gate-approved registered method (@champion) to a feature store")
     p.add_argument(
         "--model",
         required=True,
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default=None,
-        help="a saved method's folder (e.g. models/adapter): also attack its re-releases of the clips",
+        help="a saved method's folder (e.g. models/method): also attack its re-releases of the clips",
     )
     p.set_defaults(stage="audit")
     return parser

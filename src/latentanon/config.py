@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from latentanon.encoders.config import ExtractConfig, PretrainConfig
 from latentanon.evaluation.config import BiasConfig, EvaluateConfig
 from latentanon.layout import Layout, PathsConfig
 from latentanon.methods.config import TrainConfig
-from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
+from latentanon.tracking.config import RENAMED_KEYS, GateConfig, TrackedParams, TrackingConfig
 from latentanon.tuning.config import SearchParams, TuneConfig
 
 __all__ = ["ConfigError", "Params", "PathsConfig", "Layout", "load_params", "params_from_dict"]
@@ -65,11 +66,36 @@ def _set_override(tree: dict, assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
+# Keys an earlier release named otherwise, per section: old -> new (readable for one release).
+DEPRECATED_KEYS = {"gate": RENAMED_KEYS}
+
+
+def _renamed(tree: dict) -> dict:
+    """``tree`` with every deprecated key under its new name, each with a DeprecationWarning. A
+    section that sets both names is refused: which one was meant cannot be told."""
+    for section, renames in DEPRECATED_KEYS.items():
+        block = tree.get(section)
+        if not isinstance(block, dict):
+            continue
+        for old, new in renames.items():
+            if old not in block:
+                continue
+            if new in block:
+                raise ConfigError(f"{section}.{old} is the old name of {section}.{new}; set only {section}.{new}")
+            warnings.warn(
+                f"{section}.{old} is deprecated and will be refused in the next release: name it {section}.{new}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            block[new] = block.pop(old)
+    return tree
+
+
 def params_from_dict(tree: dict, overrides: list[str] | tuple[str, ...] = ()) -> Params:
     tree = copy.deepcopy(tree or {})
     for assignment in overrides:
         _set_override(tree, assignment)
-    return from_dict(Params, tree)
+    return from_dict(Params, _renamed(tree))
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:

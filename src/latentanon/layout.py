@@ -63,8 +63,8 @@ class Layout:
         return self.workdir / "models" / "encoder"
 
     @property
-    def adapter_dir(self) -> Path:
-        return self.workdir / "models" / "aam"
+    def method_dir(self) -> Path:
+        return self.workdir / "models" / "method"
 
     @property
     def reports(self) -> Path:

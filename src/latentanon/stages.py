@@ -135,25 +135,25 @@ def chosen_train_config(params: Params) -> TrainConfig:
 
 
 def train(params: Params) -> dict:
-    """Fit ``train.method`` on the stored features, save it to models/aam, write the anonymized store."""
+    """Fit ``train.method`` on the stored features, save it to models/method, write the anonymized store."""
     from latentanon.methods.apply import anonymize_store
     from latentanon.methods.fitting import train_method
 
     layout = Layout.from_params(params)
     train_cfg = chosen_train_config(params)
     _, summary = train_method(
-        train_cfg.method, train_cfg, layout.features_uri, layout.adapter_dir, layout.report_dir("train")
+        train_cfg.method, train_cfg, layout.features_uri, layout.method_dir, layout.report_dir("train")
     )
     history = layout.report_dir("train") / "history.json"
     if history.exists():  # data for `dvc plots` next to loss_curves.png
         from latentanon.evaluation.dvc_views import history_rows, write_rows_csv
 
         write_rows_csv(history_rows(json.loads(history.read_text())), history.with_name("loss_curves.csv"))
-    summary["anonymized"] = anonymize_store(layout.adapter_dir, layout.features_uri, layout.anonymized_uri)
+    summary["anonymized"] = anonymize_store(layout.method_dir, layout.features_uri, layout.anonymized_uri)
     summary["publish_status"] = write_publish_status(
         layout.anonymized_uri,
         UNAPPROVED,
-        ["awaiting the gate: these features were made by an adapter the gate has not judged yet; do not share them"],
+        ["awaiting the gate: these features were made by a method the gate has not judged yet; do not share them"],
     )
     return summary
 
@@ -187,7 +187,7 @@ def audit_bias(params: Params) -> dict:
 
 
 def gate(params: Params, promote: bool = True) -> dict:
-    """Register the adapter as @candidate and decide; promote to @champion when approved.
+    """Register the trained method as @candidate and decide; promote to @champion when approved.
 
     ``promote=False`` stops after the decision: the Kubeflow pipeline promotes in a dsl.If branch.
     """
@@ -210,7 +210,7 @@ UNAPPROVED, APPROVED, REJECTED = "unapproved", "approved", "rejected"
 
 
 def write_publish_status(store_uri: str, status: str, reasons: list[str]) -> str:
-    """Mark the anonymized store with whether the gate approved the adapter that made it.
+    """Mark the anonymized store with whether the gate approved the method that made it.
 
     The release is marked "unapproved" before its first shard is written (methods.apply), train
     leaves it "unapproved" (awaiting the gate) and the gate rewrites it to "approved" or
@@ -230,7 +230,7 @@ def read_publish_status(store_uri: str) -> dict | None:
 
 
 def anonymize(model_uri: str, features: str, out: str, params: Params | None = None) -> dict:
-    """Apply a registered, gate-approved adapter (e.g. ``@champion``) to a stored feature set.
+    """Apply a registered, gate-approved method (e.g. ``@champion``) to a stored feature set.
 
     The registry is the one the pipeline used (``tracking_uri_for(params)``). The output store is
     marked approved: only an approved version gets this far.
@@ -364,10 +364,10 @@ def key_result(stage: str, summary: dict) -> str:
             f"{s.get('publish_status', '?')}"
         )
     if stage == "evaluate":
-        drops = s.get("aam_utility_relative_drop") or {}
-        worst = s.get("aam_worst_scope") or {}
+        drops = s.get("trained_utility_relative_drop") or {}
+        worst = s.get("trained_worst_scope") or {}
         return (
-            f"trained method: static normalised leakage {figure(s.get('aam_normalized_leakage'))}, worst scope "
+            f"trained method: static normalised leakage {figure(s.get('trained_normalized_leakage'))}, worst scope "
             f"{worst.get('scope') or 'n/a'} {figure(worst.get('mean'))} (upper {figure(worst.get('high'))}), utility drop "
             + ", ".join(f"{t.upper()} {percent(v)}" for t, v in drops.items())
         )
@@ -377,7 +377,7 @@ def key_result(stage: str, summary: dict) -> str:
         return (
             f"leakage static {figure(p.get('static_leakage'))} [{figure(p.get('static_leakage_low'))}, "
             f"{figure(p.get('static_leakage_high'))}], moving {figure(p.get('moving_leakage'))}; bias gap raw "
-            f"{figure(s.get('bias_gap_raw'))} -> adapter {figure(s.get('bias_gap_aam'))}; report in {s.get('report', '?')}"
+            f"{figure(s.get('bias_gap_raw'))} -> trained {figure(s.get('bias_gap_trained'))}; report in {s.get('report', '?')}"
         )
     if stage == "gate":
         line = f"{str(s.get('decision', '?')).upper()}: version {s.get('version')} of {s.get('model_name', '?')}"

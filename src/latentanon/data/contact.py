@@ -9,7 +9,7 @@ import numpy as np
 from latentanon.data import layouts
 from latentanon.data.actors import ATTRIBUTES
 from latentanon.data.video_io import read_image, read_video
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 ROWS_PER_SHEET = 8
 FRAMES_PER_ROW = 6

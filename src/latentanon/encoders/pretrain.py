@@ -27,7 +27,7 @@ from latentanon.encoders.builtin_files import CONFIG_FILE, is_builtin_dir, save_
 from latentanon.encoders.builtin_training import train_builtin
 from latentanon.encoders.config import PretrainConfig
 from latentanon.errors import DataError, ModelError
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 # settings that do not change the trained weights
 NOT_TRAINING = frozenset(

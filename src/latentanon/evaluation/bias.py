@@ -4,7 +4,7 @@ Protocol, per seed and variant: the training split keeps every video of the vari
 gender and only enough of the other gender for a ``skew`` share (95/5 by default) in every action,
 except one shortcut action where the skew is flipped; validation (for the AR head's
 hyper-parameters) and test are gender-balanced per action. A linear AR head on moving clips
-(latentanon.tasks.fitting) is trained on raw and on AAM-anonymized features; fairlearn's
+(latentanon.tasks.fitting) is trained on raw features and on those of the trained method; fairlearn's
 MetricFrame gives accuracy per gender, overall, and the gap between genders. The stage then
 writes reports/metrics.json and reports/report.md from this audit and the evaluate stage.
 """
@@ -24,10 +24,11 @@ from latentanon.data.actors import GENDERS
 from latentanon.errors import DataError, LatentanonError
 from latentanon.evaluation import metrics
 from latentanon.evaluation.config import BiasConfig
+from latentanon.evaluation.metric_keys import TRAINED
 from latentanon.evaluation.targets import GateThresholds
 from latentanon.features.featureset import FeatureSet
+from latentanon.figures import pyplot, save_figure
 from latentanon.layout import Layout
-from latentanon.plots import pyplot, save_figure
 
 BIAS_SET = "bias"
 # Gender ids as the benchmark and its loaders write them: 0 masculine, 1 feminine.
@@ -171,12 +172,12 @@ def plot_bias(summary: dict, path: Path) -> Path:
 
 
 def run_audit(cfg: BiasConfig, layout: Layout) -> dict:
-    """The audit itself (raw and AAM, both variants, every seed): the bias.json content."""
+    """The audit itself (raw and the trained method, both variants, every seed): the bias.json content."""
     from latentanon.features.store import list_feature_sets, load_feature_set
 
     if not cfg.seeds:
         raise ValueError("audit_bias.seeds: at least one seed is needed")
-    sources = {"raw": layout.features_uri, "aam": layout.anonymized_uri}
+    sources = {"raw": layout.features_uri, TRAINED: layout.anonymized_uri}
     sets = {}
     for source, uri in sources.items():
         if BIAS_SET not in list_feature_sets(uri):
@@ -191,10 +192,10 @@ def run_audit(cfg: BiasConfig, layout: Layout) -> dict:
             raise DataError(f"{uri}: the {BIAS_SET!r} set lacks columns {missing}")
     from latentanon.methods.registry import load_method
 
-    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+    trained = load_method(layout.method_dir) if layout.method_dir.exists() else None
     if trained is not None and trained.stochastic:
         # as in evaluate: the shared store's noise is fresh; the audit keys it so figures reproduce
-        sets["aam"] = trained.with_reproducible_noise(0).transform(sets["raw"])
+        sets[TRAINED] = trained.with_reproducible_noise(0).transform(sets["raw"])
     shortcut = shortcut_label(sets["raw"].split("train"), cfg.shortcut_action)
     shortcut_name = str(sets["raw"].records.loc[sets["raw"].records["label_id"] == shortcut, "label"].iloc[0])
     runs: dict[str, dict[str, list[dict]]] = {v: {s: [] for s in sources} for v in VARIANTS}
@@ -254,7 +255,7 @@ def audit_bias(cfg: BiasConfig, gate: GateThresholds, layout: Layout) -> dict:
     report_path = write_report(metrics_tree, evaluation, bias, layout.reports / "report.md")
     return {
         "bias_gap_raw": bias["pooled"]["raw"]["gap"]["mean"],
-        "bias_gap_aam": bias["pooled"]["aam"]["gap"]["mean"],
+        "bias_gap_trained": bias["pooled"][TRAINED]["gap"]["mean"],
         "metrics": str(layout.reports / "metrics.json"),
         "report": str(report_path),
         "targets": {k: v["passed"] for k, v in metrics_tree["targets"].items()},

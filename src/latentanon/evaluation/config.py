@@ -15,7 +15,7 @@ class EvaluateConfig:
     # small scales included: on the built-in features a little noise already hides much of the
     # static-clip signal (measured), so the baseline must be compared where it costs no utility
     noise_scales: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0)
-    # Methods fitted here per seed and compared with the train stage's method ("aam") and raw;
+    # Methods fitted here per seed and compared with the train stage's method ("trained") and raw;
     # registry names (latentanon.methods.registry), "noise" expands over noise_scales. Their knobs
     # come from the train section (e.g. train.adversarial).
     # rotation: the control (information-preserving; reads leakage 1 and no utility change when

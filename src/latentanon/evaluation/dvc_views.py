@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentanon._files import write_text_atomic
+from latentanon.evaluation.metric_keys import TRAINED, current_keys
 
 HEADLINE_FILE = "headline.json"
 PRIVACY_UTILITY_CSV = "privacy_utility.csv"
@@ -40,40 +41,42 @@ def _bounds(interval) -> tuple[float | None, float | None]:
 
 def headline_metrics(tree: dict) -> dict:
     """About thirty figures a person compares across experiments (`dvc metrics show`,
-    `dvc exp show`): the adapter's leakage with intervals in every scope, its utility drops, the
-    bias gap.
+    `dvc exp show`): the trained method's leakage with intervals in every scope, its utility
+    drops, the bias gap. A tree an earlier release wrote (``aam`` for ``trained``) reads the same.
     Missing figures are null, never dropped, so every experiment has the same columns."""
-    aam = nested_value(tree, "privacy", "aam") or {}
-    static_low, static_high = _bounds(aam.get("normalized_leakage_interval"))
-    moving = aam.get("moving") or {}
+    tree = current_keys(tree)
+    trained = nested_value(tree, "privacy", TRAINED) or {}
+    static_low, static_high = _bounds(trained.get("normalized_leakage_interval"))
+    moving = trained.get("moving") or {}
     moving_low, moving_high = _bounds(moving.get("normalized_leakage_interval"))
+    worst = trained.get("worst_scope") or {}
     headline: dict[str, Any] = {
         "privacy": {
-            "static_leakage": rounded_number(aam.get("normalized_leakage")),
+            "static_leakage": rounded_number(trained.get("normalized_leakage")),
             "static_leakage_low": static_low,
             "static_leakage_high": static_high,
             "moving_leakage": rounded_number(moving.get("normalized_leakage")),
             "moving_leakage_low": moving_low,
             "moving_leakage_high": moving_high,
-            "relative_cmap_drop": rounded_number(aam.get("relative_cmap_drop")),
-            "reid_top1": rounded_number(aam.get("reid_top1")),
-            "worst_scope": (aam.get("worst_scope") or {}).get("scope"),
-            "worst_scope_leakage": rounded_number((aam.get("worst_scope") or {}).get("normalized_leakage")),
-            "worst_scope_leakage_low": _bounds((aam.get("worst_scope") or {}).get("normalized_leakage_interval"))[0],
-            "worst_scope_leakage_high": _bounds((aam.get("worst_scope") or {}).get("normalized_leakage_interval"))[1],
+            "relative_cmap_drop": rounded_number(trained.get("relative_cmap_drop")),
+            "reid_top1": rounded_number(trained.get("reid_top1")),
+            "worst_scope": worst.get("scope"),
+            "worst_scope_leakage": rounded_number(worst.get("normalized_leakage")),
+            "worst_scope_leakage_low": _bounds(worst.get("normalized_leakage_interval"))[0],
+            "worst_scope_leakage_high": _bounds(worst.get("normalized_leakage_interval"))[1],
             "floor": rounded_number(nested_value(tree, "privacy_floor", "worst_scope", "normalized_leakage")),
         },
         "utility_drop": {},
         "scopes": headline_scopes(tree),
         "bias": {
             "gap_raw": rounded_number(_mean(nested_value(tree, "bias", "raw", "gap"))),
-            "gap_aam": rounded_number(_mean(nested_value(tree, "bias", "aam", "gap"))),
+            "gap_trained": rounded_number(_mean(nested_value(tree, "bias", TRAINED, "gap"))),
         },
         "targets_passed": sum(bool(t.get("passed")) for t in (tree.get("targets") or {}).values()),
     }
     for task, block in sorted((tree.get("utility") or {}).items()):
-        low, high = _bounds(block.get("aam_relative_drop_interval"))
-        headline["utility_drop"][task] = rounded_number(block.get("aam_relative_drop"))
+        low, high = _bounds(block.get(f"{TRAINED}_relative_drop_interval"))
+        headline["utility_drop"][task] = rounded_number(block.get(f"{TRAINED}_relative_drop"))
         headline["utility_drop"][f"{task}_low"] = low
         headline["utility_drop"][f"{task}_high"] = high
     return headline
@@ -82,7 +85,7 @@ def headline_metrics(tree: dict) -> dict:
 def headline_scopes(tree: dict) -> dict:
     """The trained method's normalised leakage in each scope beyond the per-clip two (those are
     under ``privacy``): per-video means and re-releases; a skipped scope is null, not dropped."""
-    entries = nested_value(tree, "privacy", "aam", "scopes") or {}
+    entries = nested_value(current_keys(tree), "privacy", TRAINED, "scopes") or {}
     return {
         scope: None if "skipped" in entry else rounded_number(entry.get("normalized_leakage"))
         for scope, entry in entries.items()
@@ -91,7 +94,9 @@ def headline_scopes(tree: dict) -> dict:
 
 
 def privacy_utility_rows(tree: dict) -> list[dict]:
-    """One point per method on the privacy-utility plane (DVC scatter plot data)."""
+    """One point per method on the privacy-utility plane (DVC scatter plot data); the trained
+    method's row is ``trained``."""
+    tree = current_keys(tree)
     rows = []
     for method, point in (nested_value(tree, "baselines", "privacy_utility") or {}).items():
         rows.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from latentanon.evaluation.metric_keys import TRAINED
 from latentanon.evaluation.targets import ISSUE_LEAKAGE_TARGET, GateThresholds, decisions, issue_targets
 
 
@@ -183,21 +184,21 @@ def build_metrics(evaluation: dict, bias: dict, gate: GateThresholds) -> dict:
         "utility": utility,
         "bias": bias_tree,
         "baselines": {
-            "methods": [m for m in methods if m not in ("raw", "aam")],
+            "methods": [m for m in methods if m not in ("raw", TRAINED)],
             "identity_is_raw": True,
             "needs_private_labels": {m: v["needs_private_labels"] for m, v in evaluation["baselines"].items()},
             "privacy_utility": evaluation["privacy_utility"],
         },
     }
     trained = evaluation.get("trained_method") or {}
-    privacy["aam"]["method"] = trained.get("name", "paper")
-    # the fingerprint the gate compares with the adapter it registers: figures bind to one method
+    privacy[TRAINED]["method"] = trained.get("name", "paper")
+    # the fingerprint the gate compares with the method it registers: figures bind to one method
     tree["trained_method"] = {"name": trained.get("name", "paper"), "id": trained.get("id")}
     unseen = evaluation.get("unseen_tasks")
     if unseen:
         for task, block in unseen["tasks"].items():
             if task in utility:
-                utility[task]["aam_unseen"] = {
+                utility[task][f"{TRAINED}_unseen"] = {
                     "method": unseen["method"],
                     "trained_on": block["trained_on"],
                     "seeds": unseen["seeds"],

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from latentanon.plots import pyplot, save_figure
+from latentanon.evaluation.metric_keys import TRAINED
+from latentanon.figures import pyplot, save_figure
 
 
 def plot_attribute_leakage(summary: dict, path: Path) -> Path:
@@ -48,7 +49,7 @@ def plot_privacy_utility(points: Mapping[str, dict], path: Path) -> Path:
             fmt="o",
             capsize=3,
             label=method,
-            ms=9 if method == "aam" else 6,
+            ms=9 if method == TRAINED else 6,
         )
         ax.annotate(
             method, (p["leakage"], p["relative_utility"]), textcoords="offset points", xytext=(4, 4), fontsize=8

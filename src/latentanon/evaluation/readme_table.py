@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from latentanon.evaluation.dvc_views import nested_value, rounded_number
+from latentanon.evaluation.metric_keys import TRAINED, current_keys
 from latentanon.evaluation.report_cells import scope_cell, scope_label, scope_order, with_interval
 from latentanon.formatting import figure
 
@@ -11,10 +12,13 @@ RESULTS_END = "<!-- results-table:end -->"
 
 
 def results_table(tree: dict) -> str:
-    """The README's results table, from reports/metrics.json: every figure with its interval."""
+    """The README's results table, from reports/metrics.json: every figure with its interval. The
+    trained method's row is labelled by its name (``privacy.trained.method``), marked as trained;
+    a tree an earlier release wrote (``aam`` for ``trained``) gives the same table."""
+    tree = current_keys(tree)
     privacy, utility = tree.get("privacy") or {}, tree.get("utility") or {}
-    # metrics.json is written with sorted keys: order the rows raw, aam, then the baselines
-    listed = ["raw", "aam", *(nested_value(tree, "baselines", "methods") or [])]
+    # metrics.json is written with sorted keys: order the rows raw, trained, then the baselines
+    listed = ["raw", TRAINED, *(nested_value(tree, "baselines", "methods") or [])]
     present = [m for m in privacy if isinstance(privacy[m], dict)]
     methods = [m for m in dict.fromkeys(listed) if m in present] + [m for m in present if m not in listed]
     tasks = [t for t in ("ar", "tad", "ad") if t in utility] + [t for t in utility if t not in ("ar", "tad", "ad")]
@@ -35,7 +39,7 @@ def results_table(tree: dict) -> str:
         p = privacy[m]
         moving = p.get("moving") or {}
         cells = [
-            f"`{m}`",
+            row_label(m, p, code=True),
             with_interval(p.get("cmap"), p.get("cmap_interval")),
             with_interval(p.get("normalized_leakage"), p.get("normalized_leakage_interval")),
             with_interval(moving.get("normalized_leakage"), moving.get("normalized_leakage_interval")),
@@ -64,6 +68,14 @@ def results_table(tree: dict) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
+def row_label(method: str, privacy: dict, code: bool = False) -> str:
+    """A table row's label: the method, and for the trained one its own name (``distil``), marked
+    as the trained method."""
+    name = privacy.get("method") if method == TRAINED else None
+    label = f"`{name or method}`" if code else str(name or method)
+    return f"{label} (trained)" if name else label
+
+
 def _worst_cell(worst: dict | None) -> str:
     if not worst or not worst.get("scope"):
         return "n/a"
@@ -85,7 +97,7 @@ def _scope_table(privacy: dict, methods: list[str]) -> list[str]:
     ]
     for m in methods:
         entries = privacy[m].get("scopes") or {}
-        lines.append(f"| {m} | " + " | ".join(scope_cell(entries.get(n)) for n in names) + " |")
+        lines.append(f"| {row_label(m, privacy[m])} | " + " | ".join(scope_cell(entries.get(n)) for n in names) + " |")
     return lines
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentanon._files import write_text_atomic
+from latentanon.evaluation.metric_keys import TRAINED
 from latentanon.evaluation.metrics_tree import interval_bounds
 from latentanon.evaluation.report_cells import scope_cell, scope_label, scope_order, table_percent, with_interval
 from latentanon.formatting import figure
@@ -120,10 +121,10 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         "fitted on train, selected on validation.",
         "- **Bias**: NTU-Bias-F / -M protocol (see below), accuracy per gender and gap via fairlearn.",
         "",
-        "Methods: `raw` (the identity baseline: features shared unchanged), `aam` (the method the train "
-        f"stage trained: `{privacy['aam'].get('method', 'paper')}`), "
+        f"Methods: `raw` (the identity baseline: features shared unchanged), `{TRAINED}` (the method the "
+        f"train stage trained: `{privacy[TRAINED].get('method', 'paper')}`), "
         + ", ".join(
-            f"`{m}`{' (needs private labels)' if needs.get(m) else ''}" for m in methods if m not in ("raw", "aam")
+            f"`{m}`{' (needs private labels)' if needs.get(m) else ''}" for m in methods if m not in ("raw", TRAINED)
         )
         + ".",
         "",
@@ -191,9 +192,9 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
         )
     lines += [
         "",
-        f"Normalised-leakage intervals: {privacy['aam'].get('interval_kind', 'seeds')} "
+        f"Normalised-leakage intervals: {privacy[TRAINED].get('interval_kind', 'seeds')} "
         "(raw and each method on the same resamples of the same test items, combined with the seeds). "
-        f"`aam` is method `{privacy['aam'].get('method', 'paper')}`.",
+        f"`{TRAINED}` is method `{privacy[TRAINED].get('method', 'paper')}`.",
         "",
         "| method | static leakage half-width | moving leakage half-width | feature recovery R^2 | "
         "paper protocol: static relative cMAP drop | paper protocol: moving relative cMAP drop |",
@@ -284,7 +285,8 @@ def write_report(tree: dict, evaluation: dict, bias: dict, path: Path) -> Path:
                 for t in utility
             ]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    unseen = {t: utility[t]["aam_unseen"] for t in utility if "aam_unseen" in utility[t]}
+    key = f"{TRAINED}_unseen"
+    unseen = {t: utility[t][key] for t in utility if key in utility[t]}
     if unseen:
         lines += [
             "",

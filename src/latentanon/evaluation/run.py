@@ -1,7 +1,7 @@
-"""The ``evaluate`` stage: privacy and utility of raw, AAM-anonymized and baseline features.
+"""The ``evaluate`` stage: privacy and utility of raw, anonymized and baseline features.
 
-For every seed and every method (raw = the identity baseline, aam = the train stage's anonymized
-store, and each configured baseline fitted on train splits) it measures:
+For every seed and every method (raw = the identity baseline, trained = the train stage's anonymized
+store (``train.method``), and each configured baseline fitted on train splits) it measures:
 - privacy: attackers on static clips (privacy videos + images) and on moving clips (privacy
   videos), cMAP with chance level, relative cMAP drop and normalised leakage against raw of the
   same seed; identity re-identification and gait retrieval top-1 (nearest neighbour, test split);
@@ -32,6 +32,7 @@ from latentanon.evaluation import scopes
 from latentanon.evaluation.config import EvaluateConfig
 from latentanon.evaluation.items import items_complete, load_items, save_items
 from latentanon.evaluation.measure import align_release, load_sets, measure, needed_sets, task_sets
+from latentanon.evaluation.metric_keys import TRAINED
 from latentanon.evaluation.plots import plot_attribute_leakage, plot_privacy_utility
 from latentanon.evaluation.pool import SHARED_FIT, fit_baseline, measure_in_pool
 from latentanon.evaluation.privacy import ATTRIBUTES
@@ -44,7 +45,7 @@ from latentanon.methods.registry import expand_names, needs_private_labels
 
 
 def _trained_method(layout: Layout) -> dict:
-    """Name and fingerprint of the method the train stage saved (what ``aam`` stands for)."""
+    """Name and fingerprint of the method the train stage saved (what ``trained`` stands for)."""
     from latentanon.features.store import FeatureStore
 
     meta = FeatureStore(layout.anonymized_uri).read_index().get("meta") or {}
@@ -103,7 +104,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
     anonymized = load_sets(layout.anonymized_uri, tuple(raw))
     anonymized = align_release(raw, anonymized, layout.anonymized_uri)
     baselines = [b for b in expand_names(cfg.methods, cfg.noise_scales) if b != "identity"]
-    methods = ["raw", "aam", *baselines]
+    methods = ["raw", TRAINED, *baselines]
 
     partial_path = report_dir / "partial.json"
     fingerprint = _fingerprint(cfg, train, layout)
@@ -117,14 +118,14 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
 
     from latentanon.methods.registry import load_method
 
-    trained = load_method(layout.adapter_dir) if layout.adapter_dir.exists() else None
+    trained = load_method(layout.method_dir) if layout.method_dir.exists() else None
 
     publishers: dict[str, object] = {}  # method -> what published its sets (the re-release scopes)
 
     def method_sets(method: str, seed: int, fitted: dict) -> dict[str, FeatureSet]:
         if method == "raw":
             return raw
-        if method == "aam":
+        if method == TRAINED:
             publishers[method] = trained
             if trained is None or not trained.stochastic:
                 return anonymized
@@ -133,9 +134,9 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
             return {name: trained.with_reproducible_noise(seed).transform(fs) for name, fs in raw.items()}
         if method not in fitted:
             fitted[method] = fit_baseline(method, train, raw, seed if cfg.refit_baselines else seeds[0])
-        fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
-        publishers[method] = fitted[method]
-        return {name: fitted[method].transform(fs) for name, fs in raw.items()}
+        keyed = fitted[method].with_reproducible_noise(seed)  # noise drawn per seed either way
+        publishers[method] = keyed
+        return {name: keyed.transform(fs) for name, fs in raw.items()}
 
     raw_privacy = {n: raw[n] for n in PRIVACY_SETS if n in raw}
     heads = {"restarts": cfg.head_restarts, "inputs": tuple(cfg.head_inputs)}
@@ -168,7 +169,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
         """The unseen-task refits, run in the pool next to the pairs (they take a minute in a row)."""
         if not cfg.unseen_seeds or trained is None:
             return {}
-        method = trained_for_unseen(layout.adapter_dir, train)
+        method = trained_for_unseen(layout.method_dir, train)
         return {
             (task, seed): (held_out_score, (method.name, method.train, task, raw, seed, heads))
             for task in unseen_present(raw)
@@ -219,7 +220,7 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
     unseen = None
     if cfg.unseen_seeds:
         unseen = unseen_tasks(
-            layout.adapter_dir,
+            layout.method_dir,
             raw,
             list(cfg.unseen_seeds),
             cfg.confidence,
@@ -260,14 +261,14 @@ def _evaluate(cfg: EvaluateConfig, train: TrainConfig, layout: Layout) -> dict:
         "seconds": round(time.time() - started, 1),
     }
     write_json_atomic(report_dir / "evaluation.json", evaluation)
-    aam = summary["privacy"]["aam"]["static"]
+    static = summary["privacy"][TRAINED]["static"]
     return {
         "methods": methods,
         "seeds": seeds,
         "trained_method": trained_summary["name"],
-        "aam_normalized_leakage": aam["normalized_leakage"]["mean"],
-        "aam_relative_cmap_drop": aam["relative_cmap_drop"]["mean"],
-        "aam_worst_scope": summary["privacy"]["aam"]["worst_scope"],
-        "aam_utility_relative_drop": {t: utility_drop(summary["utility"][t]["aam"]) for t in summary["utility"]},
+        "trained_normalized_leakage": static["normalized_leakage"]["mean"],
+        "trained_relative_cmap_drop": static["relative_cmap_drop"]["mean"],
+        "trained_worst_scope": summary["privacy"][TRAINED]["worst_scope"],
+        "trained_utility_relative_drop": {t: utility_drop(summary["utility"][t][TRAINED]) for t in summary["utility"]},
         "seconds": evaluation["seconds"],
     }

@@ -6,6 +6,7 @@ import math
 from typing import Protocol
 
 from latentanon.evaluation import metrics
+from latentanon.evaluation.metric_keys import TRAINED
 
 ISSUE_LEAKAGE_TARGET = 0.4  # normalised leakage at or below this
 ISSUE_UTILITY_TARGET = 0.01  # every task within 1% relative of raw
@@ -49,13 +50,16 @@ def decisions(privacy: dict, utility: dict, gate: GateThresholds) -> dict:
 
     out = {
         "normalized_leakage": one(
-            privacy["aam"]["normalized_leakage_interval"], gate.max_normalized_leakage, "<=", "privacy"
+            privacy[TRAINED]["normalized_leakage_interval"], gate.max_normalized_leakage, "<=", "privacy"
         ),
         "moving_normalized_leakage": one(
-            privacy["aam"]["moving"]["normalized_leakage_interval"], gate.max_moving_normalized_leakage, "<=", "privacy"
+            privacy[TRAINED]["moving"]["normalized_leakage_interval"],
+            gate.max_moving_normalized_leakage,
+            "<=",
+            "privacy",
         ),
     }
-    worst = privacy["aam"].get("worst_scope")
+    worst = privacy[TRAINED].get("worst_scope")
     if worst is not None:
         out["worst_scope_normalized_leakage"] = {
             **one(
@@ -69,32 +73,32 @@ def decisions(privacy: dict, utility: dict, gate: GateThresholds) -> dict:
     for task in gate.utility_tasks:
         if task in utility and utility[task]["seen_in_training"]:
             out[f"utility_drop_{task}"] = one(
-                utility[task]["aam_relative_drop_interval"],
+                utility[task][f"{TRAINED}_relative_drop_interval"],
                 gate.max_utility_relative_drop,
                 "<=",
                 "utility",
-                utility[task].get("aam_relative_drop_test_videos"),
+                utility[task].get(f"{TRAINED}_relative_drop_test_videos"),
             )
     return out
 
 
 def issue_targets(evaluation: dict, privacy: dict, utility: dict, gate: GateThresholds) -> dict:
-    leakage = privacy["aam"]["normalized_leakage"]
-    drops = {task: utility[task]["aam_relative_drop"] for task in utility}
+    leakage = privacy[TRAINED]["normalized_leakage"]
+    drops = {task: utility[task][f"{TRAINED}_relative_drop"] for task in utility}
     points = evaluation["privacy_utility"]
-    aam_point = (points["aam"]["leakage"], points["aam"]["relative_utility"])
+    trained_point = (points[TRAINED]["leakage"], points[TRAINED]["relative_utility"])
     dominators = [
         m
         for m, p in points.items()
-        if m not in ("aam", "raw") and metrics.dominates((p["leakage"], p["relative_utility"]), aam_point)
+        if m not in (TRAINED, "raw") and metrics.dominates((p["leakage"], p["relative_utility"]), trained_point)
     ]
     finite = lambda v: v is not None and math.isfinite(v)  # noqa: E731
-    upper = privacy["aam"].get("normalized_leakage_interval", [None, None])[1]
-    moving_upper = privacy["aam"]["moving"].get("normalized_leakage_interval", [None, None])[1]
-    worst_upper = ((privacy["aam"].get("worst_scope") or {}).get("normalized_leakage_interval") or [None, None])[1]
+    upper = privacy[TRAINED].get("normalized_leakage_interval", [None, None])[1]
+    moving_upper = privacy[TRAINED]["moving"].get("normalized_leakage_interval", [None, None])[1]
+    worst_upper = ((privacy[TRAINED].get("worst_scope") or {}).get("normalized_leakage_interval") or [None, None])[1]
     return {
         "normalized_leakage": {
-            "rule": f"privacy.aam.normalized_leakage <= {ISSUE_LEAKAGE_TARGET}",
+            "rule": f"privacy.{TRAINED}.normalized_leakage <= {ISSUE_LEAKAGE_TARGET}",
             "value": leakage,
             "passed": bool(finite(leakage) and leakage <= ISSUE_LEAKAGE_TARGET),
         },
@@ -105,25 +109,25 @@ def issue_targets(evaluation: dict, privacy: dict, utility: dict, gate: GateThre
         },
         "every_scope_upper_bound": {
             "rule": f"upper bound of the worst scope's normalised-leakage interval <= {ISSUE_LEAKAGE_TARGET}",
-            "value": {"scope": (privacy["aam"].get("worst_scope") or {}).get("scope"), "upper": worst_upper},
+            "value": {"scope": (privacy[TRAINED].get("worst_scope") or {}).get("scope"), "upper": worst_upper},
             "passed": bool(finite(worst_upper) and worst_upper <= ISSUE_LEAKAGE_TARGET),
         },
         "utility_within_1pct": {
-            "rule": f"every utility.<task>.aam_relative_drop <= {ISSUE_UTILITY_TARGET}",
+            "rule": f"every utility.<task>.{TRAINED}_relative_drop <= {ISSUE_UTILITY_TARGET}",
             "value": drops,
             "passed": bool(all(finite(d) and d <= ISSUE_UTILITY_TARGET for d in drops.values())),
         },
         "not_dominated": {
-            "rule": "no baseline has both lower worst-scope leakage and higher mean relative utility than AAM",
+            "rule": "no baseline has both lower worst-scope leakage and higher mean relative utility than the trained method",
             "value": dominators,
             "passed": not dominators,
         },
         "gate_relative_cmap_drop": {
-            "rule": f"privacy.aam.relative_cmap_drop >= {gate.min_relative_cmap_drop} (gate threshold)",
-            "value": privacy["aam"]["relative_cmap_drop"],
+            "rule": f"privacy.{TRAINED}.relative_cmap_drop >= {gate.min_relative_cmap_drop} (gate threshold)",
+            "value": privacy[TRAINED]["relative_cmap_drop"],
             "passed": bool(
-                finite(privacy["aam"]["relative_cmap_drop"])
-                and privacy["aam"]["relative_cmap_drop"] >= gate.min_relative_cmap_drop
+                finite(privacy[TRAINED]["relative_cmap_drop"])
+                and privacy[TRAINED]["relative_cmap_drop"] >= gate.min_relative_cmap_drop
             ),
         },
     }

@@ -32,7 +32,7 @@ def held_out_score(
     from latentanon.tasks.specs import TASK_SPECS
 
     method = create_method(name, replace(train, tasks=replace(train.tasks, **{held_out: 0.0}))).fit(raw, seed=seed)
-    method.with_reproducible_noise(seed)
+    method = method.with_reproducible_noise(seed)
     fs = method.transform(raw[TASK_SPECS[held_out].set_name])
     return score_task(held_out, fs.split("train"), fs.split("val"), fs.split("test"), seed, items=True, **(heads or {}))
 

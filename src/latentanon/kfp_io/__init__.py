@@ -15,7 +15,7 @@ role               location under the workspace                          KFP typ
 data               ``data.root`` (the benchmark videos)                  Dataset
 manifests          ``data/manifests``                                     Dataset
 encoder            ``models/encoder``                                     Model
-adapter            ``models/aam``                                         Model
+method             ``models/method``                                      Model
 features           the feature store (``paths.features_uri``)             Dataset
 anonymized         the anonymized store (``paths.anonymized_uri``)        Dataset
 <stage>_report     ``reports/<stage>``                                    Dataset

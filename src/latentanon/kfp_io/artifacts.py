@@ -34,7 +34,7 @@ def role_location(role: str, layout: Layout) -> Path:
         "data": layout.data_root,
         "manifests": layout.manifests,
         "encoder": layout.encoder_dir,
-        "adapter": layout.adapter_dir,
+        "method": layout.method_dir,
         "report_md": layout.reports / "report.md",
         "metrics_json": layout.reports / "metrics.json",
     }

@@ -12,6 +12,7 @@ as the ``train`` config it was built with; the base class turns those into ``met
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -108,12 +109,16 @@ class Method(ABC):
         return np.random.default_rng([self.noise_key, zlib.crc32(video_id.encode()), zlib.crc32(kind.encode())])
 
     def with_reproducible_noise(self, key: int) -> Method:
-        """This method with its transform noise keyed by ``key``: what evaluation measures, so that
-        figures reproduce run to run. Never for a store that is shared: anyone who knows the key
-        could subtract the noise. A no-op for methods without fresh randomness."""
-        self.reproducible_noise = self.stochastic
-        self.noise_key = int(key)
-        return self
+        """A copy of this method with its transform noise keyed by ``key``: what evaluation
+        measures, so that figures reproduce run to run. The method it is called on keeps its own
+        noise (the copy shares its learned state, which transform only reads). Never for a store
+        that is shared: anyone who knows the key could subtract the noise. For methods without
+        fresh randomness the copy transforms exactly as the original."""
+        keyed = copy.copy(self)
+        keyed.info = dict(self.info)
+        keyed.reproducible_noise = self.stochastic
+        keyed.noise_key = int(key)
+        return keyed
 
     # ------------------------------------------------------------------ fitting and applying
 

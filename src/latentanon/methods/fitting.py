@@ -54,7 +54,6 @@ def train_method(
     summary = {
         "method": method.name,
         "method_dir": str(method_dir),
-        "adapter_dir": str(method_dir),
         "fingerprint": method.fingerprint(),
         "needs_private_labels": method.needs_private_labels,
         "sets": {n: len(fs) for n, fs in sets.items()},

@@ -28,10 +28,10 @@ from latentanon._files import load_matching_checkpoint, write_json_atomic
 from latentanon.encoders.base import resolve_device as resolve_encoder_device
 from latentanon.errors import DataError, StoreError
 from latentanon.features.featureset import FeatureSet
+from latentanon.figures import pyplot, save_figure
 from latentanon.methods.aam import AAM
 from latentanon.methods.adapter_batches import SplitTensors, batch_losses, batches, build_critic, split_tensors
 from latentanon.methods.config import LossWeights, TrainConfig
-from latentanon.plots import pyplot, save_figure
 from latentanon.tasks.annotations import tad_vocabulary
 from latentanon.tasks.heads import ADHead, ARHead, TADHead
 from latentanon.tasks.specs import TRAINING_SETS

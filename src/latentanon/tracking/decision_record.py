@@ -1,6 +1,7 @@
 """The gate's decision record: what was judged, bound to the decision, signed where a key is set.
 
-The record names the registered version, the adapter's files and digest, the method fingerprint,
+The record names the registered version, the method's files and digest (fields ``adapter_files`` /
+``adapter_sha256``, names a signed record keeps), the method fingerprint,
 the encoder identity the metrics were measured on, the metrics file's sha256 and the thresholds.
 With ``LATENTANON_GATE_SIGNING_KEY`` set (in Kubernetes, from a Secret) the record carries an
 HMAC-SHA256 over its canonical JSON, and ``anonymize`` refuses a record whose signature does

@@ -4,7 +4,9 @@ it to @champion only when approved.
 ``decide`` and ``promote`` are separate so a Kubeflow pipeline can branch on the decision
 (``dsl.If(decision == "approved")``); ``run_gate`` (the DVC stage) does register + decide +
 promote. Missing or broken metrics reject the candidate: a failed upstream stage can never let a
-model through by leaving the gate without figures.
+model through by leaving the gate without figures. The trained method's figures are read under
+``trained`` (``privacy.trained.*``, ``utility.<task>.trained_relative_drop``, ``bias.trained.gap``);
+a metrics.json an earlier release wrote under ``aam`` is read the same way (the current key first).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from latentanon._configtools import to_dict
 from latentanon._files import write_json_atomic
 from latentanon.errors import ModelError
+from latentanon.evaluation.metric_keys import TRAINED, current_key, current_keys
 from latentanon.layout import Layout
 from latentanon.tracking import decision_record, runs
 from latentanon.tracking.config import GateConfig, TrackedParams, TrackingConfig
@@ -30,7 +33,10 @@ from latentanon.tracking.registry import (
     register_candidate,
 )
 
-TAG_LEAKAGE = "gate.normalized_leakage"  # read back when a later candidate meets this champion
+# The champion's leakage, read back when a later candidate meets it: a version tag whose name no
+# release changed, so a champion approved on an earlier release's metrics.json compares the same.
+TAG_LEAKAGE = "gate.normalized_leakage"
+PRIVACY = f"privacy.{TRAINED}"  # the trained method's privacy figures in metrics.json
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Check:
 
 
 def read_metrics(path: Path) -> tuple[dict | None, str]:
-    """The metrics tree, or None and why it cannot be used."""
+    """The metrics tree with the current keys (``current_keys``: an earlier release's ``aam`` keys
+    read as ``trained``), or None and why it cannot be used."""
     if not path.exists():
         return None, f"{path}: metrics file missing (an upstream stage failed or did not run)"
     try:
@@ -55,7 +62,7 @@ def read_metrics(path: Path) -> tuple[dict | None, str]:
         return None, f"{path}: not valid JSON: {exc}"
     if not isinstance(tree, dict):
         return None, f"{path}: expected a JSON object at the top level"
-    return tree, ""
+    return current_keys(tree), ""
 
 
 def figure(tree: dict | None, dotted: str) -> float | None:
@@ -136,11 +143,11 @@ def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) 
 
 
 def _worst_scope(tree: dict | None, threshold: float) -> Check:
-    """Privacy in every scope a user shares (``privacy.aam.scopes``): each measured scope read as a
+    """Privacy in every scope a user shares (``privacy.trained.scopes``): each measured scope read as a
     privacy bound, the one that reaches highest judged. A scope without a finite interval is
     undecided and counts as the worst; no scopes at all cannot be decided. Both fail."""
     name = "worst_scope_normalized_leakage"
-    node = (((tree or {}).get("privacy") or {}).get("aam") or {}).get("scopes") if isinstance(tree, dict) else None
+    node = (((tree or {}).get("privacy") or {}).get(TRAINED) or {}).get("scopes") if isinstance(tree, dict) else None
     if not isinstance(node, dict):
         return Check(
             name,
@@ -148,13 +155,13 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
             threshold,
             "<=",
             False,
-            "privacy.aam.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided",
+            f"{PRIVACY}.scopes missing: the scopes a user shares are unmeasured, so privacy cannot be decided",
         )
     measured = {scope: b for scope, b in node.items() if isinstance(b, dict) and "skipped" not in b}
     if not measured:
-        return Check(name, None, threshold, "<=", False, "privacy.aam.scopes: every scope was skipped")
+        return Check(name, None, threshold, "<=", False, f"{PRIVACY}.scopes: every scope was skipped")
     checks = {
-        scope: _privacy_bound(name, tree, f"privacy.aam.scopes.{scope}.normalized_leakage", threshold)
+        scope: _privacy_bound(name, tree, f"{PRIVACY}.scopes.{scope}.normalized_leakage", threshold)
         for scope in measured
     }
 
@@ -172,7 +179,7 @@ def _worst_scope(tree: dict | None, threshold: float) -> Check:
 def _utility_drop(task: str, tree: dict | None, threshold: float) -> Check:
     """A seen task's relative drop: passes when its mean is within the threshold; the paired
     interval says whether the data decide it (reported, not required)."""
-    key = f"utility.{task}.aam_relative_drop"
+    key = f"utility.{task}.{TRAINED}_relative_drop"
     check = _compare(f"utility_drop_{task}", figure(tree, key), threshold, "<=", key)
     bounds = interval(tree, f"{key}_interval")
     if bounds is None:
@@ -210,20 +217,23 @@ def _compare(name: str, value: float | None, threshold: float | None, rule: str,
 
 
 def evaluate_checks(metrics: dict | None, cfg: GateConfig, champion: dict | None) -> list[Check]:
-    """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}."""
+    """Every gate rule on the candidate's figures; ``champion`` = {"version", "normalized_leakage"}.
+    ``metrics`` may carry an earlier release's keys (``aam``): they are read as the current ones,
+    and so are the bias keys the gate section names."""
+    metrics = current_keys(metrics) if isinstance(metrics, dict) else metrics
     checks = [
-        _privacy_bound("normalized_leakage", metrics, "privacy.aam.normalized_leakage", cfg.max_normalized_leakage),
+        _privacy_bound("normalized_leakage", metrics, f"{PRIVACY}.normalized_leakage", cfg.max_normalized_leakage),
         _compare(
             "relative_cmap_drop",
-            figure(metrics, "privacy.aam.relative_cmap_drop"),
+            figure(metrics, f"{PRIVACY}.relative_cmap_drop"),
             cfg.min_relative_cmap_drop,
             ">=",
-            "privacy.aam.relative_cmap_drop",
+            f"{PRIVACY}.relative_cmap_drop",
         ),
         _privacy_bound(
             "moving_normalized_leakage",
             metrics,
-            "privacy.aam.moving.normalized_leakage",
+            f"{PRIVACY}.moving.normalized_leakage",
             cfg.max_moving_normalized_leakage,
         ),
         _worst_scope(metrics, cfg.max_normalized_leakage),
@@ -232,27 +242,26 @@ def evaluate_checks(metrics: dict | None, cfg: GateConfig, champion: dict | None
         if _seen(metrics, task):
             checks.append(_utility_drop(task, metrics, cfg.max_utility_relative_drop))
     if cfg.require_bias_gap_not_larger:
-        raw_gap, aam_gap = figure(metrics, cfg.bias_raw_gap_key), figure(metrics, cfg.bias_aam_gap_key)
+        raw_key, trained_key = current_key(cfg.bias_raw_gap_key), current_key(cfg.bias_trained_gap_key)
+        raw_gap, trained_gap = figure(metrics, raw_key), figure(metrics, trained_key)
         if raw_gap is None:
             checks.append(
-                Check("bias_gap", aam_gap, None, "<=", False, f"{cfg.bias_raw_gap_key} missing or not a finite number")
+                Check("bias_gap", trained_gap, None, "<=", False, f"{raw_key} missing or not a finite number")
             )
         else:
             checks.append(
-                _compare(
-                    "bias_gap", None if aam_gap is None else abs(aam_gap), abs(raw_gap), "<=", cfg.bias_aam_gap_key
-                )
+                _compare("bias_gap", None if trained_gap is None else abs(trained_gap), abs(raw_gap), "<=", trained_key)
             )
     if champion is not None:
         checks.append(
             _compare(
                 "leakage_vs_champion",
-                figure(metrics, "privacy.aam.normalized_leakage"),
+                figure(metrics, f"{PRIVACY}.normalized_leakage"),
                 None
                 if champion.get("normalized_leakage") is None
                 else champion["normalized_leakage"] + cfg.champion_leakage_tolerance,
                 "<=",
-                "privacy.aam.normalized_leakage",
+                f"{PRIVACY}.normalized_leakage",
             )
         )
     return checks
@@ -325,31 +334,31 @@ def judged_encoder(layout: Layout) -> str | None:
 def judged_inputs(
     client, name: str, version: str, layout: Layout, metrics: dict | None, metrics_path: Path
 ) -> tuple[dict, list[str]]:
-    """What the decision binds (adapter files and digest, method fingerprint, encoder, metrics
+    """What the decision binds (the saved method's files and digest, method fingerprint, encoder, metrics
     digest) and the reasons to reject when those do not belong together."""
     from latentanon.methods.registry import load_method, method_files
-    from latentanon.tracking.model_files import adapter_digest, file_sha256
+    from latentanon.tracking.model_files import file_sha256, method_digest
     from latentanon.tracking.registry import TAG_ADAPTER_SHA
 
     problems = []
-    adapter_dir = layout.adapter_dir
+    method_dir = layout.method_dir
     try:
-        digest = adapter_digest(adapter_dir)
-        files = {f: file_sha256(adapter_dir / f) for f in method_files(adapter_dir)}
-        fingerprint = load_method(adapter_dir).fingerprint()
+        digest = method_digest(method_dir)
+        files = {f: file_sha256(method_dir / f) for f in method_files(method_dir)}
+        fingerprint = load_method(method_dir).fingerprint()
     except ModelError as exc:
-        return {}, [f"adapter: {exc}"]
+        return {}, [f"method: {exc}"]
     registered = client.get_model_version(name, str(version)).tags.get(TAG_ADAPTER_SHA)
     if registered != digest:
         problems.append(
-            f"adapter: {adapter_dir} (sha256 {digest[:12]}...) is not the adapter registered as version "
+            f"method: {method_dir} (sha256 {digest[:12]}...) is not the method registered as version "
             f"{version} (sha256 {(registered or 'missing')[:12]}...)"
         )
     measured = ((metrics or {}).get("trained_method") or {}).get("id") if isinstance(metrics, dict) else None
     if metrics is not None and measured != fingerprint:
         problems.append(
-            f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered adapter "
-            f"{fingerprint}; evaluate this adapter before judging it"
+            f"metrics: {metrics_path} measured method {measured or 'unnamed'}, not the registered method "
+            f"{fingerprint}; evaluate this method before judging it"
         )
     encoder = judged_encoder(layout)
     if encoder is None:
@@ -371,7 +380,7 @@ def decide(
 ) -> dict:
     """Approve or reject a registered version (default: the one at @candidate).
 
-    ``blocking_problem`` (e.g. no trained adapter to register) rejects without judging any
+    ``blocking_problem`` (e.g. no trained method to register) rejects without judging any
     version: a stale @candidate from an earlier run is never judged in place of a missing one.
 
     Writes the decision, figures and thresholds as model-version tags and as
@@ -428,13 +437,13 @@ def decide(
             client.delete_model_version_tag(name, version, decision_record.TAG_SIGNATURE)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
-        leakage = figure(metrics, "privacy.aam.normalized_leakage")
+        leakage = figure(metrics, f"{PRIVACY}.normalized_leakage")
         if leakage is not None:
             client.set_model_version_tag(name, version, TAG_LEAKAGE, repr(leakage))
         if decision["decision"] == REJECTED and _alias_version(client, name, CHAMPION) == version:
             # A champion re-judged on new metrics and rejected is demoted, so @champion always
             # names an approved version. A rejected candidate keeps @candidate (the latest
-            # registered adapter, tagged gate.decision=rejected): only approval moves an alias.
+            # registered method, tagged gate.decision=rejected): only approval moves an alias.
             client.delete_registered_model_alias(name, CHAMPION)
     out = layout.report_dir("gate") / "decision.json"
     write_json_atomic(out, decision)
@@ -469,7 +478,7 @@ def promote(tracking: TrackingConfig, version: str, layout: Layout, client=None)
 
 def register_and_decide(tracked: TrackedParams, layout: Layout, client=None) -> dict:
     """The gate less the promotion (a Kubeflow step before its ``dsl.If``): register the trained
-    adapter as @candidate and decide; a missing adapter is a rejection, never a skip."""
+    method as @candidate and decide; a missing method is a rejection, never a skip."""
     client = client or runs.client_for(tracked.tracking, layout)
     registration, registration_problem = None, ""
     try:
@@ -491,7 +500,7 @@ def register_and_decide(tracked: TrackedParams, layout: Layout, client=None) -> 
 
 
 def run_gate(tracked: TrackedParams, layout: Layout) -> dict:
-    """The gate stage: register the trained adapter as @candidate, decide, promote if approved."""
+    """The gate stage: register the trained method as @candidate, decide, promote if approved."""
     client = runs.client_for(tracked.tracking, layout)
     summary = register_and_decide(tracked, layout, client)
     if summary["decision"] == APPROVED:

@@ -26,15 +26,15 @@ def file_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def adapter_digest(adapter_dir: Path) -> str:
+def method_digest(method_dir: Path) -> str:
     """sha256 over the saved method's files: one registry version per distinct method."""
     from latentanon.methods.registry import method_files
 
     digest = hashlib.sha256()
-    for name in method_files(adapter_dir):
-        path = Path(adapter_dir) / name
+    for name in method_files(method_dir):
+        path = Path(method_dir) / name
         if not path.is_file():
-            raise ModelError(f"{path}: adapter file missing (did the train stage run?)")
+            raise ModelError(f"{path}: method file missing (did the train stage run?)")
         digest.update(name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -88,7 +88,7 @@ def load_approved_method(client, model_version, record: dict, work_dir: Path | N
     dest = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="latentanon-method-"))
     directory = download_method_files(client, model_version, dest)
     check_method_files(directory, record.get("adapter_files"), where)
-    digest = adapter_digest(directory)
+    digest = method_digest(directory)
     if digest != record.get("adapter_sha256"):
         raise ModelError(
             f"{where}: method files digest {digest[:12]}... differs from the approved "

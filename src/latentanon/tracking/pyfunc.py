@@ -23,8 +23,8 @@ from mlflow.pyfunc.model import PythonModel
 from latentanon._files import read_json
 from latentanon.errors import ModelError
 
-ADAPTER_ARTIFACT = "adapter"
-MODEL_NAME_IN_RUN = "aam"
+ADAPTER_ARTIFACT = "adapter"  # the method files' folder in a logged model: every release's versions have it
+MODEL_NAME_IN_RUN = "method"  # the logged model's path in its run (earlier releases: "aam")
 # What loading and running any method needs (latentanon itself travels as code), pinned to the
 # versions that trained it. Listed explicitly: letting MLflow infer them loads the model in a
 # subprocess, which costs seconds per log.
@@ -48,8 +48,8 @@ class MethodPyfunc(PythonModel):
     def load_context(self, context) -> None:
         from latentanon.methods.registry import load_method
 
-        self.adapter_dir = Path(context.artifacts[ADAPTER_ARTIFACT])
-        self.method = load_method(self.adapter_dir)
+        self.method_dir = Path(context.artifacts[ADAPTER_ARTIFACT])
+        self.method = load_method(self.method_dir)
 
     def predict(self, context, model_input, params=None):
         sequence = np.asarray(model_input, dtype=np.float32)
@@ -63,31 +63,31 @@ class MethodPyfunc(PythonModel):
 AAMPyfunc = MethodPyfunc  # the name models logged before the method interface refer to
 
 
-def _method_meta(adapter_dir: Path) -> tuple[Path, dict]:
+def _method_meta(method_dir: Path) -> tuple[Path, dict]:
     from latentanon.methods.base import METHOD_JSON
 
-    adapter_dir = Path(adapter_dir)
-    config_path = adapter_dir / METHOD_JSON
+    method_dir = Path(method_dir)
+    config_path = method_dir / METHOD_JSON
     if not config_path.exists():
-        config_path = adapter_dir / "config.json"
+        config_path = method_dir / "config.json"
     if not config_path.exists():
-        raise ModelError(f"{adapter_dir}: no method.json or config.json (did the train stage run?)")
+        raise ModelError(f"{method_dir}: no method.json or config.json (did the train stage run?)")
     return config_path, read_json(config_path, ModelError)
 
 
-def adapter_dim(adapter_dir: Path) -> int:
-    """The input feature width of the method saved in ``adapter_dir`` (method.json, or a legacy config.json)."""
-    config_path, meta = _method_meta(adapter_dir)
+def input_dim(method_dir: Path) -> int:
+    """The input feature width of the method saved in ``method_dir`` (method.json, or a legacy config.json)."""
+    config_path, meta = _method_meta(method_dir)
     try:
         return int(meta["dim"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: no usable 'dim' entry: {exc}") from exc
 
 
-def output_dim(adapter_dir: Path) -> int:
+def output_dim(method_dir: Path) -> int:
     """The width of the method's output (a bottleneck publishes fewer dimensions than it reads)."""
-    _, meta = _method_meta(adapter_dir)
-    return int(meta.get("output_dim") or adapter_dim(adapter_dir))
+    _, meta = _method_meta(method_dir)
+    return int(meta.get("output_dim") or input_dim(method_dir))
 
 
 def signature(dim: int, out_dim: int | None = None):
@@ -121,28 +121,28 @@ def stage_project_code(staging: Path) -> Path:
     return target
 
 
-def log_adapter_model(adapter_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
-    """Log the method saved in ``adapter_dir`` in ``run_id`` (at ``tracking_uri``) as a pyfunc
-    named ``aam``; returns MLflow's ModelInfo."""
+def log_method_model(method_dir: Path, run_id: str, tracking_uri: str, registered_model_name: str | None = None):
+    """Log the method saved in ``method_dir`` in ``run_id`` (at ``tracking_uri``) as a pyfunc
+    named ``method``; returns MLflow's ModelInfo."""
     from latentanon.methods.registry import method_files
 
-    adapter_dir = Path(adapter_dir)
-    dim = adapter_dim(adapter_dir)
-    for name in method_files(adapter_dir):
-        if not (adapter_dir / name).exists():
-            raise ModelError(f"{adapter_dir / name}: method file missing (did the train stage run?)")
+    method_dir = Path(method_dir)
+    dim = input_dim(method_dir)
+    for name in method_files(method_dir):
+        if not (method_dir / name).exists():
+            raise ModelError(f"{method_dir / name}: method file missing (did the train stage run?)")
     # Only the method's own files travel: the train stage keeps task heads and checkpoints next to them.
     # mlflow.end_run() drops MLFLOW_RUN_ID from the environment; under Kubeflow that variable
     # names the pipeline's parent run, which later logging still needs.
     injected_run = os.environ.get("MLFLOW_RUN_ID")
     try:
-        return _log_model(adapter_dir, dim, run_id, tracking_uri, registered_model_name)
+        return _log_model(method_dir, dim, run_id, tracking_uri, registered_model_name)
     finally:
         if injected_run:
             os.environ["MLFLOW_RUN_ID"] = injected_run
 
 
-def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, registered_model_name: str | None):
+def _log_model(method_dir: Path, dim: int, run_id: str, tracking_uri: str, registered_model_name: str | None):
     from latentanon.tracking.runs import fluent_uri
 
     with tempfile.TemporaryDirectory() as staging, fluent_uri(tracking_uri), mlflow.start_run(run_id=run_id):
@@ -150,13 +150,13 @@ def _log_model(adapter_dir: Path, dim: int, run_id: str, tracking_uri: str, regi
         packed.mkdir()
         from latentanon.methods.registry import method_files
 
-        for name in method_files(adapter_dir):
-            shutil.copy2(adapter_dir / name, packed / name)
+        for name in method_files(method_dir):
+            shutil.copy2(method_dir / name, packed / name)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=MethodPyfunc(),
             artifacts={ADAPTER_ARTIFACT: str(packed)},
-            signature=signature(dim, output_dim(adapter_dir)),
+            signature=signature(dim, output_dim(method_dir)),
             input_example=np.zeros((2, dim), dtype=np.float32),
             pip_requirements=pip_requirements(),
             code_paths=[str(stage_project_code(Path(staging)))],

@@ -1,4 +1,4 @@
-"""The MLflow model registry side: register the trained adapter as @candidate, and apply a
+"""The MLflow model registry side: register the trained method as @candidate, and apply a
 registered, gate-approved version to a feature store (``latentanon anonymize``)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from latentanon.errors import ModelError
 from latentanon.layout import Layout
 from latentanon.tracking import runs
 from latentanon.tracking.config import TrackedParams
-from latentanon.tracking.model_files import adapter_digest
-from latentanon.tracking.pyfunc import log_adapter_model
+from latentanon.tracking.model_files import method_digest
+from latentanon.tracking.pyfunc import log_method_model
 from latentanon.tracking.uri import tracking_uri
 
 CANDIDATE = "candidate"
@@ -38,21 +38,21 @@ def find_version_by_digest(client, model_name: str, digest: str):
 
 
 def register_candidate(tracked: TrackedParams, layout: Layout, client=None) -> dict:
-    """Log the adapter of ``layout.adapter_dir`` as a pyfunc model in a nested run of the pipeline
+    """Log the method saved in ``layout.method_dir`` as a pyfunc model in a nested run of the pipeline
     run, register it as a new version of ``tracking.model_name`` and point @candidate at it.
-    An adapter already registered (same file digest) is not registered twice: a re-run reuses it."""
+    A method already registered (same file digest) is not registered twice: a re-run reuses it."""
     client = client or runs.client_for(tracked.tracking, layout)
     name = tracked.tracking.model_name
-    digest = adapter_digest(layout.adapter_dir)
+    digest = method_digest(layout.method_dir)
     existing = find_version_by_digest(client, name, digest)
     if existing is not None:
         version, run_id, reused = str(existing.version), existing.tags.get(TAG_SOURCE_RUN, ""), True
     else:
         parent = runs.pipeline_run_id(tracked, layout, client)
         run_id = runs.start_child_run(client, parent, "register-candidate", {runs.TAG_STAGE: "gate"})
-        info = log_adapter_model(layout.adapter_dir, run_id, client.tracking_uri, registered_model_name=name)
+        info = log_method_model(layout.method_dir, run_id, client.tracking_uri, registered_model_name=name)
         if info.registered_model_version is None:
-            raise ModelError(f"MLflow did not register {name!r} from {layout.adapter_dir}")
+            raise ModelError(f"MLflow did not register {name!r} from {layout.method_dir}")
         version, reused = str(info.registered_model_version), False
         for key, value in {TAG_ADAPTER_SHA: digest, TAG_SOURCE_RUN: run_id, TAG_DECISION: PENDING}.items():
             client.set_model_version_tag(name, version, key, value)
@@ -88,7 +88,7 @@ def resolve_version(client, model_uri: str):
         hint = ""
         if alias == CHAMPION:
             hint = (
-                f" @{CHAMPION} exists only after the gate approved an adapter; `latentanon verdict` "
+                f" @{CHAMPION} exists only after the gate approved a method; `latentanon verdict` "
                 "says what the last gate decided and why."
             )
         raise ModelError(f"{model_uri}: not found in the registry at {client.tracking_uri}: {exc}.{hint}") from exc
@@ -128,7 +128,7 @@ def approved_record(model_version, model_uri: str) -> dict:
     if not record.get("encoder"):
         raise ModelError(f"{where}: the decision record names no encoder; the gate cannot have measured it")
     if record.get("adapter_sha256") != model_version.tags.get(TAG_ADAPTER_SHA):
-        raise ModelError(f"{where}: the decision record's adapter digest does not match the registered adapter")
+        raise ModelError(f"{where}: the decision record's method digest does not match the registered method")
     return record
 
 
@@ -152,7 +152,7 @@ def anonymize_with_registered_model(model_uri: str, src: str, dst: str, uri: str
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         raise ModelError(
             f"{uri}: no MLflow registry there (set MLFLOW_TRACKING_URI, or run the pipeline "
-            "first; the gate registers the adapter there)"
+            "first; the gate registers the method there)"
         )
     client = runs.connect(uri)
     model_version = resolve_version(client, model_uri)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from latentanon.plots import pyplot, save_figure
+from latentanon.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -82,7 +82,6 @@ def released(method, fs: FeatureSet, releases: int, key: int) -> FeatureSet:
         out = method.with_reproducible_noise(key * 1000 + r).transform(fs)
         arrays = {k: [np.asarray(a, np.float64) for a in out.kind(k)] for k in out.arrays}
         total = arrays if total is None else {k: [t + a for t, a in zip(total[k], arrays[k])] for k in total}
-    method.with_reproducible_noise(key)
     assert total is not None  # releases >= 1: without a release there is no ``out`` either
     return out.with_arrays({k: [(a / releases).astype(np.float32) for a in v] for k, v in total.items()})
 
@@ -108,7 +107,7 @@ def run_trial(
     train_cfg = replace(train_cfg, weights=weights, epochs=params.tune.epochs_per_trial, seed=params.tune.seed)
     method = create_method(train_cfg.method, train_cfg)
     method.fit({**data.task_sets, **{fs.name: fs for fs in data.privacy}}, seed=params.tune.seed)
-    method.with_reproducible_noise(params.tune.seed)  # a trial's figures must not depend on the draw
+    method = method.with_reproducible_noise(params.tune.seed)  # a trial's figures must not depend on the draw
     history = getattr(method, "history", {}) or {}
     task_sets = {name: method.transform(fs) for name, fs in data.task_sets.items()}
     privacy = [method.transform(fs) for fs in data.privacy]

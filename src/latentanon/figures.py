@@ -1,4 +1,5 @@
-"""Shared plotting plumbing: a headless pyplot and atomic PNG writes for every stage's figures."""
+"""Figure plumbing shared by every stage (not the evaluation figures, which are
+latentanon.evaluation.plots): a headless pyplot and atomic PNG writes."""
 
 from __future__ import annotations
 
