@@ -13,7 +13,7 @@ from latentanon.config import Layout, params_from_dict
 from latentanon.errors import ModelError
 from latentanon.methods.aam import AAM, save_adapter
 from latentanon.methods.config import AdapterConfig
-from latentanon.tracking import gate
+from latentanon.tracking import gate, gate_checks
 from latentanon.tracking.registry import APPROVED, REJECTED, TAG_DECISION
 from test_results_table import earlier_release
 
@@ -63,7 +63,7 @@ def failed(checks) -> set[str]:
 
 
 def test_good_metrics_pass_every_check(tmp_path):
-    checks = gate.evaluate_checks(GOOD, params_for(tmp_path).gate, champion=None)
+    checks = gate_checks.evaluate_checks(GOOD, params_for(tmp_path).gate, champion=None)
     assert failed(checks) == set()
     assert {c.name for c in checks} == {
         "normalized_leakage",
@@ -111,43 +111,43 @@ def test_good_metrics_pass_every_check(tmp_path):
     ],
 )
 def test_each_rule_can_reject(tmp_path, dotted, value, check):
-    checks = gate.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path).gate, champion=None)
+    checks = gate_checks.evaluate_checks(with_value(GOOD, dotted, value), params_for(tmp_path).gate, champion=None)
     assert failed(checks) == {check}
 
 
 def test_undecided_privacy_fails_and_undecided_utility_is_reported(tmp_path):
     # leakage mean 0.30 is below 0.4, but its interval straddles the threshold: undecided, so it fails
     straddling = with_value(GOOD, "privacy.trained.normalized_leakage_interval", [0.2, 0.45])
-    checks = {c.name: c for c in gate.evaluate_checks(straddling, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(straddling, params_for(tmp_path).gate, champion=None)}
     assert not checks["normalized_leakage"].passed and checks["normalized_leakage"].decided is False
     assert "undecided" in checks["normalized_leakage"].detail
     assert checks["moving_normalized_leakage"].passed and checks["moving_normalized_leakage"].decided
     # a utility drop whose interval straddles 1% passes on its mean and says it is undecided
     wide = with_value(GOOD, "utility.ar.trained_relative_drop_interval", [-0.01, 0.02])
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert checks["utility_drop_ar"].passed and checks["utility_drop_ar"].decided is False
     assert "test videos would decide" not in checks["utility_drop_ar"].detail
     # with the report's estimate of the test size that would decide it, the detail says so
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": 2400}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "(about 2,400 test videos would decide it)" in checks["utility_drop_ar"].detail
     # a drop on the threshold needs more than a hundred times the test set: the detail says why
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": 893828, "test_items": 4608}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "(it sits on the threshold: about 893,828 test videos would decide it)" in checks["utility_drop_ar"].detail
     wide = with_value(wide, "decisions", {"utility_drop_ar": {"test_items_to_decide": None, "test_items": 4608}})
-    checks = {c.name: c for c in gate.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(wide, params_for(tmp_path).gate, champion=None)}
     assert "centred on the threshold" in checks["utility_drop_ar"].detail
     # a task the trained method did not see is scored as unseen, not gated as seen
     unseen = with_value(GOOD, "utility.tad.seen_in_training", False)
     unseen = with_value(unseen, "utility.tad.trained_relative_drop", 0.5)
-    names = {c.name for c in gate.evaluate_checks(unseen, params_for(tmp_path).gate, champion=None)}
+    names = {c.name for c in gate_checks.evaluate_checks(unseen, params_for(tmp_path).gate, champion=None)}
     assert "utility_drop_tad" not in names
 
 
 def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
     strict = params_for(tmp_path, max_normalized_leakage=0.25, require_bias_gap_not_larger=False)
-    checks = gate.evaluate_checks(with_value(GOOD, "bias.trained.gap", 0.9), strict.gate, champion=None)
+    checks = gate_checks.evaluate_checks(with_value(GOOD, "bias.trained.gap", 0.9), strict.gate, champion=None)
     # the static scope is over 0.25 in the scopes too, so the worst scope fails with it
     assert failed(checks) == {"normalized_leakage", "worst_scope_normalized_leakage"}
     assert "bias_gap" not in {c.name for c in checks}
@@ -155,74 +155,80 @@ def test_thresholds_come_from_params_and_bias_rule_can_be_off(tmp_path):
 
 def test_only_one_scope_over_the_threshold_fails_the_gate_and_is_named(tmp_path):
     leaky = with_value(GOOD, "privacy.trained.scopes.moving_video_mean.normalized_leakage_interval", [0.41, 0.6])
-    checks = {c.name: c for c in gate.evaluate_checks(leaky, params_for(tmp_path).gate, champion=None)}
+    checks = {c.name: c for c in gate_checks.evaluate_checks(leaky, params_for(tmp_path).gate, champion=None)}
     worst = checks["worst_scope_normalized_leakage"]
     assert not worst.passed and worst.decided and worst.interval == (0.41, 0.6)
     assert "worst scope moving_video_mean" in worst.detail
     assert all(c.passed for name, c in checks.items() if name != "worst_scope_normalized_leakage")
     skipped_only = with_value(GOOD, "privacy.trained.scopes", {"rerelease64": {"skipped": "no labels"}})
-    assert failed(gate.evaluate_checks(skipped_only, params_for(tmp_path).gate, champion=None)) == {
+    assert failed(gate_checks.evaluate_checks(skipped_only, params_for(tmp_path).gate, champion=None)) == {
         "worst_scope_normalized_leakage"
     }
 
 
 def test_champion_comparison(tmp_path):
     params = params_for(tmp_path)
-    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.30})) == set()
-    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.29})) == {
+    assert failed(gate_checks.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.30})) == set()
+    assert failed(gate_checks.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": 0.29})) == {
         "leakage_vs_champion"
     }
     # a champion without a recorded figure cannot be beaten knowingly: fail closed
-    assert failed(gate.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": None})) == {
+    assert failed(gate_checks.evaluate_checks(GOOD, params.gate, {"version": "1", "normalized_leakage": None})) == {
         "leakage_vs_champion"
     }
     tolerant = params_for(tmp_path, champion_leakage_tolerance=0.02)
-    assert failed(gate.evaluate_checks(GOOD, tolerant.gate, {"version": "1", "normalized_leakage": 0.29})) == set()
+    assert (
+        failed(gate_checks.evaluate_checks(GOOD, tolerant.gate, {"version": "1", "normalized_leakage": 0.29})) == set()
+    )
 
 
 def test_missing_or_broken_metrics_reject_everything(tmp_path):
-    tree, problem = gate.read_metrics(tmp_path / "metrics.json")
+    tree, problem = gate_checks.read_metrics(tmp_path / "metrics.json")
     assert tree is None and "missing" in problem
     (tmp_path / "metrics.json").write_text("{not json")
-    tree, problem = gate.read_metrics(tmp_path / "metrics.json")
+    tree, problem = gate_checks.read_metrics(tmp_path / "metrics.json")
     assert tree is None and "not valid JSON" in problem
     (tmp_path / "metrics.json").write_text("[1, 2]")
-    assert gate.read_metrics(tmp_path / "metrics.json")[0] is None
-    checks = gate.evaluate_checks(None, params_for(tmp_path).gate, champion=None)
+    assert gate_checks.read_metrics(tmp_path / "metrics.json")[0] is None
+    checks = gate_checks.evaluate_checks(None, params_for(tmp_path).gate, champion=None)
     assert checks and not any(c.passed for c in checks)
     # figures given with their interval are read from "mean"
-    assert gate.figure({"a": {"b": {"mean": 0.5, "ci": [0.4, 0.6]}}}, "a.b") == 0.5
+    assert gate_checks.figure({"a": {"b": {"mean": 0.5, "ci": [0.4, 0.6]}}}, "a.b") == 0.5
 
 
 def test_an_earlier_releases_metrics_are_read_like_the_current_ones(tmp_path):
     old = earlier_release(GOOD)
     assert "aam" in old["privacy"] and "aam_relative_drop" in old["utility"]["ar"] and "aam" in old["bias"]
     cfg = params_for(tmp_path).gate
-    current = [(c.name, c.value, c.passed, c.interval) for c in gate.evaluate_checks(GOOD, cfg, champion=None)]
-    assert [(c.name, c.value, c.passed, c.interval) for c in gate.evaluate_checks(old, cfg, champion=None)] == current
+    current = [(c.name, c.value, c.passed, c.interval) for c in gate_checks.evaluate_checks(GOOD, cfg, champion=None)]
+    assert [
+        (c.name, c.value, c.passed, c.interval) for c in gate_checks.evaluate_checks(old, cfg, champion=None)
+    ] == current
     # every rule still reads the old figures: each can reject them
     leaky = earlier_release(
         with_value(GOOD, "privacy.trained.scopes.rerelease64.normalized_leakage_interval", [0.42, 0.5])
     )
-    assert failed(gate.evaluate_checks(leaky, cfg, champion=None)) == {"worst_scope_normalized_leakage"}
+    assert failed(gate_checks.evaluate_checks(leaky, cfg, champion=None)) == {"worst_scope_normalized_leakage"}
     drop = earlier_release(with_value(GOOD, "utility.tad.trained_relative_drop", 0.011))
-    assert failed(gate.evaluate_checks(drop, cfg, champion=None)) == {"utility_drop_tad"}
+    assert failed(gate_checks.evaluate_checks(drop, cfg, champion=None)) == {"utility_drop_tad"}
     gap = earlier_release(with_value(GOOD, "bias.trained.gap", -0.25))
-    assert failed(gate.evaluate_checks(gap, cfg, champion=None)) == {"bias_gap"}
-    assert failed(gate.evaluate_checks(old, cfg, {"version": "1", "normalized_leakage": 0.29})) == {
+    assert failed(gate_checks.evaluate_checks(gap, cfg, champion=None)) == {"bias_gap"}
+    assert failed(gate_checks.evaluate_checks(old, cfg, {"version": "1", "normalized_leakage": 0.29})) == {
         "leakage_vs_champion"
     }
     # read from a file: the tree comes back with the current keys, and a current key wins over an old one
     (tmp_path / "metrics.json").write_text(json.dumps({**old, "privacy": {**old["privacy"], **GOOD["privacy"]}}))
-    tree, problem = gate.read_metrics(tmp_path / "metrics.json")
+    tree, problem = gate_checks.read_metrics(tmp_path / "metrics.json")
     assert not problem and "aam" not in tree["privacy"] and "aam" not in tree["bias"]
     assert tree["privacy"]["trained"] == GOOD["privacy"]["trained"] and tree["utility"] == GOOD["utility"]
     both = with_value(GOOD, "privacy.aam", {**GOOD["privacy"]["trained"], "relative_cmap_drop": 0.0})
-    assert failed(gate.evaluate_checks(both, cfg, champion=None)) == set()
+    assert failed(gate_checks.evaluate_checks(both, cfg, champion=None)) == set()
     # a gate section from an earlier params file names the old bias key: read as the current one
     with pytest.warns(DeprecationWarning):
         legacy_cfg = params_from_dict({"gate": {"bias_aam_gap_key": "bias.aam.gap"}}).gate
-    checks = {c.name: c for c in gate.evaluate_checks(with_value(GOOD, "bias.trained.gap", 0.15), legacy_cfg, None)}
+    checks = {
+        c.name: c for c in gate_checks.evaluate_checks(with_value(GOOD, "bias.trained.gap", 0.15), legacy_cfg, None)
+    }
     assert checks["bias_gap"].value == 0.15 and checks["bias_gap"].passed
 
 
@@ -353,7 +359,7 @@ def test_a_champion_approved_on_an_earlier_releases_metrics_bounds_the_next_cand
     write_metrics(layout, earlier_release(GOOD))
     summary = gate.run_gate(params.tracked(), layout)
     assert (summary["decision"], summary["promoted"]) == (APPROVED, True), summary["reasons"]
-    assert client.get_model_version(name, summary["version"]).tags[gate.TAG_LEAKAGE] == "0.3"
+    assert client.get_model_version(name, summary["version"]).tags[gate_checks.TAG_LEAKAGE] == "0.3"
     save_random_adapter(layout.method_dir, seed=4)
     write_metrics(layout, with_value(GOOD, "privacy.trained.normalized_leakage", 0.35))
     summary = gate.run_gate(params.tracked(), layout)
