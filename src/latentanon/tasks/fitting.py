@@ -27,11 +27,6 @@ from latentanon.tasks.specs import _spec
 HEAD_STEPS = 300
 HEAD_LR = 3e-3
 HEAD_BATCH = 256
-# Fitted heads kept per process, keyed on what they were fitted on: tune's trials, evaluate's
-# unseen-task refits and distil's fits read the same raw heads again. Bounded: a whitened head of
-# d-dim features holds a d x d projection (4.7 MB at d = 768).
-HEAD_MEMO_SIZE = 48
-_HEAD_MEMO: OrderedDict[str, FittedHead] = OrderedDict()
 LABEL_COLUMNS = {"ar": ("label_id",), "tad": ("segments", "fps"), "ad": ("anomaly",)}
 
 
@@ -52,6 +47,13 @@ class FittedHead:
     head: torch.nn.Module
     inputs: _Standardized | _PrincipalAxes  # fitted on the train split; maps any split's features
     vocabulary: list[str]
+
+
+# Fitted heads kept per process, keyed on what they were fitted on: tune's trials, evaluate's
+# unseen-task refits and distil's fits read the same raw heads again. Bounded: a whitened head of
+# d-dim features holds a d x d projection (4.7 MB at d = 768).
+HEAD_MEMO_SIZE = 48
+_HEAD_MEMO: OrderedDict[str, FittedHead] = OrderedDict()
 
 
 def fit_head(

@@ -91,36 +91,17 @@ def _privacy_bound(name: str, tree: dict | None, dotted: str, threshold: float) 
             f"{dotted}_interval missing or not a finite [low, high]: the criterion cannot be decided",
         )
     low, high = bounds
+
+    def verdict(passed: bool, detail: str, decided: bool) -> Check:
+        return Check(name, high, threshold, "<=", passed, detail, bounds, decided)
+
     if high <= threshold:
-        return Check(
-            name,
-            high,
-            threshold,
-            "<=",
-            True,
-            f"upper bound {high:.4g} <= {threshold:.4g}: pass (decided)",
-            bounds,
-            True,
-        )
+        return verdict(True, f"upper bound {high:.4g} <= {threshold:.4g}: pass (decided)", True)
     if low > threshold:
-        return Check(
-            name,
-            high,
-            threshold,
-            "<=",
-            False,
-            f"interval [{low:.4g}, {high:.4g}] lies above {threshold:.4g}: FAIL (decided)",
-            bounds,
-            True,
-        )
-    return Check(
-        name,
-        high,
-        threshold,
-        "<=",
+        return verdict(False, f"interval [{low:.4g}, {high:.4g}] lies above {threshold:.4g}: FAIL (decided)", True)
+    return verdict(
         False,
         f"interval [{low:.4g}, {high:.4g}] straddles {threshold:.4g}: undecided, which fails a privacy criterion",
-        bounds,
         False,
     )
 
