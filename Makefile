@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The oldest supported KFP backend's protos, beside (not inside) the venv's packages: the strict
+# parse of the compiled pipeline loads them in a child interpreter (pipelines/protos.py).
+OLDEST_PROTOS := $(VENV)/backend-protos/oldest
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -14,9 +17,11 @@ export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: install run verdict test test-fast lint mlflow-ui lock lock-check clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock backend-protos.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+	  --target $(OLDEST_PROTOS) -r backend-protos.lock
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -64,20 +69,22 @@ mlflow-ui: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^latentanon' | sed -E 's/\+[A-Za-z0-9.]+$$//' > requirements.lock
 
-# Proves that every pin in requirements.lock resolves from PyPI alone on this platform (Linux
-# x86_64, Python 3.11): --isolated ignores pip's config and PIP_* variables, so no local wheel
-# folder or mirror helps. A recent pip reads each wheel's metadata (PEP 658) instead of
-# downloading it. Needs the network; not part of `make test`.
+# Proves that every pin in requirements.lock and backend-protos.lock resolves from PyPI alone on
+# this platform (Linux x86_64, Python 3.11): --isolated ignores pip's config and PIP_* variables,
+# so no local wheel folder or mirror helps. A recent pip reads each wheel's metadata (PEP 658)
+# instead of downloading it. Needs the network; not part of `make test`.
 LOCK_CHECK_VENV := build/lock-check
 LOCK_CHECK_PIP := pip==25.3
 lock-check:
 	rm -rf $(LOCK_CHECK_VENV)
 	$(PYTHON) -m venv $(LOCK_CHECK_VENV)
 	$(LOCK_CHECK_VENV)/bin/python -m pip install --isolated --quiet --disable-pip-version-check "$(LOCK_CHECK_PIP)"
-	$(LOCK_CHECK_VENV)/bin/python -m pip install --isolated --disable-pip-version-check --quiet --report - \
-	  --dry-run --ignore-installed --no-deps -r requirements.lock > $(LOCK_CHECK_VENV)/report.json
-	@$(LOCK_CHECK_VENV)/bin/python -c "import json; r = json.load(open('$(LOCK_CHECK_VENV)/report.json'))['install']; \
-	print(f'lock-check: all {len(r)} pins of requirements.lock resolve from PyPI alone')"
+	@for lock in requirements.lock backend-protos.lock; do \
+	  $(LOCK_CHECK_VENV)/bin/python -m pip install --isolated --disable-pip-version-check --quiet --report - \
+	    --dry-run --ignore-installed --no-deps -r $$lock > $(LOCK_CHECK_VENV)/report.json || exit 1; \
+	  $(LOCK_CHECK_VENV)/bin/python -c "import json, sys; r = json.load(open('$(LOCK_CHECK_VENV)/report.json'))['install']; \
+	  print(f'lock-check: all {len(r)} pins of {sys.argv[1]} resolve from PyPI alone')" $$lock || exit 1; \
+	done
 
 clean:
 	rm -rf data/benchmark data/manifests features features_anon models reports

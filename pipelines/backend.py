@@ -1,147 +1,28 @@
-"""The oldest Kubeflow Pipelines backend the compiled pipeline runs on, and the spec fields each
-backend understands.
+"""The oldest Kubeflow Pipelines backend the compiled pipeline runs on, and what its protos do not say.
 
-The KFP SDK and kfp-kubernetes write fields that an older backend (API server, driver, launcher)
-either rejects or silently ignores. ``unsupported_fields`` lists every field of a compiled YAML
-that is unknown here or newer than ``MIN_KFP_BACKEND``; the compile test fails on any, so a new
-SDK feature cannot slip into the YAML without someone checking that the declared backend has it.
+Which fields a backend knows is read from its own protos (``pipelines/protos.py`` parses the
+compiled YAML strictly with the oldest and the newest supported backends'). A proto can define a
+field that a backend's driver does not yet honour, or that the protos of an older backend also
+define with no effect: those few are listed here with the first backend that acts on them, and
+``unsupported_fields`` flags any of them newer than ``MIN_KFP_BACKEND``.
 """
 
 from __future__ import annotations
 
 MIN_KFP_BACKEND = "2.15.0"
 
-CORE = "2.0.0"  # the v2 pipeline spec (schemaVersion 2.1.0) every v2 backend reads
-NOT_PINNED = "2.15.0"  # supported by 2.15.0; the first release with it is not pinned down here
 UNRELEASED = "99.0.0"  # in no released backend yet
 
 # field -> (first backend version that honours it, source)
 FIELD_SINCE: dict[str, tuple[str, str]] = {
-    # Core IR: pipeline, components, DAGs, tasks, inputs/outputs, executors, caching.
-    **{
-        name: (CORE, "KFP v2 pipeline spec")
-        for name in (
-            "pipelineInfo",
-            "root",
-            "components",
-            "deploymentSpec",
-            "executors",
-            "container",
-            "image",
-            "command",
-            "args",
-            "env",
-            "name",
-            "value",
-            "dag",
-            "tasks",
-            "taskInfo",
-            "componentRef",
-            "inputs",
-            "outputs",
-            "parameters",
-            "artifacts",
-            "inputDefinitions",
-            "outputDefinitions",
-            "parameterType",
-            "artifactType",
-            "schemaTitle",
-            "schemaVersion",
-            "isOptional",
-            "defaultValue",
-            "description",
-            "runtimeValue",
-            "constant",
-            "componentInputParameter",
-            "componentInputArtifact",
-            "taskOutputParameter",
-            "taskOutputArtifact",
-            "producerTask",
-            "outputParameterKey",
-            "outputArtifactKey",
-            "dependentTasks",
-            "executorLabel",
-            "cachingOptions",
-            "enableCache",
-            "sdkVersion",
-            "triggerPolicy",
-            "condition",
-            "strategy",
-            "parameterIterator",
-            "items",
-            "inputParameter",
-            "itemInput",
-            "parameterExpressionSelector",
-            "artifactSelectors",
-            "producerSubtask",
-            "resources",
-            "cpuLimit",
-            "memoryLimit",
-            "cpuRequest",
-            "memoryRequest",
-            "accelerator",
-            "type",
-            "count",
-            "platforms",
-            "kubernetes",
-            "defaultPipelineRoot",
-        )
-    },
-    # Exit handler with dsl.PipelineTaskFinalStatus.
-    "taskFinalStatus": (NOT_PINNED, "dsl.ExitHandler exit task with PipelineTaskFinalStatus"),
-    # ParallelFor(parallelism=...): backend PR kubeflow/pipelines#10798 (merged 2024).
-    "iteratorPolicy": (NOT_PINNED, "kubeflow/pipelines#10798"),
-    "parallelismLimit": (NOT_PINNED, "kubeflow/pipelines#10798"),
-    # set_retry: the Argo compiler maps retryPolicy to retryStrategy (kubeflow/pipelines#11861, 2025).
-    "retryPolicy": (NOT_PINNED, "kubeflow/pipelines#11861"),
-    "maxRetryCount": (NOT_PINNED, "kubeflow/pipelines#11861"),
-    "backoffDuration": (NOT_PINNED, "kubeflow/pipelines#11861"),
-    "backoffFactor": (NOT_PINNED, "kubeflow/pipelines#11861"),
-    "backoffMaxDuration": (NOT_PINNED, "kubeflow/pipelines#11861"),
-    # Resource fields that may hold pipeline parameters (written by SDK 2.x next to the old ones).
-    **{
-        name: (NOT_PINNED, "resource requests as placeholders")
-        for name in (
-            "resourceCpuLimit",
-            "resourceCpuRequest",
-            "resourceMemoryLimit",
-            "resourceMemoryRequest",
-            "resourceType",
-            "resourceCount",
-        )
-    },
     # dsl.Collected over artifacts (fan-in of a ParallelFor's Dataset outputs).
     "isArtifactList": ("2.14.0", "artifact fan-in with dsl.Collected"),
-    # kfp-kubernetes platform spec.
-    **{
-        name: (CORE, "kfp-kubernetes platform spec")
-        for name in (
-            "secretAsEnv",
-            "secretName",
-            "keyToEnv",
-            "secretKey",
-            "envVar",
-            "configMapAsEnv",
-            "configMapName",
-            "configMapKey",
-            "tolerations",
-            "key",
-            "operator",
-            "effect",
-        )
-    },
-    "emptyDirMounts": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
-    "volumeName": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
-    "mountPath": (NOT_PINNED, "kfp-kubernetes empty_dir_mount"),
-    "sizeLimit": (NOT_PINNED, "kfp-kubernetes empty_dir_mount(size_limit=...)"),
-    "podMetadata": (NOT_PINNED, "kfp-kubernetes add_pod_label"),
-    "labels": (NOT_PINNED, "kfp-kubernetes add_pod_label"),
     # kfp-kubernetes >= 2.15 writes these on every secret/config-map env; older drivers fail with
     # 'unknown field "optional" in kfp_kubernetes.SecretAsEnv' (kubeflow/pipelines#12495).
     "optional": ("2.15.0", "kubeflow/pipelines#12495"),
     "secretNameParameter": ("2.15.0", "kubeflow/pipelines#12495"),
     "configMapNameParameter": ("2.15.0", "kubeflow/pipelines#12495"),
-    # Known fields of features no released backend runs yet: they must not appear.
+    # In the protos, not yet run by any released backend: they must not appear.
     "artifactSources": (UNRELEASED, "static artifact fan-in, kubeflow/pipelines#14042 (open)"),
     "policy": (UNRELEASED, "set_retry(policy=...), kubeflow/pipelines#13386 (open)"),
 }
@@ -181,12 +62,9 @@ def spec_fields(documents: list[dict]) -> set[str]:
 
 
 def unsupported_fields(documents: list[dict], minimum: str = MIN_KFP_BACKEND) -> dict[str, str]:
-    """Fields the declared backend may not understand: field -> why."""
+    """Fields of the table above that the declared backend does not act on: field -> why."""
     problems = {}
-    for name in sorted(spec_fields(documents)):
-        if name not in FIELD_SINCE:
-            problems[name] = "not vetted: add it to pipelines/backend.py with the first backend that supports it"
-            continue
+    for name in sorted(spec_fields(documents) & set(FIELD_SINCE)):
         since, source = FIELD_SINCE[name]
         if version_tuple(since) > version_tuple(minimum):
             shown = "no released backend" if since == UNRELEASED else f"backend {since}"

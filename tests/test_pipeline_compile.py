@@ -300,7 +300,7 @@ def test_compiled_yaml_needs_no_newer_backend_than_declared(compiled):
     assert f"**{backend.MIN_KFP_BACKEND}**" in docs, "docs/kubeflow.md states another minimum backend"
 
 
-def test_backend_check_catches_newer_and_unvetted_fields(compiled):
+def test_backend_check_catches_fields_newer_than_the_minimum(compiled):
     import copy
 
     from pipelines import backend
@@ -309,10 +309,8 @@ def test_backend_check_catches_newer_and_unvetted_fields(compiled):
     assert "optional" in backend.unsupported_fields([spec, platform], minimum="2.14.0")
     assert "isArtifactList" in backend.unsupported_fields([spec, platform], minimum="2.13.0")
     spec["root"]["dag"]["tasks"]["close-run"]["retryPolicy"] = {"maxRetryCount": 1, "policy": "OnError"}
-    spec["components"]["comp-train"]["someFieldFromTheFuture"] = {}
     problems = backend.unsupported_fields([spec, platform])
-    assert "no released backend" in problems["policy"]
-    assert "not vetted" in problems["someFieldFromTheFuture"]
+    assert list(problems) == ["policy"] and "no released backend" in problems["policy"]
     # User-chosen names (tasks, inputs, labels) are not fields.
     assert "close-run" not in backend.spec_fields([spec, platform])
     assert "app.kubernetes.io/part-of" not in backend.spec_fields([spec, platform])
@@ -447,44 +445,86 @@ def test_gate_receives_the_anonymized_store_and_hands_on_the_marked_one(compiled
     assert {"gate_report", "released_store"} <= set(outputs)
 
 
-def test_compiled_yaml_parses_strictly_with_the_real_protos():
-    """Every field of the committed YAML is one the pipeline-spec and kfp-kubernetes protos know:
-    the pipeline spec as ml_pipelines.PipelineSpec, each executor's platform config as
-    kfp_kubernetes.KubernetesExecutorConfig (the PlatformSpec holds them as free Structs).
+# The oldest supported backend's protos, installed beside the venv's packages by `make install`.
+OLDEST_PROTOS = Path(sys.prefix) / "backend-protos" / "oldest"
+PROTOS = {"oldest": OLDEST_PROTOS, "newest": None}  # None: the installed (requirements.lock) protos
 
-    The installed protos are the newest supported backend's (2.17); the oldest's (2.15) are not
-    installable offline, so what 2.15 understands is still the field table of pipelines/backend.py.
-    """
-    from importlib.metadata import version
 
-    from google.protobuf import json_format
-    from kfp.kubernetes import kubernetes_executor_config_pb2
-    from kfp.pipeline_spec import pipeline_spec_pb2
+def _proto_check(pipeline_yaml: Path, which: str) -> dict:
+    from pipelines.protos import check
+
+    if which == "oldest":
+        assert OLDEST_PROTOS.is_dir(), f"{OLDEST_PROTOS} is missing: `make install` installs backend-protos.lock there"
+    return check(pipeline_yaml, PROTOS[which])
+
+
+@pytest.mark.parametrize("which", ["oldest", "newest"])
+def test_compiled_yaml_parses_strictly_with_each_supported_backends_protos(which, tmp_path):
+    """Every field of the committed YAML is one the pipeline-spec and kfp-kubernetes protos of the
+    oldest (backend-protos.lock) and the newest (requirements.lock) supported backend define, and
+    the parse is strict: an unknown field is refused at the pipeline and the executor level."""
     from pipelines.backend import MIN_KFP_BACKEND
 
-    for package in ("kfp-pipeline-spec", "kfp-kubernetes"):
-        installed = tuple(int(x) for x in version(package).split(".")[:2])
-        assert tuple(int(x) for x in MIN_KFP_BACKEND.split(".")[:2]) <= installed, package
+    result = _proto_check(GOLDEN, which)
+    assert result["problems"] == [], f"{which} backend's protos refuse the committed YAML"
+    assert set(result["versions"]) == {"kfp-pipeline-spec", "kfp-kubernetes"}
+    for package, shown in result["versions"].items():
+        version = tuple(int(x) for x in shown.split(".")[:2])
+        assert version >= tuple(int(x) for x in MIN_KFP_BACKEND.split(".")[:2]), (package, shown)
     pipeline, platform = [d for d in yaml.safe_load_all(GOLDEN.read_text()) if d]
-    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
-    parsed = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    pipeline["bogusField"] = 1
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(parsed.platforms["kubernetes"].deployment_spec.executors) == set(executors)
-    for name, config in executors.items():
-        try:
-            json_format.ParseDict(
-                config, kubernetes_executor_config_pb2.KubernetesExecutorConfig(), ignore_unknown_fields=False
-            )
-        except json_format.ParseError as exc:
-            pytest.fail(f"{name}: {exc}")
-    # The parse is strict: a field the protos do not know is an error, at either level.
-    with pytest.raises(json_format.ParseError, match="bogusField"):
-        json_format.ParseDict({**pipeline, "bogusField": 1}, pipeline_spec_pb2.PipelineSpec())
-    some_executor = next(iter(executors.values()))
-    with pytest.raises(json_format.ParseError, match="bogusField"):
-        json_format.ParseDict(
-            {**some_executor, "bogusField": 1}, kubernetes_executor_config_pb2.KubernetesExecutorConfig()
-        )
+    executors["exec-train"]["bogusExecutorField"] = 1
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all([pipeline, platform]))
+    problems = _proto_check(broken, which)["problems"]
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("pipeline spec:") and "bogusField" in problems[0]
+    assert problems[1].startswith("executor exec-train:") and "bogusExecutorField" in problems[1]
+
+
+def test_a_field_only_the_newest_backend_knows_fails_only_against_the_oldest(tmp_path):
+    """kfp-kubernetes 2.17 added a container security context to the executor config; 2.15's
+    protos do not define it, so a YAML using it parses with the newest and not the oldest."""
+    pipeline, platform = [d for d in yaml.safe_load_all(GOLDEN.read_text()) if d]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors["exec-gate"]["securityContext"] = {"runAsUser": 1000}
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(yaml.safe_dump_all([pipeline, platform]))
+    assert _proto_check(newer, "newest")["problems"] == []
+    problems = _proto_check(newer, "oldest")["problems"]
+    assert len(problems) == 1 and problems[0].startswith("executor exec-gate:") and "securityContext" in problems[0]
+
+
+def test_the_oldest_protos_pins_follow_the_declared_minimum_backend():
+    from pipelines.backend import MIN_KFP_BACKEND
+
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "backend-protos.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert pins == {"kfp-pipeline-spec": MIN_KFP_BACKEND, "kfp-kubernetes": MIN_KFP_BACKEND}
+    assert _proto_check(GOLDEN, "oldest")["versions"] == pins, "the installed oldest protos differ from the lock"
+
+
+def test_the_proto_check_names_the_file_and_a_missing_protos_folder(tmp_path):
+    from pipelines.protos import check
+
+    not_yaml = tmp_path / "not-a-pipeline.yaml"
+    not_yaml.write_text("- just\n- a list\n")
+    with pytest.raises(RuntimeError, match="not-a-pipeline.yaml: not a compiled pipeline"):
+        check(not_yaml)
+    with pytest.raises(RuntimeError, match="are the protos installed"):
+        check(GOLDEN, tmp_path / "nothing-here")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.protos", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "missing.yaml" in done.stderr
 
 
 CPU_DIGEST = "ghcr.io/latentanon/latentanon@sha256:" + "a" * 64
