@@ -36,9 +36,10 @@ verdict: $(STAMP)
 	@$(BIN)/latentanon verdict
 
 # Test files spread over the cores, four at most (a file's tests share its expensive module
-# fixtures, so a file stays on one worker). `make test TEST_WORKERS=0` runs in one process.
+# fixtures, so a file stays on one worker), the longest first (tests/conftest.py LONGEST_FILES).
+# `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(PYTEST)

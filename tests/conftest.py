@@ -29,6 +29,28 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+# The files that take longest (worker-seconds of a full run, longest first): `make test` hands
+# them out first (--no-loadscope-reorder keeps this order) so the workers finish together instead
+# of one starting a four-minute pipeline test after the other has run out of files.
+LONGEST_FILES = (
+    "test_resume.py",
+    "test_dvc_pipeline.py",
+    "test_readme_commands.py",
+    "test_kfp_local.py",
+    "test_bias.py",
+    "test_hf_pipeline.py",
+    "test_k8s.py",
+    "test_pipeline_compile.py",
+    "test_tuning.py",
+    "test_validation.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tests use tiny tensors: one thread is faster and never oversubscribes the CI machine. Reset

@@ -23,6 +23,31 @@ def test_constant_scores_give_prevalence_and_no_positive_is_nan():
     assert math.isnan(metrics.average_precision(np.zeros(3), np.array([0.1, 0.2, 0.3])))
 
 
+def test_average_precision_is_sklearns_to_the_last_bit():
+    """The figures the gate reads must not move: the same float as sklearn's AP on random scores,
+    tied scores (coarse, constant) and float32 scores, and the same refusal of NaN scores."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(400):
+        size = int(rng.integers(1, 200))
+        labels = rng.random(size) < rng.random()
+        if not labels.any():
+            continue
+        scores = (
+            rng.random(size),
+            rng.integers(0, 5, size) / 4,
+            np.full(size, 0.3),
+            rng.normal(size=size).astype(np.float32),
+        )[trial % 4]
+        assert metrics.average_precision(labels, scores) == float(average_precision_score(labels, scores)), trial
+        checked += 1
+    assert checked > 300
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.average_precision(np.array([1, 0]), np.array([0.5, np.nan]))
+
+
 def test_cmap_averages_every_class_of_every_attribute():
     # gender: two classes, perfectly ranked -> AP 1, 1; face: three classes with known APs.
     gender_labels = np.array([0, 1, 0, 1])

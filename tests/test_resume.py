@@ -121,6 +121,26 @@ def read_json(path: Path):
     return without_timing(json.loads(path.read_text()))
 
 
+# Runs the given stages in order in one process, as `latentanon run` does: the reference pays the
+# imports and the tracking store's set-up once. The restarts run each stage on its own.
+IN_ONE_PROCESS = """
+import sys
+from latentanon.cli import main
+for stage in sys.argv[1:]:
+    status = main([stage, "--params", "params.yaml"])
+    if status:
+        sys.exit(f"latentanon {stage} exited {status}")
+"""
+
+
+def run_stages(workdir: Path, env: dict, stages: tuple[str, ...]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", IN_ONE_PROCESS, *stages], cwd=workdir, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(stages)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
 def run_stage(workdir: Path, env: dict, stage: str) -> None:
     proc = subprocess.run(
         [str(CLI), stage, "--params", "params.yaml"], cwd=workdir, env=env, capture_output=True, text=True
@@ -210,8 +230,9 @@ def pipeline(tmp_path_factory):
         "MKL_NUM_THREADS": "1",
     }
     env.pop("LATENTANON_TUNE_STORAGE", None)
-    for stage in ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias"):
-        run_stage(workdir, env, stage)
+    run_stages(
+        workdir, env, ("generate", "validate", "pretrain-encoder", "extract", "tune", "train", "evaluate", "audit-bias")
+    )
     reference = tmp_path_factory.mktemp("reference")
     for name in ("models", "features", "features.release_ids", "features_anon", "reports"):
         shutil.copytree(workdir / name, reference / name)
