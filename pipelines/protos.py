@@ -63,7 +63,11 @@ def _versions(protos_dir: Path | None) -> dict[str, str]:
 
 
 def parse_problems(documents: list[dict], protos_dir: Path | None = None) -> list[str]:
-    """What the protos refuse in a compiled pipeline (pipeline spec, then platform spec): one line each."""
+    """What the protos refuse in a compiled pipeline (pipeline spec, then platform spec): one line each.
+
+    With ``protos_dir`` this replaces the ``kfp`` packages of the running interpreter: call it
+    through ``check`` (a child interpreter) unless this process is one for the check alone.
+    """
     from google.protobuf import json_format
 
     spec_pb2, kubernetes_pb2 = _load_protos(protos_dir)
